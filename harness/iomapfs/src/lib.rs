@@ -1,0 +1,1 @@
+//! iomapfs server library.
