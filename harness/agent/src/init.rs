@@ -1,0 +1,112 @@
+//! PID 1 duties: switch from the initramfs to the root image, mount the
+//! pseudo filesystems, and end the VM.
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::sys::mount;
+
+const NEWROOT: &str = "/newroot";
+
+/// Options the host passes on the kernel command line (`harness.KEY=VALUE`).
+fn cmdline_opt(cmdline: &str, key: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("harness.{key}=")).map(str::to_string))
+}
+
+/// Mount the root image and the share, then make the image our root
+/// (what `switch_root` does; the initramfs holds only this binary).
+pub fn switch_to_image() -> Result<(), String> {
+    // Already running from a real root (booted with init= instead of an initramfs).
+    if !Path::new("/init").exists() {
+        return Ok(());
+    }
+    mount("devtmpfs", "/dev", "devtmpfs", 0, "")?;
+    mount("proc", "/proc", "proc", 0, "")?;
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let root = cmdline_opt(&cmdline, "root").unwrap_or_else(|| "/dev/vda".into());
+    let fstype = cmdline_opt(&cmdline, "rootfstype").unwrap_or_else(|| "ext4".into());
+
+    // virtio-blk probes before init runs, but don't bet the run on it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !Path::new(&root).exists() {
+        if Instant::now() > deadline {
+            return Err(format!("root device {root} did not appear"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    mount(&root, NEWROOT, &fstype, 0, "")?;
+    mount(
+        events::SHARE_TAG,
+        &format!("{NEWROOT}{}", events::SHARE_MOUNT),
+        "9p",
+        0,
+        "trans=virtio,version=9p2000.L,msize=524288,cache=none",
+    )?;
+    mount("/dev", &format!("{NEWROOT}/dev"), "", libc::MS_MOVE, "")?;
+    // SAFETY: plain path syscalls with valid C strings.
+    unsafe {
+        libc::umount2(c"/proc".as_ptr(), libc::MNT_DETACH);
+    }
+    std::env::set_current_dir(NEWROOT).map_err(|e| format!("chdir {NEWROOT}: {e}"))?;
+    mount(".", "/", "", libc::MS_MOVE, "")?;
+    // SAFETY: chroot(".") after moving the new root onto "/".
+    if unsafe { libc::chroot(c".".as_ptr()) } != 0 {
+        return Err(format!("chroot: {}", std::io::Error::last_os_error()));
+    }
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    Ok(())
+}
+
+/// Mount proc, sys and friends (only as PID 1; a no-op elsewhere).
+pub fn mount_basics() -> Result<(), String> {
+    if std::process::id() != 1 {
+        return Ok(());
+    }
+    mount("proc", "/proc", "proc", 0, "")?;
+    mount("sysfs", "/sys", "sysfs", 0, "")?;
+    if !Path::new("/dev/null").exists() {
+        mount("devtmpfs", "/dev", "devtmpfs", 0, "")?;
+    }
+    mount("devpts", "/dev/pts", "devpts", 0, "gid=5,mode=620,ptmxmode=666")?;
+    mount("tmpfs", "/dev/shm", "tmpfs", 0, "mode=1777")?;
+    mount("tmpfs", "/tmp", "tmpfs", 0, "mode=1777")?;
+    mount("tmpfs", "/run", "tmpfs", 0, "mode=755")?;
+    // Best effort: not every kernel has these.
+    let _ = mount("debugfs", "/sys/kernel/debug", "debugfs", 0, "");
+    let _ = mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, "");
+    let _ = std::fs::write("/proc/sys/kernel/hostname", "harness\n");
+    // /dev/fd and friends, which bash process substitution needs.
+    let _ = std::os::unix::fs::symlink("/proc/self/fd", "/dev/fd");
+    for (i, name) in ["stdin", "stdout", "stderr"].iter().enumerate() {
+        let _ = std::os::unix::fs::symlink(format!("/proc/self/fd/{i}"), format!("/dev/{name}"));
+    }
+    Ok(())
+}
+
+/// End the VM. QEMU runs with `-no-reboot`, so a reset makes it exit at once,
+/// on every machine type, with or without ACPI.
+pub fn power_off() -> ! {
+    crate::sys::sync();
+    // SAFETY: reboot with a valid command; it does not return on success.
+    unsafe {
+        libc::reboot(libc::LINUX_REBOOT_CMD_RESTART);
+    }
+    // If even that failed there is nothing left to do but wait to be killed.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cmdline_opt;
+
+    #[test]
+    fn finds_harness_options() {
+        let c = "console=ttyS0 harness.root=/dev/vdz quiet harness.rootfstype=ext2";
+        assert_eq!(cmdline_opt(c, "root").as_deref(), Some("/dev/vdz"));
+        assert_eq!(cmdline_opt(c, "rootfstype").as_deref(), Some("ext2"));
+        assert_eq!(cmdline_opt(c, "nope"), None);
+    }
+}

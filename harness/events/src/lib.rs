@@ -1,0 +1,35 @@
+//! The contract between the host (`vm` crate) and the guest agent.
+//!
+//! Two documents cross the VM boundary:
+//! - the [`Plan`], written by the host as JSON into the shared run directory;
+//! - the [`Event`] stream, one JSON object per line, written by the agent to the
+//!   virtio-serial port `harness.events` and appended by QEMU to `events.jsonl`.
+//!
+//! Both carry a schema version; the agent refuses a plan of another major version,
+//! the host reports an event of another version as an infrastructure error.
+
+mod event;
+mod plan;
+
+pub use event::{Event, EventBody, TestStatus};
+pub use plan::{Plan, PlanTest, ServerSetup};
+
+/// Version of the plan and event schema. Bump on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Name of the virtio-serial port the agent writes events to
+/// (appears in the guest as `/dev/virtio-ports/<name>`).
+pub const EVENT_PORT: &str = "harness.events";
+
+/// 9p mount tag of the run directory share.
+pub const SHARE_TAG: &str = "harness";
+
+/// Where the agent mounts the share inside the guest.
+pub const SHARE_MOUNT: &str = "/harness";
+
+/// File name of the plan inside the run directory.
+pub const PLAN_FILE: &str = "plan.json";
+
+/// Prefix of the marker lines the agent writes to /dev/kmsg so that console
+/// messages can be attributed to the test that was running.
+pub const KMSG_MARKER: &str = "harness-agent:";
