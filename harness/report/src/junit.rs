@@ -1,0 +1,63 @@
+//! JUnit XML (quick-junit): one <testsuite> per suite (`suite/test` names).
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
+
+use crate::{ReportError, RunResult, TestResult, Verdict};
+
+pub fn junit_xml(run: &RunResult) -> Result<String, ReportError> {
+    let mut report = Report::new(format!("vm-test {}", run.id));
+    report.set_time(Duration::from_millis(run.duration_ms));
+    let mut suites: BTreeMap<&str, Vec<&TestResult>> = BTreeMap::new();
+    for t in &run.tests {
+        let suite = t.name.split_once('/').map_or("vm-test", |(s, _)| s);
+        suites.entry(suite).or_default().push(t);
+    }
+    for (name, tests) in suites {
+        let mut suite = TestSuite::new(name);
+        for (k, v) in [
+            ("kernel", run.kernel_release.clone()),
+            ("accel", Some(run.accel.clone())),
+            ("server_mode", run.server_mode.clone()),
+            ("iomapfs", run.iomapfs_version.clone()),
+            ("e2fsprogs", run.e2fsprogs_version.clone()),
+        ] {
+            if let Some(v) = v {
+                suite.add_property(Property::new(k, v));
+            }
+        }
+        for t in tests {
+            suite.add_test_case(test_case(name, t));
+        }
+        report.add_test_suite(suite);
+    }
+    report.to_string().map_err(|e| ReportError::Junit(e.to_string()))
+}
+
+fn test_case(suite: &str, t: &TestResult) -> TestCase {
+    let status = match t.verdict {
+        Verdict::Passed => TestCaseStatus::success(),
+        v => {
+            let kind = if v == Verdict::Failed { NonSuccessKind::Failure } else { NonSuccessKind::Error };
+            let mut s = TestCaseStatus::non_success(kind);
+            s.set_type(v.as_str());
+            s.set_message(t.reason.clone().unwrap_or_else(|| v.as_str().to_string()));
+            let mut text = String::new();
+            for f in &t.findings {
+                text.push_str(&format!("{:?}: {}\n{}\n", f.kind, f.title, f.excerpt));
+            }
+            if !t.artifacts.is_empty() {
+                text.push_str(&format!("artifacts: {}\n", t.artifacts.join(", ")));
+            }
+            if !text.is_empty() {
+                s.set_description(text);
+            }
+            s
+        }
+    };
+    let mut case = TestCase::new(t.name.clone(), status);
+    case.set_classname(suite);
+    case.set_time(Duration::from_millis(t.duration_ms));
+    case
+}

@@ -1,0 +1,57 @@
+//! The result of a vm-test run, and the files it is written to.
+//!
+//! The host builds a [`RunResult`] from the agent's events and the console
+//! watcher's findings, then writes `results.json` ([`write_json`]),
+//! `junit.xml` ([`write_junit`]) and `summary.md` ([`summary_markdown`]).
+
+mod junit;
+mod model;
+mod summary;
+
+pub use junit::junit_xml;
+pub use model::{Finding, FindingKind, RunResult, Severity, TestResult, Verdict, RESULTS_SCHEMA};
+pub use summary::{summary_markdown, summary_text};
+
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("bad results file {path}: {source}")]
+    Parse { path: String, source: serde_json::Error },
+    #[error("cannot build JUnit XML: {0}")]
+    Junit(String),
+}
+
+fn write(path: &Path, text: &str) -> Result<(), ReportError> {
+    std::fs::write(path, text).map_err(|source| ReportError::Write { path: path.display().to_string(), source })
+}
+
+pub fn write_json(run: &RunResult, path: &Path) -> Result<(), ReportError> {
+    let text = serde_json::to_string_pretty(run).unwrap_or_default();
+    write(path, &text)
+}
+
+pub fn read_json(path: &Path) -> Result<RunResult, ReportError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ReportError::Read { path: path.display().to_string(), source })?;
+    serde_json::from_str(&text).map_err(|source| ReportError::Parse { path: path.display().to_string(), source })
+}
+
+pub fn write_junit(run: &RunResult, path: &Path) -> Result<(), ReportError> {
+    write(path, &junit_xml(run)?)
+}
+
+pub fn write_summary(run: &RunResult, path: &Path) -> Result<(), ReportError> {
+    write(path, &summary_markdown(run))
+}
+
+/// Write all three result files into `dir`.
+pub fn write_all(run: &RunResult, dir: &Path) -> Result<(), ReportError> {
+    write_json(run, &dir.join("results.json"))?;
+    write_junit(run, &dir.join("junit.xml"))?;
+    write_summary(run, &dir.join("summary.md"))
+}

@@ -1,0 +1,105 @@
+//! Human-readable summaries: summary.md and the terminal's closing lines.
+use crate::{RunResult, Verdict};
+
+fn secs(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+fn opt(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("-")
+}
+
+fn counts(run: &RunResult) -> String {
+    let mut parts = vec![];
+    for v in [Verdict::Passed, Verdict::Failed, Verdict::Crashed, Verdict::Hung, Verdict::InfraError] {
+        let n = run.count(v);
+        if n > 0 {
+            parts.push(format!("{n} {}", v.as_str()));
+        }
+    }
+    if parts.is_empty() { "no tests".into() } else { parts.join(", ") }
+}
+
+pub fn summary_markdown(run: &RunResult) -> String {
+    let mut md = format!("# vm-test {}: {}\n\n", run.id, run.verdict.as_str().to_uppercase());
+    if let Some(r) = &run.reason {
+        md.push_str(&format!("**{r}**\n\n"));
+    }
+    md.push_str("| | |\n|---|---|\n");
+    let accel = match &run.accel_note {
+        Some(n) => format!("{} ({n})", run.accel),
+        None => run.accel.clone(),
+    };
+    let server = match (&run.server_mode, &run.server_error) {
+        (Some(m), None) => format!("iomapfs {} in {m} mode", opt(&run.iomapfs_version)),
+        (m, Some(e)) => format!("iomapfs {} mode {}: {e}", opt(&run.iomapfs_version), m.as_deref().unwrap_or("unknown")),
+        (None, None) => "not used".into(),
+    };
+    let rows = [
+        ("kernel", format!("{} (`{}`)", opt(&run.kernel_release), run.kernel_image)),
+        ("accelerator", accel),
+        ("machine", run.machine.clone()),
+        ("image", format!("`{}`", run.image)),
+        ("server", server),
+        ("e2fsprogs", opt(&run.e2fsprogs_version).to_string()),
+        ("boot to agent ready", run.boot_to_ready_ms.map_or("-".into(), secs)),
+        ("duration", secs(run.duration_ms)),
+        ("tests", counts(run)),
+        ("started", run.started_at.clone()),
+    ];
+    for (k, v) in rows {
+        md.push_str(&format!("| {k} | {} |\n", v.replace('|', "\\|")));
+    }
+    md.push_str("\n| test | verdict | time | note |\n|---|---|---|---|\n");
+    for t in &run.tests {
+        let mut note = t.reason.clone().unwrap_or_default();
+        if t.slow {
+            note = format!("slow; {note}");
+        }
+        md.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            t.name,
+            t.verdict.as_str(),
+            secs(t.duration_ms),
+            note.replace('|', "\\|").replace('\n', " ")
+        ));
+    }
+    let findings: Vec<_> = run.tests.iter().flat_map(|t| &t.findings).chain(&run.findings).collect();
+    if !findings.is_empty() {
+        md.push_str("\n## Kernel reports\n");
+        for f in findings {
+            md.push_str(&format!(
+                "\n### {:?} during {}\n`{}`\n\n```\n{}\n```\n",
+                f.kind,
+                f.test.as_deref().unwrap_or("(no test)"),
+                f.title,
+                f.excerpt.trim_end()
+            ));
+        }
+    }
+    md
+}
+
+/// The closing lines printed on the terminal.
+pub fn summary_text(run: &RunResult) -> String {
+    let mut s = String::new();
+    for t in run.tests.iter().filter(|t| t.verdict != Verdict::Passed) {
+        s.push_str(&format!("  {:<11} {}: {}\n", t.verdict.as_str(), t.name, t.reason.as_deref().unwrap_or("")));
+        for f in &t.findings {
+            s.push_str(&format!("              {:?}: {}\n", f.kind, f.title));
+        }
+    }
+    s.push_str(&format!(
+        "vm-test {}: {} ({}) in {}, {} accel, boot-to-ready {}\n",
+        run.id,
+        run.verdict.as_str().to_uppercase(),
+        counts(run),
+        secs(run.duration_ms),
+        run.accel,
+        run.boot_to_ready_ms.map_or("-".into(), secs),
+    ));
+    if let Some(r) = &run.reason {
+        s.push_str(&format!("  reason: {r}\n"));
+    }
+    s
+}

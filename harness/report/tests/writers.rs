@@ -1,0 +1,85 @@
+//! The writers produce files that say what happened (parsed back, not string-matched only).
+use report::*;
+
+fn sample() -> RunResult {
+    let crash = Finding {
+        kind: FindingKind::Oops,
+        title: "BUG: kernel NULL pointer dereference, address: 0000000000000000".into(),
+        test: Some("smoke/dio".into()),
+        excerpt: "BUG: kernel NULL pointer dereference\nRIP: 0010:fuse_iomap_begin+0x1/0x2".into(),
+    };
+    let t = |name: &str, verdict, reason: Option<&str>, findings: Vec<Finding>| TestResult {
+        name: name.into(),
+        verdict,
+        duration_ms: 1500,
+        exit_code: Some(0),
+        signal: None,
+        slow: false,
+        reason: reason.map(str::to_string),
+        findings,
+        artifacts: vec![format!("tests/{name}/stdout.log")],
+    };
+    let tests = vec![
+        t("smoke/mount", Verdict::Passed, None, vec![]),
+        t("smoke/dio", Verdict::Crashed, Some("kernel oops"), vec![crash]),
+        t("run/cmd", Verdict::Failed, Some("exit code 3"), vec![]),
+    ];
+    RunResult {
+        schema: RESULTS_SCHEMA,
+        id: "20260101-000000-abcd".into(),
+        started_at: "2026-01-01T00:00:00Z".into(),
+        duration_ms: 42_000,
+        verdict: RunResult::overall(&tests, false),
+        reason: None,
+        accel: "tcg".into(),
+        accel_note: Some("KVM probe timed out".into()),
+        machine: "microvm".into(),
+        kernel_image: "/cache/bzImage".into(),
+        kernel_release: Some("6.12.57".into()),
+        image: "/cache/default.ext4".into(),
+        iomapfs_version: Some("0.1.0".into()),
+        e2fsprogs_version: Some("1.47.0".into()),
+        server_mode: Some("classic".into()),
+        server_error: None,
+        boot_to_ready_ms: Some(1800),
+        tests,
+        findings: vec![],
+    }
+}
+
+#[test]
+fn json_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = sample();
+    write_all(&run, dir.path()).unwrap();
+    let back = read_json(&dir.path().join("results.json")).unwrap();
+    assert_eq!(back, run);
+    assert_eq!(back.verdict, Verdict::Crashed);
+    let raw = std::fs::read_to_string(dir.path().join("results.json")).unwrap();
+    assert!(raw.contains("\"verdict\": \"crashed\""), "{raw}");
+}
+
+#[test]
+fn junit_counts_failures_and_errors() {
+    let xml = junit_xml(&sample()).unwrap();
+    // One suite per prefix; the crash is an <error>, the exit code a <failure>.
+    assert!(xml.contains("<testsuite name=\"smoke\" tests=\"2\""), "{xml}");
+    assert!(xml.contains("<testsuite name=\"run\" tests=\"1\""), "{xml}");
+    assert_eq!(xml.matches("<error ").count(), 1, "{xml}");
+    assert_eq!(xml.matches("<failure ").count(), 1, "{xml}");
+    assert!(xml.contains("fuse_iomap_begin"), "excerpt in the error text: {xml}");
+    assert!(xml.contains("name=\"server_mode\" value=\"classic\""), "{xml}");
+}
+
+#[test]
+fn summary_names_every_test_and_the_crash() {
+    let md = summary_markdown(&sample());
+    assert!(md.starts_with("# vm-test 20260101-000000-abcd: CRASHED"), "{md}");
+    for name in ["smoke/mount", "smoke/dio", "run/cmd"] {
+        assert!(md.contains(&format!("| {name} |")), "{md}");
+    }
+    assert!(md.contains("tcg (KVM probe timed out)"), "{md}");
+    assert!(md.contains("### Oops during smoke/dio"), "{md}");
+    let text = summary_text(&sample());
+    assert!(text.contains("CRASHED (1 passed, 1 failed, 1 crashed)"), "{text}");
+}
