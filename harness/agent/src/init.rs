@@ -1,4 +1,4 @@
-//! PID 1 duties: switch from the initramfs to the root image, mount the
+//! PID 1 duties: switch from the boot root to the root image, mount the
 //! pseudo filesystems, and end the VM.
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use crate::sys::mount;
 
 const NEWROOT: &str = "/newroot";
+/// File present only in the boot root the host prepares.
+const BOOT_MARKER: &str = "/HARNESS_BOOT";
 
 /// Options the host passes on the kernel command line (`harness.KEY=VALUE`).
 fn cmdline_opt(cmdline: &str, key: &str) -> Option<String> {
@@ -14,27 +16,34 @@ fn cmdline_opt(cmdline: &str, key: &str) -> Option<String> {
         .find_map(|w| w.strip_prefix(&format!("harness.{key}=")).map(str::to_string))
 }
 
-/// Mount the root image and the share, then make the image our root
-/// (what `switch_root` does; the initramfs holds only this binary).
+/// The kernel mounted a small boot root (the host's boot directory over 9p,
+/// holding this binary and empty mount points). Mount the root image and the
+/// run-directory share, then make the image our root, as `switch_root` does.
 pub fn switch_to_image() -> Result<(), String> {
-    // Already running from a real root (booted with init= instead of an initramfs).
-    if !Path::new("/init").exists() {
+    // Already running from the image (booted some other way).
+    if !Path::new(BOOT_MARKER).exists() {
         return Ok(());
     }
-    mount("devtmpfs", "/dev", "devtmpfs", 0, "")?;
+    if !Path::new("/dev/null").exists() {
+        mount("devtmpfs", "/dev", "devtmpfs", 0, "")?;
+    }
     mount("proc", "/proc", "proc", 0, "")?;
+    mount("sysfs", "/sys", "sysfs", 0, "")?;
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let root = cmdline_opt(&cmdline, "root").unwrap_or_else(|| "/dev/vda".into());
+    let root = cmdline_opt(&cmdline, "root").unwrap_or_else(|| "serial:root".into());
     let fstype = cmdline_opt(&cmdline, "rootfstype").unwrap_or_else(|| "ext4".into());
 
     // virtio-blk probes before init runs, but don't bet the run on it.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !Path::new(&root).exists() {
+    let root = loop {
+        if let Some(dev) = resolve_device(&root) {
+            break dev;
+        }
         if Instant::now() > deadline {
             return Err(format!("root device {root} did not appear"));
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
     mount(&root, NEWROOT, &fstype, 0, "")?;
     mount(
         events::SHARE_TAG,
@@ -47,6 +56,7 @@ pub fn switch_to_image() -> Result<(), String> {
     // SAFETY: plain path syscalls with valid C strings.
     unsafe {
         libc::umount2(c"/proc".as_ptr(), libc::MNT_DETACH);
+        libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH);
     }
     std::env::set_current_dir(NEWROOT).map_err(|e| format!("chdir {NEWROOT}: {e}"))?;
     mount(".", "/", "", libc::MS_MOVE, "")?;
@@ -56,6 +66,19 @@ pub fn switch_to_image() -> Result<(), String> {
     }
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
     Ok(())
+}
+
+/// `serial:NAME` → the virtio disk whose serial is NAME (device order differs
+/// between machine types); anything else is a device path.
+fn resolve_device(spec: &str) -> Option<String> {
+    let Some(serial) = spec.strip_prefix("serial:") else {
+        return Path::new(spec).exists().then(|| spec.to_string());
+    };
+    let sys = std::fs::read_dir("/sys/block").ok()?;
+    sys.flatten()
+        .find(|e| std::fs::read_to_string(e.path().join("serial")).is_ok_and(|s| s.trim() == serial))
+        .map(|e| format!("/dev/{}", e.file_name().to_string_lossy()))
+        .filter(|dev| Path::new(dev).exists())
 }
 
 /// Mount proc, sys and friends (only as PID 1; a no-op elsewhere).

@@ -38,6 +38,11 @@ pub fn junit_xml(run: &RunResult) -> Result<String, ReportError> {
 fn test_case(suite: &str, t: &TestResult) -> TestCase {
     let status = match t.verdict {
         Verdict::Passed => TestCaseStatus::success(),
+        Verdict::NotRun => {
+            let mut s = TestCaseStatus::skipped();
+            s.set_message(t.reason.clone().unwrap_or_else(|| "not run".into()));
+            s
+        }
         v => {
             let kind = if v == Verdict::Failed { NonSuccessKind::Failure } else { NonSuccessKind::Error };
             let mut s = TestCaseStatus::non_success(kind);

@@ -8,6 +8,8 @@ pub const RESULTS_SCHEMA: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
+    /// Never started because the guest died or hung earlier in the run.
+    NotRun,
     Passed,
     Failed,
     /// No progress past the deadline.
@@ -21,6 +23,7 @@ pub enum Verdict {
 impl Verdict {
     pub fn as_str(self) -> &'static str {
         match self {
+            Verdict::NotRun => "not_run",
             Verdict::Passed => "passed",
             Verdict::Failed => "failed",
             Verdict::Crashed => "crashed",
@@ -33,7 +36,7 @@ impl Verdict {
     /// 3 infrastructure failure (2 is for usage errors, decided before a run).
     pub fn exit_code(self) -> i32 {
         match self {
-            Verdict::Passed => 0,
+            Verdict::Passed | Verdict::NotRun => 0,
             Verdict::Failed | Verdict::Crashed | Verdict::Hung => 1,
             Verdict::InfraError => 3,
         }
@@ -141,19 +144,27 @@ pub struct RunResult {
     /// Findings outside any test (boot, shutdown).
     #[serde(default)]
     pub findings: Vec<Finding>,
+    /// The end of the console when the run failed outside any test (e.g. boot).
+    pub console_excerpt: Option<String>,
 }
 
 impl RunResult {
     /// The run's verdict from its tests: the worst of them, an infra error
     /// if nothing ran, passed only if every test passed.
     pub fn overall(tests: &[TestResult], run_infra_error: bool) -> Verdict {
-        if run_infra_error && tests.iter().all(|t| t.verdict == Verdict::Passed) {
+        if run_infra_error && tests.iter().all(|t| matches!(t.verdict, Verdict::Passed | Verdict::NotRun)) {
             return Verdict::InfraError;
         }
-        let worst_test = tests.iter().map(|t| t.verdict).filter(|v| *v != Verdict::InfraError).max();
+        let worst_test = tests
+            .iter()
+            .map(|t| t.verdict)
+            .filter(|v| !matches!(v, Verdict::InfraError | Verdict::NotRun))
+            .max();
         match worst_test {
             Some(v) if v != Verdict::Passed => v,
-            _ if tests.iter().any(|t| t.verdict == Verdict::InfraError) || tests.is_empty() => Verdict::InfraError,
+            _ if tests.iter().any(|t| matches!(t.verdict, Verdict::InfraError | Verdict::NotRun)) || tests.is_empty() => {
+                Verdict::InfraError
+            }
             _ => Verdict::Passed,
         }
     }
@@ -193,6 +204,9 @@ mod tests {
         assert_eq!(RunResult::overall(&[t(Passed), t(InfraError)], false), InfraError);
         // A real failure outranks a later infra error.
         assert_eq!(RunResult::overall(&[t(Failed), t(InfraError)], false), Failed);
+        // A crash stops the run; the tests after it did not run.
+        assert_eq!(RunResult::overall(&[t(Passed), t(Crashed), t(NotRun)], false), Crashed);
+        assert_eq!(RunResult::overall(&[t(NotRun)], false), InfraError);
         // The run broke (e.g. QEMU died at shutdown) though every test passed.
         assert_eq!(RunResult::overall(&[t(Passed)], true), InfraError);
     }

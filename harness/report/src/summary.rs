@@ -11,7 +11,7 @@ fn opt(s: &Option<String>) -> &str {
 
 fn counts(run: &RunResult) -> String {
     let mut parts = vec![];
-    for v in [Verdict::Passed, Verdict::Failed, Verdict::Crashed, Verdict::Hung, Verdict::InfraError] {
+    for v in [Verdict::Passed, Verdict::Failed, Verdict::Crashed, Verdict::Hung, Verdict::InfraError, Verdict::NotRun] {
         let n = run.count(v);
         if n > 0 {
             parts.push(format!("{n} {}", v.as_str()));
@@ -63,6 +63,9 @@ pub fn summary_markdown(run: &RunResult) -> String {
             secs(t.duration_ms),
             note.replace('|', "\\|").replace('\n', " ")
         ));
+    }
+    if let Some(c) = &run.console_excerpt {
+        md.push_str(&format!("\n## End of the console\n\n```\n{}\n```\n", c.trim_end()));
     }
     let findings: Vec<_> = run.tests.iter().flat_map(|t| &t.findings).chain(&run.findings).collect();
     if !findings.is_empty() {

@@ -23,6 +23,7 @@ fn sample() -> RunResult {
         t("smoke/mount", Verdict::Passed, None, vec![]),
         t("smoke/dio", Verdict::Crashed, Some("kernel oops"), vec![crash]),
         t("run/cmd", Verdict::Failed, Some("exit code 3"), vec![]),
+        t("run/later", Verdict::NotRun, Some("not run: the guest crashed"), vec![]),
     ];
     RunResult {
         schema: RESULTS_SCHEMA,
@@ -44,6 +45,7 @@ fn sample() -> RunResult {
         boot_to_ready_ms: Some(1800),
         tests,
         findings: vec![],
+        console_excerpt: None,
     }
 }
 
@@ -64,7 +66,8 @@ fn junit_counts_failures_and_errors() {
     let xml = junit_xml(&sample()).unwrap();
     // One suite per prefix; the crash is an <error>, the exit code a <failure>.
     assert!(xml.contains("<testsuite name=\"smoke\" tests=\"2\""), "{xml}");
-    assert!(xml.contains("<testsuite name=\"run\" tests=\"1\""), "{xml}");
+    assert!(xml.contains("<testsuite name=\"run\" tests=\"2\""), "{xml}");
+    assert_eq!(xml.matches("<skipped ").count(), 1, "{xml}");
     assert_eq!(xml.matches("<error ").count(), 1, "{xml}");
     assert_eq!(xml.matches("<failure ").count(), 1, "{xml}");
     assert!(xml.contains("fuse_iomap_begin"), "excerpt in the error text: {xml}");
@@ -81,5 +84,5 @@ fn summary_names_every_test_and_the_crash() {
     assert!(md.contains("tcg (KVM probe timed out)"), "{md}");
     assert!(md.contains("### Oops during smoke/dio"), "{md}");
     let text = summary_text(&sample());
-    assert!(text.contains("CRASHED (1 passed, 1 failed, 1 crashed)"), "{text}");
+    assert!(text.contains("CRASHED (1 passed, 1 failed, 1 crashed, 1 not_run)"), "{text}");
 }

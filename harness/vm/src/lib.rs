@@ -1,0 +1,14 @@
+//! Host side of `vm-test`: boots QEMU with the kernel, the image and the agent,
+//! follows the event stream and the console, enforces timeouts, and turns what
+//! happened into a [`report::RunResult`].
+pub mod console;
+pub mod qemu;
+pub mod qmp;
+pub mod rundir;
+pub mod accel;
+pub mod run;
+
+pub use accel::{AccelChoice, AccelDecision};
+pub use qemu::{Accel, Machine};
+pub use run::{run_shell, run_tests, Limits, Progress, VmError, VmSpec};
+pub use rundir::RunDir;

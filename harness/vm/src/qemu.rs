@@ -1,0 +1,245 @@
+//! The QEMU command line: machine, accelerator, kernel, disks, share, channels.
+use std::path::{Path, PathBuf};
+
+/// Machine types the harness knows how to wire up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Machine {
+    /// virtio-mmio devices, no PCI, no firmware delays: the fastest boot.
+    Microvm,
+    /// The classic PC with virtio-pci devices: works with any kernel.
+    Pc,
+}
+
+impl Machine {
+    pub fn parse(s: &str) -> Option<Machine> {
+        match s {
+            "microvm" => Some(Machine::Microvm),
+            "pc" => Some(Machine::Pc),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Machine::Microvm => "microvm",
+            Machine::Pc => "pc",
+        }
+    }
+
+    /// Device name suffix: virtio-mmio on microvm, PCI on pc.
+    fn virtio(self, kind: &str) -> String {
+        match self {
+            Machine::Microvm => format!("virtio-{kind}-device"),
+            Machine::Pc => format!("virtio-{kind}-pci"),
+        }
+    }
+
+    fn machine_arg(self) -> &'static str {
+        match self {
+            // The RTC saves boot time (virtme-ng measured it); no option ROMs.
+            Machine::Microvm => "microvm,rtc=on,x-option-roms=off",
+            Machine::Pc => "pc",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// A virtio-blk disk with a stable serial (the guest finds it by serial).
+#[derive(Debug, Clone)]
+pub struct Disk {
+    pub path: PathBuf,
+    pub serial: String,
+    /// Boot a copy-on-write view; the file is never written.
+    pub snapshot: bool,
+}
+
+/// How the console is connected.
+#[derive(Debug, Clone)]
+pub enum Console {
+    /// A unix socket in the run directory the host reads (and writes sysrq to).
+    /// QEMU waits for the host to connect before starting the guest.
+    Socket(PathBuf),
+    /// The terminal, for interactive shells (Ctrl-A X quits, Ctrl-A B sends break).
+    Stdio,
+}
+
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    pub binary: PathBuf,
+    /// Unique name, also the process name (so leftover QEMUs can be found).
+    pub name: String,
+    pub machine: Machine,
+    pub accel: Accel,
+    pub cpus: u32,
+    pub memory_mb: u32,
+    pub kernel: PathBuf,
+    pub cmdline: String,
+    pub disks: Vec<Disk>,
+    /// Directory the guest boots from (read-only 9p root holding the agent).
+    pub boot_dir: PathBuf,
+    /// Directory shared read-write with the guest (`harness` 9p tag).
+    pub share_dir: PathBuf,
+    /// File the event port writes to.
+    pub events_file: PathBuf,
+    pub console: Console,
+    /// QMP socket for sysrq and clean quits.
+    pub qmp_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Mount tag of the boot root. The kernel uses `root=` as the 9p tag when
+/// mounting a 9p root, and this name works on old and new kernels alike.
+pub const BOOT_TAG: &str = "/dev/root";
+
+fn path(p: &Path) -> String {
+    // QEMU splits options on commas; double them in paths.
+    p.display().to_string().replace(',', ",,")
+}
+
+impl QemuConfig {
+    /// The kernel command line the harness needs (the caller adds its own).
+    pub fn base_cmdline(machine: Machine) -> String {
+        let mut c = vec![
+            "console=ttyS0".to_string(),
+            format!("root={BOOT_TAG}"),
+            "rootfstype=9p".into(),
+            "rootflags=trans=virtio,version=9p2000.L,msize=524288,cache=loose".into(),
+            "ro".into(),
+            "init=/agent".into(),
+            // A panic reboots at once; with -no-reboot that ends QEMU.
+            "panic=-1".into(),
+            "oops=panic".into(),
+            // Quiet boot; the agent raises the console level once it runs.
+            "loglevel=4".into(),
+            "harness.root=serial:root".into(),
+        ];
+        if machine == Machine::Pc {
+            // No PS/2 probing delays.
+            c.push("i8042.noaux".into());
+        }
+        c.join(" ")
+    }
+
+    pub fn args(&self) -> Vec<String> {
+        let m = self.machine;
+        let mut a: Vec<String> = vec![];
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        push(&["-name", &format!("{},process={}", self.name, self.name)]);
+        push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+        push(&["-machine", m.machine_arg()]);
+        match self.accel {
+            Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
+            Accel::Tcg => push(&["-accel", "tcg"]),
+        }
+        push(&["-smp", &self.cpus.to_string(), "-m", &format!("{}M", self.memory_mb)]);
+        push(&["-kernel", &path(&self.kernel), "-append", &self.cmdline]);
+        match &self.console {
+            Console::Socket(sock) => push(&[
+                "-chardev",
+                &format!("socket,id=con,path={},server=on,wait=on", path(sock)),
+                "-serial",
+                "chardev:con",
+            ]),
+            Console::Stdio => push(&["-chardev", "stdio,id=con,mux=on,signal=off", "-serial", "chardev:con", "-mon", "chardev=con,mode=readline"]),
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            let snap = if d.snapshot { ",snapshot=on" } else { ",cache=unsafe" };
+            push(&[
+                "-drive",
+                &format!("file={},format=raw,if=none,id=disk{i},discard=unmap{snap}", path(&d.path)),
+                "-device",
+                &format!("{},drive=disk{i},serial={}", m.virtio("blk"), d.serial),
+            ]);
+        }
+        push(&[
+            "-fsdev",
+            &format!("local,id=boot,path={},security_model=none,readonly=on", path(&self.boot_dir)),
+            "-device",
+            &format!("{},fsdev=boot,mount_tag={BOOT_TAG}", m.virtio("9p")),
+            "-fsdev",
+            &format!("local,id=share,path={},security_model=none,multidevs=remap", path(&self.share_dir)),
+            "-device",
+            &format!("{},fsdev=share,mount_tag={}", m.virtio("9p"), events::SHARE_TAG),
+        ]);
+        push(&[
+            "-device",
+            &format!("{},id=vser", m.virtio("serial")),
+            "-chardev",
+            &format!("file,id=events,path={}", path(&self.events_file)),
+            "-device",
+            &format!("virtserialport,bus=vser.0,chardev=events,name={}", events::EVENT_PORT),
+        ]);
+        if let Some(q) = &self.qmp_socket {
+            push(&["-qmp", &format!("unix:{},server=on,wait=off", path(q))]);
+        }
+        if let Some(p) = &self.pid_file {
+            push(&["-pidfile", &path(p)]);
+        }
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(machine: Machine) -> QemuConfig {
+        QemuConfig {
+            binary: "qemu-system-x86_64".into(),
+            name: "harness-x".into(),
+            machine,
+            accel: Accel::Tcg,
+            cpus: 2,
+            memory_mb: 1024,
+            kernel: "/k/bzImage".into(),
+            cmdline: QemuConfig::base_cmdline(machine),
+            disks: vec![
+                Disk { path: "/img/root,1.ext4".into(), serial: "root".into(), snapshot: true },
+                Disk { path: "/run/test.img".into(), serial: "test".into(), snapshot: false },
+            ],
+            boot_dir: "/run/boot".into(),
+            share_dir: "/run".into(),
+            events_file: "/run/events.jsonl".into(),
+            console: Console::Socket("/run/console.sock".into()),
+            qmp_socket: Some("/run/qmp.sock".into()),
+            pid_file: None,
+        }
+    }
+
+    #[test]
+    fn microvm_uses_mmio_devices_and_pc_uses_pci() {
+        let a = cfg(Machine::Microvm).args().join(" ");
+        assert!(a.contains("virtio-blk-device,drive=disk0,serial=root"), "{a}");
+        assert!(a.contains("virtio-9p-device,fsdev=share,mount_tag=harness"), "{a}");
+        assert!(!a.contains("-pci"), "{a}");
+        let a = cfg(Machine::Pc).args().join(" ");
+        assert!(a.contains("virtio-serial-pci,id=vser"), "{a}");
+        assert!(a.contains("name=harness.events"), "{a}");
+    }
+
+    #[test]
+    fn root_image_is_a_snapshot_and_commas_are_escaped() {
+        let a = cfg(Machine::Pc).args();
+        let drive = a.iter().find(|s| s.contains("id=disk0")).unwrap();
+        assert!(drive.contains("file=/img/root,,1.ext4"), "{drive}");
+        assert!(drive.contains("snapshot=on"), "{drive}");
+        assert!(a.iter().any(|s| s == "-no-reboot"));
+        let cmdline = &a[a.iter().position(|s| s == "-append").unwrap() + 1];
+        assert!(cmdline.contains("panic=-1") && cmdline.contains("init=/agent"), "{cmdline}");
+    }
+}

@@ -1,0 +1,798 @@
+//! One VM run: prepare the run directory, start QEMU, follow the event stream
+//! and the console, enforce the deadlines, and build the verdict.
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use events::{Event, EventBody, Plan, TestStatus};
+use report::{Finding, FindingKind, RunResult, Severity, TestResult, Verdict, RESULTS_SCHEMA};
+
+use crate::console::{Seen, Watcher};
+use crate::qemu::{Accel, Console, Disk, Machine, QemuConfig};
+use crate::qmp::Qmp;
+use crate::rundir::RunDir;
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub qemu: PathBuf,
+    pub kernel: PathBuf,
+    pub image: PathBuf,
+    /// The static agent binary (becomes the guest's init).
+    pub agent: PathBuf,
+    /// Files copied into `<run>/bin/` (the FUSE server and its mount helper).
+    pub server_bins: Vec<PathBuf>,
+    pub machine: Machine,
+    pub accel: Accel,
+    pub accel_note: Option<String>,
+    pub cpus: u32,
+    pub memory_mb: u32,
+    pub test_disk_mb: u64,
+    pub scratch_disk_mb: u64,
+    /// Appended to the harness's kernel command line.
+    pub extra_cmdline: Vec<String>,
+}
+
+/// Host-side deadlines. The agent enforces per-test timeouts itself; these
+/// catch a guest that stopped answering at all.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// From QEMU start to the agent's `run_started`.
+    pub boot: Duration,
+    /// The whole run.
+    pub run: Duration,
+    /// No event at all (heartbeats stopped) for this long: the guest is stuck.
+    pub stall: Duration,
+    /// From `run_finished` to QEMU's exit.
+    pub shutdown: Duration,
+    /// How long to collect the console after asking for a task dump.
+    pub dump_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            boot: Duration::from_secs(120),
+            run: Duration::from_secs(3600),
+            stall: Duration::from_secs(45),
+            shutdown: Duration::from_secs(30),
+            dump_wait: Duration::from_secs(8),
+        }
+    }
+}
+
+/// Live progress for the caller's display.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    Booting { qemu_args: &'a [String] },
+    Ready { boot_to_ready_ms: u64, kernel: &'a str, server_mode: Option<&'a str>, server_error: Option<&'a str> },
+    TestStarted { name: &'a str, index: usize, total: usize },
+    TestFinished { result: &'a TestResult },
+    Heartbeat { test: Option<&'a str> },
+    Log { message: &'a str },
+    Finding { finding: &'a Finding },
+    /// The guest stopped responding; the harness is capturing a task dump.
+    Hang { test: Option<&'a str>, why: &'a str },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("cannot prepare the run directory {path}: {source}")]
+    Prepare { path: String, source: std::io::Error },
+}
+
+fn prep<T>(path: &Path, r: std::io::Result<T>) -> Result<T, VmError> {
+    r.map_err(|source| VmError::Prepare { path: path.display().to_string(), source })
+}
+
+/// Lay out the run directory: plan, boot root with the agent, server binaries,
+/// fresh sparse disks.
+fn prepare(dir: &RunDir, spec: &VmSpec, plan: &Plan) -> Result<(PathBuf, Vec<Disk>), VmError> {
+    let p = &dir.path;
+    prep(p, std::fs::write(p.join(events::PLAN_FILE), plan.to_json()))?;
+    let boot = p.join("boot");
+    for d in ["dev", "proc", "sys", "newroot"] {
+        prep(&boot, std::fs::create_dir_all(boot.join(d)))?;
+    }
+    prep(&boot, std::fs::write(boot.join("HARNESS_BOOT"), "vm-test boot root\n"))?;
+    // A hard link is instant; copy across filesystems.
+    let agent_dst = boot.join("agent");
+    if std::fs::hard_link(&spec.agent, &agent_dst).is_err() {
+        prep(&spec.agent, std::fs::copy(&spec.agent, &agent_dst))?;
+    }
+    if !spec.server_bins.is_empty() {
+        let bin = p.join("bin");
+        prep(&bin, std::fs::create_dir_all(&bin))?;
+        for b in &spec.server_bins {
+            let name = b.file_name().unwrap_or_default();
+            prep(b, std::fs::copy(b, bin.join(name)))?;
+        }
+    }
+    prep(&dir.tests_dir(), std::fs::create_dir_all(dir.tests_dir()))?;
+    let disks_dir = p.join("disks");
+    prep(&disks_dir, std::fs::create_dir_all(&disks_dir))?;
+    let mut disks = vec![Disk { path: spec.image.clone(), serial: "root".into(), snapshot: true }];
+    for (name, mb) in [("test", spec.test_disk_mb), ("scratch", spec.scratch_disk_mb)] {
+        if mb == 0 {
+            continue;
+        }
+        let path = disks_dir.join(format!("{name}.img"));
+        let f = prep(&path, std::fs::File::create(&path))?;
+        prep(&path, f.set_len(mb * 1024 * 1024))?;
+        disks.push(Disk { path, serial: name.into(), snapshot: false });
+    }
+    Ok((boot, disks))
+}
+
+/// Build the QEMU configuration for a run directory.
+fn qemu_config(dir: &RunDir, spec: &VmSpec, boot: PathBuf, disks: Vec<Disk>, console: Console, sockets: &Path) -> QemuConfig {
+    let mut cmdline = QemuConfig::base_cmdline(spec.machine);
+    for extra in &spec.extra_cmdline {
+        cmdline.push(' ');
+        cmdline.push_str(extra);
+    }
+    QemuConfig {
+        binary: spec.qemu.clone(),
+        name: format!("harness-{}", dir.id),
+        machine: spec.machine,
+        accel: spec.accel,
+        cpus: spec.cpus,
+        memory_mb: spec.memory_mb,
+        kernel: spec.kernel.clone(),
+        cmdline,
+        disks,
+        boot_dir: boot,
+        share_dir: dir.path.clone(),
+        events_file: dir.path.join("events.jsonl"),
+        console,
+        qmp_socket: Some(sockets.join("qmp.sock")),
+        pid_file: Some(dir.path.join("qemu.pid")),
+    }
+}
+
+/// QEMU in its own process group (Ctrl-C on the terminal reaches only us),
+/// killed by the kernel if we die (PR_SET_PDEATHSIG).
+fn spawn_qemu(cfg: &QemuConfig, dir: &Path, interactive: bool) -> std::io::Result<Child> {
+    let mut cmd = Command::new(&cfg.binary);
+    cmd.args(cfg.args()).current_dir(dir);
+    if interactive {
+        cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit());
+        cmd.stderr(std::fs::File::create(dir.join("qemu.log"))?);
+    } else {
+        cmd.stdin(Stdio::null());
+        cmd.stdout(std::fs::File::create(dir.join("qemu.log"))?);
+        cmd.stderr(std::fs::File::create(dir.join("qemu.stderr.log"))?);
+        cmd.process_group(0);
+    }
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Kills QEMU (and anything in its process group) when dropped.
+struct QemuGuard {
+    child: Child,
+    done: bool,
+}
+
+impl QemuGuard {
+    fn kill(&mut self) {
+        if !self.done {
+            // SAFETY: signalling the process group we created.
+            unsafe {
+                libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.done = true;
+        }
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        match self.child.try_wait() {
+            Ok(Some(s)) => {
+                self.done = true;
+                Some(s)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Drop for QemuGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Tails a file that another process appends to.
+struct Tail {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    partial: String,
+}
+
+impl Tail {
+    fn new(path: PathBuf) -> Self {
+        Tail { path, file: None, partial: String::new() }
+    }
+
+    fn lines(&mut self) -> Vec<String> {
+        if self.file.is_none() {
+            self.file = std::fs::File::open(&self.path).ok();
+        }
+        let Some(f) = self.file.as_mut() else { return vec![] };
+        let mut buf = String::new();
+        let mut bytes = vec![];
+        let _ = f.read_to_end(&mut bytes);
+        buf.push_str(&String::from_utf8_lossy(&bytes));
+        self.partial.push_str(&buf);
+        let mut out = vec![];
+        while let Some(pos) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=pos).collect();
+            let line = line.trim().to_string();
+            if !line.is_empty() {
+                out.push(line);
+            }
+        }
+        out
+    }
+}
+
+/// Connect to the console socket QEMU is waiting on; a thread copies the
+/// console to console.log and to the returned channel.
+fn attach_console(sock: &Path, log: &Path, qemu: &mut QemuGuard) -> Result<(UnixStream, Receiver<Vec<u8>>), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stream = loop {
+        match UnixStream::connect(sock) {
+            Ok(s) => break s,
+            Err(e) => {
+                if let Some(status) = qemu.exited() {
+                    return Err(format!("QEMU exited at start ({status})"));
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("cannot connect to the console socket {}: {e}", sock.display()));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
+    let mut reader = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = file.write_all(&buf[..n]);
+            if tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((stream, rx))
+}
+
+/// What the supervisor knows about the run so far.
+struct State {
+    ready_info: Option<EventBody>,
+    current: Option<(String, Instant, u64)>,
+    started: Vec<String>,
+    finished: Vec<(String, TestStatus, u64, Option<i32>, Option<i32>, bool, Option<String>)>,
+    run_finished: bool,
+    last_event: Instant,
+    logs: Vec<String>,
+    protocol_errors: Vec<String>,
+}
+
+/// Why the supervisor stopped the guest early.
+enum Stop {
+    None,
+    Hung(String),
+    BootTimeout,
+    Interrupted,
+    QemuDied(std::process::ExitStatus),
+    ShutdownStuck,
+}
+
+/// Run the plan's tests in a VM and return the result. Never fails after the
+/// VM has been started: every problem becomes part of the verdict.
+pub fn run_tests(
+    spec: &VmSpec,
+    plan: &Plan,
+    limits: &Limits,
+    dir: &RunDir,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<RunResult, VmError> {
+    let t0 = Instant::now();
+    let (boot, disks) = prepare(dir, spec, plan)?;
+    // Unix socket paths are limited to 108 bytes: keep them in a short temp dir.
+    let sockets = prep(Path::new("/tmp"), tempfile::Builder::new().prefix("harness-").tempdir())?;
+    let console_sock = sockets.path().join("console.sock");
+    let cfg = qemu_config(dir, spec, boot, disks, Console::Socket(console_sock.clone()), sockets.path());
+    let args = cfg.args();
+    prep(&dir.path, std::fs::write(dir.path.join("qemu.cmdline"), shell_words(&cfg.binary, &args)))?;
+    progress(Progress::Booting { qemu_args: &args });
+
+    let mut result = base_result(spec, dir, &cfg);
+    let mut qemu = match spawn_qemu(&cfg, &dir.path, false) {
+        Ok(child) => QemuGuard { child, done: false },
+        Err(e) => {
+            result.reason = Some(format!("cannot start {}: {e}", cfg.binary.display()));
+            return Ok(finish(result, dir, t0, vec![], plan));
+        }
+    };
+    let (mut console_in, console_rx) = match attach_console(&console_sock, &dir.path.join("console.log"), &mut qemu) {
+        Ok(c) => c,
+        Err(e) => {
+            let stderr = std::fs::read_to_string(dir.path.join("qemu.stderr.log")).unwrap_or_default();
+            result.reason = Some(format!("{e}: {}", stderr.trim()));
+            return Ok(finish(result, dir, t0, vec![], plan));
+        }
+    };
+
+    let mut watcher = Watcher::new();
+    let mut events = Tail::new(dir.path.join("events.jsonl"));
+    let mut findings: Vec<Finding> = vec![];
+    let mut st = State {
+        ready_info: None,
+        current: None,
+        started: vec![],
+        finished: vec![],
+        run_finished: false,
+        last_event: Instant::now(),
+        logs: vec![],
+        protocol_errors: vec![],
+    };
+    let started = Instant::now();
+    let mut run_finished_at: Option<Instant> = None;
+    let stop = loop {
+        // Console first, so findings are attributed before test_finished moves on.
+        while let Ok(chunk) = console_rx.try_recv() {
+            for seen in watcher.feed(&chunk) {
+                if let Seen::Event(line) = seen {
+                    handle_line(&line, &mut st, &mut watcher, plan, progress);
+                }
+            }
+        }
+        for f in watcher.take_findings() {
+            progress(Progress::Finding { finding: &f });
+            findings.push(f);
+        }
+        for line in events.lines() {
+            handle_line(&line, &mut st, &mut watcher, plan, progress);
+        }
+        if st.run_finished && run_finished_at.is_none() {
+            run_finished_at = Some(Instant::now());
+        }
+        if let Some(status) = qemu.exited() {
+            // Read what is left of both channels.
+            std::thread::sleep(Duration::from_millis(100));
+            while let Ok(chunk) = console_rx.try_recv() {
+                watcher.feed(&chunk);
+            }
+            for line in events.lines() {
+                handle_line(&line, &mut st, &mut watcher, plan, progress);
+            }
+            break if st.run_finished { Stop::None } else { Stop::QemuDied(status) };
+        }
+        if cancel.load(Ordering::SeqCst) {
+            break Stop::Interrupted;
+        }
+        let now = Instant::now();
+        if st.ready_info.is_none() && now - started > limits.boot {
+            break Stop::BootTimeout;
+        }
+        if let Some(at) = run_finished_at {
+            if now - at > limits.shutdown {
+                break Stop::ShutdownStuck;
+            }
+        } else if st.ready_info.is_some() && now - st.last_event > limits.stall {
+            break Stop::Hung(format!("no event from the guest for {}s (heartbeats stopped)", limits.stall.as_secs()));
+        } else if let Some((name, at, timeout_s)) = &st.current {
+            // The agent kills a test at timeout * slow_factor; past that plus
+            // a margin, the agent itself is stuck.
+            let limit = Duration::from_secs(timeout_s * plan.slow_factor.max(1)) + limits.stall;
+            if now - *at > limit {
+                break Stop::Hung(format!("{name} not finished {}s after it started", limit.as_secs()));
+            }
+        }
+        if now - started > limits.run {
+            break Stop::Hung(format!("the whole run exceeded {}s", limits.run.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    let mut run_reason = None;
+    match &stop {
+        Stop::Hung(why) => {
+            let test = st.current.as_ref().map(|c| c.0.clone());
+            progress(Progress::Hang { test: test.as_deref(), why });
+            capture_task_dump(sockets.path(), &mut console_in, &console_rx, &mut watcher, limits.dump_wait);
+            run_reason = Some(format!("guest hung: {why}"));
+        }
+        Stop::BootTimeout => {
+            run_reason = Some(format!("the guest agent did not report ready within {}s", limits.boot.as_secs()));
+        }
+        Stop::Interrupted => run_reason = Some("interrupted (Ctrl-C); partial results".into()),
+        Stop::QemuDied(status) => {
+            run_reason = Some(if st.ready_info.is_none() {
+                format!("the guest died during boot (QEMU {status})")
+            } else {
+                format!("the guest died (QEMU {status}) before the run finished")
+            });
+        }
+        Stop::ShutdownStuck => {
+            st.logs.push(format!("QEMU did not exit within {}s of run_finished; killed", limits.shutdown.as_secs()));
+        }
+        Stop::None => {}
+    }
+    qemu.kill();
+    // Console thread ends on EOF; take the last bytes.
+    while let Ok(chunk) = console_rx.recv_timeout(Duration::from_millis(200)) {
+        watcher.feed(&chunk);
+    }
+    findings.extend(watcher.finish());
+
+    // Build the results.
+    if let Some(EventBody::RunStarted { kernel, iomapfs_version, e2fsprogs_version, server_mode, server_error, boot_to_ready_ms, .. }) =
+        st.ready_info.clone()
+    {
+        result.kernel_release = Some(kernel);
+        result.iomapfs_version = iomapfs_version;
+        result.e2fsprogs_version = e2fsprogs_version;
+        result.server_mode = server_mode;
+        result.server_error = server_error;
+        result.boot_to_ready_ms = Some(boot_to_ready_ms);
+    }
+    let mut tests = vec![];
+    for (name, status, duration_ms, exit_code, signal, slow, reason) in st.finished.drain(..) {
+        tests.push(TestResult {
+            verdict: match status {
+                TestStatus::Passed => Verdict::Passed,
+                TestStatus::Failed => Verdict::Failed,
+                TestStatus::Hung => Verdict::Hung,
+                TestStatus::InfraError => Verdict::InfraError,
+            },
+            artifacts: dir.artifacts_of(&name),
+            name,
+            duration_ms,
+            exit_code,
+            signal,
+            slow,
+            reason,
+            findings: vec![],
+        });
+    }
+    // The test that was running when the guest died or hung.
+    if let Some((name, at, _)) = st.current.take() {
+        let (verdict, reason) = match &stop {
+            Stop::Hung(why) => (Verdict::Hung, why.clone()),
+            Stop::Interrupted => (Verdict::InfraError, "interrupted".to_string()),
+            Stop::QemuDied(status) => {
+                let crash = findings.iter().find(|f| f.kind.severity() == Severity::Crash);
+                let why = crash.map_or_else(|| format!("the guest died (QEMU {status})"), |f| f.title.clone());
+                (Verdict::Crashed, why)
+            }
+            _ => (Verdict::InfraError, "unfinished".to_string()),
+        };
+        tests.push(TestResult {
+            artifacts: dir.artifacts_of(&name),
+            name,
+            verdict,
+            duration_ms: at.elapsed().as_millis() as u64,
+            exit_code: None,
+            signal: None,
+            slow: false,
+            reason: Some(reason),
+            findings: vec![],
+        });
+    }
+    result.reason = run_reason;
+    let mut notes = st.logs;
+    notes.extend(st.protocol_errors);
+    if st.ready_info.is_none() {
+        result.console_excerpt = Some(watcher.tail());
+    }
+    let mut out = finish_with(result, dir, t0, tests, findings, plan, notes);
+    if !matches!(stop, Stop::None | Stop::ShutdownStuck) && out.verdict == Verdict::Passed {
+        out.verdict = Verdict::InfraError;
+    }
+    if matches!(stop, Stop::Interrupted | Stop::BootTimeout) || (st.ready_info.is_none() && !matches!(stop, Stop::None)) {
+        out.verdict = Verdict::InfraError;
+    }
+    let _ = report::write_all(&out, &dir.path);
+    Ok(out)
+}
+
+fn handle_line(line: &str, st: &mut State, watcher: &mut Watcher, plan: &Plan, progress: &mut dyn FnMut(Progress)) {
+    let ev = match Event::from_line(line) {
+        Ok(ev) if ev.v == events::SCHEMA_VERSION => ev,
+        Ok(ev) => {
+            st.protocol_errors.push(format!("event of schema v{} (host speaks v{})", ev.v, events::SCHEMA_VERSION));
+            return;
+        }
+        Err(e) => {
+            st.protocol_errors.push(format!("unreadable event line ({e}): {line}"));
+            return;
+        }
+    };
+    st.last_event = Instant::now();
+    match ev.body {
+        EventBody::RunStarted { .. } => {
+            if let EventBody::RunStarted { kernel, server_mode, server_error, boot_to_ready_ms, .. } = &ev.body {
+                progress(Progress::Ready {
+                    boot_to_ready_ms: *boot_to_ready_ms,
+                    kernel,
+                    server_mode: server_mode.as_deref(),
+                    server_error: server_error.as_deref(),
+                });
+            }
+            st.ready_info = Some(ev.body);
+        }
+        EventBody::TestStarted { name, timeout_s } => {
+            st.started.push(name.clone());
+            progress(Progress::TestStarted { name: &name, index: st.started.len(), total: plan.tests.len() });
+            watcher.set_current_test(Some(name.clone()));
+            st.current = Some((name, Instant::now(), timeout_s));
+        }
+        EventBody::TestFinished { name, status, duration_ms, exit_code, signal, slow, reason } => {
+            st.current = None;
+            watcher.set_current_test(None);
+            let preview = TestResult {
+                name: name.clone(),
+                verdict: match status {
+                    TestStatus::Passed => Verdict::Passed,
+                    TestStatus::Failed => Verdict::Failed,
+                    TestStatus::Hung => Verdict::Hung,
+                    TestStatus::InfraError => Verdict::InfraError,
+                },
+                duration_ms,
+                exit_code,
+                signal,
+                slow,
+                reason: reason.clone(),
+                findings: vec![],
+                artifacts: vec![],
+            };
+            progress(Progress::TestFinished { result: &preview });
+            st.finished.push((name, status, duration_ms, exit_code, signal, slow, reason));
+        }
+        EventBody::Heartbeat { test, .. } => progress(Progress::Heartbeat { test: test.as_deref() }),
+        EventBody::Log { message } => {
+            progress(Progress::Log { message: &message });
+            st.logs.push(message);
+        }
+        EventBody::RunFinished { .. } => st.run_finished = true,
+    }
+}
+
+/// Ask the stuck kernel for its blocked tasks and all task states through
+/// sysrq on the serial line (a break, then the key), and collect the console.
+fn capture_task_dump(sockets: &Path, console: &mut UnixStream, rx: &Receiver<Vec<u8>>, watcher: &mut Watcher, wait: Duration) {
+    if let Ok(mut qmp) = Qmp::connect(&sockets.join("qmp.sock")) {
+        // '9': console log level 9 so the dumps reach the console; 'w': blocked
+        // tasks; 't': every task.
+        for key in ["9", "w", "t"] {
+            if qmp.send_break("con").is_ok() {
+                let _ = console.write_all(key.as_bytes());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    // Collect until the console is quiet for a second, at most `wait`.
+    let end = Instant::now() + wait;
+    let mut last = Instant::now();
+    while Instant::now() < end && last.elapsed() < Duration::from_secs(1) {
+        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(100)) {
+            watcher.feed(&chunk);
+            last = Instant::now();
+        }
+    }
+}
+
+fn base_result(spec: &VmSpec, dir: &RunDir, cfg: &QemuConfig) -> RunResult {
+    RunResult {
+        schema: RESULTS_SCHEMA,
+        id: dir.id.clone(),
+        started_at: dir.started_at.clone(),
+        duration_ms: 0,
+        verdict: Verdict::InfraError,
+        reason: None,
+        accel: spec.accel.as_str().into(),
+        accel_note: spec.accel_note.clone(),
+        machine: cfg.machine.as_str().into(),
+        kernel_image: spec.kernel.display().to_string(),
+        kernel_release: None,
+        image: spec.image.display().to_string(),
+        iomapfs_version: None,
+        e2fsprogs_version: None,
+        server_mode: None,
+        server_error: None,
+        boot_to_ready_ms: None,
+        tests: vec![],
+        findings: vec![],
+        console_excerpt: None,
+    }
+}
+
+fn finish(result: RunResult, dir: &RunDir, t0: Instant, tests: Vec<TestResult>, plan: &Plan) -> RunResult {
+    let out = finish_with(result, dir, t0, tests, vec![], plan, vec![]);
+    let _ = report::write_all(&out, &dir.path);
+    out
+}
+
+/// Attach findings to tests, apply them to verdicts, add the tests that never
+/// ran, and compute the run's verdict.
+fn finish_with(
+    mut result: RunResult,
+    _dir: &RunDir,
+    t0: Instant,
+    mut tests: Vec<TestResult>,
+    findings: Vec<Finding>,
+    plan: &Plan,
+    notes: Vec<String>,
+) -> RunResult {
+    let index: HashMap<String, usize> = tests.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+    for f in findings {
+        match f.test.as_ref().and_then(|n| index.get(n)) {
+            Some(&i) => tests[i].findings.push(f),
+            None => result.findings.push(f),
+        }
+    }
+    for t in &mut tests {
+        apply_findings(t);
+    }
+    let ran: std::collections::HashSet<String> = tests.iter().map(|t| t.name.clone()).collect();
+    let why_not = result.reason.clone().unwrap_or_else(|| "the run ended early".into());
+    for p in &plan.tests {
+        if !ran.contains(&p.name) {
+            tests.push(TestResult {
+                name: p.name.clone(),
+                verdict: Verdict::NotRun,
+                duration_ms: 0,
+                exit_code: None,
+                signal: None,
+                slow: false,
+                reason: Some(format!("not run: {why_not}")),
+                findings: vec![],
+                artifacts: vec![],
+            });
+        }
+    }
+    let run_problem = result.reason.is_some();
+    result.verdict = RunResult::overall(&tests, run_problem && tests.iter().all(|t| t.verdict != Verdict::Crashed));
+    if !notes.is_empty() {
+        let joined = notes.join("; ");
+        result.reason = Some(match result.reason.take() {
+            Some(r) => format!("{r} ({joined})"),
+            None if result.verdict == Verdict::Passed => return done(result, t0, tests),
+            None => joined,
+        });
+    }
+    done(result, t0, tests)
+}
+
+fn done(mut result: RunResult, t0: Instant, tests: Vec<TestResult>) -> RunResult {
+    result.tests = tests;
+    result.duration_ms = t0.elapsed().as_millis() as u64;
+    result
+}
+
+/// Kernel reports turn a pass into a failure (warnings) or a crash.
+pub fn apply_findings(t: &mut TestResult) {
+    let worst = t.findings.iter().filter(|f| f.kind != FindingKind::TaskDump).max_by_key(|f| f.kind.severity());
+    let Some(f) = worst else { return };
+    match f.kind.severity() {
+        Severity::Crash if t.verdict != Verdict::Crashed => {
+            t.reason = Some(format!("kernel {:?}: {}", f.kind, f.title));
+            t.verdict = Verdict::Crashed;
+        }
+        Severity::Warning if t.verdict == Verdict::Passed => {
+            t.reason = Some(format!("kernel {:?}: {}", f.kind, f.title));
+            t.verdict = Verdict::Failed;
+        }
+        _ => {}
+    }
+}
+
+fn shell_words(bin: &Path, args: &[String]) -> String {
+    let quote = |s: &str| {
+        if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_=,./:+".contains(c)) {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    };
+    let mut out = quote(&bin.display().to_string());
+    for a in args {
+        out.push(' ');
+        out.push_str(&quote(a));
+    }
+    out.push('\n');
+    out
+}
+
+/// Boot the same VM with an interactive shell on this terminal.
+pub fn run_shell(spec: &VmSpec, plan: &Plan, dir: &RunDir) -> Result<std::process::ExitStatus, VmError> {
+    let (boot, disks) = prepare(dir, spec, plan)?;
+    let sockets = prep(Path::new("/tmp"), tempfile::Builder::new().prefix("harness-").tempdir())?;
+    let cfg = qemu_config(dir, spec, boot, disks, Console::Stdio, sockets.path());
+    let mut child = prep(&dir.path, spawn_qemu(&cfg, &dir.path, true))?;
+    prep(&dir.path, child.wait())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(verdict: Verdict, kinds: &[FindingKind]) -> TestResult {
+        TestResult {
+            name: "a".into(),
+            verdict,
+            duration_ms: 0,
+            exit_code: Some(0),
+            signal: None,
+            slow: false,
+            reason: None,
+            findings: kinds
+                .iter()
+                .map(|k| Finding { kind: *k, title: format!("{k:?} line"), test: Some("a".into()), excerpt: String::new() })
+                .collect(),
+            artifacts: vec![],
+        }
+    }
+
+    #[test]
+    fn findings_change_verdicts() {
+        let mut x = t(Verdict::Passed, &[FindingKind::Warning]);
+        apply_findings(&mut x);
+        assert_eq!(x.verdict, Verdict::Failed);
+        assert!(x.reason.unwrap().contains("Warning line"));
+
+        let mut x = t(Verdict::Failed, &[FindingKind::Warning, FindingKind::Oops]);
+        apply_findings(&mut x);
+        assert_eq!(x.verdict, Verdict::Crashed);
+
+        // A task dump the harness asked for is not a kernel bug.
+        let mut x = t(Verdict::Hung, &[FindingKind::TaskDump]);
+        apply_findings(&mut x);
+        assert_eq!(x.verdict, Verdict::Hung);
+
+        // A hung test stays hung when the kernel also reported the hung task.
+        let mut x = t(Verdict::Hung, &[FindingKind::HungTask]);
+        apply_findings(&mut x);
+        assert_eq!(x.verdict, Verdict::Hung);
+
+        let mut x = t(Verdict::Passed, &[]);
+        apply_findings(&mut x);
+        assert_eq!(x.verdict, Verdict::Passed);
+    }
+
+    #[test]
+    fn tail_reads_appended_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.jsonl");
+        let mut tail = Tail::new(p.clone());
+        assert!(tail.lines().is_empty());
+        std::fs::write(&p, "one\ntw").unwrap();
+        assert_eq!(tail.lines(), vec!["one".to_string()]);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"o\n\nthree\n").unwrap();
+        assert_eq!(tail.lines(), vec!["two".to_string(), "three".to_string()]);
+    }
+}
