@@ -315,7 +315,10 @@ const IOC_READ: u32 = 2;
 
 /// `_IOC(dir, type, nr, size)` in the asm-generic layout (x86, arm, riscv).
 pub const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
-    (dir << IOC_DIRSHIFT) | ((size as u32) << IOC_SIZESHIFT) | (ty << IOC_TYPESHIFT) | (nr << IOC_NRSHIFT)
+    (dir << IOC_DIRSHIFT)
+        | ((size as u32) << IOC_SIZESHIFT)
+        | (ty << IOC_TYPESHIFT)
+        | (nr << IOC_NRSHIFT)
 }
 /// `_IO(type, nr)`.
 pub const fn io(ty: u32, nr: u32) -> u32 {
@@ -333,8 +336,11 @@ pub const fn iow(ty: u32, nr: u32, size: usize) -> u32 {
 /// Clone a /dev/fuse fd onto a session: `_IOR(229, 0, uint32_t)`.
 pub const FUSE_DEV_IOC_CLONE: u32 = ior(FUSE_DEV_IOC_MAGIC, 0, 4);
 /// Register a backing file/device: `_IOW(229, 1, struct fuse_backing_map)`; returns the id.
-pub const FUSE_DEV_IOC_BACKING_OPEN: u32 =
-    iow(FUSE_DEV_IOC_MAGIC, 1, core::mem::size_of::<crate::structs::BackingMap>());
+pub const FUSE_DEV_IOC_BACKING_OPEN: u32 = iow(
+    FUSE_DEV_IOC_MAGIC,
+    1,
+    core::mem::size_of::<crate::structs::BackingMap>(),
+);
 /// Unregister a backing id: `_IOW(229, 2, uint32_t)`.
 pub const FUSE_DEV_IOC_BACKING_CLOSE: u32 = iow(FUSE_DEV_IOC_MAGIC, 2, 4);
 /// Make INIT synchronous within mount(2): `_IO(229, 3)` (7.45 era header).

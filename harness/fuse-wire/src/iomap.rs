@@ -226,5 +226,8 @@ pub const FUSE_DEV_IOC_SET_NOFS: u32 = iow(FUSE_DEV_IOC_MAGIC, 100, 4);
 /// Pre-approve iomap for this fd (needs CAP_SYS_RAWIO): `_IO(229, 101)`.
 pub const FUSE_DEV_IOC_ADD_IOMAP: u32 = io(FUSE_DEV_IOC_MAGIC, 101);
 /// Set a backing device's block size: `_IOW(229, 102, struct fuse_iomap_backing_info)`.
-pub const FUSE_DEV_IOC_IOMAP_SET_BLOCKSIZE: u32 =
-    iow(FUSE_DEV_IOC_MAGIC, 102, core::mem::size_of::<IomapBackingInfo>());
+pub const FUSE_DEV_IOC_IOMAP_SET_BLOCKSIZE: u32 = iow(
+    FUSE_DEV_IOC_MAGIC,
+    102,
+    core::mem::size_of::<IomapBackingInfo>(),
+);

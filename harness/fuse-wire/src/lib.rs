@@ -11,7 +11,21 @@
 //! - [`validate`]: the kernel's checks of iomap replies (protocol doc §7.1, §7.10).
 //!
 //! Facts come from `include/uapi/linux/fuse.h` (6.12 copy, 7.41; later additions marked) and
-//! `docs/fuse-iomap-protocol.md`. All structs are host-endian.
+//! `docs/fuse-iomap-protocol.md`. All structs are host-endian. `zerocopy` is re-exported so
+//! dependents use the same version for `read_from_prefix`/`as_bytes`.
+//!
+//! ```
+//! use fuse_wire::{parse, reply_ok, InHeader, Op, Opcode, EntryOut, OpenOut};
+//! use fuse_wire::zerocopy::IntoBytes;
+//!
+//! let h = InHeader { opcode: Opcode::Lookup as u32, unique: 7, nodeid: 1, ..Default::default() };
+//! let buf = fuse_wire::encode_request(&h, &[b"hello\0"]);
+//! let req = parse(&buf).unwrap();
+//! assert_eq!(req.op, Op::Lookup { name: b"hello" });
+//! // A CREATE reply is an entry followed by an open reply.
+//! let reply = reply_ok(req.unique(), &[EntryOut::default().as_bytes(), OpenOut::default().as_bytes()]);
+//! assert_eq!(reply.len(), 16 + 128 + 16);
+//! ```
 
 pub mod consts;
 pub mod iomap;
@@ -21,9 +35,12 @@ pub mod request;
 pub mod structs;
 pub mod validate;
 
+pub use zerocopy;
+
 pub use opcode::{NotifyCode, Opcode, UnknownOpcode};
 pub use reply::{
-    notify, notify_parts, parse_dirents, parse_reply, reply_err, reply_ok, reply_struct, DirentBuf, ReplyBuf,
+    notify, notify_parts, parse_dirents, parse_reply, reply_err, reply_ok, reply_struct, DirentBuf,
+    ReplyBuf,
 };
 pub use request::{encode_request, parse, parse_header, DecodeError, NameError, Op, Request};
 pub use structs::*;

@@ -75,7 +75,9 @@ impl ReplyBuf {
     /// Encode a message; a payload too large for the length field turns into an EIO reply.
     fn message(&mut self, unique: u64, error: i32, payload: &[&[u8]]) -> &[u8] {
         self.buf.clear();
-        let payload_len = payload.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
+        let payload_len = payload
+            .iter()
+            .fold(0usize, |n, p| n.saturating_add(p.len()));
         match out_header(unique, error, payload_len) {
             Some(h) => {
                 self.buf.reserve(h.len as usize);
@@ -85,7 +87,11 @@ impl ReplyBuf {
                 }
             }
             None => {
-                let h = OutHeader { len: OUT_HEADER_LEN as u32, error: -EIO, unique };
+                let h = OutHeader {
+                    len: OUT_HEADER_LEN as u32,
+                    error: -EIO,
+                    unique,
+                };
                 self.buf.extend_from_slice(h.as_bytes());
             }
         }
@@ -140,22 +146,39 @@ const DIRENT_PREALLOC: usize = 64 << 10;
 impl DirentBuf {
     /// An empty buffer that will hold at most `limit` bytes (the request's `ReadIn.size`).
     pub fn new(limit: usize) -> DirentBuf {
-        DirentBuf { buf: Vec::with_capacity(limit.min(DIRENT_PREALLOC)), limit }
+        DirentBuf {
+            buf: Vec::with_capacity(limit.min(DIRENT_PREALLOC)),
+            limit,
+        }
     }
 
     /// Append a READDIR entry; false (and nothing added) if it does not fit.
     /// `type_` is a `DT_*` value (see [`crate::consts::dirent_type`]).
     pub fn push(&mut self, ino: u64, off: u64, type_: u32, name: &[u8]) -> bool {
-        let Ok(namelen) = u32::try_from(name.len()) else { return false };
-        let dirent = Dirent { ino, off, namelen, type_ };
+        let Ok(namelen) = u32::try_from(name.len()) else {
+            return false;
+        };
+        let dirent = Dirent {
+            ino,
+            off,
+            namelen,
+            type_,
+        };
         self.append(&[], dirent, name)
     }
 
     /// Append a READDIRPLUS entry; the dirent's inode number is `entry.attr.ino`.
     /// False (and nothing added) if it does not fit.
     pub fn push_plus(&mut self, entry: &EntryOut, off: u64, type_: u32, name: &[u8]) -> bool {
-        let Ok(namelen) = u32::try_from(name.len()) else { return false };
-        let dirent = Dirent { ino: entry.attr.ino, off, namelen, type_ };
+        let Ok(namelen) = u32::try_from(name.len()) else {
+            return false;
+        };
+        let dirent = Dirent {
+            ino: entry.attr.ino,
+            off,
+            namelen,
+            type_,
+        };
         self.append(entry.as_bytes(), dirent, name)
     }
 
@@ -236,17 +259,25 @@ pub enum ReplyError {
 
 /// Decode one message written by a server, with the kernel's checks (`fuse_dev_do_write`).
 pub fn parse_reply(buf: &[u8]) -> Result<ReplyView<'_>, ReplyError> {
-    let (header, payload) =
-        OutHeader::read_from_prefix(buf).map_err(|_| ReplyError::TruncatedHeader { len: buf.len() })?;
+    let (header, payload) = OutHeader::read_from_prefix(buf)
+        .map_err(|_| ReplyError::TruncatedHeader { len: buf.len() })?;
     if header.len as usize != buf.len() {
-        return Err(ReplyError::LengthMismatch { header_len: header.len, buf_len: buf.len() });
+        return Err(ReplyError::LengthMismatch {
+            header_len: header.len,
+            buf_len: buf.len(),
+        });
     }
     if header.unique != 0 {
         if header.error > 0 || header.error < -MAX_ERRNO {
-            return Err(ReplyError::ErrorOutOfRange { error: header.error });
+            return Err(ReplyError::ErrorOutOfRange {
+                error: header.error,
+            });
         }
         if header.error != 0 && !payload.is_empty() {
-            return Err(ReplyError::ErrorWithPayload { error: header.error, len: payload.len() });
+            return Err(ReplyError::ErrorWithPayload {
+                error: header.error,
+                len: payload.len(),
+            });
         }
     }
     Ok(ReplyView { header, payload })
@@ -290,7 +321,8 @@ pub fn parse_dirents(buf: &[u8], plus: bool) -> Result<Vec<DirentView<'_>>, Dire
         } else {
             (None, rec)
         };
-        let (dirent, rest) = Dirent::read_from_prefix(rest).map_err(|_| DirentError::Truncated { at })?;
+        let (dirent, rest) =
+            Dirent::read_from_prefix(rest).map_err(|_| DirentError::Truncated { at })?;
         let namelen = dirent.namelen as usize;
         if namelen == 0 || namelen > FUSE_NAME_MAX {
             return Err(DirentError::BadName { at });
@@ -304,7 +336,11 @@ pub fn parse_dirents(buf: &[u8], plus: bool) -> Result<Vec<DirentView<'_>>, Dire
         if name.contains(&b'/') {
             return Err(DirentError::BadName { at });
         }
-        out.push(DirentView { entry, dirent, name });
+        out.push(DirentView {
+            entry,
+            dirent,
+            name,
+        });
         at += reclen;
     }
     Ok(out)

@@ -65,7 +65,12 @@ pub enum Op<'a> {
     /// FUSE_RMDIR.
     Rmdir { name: &'a [u8] },
     /// FUSE_RENAME (flags 0) and FUSE_RENAME2 (`RENAME_*` flags).
-    Rename { newdir: u64, flags: u32, oldname: &'a [u8], newname: &'a [u8] },
+    Rename {
+        newdir: u64,
+        flags: u32,
+        oldname: &'a [u8],
+        newname: &'a [u8],
+    },
     /// FUSE_LINK: link `arg.oldnodeid` as `name` in the node.
     Link { arg: LinkIn, name: &'a [u8] },
     /// FUSE_OPEN.
@@ -81,7 +86,11 @@ pub enum Op<'a> {
     /// FUSE_FSYNC.
     Fsync(FsyncIn),
     /// FUSE_SETXATTR; `value.len() == arg.size`.
-    Setxattr { arg: SetxattrIn, name: &'a [u8], value: &'a [u8] },
+    Setxattr {
+        arg: SetxattrIn,
+        name: &'a [u8],
+        value: &'a [u8],
+    },
     /// FUSE_GETXATTR.
     Getxattr { arg: GetxattrIn, name: &'a [u8] },
     /// FUSE_LISTXATTR.
@@ -121,7 +130,10 @@ pub enum Op<'a> {
     /// FUSE_POLL.
     Poll(PollIn),
     /// FUSE_NOTIFY_REPLY (answer to a retrieve); `data.len() == arg.size`.
-    NotifyReply { arg: NotifyRetrieveIn, data: &'a [u8] },
+    NotifyReply {
+        arg: NotifyRetrieveIn,
+        data: &'a [u8],
+    },
     /// FUSE_BATCH_FORGET (no reply).
     BatchForget { forgets: Vec<ForgetOne> },
     /// FUSE_FALLOCATE.
@@ -197,22 +209,55 @@ pub enum DecodeError {
     TruncatedHeader { len: usize },
     /// `header.len` differs from the bytes read.
     #[error("request {unique}: header length {header_len} but {buf_len} bytes were read")]
-    LengthMismatch { unique: u64, header_len: u32, buf_len: usize },
+    LengthMismatch {
+        unique: u64,
+        header_len: u32,
+        buf_len: usize,
+    },
     /// `total_extlen` points before the end of the header.
     #[error("request {unique} (opcode {opcode}): {ext_len} bytes of extensions exceed the {body_len}-byte body")]
-    ExtensionsTooLong { unique: u64, opcode: u32, ext_len: usize, body_len: usize },
+    ExtensionsTooLong {
+        unique: u64,
+        opcode: u32,
+        ext_len: usize,
+        body_len: usize,
+    },
     /// A fixed-size argument of the wrong size.
     #[error("request {unique} (opcode {opcode}): argument is {got} bytes, expected {expected}")]
-    ArgSize { unique: u64, opcode: u32, expected: usize, got: usize },
+    ArgSize {
+        unique: u64,
+        opcode: u32,
+        expected: usize,
+        got: usize,
+    },
     /// Too few bytes for the fixed part of a variable-size argument.
-    #[error("request {unique} (opcode {opcode}): argument is {got} bytes, expected at least {min}")]
-    ArgTooShort { unique: u64, opcode: u32, min: usize, got: usize },
+    #[error(
+        "request {unique} (opcode {opcode}): argument is {got} bytes, expected at least {min}"
+    )]
+    ArgTooShort {
+        unique: u64,
+        opcode: u32,
+        min: usize,
+        got: usize,
+    },
     /// A malformed name.
     #[error("request {unique} (opcode {opcode}): bad name: {reason}")]
-    BadName { unique: u64, opcode: u32, reason: NameError },
+    BadName {
+        unique: u64,
+        opcode: u32,
+        reason: NameError,
+    },
     /// A declared length that does not match the bytes that follow.
-    #[error("request {unique} (opcode {opcode}): {what} declares {declared} bytes but {got} follow")]
-    DataLength { unique: u64, opcode: u32, what: &'static str, declared: u64, got: usize },
+    #[error(
+        "request {unique} (opcode {opcode}): {what} declares {declared} bytes but {got} follow"
+    )]
+    DataLength {
+        unique: u64,
+        opcode: u32,
+        what: &'static str,
+        declared: u64,
+        got: usize,
+    },
 }
 
 impl DecodeError {
@@ -242,8 +287,8 @@ impl DecodeError {
 
 /// Read and check the header: at least 40 bytes, and `len` equal to the buffer length.
 pub fn parse_header(buf: &[u8]) -> Result<InHeader, DecodeError> {
-    let (header, _) =
-        InHeader::read_from_prefix(buf).map_err(|_| DecodeError::TruncatedHeader { len: buf.len() })?;
+    let (header, _) = InHeader::read_from_prefix(buf)
+        .map_err(|_| DecodeError::TruncatedHeader { len: buf.len() })?;
     if header.len as usize != buf.len() {
         return Err(DecodeError::LengthMismatch {
             unique: header.unique,
@@ -269,7 +314,11 @@ pub fn parse(buf: &[u8]) -> Result<Request<'_>, DecodeError> {
     };
     let (args, extensions) = body.split_at(args_len);
     let op = decode_op(&header, args)?;
-    Ok(Request { header, op, extensions })
+    Ok(Request {
+        header,
+        op,
+        extensions,
+    })
 }
 
 /// How a name is checked.
@@ -326,20 +375,37 @@ impl<'a> Args<'a> {
     }
 
     fn size_error(&self, expected: usize) -> DecodeError {
-        DecodeError::ArgSize { unique: self.unique, opcode: self.opcode, expected, got: self.rest.len() }
+        DecodeError::ArgSize {
+            unique: self.unique,
+            opcode: self.opcode,
+            expected,
+            got: self.rest.len(),
+        }
     }
 
     fn name_error(&self, reason: NameError) -> DecodeError {
-        DecodeError::BadName { unique: self.unique, opcode: self.opcode, reason }
+        DecodeError::BadName {
+            unique: self.unique,
+            opcode: self.opcode,
+            reason,
+        }
     }
 
     /// Take a NUL-terminated name, returned without the NUL.
     fn name(&mut self, kind: NameKind) -> Result<&'a [u8], DecodeError> {
-        let nul = self.rest.iter().position(|&b| b == 0).ok_or_else(|| self.name_error(NameError::Unterminated))?;
+        let nul = self
+            .rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| self.name_error(NameError::Unterminated))?;
         let (name, rest) = self.rest.split_at(nul);
         match kind {
-            NameKind::Entry | NameKind::NonEmpty if name.is_empty() => return Err(self.name_error(NameError::Empty)),
-            NameKind::Entry if name.contains(&b'/') => return Err(self.name_error(NameError::Slash)),
+            NameKind::Entry | NameKind::NonEmpty if name.is_empty() => {
+                return Err(self.name_error(NameError::Empty))
+            }
+            NameKind::Entry if name.contains(&b'/') => {
+                return Err(self.name_error(NameError::Slash))
+            }
             _ => {}
         }
         self.rest = rest.get(1..).unwrap_or_default();
@@ -377,7 +443,10 @@ impl<'a> Args<'a> {
         let declared = u64::from(count) * size as u64;
         // Checked against the buffer before anything is allocated.
         let bytes = self.data(declared, what)?;
-        Ok(bytes.chunks_exact(size).filter_map(|c| T::read_from_bytes(c).ok()).collect())
+        Ok(bytes
+            .chunks_exact(size)
+            .filter_map(|c| T::read_from_bytes(c).ok())
+            .collect())
     }
 }
 
@@ -385,38 +454,73 @@ fn decode_op<'a>(header: &InHeader, args: &'a [u8]) -> Result<Op<'a>, DecodeErro
     let Some(opcode) = Opcode::from_u32(header.opcode) else {
         return Ok(Op::Unknown(header.opcode));
     };
-    let mut a = Args { rest: args, unique: header.unique, opcode: header.opcode };
+    let mut a = Args {
+        rest: args,
+        unique: header.unique,
+        opcode: header.opcode,
+    };
     use NameKind::*;
     Ok(match opcode {
-        Opcode::Lookup => Op::Lookup { name: a.last_name(Entry)? },
+        Opcode::Lookup => Op::Lookup {
+            name: a.last_name(Entry)?,
+        },
         Opcode::Forget => Op::Forget(a.only()?),
         Opcode::Getattr => Op::Getattr(a.only()?),
         Opcode::Setattr => Op::Setattr(a.only()?),
         Opcode::Readlink => a.none().map(|()| Op::Readlink)?,
         Opcode::Symlink => {
             let name = a.name(Entry)?;
-            Op::Symlink { name, target: a.last_name(NonEmpty)? }
+            Op::Symlink {
+                name,
+                target: a.last_name(NonEmpty)?,
+            }
         }
-        Opcode::Mknod => Op::Mknod { arg: a.take()?, name: a.last_name(Entry)? },
-        Opcode::Mkdir => Op::Mkdir { arg: a.take()?, name: a.last_name(Entry)? },
-        Opcode::Unlink => Op::Unlink { name: a.last_name(Entry)? },
-        Opcode::Rmdir => Op::Rmdir { name: a.last_name(Entry)? },
+        Opcode::Mknod => Op::Mknod {
+            arg: a.take()?,
+            name: a.last_name(Entry)?,
+        },
+        Opcode::Mkdir => Op::Mkdir {
+            arg: a.take()?,
+            name: a.last_name(Entry)?,
+        },
+        Opcode::Unlink => Op::Unlink {
+            name: a.last_name(Entry)?,
+        },
+        Opcode::Rmdir => Op::Rmdir {
+            name: a.last_name(Entry)?,
+        },
         Opcode::Rename => {
             let arg: RenameIn = a.take()?;
             let oldname = a.name(Entry)?;
-            Op::Rename { newdir: arg.newdir, flags: 0, oldname, newname: a.last_name(Entry)? }
+            Op::Rename {
+                newdir: arg.newdir,
+                flags: 0,
+                oldname,
+                newname: a.last_name(Entry)?,
+            }
         }
         Opcode::Rename2 => {
             let arg: Rename2In = a.take()?;
             let oldname = a.name(Entry)?;
-            Op::Rename { newdir: arg.newdir, flags: arg.flags, oldname, newname: a.last_name(Entry)? }
+            Op::Rename {
+                newdir: arg.newdir,
+                flags: arg.flags,
+                oldname,
+                newname: a.last_name(Entry)?,
+            }
         }
-        Opcode::Link => Op::Link { arg: a.take()?, name: a.last_name(Entry)? },
+        Opcode::Link => Op::Link {
+            arg: a.take()?,
+            name: a.last_name(Entry)?,
+        },
         Opcode::Open => Op::Open(a.only()?),
         Opcode::Read => Op::Read(a.only()?),
         Opcode::Write => {
             let arg: WriteIn = a.take()?;
-            Op::Write { arg, data: a.data(u64::from(arg.size), "write size")? }
+            Op::Write {
+                arg,
+                data: a.data(u64::from(arg.size), "write size")?,
+            }
         }
         Opcode::Statfs => a.none().map(|()| Op::Statfs)?,
         Opcode::Release => Op::Release(a.only()?),
@@ -424,11 +528,20 @@ fn decode_op<'a>(header: &InHeader, args: &'a [u8]) -> Result<Op<'a>, DecodeErro
         Opcode::Setxattr => {
             let arg: SetxattrIn = a.take()?;
             let name = a.name(NonEmpty)?;
-            Op::Setxattr { arg, name, value: a.data(u64::from(arg.size), "xattr value size")? }
+            Op::Setxattr {
+                arg,
+                name,
+                value: a.data(u64::from(arg.size), "xattr value size")?,
+            }
         }
-        Opcode::Getxattr => Op::Getxattr { arg: a.take()?, name: a.last_name(NonEmpty)? },
+        Opcode::Getxattr => Op::Getxattr {
+            arg: a.take()?,
+            name: a.last_name(NonEmpty)?,
+        },
         Opcode::Listxattr => Op::Listxattr(a.only()?),
-        Opcode::Removexattr => Op::Removexattr { name: a.last_name(NonEmpty)? },
+        Opcode::Removexattr => Op::Removexattr {
+            name: a.last_name(NonEmpty)?,
+        },
         Opcode::Flush => Op::Flush(a.only()?),
         Opcode::Init => Op::Init(decode_init(a)?),
         Opcode::Opendir => Op::Opendir(a.only()?),
@@ -439,22 +552,33 @@ fn decode_op<'a>(header: &InHeader, args: &'a [u8]) -> Result<Op<'a>, DecodeErro
         Opcode::Setlk => Op::Setlk(a.only()?),
         Opcode::Setlkw => Op::Setlkw(a.only()?),
         Opcode::Access => Op::Access(a.only()?),
-        Opcode::Create => Op::Create { arg: a.take()?, name: a.last_name(Entry)? },
+        Opcode::Create => Op::Create {
+            arg: a.take()?,
+            name: a.last_name(Entry)?,
+        },
         Opcode::Interrupt => Op::Interrupt(a.only()?),
         Opcode::Bmap => Op::Bmap(a.only()?),
         Opcode::Destroy => a.none().map(|()| Op::Destroy)?,
         Opcode::Ioctl => {
             let arg: IoctlIn = a.take()?;
-            Op::Ioctl { arg, data: a.data(u64::from(arg.in_size), "ioctl in_size")? }
+            Op::Ioctl {
+                arg,
+                data: a.data(u64::from(arg.in_size), "ioctl in_size")?,
+            }
         }
         Opcode::Poll => Op::Poll(a.only()?),
         Opcode::NotifyReply => {
             let arg: NotifyRetrieveIn = a.take()?;
-            Op::NotifyReply { arg, data: a.data(u64::from(arg.size), "retrieve size")? }
+            Op::NotifyReply {
+                arg,
+                data: a.data(u64::from(arg.size), "retrieve size")?,
+            }
         }
         Opcode::BatchForget => {
             let arg: BatchForgetIn = a.take()?;
-            Op::BatchForget { forgets: a.records(arg.count, "batch forget count")? }
+            Op::BatchForget {
+                forgets: a.records(arg.count, "batch forget count")?,
+            }
         }
         Opcode::Fallocate => Op::Fallocate(a.only()?),
         Opcode::Readdirplus => Op::Readdirplus(a.only()?),
@@ -463,10 +587,15 @@ fn decode_op<'a>(header: &InHeader, args: &'a [u8]) -> Result<Op<'a>, DecodeErro
         Opcode::SetupMapping => Op::SetupMapping(a.only()?),
         Opcode::RemoveMapping => {
             let arg: RemovemappingIn = a.take()?;
-            Op::RemoveMapping { mappings: a.records(arg.count, "removemapping count")? }
+            Op::RemoveMapping {
+                mappings: a.records(arg.count, "removemapping count")?,
+            }
         }
         Opcode::Syncfs => Op::Syncfs(a.only()?),
-        Opcode::Tmpfile => Op::Tmpfile { arg: a.take()?, name: a.last_name(Any)? },
+        Opcode::Tmpfile => Op::Tmpfile {
+            arg: a.take()?,
+            name: a.last_name(Any)?,
+        },
         Opcode::Statx => Op::Statx(a.only()?),
         Opcode::CopyFileRange64 => Op::CopyFileRange64(a.only()?),
         Opcode::FreezeFs => Op::FreezeFs(a.only()?),

@@ -857,7 +857,11 @@ impl InitOut {
     /// Store a 64-bit init flag word; adds `FUSE_INIT_EXT` when any flags2 bit is set, since
     /// the kernel ignores `flags2` without it.
     pub fn set_flags64(&mut self, flags: u64) {
-        let flags = if flags >> 32 != 0 { flags | crate::consts::FUSE_INIT_EXT } else { flags };
+        let flags = if flags >> 32 != 0 {
+            flags | crate::consts::FUSE_INIT_EXT
+        } else {
+            flags
+        };
         let (lo, hi) = crate::consts::split_init_flags(flags);
         self.flags = lo;
         self.flags2 = hi;
@@ -889,7 +893,11 @@ impl IomapConfigOut {
 
     /// `s_id` up to its first NUL.
     pub fn s_id_bytes(&self) -> &[u8] {
-        let end = self.s_id.iter().position(|&b| b == 0).unwrap_or(self.s_id.len());
+        let end = self
+            .s_id
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.s_id.len());
         &self.s_id[..end]
     }
 }

@@ -36,7 +36,13 @@ pub struct ValidateCtx<'a> {
 impl ValidateCtx<'_> {
     /// Defaults: maxbytes = `MAX_LFS_FILESIZE`, no cache, any device, v7 rules only.
     pub const fn new(blocksize: u32) -> ValidateCtx<'static> {
-        ValidateCtx { blocksize, maxbytes: MAX_LFS_FILESIZE, has_cache: false, devices: None, post_v7: false }
+        ValidateCtx {
+            blocksize,
+            maxbytes: MAX_LFS_FILESIZE,
+            has_cache: false,
+            devices: None,
+            post_v7: false,
+        }
     }
 }
 
@@ -50,23 +56,41 @@ pub enum MappingError {
     #[error("{slot:?} mapping: unknown type {type_}")]
     UnknownType { slot: Slot, type_: u16 },
     /// §7.1 rule 1: flags outside bits 0..7.
-    #[error("{slot:?} mapping: flags {flags:#x} outside the server mask {FUSE_IOMAP_F_SERVER_MASK:#x}")]
+    #[error(
+        "{slot:?} mapping: flags {flags:#x} outside the server mask {FUSE_IOMAP_F_SERVER_MASK:#x}"
+    )]
     UnknownFlags { slot: Slot, flags: u16 },
     /// §7.1 rule 2: zero length.
     #[error("{slot:?} mapping: zero length")]
     ZeroLength { slot: Slot },
     /// §7.1 rule 2: offset not a multiple of the block size.
     #[error("{slot:?} mapping: offset {offset} not aligned to {blocksize}")]
-    MisalignedOffset { slot: Slot, offset: u64, blocksize: u32 },
+    MisalignedOffset {
+        slot: Slot,
+        offset: u64,
+        blocksize: u32,
+    },
     /// §7.1 rule 2: length not a multiple of the block size.
     #[error("{slot:?} mapping: length {length} not aligned to {blocksize}")]
-    MisalignedLength { slot: Slot, length: u64, blocksize: u32 },
+    MisalignedLength {
+        slot: Slot,
+        length: u64,
+        blocksize: u32,
+    },
     /// §7.1 rule 2: offset + length overflows u64.
     #[error("{slot:?} mapping: offset {offset} + length {length} overflows")]
-    RangeOverflow { slot: Slot, offset: u64, length: u64 },
+    RangeOverflow {
+        slot: Slot,
+        offset: u64,
+        length: u64,
+    },
     /// §7.1 rule 2: offset at or past `s_maxbytes`.
     #[error("{slot:?} mapping: offset {offset} at or past maxbytes {maxbytes}")]
-    BeyondMaxbytes { slot: Slot, offset: u64, maxbytes: i64 },
+    BeyondMaxbytes {
+        slot: Slot,
+        offset: u64,
+        maxbytes: i64,
+    },
     /// §7.1 rule 3: MAPPED/UNWRITTEN without a device.
     #[error("{slot:?} mapping: type {type_} needs a device")]
     MissingDevice { slot: Slot, type_: u16 },
@@ -90,7 +114,12 @@ pub enum MappingError {
     AddrOverflow { slot: Slot, addr: u64, length: u64 },
     /// §7.1 rule 4: the mapping does not contain `pos`.
     #[error("{slot:?} mapping [{offset}, +{length}) does not cover pos {pos}")]
-    DoesNotCoverPos { slot: Slot, pos: u64, offset: u64, length: u64 },
+    DoesNotCoverPos {
+        slot: Slot,
+        pos: u64,
+        offset: u64,
+        length: u64,
+    },
     /// §7.1 rule 5: NOCACHE in a BEGIN reply.
     #[error("{slot:?} mapping: NOCACHE is only valid in upsert notifications")]
     NoCacheInBegin { slot: Slot },
@@ -119,7 +148,11 @@ impl MappingError {
 }
 
 /// Validate a BEGIN reply with default context ([`ValidateCtx::new`]).
-pub fn validate_begin_reply(input: &IomapBeginIn, out: &IomapBeginOut, blocksize: u32) -> Result<(), MappingError> {
+pub fn validate_begin_reply(
+    input: &IomapBeginIn,
+    out: &IomapBeginOut,
+    blocksize: u32,
+) -> Result<(), MappingError> {
     validate_begin_reply_with(input, out, &ValidateCtx::new(blocksize))
 }
 
@@ -137,14 +170,26 @@ pub fn validate_begin_reply_with(
         // Rules 1-2 already proved offset + length does not overflow.
         let end = map.offset.saturating_add(map.length);
         if input.pos < map.offset || input.pos >= end {
-            return Err(MappingError::DoesNotCoverPos { slot, pos: input.pos, offset: map.offset, length: map.length });
+            return Err(MappingError::DoesNotCoverPos {
+                slot,
+                pos: input.pos,
+                offset: map.offset,
+                length: map.length,
+            });
         }
     }
     // The mapping the kernel writes through: write, or read for a pure overwrite.
-    let target = if out.write.type_ == FUSE_IOMAP_TYPE_PURE_OVERWRITE { &out.read } else { &out.write };
+    let target = if out.write.type_ == FUSE_IOMAP_TYPE_PURE_OVERWRITE {
+        &out.read
+    } else {
+        &out.write
+    };
     // Rule 6 (post-v7 tree).
     if ctx.post_v7 && input.opflags & FUSE_IOMAP_OP_ATOMIC != 0 {
-        let space = matches!(target.type_, FUSE_IOMAP_TYPE_MAPPED | FUSE_IOMAP_TYPE_UNWRITTEN);
+        let space = matches!(
+            target.type_,
+            FUSE_IOMAP_TYPE_MAPPED | FUSE_IOMAP_TYPE_UNWRITTEN
+        );
         if !space || target.flags & FUSE_IOMAP_F_ATOMIC_BIO == 0 {
             return Err(MappingError::AtomicWithoutAtomicMapping);
         }
@@ -157,7 +202,11 @@ pub fn validate_begin_reply_with(
 }
 
 /// Rules 1, 2, 3 and 5 of §7.1 for one mapping (also what upserted cache mappings must pass).
-pub fn validate_mapping(map: &IomapIo, slot: Slot, ctx: &ValidateCtx<'_>) -> Result<(), MappingError> {
+pub fn validate_mapping(
+    map: &IomapIo,
+    slot: Slot,
+    ctx: &ValidateCtx<'_>,
+) -> Result<(), MappingError> {
     let bs = ctx.blocksize;
     if !bs.is_power_of_two() {
         return Err(MappingError::InvalidBlocksize(bs));
@@ -175,10 +224,16 @@ pub fn validate_mapping(map: &IomapIo, slot: Slot, ctx: &ValidateCtx<'_>) -> Res
             | FUSE_IOMAP_TYPE_PURE_OVERWRITE
     );
     if !known {
-        return Err(MappingError::UnknownType { slot, type_: map.type_ });
+        return Err(MappingError::UnknownType {
+            slot,
+            type_: map.type_,
+        });
     }
     if map.flags & !FUSE_IOMAP_F_SERVER_MASK != 0 {
-        return Err(MappingError::UnknownFlags { slot, flags: map.flags });
+        return Err(MappingError::UnknownFlags {
+            slot,
+            flags: map.flags,
+        });
     }
     // Rule 2: non-empty, block aligned, no overflow, starts below s_maxbytes.
     if map.length == 0 {
@@ -186,32 +241,56 @@ pub fn validate_mapping(map: &IomapIo, slot: Slot, ctx: &ValidateCtx<'_>) -> Res
     }
     let mask = u64::from(bs) - 1;
     if map.offset & mask != 0 {
-        return Err(MappingError::MisalignedOffset { slot, offset: map.offset, blocksize: bs });
+        return Err(MappingError::MisalignedOffset {
+            slot,
+            offset: map.offset,
+            blocksize: bs,
+        });
     }
     if map.length & mask != 0 {
-        return Err(MappingError::MisalignedLength { slot, length: map.length, blocksize: bs });
+        return Err(MappingError::MisalignedLength {
+            slot,
+            length: map.length,
+            blocksize: bs,
+        });
     }
     if map.offset.checked_add(map.length).is_none() {
-        return Err(MappingError::RangeOverflow { slot, offset: map.offset, length: map.length });
+        return Err(MappingError::RangeOverflow {
+            slot,
+            offset: map.offset,
+            length: map.length,
+        });
     }
     if map.offset >= u64::try_from(ctx.maxbytes).unwrap_or(0) {
-        return Err(MappingError::BeyondMaxbytes { slot, offset: map.offset, maxbytes: ctx.maxbytes });
+        return Err(MappingError::BeyondMaxbytes {
+            slot,
+            offset: map.offset,
+            maxbytes: ctx.maxbytes,
+        });
     }
     // Rule 5 before rule 3, so a cache-series type is reported for what makes it invalid
     // rather than for its dev/addr fields.
     match map.type_ {
         FUSE_IOMAP_TYPE_NOCACHE => return Err(MappingError::NoCacheInBegin { slot }),
-        FUSE_IOMAP_TYPE_RETRY_CACHE if !ctx.has_cache => return Err(MappingError::RetryWithoutCache { slot }),
+        FUSE_IOMAP_TYPE_RETRY_CACHE if !ctx.has_cache => {
+            return Err(MappingError::RetryWithoutCache { slot })
+        }
         _ => {}
     }
     // Rule 3: device/address consistency.
     match map.type_ {
         FUSE_IOMAP_TYPE_MAPPED | FUSE_IOMAP_TYPE_UNWRITTEN => {
             if map.dev == FUSE_IOMAP_DEV_NULL {
-                return Err(MappingError::MissingDevice { slot, type_: map.type_ });
+                return Err(MappingError::MissingDevice {
+                    slot,
+                    type_: map.type_,
+                });
             }
             if map.addr == FUSE_IOMAP_NULL_ADDR {
-                return Err(MappingError::MissingAddr { slot, type_: map.type_ });
+                return Err(MappingError::MissingAddr {
+                    slot,
+                    type_: map.type_,
+                });
             }
             if let Some(devs) = ctx.devices {
                 if !devs.contains(&map.dev) {
@@ -227,15 +306,27 @@ pub fn validate_mapping(map: &IomapIo, slot: Slot, ctx: &ValidateCtx<'_>) -> Res
         // HOLE, DELALLOC, INLINE, and RETRY_CACHE (§7.8: "dev 0, addr NULL").
         _ => {
             if map.dev != FUSE_IOMAP_DEV_NULL {
-                return Err(MappingError::UnexpectedDevice { slot, type_: map.type_, dev: map.dev });
+                return Err(MappingError::UnexpectedDevice {
+                    slot,
+                    type_: map.type_,
+                    dev: map.dev,
+                });
             }
             if map.addr != FUSE_IOMAP_NULL_ADDR {
-                return Err(MappingError::UnexpectedAddr { slot, type_: map.type_, addr: map.addr });
+                return Err(MappingError::UnexpectedAddr {
+                    slot,
+                    type_: map.type_,
+                    addr: map.addr,
+                });
             }
         }
     }
     if map.addr != FUSE_IOMAP_NULL_ADDR && map.addr.checked_add(map.length).is_none() {
-        return Err(MappingError::AddrOverflow { slot, addr: map.addr, length: map.length });
+        return Err(MappingError::AddrOverflow {
+            slot,
+            addr: map.addr,
+            length: map.length,
+        });
     }
     Ok(())
 }
@@ -274,7 +365,9 @@ impl ConfigError {
 /// The valid block-size range (512..=64 KiB) is inferred from the block layer's limit.
 pub fn validate_config_reply(out: &IomapConfigOut, post_v7: bool) -> Result<(), ConfigError> {
     if out.flags & !FUSE_IOMAP_CONFIG_ALL != 0 {
-        return Err(ConfigError::UnknownFlags(out.flags & !FUSE_IOMAP_CONFIG_ALL));
+        return Err(ConfigError::UnknownFlags(
+            out.flags & !FUSE_IOMAP_CONFIG_ALL,
+        ));
     }
     if usize::from(out.s_uuid_len) > out.s_uuid.len() {
         return Err(ConfigError::UuidTooLong(out.s_uuid_len));
@@ -285,14 +378,18 @@ pub fn validate_config_reply(out: &IomapConfigOut, post_v7: bool) -> Result<(), 
     if !post_v7 {
         return Ok(());
     }
-    if out.flags & FUSE_IOMAP_CONFIG_TIME != 0 && !(1..=FUSE_IOMAP_MAX_TIME_GRAN).contains(&out.s_time_gran) {
+    if out.flags & FUSE_IOMAP_CONFIG_TIME != 0
+        && !(1..=FUSE_IOMAP_MAX_TIME_GRAN).contains(&out.s_time_gran)
+    {
         return Err(ConfigError::TimeGran(out.s_time_gran));
     }
     if out.flags & FUSE_IOMAP_CONFIG_MAXBYTES != 0 && out.s_maxbytes < 0 {
         return Err(ConfigError::Maxbytes(out.s_maxbytes));
     }
     let bs = out.s_blocksize;
-    if out.flags & FUSE_IOMAP_CONFIG_BLOCKSIZE != 0 && !(bs.is_power_of_two() && (512..=65536).contains(&bs)) {
+    if out.flags & FUSE_IOMAP_CONFIG_BLOCKSIZE != 0
+        && !(bs.is_power_of_two() && (512..=65536).contains(&bs))
+    {
         return Err(ConfigError::Blocksize(bs));
     }
     Ok(())
