@@ -1,0 +1,1306 @@
+//! Every operation iomapfs serves, through real syscalls, with the same assertions against
+//! kernel ext4 on a loop device (`ext4::*`, the control) and iomapfs on FUSE (`iomapfs::*`).
+//! Where FUSE legitimately differs from ext4, the test asserts each behaviour explicitly
+//! and says why.
+
+use anyhow::{ensure, Context, Result};
+use e2e::sys::{
+    as_user, drop_caches, expect_errno, expect_io_errno, pattern, pread_vec,
+    pwrite_all, AlignedBuf, UserOp,
+};
+use e2e::{Expect, FsSpec, SparseData, Target, TestFs};
+use rustix::fd::OwnedFd;
+use rustix::fs::{
+    AtFlags, FallocateFlags, FileType, Mode, OFlags, RenameFlags, SeekFrom, StatxFlags, Timespec,
+    Timestamps, XattrFlags, CWD, UTIME_NOW, UTIME_OMIT,
+};
+use rustix::io::Errno;
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+e2e::target_tests!(
+    lookup_and_getattr,
+    setattr_mode_and_owner,
+    truncate_up_and_down,
+    utimens_ns_now_omit,
+    mknod_all_types,
+    mkdir_rmdir_nlink,
+    unlink_open_file,
+    symlink_fast_and_slow,
+    rename_variants,
+    hard_links,
+    open_create_flags,
+    buffered_read_write,
+    direct_io,
+    append_writes,
+    fsync_family,
+    readdir_10000_entries,
+    forget_after_drop_caches,
+    statfs_counts,
+    xattr_namespaces,
+    posix_acls,
+    fallocate_modes,
+    seek_data_hole,
+    statx_fields,
+    large_sparse_file,
+    inode_generation,
+    enospc_small_fs,
+    read_only_mount,
+    permissions_other_user,
+    mmap_shared,
+    block_1k_filesystem,
+);
+
+const MIB: u64 = 1 << 20;
+const NOBODY: u32 = 65534;
+
+fn open(p: &Path, flags: OFlags, mode: u32) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::open(p, flags | OFlags::CLOEXEC, Mode::from_raw_mode(mode))
+}
+
+fn meta(p: &Path) -> Result<std::fs::Metadata> {
+    std::fs::symlink_metadata(p).with_context(|| format!("lstat {}", p.display()))
+}
+
+fn perm(p: &Path) -> Result<u32> {
+    Ok(meta(p)?.mode() & 0o7777)
+}
+
+fn read(p: &Path) -> Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("read {}", p.display()))
+}
+
+fn write(p: &Path, data: &[u8]) -> Result<()> {
+    std::fs::write(p, data).with_context(|| format!("write {}", p.display()))
+}
+
+fn truncate_path(p: &Path, len: u64) -> Result<()> {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes())?;
+    // SAFETY: a NUL-terminated path.
+    if unsafe { libc::truncate(c.as_ptr(), len as libc::off_t) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("truncate");
+    }
+    Ok(())
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs() as i64
+}
+
+fn get_xattr(p: &Path, name: &str) -> rustix::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 65536];
+    let n = rustix::fs::lgetxattr(p, name, &mut buf[..])?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn list_xattrs(p: &Path) -> Result<BTreeSet<String>> {
+    let mut buf = vec![0u8; 65536];
+    let n = rustix::fs::llistxattr(p, &mut buf[..]).context("listxattr")?;
+    Ok(buf[..n]
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect())
+}
+
+/// Whether the running kernel is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = rustix::system::uname().release().to_string_lossy().into_owned();
+    let mut nums = release.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
+    (nums.next().unwrap_or(0), nums.next().unwrap_or(0)) >= (major, minor)
+}
+
+// ---------------------------------------------------------------------------------------
+
+fn lookup_and_getattr(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let root = meta(fs.mnt())?;
+    ensure!(root.is_dir() && root.mode() & 0o7777 == 0o755, "root mode {:o}", root.mode());
+    assert_eq!(root.ino(), 2, "ext4's root is inode 2");
+    assert_eq!(root.nlink(), 3, "root holds ., .. and lost+found");
+
+    let data = pattern(1, 1234);
+    write(&fs.path("a"), &data)?;
+    std::fs::create_dir(fs.path("d"))?;
+    let a = meta(&fs.path("a"))?;
+    ensure!(a.file_type().is_file(), "a is a regular file");
+    assert_eq!((a.len(), a.nlink(), a.uid(), a.gid()), (1234, 1, 0, 0));
+    assert_eq!(a.blksize(), 4096);
+    ensure!(a.blocks() >= 8, "1234 bytes occupy a 4 KiB block, st_blocks={}", a.blocks());
+    let d = meta(&fs.path("d"))?;
+    ensure!(d.is_dir() && d.nlink() == 2 && d.ino() != a.ino(), "d: {d:?}");
+    let fd = open(&fs.path("a"), OFlags::RDONLY, 0)?;
+    assert_eq!(rustix::fs::fstat(&fd)?.st_ino, a.ino(), "fstat and lstat agree");
+    drop(fd);
+
+    expect_io_errno(std::fs::metadata(fs.path("missing")), Errno::NOENT, "stat of a missing name")?;
+    expect_io_errno(std::fs::metadata(fs.path("a/x")), Errno::NOTDIR, "stat through a file")?;
+    let long = "n".repeat(255);
+    write(&fs.path(&long), b"255")?;
+    expect_io_errno(std::fs::write(fs.path(&"n".repeat(256)), b"x"), Errno::NAMETOOLONG, "256-byte name")?;
+    expect_io_errno(std::fs::metadata(fs.path(&"m".repeat(256))), Errno::NAMETOOLONG, "lookup of a 256-byte name")?;
+
+    fs.remount()?;
+    let again = meta(&fs.path("a"))?;
+    assert_eq!((again.ino(), again.len()), (a.ino(), 1234), "stable after remount");
+    assert_eq!(meta(&fs.path(&long))?.len(), 3);
+    fs.expected.file("a", data);
+    fs.expected.dir("d");
+    fs.expected.file(&long, b"255".to_vec());
+    fs.finish()
+}
+
+fn setattr_mode_and_owner(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let (f, g, d) = (fs.path("f"), fs.path("g"), fs.path("d"));
+    write(&f, b"x")?;
+    write(&g, b"y")?;
+    std::fs::create_dir(&d)?;
+
+    std::fs::set_permissions(&f, PermissionsExt::from_mode(0o4755))?;
+    assert_eq!(perm(&f)?, 0o4755);
+    std::fs::set_permissions(&d, PermissionsExt::from_mode(0o1777))?;
+    assert_eq!(perm(&d)?, 0o1777);
+
+    std::os::unix::fs::chown(&f, Some(1234), Some(5678))?;
+    let m = meta(&f)?;
+    assert_eq!((m.uid(), m.gid()), (1234, 5678));
+    // chown clears set-user-ID even when root does it (the kernel asks via ATTR_KILL_SUID).
+    assert_eq!(m.mode() & 0o7777, 0o755, "chown cleared S_ISUID");
+
+    std::fs::set_permissions(&g, PermissionsExt::from_mode(0o2755))?;
+    std::os::unix::fs::chown(&g, None, Some(42))?;
+    let m = meta(&g)?;
+    assert_eq!((m.uid(), m.gid()), (0, 42));
+    assert_eq!(m.mode() & 0o7777, 0o755, "chgrp cleared S_ISGID of a group-executable file");
+    std::os::unix::fs::chown(&g, None, None)?;
+    assert_eq!((meta(&g)?.uid(), meta(&g)?.gid()), (0, 42), "chown(-1, -1) changes nothing");
+
+    let fd = open(&g, OFlags::RDWR, 0)?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600))?;
+    rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(7)), None)?;
+    drop(fd);
+    let m = meta(&g)?;
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o600, 7, 42));
+
+    fs.remount()?;
+    let (mf, mg) = (meta(&f)?, meta(&g)?);
+    assert_eq!((mf.mode() & 0o7777, mf.uid(), mf.gid()), (0o755, 1234, 5678));
+    assert_eq!((mg.mode() & 0o7777, mg.uid(), mg.gid()), (0o600, 7, 42));
+    assert_eq!(perm(&d)?, 0o1777);
+    fs.expected.file("f", b"x".to_vec());
+    fs.expected.mode("f", 0o755);
+    fs.expected.file("g", b"y".to_vec());
+    fs.expected.mode("g", 0o600);
+    fs.expected.dir("d");
+    fs.expected.mode("d", 0o1777);
+    fs.finish()
+}
+
+fn truncate_up_and_down(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let f = fs.path("f");
+    let mut model = SparseData::from(pattern(2, 10000));
+    write(&f, &model.to_vec())?;
+    truncate_path(&f, 5000)?; // truncate(2) by path; ftruncate(2) below
+    model.truncate(5000);
+    assert_eq!(read(&f)?, model.to_vec());
+    std::fs::OpenOptions::new().write(true).open(&f)?.set_len(MIB)?;
+    model.truncate(MIB);
+    assert_eq!(read(&f)?, model.to_vec());
+    ensure!(meta(&f)?.blocks() * 512 <= 64 * 1024, "extending truncate must not allocate: {} blocks", meta(&f)?.blocks());
+
+    // Shrinking into a block and growing again must expose zeroes, not the old tail.
+    let g = fs.path("g");
+    let fd = open(&g, OFlags::CREATE | OFlags::RDWR, 0o644)?;
+    pwrite_all(&fd, &[0xAA; 8192], 0)?;
+    rustix::fs::ftruncate(&fd, 100)?;
+    rustix::fs::ftruncate(&fd, 8192)?;
+    let mut gm = SparseData::from(vec![0xAA; 100]);
+    gm.truncate(8192);
+    assert_eq!(pread_vec(&fd, 8192, 0)?, gm.to_vec(), "bytes past a shrink read as zero");
+    drop(fd);
+
+    let h = fs.path("h");
+    write(&h, &pattern(3, 3 * 4096))?;
+    std::fs::OpenOptions::new().write(true).open(&h)?.set_len(0)?;
+    assert_eq!((meta(&h)?.len(), meta(&h)?.blocks()), (0, 0));
+
+    fs.remount()?;
+    assert_eq!(read(&f)?, model.to_vec());
+    assert_eq!(read(&g)?, gm.to_vec());
+    assert_eq!(meta(&h)?.len(), 0);
+    fs.expected.file("f", model);
+    fs.expected.file("g", gm);
+    fs.expected.file("h", Vec::new());
+    fs.finish()
+}
+
+fn ts(sec: i64, nsec: i64) -> Timespec {
+    Timespec { tv_sec: sec, tv_nsec: nsec }
+}
+
+fn utimens_ns_now_omit(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let f = fs.path("f");
+    write(&f, b"t")?;
+    let set = |atime: Timespec, mtime: Timespec| {
+        rustix::fs::utimensat(CWD, &f, &Timestamps { last_access: atime, last_modification: mtime }, AtFlags::empty())
+    };
+    // Past 2038 and before 1970: both fit ext4's 256-byte inodes (extra epoch bits).
+    set(ts(1_000_000_000, 123_456_789), ts(2_500_000_000, 987_654_321))?;
+    let m = meta(&f)?;
+    assert_eq!((m.atime(), m.atime_nsec()), (1_000_000_000, 123_456_789));
+    assert_eq!((m.mtime(), m.mtime_nsec()), (2_500_000_000, 987_654_321));
+    ensure!(m.ctime() >= now_secs() - 5, "utimensat sets ctime to now, not to the given times");
+
+    set(ts(0, UTIME_OMIT), ts(-31_536_000, 1))?;
+    let m = meta(&f)?;
+    assert_eq!((m.atime(), m.atime_nsec()), (1_000_000_000, 123_456_789), "UTIME_OMIT keeps atime");
+    assert_eq!((m.mtime(), m.mtime_nsec()), (-31_536_000, 1));
+
+    let before = now_secs();
+    set(ts(0, UTIME_NOW), ts(0, UTIME_NOW))?;
+    let m = meta(&f)?;
+    let after = now_secs();
+    for (what, s) in [("atime", m.atime()), ("mtime", m.mtime())] {
+        ensure!(s >= before - 1 && s <= after + 1, "UTIME_NOW {what}={s} outside [{before}, {after}]");
+    }
+
+    let fd = open(&f, OFlags::RDWR, 0)?;
+    rustix::fs::futimens(&fd, &Timestamps { last_access: ts(5, 6), last_modification: ts(7, 8) })?;
+    drop(fd);
+    fs.remount()?;
+    let m = meta(&f)?;
+    assert_eq!((m.atime(), m.atime_nsec(), m.mtime(), m.mtime_nsec()), (5, 6, 7, 8), "after remount");
+    fs.expected.file("f", b"t".to_vec());
+    fs.finish()
+}
+
+fn mknod_all_types(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let chr = rustix::fs::makedev(1, 3);
+    // A large major/minor needs ext4's new device encoding.
+    let blk = rustix::fs::makedev(259, 65537);
+    let mnt = fs.mnt().to_path_buf();
+    let mk = |name: &str, ft: FileType, dev| rustix::fs::mknodat(CWD, &mnt.join(name), ft, Mode::from_raw_mode(0o640), dev);
+    mk("reg", FileType::RegularFile, 0)?;
+    mk("fifo", FileType::Fifo, 0)?;
+    mk("chr", FileType::CharacterDevice, chr)?;
+    mk("blk", FileType::BlockDevice, blk)?;
+    expect_errno(mk("fifo", FileType::Fifo, 0), Errno::EXIST, "mknod over an existing name")?;
+    let listener = std::os::unix::net::UnixListener::bind(fs.path("sock"))?;
+    // The socket inode lives on the filesystem: connecting finds the listener through it.
+    let client = std::os::unix::net::UnixStream::connect(fs.path("sock"))?;
+    let (server, _) = listener.accept()?;
+    // Both ends hold the socket's path: close them before unmounting.
+    drop((client, server, listener));
+
+    let check = |fs: &TestFs| -> Result<()> {
+        let m = meta(&fs.path("reg"))?;
+        ensure!(m.file_type().is_file() && m.len() == 0 && m.mode() & 0o7777 == 0o640, "reg {m:?}");
+        ensure!(meta(&fs.path("fifo"))?.file_type().is_fifo(), "fifo");
+        let c = meta(&fs.path("chr"))?;
+        ensure!(c.file_type().is_char_device() && c.rdev() == chr, "chr rdev {:#x}", c.rdev());
+        let b = meta(&fs.path("blk"))?;
+        ensure!(b.file_type().is_block_device() && b.rdev() == blk, "blk rdev {:#x}", b.rdev());
+        ensure!(meta(&fs.path("sock"))?.file_type().is_socket(), "sock");
+        Ok(())
+    };
+    check(&fs)?;
+    fs.remount()?;
+    check(&fs)?;
+    fs.expected.file("reg", Vec::new());
+    fs.expected.set("fifo", Expect::Fifo);
+    fs.expected.set("chr", Expect::CharDev);
+    fs.expected.set("blk", Expect::BlockDev);
+    fs.expected.set("sock", Expect::Socket);
+    fs.finish()
+}
+
+fn mkdir_rmdir_nlink(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let mnt = fs.mnt().to_path_buf();
+    let nl = |p: &str| meta(&mnt.join(p)).map(|m| m.nlink());
+    let root0 = nl("")?;
+    std::fs::create_dir(fs.path("d"))?;
+    assert_eq!((nl("")?, nl("d")?, perm(&fs.path("d"))?), (root0 + 1, 2, 0o755));
+    std::fs::create_dir(fs.path("d/e"))?;
+    std::fs::create_dir(fs.path("d/f"))?;
+    assert_eq!(nl("d")?, 4);
+    write(&fs.path("d/e/x"), b"x")?;
+    expect_io_errno(std::fs::remove_dir(fs.path("d/e")), Errno::NOTEMPTY, "rmdir of a non-empty dir")?;
+    expect_io_errno(std::fs::remove_dir(fs.path("d/e/x")), Errno::NOTDIR, "rmdir of a file")?;
+    expect_io_errno(std::fs::remove_file(fs.path("d/e")), Errno::ISDIR, "unlink of a dir")?;
+    expect_io_errno(std::fs::create_dir(fs.path("d")), Errno::EXIST, "mkdir over a dir")?;
+    expect_io_errno(std::fs::remove_dir(fs.path("nope")), Errno::NOENT, "rmdir of nothing")?;
+    std::fs::remove_file(fs.path("d/e/x"))?;
+    std::fs::remove_dir(fs.path("d/e"))?;
+    assert_eq!(nl("d")?, 3);
+    fs.remount()?;
+    assert_eq!((nl("")?, nl("d")?, nl("d/f")?), (root0 + 1, 3, 2));
+    fs.expected.dir("d/f");
+    fs.expected.absent("d/e");
+    fs.finish()
+}
+
+fn unlink_open_file(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let data = pattern(4, 100 * 1024);
+    write(&fs.path("f"), &data)?;
+    let fd = open(&fs.path("f"), OFlags::RDWR, 0)?;
+    std::fs::remove_file(fs.path("f"))?;
+    expect_io_errno(std::fs::metadata(fs.path("f")), Errno::NOENT, "stat after unlink")?;
+    assert_eq!(rustix::fs::fstat(&fd)?.st_nlink, 0);
+    assert_eq!(pread_vec(&fd, data.len(), 0)?, data, "an unlinked open file stays readable");
+    pwrite_all(&fd, b"more", data.len() as u64)?;
+    assert_eq!(pread_vec(&fd, 4, data.len() as u64)?, b"more");
+
+    // Renaming over an open file: the open file keeps its contents.
+    write(&fs.path("g"), b"old g")?;
+    write(&fs.path("h"), b"new g")?;
+    let gfd = open(&fs.path("g"), OFlags::RDONLY, 0)?;
+    std::fs::rename(fs.path("h"), fs.path("g"))?;
+    assert_eq!(pread_vec(&gfd, 100, 0)?, b"old g");
+    assert_eq!(read(&fs.path("g"))?, b"new g");
+    drop((fd, gfd));
+    fs.remount()?;
+    fs.expected.absent("f");
+    fs.expected.absent("h");
+    fs.expected.file("g", b"new g".to_vec());
+    fs.finish()
+}
+
+fn symlink_target(len: usize) -> Vec<u8> {
+    (0..len).map(|i| if i % 10 == 9 { b'/' } else { b'a' + (i % 26) as u8 }).collect()
+}
+
+fn symlink_fast_and_slow(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let to_os = OsStr::from_bytes;
+    // ext4 keeps targets shorter than 60 bytes in the inode ("fast"), longer ones in a block.
+    let lens = [1usize, 59, 60, 61, 200, 4095];
+    for len in lens {
+        let target = symlink_target(len);
+        std::os::unix::fs::symlink(to_os(&target), fs.path(&format!("l{len}")))?;
+    }
+    let too_long = symlink_target(4096);
+    expect_io_errno(std::os::unix::fs::symlink(to_os(&too_long), fs.path("toolong")), Errno::NAMETOOLONG, "4096-byte target")?;
+    write(&fs.path("f"), b"through the link")?;
+    std::os::unix::fs::symlink("f", fs.path("lf"))?;
+    std::os::unix::fs::symlink("nowhere", fs.path("dangling"))?;
+    expect_io_errno(std::fs::read(fs.path("dangling")), Errno::NOENT, "open through a dangling link")?;
+    expect_errno(open(&fs.path("dangling"), OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY, 0o644), Errno::EXIST, "O_EXCL on a dangling link")?;
+
+    let check = |fs: &TestFs| -> Result<()> {
+        for len in lens {
+            let p = fs.path(&format!("l{len}"));
+            let got = std::fs::read_link(&p)?;
+            assert_eq!(got.as_os_str().as_encoded_bytes(), symlink_target(len).as_slice(), "readlink l{len}");
+            let m = meta(&p)?;
+            ensure!(m.file_type().is_symlink() && m.len() == len as u64, "l{len}: {m:?}");
+        }
+        assert_eq!(read(&fs.path("lf"))?, b"through the link");
+        assert_eq!(std::fs::metadata(fs.path("lf"))?.len(), 16, "stat follows the link");
+        Ok(())
+    };
+    check(&fs)?;
+    fs.remount()?;
+    check(&fs)?;
+    for len in lens {
+        fs.expected.symlink(&format!("l{len}"), &symlink_target(len));
+    }
+    fs.expected.symlink("lf", b"f");
+    fs.expected.symlink("dangling", b"nowhere");
+    fs.finish()
+}
+
+fn rename_variants(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let mnt = fs.mnt().to_path_buf();
+    let p = |s: &str| mnt.join(s);
+    let rename2 = |a: &str, b: &str, flags| rustix::fs::renameat_with(CWD, &mnt.join(a), CWD, &mnt.join(b), flags);
+    write(&p("a"), b"A")?;
+    write(&p("b"), b"B")?;
+    std::fs::rename(p("a"), p("c"))?;
+    expect_io_errno(std::fs::metadata(p("a")), Errno::NOENT, "old name after rename")?;
+    let c_ino = meta(&p("c"))?.ino();
+    std::fs::rename(p("c"), p("b"))?;
+    assert_eq!((read(&p("b"))?, meta(&p("b"))?.ino()), (b"A".to_vec(), c_ino), "rename over a file");
+
+    write(&p("x"), b"X")?;
+    expect_errno(rename2("x", "b", RenameFlags::NOREPLACE), Errno::EXIST, "RENAME_NOREPLACE onto a file")?;
+    assert_eq!((read(&p("x"))?, read(&p("b"))?), (b"X".to_vec(), b"A".to_vec()));
+    rename2("x", "y", RenameFlags::NOREPLACE)?;
+
+    // RENAME_EXCHANGE of a file in / and a directory in /p: both parents' link counts move.
+    write(&p("f"), b"F")?;
+    std::fs::create_dir_all(p("p/d"))?;
+    write(&p("p/d/child"), b"child")?;
+    let (root_nl, p_nl) = (meta(&p(""))?.nlink(), meta(&p("p"))?.nlink());
+    rename2("f", "p/d", RenameFlags::EXCHANGE)?;
+    ensure!(meta(&p("f"))?.is_dir() && read(&p("f/child"))? == b"child", "f is now the dir");
+    assert_eq!(read(&p("p/d"))?, b"F", "p/d is now the file");
+    assert_eq!((meta(&p(""))?.nlink(), meta(&p("p"))?.nlink()), (root_nl + 1, p_nl - 1));
+    assert_eq!(meta(&p("f/.."))?.ino(), meta(&p(""))?.ino(), "the moved dir's .. is updated");
+    expect_errno(rename2("y", "missing", RenameFlags::EXCHANGE), Errno::NOENT, "exchange with nothing")?;
+
+    // Moving a directory to another parent.
+    std::fs::create_dir_all(p("q/r"))?;
+    std::fs::rename(p("q/r"), p("p/r"))?;
+    assert_eq!(meta(&p("p/r/.."))?.ino(), meta(&p("p"))?.ino());
+    assert_eq!((meta(&p("q"))?.nlink(), meta(&p("p"))?.nlink()), (2, p_nl));
+
+    expect_io_errno(std::fs::rename(p("p"), p("p/r/x")), Errno::INVAL, "dir into its own subtree")?;
+    write(&p("f/child2"), b"")?;
+    expect_io_errno(std::fs::rename(p("q"), p("f")), Errno::NOTEMPTY, "dir over a non-empty dir")?;
+    expect_io_errno(std::fs::rename(p("q"), p("y")), Errno::NOTDIR, "dir over a file")?;
+    expect_io_errno(std::fs::rename(p("y"), p("q")), Errno::ISDIR, "file over a dir")?;
+    std::fs::rename(p("y"), p("y"))?;
+    std::fs::rename(p("p/r"), p("q"))?; // dir over an empty dir
+    ensure!(meta(&p("q"))?.is_dir(), "q replaced by r");
+
+    fs.remount()?;
+    assert_eq!(read(&p("p/d"))?, b"F");
+    assert_eq!(read(&p("f/child"))?, b"child");
+    assert_eq!(meta(&p(""))?.nlink(), root_nl + 2, "root holds lost+found, p, f and q");
+    for (path, data) in [("b", &b"A"[..]), ("y", b"X"), ("p/d", b"F"), ("f/child", b"child"), ("f/child2", b"")] {
+        fs.expected.file(path, data.to_vec());
+    }
+    for path in ["a", "c", "x", "p/r"] {
+        fs.expected.absent(path);
+    }
+    fs.expected.dir("q");
+    fs.finish()
+}
+
+fn hard_links(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let mnt = fs.mnt().to_path_buf();
+    let p = |s: &str| mnt.join(s);
+    write(&p("f"), b"shared")?;
+    std::fs::create_dir(p("sub"))?;
+    std::fs::hard_link(p("f"), p("g"))?;
+    std::fs::hard_link(p("f"), p("sub/h"))?;
+    let ino = meta(&p("f"))?.ino();
+    for name in ["f", "g", "sub/h"] {
+        let m = meta(&p(name))?;
+        assert_eq!((m.ino(), m.nlink()), (ino, 3), "{name}");
+    }
+    let fd = open(&p("g"), OFlags::WRONLY, 0)?;
+    pwrite_all(&fd, b"SH", 0)?;
+    drop(fd);
+    assert_eq!(read(&p("sub/h"))?, b"SHared", "a write through one name shows in the others");
+    std::fs::remove_file(p("f"))?;
+    assert_eq!(meta(&p("g"))?.nlink(), 2);
+    expect_io_errno(std::fs::hard_link(p("sub"), p("sub2")), Errno::PERM, "link to a directory")?;
+    expect_io_errno(std::fs::hard_link(p("g"), p("sub/h")), Errno::EXIST, "link over a name")?;
+    std::os::unix::fs::symlink("g", p("s"))?;
+    // link(2) does not follow symlinks: the new name is a second link to the symlink.
+    rustix::fs::linkat(CWD, &p("s"), CWD, &p("s2"), AtFlags::empty())?;
+    let s2 = meta(&p("s2"))?;
+    ensure!(s2.file_type().is_symlink() && s2.nlink() == 2, "s2 {s2:?}");
+
+    fs.remount()?;
+    assert_eq!((meta(&p("g"))?.nlink(), meta(&p("sub/h"))?.ino()), (2, ino));
+    assert_eq!(meta(&p("s"))?.nlink(), 2);
+    fs.expected.file("g", b"SHared".to_vec());
+    fs.expected.file("sub/h", b"SHared".to_vec());
+    fs.expected.absent("f");
+    fs.expected.symlink("s2", b"g");
+    fs.finish()
+}
+
+fn open_create_flags(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let n = fs.path("n");
+    let fd = open(&n, OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY, 0o640)?;
+    let m = meta(&n)?;
+    assert_eq!((m.mode() & 0o7777, m.len(), m.uid()), (0o640, 0, 0));
+    pwrite_all(&fd, b"content", 0)?;
+    expect_errno(rustix::io::read(&fd, &mut [0u8; 4]), Errno::BADF, "read on O_WRONLY")?;
+    drop(fd);
+    expect_errno(open(&n, OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY, 0o640), Errno::EXIST, "O_EXCL on an existing file")?;
+    let fd = open(&n, OFlags::CREATE | OFlags::RDONLY, 0o600)?;
+    assert_eq!(pread_vec(&fd, 100, 0)?, b"content", "O_CREAT without O_EXCL opens the file");
+    expect_errno(rustix::io::write(&fd, b"x"), Errno::BADF, "write on O_RDONLY")?;
+    drop(fd);
+    std::fs::create_dir(fs.path("d"))?;
+    expect_errno(open(&fs.path("missing"), OFlags::RDONLY, 0), Errno::NOENT, "open of a missing file")?;
+    expect_errno(open(&n, OFlags::RDONLY | OFlags::DIRECTORY, 0), Errno::NOTDIR, "O_DIRECTORY on a file")?;
+    expect_errno(open(&fs.path("d"), OFlags::WRONLY, 0), Errno::ISDIR, "a directory opened for writing")?;
+    expect_errno(open(&fs.path("n/x"), OFlags::CREATE | OFlags::WRONLY, 0o644), Errno::NOTDIR, "create under a file")?;
+    write(&fs.path("t"), b"to be truncated")?;
+    drop(open(&fs.path("t"), OFlags::WRONLY | OFlags::TRUNC, 0)?);
+    assert_eq!(meta(&fs.path("t"))?.len(), 0, "O_TRUNC");
+    fs.remount()?;
+    fs.expected.file("n", b"content".to_vec());
+    fs.expected.mode("n", 0o640);
+    fs.expected.file("t", Vec::new());
+    fs.finish()
+}
+
+fn buffered_read_write(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let f = fs.path("f");
+    let fd = open(&f, OFlags::CREATE | OFlags::RDWR, 0o644)?;
+    let mut model = SparseData::new();
+    let writes: [(u64, usize); 6] =
+        [(0, 100), (4095, 2), (8191, 8194), (MIB - 1, 3), (123_456, 70_000), (50, 5000)];
+    for (i, (off, len)) in writes.into_iter().enumerate() {
+        let data = pattern(10 + i as u64, len);
+        pwrite_all(&fd, &data, off)?;
+        model.write(off, &data);
+        assert_eq!(pread_vec(&fd, len, off)?, data, "read back the write at {off}");
+    }
+    assert_eq!(pread_vec(&fd, model.len() as usize, 0)?, model.to_vec(), "whole file");
+    assert_eq!(pread_vec(&fd, 10, model.len())?, b"", "read at EOF");
+    assert_eq!(pread_vec(&fd, 10, model.len() - 4)?.len(), 4, "short read across EOF");
+    drop(fd);
+    let big = pattern(20, 3 * MIB as usize + 17);
+    write(&fs.path("big"), &big)?;
+    assert_eq!(read(&fs.path("big"))?, big);
+    fs.remount()?;
+    assert_eq!(read(&f)?, model.to_vec());
+    assert_eq!(read(&fs.path("big"))?, big);
+    fs.expected.file("f", model);
+    fs.expected.file("big", big);
+    fs.finish()
+}
+
+fn direct_io(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let f = fs.path("f");
+    let dio = open(&f, OFlags::CREATE | OFlags::RDWR | OFlags::DIRECT, 0o644)?;
+    let buffered = open(&f, OFlags::RDWR, 0)?;
+    let mut model = SparseData::new();
+    for (tag, off) in [(30u64, 0u64), (31, MIB), (32, 2 * MIB + 65536)] {
+        let buf = AlignedBuf::from_slice(&pattern(tag, 65536));
+        pwrite_all(&dio, &buf, off)?;
+        model.write(off, &buf);
+        let mut back = AlignedBuf::new(65536);
+        assert_eq!(rustix::io::pread(&dio, &mut back[..], off)?, 65536);
+        assert_eq!(&back[..], &buf[..], "O_DIRECT read back at {off}");
+    }
+    assert_eq!(pread_vec(&buffered, model.len() as usize, 0)?, model.to_vec(), "buffered read of direct writes");
+
+    // A buffered write is visible to a following direct read, and a direct write to a
+    // following buffered read (the page cache is flushed/invalidated around direct I/O).
+    let b = pattern(33, 4096);
+    pwrite_all(&buffered, &b, 8192)?;
+    model.write(8192, &b);
+    let mut back = AlignedBuf::new(4096);
+    rustix::io::pread(&dio, &mut back[..], 8192)?;
+    assert_eq!(&back[..], &b[..], "direct read after buffered write");
+    let d = AlignedBuf::from_slice(&pattern(34, 4096));
+    pwrite_all(&dio, &d, 0)?;
+    model.write(0, &d);
+    assert_eq!(pread_vec(&buffered, 4096, 0)?, &d[..], "buffered read after direct write");
+
+    // Misaligned direct I/O: ext4 refuses it. Classic FUSE does not check alignment
+    // (fs/fuse/file.c fuse_direct_IO hands any iovec to the server), so there it must work
+    // and write exactly those bytes.
+    let odd = AlignedBuf::from_slice(&pattern(35, 1024));
+    let r = rustix::io::pwrite(&dio, &odd[1..513], 3);
+    if fs.is_fuse() {
+        assert_eq!(r?, 512, "FUSE: misaligned O_DIRECT write");
+        model.write(3, &odd[1..513]);
+    } else {
+        expect_errno(r, Errno::INVAL, "ext4: misaligned O_DIRECT write")?;
+    }
+    drop((dio, buffered));
+    fs.remount()?;
+    assert_eq!(read(&f)?, model.to_vec());
+    fs.expected.file("f", model);
+    fs.finish()
+}
+
+fn append_writes(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let f = fs.path("f");
+    let fd = open(&f, OFlags::CREATE | OFlags::WRONLY | OFlags::APPEND, 0o644)?;
+    rustix::io::write(&fd, b"one")?;
+    rustix::fs::seek(&fd, SeekFrom::Start(0))?;
+    rustix::io::write(&fd, b"two")?;
+    // Linux: pwrite on an O_APPEND descriptor appends, whatever the offset.
+    rustix::io::pwrite(&fd, b"three", 0)?;
+    let other = open(&f, OFlags::WRONLY | OFlags::APPEND, 0)?;
+    rustix::io::write(&other, b"|4")?;
+    rustix::io::write(&fd, b"|5")?;
+    drop((fd, other));
+    assert_eq!(read(&f)?, b"onetwothree|4|5");
+
+    let g = fs.path("g");
+    let dio = open(&g, OFlags::CREATE | OFlags::WRONLY | OFlags::APPEND | OFlags::DIRECT, 0o644)?;
+    let mut expect = Vec::new();
+    for tag in 40..43 {
+        let buf = AlignedBuf::from_slice(&pattern(tag, 4096));
+        assert_eq!(rustix::io::write(&dio, &buf)?, 4096);
+        expect.extend_from_slice(&buf);
+    }
+    drop(dio);
+    assert_eq!(read(&g)?, expect, "O_APPEND|O_DIRECT");
+    fs.remount()?;
+    assert_eq!(read(&f)?, b"onetwothree|4|5");
+    fs.expected.file("f", b"onetwothree|4|5".to_vec());
+    fs.expected.file("g", expect);
+    fs.finish()
+}
+
+fn fsync_family(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let data = pattern(50, 300_000);
+    let fd = open(&fs.path("f"), OFlags::CREATE | OFlags::RDWR, 0o644)?;
+    pwrite_all(&fd, &data, 0)?;
+    rustix::fs::fsync(&fd)?;
+    pwrite_all(&fd, b"tail", data.len() as u64)?;
+    rustix::fs::fdatasync(&fd)?;
+    drop(fd);
+    std::fs::create_dir(fs.path("d"))?;
+    write(&fs.path("d/x"), b"x")?;
+    let dir = open(&fs.path("d"), OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
+    rustix::fs::fsync(&dir)?; // FUSE_FSYNCDIR
+    rustix::fs::fdatasync(&dir)?;
+    rustix::fs::syncfs(&dir)?;
+    let ro = open(&fs.path("f"), OFlags::RDONLY, 0)?;
+    rustix::fs::fsync(&ro)?;
+    drop((dir, ro));
+    fs.remount()?;
+    let mut all = data;
+    all.extend_from_slice(b"tail");
+    assert_eq!(read(&fs.path("f"))?, all);
+    fs.expected.file("f", all);
+    fs.expected.file("d/x", b"x".to_vec());
+    fs.finish()
+}
+
+fn readdir_10000_entries(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    std::fs::create_dir(fs.path("big"))?;
+    let name = |i: usize| format!("entry-{i:05}");
+    for i in 0..10_000 {
+        rustix::fs::mknodat(CWD, &fs.path(&format!("big/{}", name(i))), FileType::RegularFile, Mode::from_raw_mode(0o644), 0)?;
+    }
+    for i in (0..10_000).step_by(1000) {
+        write(&fs.path(&format!("big/{}", name(i))), &pattern(i as u64, i + 1))?;
+    }
+    let check = |fs: &TestFs, step: usize| -> Result<()> {
+        let mut seen = BTreeSet::new();
+        for e in std::fs::read_dir(fs.path("big"))? {
+            let e = e?;
+            let n = e.file_name().to_string_lossy().into_owned();
+            ensure!(e.file_type()?.is_file(), "{n}: d_type is not a regular file");
+            ensure!(seen.insert(n.clone()), "readdir returned {n} twice");
+        }
+        let want: BTreeSet<String> = (0..10_000).step_by(step).map(name).collect();
+        ensure!(seen == want, "readdir: {} names, expected {}; first missing {:?}", seen.len(), want.len(), want.difference(&seen).next());
+        // readdirplus: the attributes that came with the names are right.
+        for i in (0..10_000).step_by(1000) {
+            assert_eq!(meta(&fs.path(&format!("big/{}", name(i))))?.len(), i as u64 + 1);
+        }
+        Ok(())
+    };
+    check(&fs, 1)?;
+    fs.remount()?;
+    check(&fs, 1)?;
+    for i in (1..10_000).step_by(2) {
+        std::fs::remove_file(fs.path(&format!("big/{}", name(i))))?;
+    }
+    check(&fs, 2)?;
+    fs.remount()?;
+    check(&fs, 2)?;
+    for i in (0..10_000).step_by(1000) {
+        fs.expected.file(&format!("big/{}", name(i)), pattern(i as u64, i + 1));
+    }
+    fs.expected.absent(&format!("big/{}", name(9_999)));
+    fs.finish()
+}
+
+fn forget_after_drop_caches(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let mnt = fs.mnt().to_path_buf();
+    let path = |d: usize, i: usize| mnt.join(format!("d{d}/f{i}"));
+    for d in 0..3 {
+        std::fs::create_dir(fs.path(&format!("d{d}")))?;
+        for i in 0..100 {
+            write(&path(d, i), &pattern((d * 1000 + i) as u64, 100 + i))?;
+        }
+    }
+    // An open file keeps its inode through the eviction; all the others are forgotten.
+    let kept = open(&path(0, 0), OFlags::RDWR, 0)?;
+    drop_caches()?;
+    for d in 0..3 {
+        for i in 0..100 {
+            assert_eq!(read(&path(d, i))?, pattern((d * 1000 + i) as u64, 100 + i), "d{d}/f{i}");
+        }
+    }
+    pwrite_all(&kept, b"KEPT", 0)?;
+    drop_caches()?;
+    assert_eq!(&read(&path(0, 0))?[..4], b"KEPT");
+    drop(kept);
+    for i in (0..100).step_by(2) {
+        std::fs::remove_file(path(1, i))?;
+    }
+    drop_caches()?;
+    for i in 0..100 {
+        let r = std::fs::metadata(path(1, i));
+        if i % 2 == 0 {
+            expect_io_errno(r, Errno::NOENT, "removed file after eviction")?;
+        } else {
+            assert_eq!(r?.len(), 100 + i as u64);
+        }
+    }
+    let mut first = pattern(0, 100);
+    first[..4].copy_from_slice(b"KEPT");
+    fs.remount()?;
+    fs.expected.file("d0/f0", first);
+    fs.finish()
+}
+
+fn statfs_counts(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let s0 = rustix::fs::statfs(fs.mnt())?;
+    assert_eq!((s0.f_bsize as u64, s0.f_frsize as u64, s0.f_namelen as u64), (4096, 4096, 255));
+    let total = s0.f_blocks as u64 * 4096;
+    ensure!(total > 200 * MIB && total <= 256 * MIB, "f_blocks={} for a 256 MiB image", s0.f_blocks);
+    ensure!(s0.f_bavail <= s0.f_bfree && s0.f_bfree <= s0.f_blocks, "{s0:?}");
+    ensure!(s0.f_files > 0 && s0.f_ffree < s0.f_files, "{s0:?}");
+    // The magic differs legitimately: a FUSE mount reports FUSE_SUPER_MAGIC, not ext4's.
+    let magic = if fs.is_fuse() { 0x6573_5546 } else { 0xEF53 };
+    assert_eq!(s0.f_type as u64, magic, "f_type");
+
+    let fd = open(&fs.path("f"), OFlags::CREATE | OFlags::WRONLY, 0o644)?;
+    pwrite_all(&fd, &pattern(60, 16 * MIB as usize), 0)?;
+    rustix::fs::fsync(&fd)?;
+    drop(fd);
+    let s1 = rustix::fs::statfs(fs.mnt())?;
+    ensure!(s1.f_bfree as u64 + 4096 <= s0.f_bfree as u64, "16 MiB written: f_bfree {} -> {}", s0.f_bfree, s1.f_bfree);
+    ensure!(s1.f_ffree < s0.f_ffree, "a new inode: f_ffree {} -> {}", s0.f_ffree, s1.f_ffree);
+    std::fs::remove_file(fs.path("f"))?;
+    rustix::fs::syncfs(open(fs.mnt(), OFlags::RDONLY | OFlags::DIRECTORY, 0)?)?;
+    let s2 = rustix::fs::statfs(fs.mnt())?;
+    ensure!(s2.f_bfree as u64 + 16 >= s0.f_bfree as u64, "after unlink: f_bfree {} (was {})", s2.f_bfree, s0.f_bfree);
+    assert_eq!(s2.f_ffree, s0.f_ffree, "the inode is free again");
+    fs.expected.absent("f");
+    fs.finish()
+}
+
+fn xattr_namespaces(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let f = fs.path("f");
+    write(&f, b"x")?;
+    std::fs::create_dir(fs.path("d"))?;
+    std::os::unix::fs::symlink("f", fs.path("l"))?;
+    let set = |p: &Path, n: &str, v: &[u8], fl| rustix::fs::lsetxattr(p, n, v, fl);
+    set(&f, "user.a", b"1", XattrFlags::empty())?;
+    assert_eq!(get_xattr(&f, "user.a")?, b"1");
+    set(&f, "user.b", b"bee", XattrFlags::CREATE)?;
+    expect_errno(set(&f, "user.b", b"again", XattrFlags::CREATE), Errno::EXIST, "XATTR_CREATE on an existing name")?;
+    expect_errno(set(&f, "user.zz", b"v", XattrFlags::REPLACE), Errno::NODATA, "XATTR_REPLACE on a missing name")?;
+    set(&f, "user.a", b"22", XattrFlags::REPLACE)?;
+    assert_eq!(get_xattr(&f, "user.a")?, b"22");
+    expect_errno(get_xattr(&f, "user.none"), Errno::NODATA, "get of a missing name")?;
+    expect_errno(rustix::fs::lremovexattr(&f, "user.none"), Errno::NODATA, "remove of a missing name")?;
+    set(&f, "trusted.t", b"trusted value", XattrFlags::empty())?;
+    set(&f, "security.s", b"security value", XattrFlags::empty())?;
+    set(&f, "user.empty", b"", XattrFlags::empty())?;
+    let big = pattern(61, 3000);
+    set(&f, "user.big", &big, XattrFlags::empty())?;
+    assert_eq!(rustix::fs::lgetxattr_query(&f, "user.big")?, 3000, "size query");
+    expect_errno(rustix::fs::lgetxattr(&f, "user.big", &mut [0u8; 16][..]), Errno::RANGE, "buffer too small")?;
+    set(&fs.path("d"), "user.d", b"on a dir", XattrFlags::empty())?;
+    // user.* is only for regular files and directories (fs/xattr.c xattr_permission).
+    expect_errno(set(&fs.path("l"), "user.x", b"v", XattrFlags::empty()), Errno::PERM, "user.* on a symlink")?;
+    // ext4 knows no such namespace. The kernel passes unknown prefixes to a FUSE server
+    // (one catch-all xattr handler), so the server has to refuse them the same way.
+    expect_errno(set(&f, "bogus.x", b"v", XattrFlags::empty()), Errno::OPNOTSUPP, "unknown namespace")?;
+    rustix::fs::lremovexattr(&f, "user.b")?;
+
+    let check = |fs: &TestFs| -> Result<()> {
+        let names = list_xattrs(&f)?;
+        let want: BTreeSet<String> = ["user.a", "user.big", "user.empty", "trusted.t", "security.s"].map(String::from).into();
+        assert_eq!(names, want, "listxattr");
+        assert_eq!(get_xattr(&f, "user.a")?, b"22");
+        assert_eq!(get_xattr(&f, "user.big")?, big);
+        assert_eq!(get_xattr(&f, "user.empty")?, b"");
+        assert_eq!(get_xattr(&f, "trusted.t")?, b"trusted value");
+        assert_eq!(get_xattr(&f, "security.s")?, b"security value");
+        assert_eq!(get_xattr(&fs.path("d"), "user.d")?, b"on a dir");
+        expect_errno(get_xattr(&f, "user.b"), Errno::NODATA, "removed name")?;
+        Ok(())
+    };
+    check(&fs)?;
+    fs.remount()?;
+    check(&fs)?;
+    fs.expected.file("f", b"x".to_vec());
+    fs.finish()
+}
+
+fn getfacl(p: &Path) -> Result<Vec<String>> {
+    let out = e2e::cmd::run("getfacl", &[std::ffi::OsStr::new("-n"), "-p".as_ref(), "-E".as_ref(), "--omit-header".as_ref(), p.as_os_str()])?;
+    Ok(out.lines().filter(|l| !l.is_empty()).map(String::from).collect())
+}
+
+fn setfacl(args: &[&str], p: &Path) -> Result<()> {
+    let mut a: Vec<&std::ffi::OsStr> = args.iter().map(|s| s.as_ref()).collect();
+    a.push(p.as_os_str());
+    e2e::cmd::run("setfacl", &a).map(drop)
+}
+
+fn posix_acls(t: &dyn Target) -> Result<()> {
+    if e2e::cmd::find_tool("setfacl").is_none() || e2e::cmd::find_tool("getfacl").is_none() {
+        eprintln!("SKIPPED: setfacl/getfacl (Debian package `acl`) are not installed");
+        return Ok(());
+    }
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let f = fs.path("f");
+    write(&f, b"acl")?;
+    std::fs::set_permissions(&f, PermissionsExt::from_mode(0o640))?;
+    setfacl(&["-m", "u:1234:rw,g:2345:r"], &f)?;
+    let want_f = ["user::rw-", "user:1234:rw-", "group::r--", "group:2345:r--", "mask::rw-", "other::---"];
+    assert_eq!(getfacl(&f)?, want_f);
+    assert_eq!(perm(&f)?, 0o660, "the group bits show the ACL mask");
+    // 4-byte header + 6 entries of 8 bytes.
+    assert_eq!(get_xattr(&f, "system.posix_acl_access")?.len(), 52);
+
+    // The ACL is enforced (with default_permissions the kernel checks it on FUSE too).
+    assert_eq!(as_user(1234, 1234, UserOp::OpenWrite(f.clone()))?, Ok(()), "named user may write");
+    assert_eq!(as_user(3000, 2345, UserOp::OpenRead(f.clone()))?, Ok(()), "named group may read");
+    assert_eq!(as_user(3000, 2345, UserOp::OpenWrite(f.clone()))?, Err(Errno::ACCESS), "named group may not write");
+    assert_eq!(as_user(1235, 1235, UserOp::OpenRead(f.clone()))?, Err(Errno::ACCESS), "others have ---");
+
+    // A default ACL is inherited by new files (and ignores the umask).
+    let d = fs.path("d");
+    std::fs::create_dir(&d)?;
+    setfacl(&["-d", "-m", "u:1234:rwx"], &d)?;
+    drop(open(&fs.path("d/new"), OFlags::CREATE | OFlags::WRONLY, 0o666)?);
+    std::fs::create_dir(fs.path("d/sub"))?;
+    let want_new = ["user::rw-", "user:1234:rwx", "group::r-x", "mask::rw-", "other::r--"];
+    assert_eq!(getfacl(&fs.path("d/new"))?, want_new, "inherited access ACL");
+    assert_eq!(perm(&fs.path("d/new"))?, 0o664);
+    ensure!(get_xattr(&fs.path("d/sub"), "system.posix_acl_default").is_ok(), "a new subdir inherits the default ACL");
+
+    let g = fs.path("g");
+    write(&g, b"g")?;
+    setfacl(&["-m", "u:1234:r"], &g)?;
+    setfacl(&["-b"], &g)?;
+    expect_errno(get_xattr(&g, "system.posix_acl_access"), Errno::NODATA, "ACL removed by setfacl -b")?;
+
+    fs.remount()?;
+    assert_eq!(getfacl(&f)?, want_f, "after remount");
+    assert_eq!(getfacl(&fs.path("d/new"))?, want_new, "after remount");
+    assert_eq!(as_user(1234, 1234, UserOp::OpenWrite(f.clone()))?, Ok(()), "after remount");
+    fs.expected.file("f", b"acl".to_vec());
+    fs.expected.mode("f", 0o660);
+    fs.finish()
+}
+
+fn fallocate_modes(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let f = fs.path("f");
+    let fd = open(&f, OFlags::CREATE | OFlags::RDWR, 0o644)?;
+    let mut model = SparseData::from(pattern(70, MIB as usize));
+    pwrite_all(&fd, &model.to_vec(), 0)?;
+    rustix::fs::fsync(&fd)?;
+    let blocks = |fd: &OwnedFd| rustix::fs::fstat(fd).map(|s| s.st_blocks as u64);
+    let check = |fd: &OwnedFd, model: &SparseData, what: &str| -> Result<()> {
+        assert_eq!(rustix::fs::fstat(fd)?.st_size as u64, model.len(), "{what}: size");
+        ensure!(pread_vec(fd, model.len() as usize, 0)? == model.to_vec(), "{what}: contents differ");
+        Ok(())
+    };
+    let sectors = |bytes: u64| bytes / 512;
+
+    let b0 = blocks(&fd)?;
+    rustix::fs::fallocate(&fd, FallocateFlags::empty(), 2 * MIB, MIB)?;
+    model.truncate(3 * MIB);
+    check(&fd, &model, "fallocate default mode")?;
+    ensure!(blocks(&fd)? >= b0 + sectors(MIB), "fallocate allocates: {} -> {}", b0, blocks(&fd)?);
+
+    let b1 = blocks(&fd)?;
+    rustix::fs::fallocate(&fd, FallocateFlags::KEEP_SIZE, 4 * MIB, MIB)?;
+    check(&fd, &model, "KEEP_SIZE")?;
+    ensure!(blocks(&fd)? >= b1 + sectors(MIB), "KEEP_SIZE allocates past EOF: {} -> {}", b1, blocks(&fd)?);
+
+    let b2 = blocks(&fd)?;
+    rustix::fs::fallocate(&fd, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, 256 * 1024, 256 * 1024)?;
+    model.zero_range(256 * 1024, 256 * 1024);
+    check(&fd, &model, "PUNCH_HOLE")?;
+    ensure!(blocks(&fd)? + sectors(256 * 1024) <= b2, "punching frees blocks: {} -> {}", b2, blocks(&fd)?);
+    // The VFS insists on KEEP_SIZE with PUNCH_HOLE.
+    expect_errno(rustix::fs::fallocate(&fd, FallocateFlags::PUNCH_HOLE, 0, 4096), Errno::OPNOTSUPP, "PUNCH_HOLE without KEEP_SIZE")?;
+    rustix::fs::fallocate(&fd, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, 100_000, 10_000)?;
+    model.zero_range(100_000, 10_000);
+    check(&fd, &model, "misaligned PUNCH_HOLE")?;
+
+    rustix::fs::fallocate(&fd, FallocateFlags::ZERO_RANGE, 600_000, 5000)?;
+    model.zero_range(600_000, 5000);
+    check(&fd, &model, "ZERO_RANGE")?;
+    rustix::fs::fallocate(&fd, FallocateFlags::ZERO_RANGE, 3 * MIB - 10, 100)?;
+    model.truncate(3 * MIB + 90);
+    check(&fd, &model, "ZERO_RANGE past EOF extends")?;
+
+    let refill = pattern(71, 8192);
+    pwrite_all(&fd, &refill, 256 * 1024)?;
+    model.write(256 * 1024, &refill);
+    check(&fd, &model, "write into a punched hole")?;
+    drop(fd);
+    fs.remount()?;
+    let fd = open(&f, OFlags::RDONLY, 0)?;
+    check(&fd, &model, "after remount")?;
+    drop(fd);
+    fs.expected.file("f", model);
+    fs.finish()
+}
+
+fn seek_data_hole(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let fd = open(&fs.path("f"), OFlags::CREATE | OFlags::RDWR, 0o644)?;
+    pwrite_all(&fd, &pattern(80, 4096), 0)?;
+    pwrite_all(&fd, &pattern(81, 4096), MIB)?;
+    rustix::fs::ftruncate(&fd, 2 * MIB)?;
+    // Unwritten (preallocated) extents read as zero, so SEEK_DATA skips them like holes.
+    rustix::fs::fallocate(&fd, FallocateFlags::KEEP_SIZE, MIB + 65536, 65536)?;
+    let check = |fd: &OwnedFd, when: &str| -> Result<()> {
+        let s = |p| rustix::fs::seek(fd, p);
+        assert_eq!(s(SeekFrom::Data(0))?, 0, "{when}");
+        assert_eq!(s(SeekFrom::Hole(0))?, 4096, "{when}");
+        assert_eq!(s(SeekFrom::Data(4096))?, MIB, "{when}");
+        assert_eq!(s(SeekFrom::Hole(MIB))?, MIB + 4096, "{when}");
+        expect_errno(s(SeekFrom::Data(MIB + 4096)), Errno::NXIO, when)?;
+        assert_eq!(s(SeekFrom::Hole(2 * MIB - 1))?, 2 * MIB - 1, "{when}: already in a hole");
+        assert_eq!(s(SeekFrom::Hole(MIB + 100))?, MIB + 4096, "{when}");
+        expect_errno(s(SeekFrom::Data(2 * MIB)), Errno::NXIO, when)?;
+        expect_errno(s(SeekFrom::Hole(2 * MIB)), Errno::NXIO, when)?;
+        Ok(())
+    };
+    // ext4 answers from its page cache too. FUSE_LSEEK is sent without writing back dirty
+    // pages first (fs/fuse/file.c fuse_lseek), so a FUSE server can only answer for data
+    // it has received: check it after fsync.
+    if !fs.is_fuse() {
+        check(&fd, "before fsync")?;
+    }
+    rustix::fs::fsync(&fd)?;
+    check(&fd, "after fsync")?;
+    drop(fd);
+    fs.remount()?;
+    check(&open(&fs.path("f"), OFlags::RDONLY, 0)?, "after remount")?;
+    let mut model = SparseData::new();
+    model.write(0, &pattern(80, 4096));
+    model.write(MIB, &pattern(81, 4096));
+    model.truncate(2 * MIB);
+    fs.expected.file("f", model);
+    fs.finish()
+}
+
+fn statx_fields(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let t0 = now_secs();
+    write(&fs.path("f"), &pattern(90, 5000))?;
+    std::fs::create_dir(fs.path("d"))?;
+    let want = StatxFlags::BASIC_STATS | StatxFlags::BTIME;
+    let mnt = fs.mnt().to_path_buf();
+    let sx = |p: &str| rustix::fs::statx(CWD, &mnt.join(p), AtFlags::SYMLINK_NOFOLLOW, want);
+    let x = sx("f")?;
+    let st = meta(&fs.path("f"))?;
+    ensure!(StatxFlags::from_bits_retain(x.stx_mask).contains(StatxFlags::BASIC_STATS), "mask {:#x}", x.stx_mask);
+    assert_eq!((x.stx_ino, x.stx_size, x.stx_nlink, x.stx_mode as u32), (st.ino(), 5000, 1, st.mode()));
+    assert_eq!((x.stx_blocks, x.stx_uid, x.stx_blksize), (st.blocks(), 0, 4096));
+    assert_eq!((x.stx_mtime.tv_sec, x.stx_mtime.tv_nsec as i64), (st.mtime(), st.mtime_nsec()));
+    // ext4 always has a birth time. A FUSE server can only report one through FUSE_STATX,
+    // which kernels send from 6.6 on; older kernels never return STATX_BTIME on FUSE.
+    let has_btime = StatxFlags::from_bits_retain(x.stx_mask).contains(StatxFlags::BTIME);
+    let kernel_sends_statx = !fs.is_fuse() || kernel_at_least(6, 6);
+    assert_eq!(has_btime, kernel_sends_statx, "STATX_BTIME in the mask");
+    let btime = x.stx_btime.tv_sec;
+    if has_btime {
+        ensure!(btime >= t0 - 2 && btime <= now_secs() + 1, "btime {btime} is not around {t0}");
+        ensure!((btime, x.stx_btime.tv_nsec) <= (x.stx_mtime.tv_sec, x.stx_mtime.tv_nsec), "born after its last write");
+    }
+    let xd = sx("d")?;
+    ensure!(xd.stx_mode as u32 & libc::S_IFMT == libc::S_IFDIR && xd.stx_nlink == 2, "dir statx {xd:?}");
+    fs.remount()?;
+    let y = sx("f")?;
+    if has_btime {
+        assert_eq!((y.stx_btime.tv_sec, y.stx_btime.tv_nsec), (btime, x.stx_btime.tv_nsec), "btime persists");
+    }
+    fs.expected.file("f", pattern(90, 5000));
+    fs.finish()
+}
+
+fn large_sparse_file(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let five_g = 5u64 << 30;
+    let fd = open(&fs.path("big"), OFlags::CREATE | OFlags::RDWR, 0o644)?;
+    let mut model = SparseData::new();
+    let data = pattern(100, 65536);
+    pwrite_all(&fd, &data, five_g)?;
+    model.write(five_g, &data);
+    // Straddling 4 GiB catches 32-bit offset truncation.
+    pwrite_all(&fd, b"ABCD", (4u64 << 30) - 2)?;
+    model.write((4u64 << 30) - 2, b"ABCD");
+    rustix::fs::fsync(&fd)?;
+    let check = |fd: &OwnedFd| -> Result<()> {
+        let st = rustix::fs::fstat(fd)?;
+        assert_eq!(st.st_size as u64, five_g + 65536);
+        ensure!((st.st_blocks as u64) * 512 <= MIB, "sparse: {} blocks", st.st_blocks);
+        assert_eq!(pread_vec(fd, 65536, five_g)?, data);
+        assert_eq!(pread_vec(fd, 8, (4u64 << 30) - 4)?, b"\0\0ABCD\0\0");
+        assert_eq!(pread_vec(fd, 4096, 3u64 << 30)?, vec![0u8; 4096], "hole at 3 GiB");
+        assert_eq!(rustix::fs::seek(fd, SeekFrom::Data(0))?, (4u64 << 30) - 4096);
+        assert_eq!(rustix::fs::seek(fd, SeekFrom::Data(4u64 << 30 | 4096))?, five_g);
+        Ok(())
+    };
+    check(&fd)?;
+    drop(fd);
+    fs.remount()?;
+    check(&open(&fs.path("big"), OFlags::RDONLY, 0)?)?;
+    fs.expected.file("big", model);
+    fs.finish()
+}
+
+const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601; // _IOR('v', 1, long)
+
+fn generation(p: &Path) -> Result<std::result::Result<u64, Errno>> {
+    let fd = open(p, OFlags::RDONLY, 0)?;
+    let mut gen: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETVERSION writes one long to the pointer.
+    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), FS_IOC_GETVERSION, &mut gen) };
+    Ok(if r < 0 { Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)) } else { Ok(gen as u64) })
+}
+
+fn inode_generation(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    write(&fs.path("f"), b"f")?;
+    let ino = meta(&fs.path("f"))?.ino();
+    let gen = match generation(&fs.path("f"))? {
+        Ok(g) => g,
+        // FUSE forwards the ioctl to the server, which may not implement it. There is no
+        // other way to observe generations from userspace, so that part is skipped.
+        Err(e) if fs.is_fuse() && matches!(e, Errno::NOTTY | Errno::NOSYS | Errno::OPNOTSUPP | Errno::INVAL) => {
+            eprintln!("{}: FS_IOC_GETVERSION unsupported ({e:?}): generation checks skipped", t.name());
+            fs.expected.file("f", b"f".to_vec());
+            return fs.finish();
+        }
+        Err(e) => anyhow::bail!("FS_IOC_GETVERSION: {e:?}"),
+    };
+    std::fs::remove_file(fs.path("f"))?;
+    // Reuse the inode number: ext4 hands out the lowest free inode of the group.
+    write(&fs.path("g"), b"g")?;
+    let g_ino = meta(&fs.path("g"))?.ino();
+    let g_gen = generation(&fs.path("g"))?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    if g_ino == ino {
+        ensure!(g_gen != gen, "a reused inode number must get a new generation ({gen})");
+    } else {
+        eprintln!("inode {ino} was not reused (got {g_ino}): the new-generation check did not apply");
+    }
+    fs.remount()?;
+    assert_eq!(generation(&fs.path("g"))?.map_err(|e| anyhow::anyhow!("{e:?}"))?, g_gen, "generation is stable across remount");
+    fs.expected.file("g", b"g".to_vec());
+    fs.finish()
+}
+
+fn enospc_small_fs(t: &dyn Target) -> Result<()> {
+    // No root reserve, so root and a FUSE server see the same limit.
+    let spec = FsSpec { size_mib: 32, mkfs_args: vec!["-m".into(), "0".into()], ..FsSpec::default() };
+    let mut fs = TestFs::new(t, spec)?;
+    let fd = open(&fs.path("fill"), OFlags::CREATE | OFlags::WRONLY, 0o644)?;
+    let chunk = pattern(110, MIB as usize);
+    let mut accepted = 0u64;
+    let write_err = loop {
+        match rustix::io::pwrite(&fd, &chunk, accepted) {
+            Ok(n) => accepted += n as u64,
+            Err(e) => break Some(e),
+        }
+        if accepted > 64 * MIB {
+            break None;
+        }
+    };
+    let sync = rustix::fs::fsync(&fd);
+    match write_err {
+        Some(e) => {
+            assert_eq!(e, Errno::NOSPC, "the failing write");
+            sync.context("fsync of the accepted data")?;
+            assert_eq!(rustix::fs::fstat(&fd)?.st_size as u64, accepted);
+        }
+        // ext4 reserves blocks at write time (delayed allocation accounting), so the write
+        // fails. A FUSE server behind the kernel's writeback cache only sees the data at
+        // writeback, so there the error may surface at fsync instead.
+        None if fs.is_fuse() => expect_errno(sync, Errno::NOSPC, "fsync after filling the fs")?,
+        None => anyhow::bail!("64 MiB fit into a 32 MiB filesystem"),
+    }
+    ensure!(accepted > 16 * MIB, "only {accepted} bytes fit");
+    drop(fd);
+    if write_err.is_some() {
+        let size = meta(&fs.path("fill"))?.len();
+        let back = read(&fs.path("fill"))?;
+        for (i, c) in back.chunks(MIB as usize).enumerate() {
+            ensure!(c == &chunk[..c.len()], "accepted data is intact (MiB {i} of {size})");
+        }
+    }
+    fs.remount()?;
+    std::fs::remove_file(fs.path("fill"))?;
+    rustix::fs::syncfs(open(fs.mnt(), OFlags::RDONLY | OFlags::DIRECTORY, 0)?)?;
+    let again = pattern(111, 4 * MIB as usize);
+    let fd = open(&fs.path("again"), OFlags::CREATE | OFlags::WRONLY, 0o644)?;
+    pwrite_all(&fd, &again, 0).context("writing after freeing space")?;
+    rustix::fs::fsync(&fd)?;
+    drop(fd);
+    fs.expected.file("again", again);
+    fs.expected.absent("fill");
+    fs.finish()
+}
+
+fn read_only_mount(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    write(&fs.path("f"), b"read me")?;
+    std::fs::create_dir(fs.path("d"))?;
+    fs.remount_with(true)?;
+    let mnt = fs.mnt().to_path_buf();
+    let p = |s: &str| mnt.join(s);
+    assert_eq!(read(&p("f"))?, b"read me");
+    let st = rustix::fs::statvfs(fs.mnt())?;
+    ensure!(st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY), "statvfs flags {:?}", st.f_flag);
+    expect_errno(open(&p("f"), OFlags::WRONLY, 0), Errno::ROFS, "open for writing")?;
+    expect_errno(open(&p("new"), OFlags::CREATE | OFlags::WRONLY, 0o644), Errno::ROFS, "create")?;
+    expect_io_errno(std::fs::create_dir(p("d2")), Errno::ROFS, "mkdir")?;
+    expect_io_errno(std::fs::remove_file(p("f")), Errno::ROFS, "unlink")?;
+    expect_io_errno(std::fs::rename(p("f"), p("g")), Errno::ROFS, "rename")?;
+    expect_io_errno(std::fs::set_permissions(p("f"), PermissionsExt::from_mode(0o600)), Errno::ROFS, "chmod")?;
+    expect_errno(rustix::fs::setxattr(&p("f"), "user.x", b"v", XattrFlags::empty()), Errno::ROFS, "setxattr")?;
+    expect_errno(rustix::fs::utimensat(CWD, &p("f"), &Timestamps { last_access: ts(1, 0), last_modification: ts(1, 0) }, AtFlags::empty()), Errno::ROFS, "utimensat")?;
+    fs.expected.file("f", b"read me".to_vec());
+    fs.expected.dir("d");
+    fs.expected.absent("new");
+    fs.finish()
+}
+
+fn permissions_other_user(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let mnt = fs.mnt().to_path_buf();
+    let p = |s: &str| mnt.join(s);
+    write(&p("pub"), b"public")?;
+    std::fs::set_permissions(p("pub"), PermissionsExt::from_mode(0o644))?;
+    std::fs::create_dir(p("priv"))?;
+    std::fs::set_permissions(p("priv"), PermissionsExt::from_mode(0o700))?;
+    write(&p("priv/f"), b"secret")?;
+    std::fs::create_dir(p("shared"))?;
+    std::fs::set_permissions(p("shared"), PermissionsExt::from_mode(0o777))?;
+    std::fs::create_dir(p("sticky"))?;
+    std::fs::set_permissions(p("sticky"), PermissionsExt::from_mode(0o1777))?;
+    write(&p("sticky/roots"), b"r")?;
+
+    let nobody = |op| as_user(NOBODY, NOBODY, op);
+    assert_eq!(nobody(UserOp::OpenRead(p("pub")))?, Ok(()), "read a 0644 file");
+    assert_eq!(nobody(UserOp::OpenWrite(p("pub")))?, Err(Errno::ACCESS), "write a 0644 root file");
+    assert_eq!(nobody(UserOp::OpenRead(p("priv/f")))?, Err(Errno::ACCESS), "open in a 0700 dir");
+    assert_eq!(nobody(UserOp::Stat(p("priv/f")))?, Err(Errno::ACCESS), "lookup in a 0700 dir");
+    assert_eq!(nobody(UserOp::Create(p("mine")))?, Err(Errno::ACCESS), "create in a 0755 root dir");
+    assert_eq!(nobody(UserOp::Unlink(p("pub")))?, Err(Errno::ACCESS), "unlink in a 0755 root dir");
+    assert_eq!(nobody(UserOp::Chmod(p("pub"), 0o666))?, Err(Errno::PERM), "chmod of another's file");
+    assert_eq!(nobody(UserOp::Chown(p("pub"), NOBODY, NOBODY))?, Err(Errno::PERM), "chown by non-root");
+    assert_eq!(nobody(UserOp::Unlink(p("sticky/roots")))?, Err(Errno::PERM), "unlink another's file in a sticky dir");
+    assert_eq!(nobody(UserOp::Create(p("shared/mine")))?, Ok(()), "create in a 0777 dir");
+    assert_eq!(nobody(UserOp::Mkdir(p("shared/mydir")))?, Ok(()), "mkdir in a 0777 dir");
+    for name in ["shared/mine", "shared/mydir"] {
+        let m = meta(&p(name))?;
+        assert_eq!((m.uid(), m.gid()), (NOBODY, NOBODY), "{name} belongs to its creator");
+    }
+    assert_eq!(nobody(UserOp::Chmod(p("shared/mine"), 0o600))?, Ok(()), "chmod of one's own file");
+    assert_eq!(perm(&p("shared/mine"))?, 0o600);
+    fs.remount()?;
+    assert_eq!(nobody(UserOp::OpenRead(p("priv/f")))?, Err(Errno::ACCESS), "after remount");
+    assert_eq!(meta(&p("shared/mine"))?.uid(), NOBODY);
+    fs.expected.file("shared/mine", Vec::new());
+    fs.expected.mode("shared/mine", 0o600);
+    fs.expected.file("priv/f", b"secret".to_vec());
+    fs.finish()
+}
+
+fn mmap_shared(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let len = 65536usize;
+    let fd = open(&fs.path("m"), OFlags::CREATE | OFlags::RDWR, 0o644)?;
+    rustix::fs::ftruncate(&fd, len as u64)?;
+    let data = pattern(120, len);
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    // SAFETY: a fresh shared mapping of `len` bytes of our file, unmapped below.
+    unsafe {
+        let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, raw, 0);
+        ensure!(p != libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        std::slice::from_raw_parts_mut(p.cast::<u8>(), len).copy_from_slice(&data);
+        ensure!(libc::msync(p, len, libc::MS_SYNC) == 0, "msync: {}", std::io::Error::last_os_error());
+        libc::munmap(p, len);
+    }
+    assert_eq!(pread_vec(&fd, len, 0)?, data, "read sees the mapped writes");
+    drop(fd);
+    fs.remount()?;
+    let fd = open(&fs.path("m"), OFlags::RDONLY, 0)?;
+    // SAFETY: as above, read-only.
+    let mapped = unsafe {
+        let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, std::os::fd::AsRawFd::as_raw_fd(&fd), 0);
+        ensure!(p != libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        let v = std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec();
+        libc::munmap(p, len);
+        v
+    };
+    assert_eq!(mapped, data, "mapping after remount");
+    drop(fd);
+    fs.expected.file("m", data);
+    fs.finish()
+}
+
+fn block_1k_filesystem(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::block_1k())?;
+    let s = rustix::fs::statfs(fs.mnt())?;
+    assert_eq!(s.f_bsize as u64, 1024, "f_bsize");
+    let f = fs.path("f");
+    let fd = open(&f, OFlags::CREATE | OFlags::RDWR, 0o644)?;
+    let mut model = SparseData::new();
+    let d = pattern(130, 3000);
+    pwrite_all(&fd, &d, 500)?;
+    model.write(500, &d);
+    rustix::fs::ftruncate(&fd, 1500)?;
+    model.truncate(1500);
+    rustix::fs::ftruncate(&fd, 5000)?;
+    model.truncate(5000);
+    assert_eq!(pread_vec(&fd, 6000, 0)?, model.to_vec(), "truncate within a 1 KiB block");
+    drop(fd);
+
+    let g = fs.path("g");
+    let fd = open(&g, OFlags::CREATE | OFlags::RDWR, 0o644)?;
+    let gd = pattern(131, 3072);
+    pwrite_all(&fd, &gd, 0)?;
+    rustix::fs::fsync(&fd)?;
+    let b0 = rustix::fs::fstat(&fd)?.st_blocks;
+    rustix::fs::fallocate(&fd, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, 1024, 1024)?;
+    rustix::fs::fsync(&fd)?;
+    let mut gm = SparseData::from(gd);
+    gm.zero_range(1024, 1024);
+    assert_eq!(pread_vec(&fd, 3072, 0)?, gm.to_vec());
+    assert_eq!(rustix::fs::fstat(&fd)?.st_blocks, b0 - 2, "one 1 KiB block freed");
+    assert_eq!(rustix::fs::seek(&fd, SeekFrom::Hole(0))?, 1024, "holes have block granularity");
+    assert_eq!(rustix::fs::seek(&fd, SeekFrom::Data(1024))?, 2048);
+    drop(fd);
+
+    // A slow symlink must fit one block: 1023 bytes + NUL.
+    let ok = symlink_target(1023);
+    std::os::unix::fs::symlink(OsStr::from_bytes(&ok), fs.path("l"))?;
+    let long = symlink_target(1024);
+    expect_io_errno(std::os::unix::fs::symlink(OsStr::from_bytes(&long), fs.path("l2")), Errno::NAMETOOLONG, "symlink longer than a block")?;
+    let xv = pattern(132, 800);
+    rustix::fs::setxattr(&f, "user.v", &xv, XattrFlags::empty())?;
+
+    fs.remount()?;
+    assert_eq!(read(&f)?, model.to_vec());
+    assert_eq!(read(&g)?, gm.to_vec());
+    assert_eq!(get_xattr(&f, "user.v")?, xv);
+    fs.expected.file("f", model);
+    fs.expected.file("g", gm);
+    fs.expected.symlink("l", &ok);
+    fs.finish()
+}

@@ -1,0 +1,250 @@
+//! What a test mounts its image with: the kernel's own ext4 on a loop device (the control,
+//! so the expectations are real ext4 behaviour) or iomapfs on the host kernel's FUSE.
+
+use crate::bins::iomapfs_bins;
+use crate::cmd::{self, find_tool};
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(10);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Debug, Default)]
+pub struct MountOptions {
+    pub read_only: bool,
+    /// Extra `-o` options for FUSE targets only (allow_other, default_permissions, ...).
+    pub fuse_opts: Vec<String>,
+}
+
+pub trait Target: Sync {
+    fn name(&self) -> &'static str;
+    fn is_fuse(&self) -> bool;
+    /// Why this machine cannot run the target at all, if it cannot (the only reason to skip).
+    fn missing_prerequisite(&self) -> Option<String>;
+    /// Mounts `image` on `mnt`; `log` receives the server's output, if there is a server.
+    fn mount(&self, image: &Path, mnt: &Path, opts: &MountOptions, log: &Path)
+        -> Result<Box<dyn Mounted>>;
+}
+
+/// A live mount. `unmount` is the clean path: afterwards the image is complete and can be
+/// checked. Dropping without `unmount` is the last-resort cleanup of a failed test.
+pub trait Mounted {
+    fn unmount(self: Box<Self>) -> Result<()>;
+}
+
+fn common_prerequisites() -> Option<String> {
+    if rustix::process::geteuid().as_raw() != 0 {
+        return Some("needs root (mount, losetup, mknod)".into());
+    }
+    ["mkfs.ext4", "e2fsck", "mount", "umount", "losetup"]
+        .into_iter()
+        .find(|t| find_tool(t).is_none())
+        .map(|t| format!("`{t}` is not installed"))
+}
+
+// ---------------------------------------------------------------------------------------
+// The control: kernel ext4 on a loop device.
+
+pub struct KernelExt4;
+
+impl Target for KernelExt4 {
+    fn name(&self) -> &'static str {
+        "kernel-ext4"
+    }
+    fn is_fuse(&self) -> bool {
+        false
+    }
+    fn missing_prerequisite(&self) -> Option<String> {
+        common_prerequisites().or_else(|| {
+            let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+            let has_ext4 = fs.lines().any(|l| l.split_whitespace().last() == Some("ext4"));
+            // ext4 may be a module that mount(8) loads on demand.
+            let module = Path::new("/lib/modules")
+                .join(rustix::system::uname().release().to_string_lossy().as_ref())
+                .join("kernel/fs/ext4");
+            (!has_ext4 && !module.exists()).then(|| "the kernel has no ext4".into())
+        })
+    }
+    fn mount(&self, image: &Path, mnt: &Path, opts: &MountOptions, _log: &Path)
+        -> Result<Box<dyn Mounted>> {
+        let dev = cmd::run("losetup", &[Path::new("--find"), Path::new("--show"), image])?
+            .trim()
+            .to_string();
+        let mut m = LoopMount { dev: PathBuf::from(dev), mnt: mnt.to_owned(), mounted: false };
+        let mode = if opts.read_only { "ro" } else { "rw" };
+        cmd::run("mount", &[
+            Path::new("-t"), Path::new("ext4"), Path::new("-o"), Path::new(mode), &m.dev, mnt,
+        ])?;
+        m.mounted = true;
+        Ok(Box::new(m))
+    }
+}
+
+struct LoopMount {
+    dev: PathBuf,
+    mnt: PathBuf,
+    mounted: bool,
+}
+
+impl Mounted for LoopMount {
+    fn unmount(mut self: Box<Self>) -> Result<()> {
+        cmd::run("umount", &[&self.mnt])?;
+        self.mounted = false;
+        // Detaching here (not in Drop) so the image is released before e2fsck.
+        let r = cmd::run("losetup", &[Path::new("-d"), &self.dev]);
+        self.dev = PathBuf::new();
+        r.map(drop)
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        if self.mounted {
+            lazy_unmount(&self.mnt);
+        }
+        if !self.dev.as_os_str().is_empty() {
+            let _ = cmd::run("losetup", &[Path::new("-d"), &self.dev]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// iomapfs on the host kernel's FUSE.
+
+pub struct Iomapfs;
+
+impl Target for Iomapfs {
+    fn name(&self) -> &'static str {
+        "iomapfs"
+    }
+    fn is_fuse(&self) -> bool {
+        true
+    }
+    fn missing_prerequisite(&self) -> Option<String> {
+        common_prerequisites().or_else(|| {
+            (!Path::new("/dev/fuse").exists()).then(|| "/dev/fuse does not exist".into())
+        })
+    }
+    fn mount(&self, image: &Path, mnt: &Path, opts: &MountOptions, log: &Path)
+        -> Result<Box<dyn Mounted>> {
+        let server = &iomapfs_bins()?.server;
+        let mut o = vec![if opts.read_only { "ro" } else { "rw" }.to_string()];
+        o.extend(opts.fuse_opts.iter().cloned());
+        let log_file = File::create(log).with_context(|| format!("create {}", log.display()))?;
+        let mut cmd = Command::new(server);
+        cmd.arg("-f").arg("-o").arg(o.join(",")).arg(image).arg(mnt)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        let child = cmd.spawn().with_context(|| format!("cannot start {}", server.display()))?;
+        let mut m = FuseMount { child, mnt: mnt.to_owned(), log: log.to_owned(), mounted: false };
+        m.wait_until_mounted(&cmd::describe(&cmd))?;
+        m.mounted = true;
+        match mount_fstype(mnt).as_deref() {
+            Some("fuse.iomapfs") => Ok(Box::new(m)),
+            other => bail!("an image file must be mounted as fuse.iomapfs, mountinfo says {other:?}"),
+        }
+    }
+}
+
+struct FuseMount {
+    child: Child,
+    mnt: PathBuf,
+    log: PathBuf,
+    mounted: bool,
+}
+
+impl FuseMount {
+    fn wait_until_mounted(&mut self, line: &str) -> Result<()> {
+        let start = Instant::now();
+        while mount_fstype(&self.mnt).is_none() {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("`{line}` exited ({status}) before mounting:\n{}", read_log(&self.log));
+            }
+            if start.elapsed() > MOUNT_TIMEOUT {
+                bail!("`{line}` did not mount within {MOUNT_TIMEOUT:?}:\n{}", read_log(&self.log));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+}
+
+impl Mounted for FuseMount {
+    fn unmount(mut self: Box<Self>) -> Result<()> {
+        cmd::run("umount", &[&self.mnt])?;
+        self.mounted = false;
+        // An image file is mounted as fuse.iomapfs, for which the kernel sends no DESTROY:
+        // the server flushes and exits on its own after umount, and only then is the image
+        // complete. So wait for the process.
+        let status = wait_timeout(&mut self.child, EXIT_TIMEOUT)?;
+        match status {
+            Some(s) if s.success() => Ok(()),
+            Some(s) => bail!("iomapfs exited with {s} after umount:\n{}", read_log(&self.log)),
+            None => bail!(
+                "iomapfs did not exit within {EXIT_TIMEOUT:?} of umount:\n{}",
+                read_log(&self.log)
+            ),
+        }
+    }
+}
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        if self.mounted {
+            lazy_unmount(&self.mnt);
+        }
+        if let Ok(None) = wait_timeout(&mut self.child, Duration::from_secs(5)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// `umount`, and `umount -l` if that fails (a test that panicked may leave files open).
+pub fn lazy_unmount(mnt: &Path) {
+    if cmd::run("umount", &[mnt]).is_err() {
+        let _ = cmd::run("umount", &[Path::new("-l"), mnt]);
+    }
+}
+
+/// The filesystem type /proc/self/mountinfo gives for the mount on `mnt`, if any.
+pub fn mount_fstype(mnt: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = mnt.to_str()?;
+    // Fields: id parent major:minor root mountpoint opts [optional...] - fstype source sbopts
+    info.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.get(4) != Some(&want) {
+            return None;
+        }
+        let dash = fields.iter().position(|f| *f == "-")?;
+        fields.get(dash + 1).map(|s| s.to_string())
+    })
+}
+
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(Some(s));
+        }
+        if start.elapsed() > timeout {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn read_log(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    // Keep failure messages readable: the tail is what explains a failure.
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(60)..];
+    format!("--- server log {} (last {} lines) ---\n{}", log.display(), tail.len(), tail.join("\n"))
+}
