@@ -290,6 +290,12 @@ pub const FUSE_EXT_GROUPS: u32 = 32;
 pub const FUSE_ATTR_SUBMOUNT: u32 = 1 << 0;
 /// Enable DAX for this file (per-inode DAX mode).
 pub const FUSE_ATTR_DAX: u32 = 1 << 1;
+/// The iomap series' attr flags, re-exported so every `FUSE_ATTR_*` is reachable here; they
+/// are defined (once) in [`crate::iomap`].
+pub use crate::iomap::{
+    FUSE_ATTR_APPEND, FUSE_ATTR_ATOMIC, FUSE_ATTR_EXCLUSIVE, FUSE_ATTR_IMMUTABLE, FUSE_ATTR_IOMAP,
+    FUSE_ATTR_SYNC,
+};
 
 // ---- rename2 flags (linux/fs.h) -----------------------------------------------------------
 

@@ -1,7 +1,7 @@
 //! Every wire struct, `#[repr(C)]` with explicit padding so zerocopy can prove there is none.
 //!
 //! Names are the uapi names in CamelCase without `fuse_` (`fuse_entry_out` → [`EntryOut`]);
-//! field names are the uapi ones (`type` is spelled `type_`). All integers are host-endian
+//! field names are the uapi ones, `__spare`-style names included (`type` is spelled `type_`). All integers are host-endian
 //! (little-endian on every machine FUSE runs on here). Read them from unaligned buffers with
 //! `zerocopy::FromBytes::read_from_prefix`, write them with `zerocopy::IntoBytes::as_bytes`.
 
@@ -178,7 +178,7 @@ wire_structs! {
     pub struct SxTime {
         pub tv_sec: i64,
         pub tv_nsec: u32,
-        pub reserved: i32,
+        pub __reserved: i32,
     }
 
     /// `fuse_statx` (256 B), with the tail laid out like `struct statx` as the iomap series
@@ -191,7 +191,7 @@ wire_structs! {
         pub uid: u32,
         pub gid: u32,
         pub mode: u16,
-        pub spare0: [u16; 1],
+        pub __spare0: [u16; 1],
         pub ino: u64,
         pub size: u64,
         pub blocks: u64,
@@ -213,8 +213,8 @@ wire_structs! {
         pub atomic_write_segments_max: u32,
         pub dio_read_offset_align: u32,
         pub atomic_write_unit_max_opt: u32,
-        pub spare2: [u32; 1],
-        pub spare3: [u64; 8],
+        pub __spare2: [u32; 1],
+        pub __spare3: [u64; 8],
     }
 
     /// `fuse_statx_in` (24 B).

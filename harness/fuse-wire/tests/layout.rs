@@ -26,7 +26,7 @@ fn classic_structs_match_uapi_6_12() {
     layout!(AttrOut, 104, { attr_valid: 0, attr_valid_nsec: 8, dummy: 12, attr: 16 });
     layout!(GetattrIn, 16, { getattr_flags: 0, dummy: 4, fh: 8 });
     layout!(SetattrIn, 88, { valid: 0, padding: 4, fh: 8, size: 16, lock_owner: 24, atime: 32, mtime: 40, ctime: 48, atimensec: 56, mtimensec: 60, ctimensec: 64, mode: 68, unused4: 72, uid: 76, gid: 80, unused5: 84 });
-    layout!(SxTime, 16, { tv_sec: 0, tv_nsec: 8, reserved: 12 });
+    layout!(SxTime, 16, { tv_sec: 0, tv_nsec: 8, __reserved: 12 });
     layout!(StatxIn, 24, { getattr_flags: 0, reserved: 4, fh: 8, sx_flags: 16, sx_mask: 20 });
     layout!(ForgetIn, 8, { nlookup: 0 });
     layout!(ForgetOne, 16, { nodeid: 0, nlookup: 8 });
@@ -95,12 +95,12 @@ fn structs_changed_after_7_41() {
     // fuse_statx: the prefix is the 6.12 header's; the tail (formerly __spare2[14] at 144)
     // follows struct statx as the iomap series re-lays it out (K-v7 28/33).
     layout!(Statx, 256, {
-        mask: 0, blksize: 4, attributes: 8, nlink: 16, uid: 20, gid: 24, mode: 28, spare0: 30,
+        mask: 0, blksize: 4, attributes: 8, nlink: 16, uid: 20, gid: 24, mode: 28, __spare0: 30,
         ino: 32, size: 40, blocks: 48, attributes_mask: 56, atime: 64, btime: 80, ctime: 96,
         mtime: 112, rdev_major: 128, rdev_minor: 132, dev_major: 136, dev_minor: 140,
         mnt_id: 144, dio_mem_align: 152, dio_offset_align: 156, subvol: 160,
         atomic_write_unit_min: 168, atomic_write_unit_max: 172, atomic_write_segments_max: 176,
-        dio_read_offset_align: 180, atomic_write_unit_max_opt: 184, spare2: 188, spare3: 192,
+        dio_read_offset_align: 180, atomic_write_unit_max_opt: 184, __spare2: 188, __spare3: 192,
     });
     layout!(StatxOut, 288, { attr_valid: 0, attr_valid_nsec: 8, flags: 12, spare: 16, stat: 32 });
     // 7.45.
