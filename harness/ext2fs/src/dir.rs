@@ -1,0 +1,739 @@
+//! Directories and symlinks: lookup, link/unlink, readdir with stable cookies, mkdir/rmdir,
+//! symlink/readlink.
+//!
+//! Name-changing operations set the parent directory's mtime and ctime to now and write it:
+//! libext2fs may have grown the directory (size, blocks, mapping) underneath, so callers
+//! should never write back an older copy of a directory inode after calling them.
+//!
+//! Readdir cookies (FUSE offsets) stay valid while the directory changes between calls:
+//! - linear directories: `(logical block << 32) | byte offset` just past the entry; entries
+//!   never move inside a linear directory, so a position is stable;
+//! - hashed (htree) directories, whose entries move when a leaf splits: `1` after ".",
+//!   `2` after "..", otherwise `3 + ((major_hash >> 1) << 32 | minor_hash)`, entries being
+//!   returned in hash order, found through the index. All cookies are below 2^63.
+
+use std::ffi::{c_char, CString};
+use std::ptr;
+
+use crate::error::{check, Error, Result};
+use crate::fs::Fs;
+use crate::inode::{FileType, Ino, Inode, Timestamp, I_BLOCK_BYTES};
+use crate::map::{init_extent_root, MapKind};
+use crate::sys;
+
+/// One directory entry passed to the `read_dir` callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirEntry<'a> {
+    pub ino: Ino,
+    pub name: &'a [u8],
+    pub ftype: FileType,
+    /// Pass this to `read_dir` to continue after this entry.
+    pub next_cookie: u64,
+}
+
+const NAME_MAX: usize = 255;
+/// Link count limit without (and overflow marker with) the dir_nlink feature.
+const LINK_MAX: u32 = sys::EXT2_LINK_MAX;
+
+fn corrupt(dir: Ino, what: &str) -> Error {
+    Error::new(i64::from(sys::EXT2_ET_DIR_CORRUPTED), format!("directory inode {dir}: {what}"))
+}
+
+/// Checks a name for lookup/unlink: 1..=255 bytes, no '/' or NUL.
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::from_errno(libc::ENOENT, "empty file name"));
+    }
+    if name.len() > NAME_MAX {
+        return Err(Error::from_errno(libc::ENAMETOOLONG, "file name longer than 255 bytes"));
+    }
+    if name.contains(&b'/') || name.contains(&0) {
+        return Err(Error::from_errno(libc::EINVAL, "file name contains '/' or NUL"));
+    }
+    Ok(())
+}
+
+/// Checks a name for a new entry (not "." or "..") and makes the C string libext2fs wants.
+fn new_name(name: &[u8]) -> Result<CString> {
+    check_name(name)?;
+    if name == b"." || name == b".." {
+        return Err(Error::from_errno(libc::EEXIST, "\".\" and \"..\" always exist"));
+    }
+    CString::new(name).map_err(|_| Error::from_errno(libc::EINVAL, "file name contains NUL"))
+}
+
+/// One raw entry of a directory block.
+struct Raw<'a> {
+    off: usize,
+    rec_len: usize,
+    ino: u32,
+    name: &'a [u8],
+    ftype: u8,
+}
+
+fn le16(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+
+fn le32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+/// `ext2fs_get_rec_len`: 64 KiB blocks encode a full-block record specially.
+fn rec_len(raw: u16, block_size: usize) -> usize {
+    let len = usize::from(raw);
+    if block_size < 65536 {
+        len
+    } else if raw == 65535 || raw == 0 {
+        block_size
+    } else {
+        (len & 65532) | ((len & 3) << 16)
+    }
+}
+
+/// Walks the entries of a directory block (including empty ones), validating every length.
+/// `f` returns false to stop.
+fn parse_block<'a>(buf: &'a [u8], filetype: bool, mut f: impl FnMut(Raw<'a>) -> bool) -> Result<(), &'static str> {
+    let bs = buf.len();
+    let mut off = 0;
+    while off < bs {
+        if off + 8 > bs {
+            return Err("entry header crosses the block end");
+        }
+        let ino = le32(buf, off);
+        let rec_len = rec_len(le16(buf, off + 4), bs);
+        let name_len = usize::from(buf[off + 6]);
+        let ftype = if filetype { buf[off + 7] } else { 0 };
+        if rec_len < 8 || rec_len % 4 != 0 || off + rec_len > bs || 8 + name_len > rec_len {
+            return Err("bad record length");
+        }
+        if !f(Raw { off, rec_len, ino, name: &buf[off + 8..off + 8 + name_len], ftype }) {
+            return Ok(());
+        }
+        off += rec_len;
+    }
+    Ok(())
+}
+
+/// The dx root/node entry list at `off`: (hash, block) pairs; entry 0's hash is implied.
+fn dx_entries(buf: &[u8], off: usize, implied_hash: u32) -> Result<Vec<(u32, u32)>, &'static str> {
+    if off + 8 > buf.len() {
+        return Err("index header crosses the block end");
+    }
+    let limit = usize::from(le16(buf, off));
+    let count = usize::from(le16(buf, off + 2));
+    if count == 0 || count > limit || off + count * 8 > buf.len() {
+        return Err("bad index entry count");
+    }
+    Ok((0..count)
+        .map(|i| {
+            let e = off + i * 8;
+            let hash = if i == 0 { implied_hash } else { le32(buf, e) };
+            (hash, le32(buf, e + 4) & 0x0fff_ffff)
+        })
+        .collect())
+}
+
+/// An entry gathered from an htree leaf, with its cookie.
+struct Hashed {
+    cookie: u64,
+    ino: Ino,
+    name: Vec<u8>,
+    ftype: FileType,
+}
+
+impl Fs {
+    fn has_filetype(&self) -> bool {
+        self.has_incompat(sys::EXT2_FEATURE_INCOMPAT_FILETYPE)
+    }
+
+    /// Looks `name` up in directory `dir`.
+    pub fn lookup(&self, dir: Ino, name: &[u8]) -> Result<Option<Ino>> {
+        check_name(name)?;
+        let mut ino: sys::ext2_ino_t = 0;
+        // SAFETY: `name` is valid for `len` bytes; libext2fs does not need NUL termination here.
+        let rc = unsafe {
+            sys::ext2fs_lookup(self.ptr(), dir, name.as_ptr().cast::<c_char>(), name.len() as i32, ptr::null_mut(), &mut ino)
+        };
+        if rc == i64::from(sys::EXT2_ET_FILE_NOT_FOUND) {
+            return Ok(None);
+        }
+        check(rc, format!("looking up a name in directory {dir}"))?;
+        Ok(Some(ino))
+    }
+
+    /// Adds the entry `name` → `ino` to `dir` (EEXIST if the name exists), expanding the
+    /// directory when it is full. Link counts are the caller's business.
+    pub fn link(&mut self, dir: Ino, name: &[u8], ino: Ino, ftype: FileType) -> Result<()> {
+        self.check_rw("linking")?;
+        let cname = new_name(name)?;
+        if self.lookup(dir, name)?.is_some() {
+            return Err(Error::from_errno(libc::EEXIST, format!("linking into directory {dir}")));
+        }
+        self.link_raw(dir, &cname, ino, ftype)?;
+        self.touch_dir(dir)
+    }
+
+    fn link_raw(&mut self, dir: Ino, name: &CString, ino: Ino, ftype: FileType) -> Result<()> {
+        let code = ftype.dirent_code() as i32;
+        // SAFETY: NUL-terminated name; open read-write handle.
+        let mut rc = unsafe { sys::ext2fs_link(self.ptr(), dir, name.as_ptr(), ino, code) };
+        if rc == i64::from(sys::EXT2_ET_DIR_NO_SPACE) {
+            let d = self.read_inode(dir)?;
+            if d.flags() & sys::EXT2_INDEX_FL != 0 {
+                // The htree code already tried to grow the index; an appended block would not
+                // be referenced by it.
+                return Err(Error::new(rc, format!("directory {dir} index is full")));
+            }
+            // SAFETY: as above.
+            check(unsafe { sys::ext2fs_expand_dir(self.ptr(), dir) }, format!("expanding directory {dir}"))?;
+            // SAFETY: as above.
+            rc = unsafe { sys::ext2fs_link(self.ptr(), dir, name.as_ptr(), ino, code) };
+        }
+        check(rc, format!("adding an entry to directory {dir}"))
+    }
+
+    /// Removes the entry `name` from `dir` (ENOENT if absent). Link counts are the caller's
+    /// business.
+    pub fn unlink(&mut self, dir: Ino, name: &[u8]) -> Result<()> {
+        self.check_rw("unlinking")?;
+        check_name(name)?;
+        if name == b"." || name == b".." {
+            return Err(Error::from_errno(libc::EINVAL, "cannot unlink \".\" or \"..\""));
+        }
+        let cname = CString::new(name).map_err(|_| Error::from_errno(libc::EINVAL, "file name contains NUL"))?;
+        let Some(ino) = self.lookup(dir, name)? else {
+            return Err(Error::from_errno(libc::ENOENT, format!("unlinking from directory {dir}")));
+        };
+        // SAFETY: NUL-terminated name; open read-write handle.
+        let rc = unsafe { sys::ext2fs_unlink(self.ptr(), dir, cname.as_ptr(), ino, 0) };
+        check(rc, format!("removing an entry from directory {dir}"))?;
+        self.touch_dir(dir)
+    }
+
+    /// Sets a directory's mtime and ctime to now.
+    fn touch_dir(&mut self, dir: Ino) -> Result<()> {
+        let mut d = self.read_inode(dir)?;
+        let now = Timestamp::now();
+        d.set_mtime(now);
+        d.set_ctime(now);
+        self.write_inode(dir, &d)
+    }
+
+    fn dir_inode(&self, dir: Ino) -> Result<Inode> {
+        let inode = self.read_inode(dir)?;
+        if !inode.is_dir() {
+            return Err(Error::new(i64::from(sys::EXT2_ET_NO_DIRECTORY), format!("inode {dir}")));
+        }
+        if inode.flags() & sys::EXT4_INLINE_DATA_FL != 0 {
+            return Err(Error::from_errno(libc::EOPNOTSUPP, format!("directory {dir} has inline data")));
+        }
+        Ok(inode)
+    }
+
+    /// Physical block of each logical block of a directory (`None` for holes).
+    fn dir_blocks(&self, dir: Ino, inode: &Inode) -> Result<Vec<Option<u64>>> {
+        let bs = u64::from(self.block_size());
+        let nblocks = inode.size().div_ceil(bs);
+        // A directory larger than the filesystem is corrupt; do not allocate for it.
+        if nblocks > self.blocks_count() {
+            return Err(corrupt(dir, "size larger than the filesystem"));
+        }
+        let mut out = vec![None; nblocks as usize];
+        for m in self.map(dir, inode, 0, nblocks)? {
+            if let MapKind::Mapped { pblk } = m.kind {
+                for i in 0..m.len {
+                    out[(m.lblk + i) as usize] = Some(pblk + i);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads a directory block, verifying its checksum.
+    fn read_dir_block(&self, dir: Ino, pblk: u64, buf: &mut [u8]) -> Result<()> {
+        // SAFETY: `buf` is one block long.
+        let rc = unsafe { sys::ext2fs_read_dir_block4(self.ptr(), pblk, buf.as_mut_ptr().cast(), 0, dir) };
+        check(rc, format!("reading a block of directory {dir}"))
+    }
+
+    /// Calls `f` for the entries of `dir` after `cookie` (0 = from the start, "." and ".."
+    /// included) until it returns false. See the module docs for the cookie scheme.
+    pub fn read_dir(&self, dir: Ino, cookie: u64, mut f: impl FnMut(DirEntry<'_>) -> bool) -> Result<()> {
+        let inode = self.dir_inode(dir)?;
+        let blocks = self.dir_blocks(dir, &inode)?;
+        if inode.flags() & sys::EXT2_INDEX_FL != 0 && self.has_compat(sys::EXT2_FEATURE_COMPAT_DIR_INDEX) {
+            return self.read_dir_hashed(dir, &blocks, cookie, &mut f);
+        }
+        let filetype = self.has_filetype();
+        let bs = self.block_size() as usize;
+        let mut buf = vec![0u8; bs];
+        let (start_lblk, start_off) = ((cookie >> 32) as usize, (cookie & 0xffff_ffff) as usize);
+        for (lblk, pblk) in blocks.iter().enumerate().skip(start_lblk) {
+            let Some(pblk) = *pblk else { continue };
+            self.read_dir_block(dir, pblk, &mut buf)?;
+            let min_off = if lblk == start_lblk { start_off } else { 0 };
+            let mut stopped = false;
+            parse_block(&buf, filetype, |e| {
+                if e.off < min_off || e.ino == 0 || e.name.is_empty() {
+                    return true;
+                }
+                let next = e.off + e.rec_len;
+                let next_cookie =
+                    if next >= bs { ((lblk as u64) + 1) << 32 } else { (lblk as u64) << 32 | next as u64 };
+                let go_on = f(DirEntry { ino: e.ino, name: e.name, ftype: FileType::from_dirent(e.ftype), next_cookie });
+                stopped = !go_on;
+                go_on
+            })
+            .map_err(|what| corrupt(dir, what))?;
+            if stopped {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_dir_hashed(
+        &self,
+        dir: Ino,
+        blocks: &[Option<u64>],
+        cookie: u64,
+        f: &mut dyn FnMut(DirEntry<'_>) -> bool,
+    ) -> Result<()> {
+        let bs = self.block_size() as usize;
+        let mut root = vec![0u8; bs];
+        let root_pblk = blocks.first().copied().flatten().ok_or_else(|| corrupt(dir, "no root block"))?;
+        self.read_dir_block(dir, root_pblk, &mut root)?;
+
+        // "." and ".." are the first two entries of the root block.
+        let mut dots = Vec::with_capacity(2);
+        parse_block(&root, self.has_filetype(), |e| {
+            dots.push((e.ino, e.name.to_vec(), e.ftype));
+            dots.len() < 2
+        })
+        .map_err(|what| corrupt(dir, what))?;
+        if dots.len() != 2 || dots[0].1 != b"." || dots[1].1 != b".." {
+            return Err(corrupt(dir, "index root lacks \".\" and \"..\""));
+        }
+        for (i, (ino, name, ft)) in dots.iter().enumerate() {
+            let next_cookie = i as u64 + 1;
+            if cookie < next_cookie
+                && !f(DirEntry { ino: *ino, name, ftype: FileType::from_dirent(*ft), next_cookie })
+            {
+                return Ok(());
+            }
+        }
+
+        let (hash_version, leaves) = self.dx_leaves(dir, blocks, &root)?;
+        // Start at the group of leaves that may hold hashes at or after the cookie's.
+        let mut i = 0;
+        if cookie >= 3 {
+            let major = (((cookie - 3) >> 32) as u32) << 1;
+            i = leaves.partition_point(|&(k, _)| k & !1 < major).saturating_sub(1);
+            while i > 0 && leaves[i].0 & 1 == 1 {
+                i -= 1;
+            }
+        }
+        let mut buf = vec![0u8; bs];
+        while i < leaves.len() {
+            // A group is a leaf plus the following leaves continuing its last hash value.
+            let mut j = i + 1;
+            while j < leaves.len() && leaves[j].0 & 1 == 1 {
+                j += 1;
+            }
+            let mut entries = Vec::new();
+            for &(_, lblk) in &leaves[i..j] {
+                let pblk = blocks.get(lblk as usize).copied().flatten().ok_or_else(|| corrupt(dir, "index points outside"))?;
+                self.read_dir_block(dir, pblk, &mut buf)?;
+                self.hashed_entries(dir, &buf, hash_version, &mut entries)?;
+            }
+            entries.sort_unstable_by(|a, b| a.cookie.cmp(&b.cookie).then_with(|| a.name.cmp(&b.name)));
+            for e in entries.iter().filter(|e| e.cookie > cookie) {
+                if !f(DirEntry { ino: e.ino, name: &e.name, ftype: e.ftype, next_cookie: e.cookie }) {
+                    return Ok(());
+                }
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// The hash version and the leaves `(hash key, logical block)` of an htree, in index order.
+    fn dx_leaves(&self, dir: Ino, blocks: &[Option<u64>], root: &[u8]) -> Result<(i32, Vec<(u32, u32)>)> {
+        // Root: "." (12 bytes), ".." header (12 bytes), dx_root_info (8 bytes), entries.
+        const INFO: usize = 24;
+        if root.len() < INFO + 16 {
+            return Err(corrupt(dir, "block too small for an index"));
+        }
+        let mut hash_version = i32::from(root[INFO + 4]);
+        let info_len = usize::from(root[INFO + 5]);
+        let levels = root[INFO + 6];
+        if info_len != 8 || levels > 3 {
+            return Err(corrupt(dir, "bad index root"));
+        }
+        if hash_version <= sys::EXT2_HASH_TEA as i32 && self.sb().s_flags & sys::EXT2_FLAGS_UNSIGNED_HASH != 0 {
+            hash_version += 3;
+        }
+        let top = dx_entries(root, INFO + info_len, 0).map_err(|w| corrupt(dir, w))?;
+        let mut leaves = Vec::new();
+        let mut reads = 0;
+        self.dx_walk(dir, blocks, top, levels, &mut leaves, &mut reads)?;
+        Ok((hash_version, leaves))
+    }
+
+    fn dx_walk(
+        &self,
+        dir: Ino,
+        blocks: &[Option<u64>],
+        entries: Vec<(u32, u32)>,
+        levels: u8,
+        leaves: &mut Vec<(u32, u32)>,
+        reads: &mut usize,
+    ) -> Result<()> {
+        if levels == 0 {
+            leaves.extend(entries);
+            if leaves.len() > blocks.len() {
+                return Err(corrupt(dir, "index has more leaves than the directory has blocks"));
+            }
+            return Ok(());
+        }
+        let mut buf = vec![0u8; self.block_size() as usize];
+        for (hash, lblk) in entries {
+            *reads += 1;
+            if *reads > blocks.len() {
+                return Err(corrupt(dir, "index loops"));
+            }
+            let pblk = blocks.get(lblk as usize).copied().flatten().ok_or_else(|| corrupt(dir, "index points outside"))?;
+            self.read_dir_block(dir, pblk, &mut buf)?;
+            // An index node is one empty entry spanning the block, then the entry list.
+            let children = dx_entries(&buf, 8, hash).map_err(|w| corrupt(dir, w))?;
+            self.dx_walk(dir, blocks, children, levels - 1, leaves, reads)?;
+        }
+        Ok(())
+    }
+
+    fn hashed_entries(&self, dir: Ino, buf: &[u8], hash_version: i32, out: &mut Vec<Hashed>) -> Result<()> {
+        let seed = self.sb().s_hash_seed;
+        let mut err = None;
+        parse_block(buf, self.has_filetype(), |e| {
+            if e.ino == 0 || e.name.is_empty() {
+                return true;
+            }
+            let (mut major, mut minor) = (0u32, 0u32);
+            // SAFETY: name valid for its length; seed is 4 words; outputs are plain integers.
+            let rc = unsafe {
+                sys::ext2fs_dirhash2(
+                    hash_version,
+                    e.name.as_ptr().cast::<c_char>(),
+                    e.name.len() as i32,
+                    ptr::null(),
+                    0,
+                    seed.as_ptr(),
+                    &mut major,
+                    &mut minor,
+                )
+            };
+            if rc != 0 {
+                err = Some(Error::new(rc, format!("hashing a name in directory {dir}")));
+                return false;
+            }
+            let cookie = 3 + ((u64::from(major >> 1) << 32) | u64::from(minor));
+            out.push(Hashed { cookie, ino: e.ino, name: e.name.to_vec(), ftype: FileType::from_dirent(e.ftype) });
+            true
+        })
+        .map_err(|what| corrupt(dir, what))?;
+        err.map_or(Ok(()), Err)
+    }
+
+    /// Does `dir` contain nothing but "." and ".."?
+    pub fn is_dir_empty(&self, dir: Ino) -> Result<bool> {
+        let inode = self.dir_inode(dir)?;
+        let filetype = self.has_filetype();
+        let mut buf = vec![0u8; self.block_size() as usize];
+        for pblk in self.dir_blocks(dir, &inode)?.into_iter().flatten() {
+            self.read_dir_block(dir, pblk, &mut buf)?;
+            let mut empty = true;
+            parse_block(&buf, filetype, |e| {
+                empty = e.ino == 0 || e.name == b"." || e.name == b"..";
+                empty
+            })
+            .map_err(|what| corrupt(dir, what))?;
+            if !empty {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// A parent's link count after adding a subdirectory (dir_nlink: 1 means "many").
+    fn links_after_mkdir(&self, parent: &Inode) -> Result<u16> {
+        let nlink_feature = self.has_ro_compat(sys::EXT4_FEATURE_RO_COMPAT_DIR_NLINK);
+        let links = u32::from(parent.links());
+        if links == 1 && nlink_feature {
+            return Ok(1);
+        }
+        if links + 1 > LINK_MAX {
+            return if nlink_feature { Ok(1) } else { Err(Error::from_errno(libc::EMLINK, "too many subdirectories")) };
+        }
+        Ok((links + 1) as u16)
+    }
+
+    /// Allocates one block near the inode's group and marks it in use.
+    fn alloc_block(&mut self, ino: Ino) -> Result<u64> {
+        let goal = self.inode_group_first_block(ino);
+        let mut blk: sys::blk64_t = 0;
+        // SAFETY: open read-write handle; `blk` receives the result.
+        check(unsafe { sys::ext2fs_new_block2(self.ptr(), goal, ptr::null_mut(), &mut blk) }, "allocating a block")?;
+        self.block_alloc_stats(blk, 1);
+        Ok(blk)
+    }
+
+    /// Points a new inode's logical block 0 at `blk` and charges one block to it.
+    fn map_first_block(&self, inode: &mut Inode, blk: u64) -> Result<()> {
+        if self.has_incompat(sys::EXT3_FEATURE_INCOMPAT_EXTENTS) {
+            inode.raw.i_flags |= sys::EXT4_EXTENTS_FL;
+            init_extent_root(&mut inode.raw.i_block, &[(0, 1, blk)]);
+        } else {
+            inode.raw.i_block[0] = u32::try_from(blk).map_err(|_| Error::from_errno(libc::EFBIG, "block number too large"))?;
+        }
+        // SAFETY: our inode; sets i_blocks for one filesystem block.
+        check(unsafe { sys::ext2fs_iblk_set(self.ptr(), inode.as_mut_ptr(), 1) }, "accounting a block")
+    }
+
+    /// Creates directory `name` in `parent` with the given permission bits and owner; the
+    /// parent's link count and times are updated. Returns the new inode number.
+    pub fn mkdir(&mut self, parent: Ino, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Ino> {
+        self.check_rw("mkdir")?;
+        let cname = new_name(name)?;
+        let pinode = self.dir_inode(parent)?;
+        if self.lookup(parent, name)?.is_some() {
+            return Err(Error::from_errno(libc::EEXIST, format!("mkdir in directory {parent}")));
+        }
+        let parent_links = self.links_after_mkdir(&pinode)?;
+        let mode = sys::LINUX_S_IFDIR | (mode & 0o7777);
+        let ino = self.new_inode(parent, mode)?;
+        let res = self.mkdir_contents(ino, parent, mode, uid, gid).and_then(|()| self.link_raw(parent, &cname, ino, FileType::Dir));
+        if let Err(e) = res {
+            let _ = self.free_inode(ino);
+            return Err(e);
+        }
+        let mut p = self.read_inode(parent)?;
+        p.set_links(parent_links);
+        let now = Timestamp::now();
+        p.set_mtime(now);
+        p.set_ctime(now);
+        self.write_inode(parent, &p)?;
+        Ok(ino)
+    }
+
+    fn mkdir_contents(&mut self, ino: Ino, parent: Ino, mode: u32, uid: u32, gid: u32) -> Result<()> {
+        let blk = self.alloc_block(ino)?;
+        let mut inode = new_inode_now(mode, uid, gid);
+        inode.set_links(2);
+        inode.set_size(u64::from(self.block_size()));
+        let written = self.map_first_block(&mut inode, blk).and_then(|()| self.write_new_inode(ino, &inode));
+        if let Err(e) = written {
+            self.block_alloc_stats(blk, -1);
+            return Err(e);
+        }
+        // The block checksum covers the inode's generation, so the inode goes first.
+        let mut block: *mut c_char = ptr::null_mut();
+        // SAFETY: libext2fs allocates a block-sized buffer with "." and ".." for us.
+        check(unsafe { sys::ext2fs_new_dir_block(self.ptr(), ino, parent, &mut block) }, "building a directory block")?;
+        // SAFETY: `block` is a directory block we free right after writing it.
+        let rc = unsafe { sys::ext2fs_write_dir_block4(self.ptr(), blk, block.cast(), 0, ino) };
+        // SAFETY: allocated by ext2fs_get_mem (malloc).
+        unsafe { libc::free(block.cast()) };
+        check(rc, format!("writing the first block of directory {ino}"))
+    }
+
+    /// Removes the empty subdirectory `name` of `parent`: unlinks it, drops the parent's link
+    /// count, and sets the directory's link count to 0. Returns its inode number; call
+    /// [`Fs::free_inode`] when nothing uses it any more.
+    pub fn rmdir(&mut self, parent: Ino, name: &[u8]) -> Result<Ino> {
+        self.check_rw("rmdir")?;
+        check_name(name)?;
+        if name == b"." {
+            return Err(Error::from_errno(libc::EINVAL, "rmdir of \".\""));
+        }
+        if name == b".." {
+            return Err(Error::from_errno(libc::ENOTEMPTY, "rmdir of \"..\""));
+        }
+        let Some(ino) = self.lookup(parent, name)? else {
+            return Err(Error::from_errno(libc::ENOENT, format!("rmdir in directory {parent}")));
+        };
+        let mut child = self.dir_inode(ino)?;
+        if !self.is_dir_empty(ino)? {
+            return Err(Error::from_errno(libc::ENOTEMPTY, format!("rmdir of directory {ino}")));
+        }
+        self.unlink(parent, name)?;
+        let mut p = self.read_inode(parent)?;
+        if p.links() > 2 {
+            p.set_links(p.links() - 1);
+        }
+        self.write_inode(parent, &p)?;
+        child.set_links(0);
+        child.set_ctime(Timestamp::now());
+        self.write_inode(ino, &child)?;
+        Ok(ino)
+    }
+
+    /// Creates symlink `name` → `target` in `parent`: a fast symlink (target in the inode)
+    /// below 60 bytes, otherwise one data block. Returns the new inode number.
+    pub fn symlink(&mut self, parent: Ino, name: &[u8], target: &[u8], uid: u32, gid: u32) -> Result<Ino> {
+        self.check_rw("symlink")?;
+        let cname = new_name(name)?;
+        if target.is_empty() {
+            return Err(Error::from_errno(libc::ENOENT, "empty symlink target"));
+        }
+        if target.contains(&0) {
+            return Err(Error::from_errno(libc::EINVAL, "symlink target contains NUL"));
+        }
+        if target.len() >= self.block_size() as usize {
+            return Err(Error::from_errno(libc::ENAMETOOLONG, "symlink target longer than a block"));
+        }
+        self.dir_inode(parent)?;
+        if self.lookup(parent, name)?.is_some() {
+            return Err(Error::from_errno(libc::EEXIST, format!("symlink in directory {parent}")));
+        }
+        let mode = sys::LINUX_S_IFLNK | 0o777;
+        let ino = self.new_inode(parent, mode)?;
+        let res = self.symlink_contents(ino, target, uid, gid).and_then(|()| self.link_raw(parent, &cname, ino, FileType::Symlink));
+        if let Err(e) = res {
+            let _ = self.free_inode(ino);
+            return Err(e);
+        }
+        self.touch_dir(parent)?;
+        Ok(ino)
+    }
+
+    fn symlink_contents(&mut self, ino: Ino, target: &[u8], uid: u32, gid: u32) -> Result<()> {
+        let mut inode = new_inode_now(sys::LINUX_S_IFLNK | 0o777, uid, gid);
+        inode.set_links(1);
+        inode.set_size(target.len() as u64);
+        if target.len() < I_BLOCK_BYTES {
+            let mut bytes = [0u8; I_BLOCK_BYTES];
+            bytes[..target.len()].copy_from_slice(target);
+            for (word, chunk) in inode.raw.i_block.iter_mut().zip(bytes.chunks_exact(4)) {
+                *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            }
+            return self.write_new_inode(ino, &inode);
+        }
+        let blk = self.alloc_block(ino)?;
+        let mut data = vec![0u8; self.block_size() as usize];
+        data[..target.len()].copy_from_slice(target);
+        // SAFETY: `data` is one block long.
+        let rc = unsafe { sys::io_channel_write_blk64((*self.ptr()).io, blk, 1, data.as_ptr().cast()) };
+        let res = check(rc, "writing a symlink block")
+            .and_then(|()| self.map_first_block(&mut inode, blk))
+            .and_then(|()| self.write_new_inode(ino, &inode));
+        if res.is_err() {
+            self.block_alloc_stats(blk, -1);
+        }
+        res
+    }
+
+    /// The target of symlink `ino`.
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        let inode = self.read_inode(ino)?;
+        if !inode.is_symlink() {
+            return Err(Error::from_errno(libc::EINVAL, format!("inode {ino} is not a symlink")));
+        }
+        let size = inode.size();
+        let bad = || Error::new(i64::from(sys::EXT2_ET_INODE_CORRUPTED), format!("symlink inode {ino}"));
+        if size == 0 || size >= u64::from(self.block_size()) {
+            return Err(bad());
+        }
+        let size = size as usize;
+        let mut copy = inode;
+        // SAFETY: reads our inode copy.
+        let data_blocks = unsafe { sys::ext2fs_inode_data_blocks2(self.ptr(), copy.as_mut_ptr()) };
+        if data_blocks == 0 {
+            // Fast symlink: the target lives in i_block.
+            if size >= I_BLOCK_BYTES {
+                return Err(bad());
+            }
+            let bytes: Vec<u8> = inode.raw.i_block.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            return Ok(bytes[..size].to_vec());
+        }
+        let map = self.map(ino, &inode, 0, 1)?;
+        let Some(MapKind::Mapped { pblk }) = map.first().map(|m| m.kind) else { return Err(bad()) };
+        let mut buf = vec![0u8; self.block_size() as usize];
+        // SAFETY: `buf` is one block long.
+        let rc = unsafe { sys::io_channel_read_blk64((*self.ptr()).io, pblk, 1, buf.as_mut_ptr().cast()) };
+        check(rc, format!("reading symlink {ino}"))?;
+        buf.truncate(size);
+        Ok(buf)
+    }
+}
+
+/// A blank inode with mode, owner and all four times set to now.
+fn new_inode_now(mode: u32, uid: u32, gid: u32) -> Inode {
+    let mut inode = Inode::new(mode);
+    inode.set_uid(uid);
+    inode.set_gid(gid);
+    let now = Timestamp::now();
+    inode.set_atime(now);
+    inode.set_mtime(now);
+    inode.set_ctime(now);
+    inode.set_crtime(now);
+    inode
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(buf: &mut [u8], off: usize, ino: u32, rec_len: u16, name: &[u8]) {
+        buf[off..off + 4].copy_from_slice(&ino.to_le_bytes());
+        buf[off + 4..off + 6].copy_from_slice(&rec_len.to_le_bytes());
+        buf[off + 6] = name.len() as u8;
+        buf[off + 7] = 1;
+        buf[off + 8..off + 8 + name.len()].copy_from_slice(name);
+    }
+
+    #[test]
+    fn parse_valid_and_corrupt_blocks() {
+        let mut b = vec![0u8; 1024];
+        entry(&mut b, 0, 2, 12, b".");
+        entry(&mut b, 12, 2, 12, b"..");
+        entry(&mut b, 24, 13, 1000, b"file");
+        let mut names = Vec::new();
+        parse_block(&b, true, |e| {
+            names.push((e.off, e.name.to_vec()));
+            true
+        })
+        .unwrap();
+        assert_eq!(names, vec![(0, b".".to_vec()), (12, b"..".to_vec()), (24, b"file".to_vec())]);
+
+        // rec_len running past the block, too short for the name, zero: all rejected.
+        for bad in [1004u16, 8, 0] {
+            let mut c = b.clone();
+            entry(&mut c, 24, 13, bad, b"file");
+            assert!(parse_block(&c, true, |_| true).is_err(), "rec_len {bad}");
+        }
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert_eq!(new_name(b"").unwrap_err().errno(), libc::ENOENT);
+        assert_eq!(new_name(&[b'a'; 256]).unwrap_err().errno(), libc::ENAMETOOLONG);
+        assert_eq!(new_name(b"a/b").unwrap_err().errno(), libc::EINVAL);
+        assert_eq!(new_name(b"a\0b").unwrap_err().errno(), libc::EINVAL);
+        assert_eq!(new_name(b"..").unwrap_err().errno(), libc::EEXIST);
+        assert!(new_name(&[b'x'; 255]).is_ok());
+    }
+
+    #[test]
+    fn dx_entry_counts_are_checked() {
+        let mut b = vec![0u8; 64];
+        b[8..10].copy_from_slice(&6u16.to_le_bytes()); // limit
+        b[10..12].copy_from_slice(&2u16.to_le_bytes()); // count
+        b[12..16].copy_from_slice(&1u32.to_le_bytes()); // block of entry 0
+        b[16..20].copy_from_slice(&0x100u32.to_le_bytes()); // hash of entry 1
+        b[20..24].copy_from_slice(&2u32.to_le_bytes());
+        assert_eq!(dx_entries(&b, 8, 7).unwrap(), vec![(7, 1), (0x100, 2)]);
+        b[10..12].copy_from_slice(&9u16.to_le_bytes());
+        assert!(dx_entries(&b, 8, 0).is_err(), "count above limit");
+    }
+}
