@@ -12,3 +12,4 @@ pub use accel::{AccelChoice, AccelDecision};
 pub use qemu::{Accel, Machine};
 pub use run::{run_shell, run_tests, Limits, Progress, VmError, VmSpec};
 pub use rundir::RunDir;
+pub mod suites;

@@ -1,0 +1,92 @@
+//! Named test suites: each expands into plan tests (shell scripts run by the agent).
+use events::PlanTest;
+
+/// A suite the harness knows.
+pub struct Suite {
+    pub name: &'static str,
+    pub about: &'static str,
+    /// Whether the suite mounts through the FUSE server (it must be built and shipped).
+    pub needs_server: bool,
+    tests: &'static [(&'static str, &'static str, u64)],
+    prelude: &'static str,
+}
+
+const SMOKE_PRELUDE: &str = include_str!("../suites/smoke/prelude.sh");
+
+pub const SUITES: &[Suite] = &[Suite {
+    name: "smoke",
+    about: "mount through iomapfs, file operations, O_DIRECT and O_APPEND checks, e2fsck -fn",
+    needs_server: true,
+    prelude: SMOKE_PRELUDE,
+    tests: &[
+        ("mount", include_str!("../suites/smoke/mount.sh"), 60),
+        ("fileops", include_str!("../suites/smoke/fileops.sh"), 120),
+        ("dio", include_str!("../suites/smoke/dio.sh"), 120),
+        ("append", include_str!("../suites/smoke/append.sh"), 120),
+        ("fsck", include_str!("../suites/smoke/fsck.sh"), 60),
+    ],
+}];
+
+pub fn find(name: &str) -> Option<&'static Suite> {
+    SUITES.iter().find(|s| s.name == name)
+}
+
+pub fn names() -> Vec<&'static str> {
+    SUITES.iter().map(|s| s.name).collect()
+}
+
+impl Suite {
+    /// The suite's tests; `timeout_s` overrides every test's own timeout.
+    pub fn plan_tests(&self, timeout_s: Option<u64>) -> Vec<PlanTest> {
+        self.tests
+            .iter()
+            .map(|(name, script, t)| PlanTest {
+                name: format!("{}/{name}", self.name),
+                command: format!("{}\n{script}", self.prelude),
+                timeout_s: timeout_s.unwrap_or(*t),
+            })
+            .collect()
+    }
+}
+
+/// `--run CMD` tests: `run/1`, `run/2`, ...
+pub fn run_commands(cmds: &[String], timeout_s: u64) -> Vec<PlanTest> {
+    cmds.iter()
+        .enumerate()
+        .map(|(i, c)| PlanTest { name: format!("run/{}", i + 1), command: c.clone(), timeout_s })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoke_has_the_checks_the_issue_asks_for() {
+        let s = find("smoke").unwrap();
+        let tests = s.plan_tests(None);
+        let names: Vec<_> = tests.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["smoke/mount", "smoke/fileops", "smoke/dio", "smoke/append", "smoke/fsck"]);
+        assert!(tests.iter().all(|t| t.command.starts_with("# Shared by every smoke test")));
+        assert!(tests[2].command.contains("iflag=direct"));
+        assert!(tests[4].command.contains("e2fsck -fn"));
+        assert_eq!(s.plan_tests(Some(7))[0].timeout_s, 7);
+        assert!(find("nope").is_none());
+    }
+
+    #[test]
+    fn run_commands_are_numbered() {
+        let t = run_commands(&["true".into(), "false".into()], 30);
+        assert_eq!(t[1].name, "run/2");
+        assert_eq!(t[1].command, "false");
+        assert_eq!(t[0].timeout_s, 30);
+    }
+
+    #[test]
+    fn smoke_scripts_parse_with_bash() {
+        for t in find("smoke").unwrap().plan_tests(None) {
+            let out = std::process::Command::new("bash").args(["-n", "-c", &t.command]).output().unwrap();
+            assert!(out.status.success(), "{}: {}", t.name, String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
