@@ -1,1 +1,16 @@
-//! iomapfs server library.
+//! iomapfs: a FUSE server for ext4 (through libext2fs) that speaks classic FUSE and the
+//! FUSE iomap extension.
+//!
+//! Layout: `options` parses `-o`; `mount` talks to mount(2); `transport` carries requests
+//! (/dev/fuse or a socket); `session` runs the request loop; `server` implements the
+//! operations; `engine` maps file ranges to the device; `data` moves file bytes.
+
+pub mod attr;
+pub mod data;
+pub mod engine;
+pub mod helper;
+pub mod mount;
+pub mod options;
+pub mod server;
+pub mod session;
+pub mod transport;

@@ -1,0 +1,57 @@
+//! ext4 inodes as FUSE attributes, and the clock.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ext2fs::{Ino, Inode, Timestamp};
+use fuse_wire::structs::Attr;
+
+/// FUSE's root nodeid (1) is ext4's root inode (2); every other nodeid is the inode number.
+pub const EXT4_ROOT_INO: Ino = 2;
+
+/// The ext4 inode a FUSE nodeid names, if it can name one.
+pub fn ino_of(nodeid: u64) -> Option<Ino> {
+    match nodeid {
+        fuse_wire::consts::FUSE_ROOT_ID => Some(EXT4_ROOT_INO),
+        // Inode 2 is only ever reachable as nodeid 1; 0 and 1 are not inodes we serve.
+        0 | 2 => None,
+        n => Ino::try_from(n).ok(),
+    }
+}
+
+/// The FUSE nodeid for an ext4 inode.
+pub fn nodeid_of(ino: Ino) -> u64 {
+    if ino == EXT4_ROOT_INO {
+        fuse_wire::consts::FUSE_ROOT_ID
+    } else {
+        ino as u64
+    }
+}
+
+/// Now, as an ext4 timestamp.
+pub fn now() -> Timestamp {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timestamp { sec: d.as_secs() as i64, nsec: d.subsec_nanos() }
+}
+
+/// The FUSE view of an inode. `flags` carries FUSE_ATTR_* bits (iomap mode sets some).
+pub fn to_attr(ino: Ino, inode: &Inode, block_size: u32, flags: u32) -> Attr {
+    let (a, m, c) = (inode.atime(), inode.mtime(), inode.ctime());
+    Attr {
+        ino: ino as u64,
+        size: inode.size(),
+        blocks: inode.blocks_512(),
+        atime: a.sec as u64,
+        mtime: m.sec as u64,
+        ctime: c.sec as u64,
+        atimensec: a.nsec,
+        mtimensec: m.nsec,
+        ctimensec: c.nsec,
+        mode: inode.mode(),
+        nlink: inode.links() as u32,
+        uid: inode.uid(),
+        gid: inode.gid(),
+        rdev: inode.rdev(),
+        blksize: block_size,
+        flags,
+    }
+}

@@ -1,0 +1,142 @@
+//! File data on the device, moved with pread/pwrite outside the metadata lock.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use crate::engine::{Backing, Piece};
+
+/// The server's own descriptor of the device, used only for file data.
+pub struct DataDevice {
+    file: File,
+    block_size: u64,
+}
+
+impl DataDevice {
+    pub fn new(file: File, block_size: u32) -> Self {
+        Self { file, block_size: block_size as u64 }
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Fills `buf` with the file bytes `[pos, pos + buf.len())`; holes and unwritten
+    /// pieces read as zeroes.
+    pub fn read(&self, pieces: &[Piece], pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        let end = pos + buf.len() as u64;
+        buf.fill(0);
+        for p in pieces {
+            let Backing::Data { addr } = p.backing else { continue };
+            let (from, to) = (p.offset.max(pos), p.end().min(end));
+            if from >= to {
+                continue;
+            }
+            let dst = &mut buf[(from - pos) as usize..(to - pos) as usize];
+            self.file.read_exact_at(dst, addr + (from - p.offset))?;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at file offset `pos`. Unwritten pieces are written in whole blocks,
+    /// padded with zeroes, because converting them makes the whole block readable.
+    pub fn write(&self, pieces: &[Piece], pos: u64, data: &[u8]) -> io::Result<()> {
+        let end = pos + data.len() as u64;
+        let bs = self.block_size;
+        for p in pieces {
+            let (from, to) = (p.offset.max(pos), p.end().min(end));
+            if from >= to {
+                continue;
+            }
+            let src = &data[(from - pos) as usize..(to - pos) as usize];
+            match p.backing {
+                Backing::Data { addr } => self.file.write_all_at(src, addr + (from - p.offset))?,
+                Backing::Unwritten { addr } => {
+                    let (b_from, b_to) = (from / bs * bs, to.div_ceil(bs) * bs);
+                    let mut block = vec![0u8; (b_to - b_from) as usize];
+                    block[(from - b_from) as usize..(to - b_from) as usize].copy_from_slice(src);
+                    self.file.write_all_at(&block, addr + (b_from - p.offset))?;
+                }
+                Backing::Hole => {
+                    return Err(io::Error::other("write into a hole that begin_write did not fill"))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes zeroes over the file bytes `[from, to)` where they are backed by written data.
+    pub fn zero(&self, pieces: &[Piece], from: u64, to: u64) -> io::Result<()> {
+        for p in pieces {
+            let Backing::Data { addr } = p.backing else { continue };
+            let (a, b) = (p.offset.max(from), p.end().min(to));
+            if a < b {
+                let zeros = vec![0u8; (b - a) as usize];
+                self.file.write_all_at(&zeros, addr + (a - p.offset))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes written data durable.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(bytes: usize) -> DataDevice {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(bytes as u64).unwrap();
+        f.write_all_at(&vec![0xAA; bytes], 0).unwrap();
+        DataDevice::new(f, 1024)
+    }
+
+    #[test]
+    fn reads_zero_for_holes_and_unwritten() {
+        let dev = device(8192);
+        let pieces = [
+            Piece { offset: 0, len: 1024, backing: Backing::Data { addr: 4096 } },
+            Piece { offset: 1024, len: 1024, backing: Backing::Hole },
+            Piece { offset: 2048, len: 1024, backing: Backing::Unwritten { addr: 5120 } },
+        ];
+        let mut buf = vec![1u8; 3000];
+        dev.read(&pieces, 10, &mut buf).unwrap();
+        assert!(buf[..1014].iter().all(|&b| b == 0xAA));
+        assert!(buf[1014..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn unwritten_writes_are_zero_padded_to_blocks() {
+        let dev = device(8192);
+        let pieces = [Piece { offset: 0, len: 2048, backing: Backing::Unwritten { addr: 2048 } }];
+        dev.write(&pieces, 100, &[7u8; 1000]).unwrap();
+        let mut raw = vec![0u8; 8192];
+        dev.file.read_exact_at(&mut raw, 0).unwrap();
+        assert!(raw[..2048].iter().all(|&b| b == 0xAA), "outside the mapping untouched");
+        assert!(raw[2048..2148].iter().all(|&b| b == 0), "head padding");
+        assert!(raw[2148..3148].iter().all(|&b| b == 7), "payload");
+        assert!(raw[3148..4096].iter().all(|&b| b == 0), "tail padding");
+        assert!(raw[4096..].iter().all(|&b| b == 0xAA), "past the blocks untouched");
+    }
+
+    #[test]
+    fn written_data_is_patched_in_place() {
+        let dev = device(8192);
+        let pieces = [Piece { offset: 0, len: 1024, backing: Backing::Data { addr: 1024 } }];
+        dev.write(&pieces, 10, &[5u8; 4]).unwrap();
+        let mut raw = vec![0u8; 1024];
+        dev.file.read_exact_at(&mut raw, 1024).unwrap();
+        assert_eq!(&raw[8..16], &[0xAA, 0xAA, 5, 5, 5, 5, 0xAA, 0xAA]);
+    }
+
+    #[test]
+    fn a_hole_in_a_write_is_an_error_not_a_panic() {
+        let dev = device(4096);
+        let pieces = [Piece { offset: 0, len: 1024, backing: Backing::Hole }];
+        assert!(dev.write(&pieces, 0, &[1u8; 10]).is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! `iomapfs SOURCE MOUNTPOINT [-o options]`: serve an ext4 filesystem through FUSE.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use iomapfs::options::{MountOptions, HELP};
+use iomapfs::server::Server;
+use iomapfs::transport::{probe_iomap_support, DevFuse, KernelSocket, Transport};
+use iomapfs::{mount, session};
+
+#[derive(Parser)]
+#[command(
+    name = "iomapfs",
+    version,
+    about = "Serve an ext4 filesystem (image file or block device) through FUSE, with FUSE iomap when the kernel offers it.",
+    after_help = HELP
+)]
+struct Cli {
+    /// ext4 image file or block device.
+    source: PathBuf,
+    /// Directory to mount on (not used with --kernel-socket).
+    #[arg(required_unless_present = "kernel_socket")]
+    mountpoint: Option<PathBuf>,
+    /// Mount options, comma separated (repeatable).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// Stay in the foreground instead of daemonizing once the mount is live.
+    #[arg(short = 'f', long)]
+    foreground: bool,
+    /// Do not mount: create a SOCK_SEQPACKET socket at PATH, accept one peer and serve
+    /// it as if it were the kernel (one request per packet, one reply per packet).
+    #[arg(long, value_name = "PATH", conflicts_with = "mountpoint")]
+    kernel_socket: Option<PathBuf>,
+}
+
+fn main() {
+    // Installed as /sbin/mount.fuse.iomapfs (a link to this binary), mount(8) runs us with
+    // its helper calling convention.
+    let cli = match iomapfs::helper::invoked_as_helper() {
+        true => match iomapfs::helper::translate(std::env::args().skip(1)) {
+            Ok(args) => Cli::parse_from(args),
+            Err(e) => {
+                eprintln!("mount.fuse.iomapfs: {e}");
+                std::process::exit(1);
+            }
+        },
+        false => Cli::parse(),
+    };
+    let opts = match MountOptions::parse(cli.options.iter().map(String::as_str)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("iomapfs: {e}");
+            std::process::exit(2);
+        }
+    };
+    init_logging(&opts);
+    if let Some(fault) = opts.fault {
+        tracing::warn!("FAULT INJECTION ACTIVE ({fault:?}): this server corrupts data on purpose");
+    }
+    if let Err(e) = run(&cli, opts) {
+        eprintln!("iomapfs: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(opts: &MountOptions) {
+    let default = if opts.debug { "iomapfs=debug" } else { "iomapfs=info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
+    let fs = ext2fs::Fs::open(&cli.source, !opts.read_only)
+        .with_context(|| format!("cannot open the ext4 filesystem on {}", cli.source.display()))?;
+    let block_size = fs.block_size();
+    let data = std::fs::OpenOptions::new()
+        .read(true)
+        .write(!opts.read_only)
+        .open(&cli.source)
+        .with_context(|| format!("cannot open {} for data I/O", cli.source.display()))?;
+    let threads = opts.threads;
+
+    if let Some(path) = &cli.kernel_socket {
+        let server = Arc::new(Server::new(fs, data, opts));
+        eprintln!("iomapfs: waiting for a peer on {}", path.display());
+        let transport: Arc<dyn Transport> = Arc::new(
+            KernelSocket::accept_one(path)
+                .with_context(|| format!("cannot serve the socket {}", path.display()))?,
+        );
+        server.attach(transport.clone(), true);
+        first_request(&server, transport.as_ref())?;
+        return session::serve(server, transport, threads);
+    }
+
+    let mountpoint = cli.mountpoint.as_ref().context("a mount point is needed")?;
+    let is_blockdev = mount::Flavor::of(&cli.source)? == mount::Flavor::Fuseblk;
+    let log = opts.log.clone();
+    let mounted = mount::mount(&cli.source, mountpoint, block_size, &opts)?;
+    match probe_iomap_support(&mounted.dev_fuse) {
+        Some(flags) => tracing::info!("kernel FUSE iomap support flags: {flags:#x}"),
+        None => tracing::debug!("kernel has no FUSE iomap support (FUSE_DEV_IOC_IOMAP_SUPPORT unknown)"),
+    }
+    let server = Arc::new(Server::new(fs, data, opts));
+    let transport: Arc<dyn Transport> = Arc::new(DevFuse::new(mounted.dev_fuse));
+    server.attach(transport.clone(), is_blockdev);
+
+    // Answer INIT before going to the background, so a refused mount is reported here.
+    if let Err(e) = first_request(&server, transport.as_ref()) {
+        mount::detach(&mounted.mountpoint);
+        return Err(e);
+    }
+    tracing::info!(
+        "serving {} on {} as {} ({} mode)",
+        cli.source.display(),
+        mounted.mountpoint.display(),
+        mounted.flavor.fstype(),
+        server.mode().name()
+    );
+    if !cli.foreground {
+        daemonize(log.as_deref())?;
+    }
+    session::serve(server, transport, threads)
+}
+
+/// Reads and answers the kernel's INIT.
+fn first_request(server: &Server, transport: &dyn Transport) -> Result<()> {
+    let mut buf = vec![0u8; session::buffer_size()];
+    let n = transport
+        .receive(&mut buf)?
+        .context("the kernel closed the connection before INIT")?;
+    let req = fuse_wire::request::parse(&buf[..n]).map_err(|e| anyhow::anyhow!("bad INIT: {e}"))?;
+    if !matches!(req.op, fuse_wire::request::Op::Init(_)) {
+        bail!("expected INIT as the first request, got {:?}", req.op);
+    }
+    let reply = server.handle(&req, transport).expect("INIT always gets a reply");
+    let refused = reply.is_err();
+    session::send_reply(transport, req.header.unique, reply)?;
+    if refused {
+        bail!("the mount was refused during INIT (see the log above)");
+    }
+    Ok(())
+}
+
+/// Forks into the background: the parent exits 0 (the mount is live), the child goes on
+/// with its stdio on /dev/null (or the log file for stderr).
+fn daemonize(log: Option<&std::path::Path>) -> Result<()> {
+    use nix::unistd::{fork, setsid, ForkResult};
+    // SAFETY: no other threads exist yet; the child only continues this program.
+    match unsafe { fork() }.context("fork failed")? {
+        ForkResult::Parent { .. } => std::process::exit(0),
+        ForkResult::Child => {}
+    }
+    setsid().context("setsid failed")?;
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let err = match log {
+        Some(path) => std::fs::OpenOptions::new().create(true).append(true).open(path)?,
+        None => null.try_clone()?,
+    };
+    use std::os::fd::AsRawFd;
+    for (src, dst) in [(null.as_raw_fd(), 0), (null.as_raw_fd(), 1), (err.as_raw_fd(), 2)] {
+        // SAFETY: dup2 onto the standard descriptors of this (still single-threaded) process.
+        if unsafe { libc::dup2(src, dst) } < 0 {
+            return Err(std::io::Error::last_os_error()).context("dup2 failed");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! The `-o` mount option list: what goes to the kernel, what the server keeps.
+//!
+//! mount(8) and fstests pass generic flags (`rw`, `nosuid`, `noatime`, ...) next to FUSE
+//! options and our own; every word is either understood or rejected with a clear error.
+
+use std::path::PathBuf;
+
+/// How the server decides between classic FUSE I/O and iomap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum IomapPolicy {
+    /// Use iomap when the kernel offers it.
+    #[default]
+    Auto,
+    /// Require iomap; fail the mount when the kernel does not offer it.
+    On,
+    /// Never use iomap.
+    Off,
+}
+
+impl std::str::FromStr for IomapPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "on" | "required" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => Err(format!("iomap={other}: expected auto, on or off")),
+        }
+    }
+}
+
+/// A deliberate bug, for proving that the kernel model catches each kind (tests only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// iomap mappings point one block past the data.
+    MapOffByOneBlock,
+    /// IOEND leaves written unwritten extents unconverted.
+    SkipUnwrittenConversion,
+    /// IOEND/END forget to persist a size that grew.
+    LoseAppendSize,
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "map_off_by_one_block" => Ok(Self::MapOffByOneBlock),
+            "skip_unwritten_conversion" => Ok(Self::SkipUnwrittenConversion),
+            "lose_append_size" => Ok(Self::LoseAppendSize),
+            other => Err(format!(
+                "fault={other}: expected map_off_by_one_block, skip_unwritten_conversion or lose_append_size"
+            )),
+        }
+    }
+}
+
+/// Everything `-o` can say, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountOptions {
+    pub read_only: bool,
+    pub allow_other: bool,
+    pub default_permissions: bool,
+    /// MS_* flags for mount(2) other than MS_RDONLY.
+    pub ms_flags: u64,
+    pub iomap: IomapPolicy,
+    pub threads: usize,
+    pub debug: bool,
+    /// Where to write the mode in use (`iomap` or `classic`) once INIT is done.
+    pub mode_file: Option<PathBuf>,
+    /// Name shown as the mount source; defaults to the device path.
+    pub fsname: Option<String>,
+    /// Seconds the kernel may cache entries and attributes.
+    pub attr_timeout: u64,
+    /// Where a daemonized server writes its log (otherwise the log is dropped).
+    pub log: Option<PathBuf>,
+    /// A deliberate bug to inject (tests of the kernel model only).
+    pub fault: Option<Fault>,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        Self {
+            read_only: false,
+            allow_other: false,
+            default_permissions: false,
+            ms_flags: 0,
+            iomap: IomapPolicy::Auto,
+            threads: 4,
+            debug: false,
+            mode_file: None,
+            fsname: None,
+            attr_timeout: 1,
+            log: None,
+            fault: None,
+        }
+    }
+}
+
+/// The option words this server understands, for `--help`.
+pub const HELP: &str = "\
+Mount options (-o, comma separated):
+  ro, rw                 read-only or read-write (default rw)
+  allow_other            let other users use the mount (needs root)
+  default_permissions    let the kernel check permissions from mode/uid/gid
+  iomap=auto|on|off      use FUSE iomap when the kernel offers it (default auto);
+                         `on` fails the mount if the kernel does not offer it
+  threads=N              /dev/fuse reader threads (default 4, 1..=64)
+  attr_timeout=SECS      entry/attribute cache time granted to the kernel (default 1)
+  mode_file=PATH         write `iomap` or `classic` to PATH once the kernel is connected
+  fsname=NAME            source name shown in /proc/mounts
+  log=PATH               append the log of a daemonized server to PATH
+  fault=NAME             TESTS ONLY: inject a bug (map_off_by_one_block,
+                         skip_unwritten_conversion, lose_append_size)
+  debug                  log every request (also: RUST_LOG=iomapfs=debug)
+  Generic flags accepted as mount(8) passes them: dev nodev suid nosuid exec noexec
+  atime noatime relatime strictatime nodiratime sync async dirsync lazytime
+  and the mount(8) bookkeeping words defaults, auto, noauto, user, nouser, nofail, _netdev.";
+
+impl MountOptions {
+    /// Parses one or more comma-separated `-o` lists, later words winning.
+    pub fn parse<'a>(lists: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut o = MountOptions::default();
+        for list in lists {
+            for word in list.split(',').filter(|w| !w.is_empty()) {
+                o.apply(word)?;
+            }
+        }
+        Ok(o)
+    }
+
+    fn apply(&mut self, word: &str) -> Result<(), String> {
+        let (key, value) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word, None),
+        };
+        fn need<'v>(key: &str, v: Option<&'v str>) -> Result<&'v str, String> {
+            v.ok_or_else(|| format!("option `{key}` needs a value"))
+        }
+        let flag = |set: bool, bit: libc::c_ulong, flags: &mut u64| {
+            if set {
+                *flags |= bit as u64
+            } else {
+                *flags &= !(bit as u64)
+            }
+        };
+        match key {
+            "ro" => self.read_only = true,
+            "rw" => self.read_only = false,
+            "allow_other" => self.allow_other = true,
+            "default_permissions" => self.default_permissions = true,
+            "debug" => self.debug = true,
+            "iomap" => self.iomap = need(key, value)?.parse()?,
+            "threads" => {
+                let n: usize = need(key, value)?
+                    .parse()
+                    .map_err(|_| format!("threads={}: not a number", value.unwrap_or("")))?;
+                if !(1..=64).contains(&n) {
+                    return Err(format!("threads={n}: must be between 1 and 64"));
+                }
+                self.threads = n;
+            }
+            "attr_timeout" | "entry_timeout" => {
+                self.attr_timeout = need(key, value)?
+                    .parse()
+                    .map_err(|_| format!("{key}: expected whole seconds"))?
+            }
+            "mode_file" => self.mode_file = Some(PathBuf::from(need(key, value)?)),
+            "fault" => self.fault = Some(need(key, value)?.parse()?),
+            "log" => self.log = Some(PathBuf::from(need(key, value)?)),
+            "fsname" => self.fsname = Some(need(key, value)?.to_string()),
+            "nosuid" => flag(true, libc::MS_NOSUID, &mut self.ms_flags),
+            "suid" => flag(false, libc::MS_NOSUID, &mut self.ms_flags),
+            "nodev" => flag(true, libc::MS_NODEV, &mut self.ms_flags),
+            "dev" => flag(false, libc::MS_NODEV, &mut self.ms_flags),
+            "noexec" => flag(true, libc::MS_NOEXEC, &mut self.ms_flags),
+            "exec" => flag(false, libc::MS_NOEXEC, &mut self.ms_flags),
+            "noatime" => flag(true, libc::MS_NOATIME, &mut self.ms_flags),
+            "atime" => flag(false, libc::MS_NOATIME, &mut self.ms_flags),
+            "nodiratime" => flag(true, libc::MS_NODIRATIME, &mut self.ms_flags),
+            "relatime" => flag(true, libc::MS_RELATIME, &mut self.ms_flags),
+            "strictatime" => flag(true, libc::MS_STRICTATIME, &mut self.ms_flags),
+            "sync" => flag(true, libc::MS_SYNCHRONOUS, &mut self.ms_flags),
+            "async" => flag(false, libc::MS_SYNCHRONOUS, &mut self.ms_flags),
+            "dirsync" => flag(true, libc::MS_DIRSYNC, &mut self.ms_flags),
+            "lazytime" => flag(true, libc::MS_LAZYTIME, &mut self.ms_flags),
+            // mount(8)/fstab bookkeeping that means nothing to the server.
+            "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "nofail"
+            | "_netdev" | "loop" | "blkdev" => {}
+            other => {
+                return Err(format!(
+                    "unknown mount option `{other}` (see `iomapfs --help` for the list)"
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kernel_generic_and_server_words() {
+        let o = MountOptions::parse(["rw,nosuid,nodev,allow_other", "iomap=off,threads=2,ro"])
+            .unwrap();
+        assert!(o.read_only && o.allow_other && !o.default_permissions);
+        assert_eq!(o.iomap, IomapPolicy::Off);
+        assert_eq!(o.threads, 2);
+        assert_eq!(o.ms_flags, (libc::MS_NOSUID | libc::MS_NODEV) as u64);
+    }
+
+    #[test]
+    fn later_words_win_and_flags_clear() {
+        let o = MountOptions::parse(["noexec,exec,ro,rw"]).unwrap();
+        assert_eq!(o.ms_flags, 0);
+        assert!(!o.read_only);
+    }
+
+    #[test]
+    fn rejects_bad_input_with_a_reason() {
+        for (bad, says) in [
+            ("bogus", "unknown mount option `bogus`"),
+            ("iomap=maybe", "expected auto, on or off"),
+            ("threads=0", "between 1 and 64"),
+            ("threads=x", "not a number"),
+            ("mode_file", "needs a value"),
+        ] {
+            let err = MountOptions::parse([bad]).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Directories and whole-filesystem queries: readdir(plus), statfs, statx.
+
+use ext2fs::{FileType, Ino};
+use fuse_wire::reply::DirentBuf;
+use fuse_wire::structs::{Kstatfs, StatfsOut, StatxOut};
+
+use super::{bytes, Reply, Server};
+use crate::attr::nodeid_of;
+
+/// d_type values (DT_*) for readdir.
+fn dtype(t: FileType) -> u32 {
+    match t {
+        FileType::Regular => libc::DT_REG as u32,
+        FileType::Dir => libc::DT_DIR as u32,
+        FileType::CharDev => libc::DT_CHR as u32,
+        FileType::BlockDev => libc::DT_BLK as u32,
+        FileType::Fifo => libc::DT_FIFO as u32,
+        FileType::Socket => libc::DT_SOCK as u32,
+        FileType::Symlink => libc::DT_LNK as u32,
+        FileType::Unknown => libc::DT_UNKNOWN as u32,
+    }
+}
+
+impl Server {
+    pub(super) fn opendir(&self, ino: Ino, _flags: u32) -> Reply {
+        let mut meta = self.meta();
+        Self::read_dir_inode(&mut meta, ino)?;
+        Ok(bytes(&fuse_wire::structs::OpenOut {
+            fh: 0,
+            // Directory contents may be cached between opens: only we change them.
+            open_flags: fuse_wire::consts::FOPEN_CACHE_DIR | fuse_wire::consts::FOPEN_KEEP_CACHE,
+            ..Default::default()
+        }))
+    }
+
+    pub(super) fn readdir(&self, ino: Ino, cookie: u64, size: u32, plus: bool) -> Reply {
+        let mut meta = self.meta();
+        Self::read_dir_inode(&mut meta, ino)?;
+        let mut buf = DirentBuf::new(size as usize);
+        let mut entries = Vec::new();
+        meta.fs()?.read_dir(ino, cookie, |e| {
+            entries.push((e.ino, e.name.to_vec(), e.ftype, e.next_cookie));
+            // Collect a little more than fits; the packing below stops at the limit.
+            entries.len() < 4096
+        })?;
+        for (child, name, ftype, next) in entries {
+            let dot = name == b"." || name == b"..";
+            let fits = if plus {
+                if dot {
+                    // The kernel does not take references for "." and "..".
+                    let mut entry = fuse_wire::structs::EntryOut::default();
+                    entry.attr.ino = child as u64;
+                    buf.push_plus(&entry, next, dtype(ftype), &name)
+                } else {
+                    let inode = meta.fs()?.read_inode(child)?;
+                    let entry = self.entry_out_peek(child, &inode);
+                    let fits = buf.push_plus(&entry, next, dtype(ftype), &name);
+                    if fits {
+                        *meta.lookups.entry(child).or_insert(0) += 1;
+                    }
+                    fits
+                }
+            } else {
+                buf.push(child as u64, next, dtype(ftype), &name)
+            };
+            if !fits {
+                break;
+            }
+        }
+        let _ = nodeid_of;
+        Ok(buf.into_bytes())
+    }
+
+    pub(super) fn statfs(&self) -> Reply {
+        let mut meta = self.meta();
+        let info = meta.fs()?.info();
+        let st = Kstatfs {
+            blocks: info.blocks_count,
+            bfree: info.free_blocks,
+            bavail: info.free_blocks.saturating_sub(info.reserved_blocks),
+            files: info.inodes_count as u64,
+            ffree: info.free_inodes as u64,
+            bsize: info.block_size,
+            namelen: 255,
+            frsize: info.block_size,
+            ..Default::default()
+        };
+        Ok(bytes(&StatfsOut { st }))
+    }
+
+    pub(super) fn statx(&self, ino: Ino) -> Reply {
+        let mut meta = self.meta();
+        let inode = meta.fs()?.read_inode(ino)?;
+        let attr = crate::attr::to_attr(ino, &inode, self.block_size, self.attr_flags());
+        let mut out = StatxOut::default();
+        out.attr_valid = self.opts.attr_timeout;
+        let st = &mut out.stat;
+        st.mask = libc::STATX_BASIC_STATS;
+        st.blksize = attr.blksize;
+        st.nlink = attr.nlink;
+        st.uid = attr.uid;
+        st.gid = attr.gid;
+        st.mode = attr.mode as u16;
+        st.ino = attr.ino;
+        st.size = attr.size;
+        st.blocks = attr.blocks;
+        let ts = |t: ext2fs::Timestamp| fuse_wire::structs::SxTime { tv_sec: t.sec, tv_nsec: t.nsec, __reserved: 0 };
+        st.atime = ts(inode.atime());
+        if let Some(b) = inode.crtime() {
+            st.btime = ts(b);
+            st.mask |= libc::STATX_BTIME;
+        }
+        st.ctime = ts(inode.ctime());
+        st.mtime = ts(inode.mtime());
+        st.rdev_major = libc::major(attr.rdev as u64) as u32;
+        st.rdev_minor = libc::minor(attr.rdev as u64) as u32;
+        Ok(bytes(&out))
+    }
+}

@@ -1,0 +1,270 @@
+//! Regular files: open, read, write, truncate, fallocate, seek.
+
+use std::sync::atomic::Ordering;
+
+use ext2fs::{Ino, Inode};
+use fuse_wire::consts::*;
+use fuse_wire::request::Request;
+use fuse_wire::structs::{CreateIn, LseekOut, OpenOut, WriteOut};
+
+use super::{bytes, Errno, Meta, Reply, Server};
+use crate::attr::now;
+use crate::engine::{self, Backing};
+
+const FALLOC_FL_KEEP_SIZE: u32 = 0x01;
+const FALLOC_FL_PUNCH_HOLE: u32 = 0x02;
+const FALLOC_FL_ZERO_RANGE: u32 = 0x10;
+const SEEK_DATA: u32 = 3;
+const SEEK_HOLE: u32 = 4;
+
+impl Server {
+    fn open_out(&self) -> OpenOut {
+        OpenOut {
+            fh: self.next_fh.fetch_add(1, Ordering::Relaxed),
+            // Only this server changes the filesystem, so cached pages stay valid.
+            open_flags: FOPEN_KEEP_CACHE,
+            ..Default::default()
+        }
+    }
+
+    pub(super) fn regular(meta: &mut Meta, ino: Ino) -> Result<Inode, Errno> {
+        let inode = meta.fs()?.read_inode(ino)?;
+        match inode.mode() & libc::S_IFMT {
+            libc::S_IFREG => Ok(inode),
+            libc::S_IFDIR => Err(Errno(libc::EISDIR)),
+            _ => Err(Errno(libc::EINVAL)),
+        }
+    }
+
+    pub(super) fn open(&self, ino: Ino, flags: u32) -> Reply {
+        let trunc = flags & libc::O_TRUNC as u32 != 0;
+        let _data = trunc.then(|| self.data_lock(ino).write());
+        let mut meta = self.meta();
+        let mut inode = meta.fs()?.read_inode(ino)?;
+        let writing = flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32;
+        if (writing || trunc) && meta.fs()?.read_only() {
+            return Err(Errno(libc::EROFS));
+        }
+        if trunc && inode.mode() & libc::S_IFMT == libc::S_IFREG && inode.size() != 0 {
+            self.truncate(&mut meta, ino, &mut inode, 0)?;
+            let t = now();
+            inode.set_mtime(t);
+            inode.set_ctime(t);
+            meta.fs()?.write_inode(ino, &inode)?;
+        }
+        Ok(bytes(&self.open_out()))
+    }
+
+    pub(super) fn create(&self, req: &Request<'_>, parent: Ino, name: &[u8], arg: &CreateIn) -> Reply {
+        let mut meta = self.meta();
+        let mode = libc::S_IFREG | (arg.mode & 0o7777);
+        let (ino, inode) = self.make_node(&mut meta, req, parent, Some(name), mode, 0)?;
+        let entry = self.entry_out(&mut meta, ino, &inode);
+        let mut out = bytes(&entry);
+        out.extend_from_slice(&bytes(&self.open_out()));
+        Ok(out)
+    }
+
+    /// O_TMPFILE: an inode with no name, freed when the kernel forgets it unless linked.
+    pub(super) fn tmpfile(&self, req: &Request<'_>, parent: Ino, arg: &CreateIn) -> Reply {
+        let mut meta = self.meta();
+        let mode = libc::S_IFREG | (arg.mode & 0o7777);
+        let (ino, inode) = self.make_node(&mut meta, req, parent, None, mode, 0)?;
+        meta.orphans.insert(ino);
+        let entry = self.entry_out(&mut meta, ino, &inode);
+        let mut out = bytes(&entry);
+        out.extend_from_slice(&bytes(&self.open_out()));
+        Ok(out)
+    }
+
+    pub(super) fn read(&self, ino: Ino, pos: u64, size: u32) -> Reply {
+        let _data = self.data_lock(ino).read();
+        let (pieces, len) = {
+            let mut meta = self.meta();
+            let inode = Self::regular(&mut meta, ino)?;
+            let file_size = inode.size();
+            if pos >= file_size {
+                return Ok(Vec::new());
+            }
+            let len = (file_size - pos).min(size as u64);
+            (engine::map(meta.fs()?, ino, &inode, pos, len)?, len)
+        };
+        let mut buf = vec![0u8; len as usize];
+        self.data.read(&pieces, pos, &mut buf)?;
+        Ok(buf)
+    }
+
+    pub(super) fn write(&self, ino: Ino, pos: u64, data: &[u8]) -> Reply {
+        let len = data.len() as u64;
+        let end = pos.checked_add(len).ok_or(Errno(libc::EFBIG))?;
+        let _data = self.data_lock(ino).write();
+        let (pieces, old_size) = {
+            let mut meta = self.meta();
+            let mut inode = Self::regular(&mut meta, ino)?;
+            let fs = Self::writable_fs(&mut meta)?;
+            if end > fs.info().max_file_size {
+                return Err(Errno(libc::EFBIG));
+            }
+            if len == 0 {
+                return Ok(bytes(&WriteOut { size: 0, padding: 0 }));
+            }
+            let old_size = inode.size();
+            (engine::begin_write(fs, ino, &mut inode, pos, len)?, old_size)
+        };
+        if pos > old_size {
+            self.zero_past_eof(ino, old_size)?;
+        }
+        self.data.write(&pieces, pos, data)?;
+        let mut meta = self.meta();
+        let fs = meta.fs()?;
+        let mut inode = fs.read_inode(ino)?;
+        engine::end_write(fs, ino, &mut inode, &pieces)?;
+        if end > inode.size() {
+            inode.set_size(end);
+        }
+        let t = now();
+        inode.set_mtime(t);
+        inode.set_ctime(t);
+        fs.write_inode(ino, &inode)?;
+        Ok(bytes(&WriteOut { size: len as u32, padding: 0 }))
+    }
+
+    fn writable_fs(meta: &mut Meta) -> Result<&mut ext2fs::Fs, Errno> {
+        let fs = meta.fs()?;
+        if fs.read_only() {
+            return Err(Errno(libc::EROFS));
+        }
+        Ok(fs)
+    }
+
+    /// Zeroes the on-disk bytes of the EOF block past `size`, so growing the file never
+    /// exposes stale bytes. Caller holds the inode's data lock.
+    fn zero_past_eof(&self, ino: Ino, size: u64) -> Result<(), Errno> {
+        let bs = self.block_size as u64;
+        if size % bs == 0 {
+            return Ok(());
+        }
+        let block_end = size.div_ceil(bs) * bs;
+        let pieces = {
+            let mut meta = self.meta();
+            let fs = meta.fs()?;
+            let inode = fs.read_inode(ino)?;
+            engine::map(fs, ino, &inode, size, block_end - size)?
+        };
+        self.data.zero(&pieces, size, block_end)?;
+        Ok(())
+    }
+
+    /// Sets the size, freeing blocks past it and zeroing the tail of the new last block.
+    /// Caller holds the inode's data lock exclusively and writes the inode afterwards.
+    pub(crate) fn truncate(&self, meta: &mut Meta, ino: Ino, inode: &mut Inode, size: u64) -> Result<(), Errno> {
+        let fs = Self::writable_fs(meta)?;
+        if size > fs.info().max_file_size {
+            return Err(Errno(libc::EFBIG));
+        }
+        let old = inode.size();
+        let bs = self.block_size as u64;
+        let edge = size.min(old);
+        if edge % bs != 0 {
+            let block_end = edge.div_ceil(bs) * bs;
+            let pieces = engine::map(fs, ino, inode, edge, block_end - edge)?;
+            self.data.zero(&pieces, edge, block_end)?;
+        }
+        if size < old {
+            engine::truncate_blocks(fs, ino, inode, size)?;
+        }
+        inode.set_size(size);
+        Ok(())
+    }
+
+    pub(super) fn fallocate(&self, ino: Ino, pos: u64, len: u64, mode: u32) -> Reply {
+        let end = pos.checked_add(len).ok_or(Errno(libc::EFBIG))?;
+        if len == 0 {
+            return Err(Errno(libc::EINVAL));
+        }
+        if mode & !(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0 {
+            return Err(Errno(libc::EOPNOTSUPP));
+        }
+        let punch = mode & FALLOC_FL_PUNCH_HOLE != 0;
+        let zero = mode & FALLOC_FL_ZERO_RANGE != 0;
+        if punch && (zero || mode & FALLOC_FL_KEEP_SIZE == 0) {
+            return Err(Errno(libc::EOPNOTSUPP));
+        }
+        let keep_size = mode & FALLOC_FL_KEEP_SIZE != 0 || punch;
+        let bs = self.block_size as u64;
+        let _data = self.data_lock(ino).write();
+        let mut meta = self.meta();
+        let mut inode = Self::regular(&mut meta, ino)?;
+        let fs = Self::writable_fs(&mut meta)?;
+        if end > fs.info().max_file_size {
+            return Err(Errno(libc::EFBIG));
+        }
+        let old_size = inode.size();
+        // Whole blocks inside the range, and the partial blocks at its edges.
+        let (full_first, full_end) = (pos.div_ceil(bs), end / bs);
+        if punch || zero {
+            let pieces = engine::map(fs, ino, &inode, pos, len)?;
+            let (head_end, tail_start) = if full_first < full_end {
+                (full_first * bs, full_end * bs)
+            } else {
+                (end, end)
+            };
+            self.data.zero(&pieces, pos, head_end.min(end))?;
+            self.data.zero(&pieces, tail_start.max(pos), end)?;
+            if full_first < full_end {
+                fs.punch(ino, &mut inode, full_first, Some(full_end - 1))?;
+                if zero {
+                    fs.allocate_unwritten(ino, &mut inode, full_first, full_end - full_first)?;
+                }
+            }
+        } else {
+            if pos > old_size && !keep_size {
+                drop(meta);
+                self.zero_past_eof(ino, old_size)?;
+                meta = self.meta();
+            }
+            let fs = meta.fs()?;
+            let (first, last_end) = engine::block_span(pos, len, bs);
+            fs.allocate_unwritten(ino, &mut inode, first, last_end - first)?;
+        }
+        if !keep_size && end > old_size {
+            inode.set_size(end);
+        }
+        let t = now();
+        inode.set_ctime(t);
+        if punch || zero || !keep_size {
+            inode.set_mtime(t);
+        }
+        meta.fs()?.write_inode(ino, &inode)?;
+        Ok(Vec::new())
+    }
+
+    pub(super) fn lseek(&self, ino: Ino, pos: u64, whence: u32) -> Reply {
+        if whence != SEEK_DATA && whence != SEEK_HOLE {
+            return Err(Errno(libc::EINVAL));
+        }
+        let _data = self.data_lock(ino).read();
+        let mut meta = self.meta();
+        let inode = Self::regular(&mut meta, ino)?;
+        let size = inode.size();
+        if pos >= size {
+            return Err(Errno(libc::ENXIO));
+        }
+        let pieces = engine::map(meta.fs()?, ino, &inode, pos, size - pos)?;
+        // Unwritten extents read as zeroes: like ext4 without cached pages, they are holes.
+        let is_data = |b: &Backing| matches!(b, Backing::Data { .. });
+        let found = pieces
+            .iter()
+            .find(|p| p.end() > pos && is_data(&p.backing) == (whence == SEEK_DATA))
+            .map(|p| p.offset.max(pos));
+        let offset = match (found, whence) {
+            (Some(off), _) => off.min(size),
+            (None, SEEK_HOLE) => size,
+            (None, _) => return Err(Errno(libc::ENXIO)),
+        };
+        if whence == SEEK_DATA && offset >= size {
+            return Err(Errno(libc::ENXIO));
+        }
+        Ok(bytes(&LseekOut { offset }))
+    }
+}

@@ -1,0 +1,98 @@
+//! INIT negotiation: protocol version, capability flags, and the iomap decision.
+
+use std::sync::atomic::Ordering;
+
+use fuse_wire::consts::*;
+use fuse_wire::iomap::{FUSE_IOMAP, IOMAP_MINOR};
+use fuse_wire::structs::{InitIn, InitOut};
+
+use super::{bytes, Errno, Reply, Server};
+use crate::options::IomapPolicy;
+
+/// Largest WRITE payload we ask for; requests are read into buffers of this plus headroom.
+pub const MAX_WRITE: u32 = 1 << 20;
+
+/// Capabilities the server wants when the kernel offers them.
+const WANTED: u64 = FUSE_ASYNC_READ
+    | FUSE_ATOMIC_O_TRUNC
+    | FUSE_BIG_WRITES
+    | FUSE_DO_READDIRPLUS
+    | FUSE_READDIRPLUS_AUTO
+    | FUSE_ASYNC_DIO
+    | FUSE_PARALLEL_DIROPS
+    | FUSE_MAX_PAGES
+    | FUSE_CACHE_SYMLINKS
+    | FUSE_INIT_EXT;
+
+impl Server {
+    pub(super) fn init(&self, arg: &InitIn) -> Reply {
+        if arg.major != KERNEL_VERSION {
+            tracing::error!("kernel speaks FUSE {}.{}, this server speaks 7.x", arg.major, arg.minor);
+            return Err(Errno(libc::EPROTO));
+        }
+        if arg.minor < MIN_SUPPORTED_MINOR {
+            tracing::error!(
+                "kernel speaks FUSE 7.{}; iomapfs needs 7.{MIN_SUPPORTED_MINOR} or newer",
+                arg.minor
+            );
+            return Err(Errno(libc::EPROTO));
+        }
+        let offered = if arg.flags & (FUSE_INIT_EXT as u32) != 0 {
+            join_init_flags(arg.flags, arg.flags2)
+        } else {
+            arg.flags as u64
+        };
+        let iomap_offered = offered & FUSE_IOMAP != 0;
+        let capable = self.iomap_capable.load(Ordering::Relaxed);
+        if iomap_offered && !capable {
+            tracing::info!("the kernel offers iomap, but the source is not a block device: classic mode (attach the image to a loop device to use iomap)");
+        }
+        let iomap_offered = iomap_offered && capable;
+        let use_iomap = match self.iomap_policy() {
+            IomapPolicy::Off => false,
+            IomapPolicy::Auto => iomap_offered,
+            IomapPolicy::On if iomap_offered => true,
+            IomapPolicy::On => {
+                tracing::error!(
+                    "iomap=on, but the kernel did not offer FUSE_IOMAP: it lacks the FUSE iomap \
+                     series (CONFIG_FUSE_IOMAP), or fuse.enable_iomap is off, or the mounter \
+                     lacks CAP_SYS_RAWIO"
+                );
+                return Err(Errno(libc::EPROTO));
+            }
+        };
+        let mut flags = offered & WANTED;
+        if use_iomap {
+            flags |= FUSE_IOMAP | FUSE_INIT_EXT;
+        }
+        self.iomap.store(use_iomap, Ordering::Relaxed);
+        self.proto_minor.store(arg.minor, Ordering::Relaxed);
+        let (flags_lo, flags_hi) = split_init_flags(flags);
+        let minor = if use_iomap { IOMAP_MINOR } else { KERNEL_MINOR_VERSION.min(arg.minor.max(MIN_SUPPORTED_MINOR)) };
+        tracing::info!(
+            "connected: kernel FUSE 7.{}, replying 7.{minor}, mode {}",
+            arg.minor,
+            self.mode().name()
+        );
+        if let Some(path) = &self.opts.mode_file {
+            if let Err(e) = std::fs::write(path, format!("{}\n", self.mode().name())) {
+                tracing::warn!("cannot write the mode file {}: {e}", path.display());
+            }
+        }
+        let out = InitOut {
+            major: KERNEL_VERSION,
+            minor,
+            max_readahead: arg.max_readahead,
+            flags: flags_lo,
+            max_background: DEFAULT_MAX_BACKGROUND,
+            congestion_threshold: DEFAULT_CONGESTION_THRESHOLD,
+            max_write: MAX_WRITE,
+            time_gran: 1,
+            max_pages: (MAX_WRITE / 4096) as u16,
+            map_alignment: 0,
+            flags2: flags_hi,
+            ..Default::default()
+        };
+        Ok(bytes(&out))
+    }
+}

@@ -1,0 +1,380 @@
+//! The filesystem server: FUSE requests in, ext4 changes and replies out.
+//!
+//! Locking: `meta` (libext2fs and the in-memory inode bookkeeping) is one mutex, held only
+//! for metadata work. File data moves outside it, serialised per inode by a striped
+//! read/write lock taken BEFORE `meta` (never the other way round): readers share it,
+//! writers, truncates and fallocates take it exclusively, so a read never sees blocks that
+//! a concurrent truncate freed.
+
+mod dir;
+mod file;
+mod init;
+mod iomap;
+mod node;
+mod xattr;
+
+pub use init::MAX_WRITE;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+
+use ext2fs::{Fs, Ino, Inode};
+use fuse_wire::request::{Op, Request};
+use fuse_wire::structs::{AttrOut, EntryOut};
+use zerocopy::{Immutable, IntoBytes};
+
+use crate::attr::{ino_of, nodeid_of, to_attr};
+use crate::data::DataDevice;
+use crate::options::{IomapPolicy, MountOptions};
+use crate::transport::Transport;
+
+/// A POSIX error number to answer a request with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl From<ext2fs::Error> for Errno {
+    fn from(e: ext2fs::Error) -> Self {
+        tracing::debug!("libext2fs: {e}");
+        Errno(e.errno())
+    }
+}
+
+impl From<std::io::Error> for Errno {
+    fn from(e: std::io::Error) -> Self {
+        Errno(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+/// A reply payload, or the error to answer with.
+pub type Reply = Result<Vec<u8>, Errno>;
+
+pub(crate) fn bytes<T: IntoBytes + Immutable>(value: &T) -> Vec<u8> {
+    value.as_bytes().to_vec()
+}
+
+/// Requests that change the filesystem (refused after SHUTDOWN_FS).
+fn modifies(op: &Op<'_>) -> bool {
+    matches!(
+        op,
+        Op::Setattr(_)
+            | Op::Symlink { .. }
+            | Op::Mknod { .. }
+            | Op::Mkdir { .. }
+            | Op::Unlink { .. }
+            | Op::Rmdir { .. }
+            | Op::Rename { .. }
+            | Op::Link { .. }
+            | Op::Create { .. }
+            | Op::Tmpfile { .. }
+            | Op::Write { .. }
+            | Op::Setxattr { .. }
+            | Op::Removexattr { .. }
+            | Op::Fallocate(_)
+            | Op::IomapBegin(_)
+            | Op::IomapIoend(_)
+    )
+}
+
+/// Which I/O path the kernel and the server agreed on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Classic,
+    Iomap,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Classic => "classic",
+            Mode::Iomap => "iomap",
+        }
+    }
+}
+
+/// The metadata side: libext2fs plus what the kernel holds.
+pub(crate) struct Meta {
+    /// `None` once DESTROY has closed the filesystem.
+    pub fs: Option<Fs>,
+    /// Kernel lookup counts; an unlinked inode is freed when its count drops to zero.
+    pub lookups: HashMap<Ino, u64>,
+    /// Inodes with no links left that are freed once the kernel forgets them.
+    pub orphans: HashSet<Ino>,
+}
+
+impl Meta {
+    pub fn fs(&mut self) -> Result<&mut Fs, Errno> {
+        self.fs.as_mut().ok_or(Errno(libc::EIO))
+    }
+}
+
+const DATA_LOCK_STRIPES: usize = 256;
+
+pub struct Server {
+    meta: Mutex<Meta>,
+    data: DataDevice,
+    block_size: u32,
+    data_locks: Vec<RwLock<()>>,
+    opts: MountOptions,
+    /// Negotiated at INIT.
+    iomap: AtomicBool,
+    proto_minor: AtomicU32,
+    next_fh: AtomicU64,
+    /// Set when the session should stop (DESTROY answered).
+    finished: AtomicBool,
+    /// Set by SHUTDOWN_FS: changes are refused from then on.
+    shut_down: AtomicBool,
+    /// Whether iomap can work here: the data device can be registered with the kernel.
+    iomap_capable: AtomicBool,
+    /// The kernel's id for our device in iomap mappings.
+    backing_dev: AtomicU32,
+    /// The connection, for ioctls and notifications that are not replies.
+    transport: OnceLock<Arc<dyn Transport>>,
+}
+
+impl Server {
+    pub fn new(fs: Fs, data: std::fs::File, opts: MountOptions) -> Self {
+        let block_size = fs.block_size();
+        Self {
+            meta: Mutex::new(Meta { fs: Some(fs), lookups: HashMap::new(), orphans: HashSet::new() }),
+            data: DataDevice::new(data, block_size),
+            block_size,
+            data_locks: (0..DATA_LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
+            opts,
+            iomap: AtomicBool::new(false),
+            proto_minor: AtomicU32::new(0),
+            next_fh: AtomicU64::new(1),
+            finished: AtomicBool::new(false),
+            shut_down: AtomicBool::new(false),
+            iomap_capable: AtomicBool::new(false),
+            backing_dev: AtomicU32::new(0),
+            transport: OnceLock::new(),
+        }
+    }
+
+    /// Connects the server to its transport. `iomap_capable` says whether the kernel can
+    /// be given the data device (a block device, or a model that answers locally).
+    pub fn attach(&self, transport: Arc<dyn Transport>, iomap_capable: bool) {
+        let _ = self.transport.set(transport);
+        self.iomap_capable.store(iomap_capable, Ordering::Relaxed);
+    }
+
+    pub fn mode(&self) -> Mode {
+        if self.iomap.load(Ordering::Relaxed) {
+            Mode::Iomap
+        } else {
+            Mode::Classic
+        }
+    }
+
+    pub fn iomap_policy(&self) -> IomapPolicy {
+        self.opts.iomap
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn meta(&self) -> MutexGuard<'_, Meta> {
+        // A panic while holding the lock must not wedge every other request.
+        self.meta.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn data_lock(&self, ino: Ino) -> &RwLock<()> {
+        &self.data_locks[ino as usize % DATA_LOCK_STRIPES]
+    }
+
+    fn attr_flags(&self) -> u32 {
+        if self.iomap.load(Ordering::Relaxed) {
+            fuse_wire::consts::FUSE_ATTR_IOMAP | fuse_wire::consts::FUSE_ATTR_EXCLUSIVE
+        } else {
+            0
+        }
+    }
+
+    pub(crate) fn attr_out(&self, ino: Ino, inode: &Inode) -> Vec<u8> {
+        bytes(&AttrOut {
+            attr_valid: self.opts.attr_timeout,
+            attr_valid_nsec: 0,
+            dummy: 0,
+            attr: to_attr(ino, inode, self.block_size, self.attr_flags()),
+        })
+    }
+
+    /// An entry reply; the kernel now holds one more lookup reference on `ino`.
+    pub(crate) fn entry_out(&self, meta: &mut Meta, ino: Ino, inode: &Inode) -> EntryOut {
+        *meta.lookups.entry(ino).or_insert(0) += 1;
+        self.entry_out_peek(ino, inode)
+    }
+
+    /// An entry reply without taking a reference (the caller accounts for it).
+    pub(crate) fn entry_out_peek(&self, ino: Ino, inode: &Inode) -> EntryOut {
+        EntryOut {
+            nodeid: nodeid_of(ino),
+            generation: inode.generation() as u64,
+            entry_valid: self.opts.attr_timeout,
+            attr_valid: self.opts.attr_timeout,
+            entry_valid_nsec: 0,
+            attr_valid_nsec: 0,
+            attr: to_attr(ino, inode, self.block_size, self.attr_flags()),
+        }
+    }
+
+    /// Handles one request. `None` means the request gets no reply (FORGET, INTERRUPT).
+    pub fn handle(&self, req: &Request<'_>, transport: &dyn Transport) -> Option<Reply> {
+        let nodeid = req.header.nodeid;
+        let ino = || ino_of(nodeid).ok_or(Errno(libc::ESTALE));
+        if self.opts.debug {
+            tracing::debug!(unique = req.header.unique, nodeid, "{:?}", req.op);
+        }
+        if self.shut_down.load(Ordering::Relaxed) && modifies(&req.op) {
+            return Some(Err(Errno(libc::EIO)));
+        }
+        let reply = match &req.op {
+            Op::Init(arg) => self.init(arg),
+            Op::Destroy => self.destroy(),
+            Op::Forget(arg) => {
+                self.forget(&[(nodeid, arg.nlookup)]);
+                return None;
+            }
+            Op::BatchForget { forgets } => {
+                let list: Vec<(u64, u64)> = forgets.iter().map(|f| (f.nodeid, f.nlookup)).collect();
+                self.forget(&list);
+                return None;
+            }
+            Op::Interrupt(_) => return None,
+            Op::Lookup { name } => ino().and_then(|p| self.lookup(p, name)),
+            Op::Getattr(_) => ino().and_then(|i| self.getattr(i)),
+            Op::Setattr(arg) => ino().and_then(|i| self.setattr(i, arg)),
+            Op::Readlink => ino().and_then(|i| self.readlink(i)),
+            Op::Symlink { name, target } => ino().and_then(|p| self.symlink(req, p, name, target)),
+            Op::Mknod { arg, name } => ino().and_then(|p| self.mknod(req, p, name, arg.mode, arg.rdev, arg.umask)),
+            Op::Mkdir { arg, name } => ino().and_then(|p| self.mkdir(req, p, name, arg.mode, arg.umask)),
+            Op::Unlink { name } => ino().and_then(|p| self.unlink(p, name)),
+            Op::Rmdir { name } => ino().and_then(|p| self.rmdir(p, name)),
+            Op::Rename { newdir, flags, oldname, newname } => ino().and_then(|p| {
+                let np = ino_of(*newdir).ok_or(Errno(libc::ESTALE))?;
+                self.rename(p, oldname, np, newname, *flags)
+            }),
+            Op::Link { arg, name } => ino().and_then(|p| {
+                let target = ino_of(arg.oldnodeid).ok_or(Errno(libc::ESTALE))?;
+                self.link(target, p, name)
+            }),
+            Op::Open(arg) => ino().and_then(|i| self.open(i, arg.flags)),
+            Op::Create { arg, name } => ino().and_then(|p| self.create(req, p, name, arg)),
+            Op::Tmpfile { arg, name: _ } => ino().and_then(|p| self.tmpfile(req, p, arg)),
+            Op::Read(arg) => ino().and_then(|i| self.read(i, arg.offset, arg.size)),
+            Op::Write { arg, data } => ino().and_then(|i| self.write(i, arg.offset, data)),
+            Op::Flush(_) | Op::Release(_) | Op::Releasedir(_) => Ok(Vec::new()),
+            Op::Fsync(_) | Op::Fsyncdir(_) => self.sync(),
+            Op::Syncfs(_) => self.sync(),
+            Op::Opendir(arg) => ino().and_then(|i| self.opendir(i, arg.flags)),
+            Op::Readdir(arg) => ino().and_then(|i| self.readdir(i, arg.offset, arg.size, false)),
+            Op::Readdirplus(arg) => ino().and_then(|i| self.readdir(i, arg.offset, arg.size, true)),
+            Op::Statfs => self.statfs(),
+            Op::Setxattr { arg, name, value } => ino().and_then(|i| self.setxattr(i, name, value, arg.flags)),
+            Op::Getxattr { arg, name } => ino().and_then(|i| self.getxattr(i, name, arg.size)),
+            Op::Listxattr(arg) => ino().and_then(|i| self.listxattr(i, arg.size)),
+            Op::Removexattr { name } => ino().and_then(|i| self.removexattr(i, name)),
+            Op::Fallocate(arg) => ino().and_then(|i| self.fallocate(i, arg.offset, arg.length, arg.mode)),
+            Op::Lseek(arg) => ino().and_then(|i| self.lseek(i, arg.offset, arg.whence)),
+            Op::Statx(_) => ino().and_then(|i| self.statx(i)),
+            Op::IomapConfig(arg) => self.iomap_config(arg),
+            Op::IomapBegin(arg) => ino().and_then(|i| self.iomap_begin(i, arg)),
+            Op::IomapEnd(arg) => ino().and_then(|i| self.iomap_end(i, arg)),
+            Op::IomapIoend(arg) => ino().and_then(|i| self.iomap_ioend(i, arg)),
+            Op::FreezeFs(_) => self.freeze(),
+            Op::UnfreezeFs => Ok(Vec::new()),
+            Op::ShutdownFs(_) => self.shutdown_fs(),
+            _ => Err(Errno(libc::ENOSYS)),
+        };
+        let _ = transport;
+        Some(reply)
+    }
+
+    /// The request loop calls this on each worker thread before serving.
+    pub fn prepare_thread(&self, transport: &dyn Transport) {
+        if self.mode() == Mode::Iomap {
+            // Memory reclaim must not recurse into this filesystem through us.
+            if let Err(e) = transport.set_nofs() {
+                tracing::warn!("FUSE_DEV_IOC_SET_NOFS failed: {e}");
+            }
+        }
+    }
+
+    /// Drops kernel references; frees inodes that were unlinked while referenced.
+    fn forget(&self, list: &[(u64, u64)]) {
+        let mut meta = self.meta();
+        for &(nodeid, n) in list {
+            let Some(ino) = ino_of(nodeid) else { continue };
+            let left = match meta.lookups.get_mut(&ino) {
+                Some(count) => {
+                    *count = count.saturating_sub(n);
+                    *count
+                }
+                None => continue,
+            };
+            if left == 0 {
+                meta.lookups.remove(&ino);
+                if let Err(e) = self.free_if_orphan(&mut meta, ino) {
+                    tracing::warn!(ino, "cannot free unlinked inode: {e:?}");
+                }
+            }
+        }
+    }
+
+    /// Frees `ino` if it is an orphan the kernel no longer references.
+    pub(crate) fn free_if_orphan(&self, meta: &mut Meta, ino: Ino) -> Result<(), Errno> {
+        if meta.lookups.contains_key(&ino) || !meta.orphans.remove(&ino) {
+            return Ok(());
+        }
+        Self::free_unlinked(meta, ino)
+    }
+
+    /// Frees `ino` if nothing links to it any more.
+    fn free_unlinked(meta: &mut Meta, ino: Ino) -> Result<(), Errno> {
+        let fs = meta.fs()?;
+        if fs.read_only() {
+            return Ok(());
+        }
+        let inode = fs.read_inode(ino)?;
+        if inode.links() == 0 && inode.mode() != 0 {
+            fs.free_inode(ino)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes metadata and data to the device.
+    fn sync(&self) -> Reply {
+        {
+            let mut meta = self.meta();
+            let fs = meta.fs()?;
+            if !fs.read_only() {
+                fs.flush()?;
+            }
+        }
+        self.data.sync()?;
+        Ok(Vec::new())
+    }
+
+    /// Frees orphans, flushes and closes the filesystem. Idempotent.
+    pub fn shutdown(&self) -> Result<(), Errno> {
+        let mut meta = self.meta();
+        let Some(_) = meta.fs.as_ref() else { return Ok(()) };
+        meta.lookups.clear();
+        let orphans: Vec<Ino> = meta.orphans.drain().collect();
+        for ino in orphans {
+            Self::free_unlinked(&mut meta, ino)?;
+        }
+        let fs = meta.fs.take().expect("checked above");
+        fs.close()?;
+        self.data.sync()?;
+        Ok(())
+    }
+
+    fn destroy(&self) -> Reply {
+        let result = self.shutdown();
+        self.finished.store(true, Ordering::Relaxed);
+        result.map(|_| Vec::new())
+    }
+}

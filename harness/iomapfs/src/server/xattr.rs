@@ -1,0 +1,94 @@
+//! Extended attributes, including POSIX ACLs stored as system.posix_acl_* xattrs.
+
+use ext2fs::{Ino, XattrSetMode};
+use fuse_wire::structs::GetxattrOut;
+
+use super::{bytes, Errno, Reply, Server};
+use crate::attr::now;
+
+/// The kernel's limits (XATTR_NAME_MAX, XATTR_SIZE_MAX).
+const NAME_MAX: usize = 255;
+const SIZE_MAX: usize = 65536;
+
+fn check_name(name: &[u8]) -> Result<(), Errno> {
+    if name.is_empty() || name.len() > NAME_MAX {
+        return Err(Errno(libc::ERANGE));
+    }
+    // ext4 stores only these namespaces.
+    const KNOWN: [&[u8]; 4] = [b"user.", b"trusted.", b"security.", b"system."];
+    if !KNOWN.iter().any(|p| name.starts_with(p) && name.len() > p.len()) {
+        return Err(Errno(libc::EOPNOTSUPP));
+    }
+    Ok(())
+}
+
+/// Answers a get/list request: the size when the caller asked with size 0, the bytes when
+/// they fit, ERANGE otherwise.
+fn sized(value: Vec<u8>, size: u32) -> Reply {
+    if size == 0 {
+        Ok(bytes(&GetxattrOut { size: value.len() as u32, padding: 0 }))
+    } else if value.len() > size as usize {
+        Err(Errno(libc::ERANGE))
+    } else {
+        Ok(value)
+    }
+}
+
+impl Server {
+    pub(super) fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: u32) -> Reply {
+        check_name(name)?;
+        if value.len() > SIZE_MAX {
+            return Err(Errno(libc::E2BIG));
+        }
+        let mode = match flags as i32 {
+            0 => XattrSetMode::Any,
+            libc::XATTR_CREATE => XattrSetMode::Create,
+            libc::XATTR_REPLACE => XattrSetMode::Replace,
+            _ => return Err(Errno(libc::EINVAL)),
+        };
+        let mut meta = self.meta();
+        let fs = meta.fs()?;
+        if fs.read_only() {
+            return Err(Errno(libc::EROFS));
+        }
+        fs.xattr_set(ino, name, value, mode)?;
+        self.touch_ctime(fs, ino)?;
+        Ok(Vec::new())
+    }
+
+    pub(super) fn getxattr(&self, ino: Ino, name: &[u8], size: u32) -> Reply {
+        check_name(name)?;
+        let mut meta = self.meta();
+        let value = meta.fs()?.xattr_get(ino, name)?.ok_or(Errno(libc::ENODATA))?;
+        sized(value, size)
+    }
+
+    pub(super) fn listxattr(&self, ino: Ino, size: u32) -> Reply {
+        let mut meta = self.meta();
+        let mut list = Vec::new();
+        for name in meta.fs()?.xattr_list(ino)? {
+            list.extend_from_slice(&name);
+            list.push(0);
+        }
+        sized(list, size)
+    }
+
+    pub(super) fn removexattr(&self, ino: Ino, name: &[u8]) -> Reply {
+        check_name(name)?;
+        let mut meta = self.meta();
+        let fs = meta.fs()?;
+        if fs.read_only() {
+            return Err(Errno(libc::EROFS));
+        }
+        fs.xattr_remove(ino, name)?;
+        self.touch_ctime(fs, ino)?;
+        Ok(Vec::new())
+    }
+
+    fn touch_ctime(&self, fs: &mut ext2fs::Fs, ino: Ino) -> Result<(), Errno> {
+        let mut inode = fs.read_inode(ino)?;
+        inode.set_ctime(now());
+        fs.write_inode(ino, &inode)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,96 @@
+//! The request loop: read, decode, handle, reply, on one or more threads.
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+
+use fuse_wire::structs::OutHeader;
+use zerocopy::IntoBytes;
+
+use crate::server::{Errno, Reply, Server};
+use crate::transport::Transport;
+
+/// Size of one request buffer: the largest WRITE plus headers.
+pub fn buffer_size() -> usize {
+    fuse_wire::consts::request_buffer_size(crate::server::MAX_WRITE)
+}
+
+/// Decodes and answers one request. Malformed requests are answered with an error when
+/// they carry a readable `unique`, and otherwise dropped with a log line.
+pub fn handle_one(server: &Server, transport: &dyn Transport, bytes: &[u8]) -> io::Result<()> {
+    match fuse_wire::request::parse(bytes) {
+        Ok(req) => match server.handle(&req, transport) {
+            Some(reply) => send_reply(transport, req.header.unique, reply),
+            None => Ok(()),
+        },
+        Err(e) => {
+            tracing::warn!("malformed request: {e}");
+            match e.unique() {
+                Some(unique) => send_reply(transport, unique, Err(Errno(e.errno()))),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// Sends a reply (or error) for request `unique`.
+pub fn send_reply(transport: &dyn Transport, unique: u64, reply: Reply) -> io::Result<()> {
+    let (error, payload) = match &reply {
+        Ok(bytes) => (0, bytes.as_slice()),
+        Err(Errno(e)) => (-e, &[][..]),
+    };
+    let header = OutHeader {
+        len: (std::mem::size_of::<OutHeader>() + payload.len()) as u32,
+        error,
+        unique,
+    };
+    transport.send(&[IoSlice::new(header.as_bytes()), IoSlice::new(payload)])
+}
+
+/// Serves requests until the session ends, with `threads` readers, then flushes and
+/// closes the filesystem.
+pub fn serve(server: Arc<Server>, transport: Arc<dyn Transport>, threads: usize) -> anyhow::Result<()> {
+    let mut workers = Vec::new();
+    for i in 1..threads.max(1) {
+        let t = match transport.for_worker() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("cannot clone the FUSE connection for worker {i}: {e}; continuing with {i} thread(s)");
+                break;
+            }
+        };
+        let s = server.clone();
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("iomapfs-{i}"))
+                .spawn(move || worker_loop(&s, t.as_ref()))?,
+        );
+    }
+    let main_result = worker_loop(&server, transport.as_ref());
+    for w in workers {
+        match w.join() {
+            Ok(Err(e)) => tracing::warn!("worker stopped with an error: {e}"),
+            Err(_) => tracing::error!("a worker thread panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    let closed = server.shutdown();
+    main_result?;
+    closed.map_err(|Errno(e)| anyhow::anyhow!("closing the filesystem failed: {}", io::Error::from_raw_os_error(e)))
+}
+
+fn worker_loop(server: &Server, transport: &dyn Transport) -> io::Result<()> {
+    server.prepare_thread(transport);
+    let mut buf = vec![0u8; buffer_size()];
+    while let Some(n) = transport.receive(&mut buf)? {
+        match handle_one(server, transport, &buf[..n]) {
+            // The connection went away under us: the session is over.
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => break,
+            other => other?,
+        }
+        if server.is_finished() {
+            transport.close();
+            break;
+        }
+    }
+    Ok(())
+}
