@@ -1,0 +1,66 @@
+//! `kmodel --server PATH [--seed N] [--ops N]`: run one random sequence against a fresh
+//! image, for manual use and replaying a failing seed.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "kmodel", about = "Drive iomapfs over its kernel socket the way the kernel's FUSE iomap client would, and check every byte.")]
+struct Cli {
+    /// The iomapfs binary (default: next to this one).
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// Random seed (default: time-derived; always printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Number of random operations.
+    #[arg(long, default_value_t = 5000)]
+    ops: u64,
+    /// File system block size (mkfs.ext4 -b).
+    #[arg(long, default_value_t = 4096)]
+    block_size: u32,
+    /// Remount every N operations.
+    #[arg(long, default_value_t = 400)]
+    remount_every: u64,
+    /// Server -o options (e.g. fault=map_off_by_one_block).
+    #[arg(short = 'o')]
+    options: Vec<String>,
+    /// Keep the image, socket and logs here instead of a temporary directory.
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+    /// Print every operation.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let server = match cli.server {
+        Some(s) => s,
+        None => std::env::current_exe()?.with_file_name("iomapfs"),
+    };
+    let seed = cli.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+    let mut cfg = kmodel::RunConfig::new(server, seed, cli.ops);
+    cfg.block_size = cli.block_size;
+    cfg.remount_every = cli.remount_every.max(1);
+    cfg.server_options = cli.options;
+    cfg.verbose = cli.verbose;
+    if let Some(dir) = cli.workdir {
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        cfg.workdir = Some(dir);
+    }
+    match kmodel::run(&cfg) {
+        Ok(report) => {
+            println!("{report}");
+            Ok(())
+        }
+        Err(failure) => {
+            eprintln!("{failure}");
+            std::process::exit(1);
+        }
+    }
+}

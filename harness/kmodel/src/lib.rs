@@ -1,0 +1,36 @@
+//! kmodel: a userspace model of the Linux kernel's FUSE iomap client.
+//!
+//! It plays the kernel for iomapfs over the server's `--kernel-socket` transport: INIT
+//! offering FUSE_IOMAP, IOMAP_CONFIG, lookups and creates, then every data path the way
+//! fs/fuse and fs/iomap perform it (protocol doc §7): ask IOMAP_BEGIN, validate the reply
+//! with the kernel's rules, move the bytes to or from the image at the mapped address,
+//! send IOMAP_END and IOMAP_IOEND exactly when the kernel would. A sparse model of every
+//! file is the oracle; seeded random sequences check it step by step, across remounts, and
+//! finally with `e2fsck -fn` and an independent reader (ext4-view).
+//!
+//! - [`session`]: the server process and the SEQPACKET socket;
+//! - [`wire`]: request building, reply decoding, readable descriptions;
+//! - [`kernel`]: INIT/CONFIG, the inode table, namespace ops, sync, freeze, unmount;
+//! - [`iomap`]: the fs/iomap data paths (read, write, zero, writeback, direct I/O,
+//!   truncate, fallocate, FIEMAP, SEEK_DATA/SEEK_HOLE, swapfiles);
+//! - [`cache`]: the dirty page cache;
+//! - [`oracle`]: expected file contents;
+//! - [`image`]: mkfs, e2fsck, ext4-view;
+//! - [`random`]: seeded random sequences.
+
+pub mod cache;
+pub mod error;
+pub mod image;
+pub mod iomap;
+pub mod kernel;
+pub mod oracle;
+pub mod random;
+pub mod session;
+pub mod wire;
+
+pub use error::{Error, Mismatch, Result};
+pub use iomap::{FiemapExtent, Mapping};
+pub use kernel::{Inode, Kernel, NodeId};
+pub use oracle::SparseFile;
+pub use random::{run, RunConfig, RunFailure, RunReport};
+pub use session::{ServerSpec, Session};

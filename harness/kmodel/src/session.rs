@@ -1,0 +1,254 @@
+//! One connection to a server: the iomapfs process (spawned with `--kernel-socket`) and the
+//! SOCK_SEQPACKET socket that stands in for /dev/fuse. One packet = one request or reply.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
+
+use crate::error::{Error, Result};
+use crate::wire::{Reply, Request};
+
+/// How to start a server.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    /// The `iomapfs` binary.
+    pub binary: PathBuf,
+    /// The ext4 image it serves.
+    pub image: PathBuf,
+    /// Words for `-o` (e.g. `fault=map_off_by_one_block`).
+    pub options: Vec<String>,
+    /// Where the socket and the server log go.
+    pub workdir: PathBuf,
+}
+
+/// Largest message either side sends: a 1 MiB payload plus headers.
+const MAX_MESSAGE: usize = (1 << 20) + 4096;
+/// How long the server may take to create its socket.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a server that answered DESTROY may take to exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A notification the server sent (unique 0).
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub code: i32,
+    pub payload: Vec<u8>,
+}
+
+/// The connection and, when we started it, the server process.
+pub struct Session {
+    sock: OwnedFd,
+    child: Option<Child>,
+    log: Option<PathBuf>,
+    unique: u64,
+    buf: Vec<u8>,
+    /// Notifications not yet looked at by the kernel model.
+    pub notifications: Vec<Notification>,
+    /// Requests sent, by opcode.
+    pub counts: BTreeMap<String, u64>,
+}
+
+impl Session {
+    /// Starts `iomapfs IMAGE --kernel-socket SOCK [-o ...]` and connects to it.
+    pub fn spawn(spec: &ServerSpec, reply_timeout: Duration) -> Result<Session> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sock_path = spec.workdir.join(format!("kmodel-{}-{n}.sock", std::process::id()));
+        let log = spec.workdir.join(format!("iomapfs-{n}.log"));
+        let log_file = File::create(&log).map_err(|e| Error::io(format!("create {}", log.display()), e))?;
+        let mut cmd = Command::new(&spec.binary);
+        cmd.arg(&spec.image).arg("--kernel-socket").arg(&sock_path);
+        if !spec.options.is_empty() {
+            cmd.arg("-o").arg(spec.options.join(","));
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("cannot start the server {}", spec.binary.display()), e))?;
+        let sock = match connect_when_ready(&sock_path, &mut child) {
+            Ok(sock) => sock,
+            Err(what) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(Error::Server(format!("{what}\n  server log:\n{log}")));
+            }
+        };
+        let mut session = Session::with_socket(sock, reply_timeout)?;
+        session.child = Some(child);
+        session.log = Some(log);
+        Ok(session)
+    }
+
+    /// Wraps an already connected SEQPACKET socket (a fake server in tests).
+    pub fn with_socket(sock: OwnedFd, reply_timeout: Duration) -> Result<Session> {
+        rustix::net::sockopt::set_socket_timeout(&sock, rustix::net::sockopt::Timeout::Recv, Some(reply_timeout))
+            .map_err(|e| Error::io("set the socket's receive timeout", e.into()))?;
+        Ok(Session {
+            sock,
+            child: None,
+            log: None,
+            unique: 0,
+            buf: vec![0u8; MAX_MESSAGE],
+            notifications: Vec::new(),
+            counts: BTreeMap::new(),
+        })
+    }
+
+    /// Sends a request and waits for its reply; notifications that arrive meanwhile are
+    /// queued in `self.notifications`.
+    pub fn call(&mut self, req: &Request) -> Result<Reply> {
+        let unique = self.send(req)?;
+        loop {
+            let msg = self.receive(req)?;
+            let view = fuse_wire::parse_reply(&msg).map_err(|e| Error::Violation {
+                rule: format!("reply framing (fuse_dev_do_write): {e}"),
+                request: req.summary(),
+                reply: hex_prefix(&msg),
+            })?;
+            if view.is_notification() {
+                self.notifications.push(Notification { code: view.header.error, payload: view.payload.to_vec() });
+                continue;
+            }
+            if view.header.unique != unique {
+                return Err(Error::Violation {
+                    rule: format!(
+                        "reply for unique {} while only {unique} is outstanding (the kernel answers ENOENT)",
+                        view.header.unique
+                    ),
+                    request: req.summary(),
+                    reply: hex_prefix(&msg),
+                });
+            }
+            return Ok(Reply { error: view.header.error, payload: view.payload.to_vec() });
+        }
+    }
+
+    /// Sends a request that gets no reply (FORGET).
+    pub fn send_only(&mut self, req: &Request) -> Result<()> {
+        self.send(req).map(|_| ())
+    }
+
+    fn send(&mut self, req: &Request) -> Result<u64> {
+        // Kernel uniques are even; odd ones are reserved for interrupts.
+        self.unique += 2;
+        let bytes = req.encode(self.unique);
+        *self.counts.entry(format!("{:?}", req.opcode)).or_default() += 1;
+        match rustix::net::send(&self.sock, &bytes, SendFlags::NOSIGNAL) {
+            Ok(n) if n == bytes.len() => Ok(self.unique),
+            Ok(n) => Err(Error::Server(format!("short send of {}: {n} of {} bytes", req.summary(), bytes.len()))),
+            Err(e) => Err(self.dead(&format!("cannot send {}: {e}", req.summary()))),
+        }
+    }
+
+    fn receive(&mut self, req: &Request) -> Result<Vec<u8>> {
+        match rustix::net::recv(&self.sock, &mut self.buf[..], RecvFlags::TRUNC) {
+            Ok((_, 0)) => Err(self.dead(&format!("the server hung up while {} waited for its reply", req.summary()))),
+            Ok((_, n)) if n > self.buf.len() => Err(Error::Server(format!(
+                "reply to {} is {n} bytes, more than the {} a request buffer holds",
+                req.summary(),
+                self.buf.len()
+            ))),
+            Ok((n, _)) => Ok(self.buf[..n].to_vec()),
+            Err(rustix::io::Errno::AGAIN) => {
+                Err(self.dead(&format!("no reply to {} within the reply timeout (server hung?)", req.summary())))
+            }
+            Err(e) => Err(self.dead(&format!("receiving the reply to {} failed: {e}", req.summary()))),
+        }
+    }
+
+    /// An error that says whether the server process is still there, with its log tail.
+    fn dead(&mut self, what: &str) -> Error {
+        let status = match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => format!("; server exited: {status}"),
+            Some(Ok(None)) => "; server still running".to_string(),
+            _ => String::new(),
+        };
+        Error::Server(format!("{what}{status}{}", self.log_tail()))
+    }
+
+    /// The last lines of the server's log, prefixed for appending to a message.
+    pub fn log_tail(&self) -> String {
+        let Some(path) = &self.log else { return String::new() };
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(15)..].join("\n    ");
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!("\n  server log ({}):\n    {tail}", path.display())
+        }
+    }
+
+    /// After DESTROY: hang up and wait for the server to exit successfully.
+    pub fn finish(mut self) -> Result<()> {
+        let _ = rustix::net::shutdown(&self.sock, rustix::net::Shutdown::Both);
+        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => {
+                    return Err(Error::Server(format!("server exited with {status} after DESTROY{}", self.log_tail())))
+                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(Error::Server(format!(
+                        "server still running {EXIT_TIMEOUT:?} after DESTROY; killed{}",
+                        self.log_tail()
+                    )));
+                }
+                Err(e) => return Err(Error::io("wait for the server", e)),
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Connects to `path` once the server listens there; fails early if the server exits.
+fn connect_when_ready(path: &Path, child: &mut Child) -> std::result::Result<OwnedFd, String> {
+    let addr = SocketAddrUnix::new(path).map_err(|e| format!("socket path {}: {e}", path.display()))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let sock = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+            .map_err(|e| format!("cannot create a SEQPACKET socket: {e}"))?;
+        match rustix::net::connect(&sock, &addr) {
+            Ok(()) => return Ok(sock),
+            Err(e) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("the server exited before accepting a connection: {status}"));
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!("cannot connect to {} within {START_TIMEOUT:?}: {e}", path.display()));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+/// A connected pair for tests that play the server themselves.
+pub fn socket_pair() -> Result<(OwnedFd, OwnedFd)> {
+    rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+        .map_err(|e| Error::io("socketpair", e.into()))
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    let shown: String = bytes.iter().take(64).map(|b| format!("{b:02x}")).collect();
+    format!("{} bytes: {shown}", bytes.len())
+}
