@@ -25,6 +25,8 @@ pub fn run(target: &dyn Target, body: fn(&dyn Target) -> anyhow::Result<()>) {
         eprintln!("SKIPPED on {}: {reason}", target.name());
         return;
     }
+    // Creation modes in the tests assume the usual umask, whatever the caller's is.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     if let Err(e) = body(target) {
         panic!("{} failed: {e:#}", target.name());
     }

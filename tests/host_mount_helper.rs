@@ -1,0 +1,163 @@
+//! The server's own entry points, iomapfs only (the kernel control has no equivalent):
+//! `mount -t fuse.iomapfs /dev/loopN MNT` through /sbin/mount.fuse.iomapfs, where umount
+//! must not return before the server has flushed and closed the device (FUSE DESTROY), and
+//! `iomapfs IMG MNT` without -f, which must return only once the mount is live.
+
+use anyhow::{bail, ensure, Context, Result};
+use e2e::bins::iomapfs_bins;
+use e2e::cmd::{self, e2fsck_clean, mkfs_ext4};
+use e2e::oracle::verify_image;
+use e2e::sys::pattern;
+use e2e::target::{lazy_unmount, mount_fstype};
+use e2e::{Expected, Iomapfs, Target};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const HELPER_LINK: &str = "/sbin/mount.fuse.iomapfs";
+
+#[test]
+fn mount_helper_block_device() {
+    e2e::run(&Iomapfs, mount_helper_body);
+}
+
+#[test]
+fn daemonized_image_mount() {
+    e2e::run(&Iomapfs, daemonized_body);
+}
+
+/// A scratch dir (0755 so allow_other mounts in it are reachable) with an ext4 image.
+fn scratch_image(size_mib: u64) -> Result<(tempfile::TempDir, PathBuf, PathBuf)> {
+    let dir = tempfile::Builder::new().prefix("e2e-helper-").tempdir()?;
+    let image = dir.path().join("fs.img");
+    std::fs::File::create(&image)?.set_len(size_mib << 20)?;
+    mkfs_ext4(&image, 4096, &[])?;
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt)?;
+    Ok((dir, image, mnt))
+}
+
+/// Points /sbin/mount.fuse.iomapfs at the helper just built, saying so when it changes
+/// anything. A regular file there is someone's installation: left alone, the test fails.
+fn ensure_helper_link(helper: &Path) -> Result<()> {
+    let link = Path::new(HELPER_LINK);
+    match std::fs::read_link(link) {
+        Ok(target) if target == helper => return Ok(()),
+        Ok(target) => {
+            eprintln!("{HELPER_LINK} pointed to {}; repointing it to {}", target.display(), helper.display());
+            std::fs::remove_file(link)?;
+        }
+        Err(_) if link.symlink_metadata().is_ok() => {
+            bail!("{HELPER_LINK} is not a symlink (an installed helper?); remove it to let the test link the built one")
+        }
+        Err(_) => eprintln!("{HELPER_LINK} did not exist; linking it to {}", helper.display()),
+    }
+    std::os::unix::fs::symlink(helper, link).with_context(|| format!("symlink {HELPER_LINK}"))
+}
+
+/// The pid of the iomapfs process serving `mnt`, found by its command line.
+fn server_pid(mnt: &Path) -> Option<u32> {
+    let want = mnt.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let mut args = cmdline.split(|b| *b == 0);
+        let argv0 = args.next()?;
+        (argv0.ends_with(b"iomapfs") && args.any(|a| a == want)).then_some(pid)
+    })
+}
+
+fn wait_exit(pid: u32, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        // A zombie counts as exited: its parent (init, for a daemon) reaps it eventually.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z')) {
+            return Ok(());
+        }
+        ensure!(start.elapsed() < timeout, "iomapfs (pid {pid}) still runs {timeout:?} after unmount");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+struct LoopDev(PathBuf);
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        let _ = cmd::run("losetup", &[Path::new("-d"), &self.0]);
+    }
+}
+
+/// Unmounts lazily if the test fails while mounted.
+struct MountGuard(PathBuf, bool);
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if self.1 {
+            lazy_unmount(&self.0);
+        }
+    }
+}
+
+fn mount_helper_body(_t: &dyn Target) -> Result<()> {
+    let bins = iomapfs_bins()?;
+    ensure_helper_link(&bins.helper)?;
+    let (_dir, image, mnt) = scratch_image(128)?;
+    let dev = cmd::run("losetup", &[Path::new("--find"), Path::new("--show"), &image])?.trim().to_string();
+    let dev = LoopDev(PathBuf::from(dev));
+    cmd::run("mount", &[Path::new("-t"), Path::new("fuse.iomapfs"), &dev.0, &mnt])?;
+    let mut guard = MountGuard(mnt.clone(), true);
+    assert_eq!(mount_fstype(&mnt).as_deref(), Some("fuseblk.iomapfs"), "a block device is mounted as fuseblk");
+    let pid = server_pid(&mnt).context("no iomapfs process serves the mount")?;
+
+    // No fsync: only the unmount may make these durable.
+    let data = pattern(200, 3 << 20);
+    std::fs::write(mnt.join("hello"), &data)?;
+    std::fs::create_dir(mnt.join("dir"))?;
+    std::fs::write(mnt.join("dir/small"), b"small file")?;
+    std::os::unix::fs::symlink("hello", mnt.join("link"))?;
+
+    cmd::run("umount", &[&mnt])?;
+    guard.1 = false;
+    // Immediately: the kernel waited for the server's DESTROY reply, which comes only after
+    // everything is flushed and the device closed.
+    e2fsck_clean(&dev.0).context("e2fsck right after umount")?;
+    let cat = std::process::Command::new("debugfs").args(["-R", "cat /dir/small"]).arg(&dev.0).output()?;
+    assert_eq!(cat.stdout, b"small file", "debugfs reads the file back");
+    let mut expected = Expected::default();
+    expected.file("hello", data);
+    expected.file("dir/small", b"small file".to_vec());
+    expected.symlink("link", b"hello");
+    verify_image(&dev.0, &expected).context("ext4-view on the loop device")?;
+    wait_exit(pid, Duration::from_secs(10))?;
+    drop(dev);
+    Ok(())
+}
+
+fn daemonized_body(_t: &dyn Target) -> Result<()> {
+    let bins = iomapfs_bins()?;
+    let (_dir, image, mnt) = scratch_image(64)?;
+    let out = std::process::Command::new(&bins.server)
+        .args(["-o", "rw,allow_other,default_permissions"])
+        .arg(&image)
+        .arg(&mnt)
+        .output()?;
+    ensure!(out.status.success(), "iomapfs without -f failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let mut guard = MountGuard(mnt.clone(), true);
+    // No waiting: the parent exits only after the mount is live.
+    assert_eq!(mount_fstype(&mnt).as_deref(), Some("fuse.iomapfs"), "mounted when the command returns");
+    let pid = server_pid(&mnt).context("no iomapfs daemon serves the mount")?;
+    let data = pattern(201, 1 << 20);
+    std::fs::write(mnt.join("f"), &data)?;
+
+    // fusermount3 -u is the other way users unmount; fall back to umount without it.
+    let unmount = if cmd::find_tool("fusermount3").is_some() { ("fusermount3", vec!["-u"]) } else { ("umount", vec![]) };
+    let mut args: Vec<&std::ffi::OsStr> = unmount.1.iter().map(|s| s.as_ref()).collect();
+    args.push(mnt.as_os_str());
+    cmd::run(unmount.0, &args)?;
+    guard.1 = false;
+    // An image file gets no DESTROY: the image is complete once the daemon has exited.
+    wait_exit(pid, Duration::from_secs(20))?;
+    e2fsck_clean(&image)?;
+    let mut expected = Expected::default();
+    expected.file("f", data);
+    verify_image(&image, &expected)
+}
