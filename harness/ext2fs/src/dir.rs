@@ -134,6 +134,24 @@ fn dx_entries(buf: &[u8], off: usize, implied_hash: u32) -> Result<Vec<(u32, u32
         .collect())
 }
 
+/// Where a name lives: its inode, directory block and byte offset.
+struct Found {
+    ino: Ino,
+    pblk: u64,
+    off: usize,
+}
+
+/// `ext2fs_set_rec_len`: the inverse of `rec_len`.
+fn set_rec_len(len: usize, block_size: usize) -> u16 {
+    if block_size < 65536 {
+        len as u16
+    } else if len == block_size {
+        65535
+    } else {
+        ((len & 65532) | ((len >> 16) & 3)) as u16
+    }
+}
+
 /// An entry gathered from an htree leaf, with its cookie.
 struct Hashed {
     cookie: u64,
@@ -147,9 +165,14 @@ impl Fs {
         self.has_incompat(sys::EXT2_FEATURE_INCOMPAT_FILETYPE)
     }
 
-    /// Looks `name` up in directory `dir`.
+    /// Looks `name` up in directory `dir` (through the index for hashed directories).
     pub fn lookup(&self, dir: Ino, name: &[u8]) -> Result<Option<Ino>> {
         check_name(name)?;
+        let inode = self.dir_inode(dir)?;
+        if self.is_hashed(&inode) {
+            return Ok(self.find_hashed(dir, &inode, name)?.map(|f| f.ino));
+        }
+        // Linear directory: libext2fs' scan.
         let mut ino: sys::ext2_ino_t = 0;
         // SAFETY: `name` is valid for `len` bytes; libext2fs does not need NUL termination here.
         let rc = unsafe {
@@ -160,6 +183,75 @@ impl Fs {
         }
         check(rc, format!("looking up a name in directory {dir}"))?;
         Ok(Some(ino))
+    }
+
+    /// Finds `name` in a hashed directory through its index (libext2fs 1.47 has no indexed
+    /// lookup): its inode and where the entry is stored.
+    fn find_hashed(&self, dir: Ino, inode: &Inode, name: &[u8]) -> Result<Option<Found>> {
+        let blocks = self.dir_blocks(dir, inode)?;
+        let candidates = self.dx_candidate_leaves(dir, &blocks, name)?;
+        let filetype = self.has_filetype();
+        let mut buf = vec![0u8; self.block_size() as usize];
+        for lblk in candidates {
+            let Some(pblk) = blocks.get(lblk).copied().flatten() else { continue };
+            self.read_dir_block(dir, pblk, &mut buf)?;
+            let mut found = None;
+            parse_block(&buf, filetype, |e| {
+                if e.ino != 0 && e.name == name {
+                    found = Some(Found { ino: e.ino, pblk, off: e.off });
+                }
+                found.is_none()
+            })
+            .map_err(|what| corrupt(dir, what))?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    fn is_hashed(&self, inode: &Inode) -> bool {
+        inode.flags() & sys::EXT2_INDEX_FL != 0 && self.has_compat(sys::EXT2_FEATURE_COMPAT_DIR_INDEX)
+    }
+
+    /// The leaves of an htree that may hold `name`: the one its hash selects, plus the
+    /// following leaves that continue the same hash value.
+    fn dx_candidate_leaves(&self, dir: Ino, blocks: &[Option<u64>], name: &[u8]) -> Result<Vec<usize>> {
+        let mut root = vec![0u8; self.block_size() as usize];
+        let root_pblk = blocks.first().copied().flatten().ok_or_else(|| corrupt(dir, "no root block"))?;
+        self.read_dir_block(dir, root_pblk, &mut root)?;
+        let (hash_version, leaves) = self.dx_leaves(dir, blocks, &root)?;
+        let (major, _) = self.dirhash(dir, hash_version, name)?;
+        let i = leaves.partition_point(|&(k, _)| k <= major).saturating_sub(1);
+        let mut out = Vec::new();
+        if let Some(&(_, lblk)) = leaves.get(i) {
+            out.push(lblk as usize);
+        }
+        out.extend(
+            leaves.iter().skip(i + 1).take_while(|&&(k, _)| k & 1 == 1 && k & !1 == major).map(|&(_, l)| l as usize),
+        );
+        Ok(out)
+    }
+
+    /// The directory hash of a name: (major with the low bit clear, minor).
+    fn dirhash(&self, dir: Ino, hash_version: i32, name: &[u8]) -> Result<(u32, u32)> {
+        let seed = self.sb().s_hash_seed;
+        let (mut major, mut minor) = (0u32, 0u32);
+        // SAFETY: name valid for its length; seed is 4 words; outputs are plain integers.
+        let rc = unsafe {
+            sys::ext2fs_dirhash2(
+                hash_version,
+                name.as_ptr().cast::<c_char>(),
+                name.len() as i32,
+                ptr::null(),
+                0,
+                seed.as_ptr(),
+                &mut major,
+                &mut minor,
+            )
+        };
+        check(rc, format!("hashing a name in directory {dir}"))?;
+        Ok((major, minor))
     }
 
     /// Adds the entry `name` → `ino` to `dir` (EEXIST if the name exists), expanding the
@@ -201,14 +293,49 @@ impl Fs {
         if name == b"." || name == b".." {
             return Err(Error::from_errno(libc::EINVAL, "cannot unlink \".\" or \"..\""));
         }
-        let cname = CString::new(name).map_err(|_| Error::from_errno(libc::EINVAL, "file name contains NUL"))?;
-        let Some(ino) = self.lookup(dir, name)? else {
-            return Err(Error::from_errno(libc::ENOENT, format!("unlinking from directory {dir}")));
-        };
-        // SAFETY: NUL-terminated name; open read-write handle.
-        let rc = unsafe { sys::ext2fs_unlink(self.ptr(), dir, cname.as_ptr(), ino, 0) };
-        check(rc, format!("removing an entry from directory {dir}"))?;
+        let inode = self.dir_inode(dir)?;
+        let not_found = || Error::from_errno(libc::ENOENT, format!("unlinking from directory {dir}"));
+        if self.is_hashed(&inode) {
+            let found = self.find_hashed(dir, &inode, name)?.ok_or_else(not_found)?;
+            self.remove_entry(dir, &found)?;
+        } else {
+            let ino = self.lookup(dir, name)?.ok_or_else(not_found)?;
+            let cname = CString::new(name).map_err(|_| Error::from_errno(libc::EINVAL, "file name contains NUL"))?;
+            // SAFETY: NUL-terminated name; open read-write handle.
+            let rc = unsafe { sys::ext2fs_unlink(self.ptr(), dir, cname.as_ptr(), ino, 0) };
+            check(rc, format!("removing an entry from directory {dir}"))?;
+        }
         self.touch_dir(dir)
+    }
+
+    /// Removes an entry from its block as libext2fs does: the previous entry absorbs its
+    /// space, or, first in the block, it is marked unused. Entries never move.
+    fn remove_entry(&mut self, dir: Ino, found: &Found) -> Result<()> {
+        let bs = self.block_size() as usize;
+        let mut buf = vec![0u8; bs];
+        self.read_dir_block(dir, found.pblk, &mut buf)?;
+        let mut prev = None;
+        let mut target = None;
+        parse_block(&buf, self.has_filetype(), |e| {
+            if e.off == found.off {
+                target = Some(e.rec_len);
+                return false;
+            }
+            prev = Some((e.off, e.rec_len));
+            true
+        })
+        .map_err(|what| corrupt(dir, what))?;
+        let rec_len = target.ok_or_else(|| corrupt(dir, "entry moved while unlinking"))?;
+        match prev {
+            Some((off, len)) => {
+                let merged = set_rec_len(len + rec_len, bs);
+                buf[off + 4..off + 6].copy_from_slice(&merged.to_le_bytes());
+            }
+            None => buf[found.off..found.off + 4].copy_from_slice(&0u32.to_le_bytes()),
+        }
+        // SAFETY: `buf` is one block long; libext2fs recomputes the block checksum.
+        let rc = unsafe { sys::ext2fs_write_dir_block4(self.ptr(), found.pblk, buf.as_mut_ptr().cast(), 0, dir) };
+        check(rc, format!("writing a block of directory {dir}"))
     }
 
     /// Sets a directory's mtime and ctime to now.
@@ -262,7 +389,7 @@ impl Fs {
     pub fn read_dir(&self, dir: Ino, cookie: u64, mut f: impl FnMut(DirEntry<'_>) -> bool) -> Result<()> {
         let inode = self.dir_inode(dir)?;
         let blocks = self.dir_blocks(dir, &inode)?;
-        if inode.flags() & sys::EXT2_INDEX_FL != 0 && self.has_compat(sys::EXT2_FEATURE_COMPAT_DIR_INDEX) {
+        if self.is_hashed(&inode) {
             return self.read_dir_hashed(dir, &blocks, cookie, &mut f);
         }
         let filetype = self.has_filetype();
@@ -413,33 +540,22 @@ impl Fs {
     }
 
     fn hashed_entries(&self, dir: Ino, buf: &[u8], hash_version: i32, out: &mut Vec<Hashed>) -> Result<()> {
-        let seed = self.sb().s_hash_seed;
         let mut err = None;
         parse_block(buf, self.has_filetype(), |e| {
             if e.ino == 0 || e.name.is_empty() {
                 return true;
             }
-            let (mut major, mut minor) = (0u32, 0u32);
-            // SAFETY: name valid for its length; seed is 4 words; outputs are plain integers.
-            let rc = unsafe {
-                sys::ext2fs_dirhash2(
-                    hash_version,
-                    e.name.as_ptr().cast::<c_char>(),
-                    e.name.len() as i32,
-                    ptr::null(),
-                    0,
-                    seed.as_ptr(),
-                    &mut major,
-                    &mut minor,
-                )
-            };
-            if rc != 0 {
-                err = Some(Error::new(rc, format!("hashing a name in directory {dir}")));
-                return false;
+            match self.dirhash(dir, hash_version, e.name) {
+                Ok((major, minor)) => {
+                    let cookie = 3 + ((u64::from(major >> 1) << 32) | u64::from(minor));
+                    out.push(Hashed { cookie, ino: e.ino, name: e.name.to_vec(), ftype: FileType::from_dirent(e.ftype) });
+                    true
+                }
+                Err(e) => {
+                    err = Some(e);
+                    false
+                }
             }
-            let cookie = 3 + ((u64::from(major >> 1) << 32) | u64::from(minor));
-            out.push(Hashed { cookie, ino: e.ino, name: e.name.to_vec(), ftype: FileType::from_dirent(e.ftype) });
-            true
         })
         .map_err(|what| corrupt(dir, what))?;
         err.map_or(Ok(()), Err)

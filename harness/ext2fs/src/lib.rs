@@ -37,6 +37,7 @@
 
 mod acl;
 mod dir;
+mod dotdot;
 mod error;
 mod fs;
 mod inode;
