@@ -39,8 +39,10 @@ fn record(who: usize, seq: usize) -> Vec<u8> {
 fn writer(dir: &Path, who: usize) -> Result<SparseData> {
     let path = dir.join(format!("w{who}"));
     let mut rng = ChaCha8Rng::seed_from_u64(SEED ^ who as u64);
-    let buffered = open(&path, OFlags::CREATE | OFlags::RDWR)?;
-    let direct = open(&path, OFlags::RDWR | OFlags::DIRECT)?;
+    let buffered =
+        open(&path, OFlags::CREATE | OFlags::RDWR).with_context(|| format!("create w{who}"))?;
+    let direct = open(&path, OFlags::RDWR | OFlags::DIRECT)
+        .with_context(|| format!("open w{who} O_DIRECT"))?;
     let mut model = SparseData::new();
     for _ in 0..WRITES_PER_WRITER {
         if rng.random_bool(0.3) {
@@ -48,47 +50,76 @@ fn writer(dir: &Path, who: usize) -> Result<SparseData> {
             let off = rng.random_range(0..=(WRITER_FILE_MAX - len) / 4096) * 4096;
             let mut buf = AlignedBuf::new(len as usize);
             fill_pattern(&mut buf, rng.random());
-            pwrite_all(&direct, &buf, off)?;
+            pwrite_all(&direct, &buf, off)
+                .with_context(|| format!("writer {who}: O_DIRECT write of {len} at {off}"))?;
             model.write(off, &buf);
         } else {
             let len = rng.random_range(1..=65536u64);
             let off = rng.random_range(0..=WRITER_FILE_MAX - len);
             let mut buf = vec![0u8; len as usize];
             fill_pattern(&mut buf, rng.random());
-            pwrite_all(&buffered, &buf, off)?;
+            pwrite_all(&buffered, &buf, off)
+                .with_context(|| format!("writer {who}: write of {len} at {off}"))?;
             model.write(off, &buf);
         }
     }
-    let back = pread_vec(&buffered, model.len() as usize + 1, 0)?;
-    ensure!(back == model.to_vec(), "writer {who}: file differs from its model after the run");
+    let back = pread_vec(&buffered, model.len() as usize + 1, 0)
+        .with_context(|| format!("writer {who}: read back"))?;
+    ensure!(
+        back == model.to_vec(),
+        "writer {who}: file differs from its model after the run"
+    );
     Ok(model)
 }
 
 fn appender(log: &Path, who: usize) -> Result<()> {
-    let fd = open(log, OFlags::WRONLY | OFlags::APPEND)?;
+    let fd = open(log, OFlags::WRONLY | OFlags::APPEND)
+        .with_context(|| format!("appender {who}: open"))?;
     for seq in 0..RECORDS_PER_APPENDER {
         // One write(2) per record: O_APPEND makes each one atomic with respect to the others.
-        let n = rustix::io::write(&fd, &record(who, seq))?;
-        ensure!(n == RECORD, "appender {who}: short write of record {seq} ({n} bytes)");
+        let n = rustix::io::write(&fd, &record(who, seq))
+            .with_context(|| format!("appender {who}: record {seq}"))?;
+        ensure!(
+            n == RECORD,
+            "appender {who}: short write of record {seq} ({n} bytes)"
+        );
     }
     Ok(())
 }
 
 fn check_log(log: &Path) -> Result<Vec<u8>> {
     let data = std::fs::read(log).context("read the shared log")?;
-    ensure!(data.len() == APPENDERS * RECORDS_PER_APPENDER * RECORD,
-        "shared log is {} bytes, expected {}", data.len(), APPENDERS * RECORDS_PER_APPENDER * RECORD);
+    ensure!(
+        data.len() == APPENDERS * RECORDS_PER_APPENDER * RECORD,
+        "shared log is {} bytes, expected {}",
+        data.len(),
+        APPENDERS * RECORDS_PER_APPENDER * RECORD
+    );
     let mut next = [0usize; APPENDERS];
     for (i, r) in data.chunks(RECORD).enumerate() {
         let who = u32::from_le_bytes(r[4..8].try_into()?) as usize;
         let seq = u32::from_le_bytes(r[8..12].try_into()?) as usize;
-        ensure!(&r[..4] == b"REC:" && who < APPENDERS, "record {i} (offset {}) is torn or foreign", i * RECORD);
+        ensure!(
+            &r[..4] == b"REC:" && who < APPENDERS,
+            "record {i} (offset {}) is torn or foreign",
+            i * RECORD
+        );
         // Each appender's records appear in its own order, so "exactly once" is seq == next.
-        ensure!(seq == next[who], "record {i}: appender {who} seq {seq}, expected seq {}", next[who]);
-        ensure!(r == record(who, seq).as_slice(), "record {i} (appender {who} seq {seq}) is corrupted");
+        ensure!(
+            seq == next[who],
+            "record {i}: appender {who} seq {seq}, expected seq {}",
+            next[who]
+        );
+        ensure!(
+            r == record(who, seq).as_slice(),
+            "record {i} (appender {who} seq {seq}) is corrupted"
+        );
         next[who] += 1;
     }
-    ensure!(next.iter().all(|n| *n == RECORDS_PER_APPENDER), "records per appender: {next:?}");
+    ensure!(
+        next.iter().all(|n| *n == RECORDS_PER_APPENDER),
+        "records per appender: {next:?}"
+    );
     Ok(data)
 }
 
@@ -100,20 +131,44 @@ fn writers_and_appenders(t: &dyn Target) -> Result<()> {
     std::fs::write(&log, b"")?;
     let start = std::time::Instant::now();
     let models = std::thread::scope(|s| -> Result<Vec<SparseData>> {
-        let writers: Vec<_> = (0..WRITERS).map(|w| s.spawn({ let dir = &dir; move || writer(dir, w) })).collect();
-        let appenders: Vec<_> = (0..APPENDERS).map(|a| s.spawn({ let log = &log; move || appender(log, a) })).collect();
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                s.spawn({
+                    let dir = &dir;
+                    move || writer(dir, w)
+                })
+            })
+            .collect();
+        let appenders: Vec<_> = (0..APPENDERS)
+            .map(|a| {
+                s.spawn({
+                    let log = &log;
+                    move || appender(log, a)
+                })
+            })
+            .collect();
         for a in appenders {
             a.join().map_err(|_| anyhow!("an appender panicked"))??;
         }
-        writers.into_iter().map(|w| w.join().map_err(|_| anyhow!("a writer panicked"))?).collect()
+        writers
+            .into_iter()
+            .map(|w| w.join().map_err(|_| anyhow!("a writer panicked"))?)
+            .collect()
     })?;
-    eprintln!("{}: {WRITERS} writers and {APPENDERS} appenders took {:.1?}", t.name(), start.elapsed());
+    eprintln!(
+        "{}: {WRITERS} writers and {APPENDERS} appenders took {:.1?}",
+        t.name(),
+        start.elapsed()
+    );
     check_log(&log)?;
     fs.remount()?;
     let data = check_log(&log).context("after remount")?;
     for (w, model) in models.iter().enumerate() {
         let back = std::fs::read(dir.join(format!("w{w}")))?;
-        ensure!(back == model.to_vec(), "writer {w}: file differs after remount");
+        ensure!(
+            back == model.to_vec(),
+            "writer {w}: file differs after remount"
+        );
     }
     for (w, model) in models.into_iter().enumerate() {
         fs.expected.file(&format!("w{w}"), model);

@@ -43,13 +43,20 @@ fn ensure_helper_link(helper: &Path) -> Result<()> {
     match std::fs::read_link(link) {
         Ok(target) if target == helper => return Ok(()),
         Ok(target) => {
-            eprintln!("{HELPER_LINK} pointed to {}; repointing it to {}", target.display(), helper.display());
+            eprintln!(
+                "{HELPER_LINK} pointed to {}; repointing it to {}",
+                target.display(),
+                helper.display()
+            );
             std::fs::remove_file(link)?;
         }
         Err(_) if link.symlink_metadata().is_ok() => {
             bail!("{HELPER_LINK} is not a symlink (an installed helper?); remove it to let the test link the built one")
         }
-        Err(_) => eprintln!("{HELPER_LINK} did not exist; linking it to {}", helper.display()),
+        Err(_) => eprintln!(
+            "{HELPER_LINK} did not exist; linking it to {}",
+            helper.display()
+        ),
     }
     std::os::unix::fs::symlink(helper, link).with_context(|| format!("symlink {HELPER_LINK}"))
 }
@@ -71,10 +78,17 @@ fn wait_exit(pid: u32, timeout: Duration) -> Result<()> {
     while Path::new(&format!("/proc/{pid}")).exists() {
         // A zombie counts as exited: its parent (init, for a daemon) reaps it eventually.
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z')) {
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'))
+        {
             return Ok(());
         }
-        ensure!(start.elapsed() < timeout, "iomapfs (pid {pid}) still runs {timeout:?} after unmount");
+        ensure!(
+            start.elapsed() < timeout,
+            "iomapfs (pid {pid}) still runs {timeout:?} after unmount"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
@@ -101,11 +115,23 @@ fn mount_helper_body(_t: &dyn Target) -> Result<()> {
     let bins = iomapfs_bins()?;
     ensure_helper_link(&bins.helper)?;
     let (_dir, image, mnt) = scratch_image(128)?;
-    let dev = cmd::run("losetup", &[Path::new("--find"), Path::new("--show"), &image])?.trim().to_string();
+    let dev = cmd::run(
+        "losetup",
+        &[Path::new("--find"), Path::new("--show"), &image],
+    )?
+    .trim()
+    .to_string();
     let dev = LoopDev(PathBuf::from(dev));
-    cmd::run("mount", &[Path::new("-t"), Path::new("fuse.iomapfs"), &dev.0, &mnt])?;
+    cmd::run(
+        "mount",
+        &[Path::new("-t"), Path::new("fuse.iomapfs"), &dev.0, &mnt],
+    )?;
     let mut guard = MountGuard(mnt.clone(), true);
-    assert_eq!(mount_fstype(&mnt).as_deref(), Some("fuseblk.iomapfs"), "a block device is mounted as fuseblk");
+    assert_eq!(
+        mount_fstype(&mnt).as_deref(),
+        Some("fuseblk.iomapfs"),
+        "a block device is mounted as fuseblk"
+    );
     let pid = server_pid(&mnt).context("no iomapfs process serves the mount")?;
 
     // No fsync: only the unmount may make these durable.
@@ -115,12 +141,15 @@ fn mount_helper_body(_t: &dyn Target) -> Result<()> {
     std::fs::write(mnt.join("dir/small"), b"small file")?;
     std::os::unix::fs::symlink("hello", mnt.join("link"))?;
 
-    cmd::run("umount", &[&mnt])?;
+    e2e::target::umount(&mnt)?;
     guard.1 = false;
     // Immediately: the kernel waited for the server's DESTROY reply, which comes only after
     // everything is flushed and the device closed.
     e2fsck_clean(&dev.0).context("e2fsck right after umount")?;
-    let cat = std::process::Command::new("debugfs").args(["-R", "cat /dir/small"]).arg(&dev.0).output()?;
+    let cat = std::process::Command::new("debugfs")
+        .args(["-R", "cat /dir/small"])
+        .arg(&dev.0)
+        .output()?;
     assert_eq!(cat.stdout, b"small file", "debugfs reads the file back");
     let mut expected = Expected::default();
     expected.file("hello", data);
@@ -140,16 +169,29 @@ fn daemonized_body(_t: &dyn Target) -> Result<()> {
         .arg(&image)
         .arg(&mnt)
         .output()?;
-    ensure!(out.status.success(), "iomapfs without -f failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "iomapfs without -f failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut guard = MountGuard(mnt.clone(), true);
     // No waiting: the parent exits only after the mount is live.
-    assert_eq!(mount_fstype(&mnt).as_deref(), Some("fuse.iomapfs"), "mounted when the command returns");
+    assert_eq!(
+        mount_fstype(&mnt).as_deref(),
+        Some("fuse.iomapfs"),
+        "mounted when the command returns"
+    );
     let pid = server_pid(&mnt).context("no iomapfs daemon serves the mount")?;
     let data = pattern(201, 1 << 20);
     std::fs::write(mnt.join("f"), &data)?;
 
     // fusermount3 -u is the other way users unmount; fall back to umount without it.
-    let unmount = if cmd::find_tool("fusermount3").is_some() { ("fusermount3", vec!["-u"]) } else { ("umount", vec![]) };
+    let unmount = if cmd::find_tool("fusermount3").is_some() {
+        ("fusermount3", vec!["-u"])
+    } else {
+        ("umount", vec![])
+    };
     let mut args: Vec<&std::ffi::OsStr> = unmount.1.iter().map(|s| s.as_ref()).collect();
     args.push(mnt.as_os_str());
     cmd::run(unmount.0, &args)?;

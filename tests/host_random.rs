@@ -87,8 +87,10 @@ fn run_seed(t: &dyn Target, seed: u64) -> Result<()> {
         for i in 0..ops {
             w.step(i)?;
             if (i + 1) % REMOUNT_EVERY == 0 {
-                fs.remount().with_context(|| format!("remount after op {i}"))?;
-                w.verify_all().with_context(|| format!("full check after remount at op {i}"))?;
+                fs.remount()
+                    .with_context(|| format!("remount after op {i}"))?;
+                w.verify_all()
+                    .with_context(|| format!("full check after remount at op {i}"))?;
             }
         }
         fs.remount()?;
@@ -106,7 +108,12 @@ fn run_seed(t: &dyn Target, seed: u64) -> Result<()> {
             log.join("\n  ")
         );
     }
-    eprintln!("{}: seed={seed:#x} ops={ops} passed in {:.1?}; op mix {:?}", t.name(), start.elapsed(), w.counts);
+    eprintln!(
+        "{}: seed={seed:#x} ops={ops} passed in {:.1?}; op mix {:?}",
+        t.name(),
+        start.elapsed(),
+        w.counts
+    );
     Ok(())
 }
 
@@ -130,7 +137,8 @@ fn to_res<T>(r: rustix::io::Result<T>) -> Res {
 }
 
 fn io_res<T>(r: std::io::Result<T>) -> Res {
-    r.map(drop).map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))
+    r.map(drop)
+        .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))
 }
 
 impl Workload {
@@ -150,7 +158,12 @@ impl Workload {
     }
 
     fn paths_where(&self, pred: impl Fn(&Kind) -> bool) -> Vec<String> {
-        self.model.paths().into_iter().filter(|(_, id)| pred(&self.model.node(*id).kind)).map(|(p, _)| p).collect()
+        self.model
+            .paths()
+            .into_iter()
+            .filter(|(_, id)| pred(&self.model.node(*id).kind))
+            .map(|(p, _)| p)
+            .collect()
     }
 
     fn files(&self) -> Vec<String> {
@@ -160,7 +173,11 @@ impl Workload {
     /// Directories (the root is "") not deeper than `max_depth`.
     fn dirs(&self, max_depth: usize) -> Vec<String> {
         let mut d = vec![String::new()];
-        d.extend(self.paths_where(|k| matches!(k, Kind::Dir(_))).into_iter().filter(|p| p.split('/').count() <= max_depth));
+        d.extend(
+            self.paths_where(|k| matches!(k, Kind::Dir(_)))
+                .into_iter()
+                .filter(|p| p.split('/').count() <= max_depth),
+        );
         d
     }
 
@@ -169,7 +186,11 @@ impl Workload {
         let dirs = self.dirs(max_depth);
         let dir = self.pick(&dirs).unwrap_or_default();
         let name = format!("n{}", self.rng.random_range(0..12));
-        if dir.is_empty() { name } else { format!("{dir}/{name}") }
+        if dir.is_empty() {
+            name
+        } else {
+            format!("{dir}/{name}")
+        }
     }
 
     fn any_path(&mut self) -> Option<String> {
@@ -178,7 +199,11 @@ impl Workload {
     }
 
     fn size_of(&self, path: &str) -> u64 {
-        match &self.model.node(self.model.lookup(path).expect("picked from the model")).kind {
+        match &self
+            .model
+            .node(self.model.lookup(path).expect("picked from the model"))
+            .kind
+        {
             Kind::File(d) => d.len(),
             _ => 0,
         }
@@ -211,7 +236,10 @@ impl Workload {
     }
 
     fn expect(&self, what: &str, want: Res, got: Res) -> Result<()> {
-        ensure!(want == got, "{what}: the model says {want:?}, the filesystem says {got:?}");
+        ensure!(
+            want == got,
+            "{what}: the model says {want:?}, the filesystem says {got:?}"
+        );
         Ok(())
     }
 
@@ -241,7 +269,9 @@ impl Workload {
         let r = match op {
             "create" if files < MAX_FILES => self.create(i),
             "create" | "stat" => self.stat(i),
-            "write" | "write_direct" | "append" | "truncate" | "fallocate" | "read" => self.data_op(i, op),
+            "write" | "write_direct" | "append" | "truncate" | "fallocate" | "read" => {
+                self.data_op(i, op)
+            }
             "rename" => self.rename(i),
             "link" => self.link(i),
             "unlink" => self.unlink(i),
@@ -252,14 +282,23 @@ impl Workload {
             "chmod" => self.chmod(i),
             _ => unreachable!("every op is handled"),
         };
-        r.with_context(|| format!("operation #{i}: {}", self.log.back().map(String::as_str).unwrap_or("")))
+        r.with_context(|| {
+            format!(
+                "operation #{i}: {}",
+                self.log.back().map(String::as_str).unwrap_or("")
+            )
+        })
     }
 
     fn create(&mut self, i: usize) -> Result<()> {
         let path = self.new_path(MAX_DEPTH);
         self.note(i, format!("create {path}"));
         let want = self.model.create(&path, 0o644);
-        let got = to_res(open(&self.p(&path), OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY, Mode::from_raw_mode(0o644)));
+        let got = to_res(open(
+            &self.p(&path),
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY,
+            Mode::from_raw_mode(0o644),
+        ));
         self.expect("create", want, got)
     }
 
@@ -276,7 +315,10 @@ impl Workload {
                 let data = self.data(len as usize);
                 let fd = open(&full, OFlags::WRONLY, Mode::empty())?;
                 pwrite_all(&fd, &data, off)?;
-                self.model.file_mut(&path).expect("a file").write(off, &data);
+                self.model
+                    .file_mut(&path)
+                    .expect("a file")
+                    .write(off, &data);
             }
             "write_direct" => {
                 let blocks = self.rng.random_range(1..=16u64);
@@ -287,7 +329,10 @@ impl Workload {
                 let buf = AlignedBuf::from_slice(&data);
                 let fd = open(&full, OFlags::WRONLY | OFlags::DIRECT, Mode::empty())?;
                 pwrite_all(&fd, &buf, off)?;
-                self.model.file_mut(&path).expect("a file").write(off, &data);
+                self.model
+                    .file_mut(&path)
+                    .expect("a file")
+                    .write(off, &data);
             }
             "append" => {
                 let len = self.io_len(16384).min(MAX_FILE - size);
@@ -301,12 +346,19 @@ impl Workload {
                 while done < data.len() {
                     done += rustix::io::write(&fd, &data[done..])?;
                 }
-                self.model.file_mut(&path).expect("a file").write(size, &data);
+                self.model
+                    .file_mut(&path)
+                    .expect("a file")
+                    .write(size, &data);
             }
             "truncate" => {
                 let new = if self.rng.random_bool(0.5) {
                     let delta = self.rng.random_range(0..65536u64);
-                    if self.rng.random_bool(0.5) { size.saturating_sub(delta) } else { (size + delta).min(MAX_FILE) }
+                    if self.rng.random_bool(0.5) {
+                        size.saturating_sub(delta)
+                    } else {
+                        (size + delta).min(MAX_FILE)
+                    }
                 } else {
                     self.rng.random_range(0..=MAX_FILE)
                 };
@@ -325,14 +377,23 @@ impl Workload {
         let modes = [
             ("default", FallocateFlags::empty()),
             ("KEEP_SIZE", FallocateFlags::KEEP_SIZE),
-            ("PUNCH_HOLE|KEEP_SIZE", FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE),
+            (
+                "PUNCH_HOLE|KEEP_SIZE",
+                FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            ),
             ("ZERO_RANGE", FallocateFlags::ZERO_RANGE),
-            ("ZERO_RANGE|KEEP_SIZE", FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE),
+            (
+                "ZERO_RANGE|KEEP_SIZE",
+                FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
+            ),
         ];
         let (name, mode) = modes[self.rng.random_range(0..modes.len())];
         let len = self.io_len(MAX_FILE);
         let off = self.offset(size, len);
-        self.note(i, format!("fallocate {name} {path} off={off} len={len} (size {size})"));
+        self.note(
+            i,
+            format!("fallocate {name} {path} off={off} len={len} (size {size})"),
+        );
         let fd = open(&self.p(path), OFlags::WRONLY, Mode::empty())?;
         rustix::fs::fallocate(&fd, mode, off, len)?;
         let d = self.model.file_mut(path).expect("a file");
@@ -349,15 +410,28 @@ impl Workload {
         let direct = self.rng.random_bool(0.25);
         let (off, len) = if direct {
             let blocks = self.rng.random_range(1..=16u64);
-            (self.rng.random_range(0..=(size / 4096)) * 4096, blocks * 4096)
+            (
+                self.rng.random_range(0..=(size / 4096)) * 4096,
+                blocks * 4096,
+            )
         } else {
             let len = self.io_len(262_144);
             (self.rng.random_range(0..=size + 4096), len)
         };
-        self.note(i, format!("read{} {path} off={off} len={len} (size {size})", if direct { " O_DIRECT" } else { "" }));
+        self.note(
+            i,
+            format!(
+                "read{} {path} off={off} len={len} (size {size})",
+                if direct { " O_DIRECT" } else { "" }
+            ),
+        );
         let want = self.model.file_mut(path).expect("a file").read(off, len);
         let got = if direct {
-            let fd: OwnedFd = open(&self.p(path), OFlags::RDONLY | OFlags::DIRECT, Mode::empty())?;
+            let fd: OwnedFd = open(
+                &self.p(path),
+                OFlags::RDONLY | OFlags::DIRECT,
+                Mode::empty(),
+            )?;
             let mut buf = AlignedBuf::new(len as usize);
             let mut done = 0usize;
             while done < buf.len() {
@@ -376,18 +450,40 @@ impl Workload {
     }
 
     fn rename(&mut self, i: usize) -> Result<()> {
-        let Some(from) = self.any_path() else { return self.create(i) };
-        let to = if self.rng.random_bool(0.7) { self.new_path(MAX_DEPTH) } else { self.any_path().expect("paths exist") };
+        let Some(from) = self.any_path() else {
+            return self.create(i);
+        };
+        let to = if self.rng.random_bool(0.7) {
+            self.new_path(MAX_DEPTH)
+        } else {
+            self.any_path().expect("paths exist")
+        };
         let noreplace = self.rng.random_bool(0.1);
-        self.note(i, format!("rename {from} -> {to}{}", if noreplace { " NOREPLACE" } else { "" }));
+        self.note(
+            i,
+            format!(
+                "rename {from} -> {to}{}",
+                if noreplace { " NOREPLACE" } else { "" }
+            ),
+        );
         // Keep the tree shallow: moving a directory deeper than MAX_DEPTH levels is skipped.
         let depth_after = to.split('/').count() + self.subtree_depth(&from);
         if depth_after > MAX_DEPTH + 1 {
             return Ok(());
         }
         let want = self.model.rename(&from, &to, noreplace);
-        let flags = if noreplace { RenameFlags::NOREPLACE } else { RenameFlags::empty() };
-        let got = to_res(rustix::fs::renameat_with(CWD, &self.p(&from), CWD, &self.p(&to), flags));
+        let flags = if noreplace {
+            RenameFlags::NOREPLACE
+        } else {
+            RenameFlags::empty()
+        };
+        let got = to_res(rustix::fs::renameat_with(
+            CWD,
+            self.p(&from),
+            CWD,
+            self.p(&to),
+            flags,
+        ));
         self.expect("rename", want, got)
     }
 
@@ -403,19 +499,41 @@ impl Workload {
 
     fn link(&mut self, i: usize) -> Result<()> {
         let non_dirs = self.paths_where(|k| !matches!(k, Kind::Dir(_)));
-        let from = if self.rng.random_bool(0.1) { self.any_path() } else { self.pick(&non_dirs) };
-        let Some(from) = from else { return self.create(i) };
-        let to = if self.rng.random_bool(0.9) { self.new_path(MAX_DEPTH) } else { self.any_path().expect("paths exist") };
+        let from = if self.rng.random_bool(0.1) {
+            self.any_path()
+        } else {
+            self.pick(&non_dirs)
+        };
+        let Some(from) = from else {
+            return self.create(i);
+        };
+        let to = if self.rng.random_bool(0.9) {
+            self.new_path(MAX_DEPTH)
+        } else {
+            self.any_path().expect("paths exist")
+        };
         self.note(i, format!("link {from} -> {to}"));
         let want = self.model.link(&from, &to);
-        let got = to_res(rustix::fs::linkat(CWD, &self.p(&from), CWD, &self.p(&to), rustix::fs::AtFlags::empty()));
+        let got = to_res(rustix::fs::linkat(
+            CWD,
+            self.p(&from),
+            CWD,
+            self.p(&to),
+            rustix::fs::AtFlags::empty(),
+        ));
         self.expect("link", want, got)
     }
 
     fn unlink(&mut self, i: usize) -> Result<()> {
         let non_dirs = self.paths_where(|k| !matches!(k, Kind::Dir(_)));
-        let path = if self.rng.random_bool(0.1) { self.any_path() } else { self.pick(&non_dirs) };
-        let Some(path) = path else { return self.create(i) };
+        let path = if self.rng.random_bool(0.1) {
+            self.any_path()
+        } else {
+            self.pick(&non_dirs)
+        };
+        let Some(path) = path else {
+            return self.create(i);
+        };
         self.note(i, format!("unlink {path}"));
         let want = self.model.unlink(&path);
         let got = io_res(std::fs::remove_file(self.p(&path)));
@@ -429,14 +547,20 @@ impl Workload {
         let path = self.new_path(MAX_DEPTH - 1);
         self.note(i, format!("mkdir {path}"));
         let want = self.model.mkdir(&path, 0o755);
-        let got = to_res(rustix::fs::mkdir(&self.p(&path), Mode::from_raw_mode(0o755)));
+        let got = to_res(rustix::fs::mkdir(self.p(&path), Mode::from_raw_mode(0o755)));
         self.expect("mkdir", want, got)
     }
 
     fn rmdir(&mut self, i: usize) -> Result<()> {
         let dirs = self.paths_where(|k| matches!(k, Kind::Dir(_)));
-        let path = if self.rng.random_bool(0.1) { self.any_path() } else { self.pick(&dirs) };
-        let Some(path) = path else { return self.mkdir(i) };
+        let path = if self.rng.random_bool(0.1) {
+            self.any_path()
+        } else {
+            self.pick(&dirs)
+        };
+        let Some(path) = path else {
+            return self.mkdir(i);
+        };
         self.note(i, format!("rmdir {path}"));
         let want = self.model.rmdir(&path);
         let got = io_res(std::fs::remove_dir(self.p(&path)));
@@ -449,27 +573,43 @@ impl Workload {
         }
         let path = self.new_path(MAX_DEPTH);
         // Fast (< 60 bytes, in the inode) or slow (a block) symlinks.
-        let len = if self.rng.random_bool(0.5) { self.rng.random_range(1..60) } else { self.rng.random_range(60..400) };
-        let target: Vec<u8> = (0..len).map(|_| b"abcdefghij./"[self.rng.random_range(0..12)]).collect();
+        let len = if self.rng.random_bool(0.5) {
+            self.rng.random_range(1..60)
+        } else {
+            self.rng.random_range(60..400)
+        };
+        let target: Vec<u8> = (0..len)
+            .map(|_| b"abcdefghij./"[self.rng.random_range(0..12)])
+            .collect();
         self.note(i, format!("symlink {path} ({len} bytes)"));
         let want = self.model.symlink(&target, &path);
-        let got = to_res(rustix::fs::symlinkat(std::ffi::OsStr::from_bytes(&target), CWD, &self.p(&path)));
+        let got = to_res(rustix::fs::symlinkat(
+            std::ffi::OsStr::from_bytes(&target),
+            CWD,
+            self.p(&path),
+        ));
         self.expect("symlink", want, got)
     }
 
     fn xattr(&mut self, i: usize, op: &str) -> Result<()> {
         // user.* xattrs exist on regular files and directories only.
         let targets = self.paths_where(|k| !matches!(k, Kind::Symlink(_)));
-        let Some(path) = self.pick(&targets) else { return self.create(i) };
+        let Some(path) = self.pick(&targets) else {
+            return self.create(i);
+        };
         let name = XATTR_NAMES[self.rng.random_range(0..XATTR_NAMES.len())];
         if op == "removexattr" {
             self.note(i, format!("removexattr {path} {name}"));
             let want = self.model.removexattr(&path, name);
-            let got = to_res(rustix::fs::removexattr(&self.p(&path), name));
+            let got = to_res(rustix::fs::removexattr(self.p(&path), name));
             return self.expect("removexattr", want, got);
         }
         // Four values of at most 700 bytes always fit one xattr block.
-        let len = if self.rng.random_bool(0.1) { self.rng.random_range(300..=700) } else { self.rng.random_range(0..64) };
+        let len = if self.rng.random_bool(0.1) {
+            self.rng.random_range(300..=700)
+        } else {
+            self.rng.random_range(0..64)
+        };
         let value = self.data(len);
         let (flag, flags) = match self.rng.random_range(0..3) {
             0 => (XattrFlag::Any, XattrFlags::empty()),
@@ -478,28 +618,36 @@ impl Workload {
         };
         self.note(i, format!("setxattr {path} {name} len={len} {flag:?}"));
         let want = self.model.setxattr(&path, name, &value, flag);
-        let got = to_res(rustix::fs::setxattr(&self.p(&path), name, &value, flags));
+        let got = to_res(rustix::fs::setxattr(self.p(&path), name, &value, flags));
         self.expect("setxattr", want, got)
     }
 
     fn chmod(&mut self, i: usize) -> Result<()> {
         let targets = self.paths_where(|k| !matches!(k, Kind::Symlink(_)));
-        let Some(path) = self.pick(&targets) else { return self.create(i) };
-        let is_dir = self.model.node(self.model.lookup(&path).expect("exists")).is_dir();
+        let Some(path) = self.pick(&targets) else {
+            return self.create(i);
+        };
+        let is_dir = self
+            .model
+            .node(self.model.lookup(&path).expect("exists"))
+            .is_dir();
         let mut mode = self.rng.random_range(0..=0o777u32);
         if is_dir {
             mode |= 0o700;
         }
         self.note(i, format!("chmod {path} {mode:o}"));
         let want = self.model.chmod(&path, mode);
-        let got = to_res(rustix::fs::chmod(&self.p(&path), Mode::from_raw_mode(mode)));
+        let got = to_res(rustix::fs::chmod(self.p(&path), Mode::from_raw_mode(mode)));
         self.expect("chmod", want, got)
     }
 
     fn stat(&mut self, i: usize) -> Result<()> {
-        let Some(path) = self.any_path() else { return Ok(()) };
+        let Some(path) = self.any_path() else {
+            return Ok(());
+        };
         self.note(i, format!("stat {path}"));
-        self.check_node(&path, self.model.lookup(&path).expect("exists"), false).map(drop)
+        self.check_node(&path, self.model.lookup(&path).expect("exists"), false)
+            .map(drop)
     }
 
     /// lstat (and readlink, contents and xattrs when `deep`) of one path against the model.
@@ -509,25 +657,43 @@ impl Workload {
         let node = self.model.node(id);
         let ft = m.file_type();
         let nlink = self.model.nlink(id);
-        ensure!(m.nlink() == u64::from(nlink), "{path}: nlink {} but the model says {nlink}", m.nlink());
+        ensure!(
+            m.nlink() == u64::from(nlink),
+            "{path}: nlink {} but the model says {nlink}",
+            m.nlink()
+        );
         match &node.kind {
             Kind::File(d) => {
                 ensure!(ft.is_file(), "{path}: not a regular file ({ft:?})");
-                ensure!(m.len() == d.len(), "{path}: size {} but the model says {}", m.len(), d.len());
+                ensure!(
+                    m.len() == d.len(),
+                    "{path}: size {} but the model says {}",
+                    m.len(),
+                    d.len()
+                );
                 if deep {
                     let got = std::fs::read(&full).with_context(|| format!("read {path}"))?;
-                    compare_bytes(&got, &d.to_vec(), 0).with_context(|| format!("contents of {path}"))?;
+                    compare_bytes(&got, &d.to_vec(), 0)
+                        .with_context(|| format!("contents of {path}"))?;
                 }
             }
             Kind::Dir(_) => ensure!(ft.is_dir(), "{path}: not a directory ({ft:?})"),
             Kind::Symlink(t) => {
                 ensure!(ft.is_symlink(), "{path}: not a symlink ({ft:?})");
                 let got = std::fs::read_link(&full)?;
-                ensure!(got.as_os_str().as_bytes() == t.as_slice(), "{path}: symlink target {got:?}");
+                ensure!(
+                    got.as_os_str().as_bytes() == t.as_slice(),
+                    "{path}: symlink target {got:?}"
+                );
             }
         }
         if !matches!(node.kind, Kind::Symlink(_)) {
-            ensure!(m.mode() & 0o7777 == node.mode, "{path}: mode {:o} but the model says {:o}", m.mode() & 0o7777, node.mode);
+            ensure!(
+                m.mode() & 0o7777 == node.mode,
+                "{path}: mode {:o} but the model says {:o}",
+                m.mode() & 0o7777,
+                node.mode
+            );
             if deep {
                 self.check_xattrs(path, &node.xattrs)?;
             }
@@ -538,17 +704,26 @@ impl Workload {
     fn check_xattrs(&self, path: &str, want: &BTreeMap<String, Vec<u8>>) -> Result<()> {
         let full = self.p(path);
         let mut buf = vec![0u8; 65536];
-        let n = rustix::fs::listxattr(&full, &mut buf[..]).with_context(|| format!("listxattr {path}"))?;
+        let n = rustix::fs::listxattr(&full, &mut buf[..])
+            .with_context(|| format!("listxattr {path}"))?;
         let names: BTreeSet<String> = buf[..n]
             .split(|b| *b == 0)
             .filter(|s| s.starts_with(b"user."))
             .map(|s| String::from_utf8_lossy(s).into_owned())
             .collect();
         let want_names: BTreeSet<String> = want.keys().cloned().collect();
-        ensure!(names == want_names, "{path}: xattrs {names:?} but the model says {want_names:?}");
+        ensure!(
+            names == want_names,
+            "{path}: xattrs {names:?} but the model says {want_names:?}"
+        );
         for (name, value) in want {
-            let n = rustix::fs::getxattr(&full, name.as_str(), &mut buf[..]).with_context(|| format!("getxattr {path} {name}"))?;
-            ensure!(&buf[..n] == value.as_slice(), "{path}: xattr {name} differs ({n} bytes, model {})", value.len());
+            let n = rustix::fs::getxattr(&full, name.as_str(), &mut buf[..])
+                .with_context(|| format!("getxattr {path} {name}"))?;
+            ensure!(
+                &buf[..n] == value.as_slice(),
+                "{path}: xattr {name} differs ({n} bytes, model {})",
+                value.len()
+            );
         }
         Ok(())
     }
@@ -561,16 +736,28 @@ impl Workload {
         real.remove("lost+found");
         let paths = self.model.paths();
         let model: BTreeSet<String> = paths.iter().map(|(p, _)| p.clone()).collect();
-        ensure!(real == model, "tree differs: only on disk {:?}, only in the model {:?}",
-            real.difference(&model).collect::<Vec<_>>(), model.difference(&real).collect::<Vec<_>>());
+        ensure!(
+            real == model,
+            "tree differs: only on disk {:?}, only in the model {:?}",
+            real.difference(&model).collect::<Vec<_>>(),
+            model.difference(&real).collect::<Vec<_>>()
+        );
         let mut inos: BTreeMap<usize, u64> = BTreeMap::new();
         let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
         for (path, id) in &paths {
             let m = self.check_node(path, *id, true)?;
             let ino = *inos.entry(*id).or_insert(m.ino());
-            ensure!(ino == m.ino(), "{path}: inode {} but its hard link has {ino}", m.ino());
+            ensure!(
+                ino == m.ino(),
+                "{path}: inode {} but its hard link has {ino}",
+                m.ino()
+            );
             let owner = *seen.entry(m.ino()).or_insert(*id);
-            ensure!(owner == *id, "{path}: inode {} is shared with a different file", m.ino());
+            ensure!(
+                owner == *id,
+                "{path}: inode {} is shared with a different file",
+                m.ino()
+            );
         }
         Ok(())
     }
@@ -580,7 +767,11 @@ fn walk(root: &Path, rel: &str, out: &mut BTreeSet<String>) -> Result<()> {
     for e in std::fs::read_dir(root.join(rel)).with_context(|| format!("readdir /{rel}"))? {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
-        let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let path = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
         if e.file_type()?.is_dir() && path != "lost+found" {
             walk(root, &path, out)?;
         }
@@ -594,8 +785,18 @@ fn compare_bytes(got: &[u8], want: &[u8], base: u64) -> Result<()> {
         return Ok(()); // memcmp; the byte search below is slow in debug builds
     }
     if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
-        bail!("byte {} is {:#04x}, the model says {:#04x}", base + i as u64, got[i], want[i]);
+        bail!(
+            "byte {} is {:#04x}, the model says {:#04x}",
+            base + i as u64,
+            got[i],
+            want[i]
+        );
     }
-    ensure!(got.len() == want.len(), "read {} bytes at {base}, the model says {}", got.len(), want.len());
+    ensure!(
+        got.len() == want.len(),
+        "read {} bytes at {base}, the model says {}",
+        got.len(),
+        want.len()
+    );
     Ok(())
 }

@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 pub struct IomapfsBins {
     /// The server, `iomapfs`.
     pub server: PathBuf,
-    /// The mount(8) helper, `mount.fuse.iomapfs`.
+    /// What /sbin/mount.fuse.iomapfs should point to: a `mount.fuse.iomapfs` binary if the
+    /// package builds one, else the server itself, which acts as the helper when invoked
+    /// under that name.
     pub helper: PathBuf,
 }
 
@@ -28,8 +30,13 @@ pub fn workspace_dir() -> PathBuf {
 
 fn build() -> Result<IomapfsBins> {
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(workspace_dir())
-        .args(["build", "-p", "iomapfs", "--bins", "--message-format=json-render-diagnostics"]);
+    cmd.current_dir(workspace_dir()).args([
+        "build",
+        "-p",
+        "iomapfs",
+        "--bins",
+        "--message-format=json-render-diagnostics",
+    ]);
     let out = cmd.output().context("cannot run cargo to build iomapfs")?;
     if !out.status.success() {
         bail!(
@@ -40,7 +47,9 @@ fn build() -> Result<IomapfsBins> {
     }
     let (mut server, mut helper) = (None, None);
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str())
         else {
             continue;
@@ -51,8 +60,7 @@ fn build() -> Result<IomapfsBins> {
             _ => {}
         }
     }
-    Ok(IomapfsBins {
-        server: server.context("cargo built no `iomapfs` binary")?,
-        helper: helper.context("cargo built no `mount.fuse.iomapfs` binary")?,
-    })
+    let server = server.context("cargo built no `iomapfs` binary")?;
+    let helper = helper.unwrap_or_else(|| server.clone());
+    Ok(IomapfsBins { server, helper })
 }

@@ -14,7 +14,9 @@ pub fn run<S: AsRef<OsStr>>(prog: &str, args: &[S]) -> Result<String> {
 
 pub fn run_cmd(cmd: &mut Command) -> Result<String> {
     let line = describe(cmd);
-    let out = cmd.output().with_context(|| format!("cannot run `{line}`"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run `{line}`"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         bail!(
@@ -47,8 +49,12 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
 
 /// `e2fsck -fn IMAGE`: fails with e2fsck's report unless the filesystem is clean.
 pub fn e2fsck_clean(image: &Path) -> Result<()> {
-    run("e2fsck", &[OsStr::new("-fn"), image.as_os_str()])
-        .with_context(|| format!("e2fsck -fn {} reports a damaged filesystem", image.display()))?;
+    run("e2fsck", &[OsStr::new("-fn"), image.as_os_str()]).with_context(|| {
+        format!(
+            "e2fsck -fn {} reports a damaged filesystem",
+            image.display()
+        )
+    })?;
     Ok(())
 }
 

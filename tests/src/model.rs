@@ -28,7 +28,12 @@ pub struct Node {
 
 impl Node {
     fn new(kind: Kind, mode: u32) -> Self {
-        Node { kind, mode, links: 1, xattrs: BTreeMap::new() }
+        Node {
+            kind,
+            mode,
+            links: 1,
+            xattrs: BTreeMap::new(),
+        }
     }
     pub fn is_dir(&self) -> bool {
         matches!(self.kind, Kind::Dir(_))
@@ -74,7 +79,10 @@ impl Model {
     pub fn new() -> Self {
         let mut nodes = BTreeMap::new();
         nodes.insert(ROOT, Node::new(Kind::Dir(BTreeMap::new()), 0o755));
-        Model { nodes, next: ROOT + 1 }
+        Model {
+            nodes,
+            next: ROOT + 1,
+        }
     }
 
     pub fn node(&self, id: Id) -> &Node {
@@ -99,7 +107,11 @@ impl Model {
         while let Some((path, id)) = stack.pop() {
             if let Kind::Dir(entries) = &self.nodes[&id].kind {
                 for (name, &child) in entries.iter().rev() {
-                    let p = if path.is_empty() { name.clone() } else { format!("{path}/{name}") };
+                    let p = if path.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{path}/{name}")
+                    };
                     stack.push((p, child));
                 }
             }
@@ -164,7 +176,10 @@ impl Model {
     /// Removes the name; the node goes when its last link does.
     fn drop_name(&mut self, path: &str) {
         let (dir, name) = self.parent(path).expect("caller checked the path");
-        let id = self.entries_mut(dir).remove(&name).expect("caller checked the path");
+        let id = self
+            .entries_mut(dir)
+            .remove(&name)
+            .expect("caller checked the path");
         let node = self.nodes.get_mut(&id).expect("linked node exists");
         node.links -= 1;
         if node.is_dir() || node.links == 0 {

@@ -92,11 +92,23 @@ pub fn verify_image(image: &Path, expected: &Expected) -> Result<()> {
         match (&entry.what, got) {
             (Expect::Absent, None) => continue,
             (Expect::Absent, Some(f)) => bail!("/{path} should not exist but is a {:?}", f.kind),
-            (_, None) => bail!("/{path} is missing from the image (expected {:?})", kind_of(&entry.what)),
+            (_, None) => bail!(
+                "/{path} is missing from the image (expected {:?})",
+                kind_of(&entry.what)
+            ),
             (what, Some(f)) => {
-                ensure!(Some(f.kind) == kind_of(what), "/{path} is a {:?}, expected {:?}", f.kind, kind_of(what));
+                ensure!(
+                    Some(f.kind) == kind_of(what),
+                    "/{path} is a {:?}, expected {:?}",
+                    f.kind,
+                    kind_of(what)
+                );
                 if let Some(mode) = entry.mode {
-                    ensure!(f.mode == mode, "/{path} has mode {:o}, expected {mode:o}", f.mode);
+                    ensure!(
+                        f.mode == mode,
+                        "/{path} has mode {:o}, expected {mode:o}",
+                        f.mode
+                    );
                 }
                 match what {
                     Expect::File(data) => {
@@ -113,10 +125,16 @@ pub fn verify_image(image: &Path, expected: &Expected) -> Result<()> {
                         }
                     }
                     Expect::Symlink(target) => {
-                        let got = fs.read_link(format!("/{path}").as_str()).map_err(|e| anyhow!("{e}")).with_context(ctx)?;
+                        let got = fs
+                            .read_link(format!("/{path}").as_str())
+                            .map_err(|e| anyhow!("{e}"))
+                            .with_context(ctx)?;
                         let got: std::path::PathBuf = got.into();
-                        ensure!(got.as_os_str().as_encoded_bytes() == target.as_slice(),
-                            "/{path} points to {got:?}, expected {:?}", String::from_utf8_lossy(target));
+                        ensure!(
+                            got.as_os_str().as_encoded_bytes() == target.as_slice(),
+                            "/{path} points to {got:?}, expected {:?}",
+                            String::from_utf8_lossy(target)
+                        );
                     }
                     _ => {}
                 }
@@ -127,9 +145,14 @@ pub fn verify_image(image: &Path, expected: &Expected) -> Result<()> {
         if expected.entries.contains_key(path) {
             continue;
         }
-        ensure!(!expected.exact || path == "lost+found", "unexpected /{path} ({:?}) in the image", f.kind);
+        ensure!(
+            !expected.exact || path == "lost+found",
+            "unexpected /{path} ({:?}) in the image",
+            f.kind
+        );
         if f.kind == FileType::Regular {
-            read_through(&fs, path, f.len).with_context(|| format!("reading /{path} with ext4-view"))?;
+            read_through(&fs, path, f.len)
+                .with_context(|| format!("reading /{path} with ext4-view"))?;
         }
     }
     Ok(())
@@ -149,18 +172,35 @@ fn kind_of(e: &Expect) -> Option<FileType> {
 }
 
 fn walk(fs: &Ext4, dir: &str, found: &mut BTreeMap<String, Found>) -> Result<()> {
-    let entries = fs.read_dir(format!("/{dir}").as_str()).map_err(|e| anyhow!("read_dir /{dir}: {e}"))?;
+    let entries = fs
+        .read_dir(format!("/{dir}").as_str())
+        .map_err(|e| anyhow!("read_dir /{dir}: {e}"))?;
     for entry in entries {
         let entry = entry.map_err(|e| anyhow!("read_dir /{dir}: {e}"))?;
         let name = entry.file_name();
-        let name = name.as_str().map_err(|e| anyhow!("non-UTF-8 name in /{dir}: {e}"))?;
+        let name = name
+            .as_str()
+            .map_err(|e| anyhow!("non-UTF-8 name in /{dir}: {e}"))?;
         if name == "." || name == ".." {
             continue;
         }
-        let path = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
-        let md = entry.metadata().map_err(|e| anyhow!("metadata of /{path}: {e}"))?;
+        let path = if dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{dir}/{name}")
+        };
+        let md = entry
+            .metadata()
+            .map_err(|e| anyhow!("metadata of /{path}: {e}"))?;
         let kind = md.file_type();
-        found.insert(path.clone(), Found { kind, mode: u32::from(md.mode()), len: md.len() });
+        found.insert(
+            path.clone(),
+            Found {
+                kind,
+                mode: u32::from(md.mode()),
+                len: md.len(),
+            },
+        );
         if kind == FileType::Directory {
             walk(fs, &path, found)?;
         }
@@ -187,7 +227,9 @@ fn compare_file(fs: &Ext4, path: &str, len: u64, want: &SparseData) -> Result<()
     };
     windows.sort_unstable();
     windows.dedup();
-    let mut file = fs.open(format!("/{path}").as_str()).map_err(|e| anyhow!("open: {e}"))?;
+    let mut file = fs
+        .open(format!("/{path}").as_str())
+        .map_err(|e| anyhow!("open: {e}"))?;
     let mut buf = vec![0u8; WINDOW as usize];
     for w in windows {
         let off = w * WINDOW;
@@ -196,18 +238,30 @@ fn compare_file(fs: &Ext4, path: &str, len: u64, want: &SparseData) -> Result<()
         }
         let n = WINDOW.min(len - off) as usize;
         file.seek(SeekFrom::Start(off))?;
-        file.read_exact(&mut buf[..n]).with_context(|| format!("read {n} bytes at {off}"))?;
+        file.read_exact(&mut buf[..n])
+            .with_context(|| format!("read {n} bytes at {off}"))?;
         let expect = want.read(off, n as u64);
         if buf[..n] != expect[..] {
-            let i = buf[..n].iter().zip(&expect).position(|(a, b)| a != b).unwrap_or(0);
-            bail!("contents differ at byte {}: image has {:#04x}, expected {:#04x}", off + i as u64, buf[i], expect[i]);
+            let i = buf[..n]
+                .iter()
+                .zip(&expect)
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            bail!(
+                "contents differ at byte {}: image has {:#04x}, expected {:#04x}",
+                off + i as u64,
+                buf[i],
+                expect[i]
+            );
         }
     }
     Ok(())
 }
 
 fn read_through(fs: &Ext4, path: &str, len: u64) -> Result<()> {
-    let mut file = fs.open(format!("/{path}").as_str()).map_err(|e| anyhow!("open: {e}"))?;
+    let mut file = fs
+        .open(format!("/{path}").as_str())
+        .map_err(|e| anyhow!("open: {e}"))?;
     let mut buf = vec![0u8; WINDOW as usize];
     let mut total = 0u64;
     // Bounded like compare_file: huge sparse files are sampled at both ends.
@@ -229,20 +283,43 @@ fn read_through(fs: &Ext4, path: &str, len: u64) -> Result<()> {
 }
 
 fn has_unwritten_extents(image: &Path, path: &str) -> Result<bool> {
-    let out = crate::cmd::run("debugfs", &[OsStr::new("-R"), format!("ex \"/{path}\"").as_ref(), image.as_os_str()])?;
+    let out = crate::cmd::run(
+        "debugfs",
+        &[
+            OsStr::new("-R"),
+            format!("ex \"/{path}\"").as_ref(),
+            image.as_os_str(),
+        ],
+    )?;
     Ok(out.lines().any(|l| l.trim_end().ends_with("Uninit")))
 }
 
 fn compare_with_debugfs(image: &Path, path: &str, want: &SparseData) -> Result<()> {
-    ensure!(want.len() <= FULL_COMPARE_LIMIT, "too large to dump ({} bytes)", want.len());
+    ensure!(
+        want.len() <= FULL_COMPARE_LIMIT,
+        "too large to dump ({} bytes)",
+        want.len()
+    );
     let out = tempfile::NamedTempFile::new()?;
     let cmd = format!("dump \"/{path}\" \"{}\"", out.path().display());
-    crate::cmd::run("debugfs", &[OsStr::new("-R"), cmd.as_ref(), image.as_os_str()])?;
+    crate::cmd::run(
+        "debugfs",
+        &[OsStr::new("-R"), cmd.as_ref(), image.as_os_str()],
+    )?;
     let got = std::fs::read(out.path())?;
     let expect = want.to_vec();
-    ensure!(got.len() == expect.len(), "debugfs dumped {} bytes, expected {}", got.len(), expect.len());
+    ensure!(
+        got.len() == expect.len(),
+        "debugfs dumped {} bytes, expected {}",
+        got.len(),
+        expect.len()
+    );
     if let Some(i) = got.iter().zip(&expect).position(|(a, b)| a != b) {
-        bail!("contents differ at byte {i}: image has {:#04x}, expected {:#04x}", got[i], expect[i]);
+        bail!(
+            "contents differ at byte {i}: image has {:#04x}, expected {:#04x}",
+            got[i],
+            expect[i]
+        );
     }
     Ok(())
 }

@@ -15,7 +15,12 @@ pub struct SparseData {
 
 impl std::fmt::Debug for SparseData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SparseData {{ size: {}, pages: {} }}", self.size, self.pages.len())
+        write!(
+            f,
+            "SparseData {{ size: {}, pages: {} }}",
+            self.size,
+            self.pages.len()
+        )
     }
 }
 
@@ -127,7 +132,10 @@ impl SparseData {
             let in_page = (pos % PAGE) as usize;
             let n = (PAGE as usize - in_page).min(data.len() - done);
             let chunk = &data[done..done + n];
-            let page = self.pages.entry(index).or_insert_with(|| vec![0u8; PAGE as usize].into());
+            let page = self
+                .pages
+                .entry(index)
+                .or_insert_with(|| vec![0u8; PAGE as usize].into());
             page[in_page..in_page + n].copy_from_slice(chunk);
             done += n;
         }
@@ -150,7 +158,10 @@ mod tests {
         assert_eq!(d.read(5999, 2), vec![7, 0]);
         assert_eq!(d.read(6000, 14000), vec![0u8; 14000]);
         d.zero_range(5500, 100);
-        assert_eq!(d.read(5499, 102), [&[7u8][..], &[0u8; 100][..], &[7u8][..]].concat());
+        assert_eq!(
+            d.read(5499, 102),
+            [&[7u8][..], &[0u8; 100][..], &[7u8][..]].concat()
+        );
         assert_eq!(d.data_ranges(), vec![(4096, 8192)]);
         let big = 5u64 << 30;
         d.write(big, b"xyz");

@@ -98,7 +98,11 @@ pub fn expect_errno<T: Debug>(r: rustix::io::Result<T>, want: Errno, what: &str)
 
 /// Same for std::io results.
 pub fn expect_io_errno<T: Debug>(r: std::io::Result<T>, want: Errno, what: &str) -> Result<()> {
-    expect_errno(r.map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO)), want, what)
+    expect_errno(
+        r.map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO)),
+        want,
+        what,
+    )
 }
 
 /// Bytes that differ per `tag` and per position, so misplaced data is caught.
@@ -174,7 +178,14 @@ pub fn as_user(uid: u32, gid: u32, op: UserOp) -> Result<std::result::Result<(),
             }
             let r = match code {
                 0 | 1 => {
-                    let fd = libc::open(p, if code == 0 { libc::O_RDONLY } else { libc::O_WRONLY });
+                    let fd = libc::open(
+                        p,
+                        if code == 0 {
+                            libc::O_RDONLY
+                        } else {
+                            libc::O_WRONLY
+                        },
+                    );
                     let mut b = [0u8; 16];
                     if fd >= 0 && code == 0 && libc::read(fd, b.as_mut_ptr().cast(), b.len()) < 0 {
                         -1

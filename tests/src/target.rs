@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(10);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+const BUSY_RETRY: Duration = Duration::from_secs(3);
 
 #[derive(Clone, Debug, Default)]
 pub struct MountOptions {
@@ -25,8 +26,13 @@ pub trait Target: Sync {
     /// Why this machine cannot run the target at all, if it cannot (the only reason to skip).
     fn missing_prerequisite(&self) -> Option<String>;
     /// Mounts `image` on `mnt`; `log` receives the server's output, if there is a server.
-    fn mount(&self, image: &Path, mnt: &Path, opts: &MountOptions, log: &Path)
-        -> Result<Box<dyn Mounted>>;
+    fn mount(
+        &self,
+        image: &Path,
+        mnt: &Path,
+        opts: &MountOptions,
+        log: &Path,
+    ) -> Result<Box<dyn Mounted>>;
 }
 
 /// A live mount. `unmount` is the clean path: afterwards the image is complete and can be
@@ -60,7 +66,9 @@ impl Target for KernelExt4 {
     fn missing_prerequisite(&self) -> Option<String> {
         common_prerequisites().or_else(|| {
             let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-            let has_ext4 = fs.lines().any(|l| l.split_whitespace().last() == Some("ext4"));
+            let has_ext4 = fs
+                .lines()
+                .any(|l| l.split_whitespace().last() == Some("ext4"));
             // ext4 may be a module that mount(8) loads on demand.
             let module = Path::new("/lib/modules")
                 .join(rustix::system::uname().release().to_string_lossy().as_ref())
@@ -68,16 +76,36 @@ impl Target for KernelExt4 {
             (!has_ext4 && !module.exists()).then(|| "the kernel has no ext4".into())
         })
     }
-    fn mount(&self, image: &Path, mnt: &Path, opts: &MountOptions, _log: &Path)
-        -> Result<Box<dyn Mounted>> {
-        let dev = cmd::run("losetup", &[Path::new("--find"), Path::new("--show"), image])?
-            .trim()
-            .to_string();
-        let mut m = LoopMount { dev: PathBuf::from(dev), mnt: mnt.to_owned(), mounted: false };
+    fn mount(
+        &self,
+        image: &Path,
+        mnt: &Path,
+        opts: &MountOptions,
+        _log: &Path,
+    ) -> Result<Box<dyn Mounted>> {
+        let dev = cmd::run(
+            "losetup",
+            &[Path::new("--find"), Path::new("--show"), image],
+        )?
+        .trim()
+        .to_string();
+        let mut m = LoopMount {
+            dev: PathBuf::from(dev),
+            mnt: mnt.to_owned(),
+            mounted: false,
+        };
         let mode = if opts.read_only { "ro" } else { "rw" };
-        cmd::run("mount", &[
-            Path::new("-t"), Path::new("ext4"), Path::new("-o"), Path::new(mode), &m.dev, mnt,
-        ])?;
+        cmd::run(
+            "mount",
+            &[
+                Path::new("-t"),
+                Path::new("ext4"),
+                Path::new("-o"),
+                Path::new(mode),
+                &m.dev,
+                mnt,
+            ],
+        )?;
         m.mounted = true;
         Ok(Box::new(m))
     }
@@ -91,7 +119,7 @@ struct LoopMount {
 
 impl Mounted for LoopMount {
     fn unmount(mut self: Box<Self>) -> Result<()> {
-        cmd::run("umount", &[&self.mnt])?;
+        umount(&self.mnt)?;
         self.mounted = false;
         // Detaching here (not in Drop) so the image is released before e2fsck.
         let r = cmd::run("losetup", &[Path::new("-d"), &self.dev]);
@@ -128,24 +156,43 @@ impl Target for Iomapfs {
             (!Path::new("/dev/fuse").exists()).then(|| "/dev/fuse does not exist".into())
         })
     }
-    fn mount(&self, image: &Path, mnt: &Path, opts: &MountOptions, log: &Path)
-        -> Result<Box<dyn Mounted>> {
+    fn mount(
+        &self,
+        image: &Path,
+        mnt: &Path,
+        opts: &MountOptions,
+        log: &Path,
+    ) -> Result<Box<dyn Mounted>> {
         let server = &iomapfs_bins()?.server;
         let mut o = vec![if opts.read_only { "ro" } else { "rw" }.to_string()];
         o.extend(opts.fuse_opts.iter().cloned());
         let log_file = File::create(log).with_context(|| format!("create {}", log.display()))?;
         let mut cmd = Command::new(server);
-        cmd.arg("-f").arg("-o").arg(o.join(",")).arg(image).arg(mnt)
+        cmd.arg("-f")
+            .arg("-o")
+            .arg(o.join(","))
+            .arg(image)
+            .arg(mnt)
+            .env("NO_COLOR", "1") // plain text in the log that failures quote
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
-        let child = cmd.spawn().with_context(|| format!("cannot start {}", server.display()))?;
-        let mut m = FuseMount { child, mnt: mnt.to_owned(), log: log.to_owned(), mounted: false };
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", server.display()))?;
+        let mut m = FuseMount {
+            child,
+            mnt: mnt.to_owned(),
+            log: log.to_owned(),
+            mounted: false,
+        };
         m.wait_until_mounted(&cmd::describe(&cmd))?;
         m.mounted = true;
         match mount_fstype(mnt).as_deref() {
             Some("fuse.iomapfs") => Ok(Box::new(m)),
-            other => bail!("an image file must be mounted as fuse.iomapfs, mountinfo says {other:?}"),
+            other => {
+                bail!("an image file must be mounted as fuse.iomapfs, mountinfo says {other:?}")
+            }
         }
     }
 }
@@ -162,10 +209,16 @@ impl FuseMount {
         let start = Instant::now();
         while mount_fstype(&self.mnt).is_none() {
             if let Some(status) = self.child.try_wait()? {
-                bail!("`{line}` exited ({status}) before mounting:\n{}", read_log(&self.log));
+                bail!(
+                    "`{line}` exited ({status}) before mounting:\n{}",
+                    read_log(&self.log)
+                );
             }
             if start.elapsed() > MOUNT_TIMEOUT {
-                bail!("`{line}` did not mount within {MOUNT_TIMEOUT:?}:\n{}", read_log(&self.log));
+                bail!(
+                    "`{line}` did not mount within {MOUNT_TIMEOUT:?}:\n{}",
+                    read_log(&self.log)
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -175,7 +228,7 @@ impl FuseMount {
 
 impl Mounted for FuseMount {
     fn unmount(mut self: Box<Self>) -> Result<()> {
-        cmd::run("umount", &[&self.mnt])?;
+        umount(&self.mnt)?;
         self.mounted = false;
         // An image file is mounted as fuse.iomapfs, for which the kernel sends no DESTROY:
         // the server flushes and exits on its own after umount, and only then is the image
@@ -183,7 +236,10 @@ impl Mounted for FuseMount {
         let status = wait_timeout(&mut self.child, EXIT_TIMEOUT)?;
         match status {
             Some(s) if s.success() => Ok(()),
-            Some(s) => bail!("iomapfs exited with {s} after umount:\n{}", read_log(&self.log)),
+            Some(s) => bail!(
+                "iomapfs exited with {s} after umount:\n{}",
+                read_log(&self.log)
+            ),
             None => bail!(
                 "iomapfs did not exit within {EXIT_TIMEOUT:?} of umount:\n{}",
                 read_log(&self.log)
@@ -205,6 +261,21 @@ impl Drop for FuseMount {
 }
 
 // ---------------------------------------------------------------------------------------
+
+/// `umount MNT`, retried for a while if the mount is busy: under `cargo test` the tests
+/// are threads of one process, and a child another test forks (as_user, or any Command
+/// between fork and exec) briefly holds copies of every open descriptor.
+pub fn umount(mnt: &Path) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        match cmd::run("umount", &[mnt]) {
+            Err(e) if format!("{e:#}").contains("busy") && start.elapsed() < BUSY_RETRY => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => return r.map(drop),
+        }
+    }
+}
 
 /// `umount`, and `umount -l` if that fails (a test that panicked may leave files open).
 pub fn lazy_unmount(mnt: &Path) {
@@ -246,5 +317,10 @@ pub fn read_log(log: &Path) -> String {
     // Keep failure messages readable: the tail is what explains a failure.
     let lines: Vec<&str> = text.lines().collect();
     let tail = &lines[lines.len().saturating_sub(60)..];
-    format!("--- server log {} (last {} lines) ---\n{}", log.display(), tail.len(), tail.join("\n"))
+    format!(
+        "--- server log {} (last {} lines) ---\n{}",
+        log.display(),
+        tail.len(),
+        tail.join("\n")
+    )
 }

@@ -35,7 +35,10 @@ impl Default for FsSpec {
 
 impl FsSpec {
     pub fn block_1k() -> Self {
-        Self { block_size: 1024, ..Self::default() }
+        Self {
+            block_size: 1024,
+            ..Self::default()
+        }
     }
 }
 
@@ -56,7 +59,10 @@ pub struct TestFs<'t> {
 impl<'t> TestFs<'t> {
     /// mkfs a new image and mount it.
     pub fn new(target: &'t dyn Target, spec: FsSpec) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("e2e-").tempdir().context("create temp dir")?;
+        let dir = tempfile::Builder::new()
+            .prefix("e2e-")
+            .tempdir()
+            .context("create temp dir")?;
         // Other users (the permission tests) must be able to reach the mountpoint.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
         let image = dir.path().join("fs.img");
@@ -66,8 +72,15 @@ impl<'t> TestFs<'t> {
         mkfs_ext4(&image, spec.block_size, &spec.mkfs_args)?;
         let log = dir.path().join("server.log");
         let mut fs = Self {
-            target, spec, image, mnt, log, mount: None, finished: false,
-            expected: Expected::default(), dir,
+            target,
+            spec,
+            image,
+            mnt,
+            log,
+            mount: None,
+            finished: false,
+            expected: Expected::default(),
+            dir,
         };
         fs.mount()?;
         Ok(fs)
@@ -123,14 +136,17 @@ impl<'t> TestFs<'t> {
     }
 
     fn mount(&mut self) -> Result<()> {
-        let m = self.target.mount(&self.image, &self.mnt, &self.spec.mount, &self.log)?;
+        let m = self
+            .target
+            .mount(&self.image, &self.mnt, &self.spec.mount, &self.log)?;
         self.mount = Some(m);
         Ok(())
     }
 
     fn unmount_and_check(&mut self) -> Result<()> {
         if let Some(m) = self.mount.take() {
-            m.unmount().with_context(|| format!("{}: unmount", self.target.name()))?;
+            m.unmount()
+                .with_context(|| format!("{}: unmount", self.target.name()))?;
         }
         e2fsck_clean(&self.image).with_context(|| format!("{}: after unmount", self.target.name()))
     }
@@ -139,10 +155,16 @@ impl<'t> TestFs<'t> {
 impl Drop for TestFs<'_> {
     fn drop(&mut self) {
         // Last-resort cleanup (the mount's own Drop unmounts lazily and kills the server).
-        self.mount.take();
-        if !self.finished && !std::thread::panicking() {
+        let was_mounted = self.mount.take().is_some();
+        if was_mounted && !self.finished && !std::thread::panicking() {
             // Either the test failed with an error (reported by `run`) or it forgot finish().
-            eprintln!("{}: TestFs dropped without finish(): the image was not checked", self.target.name());
+            eprintln!(
+                "{}: TestFs dropped without finish(): the image was not checked",
+                self.target.name()
+            );
+            if self.target.is_fuse() {
+                eprintln!("{}", self.server_log());
+            }
         }
     }
 }
