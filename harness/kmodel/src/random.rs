@@ -46,6 +46,9 @@ pub struct RunConfig {
     pub workdir: Option<PathBuf>,
     /// Print each operation.
     pub verbose: bool,
+    /// Debug aid: after every operation, SYNCFS and `e2fsck -fn` the live image, to find
+    /// the first request that corrupts metadata.
+    pub fsck_each_op: bool,
 }
 
 impl RunConfig {
@@ -65,6 +68,7 @@ impl RunConfig {
             reply_timeout: Duration::from_secs(60),
             workdir: None,
             verbose: false,
+            fsck_each_op: false,
         }
     }
 }
@@ -284,6 +288,10 @@ impl<'a> Runner<'a> {
             }
             *self.report.op_counts.entry(op.kind()).or_default() += 1;
             self.apply(op)?;
+            if self.cfg.fsck_each_op {
+                self.k().syncfs()?;
+                image::fsck(&self.spec.image)?;
+            }
             self.recent.push_back(format!("{:6} {}", self.step, self.current));
             if self.recent.len() > 25 {
                 self.recent.pop_front();
@@ -445,15 +453,18 @@ impl<'a> Runner<'a> {
 
     // ---- applying and checking -------------------------------------------------------------
 
-    /// Random non-zero bytes (zero would be indistinguishable from a hole).
+    /// Pseudo-random bytes, never zero (zero would be indistinguishable from a hole): a
+    /// xorshift stream seeded from the run's generator, 8 bytes per step.
     fn data(&mut self, len: u64) -> Vec<u8> {
-        let mut buf = vec![0u8; len as usize];
-        self.rng.fill_bytes(&mut buf);
-        for b in &mut buf {
-            if *b == 0 {
-                *b = 0x5a;
-            }
+        let mut x = self.rng.next_u64() | 1;
+        let mut buf = Vec::with_capacity(len as usize + 8);
+        while buf.len() < len as usize {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            buf.extend_from_slice(&(x | 0x0101_0101_0101_0101).to_le_bytes());
         }
+        buf.truncate(len as usize);
         buf
     }
 

@@ -51,6 +51,8 @@ pub struct Session {
     pub notifications: Vec<Notification>,
     /// Requests sent, by opcode.
     pub counts: BTreeMap<String, u64>,
+    /// Print every request and reply (KMODEL_TRACE=1).
+    trace: bool,
 }
 
 impl Session {
@@ -97,6 +99,7 @@ impl Session {
             buf: vec![0u8; MAX_MESSAGE],
             notifications: Vec::new(),
             counts: BTreeMap::new(),
+            trace: std::env::var_os("KMODEL_TRACE").is_some_and(|v| v != "0"),
         })
     }
 
@@ -125,7 +128,11 @@ impl Session {
                     reply: hex_prefix(&msg),
                 });
             }
-            return Ok(Reply { error: view.header.error, payload: view.payload.to_vec() });
+            let reply = Reply { error: view.header.error, payload: view.payload.to_vec() };
+            if self.trace {
+                eprintln!("kmodel: {} -> {}", req.summary(), reply.summary());
+            }
+            return Ok(reply);
         }
     }
 

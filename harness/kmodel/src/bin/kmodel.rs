@@ -33,6 +33,9 @@ struct Cli {
     /// Print every operation.
     #[arg(short, long)]
     verbose: bool,
+    /// Debug aid: SYNCFS and e2fsck -fn the live image after every operation.
+    #[arg(long)]
+    fsck_each_op: bool,
 }
 
 fn main() -> Result<()> {
@@ -49,6 +52,7 @@ fn main() -> Result<()> {
     cfg.remount_every = cli.remount_every.max(1);
     cfg.server_options = cli.options;
     cfg.verbose = cli.verbose;
+    cfg.fsck_each_op = cli.fsck_each_op;
     if let Some(dir) = cli.workdir {
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         cfg.workdir = Some(dir);
