@@ -977,7 +977,14 @@ fn fsync_family(t: &dyn Target) -> Result<()> {
     rustix::fs::fsync(&fd)?;
     pwrite_all(&fd, b"tail", data.len() as u64)?;
     rustix::fs::fdatasync(&fd)?;
-    drop(fd);
+    // close(2) is where FLUSH errors surface; dropping an OwnedFd would ignore them.
+    let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
+    // SAFETY: we own `raw` and close it once.
+    ensure!(
+        unsafe { libc::close(raw) } == 0,
+        "close: {}",
+        std::io::Error::last_os_error()
+    );
     std::fs::create_dir(fs.path("d"))?;
     write(&fs.path("d/x"), b"x")?;
     let dir = open(&fs.path("d"), OFlags::RDONLY | OFlags::DIRECTORY, 0)?;

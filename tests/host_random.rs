@@ -82,6 +82,7 @@ fn run_seed(t: &dyn Target, seed: u64) -> Result<()> {
         mnt: fs.mnt().to_path_buf(),
         log: VecDeque::new(),
         counts: BTreeMap::new(),
+        expected_errors: 0,
     };
     let mut run = || -> Result<()> {
         for i in 0..ops {
@@ -109,9 +110,10 @@ fn run_seed(t: &dyn Target, seed: u64) -> Result<()> {
         );
     }
     eprintln!(
-        "{}: seed={seed:#x} ops={ops} passed in {:.1?}; op mix {:?}",
+        "{}: seed={seed:#x} ops={ops} passed in {:.1?}; {} failed with the predicted errno; op mix {:?}",
         t.name(),
         start.elapsed(),
+        w.expected_errors,
         w.counts
     );
     Ok(())
@@ -124,6 +126,8 @@ struct Workload {
     /// The last operations, for the failure report.
     log: VecDeque<String>,
     counts: BTreeMap<&'static str, usize>,
+    /// Operations that failed with the errno the model predicted.
+    expected_errors: usize,
 }
 
 /// open(2) with O_CLOEXEC: tests run in parallel threads, and a descriptor inherited by
@@ -235,11 +239,14 @@ impl Workload {
         }
     }
 
-    fn expect(&self, what: &str, want: Res, got: Res) -> Result<()> {
+    fn expect(&mut self, what: &str, want: Res, got: Res) -> Result<()> {
         ensure!(
             want == got,
             "{what}: the model says {want:?}, the filesystem says {got:?}"
         );
+        if want.is_err() {
+            self.expected_errors += 1;
+        }
         Ok(())
     }
 

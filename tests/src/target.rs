@@ -166,6 +166,10 @@ impl Target for Iomapfs {
         let server = &iomapfs_bins()?.server;
         let mut o = vec![if opts.read_only { "ro" } else { "rw" }.to_string()];
         o.extend(opts.fuse_opts.iter().cloned());
+        // Extra server options for debugging or fault injection, e.g. `debug,threads=1`.
+        if let Ok(extra) = std::env::var("IOMAPFS_E2E_OPTS") {
+            o.extend(extra.split(',').filter(|s| !s.is_empty()).map(String::from));
+        }
         let log_file = File::create(log).with_context(|| format!("create {}", log.display()))?;
         let mut cmd = Command::new(server);
         cmd.arg("-f")
