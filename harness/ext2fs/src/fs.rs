@@ -408,7 +408,9 @@ impl Fs {
         // SAFETY: open read-write handle; `ino` receives the result.
         let rc = unsafe { sys::ext2fs_new_inode(self.ptr(), dir, mode as i32, ptr::null_mut(), &mut ino) };
         check(rc, "allocating an inode")?;
+        // Zero links and no blocks, but the mode, so that freeing it fixes the right counters.
         let mut blank = Inode::zeroed();
+        blank.set_mode(mode);
         if self.inode_size() > sys::EXT2_GOOD_OLD_INODE_SIZE as usize {
             blank.raw.i_extra_isize = FULL_EXTRA_ISIZE;
         }
@@ -472,19 +474,8 @@ impl Fs {
         // SAFETY: `inode` is a whole large inode; the call updates i_file_acl and i_blocks in it.
         let rc = unsafe { sys::ext2fs_free_ext_attr(self.ptr(), ino, &mut inode.raw) };
         check(rc, ctx())?;
-        // SAFETY: as above; a fast symlink has no blocks and is skipped.
-        let punch_rc = unsafe {
-            if sys::ext2fs_inode_has_valid_blocks2(self.ptr(), inode.as_mut_ptr()) != 0 {
-                sys::ext2fs_punch(self.ptr(), ino, inode.as_mut_ptr(), ptr::null_mut(), 0, !0)
-            } else {
-                0
-            }
-        };
-        if punch_rc != 0 {
-            // Keep the inode consistent with what was freed before reporting.
-            let _ = self.write_inode(ino, &inode);
-            return check(punch_rc, ctx());
-        }
+        // Frees all data and tree blocks (a fast symlink has none); writes the inode.
+        self.punch(ino, &mut inode, 0, None)?;
         let is_dir = i32::from(inode.is_dir());
         inode.set_links(0);
         inode.raw.i_dtime = Timestamp::now().sec as u32;

@@ -86,6 +86,15 @@ impl Ext {
         self.lblk + self.len
     }
 
+    fn from_raw(e: &sys::ext2fs_extent) -> Ext {
+        Ext {
+            lblk: e.e_lblk,
+            len: u64::from(e.e_len),
+            pblk: e.e_pblk,
+            uninit: e.e_flags & sys::EXT2_EXTENT_FLAGS_UNINIT != 0,
+        }
+    }
+
     fn to_raw(self) -> sys::ext2fs_extent {
         sys::ext2fs_extent {
             e_pblk: self.pblk,
@@ -123,42 +132,74 @@ impl<'a> Handle<'a> {
         }
     }
 
-    fn get(&mut self, op: u32) -> Result<Option<Ext>> {
+    /// One movement of the handle; `None` when there is nothing in that direction.
+    fn get_raw(&mut self, op: u32) -> Result<Option<sys::ext2fs_extent>> {
         let mut e = sys::ext2fs_extent::default();
         // SAFETY: open handle; `e` receives the extent.
         let rc = unsafe { sys::ext2fs_extent_get(self.h, op as i32, &mut e) };
         let end_codes = [
             sys::EXT2_ET_EXTENT_NO_NEXT,
             sys::EXT2_ET_EXTENT_NO_PREV,
+            sys::EXT2_ET_EXTENT_NO_UP,
             sys::EXT2_ET_NO_CURRENT_NODE,
         ];
         if end_codes.iter().any(|&c| rc == i64::from(c)) {
             return Ok(None);
         }
         check(rc, "reading the extent tree")?;
-        if e.e_flags & sys::EXT2_EXTENT_FLAGS_LEAF == 0 {
-            return Err(Error::new(i64::from(sys::EXT2_ET_EXTENT_LEAF_BAD), "extent walk left the leaves"));
+        Ok(Some(e))
+    }
+
+    /// The current leaf extent.
+    fn current(&mut self) -> Result<Option<Ext>> {
+        match self.get_raw(sys::EXT2_EXTENT_CURRENT)? {
+            Some(e) if e.e_flags & sys::EXT2_EXTENT_FLAGS_LEAF != 0 => Ok(Some(Ext::from_raw(&e))),
+            Some(_) => Err(Error::new(i64::from(sys::EXT2_ET_EXTENT_LEAF_BAD), "extent walk left the leaves")),
+            None => Ok(None),
         }
-        Ok(Some(Ext {
-            lblk: e.e_lblk,
-            len: u64::from(e.e_len),
-            pblk: e.e_pblk,
-            uninit: e.e_flags & sys::EXT2_EXTENT_FLAGS_UNINIT != 0,
-        }))
     }
 
     /// The first leaf extent ending after `lblk` (it may start after `lblk`).
     fn first_from(&mut self, lblk: u64) -> Result<Option<Ext>> {
         let found = self.goto(lblk)?;
-        let Some(cur) = self.get(sys::EXT2_EXTENT_CURRENT)? else { return Ok(None) };
+        let Some(cur) = self.current()? else { return Ok(None) };
         if found || cur.end() > lblk {
             return Ok(Some(cur));
         }
         self.next_leaf()
     }
 
+    /// Moves to the next leaf extent, crossing into the next leaf block when needed.
+    ///
+    /// libext2fs' own `EXT2_EXTENT_NEXT_LEAF`/`PREV_LEAF` depend on per-level "visited"
+    /// marks that `ext2fs_extent_goto` does not set, so after a goto they can return the
+    /// same leaf again. This walks with sibling/up/down moves only, which have no such state.
     fn next_leaf(&mut self) -> Result<Option<Ext>> {
-        self.get(sys::EXT2_EXTENT_NEXT_LEAF)
+        self.step(sys::EXT2_EXTENT_NEXT_SIB, sys::EXT2_EXTENT_DOWN)
+    }
+
+    /// Moves to the previous leaf extent (see `next_leaf`).
+    fn prev_leaf(&mut self) -> Result<Option<Ext>> {
+        self.step(sys::EXT2_EXTENT_PREV_SIB, sys::EXT2_EXTENT_DOWN_AND_LAST)
+    }
+
+    fn step(&mut self, sibling: u32, down: u32) -> Result<Option<Ext>> {
+        // Climb until some level has a sibling in that direction.
+        while self.get_raw(sibling)?.is_none() {
+            if self.get_raw(sys::EXT2_EXTENT_UP)?.is_none() {
+                return Ok(None);
+            }
+        }
+        // Descend to the nearest leaf extent below it.
+        loop {
+            let Some(e) = self.get_raw(sys::EXT2_EXTENT_CURRENT)? else { return Ok(None) };
+            if e.e_flags & sys::EXT2_EXTENT_FLAGS_LEAF != 0 {
+                return Ok(Some(Ext::from_raw(&e)));
+            }
+            if self.get_raw(down)?.is_none() {
+                return Err(Error::new(i64::from(sys::EXT2_ET_EXTENT_INDEX_BAD), "empty extent tree node"));
+            }
+        }
     }
 
     fn replace(&mut self, e: Ext) -> Result<()> {
@@ -494,7 +535,7 @@ impl Fs {
         while cursor < end {
             // Find the hole at or after the cursor and its neighbours.
             let found = h.goto(cursor)?;
-            let cur = h.get(sys::EXT2_EXTENT_CURRENT)?;
+            let cur = h.current()?;
             if found {
                 let e = cur.expect("goto found an extent");
                 cursor = e.end();
@@ -534,7 +575,7 @@ impl Fs {
                 }
                 _ => {
                     h.goto(cursor)?;
-                    let after = matches!(h.get(sys::EXT2_EXTENT_CURRENT)?, Some(c) if c.lblk < cursor);
+                    let after = matches!(h.current()?, Some(c) if c.lblk < cursor);
                     h.insert(after, new)
                 }
             };
@@ -669,8 +710,14 @@ impl Fs {
         Ok(())
     }
 
-    /// Frees the blocks of `[start, end]` (inclusive; `None` = to the end of the file), as
-    /// `ext2fs_punch` does; updates and writes `inode`. The file size is not changed.
+    /// Frees the blocks of `[start, end]` (inclusive; `None` = to the end of the file) and
+    /// unmaps them; updates and writes `inode`. The file size is not changed.
+    ///
+    /// Extent-mapped files are punched here rather than by `ext2fs_punch`, whose 1.47.0
+    /// version refuses extents ending at the filesystem's last block (fixed upstream in
+    /// "libext2fs: fix off-by-one bug in punch_extent_blocks"); bounded ranges of
+    /// block-mapped files are unmapped block by block, avoiding its indirect-tree range bug
+    /// (fixed upstream in "libext2fs: fix ind_punch recursive block computation").
     pub fn punch(&mut self, ino: Ino, inode: &mut Inode, start: u64, end: Option<u64>) -> Result<()> {
         self.check_rw("punching blocks")?;
         let last = end.unwrap_or(u64::MAX);
@@ -680,22 +727,77 @@ impl Fs {
         if !self.has_valid_blocks(inode) {
             return Ok(());
         }
-        if inode.uses_extents() && end.is_some() {
-            // Punching inside an extent splits it; make sure the split cannot run out of space.
-            let reserve = {
-                let mut copy = *inode;
-                let mut h = Handle::open(self, ino, &mut copy)?;
-                Self::split_reserve(&mut h)?
-            };
-            if self.free_blocks() < reserve {
-                return Err(self.enospc(format!("punching blocks of inode {ino}")));
-            }
+        if inode.raw.i_flags & sys::EXT4_INLINE_DATA_FL != 0 {
+            return Err(Error::from_errno(libc::EOPNOTSUPP, format!("inode {ino} has inline data")));
         }
-        // SAFETY: our inode; libext2fs frees blocks and edits the mapping in it.
-        let rc = unsafe { sys::ext2fs_punch(self.ptr(), ino, inode.as_mut_ptr(), ptr::null_mut(), start, last) };
+        let res = if inode.uses_extents() {
+            self.punch_extents(ino, inode, start, last.saturating_add(1).min(EXTENT_LBLK_LIMIT))
+        } else if end.is_some() {
+            self.punch_block_mapped(ino, inode, start, last.saturating_add(1))
+        } else {
+            // Truncation: ext2fs_punch is correct for an open-ended range.
+            // SAFETY: our inode; libext2fs frees blocks and edits the mapping in it.
+            let rc = unsafe { sys::ext2fs_punch(self.ptr(), ino, inode.as_mut_ptr(), ptr::null_mut(), start, !0) };
+            check(rc, format!("truncating inode {ino}"))
+        };
         let written = self.write_inode(ino, inode);
-        check(rc, format!("punching blocks of inode {ino}"))?;
-        written
+        res.and(written)
+    }
+
+    fn punch_extents(&mut self, ino: Ino, inode: &mut Inode, start: u64, end: u64) -> Result<()> {
+        let mut h = Handle::open(self, ino, inode)?;
+        let mut cursor = start;
+        while cursor < end {
+            let Some(e) = h.first_from(cursor)? else { break };
+            if e.lblk >= end {
+                break;
+            }
+            if e.len == 0 || e.end() <= cursor {
+                return Err(extent_order_error(ino));
+            }
+            // Never free blocks a corrupt extent points outside the filesystem.
+            self.check_pblk(e.pblk, e.len, ino)?;
+            let a = e.lblk.max(cursor);
+            let b = e.end().min(end);
+            let left = Ext { len: a - e.lblk, ..e };
+            let right = Ext { lblk: b, len: e.end() - b, pblk: e.pblk + (b - e.lblk), ..e };
+            h.goto(e.lblk)?;
+            // Change the tree first, free after: a failure leaks blocks, never reuses them.
+            match (left.len > 0, right.len > 0) {
+                (false, false) => h.delete()?,
+                (true, false) => h.replace(left)?,
+                (false, true) => {
+                    h.replace(right)?;
+                    h.fix_parents()?;
+                }
+                (true, true) => {
+                    if self.free_blocks() < Self::split_reserve(&mut h)? {
+                        return Err(self.enospc(format!("splitting an extent of inode {ino}")));
+                    }
+                    h.replace(left)?;
+                    h.insert(true, right)?;
+                }
+            }
+            self.unclaim(h.inode, e.pblk + (a - e.lblk), b - a);
+            cursor = b;
+        }
+        Ok(())
+    }
+
+    /// Unmaps the allocated blocks of `[start, end)` of a block-mapped file one by one.
+    /// Indirect blocks that become empty stay allocated (and counted), which is valid.
+    fn punch_block_mapped(&mut self, ino: Ino, inode: &mut Inode, start: u64, end: u64) -> Result<()> {
+        for (lblk, pblk) in self.block_map_range(ino, inode, start, end)? {
+            self.check_pblk(pblk, 1, ino)?;
+            let mut zero: sys::blk64_t = 0;
+            // SAFETY: our inode; BMAP_SET with 0 clears the block pointer (and writes the inode).
+            let rc = unsafe {
+                sys::ext2fs_bmap2(self.ptr(), ino, inode.as_mut_ptr(), ptr::null_mut(), sys::BMAP_SET as i32, lblk, ptr::null_mut(), &mut zero)
+            };
+            check(rc, format!("unmapping block {lblk} of inode {ino}"))?;
+            self.unclaim(inode.as_mut_ptr(), pblk, 1);
+        }
+        Ok(())
     }
 }
 
@@ -706,7 +808,7 @@ fn merge_written(h: &mut Handle<'_>, mut w: Ext) -> Result<()> {
     if !h.goto(w.lblk)? {
         return Ok(());
     }
-    if let Some(p) = h.get(sys::EXT2_EXTENT_PREV_LEAF)? {
+    if let Some(p) = h.prev_leaf()? {
         if !p.uninit && p.end() == w.lblk && p.pblk + p.len == w.pblk && p.len + w.len <= EXT_INIT_MAX_LEN {
             h.goto(w.lblk)?;
             h.delete()?;
