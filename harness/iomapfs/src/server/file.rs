@@ -58,7 +58,7 @@ impl Server {
     pub(super) fn create(&self, req: &Request<'_>, parent: Ino, name: &[u8], arg: &CreateIn) -> Reply {
         let mut meta = self.meta();
         let mode = libc::S_IFREG | (arg.mode & 0o7777);
-        let (ino, inode) = self.make_node(&mut meta, req, parent, Some(name), mode, 0)?;
+        let (ino, inode) = self.make_node(&mut meta, req, parent, Some(name), mode, arg.umask, 0)?;
         let entry = self.entry_out(&mut meta, ino, &inode);
         let mut out = bytes(&entry);
         out.extend_from_slice(&bytes(&self.open_out()));
@@ -69,7 +69,7 @@ impl Server {
     pub(super) fn tmpfile(&self, req: &Request<'_>, parent: Ino, arg: &CreateIn) -> Reply {
         let mut meta = self.meta();
         let mode = libc::S_IFREG | (arg.mode & 0o7777);
-        let (ino, inode) = self.make_node(&mut meta, req, parent, None, mode, 0)?;
+        let (ino, inode) = self.make_node(&mut meta, req, parent, None, mode, arg.umask, 0)?;
         meta.orphans.insert(ino);
         let entry = self.entry_out(&mut meta, ino, &inode);
         let mut out = bytes(&entry);

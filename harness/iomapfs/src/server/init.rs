@@ -22,6 +22,10 @@ const WANTED: u64 = FUSE_ASYNC_READ
     | FUSE_PARALLEL_DIROPS
     | FUSE_MAX_PAGES
     | FUSE_CACHE_SYMLINKS
+    // The kernel enforces ACLs; the server keeps modes in step and inherits defaults.
+    | FUSE_POSIX_ACL
+    // ...which needs the unmasked mode and the umask to apply them itself.
+    | FUSE_DONT_MASK
     | FUSE_INIT_EXT;
 
 impl Server {

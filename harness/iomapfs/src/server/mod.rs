@@ -6,6 +6,7 @@
 //! writers, truncates and fallocates take it exclusively, so a read never sees blocks that
 //! a concurrent truncate freed.
 
+mod acl;
 mod dir;
 mod file;
 mod init;

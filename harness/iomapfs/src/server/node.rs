@@ -163,6 +163,7 @@ impl Server {
         parent: Ino,
         name: Option<&[u8]>,
         mode: u32,
+        umask: u32,
         rdev: u32,
     ) -> Result<(Ino, Inode), Errno> {
         if let Some(name) = name {
@@ -175,6 +176,7 @@ impl Server {
                 return Err(Errno(libc::EEXIST));
             }
         }
+        let (mode, acls) = inherit_acls(fs, parent, mode, umask)?;
         let ino = fs.new_inode(parent, mode)?;
         let t = now();
         let mut inode = Inode::new(mode);
@@ -190,6 +192,7 @@ impl Server {
             inode.set_rdev(rdev);
         }
         fs.write_new_inode(ino, &inode)?;
+        set_acls(fs, ino, &acls)?;
         if let Some(name) = name {
             if let Err(e) = fs.link(parent, name, ino, FileType::from_mode(mode)) {
                 inode.set_links(0);
@@ -203,18 +206,18 @@ impl Server {
         Ok((ino, inode))
     }
 
-    pub(super) fn mknod(&self, req: &Request<'_>, parent: Ino, name: &[u8], mode: u32, rdev: u32, _umask: u32) -> Reply {
+    pub(super) fn mknod(&self, req: &Request<'_>, parent: Ino, name: &[u8], mode: u32, rdev: u32, umask: u32) -> Reply {
         match mode & libc::S_IFMT {
             libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK => {}
             _ => return Err(Errno(libc::EINVAL)),
         }
         let mut meta = self.meta();
-        let (ino, inode) = self.make_node(&mut meta, req, parent, Some(name), mode, rdev)?;
+        let (ino, inode) = self.make_node(&mut meta, req, parent, Some(name), mode, umask, rdev)?;
         let out = self.entry_out(&mut meta, ino, &inode);
         Ok(bytes(&out))
     }
 
-    pub(super) fn mkdir(&self, req: &Request<'_>, parent: Ino, name: &[u8], mode: u32, _umask: u32) -> Reply {
+    pub(super) fn mkdir(&self, req: &Request<'_>, parent: Ino, name: &[u8], mode: u32, umask: u32) -> Reply {
         check_name(name)?;
         let mut meta = self.meta();
         let (uid, gid, mode) = Self::new_owner(&mut meta, req, parent, libc::S_IFDIR | (mode & 0o7777))?;
@@ -226,7 +229,9 @@ impl Server {
         if parent_inode.links() >= LINK_MAX {
             return Err(Errno(libc::EMLINK));
         }
+        let (mode, acls) = inherit_acls(fs, parent, mode, umask)?;
         let ino = fs.mkdir(parent, name, mode, uid, gid)?;
+        set_acls(fs, ino, &acls)?;
         let mut inode = fs.read_inode(ino)?;
         let t = now();
         inode.set_atime(t);
@@ -438,4 +443,34 @@ fn rand_generation() -> u32 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(now().nsec as u64);
     h.finish() as u32
+}
+
+/// ACLs a new inode gets from its directory: (access, default).
+type InheritedAcls = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The mode and ACLs of a new inode in `parent`: the directory's default ACL when it has
+/// one (directories also inherit it as their own default), else the caller's umask.
+fn inherit_acls(fs: &ext2fs::Fs, parent: Ino, mode: u32, umask: u32) -> Result<(u32, InheritedAcls), Errno> {
+    let Some(default) = fs.xattr_get(parent, super::acl::DEFAULT)? else {
+        return Ok((mode & !(umask & 0o777), (None, None)));
+    };
+    let Some(mut acl) = super::acl::Acl::parse(&default) else {
+        tracing::warn!(parent, "ignoring a malformed default ACL");
+        return Ok((mode & !(umask & 0o777), (None, None)));
+    };
+    let new_mode = acl.create_masq(mode);
+    let access = (!acl.is_equivalent_to_mode()).then(|| acl.to_bytes());
+    let dir_default = s_isdir(mode).then_some(default);
+    Ok((new_mode, (access, dir_default)))
+}
+
+fn set_acls(fs: &mut ext2fs::Fs, ino: Ino, acls: &InheritedAcls) -> Result<(), Errno> {
+    use ext2fs::XattrSetMode::Any;
+    if let Some(a) = &acls.0 {
+        fs.xattr_set(ino, super::acl::ACCESS, a, Any)?;
+    }
+    if let Some(d) = &acls.1 {
+        fs.xattr_set(ino, super::acl::DEFAULT, d, Any)?;
+    }
+    Ok(())
 }

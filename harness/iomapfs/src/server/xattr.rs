@@ -51,6 +51,9 @@ impl Server {
         if fs.read_only() {
             return Err(Errno(libc::EROFS));
         }
+        if name == super::acl::ACCESS || name == super::acl::DEFAULT {
+            return self.set_acl(fs, ino, name, value, mode);
+        }
         fs.xattr_set(ino, name, value, mode)?;
         self.touch_ctime(fs, ino)?;
         Ok(Vec::new())
@@ -82,6 +85,32 @@ impl Server {
         }
         fs.xattr_remove(ino, name)?;
         self.touch_ctime(fs, ino)?;
+        Ok(Vec::new())
+    }
+
+    /// Stores an ACL and keeps the mode in step with an access ACL (which is not stored
+    /// at all when the mode says everything it says).
+    fn set_acl(&self, fs: &mut ext2fs::Fs, ino: Ino, name: &[u8], value: &[u8], mode: XattrSetMode) -> Reply {
+        let acl = super::acl::Acl::parse(value).ok_or(Errno(libc::EINVAL))?;
+        let is_dir = fs.read_inode(ino)?.mode() & libc::S_IFMT == libc::S_IFDIR;
+        if name == super::acl::DEFAULT && !is_dir {
+            return Err(Errno(libc::EACCES));
+        }
+        if name == super::acl::ACCESS && acl.is_equivalent_to_mode() {
+            match fs.xattr_remove(ino, name) {
+                Err(e) if e.errno() == libc::ENODATA => {}
+                other => other?,
+            }
+        } else {
+            fs.xattr_set(ino, name, value, mode)?;
+        }
+        // Re-read: storing the xattr may have changed the inode (xattr block, sizes).
+        let mut inode = fs.read_inode(ino)?;
+        if name == super::acl::ACCESS {
+            inode.set_mode((inode.mode() & !0o777) | acl.mode_bits());
+        }
+        inode.set_ctime(now());
+        fs.write_inode(ino, &inode)?;
         Ok(Vec::new())
     }
 
