@@ -140,8 +140,9 @@ impl Fs {
             .map_err(|_| Error::from_errno(libc::EINVAL, ctx()))?;
         let mut flags = sys::EXT2_FLAG_64BITS as i32;
         if read_write {
-            // EXCLUSIVE: O_EXCL on block devices, so a kernel mount cannot race with us.
-            flags |= (sys::EXT2_FLAG_RW | sys::EXT2_FLAG_EXCLUSIVE) as i32;
+            // Not EXCLUSIVE (O_EXCL): a fuseblk mount of the same device must be able to
+            // claim it after we opened it.
+            flags |= sys::EXT2_FLAG_RW as i32;
         }
         let mut raw: sys::ext2_filsys = ptr::null_mut();
         // SAFETY: valid C strings; `raw` receives an owned handle on success. The options string
