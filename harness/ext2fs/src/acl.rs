@@ -118,7 +118,11 @@ mod tests {
             (ACL_OTHER, 0, ACL_UNDEFINED_ID),
         ]);
         let disk = to_disk(&acl).unwrap();
-        assert_eq!(disk.len(), 4 + 4 * 4 + 8, "short entries for *_OBJ/MASK/OTHER");
+        assert_eq!(
+            disk.len(),
+            4 + 4 * 4 + 8,
+            "short entries for *_OBJ/MASK/OTHER"
+        );
         assert_eq!(from_disk(&disk).unwrap(), acl);
     }
 

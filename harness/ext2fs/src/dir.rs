@@ -36,7 +36,10 @@ const NAME_MAX: usize = 255;
 const LINK_MAX: u32 = sys::EXT2_LINK_MAX;
 
 fn corrupt(dir: Ino, what: &str) -> Error {
-    Error::new(i64::from(sys::EXT2_ET_DIR_CORRUPTED), format!("directory inode {dir}: {what}"))
+    Error::new(
+        i64::from(sys::EXT2_ET_DIR_CORRUPTED),
+        format!("directory inode {dir}: {what}"),
+    )
 }
 
 /// Checks a name for lookup/unlink: 1..=255 bytes, no '/' or NUL.
@@ -45,10 +48,16 @@ fn check_name(name: &[u8]) -> Result<()> {
         return Err(Error::from_errno(libc::ENOENT, "empty file name"));
     }
     if name.len() > NAME_MAX {
-        return Err(Error::from_errno(libc::ENAMETOOLONG, "file name longer than 255 bytes"));
+        return Err(Error::from_errno(
+            libc::ENAMETOOLONG,
+            "file name longer than 255 bytes",
+        ));
     }
     if name.contains(&b'/') || name.contains(&0) {
-        return Err(Error::from_errno(libc::EINVAL, "file name contains '/' or NUL"));
+        return Err(Error::from_errno(
+            libc::EINVAL,
+            "file name contains '/' or NUL",
+        ));
     }
     Ok(())
 }
@@ -57,7 +66,10 @@ fn check_name(name: &[u8]) -> Result<()> {
 fn new_name(name: &[u8]) -> Result<CString> {
     check_name(name)?;
     if name == b"." || name == b".." {
-        return Err(Error::from_errno(libc::EEXIST, "\".\" and \"..\" always exist"));
+        return Err(Error::from_errno(
+            libc::EEXIST,
+            "\".\" and \"..\" always exist",
+        ));
     }
     CString::new(name).map_err(|_| Error::from_errno(libc::EINVAL, "file name contains NUL"))
 }
@@ -93,7 +105,11 @@ fn rec_len(raw: u16, block_size: usize) -> usize {
 
 /// Walks the entries of a directory block (including empty ones), validating every length.
 /// `f` returns false to stop.
-fn parse_block<'a>(buf: &'a [u8], filetype: bool, mut f: impl FnMut(Raw<'a>) -> bool) -> Result<(), &'static str> {
+fn parse_block<'a>(
+    buf: &'a [u8],
+    filetype: bool,
+    mut f: impl FnMut(Raw<'a>) -> bool,
+) -> Result<(), &'static str> {
     let bs = buf.len();
     let mut off = 0;
     while off < bs {
@@ -107,7 +123,13 @@ fn parse_block<'a>(buf: &'a [u8], filetype: bool, mut f: impl FnMut(Raw<'a>) -> 
         if rec_len < 8 || rec_len % 4 != 0 || off + rec_len > bs || 8 + name_len > rec_len {
             return Err("bad record length");
         }
-        if !f(Raw { off, rec_len, ino, name: &buf[off + 8..off + 8 + name_len], ftype }) {
+        if !f(Raw {
+            off,
+            rec_len,
+            ino,
+            name: &buf[off + 8..off + 8 + name_len],
+            ftype,
+        }) {
             return Ok(());
         }
         off += rec_len;
@@ -176,7 +198,14 @@ impl Fs {
         let mut ino: sys::ext2_ino_t = 0;
         // SAFETY: `name` is valid for `len` bytes; libext2fs does not need NUL termination here.
         let rc = unsafe {
-            sys::ext2fs_lookup(self.ptr(), dir, name.as_ptr().cast::<c_char>(), name.len() as i32, ptr::null_mut(), &mut ino)
+            sys::ext2fs_lookup(
+                self.ptr(),
+                dir,
+                name.as_ptr().cast::<c_char>(),
+                name.len() as i32,
+                ptr::null_mut(),
+                &mut ino,
+            )
         };
         if rc == i64::from(sys::EXT2_ET_FILE_NOT_FOUND) {
             return Ok(None);
@@ -193,12 +222,18 @@ impl Fs {
         let filetype = self.has_filetype();
         let mut buf = vec![0u8; self.block_size() as usize];
         for lblk in candidates {
-            let Some(pblk) = blocks.get(lblk).copied().flatten() else { continue };
+            let Some(pblk) = blocks.get(lblk).copied().flatten() else {
+                continue;
+            };
             self.read_dir_block(dir, pblk, &mut buf)?;
             let mut found = None;
             parse_block(&buf, filetype, |e| {
                 if e.ino != 0 && e.name == name {
-                    found = Some(Found { ino: e.ino, pblk, off: e.off });
+                    found = Some(Found {
+                        ino: e.ino,
+                        pblk,
+                        off: e.off,
+                    });
                 }
                 found.is_none()
             })
@@ -211,24 +246,40 @@ impl Fs {
     }
 
     fn is_hashed(&self, inode: &Inode) -> bool {
-        inode.flags() & sys::EXT2_INDEX_FL != 0 && self.has_compat(sys::EXT2_FEATURE_COMPAT_DIR_INDEX)
+        inode.flags() & sys::EXT2_INDEX_FL != 0
+            && self.has_compat(sys::EXT2_FEATURE_COMPAT_DIR_INDEX)
     }
 
     /// The leaves of an htree that may hold `name`: the one its hash selects, plus the
     /// following leaves that continue the same hash value.
-    fn dx_candidate_leaves(&self, dir: Ino, blocks: &[Option<u64>], name: &[u8]) -> Result<Vec<usize>> {
+    fn dx_candidate_leaves(
+        &self,
+        dir: Ino,
+        blocks: &[Option<u64>],
+        name: &[u8],
+    ) -> Result<Vec<usize>> {
         let mut root = vec![0u8; self.block_size() as usize];
-        let root_pblk = blocks.first().copied().flatten().ok_or_else(|| corrupt(dir, "no root block"))?;
+        let root_pblk = blocks
+            .first()
+            .copied()
+            .flatten()
+            .ok_or_else(|| corrupt(dir, "no root block"))?;
         self.read_dir_block(dir, root_pblk, &mut root)?;
         let (hash_version, leaves) = self.dx_leaves(dir, blocks, &root)?;
         let (major, _) = self.dirhash(dir, hash_version, name)?;
-        let i = leaves.partition_point(|&(k, _)| k <= major).saturating_sub(1);
+        let i = leaves
+            .partition_point(|&(k, _)| k <= major)
+            .saturating_sub(1);
         let mut out = Vec::new();
         if let Some(&(_, lblk)) = leaves.get(i) {
             out.push(lblk as usize);
         }
         out.extend(
-            leaves.iter().skip(i + 1).take_while(|&&(k, _)| k & 1 == 1 && k & !1 == major).map(|&(_, l)| l as usize),
+            leaves
+                .iter()
+                .skip(i + 1)
+                .take_while(|&&(k, _)| k & 1 == 1 && k & !1 == major)
+                .map(|&(_, l)| l as usize),
         );
         Ok(out)
     }
@@ -260,7 +311,10 @@ impl Fs {
         self.check_rw("linking")?;
         let cname = new_name(name)?;
         if self.lookup(dir, name)?.is_some() {
-            return Err(Error::from_errno(libc::EEXIST, format!("linking into directory {dir}")));
+            return Err(Error::from_errno(
+                libc::EEXIST,
+                format!("linking into directory {dir}"),
+            ));
         }
         self.link_raw(dir, &cname, ino, ftype)?;
         self.touch_dir(dir)
@@ -278,7 +332,10 @@ impl Fs {
                 return Err(Error::new(rc, format!("directory {dir} index is full")));
             }
             // SAFETY: as above.
-            check(unsafe { sys::ext2fs_expand_dir(self.ptr(), dir) }, format!("expanding directory {dir}"))?;
+            check(
+                unsafe { sys::ext2fs_expand_dir(self.ptr(), dir) },
+                format!("expanding directory {dir}"),
+            )?;
             // SAFETY: as above.
             rc = unsafe { sys::ext2fs_link(self.ptr(), dir, name.as_ptr(), ino, code) };
         }
@@ -291,16 +348,21 @@ impl Fs {
         self.check_rw("unlinking")?;
         check_name(name)?;
         if name == b"." || name == b".." {
-            return Err(Error::from_errno(libc::EINVAL, "cannot unlink \".\" or \"..\""));
+            return Err(Error::from_errno(
+                libc::EINVAL,
+                "cannot unlink \".\" or \"..\"",
+            ));
         }
         let inode = self.dir_inode(dir)?;
-        let not_found = || Error::from_errno(libc::ENOENT, format!("unlinking from directory {dir}"));
+        let not_found =
+            || Error::from_errno(libc::ENOENT, format!("unlinking from directory {dir}"));
         if self.is_hashed(&inode) {
             let found = self.find_hashed(dir, &inode, name)?.ok_or_else(not_found)?;
             self.remove_entry(dir, &found)?;
         } else {
             let ino = self.lookup(dir, name)?.ok_or_else(not_found)?;
-            let cname = CString::new(name).map_err(|_| Error::from_errno(libc::EINVAL, "file name contains NUL"))?;
+            let cname = CString::new(name)
+                .map_err(|_| Error::from_errno(libc::EINVAL, "file name contains NUL"))?;
             // SAFETY: NUL-terminated name; open read-write handle.
             let rc = unsafe { sys::ext2fs_unlink(self.ptr(), dir, cname.as_ptr(), ino, 0) };
             check(rc, format!("removing an entry from directory {dir}"))?;
@@ -334,7 +396,9 @@ impl Fs {
             None => buf[found.off..found.off + 4].copy_from_slice(&0u32.to_le_bytes()),
         }
         // SAFETY: `buf` is one block long; libext2fs recomputes the block checksum.
-        let rc = unsafe { sys::ext2fs_write_dir_block4(self.ptr(), found.pblk, buf.as_mut_ptr().cast(), 0, dir) };
+        let rc = unsafe {
+            sys::ext2fs_write_dir_block4(self.ptr(), found.pblk, buf.as_mut_ptr().cast(), 0, dir)
+        };
         check(rc, format!("writing a block of directory {dir}"))
     }
 
@@ -350,10 +414,16 @@ impl Fs {
     fn dir_inode(&self, dir: Ino) -> Result<Inode> {
         let inode = self.read_inode(dir)?;
         if !inode.is_dir() {
-            return Err(Error::new(i64::from(sys::EXT2_ET_NO_DIRECTORY), format!("inode {dir}")));
+            return Err(Error::new(
+                i64::from(sys::EXT2_ET_NO_DIRECTORY),
+                format!("inode {dir}"),
+            ));
         }
         if inode.flags() & sys::EXT4_INLINE_DATA_FL != 0 {
-            return Err(Error::from_errno(libc::EOPNOTSUPP, format!("directory {dir} has inline data")));
+            return Err(Error::from_errno(
+                libc::EOPNOTSUPP,
+                format!("directory {dir} has inline data"),
+            ));
         }
         Ok(inode)
     }
@@ -380,13 +450,20 @@ impl Fs {
     /// Reads a directory block, verifying its checksum.
     fn read_dir_block(&self, dir: Ino, pblk: u64, buf: &mut [u8]) -> Result<()> {
         // SAFETY: `buf` is one block long.
-        let rc = unsafe { sys::ext2fs_read_dir_block4(self.ptr(), pblk, buf.as_mut_ptr().cast(), 0, dir) };
+        let rc = unsafe {
+            sys::ext2fs_read_dir_block4(self.ptr(), pblk, buf.as_mut_ptr().cast(), 0, dir)
+        };
         check(rc, format!("reading a block of directory {dir}"))
     }
 
     /// Calls `f` for the entries of `dir` after `cookie` (0 = from the start, "." and ".."
     /// included) until it returns false. See the module docs for the cookie scheme.
-    pub fn read_dir(&self, dir: Ino, cookie: u64, mut f: impl FnMut(DirEntry<'_>) -> bool) -> Result<()> {
+    pub fn read_dir(
+        &self,
+        dir: Ino,
+        cookie: u64,
+        mut f: impl FnMut(DirEntry<'_>) -> bool,
+    ) -> Result<()> {
         let inode = self.dir_inode(dir)?;
         let blocks = self.dir_blocks(dir, &inode)?;
         if self.is_hashed(&inode) {
@@ -406,9 +483,17 @@ impl Fs {
                     return true;
                 }
                 let next = e.off + e.rec_len;
-                let next_cookie =
-                    if next >= bs { ((lblk as u64) + 1) << 32 } else { (lblk as u64) << 32 | next as u64 };
-                let go_on = f(DirEntry { ino: e.ino, name: e.name, ftype: FileType::from_dirent(e.ftype), next_cookie });
+                let next_cookie = if next >= bs {
+                    ((lblk as u64) + 1) << 32
+                } else {
+                    (lblk as u64) << 32 | next as u64
+                };
+                let go_on = f(DirEntry {
+                    ino: e.ino,
+                    name: e.name,
+                    ftype: FileType::from_dirent(e.ftype),
+                    next_cookie,
+                });
                 stopped = !go_on;
                 go_on
             })
@@ -429,7 +514,11 @@ impl Fs {
     ) -> Result<()> {
         let bs = self.block_size() as usize;
         let mut root = vec![0u8; bs];
-        let root_pblk = blocks.first().copied().flatten().ok_or_else(|| corrupt(dir, "no root block"))?;
+        let root_pblk = blocks
+            .first()
+            .copied()
+            .flatten()
+            .ok_or_else(|| corrupt(dir, "no root block"))?;
         self.read_dir_block(dir, root_pblk, &mut root)?;
 
         // "." and ".." are the first two entries of the root block.
@@ -445,7 +534,12 @@ impl Fs {
         for (i, (ino, name, ft)) in dots.iter().enumerate() {
             let next_cookie = i as u64 + 1;
             if cookie < next_cookie
-                && !f(DirEntry { ino: *ino, name, ftype: FileType::from_dirent(*ft), next_cookie })
+                && !f(DirEntry {
+                    ino: *ino,
+                    name,
+                    ftype: FileType::from_dirent(*ft),
+                    next_cookie,
+                })
             {
                 return Ok(());
             }
@@ -456,7 +550,9 @@ impl Fs {
         let mut i = 0;
         if cookie >= 3 {
             let major = (((cookie - 3) >> 32) as u32) << 1;
-            i = leaves.partition_point(|&(k, _)| k & !1 < major).saturating_sub(1);
+            i = leaves
+                .partition_point(|&(k, _)| k & !1 < major)
+                .saturating_sub(1);
             while i > 0 && leaves[i].0 & 1 == 1 {
                 i -= 1;
             }
@@ -470,13 +566,23 @@ impl Fs {
             }
             let mut entries = Vec::new();
             for &(_, lblk) in &leaves[i..j] {
-                let pblk = blocks.get(lblk as usize).copied().flatten().ok_or_else(|| corrupt(dir, "index points outside"))?;
+                let pblk = blocks
+                    .get(lblk as usize)
+                    .copied()
+                    .flatten()
+                    .ok_or_else(|| corrupt(dir, "index points outside"))?;
                 self.read_dir_block(dir, pblk, &mut buf)?;
                 self.hashed_entries(dir, &buf, hash_version, &mut entries)?;
             }
-            entries.sort_unstable_by(|a, b| a.cookie.cmp(&b.cookie).then_with(|| a.name.cmp(&b.name)));
+            entries
+                .sort_unstable_by(|a, b| a.cookie.cmp(&b.cookie).then_with(|| a.name.cmp(&b.name)));
             for e in entries.iter().filter(|e| e.cookie > cookie) {
-                if !f(DirEntry { ino: e.ino, name: &e.name, ftype: e.ftype, next_cookie: e.cookie }) {
+                if !f(DirEntry {
+                    ino: e.ino,
+                    name: &e.name,
+                    ftype: e.ftype,
+                    next_cookie: e.cookie,
+                }) {
                     return Ok(());
                 }
             }
@@ -486,7 +592,12 @@ impl Fs {
     }
 
     /// The hash version and the leaves `(hash key, logical block)` of an htree, in index order.
-    fn dx_leaves(&self, dir: Ino, blocks: &[Option<u64>], root: &[u8]) -> Result<(i32, Vec<(u32, u32)>)> {
+    fn dx_leaves(
+        &self,
+        dir: Ino,
+        blocks: &[Option<u64>],
+        root: &[u8],
+    ) -> Result<(i32, Vec<(u32, u32)>)> {
         // Root: "." (12 bytes), ".." header (12 bytes), dx_root_info (8 bytes), entries.
         const INFO: usize = 24;
         if root.len() < INFO + 16 {
@@ -498,7 +609,9 @@ impl Fs {
         if info_len != 8 || levels > 3 {
             return Err(corrupt(dir, "bad index root"));
         }
-        if hash_version <= sys::EXT2_HASH_TEA as i32 && self.sb().s_flags & sys::EXT2_FLAGS_UNSIGNED_HASH != 0 {
+        if hash_version <= sys::EXT2_HASH_TEA as i32
+            && self.sb().s_flags & sys::EXT2_FLAGS_UNSIGNED_HASH != 0
+        {
             hash_version += 3;
         }
         let top = dx_entries(root, INFO + info_len, 0).map_err(|w| corrupt(dir, w))?;
@@ -520,7 +633,10 @@ impl Fs {
         if levels == 0 {
             leaves.extend(entries);
             if leaves.len() > blocks.len() {
-                return Err(corrupt(dir, "index has more leaves than the directory has blocks"));
+                return Err(corrupt(
+                    dir,
+                    "index has more leaves than the directory has blocks",
+                ));
             }
             return Ok(());
         }
@@ -530,7 +646,11 @@ impl Fs {
             if *reads > blocks.len() {
                 return Err(corrupt(dir, "index loops"));
             }
-            let pblk = blocks.get(lblk as usize).copied().flatten().ok_or_else(|| corrupt(dir, "index points outside"))?;
+            let pblk = blocks
+                .get(lblk as usize)
+                .copied()
+                .flatten()
+                .ok_or_else(|| corrupt(dir, "index points outside"))?;
             self.read_dir_block(dir, pblk, &mut buf)?;
             // An index node is one empty entry spanning the block, then the entry list.
             let children = dx_entries(&buf, 8, hash).map_err(|w| corrupt(dir, w))?;
@@ -539,7 +659,13 @@ impl Fs {
         Ok(())
     }
 
-    fn hashed_entries(&self, dir: Ino, buf: &[u8], hash_version: i32, out: &mut Vec<Hashed>) -> Result<()> {
+    fn hashed_entries(
+        &self,
+        dir: Ino,
+        buf: &[u8],
+        hash_version: i32,
+        out: &mut Vec<Hashed>,
+    ) -> Result<()> {
         let mut err = None;
         parse_block(buf, self.has_filetype(), |e| {
             if e.ino == 0 || e.name.is_empty() {
@@ -548,7 +674,12 @@ impl Fs {
             match self.dirhash(dir, hash_version, e.name) {
                 Ok((major, minor)) => {
                     let cookie = 3 + ((u64::from(major >> 1) << 32) | u64::from(minor));
-                    out.push(Hashed { cookie, ino: e.ino, name: e.name.to_vec(), ftype: FileType::from_dirent(e.ftype) });
+                    out.push(Hashed {
+                        cookie,
+                        ino: e.ino,
+                        name: e.name.to_vec(),
+                        ftype: FileType::from_dirent(e.ftype),
+                    });
                     true
                 }
                 Err(e) => {
@@ -589,7 +720,11 @@ impl Fs {
             return Ok(1);
         }
         if links + 1 > LINK_MAX {
-            return if nlink_feature { Ok(1) } else { Err(Error::from_errno(libc::EMLINK, "too many subdirectories")) };
+            return if nlink_feature {
+                Ok(1)
+            } else {
+                Err(Error::from_errno(libc::EMLINK, "too many subdirectories"))
+            };
         }
         Ok((links + 1) as u16)
     }
@@ -599,7 +734,10 @@ impl Fs {
         let goal = self.inode_group_first_block(ino);
         let mut blk: sys::blk64_t = 0;
         // SAFETY: open read-write handle; `blk` receives the result.
-        check(unsafe { sys::ext2fs_new_block2(self.ptr(), goal, ptr::null_mut(), &mut blk) }, "allocating a block")?;
+        check(
+            unsafe { sys::ext2fs_new_block2(self.ptr(), goal, ptr::null_mut(), &mut blk) },
+            "allocating a block",
+        )?;
         self.block_alloc_stats(blk, 1);
         Ok(blk)
     }
@@ -610,25 +748,41 @@ impl Fs {
             inode.raw.i_flags |= sys::EXT4_EXTENTS_FL;
             init_extent_root(&mut inode.raw.i_block, &[(0, 1, blk)]);
         } else {
-            inode.raw.i_block[0] = u32::try_from(blk).map_err(|_| Error::from_errno(libc::EFBIG, "block number too large"))?;
+            inode.raw.i_block[0] = u32::try_from(blk)
+                .map_err(|_| Error::from_errno(libc::EFBIG, "block number too large"))?;
         }
         // SAFETY: our inode; sets i_blocks for one filesystem block.
-        check(unsafe { sys::ext2fs_iblk_set(self.ptr(), inode.as_mut_ptr(), 1) }, "accounting a block")
+        check(
+            unsafe { sys::ext2fs_iblk_set(self.ptr(), inode.as_mut_ptr(), 1) },
+            "accounting a block",
+        )
     }
 
     /// Creates directory `name` in `parent` with the given permission bits and owner; the
     /// parent's link count and times are updated. Returns the new inode number.
-    pub fn mkdir(&mut self, parent: Ino, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Ino> {
+    pub fn mkdir(
+        &mut self,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Ino> {
         self.check_rw("mkdir")?;
         let cname = new_name(name)?;
         let pinode = self.dir_inode(parent)?;
         if self.lookup(parent, name)?.is_some() {
-            return Err(Error::from_errno(libc::EEXIST, format!("mkdir in directory {parent}")));
+            return Err(Error::from_errno(
+                libc::EEXIST,
+                format!("mkdir in directory {parent}"),
+            ));
         }
         let parent_links = self.links_after_mkdir(&pinode)?;
         let mode = sys::LINUX_S_IFDIR | (mode & 0o7777);
         let ino = self.new_inode(parent, mode)?;
-        let res = self.mkdir_contents(ino, parent, mode, uid, gid).and_then(|()| self.link_raw(parent, &cname, ino, FileType::Dir));
+        let res = self
+            .mkdir_contents(ino, parent, mode, uid, gid)
+            .and_then(|()| self.link_raw(parent, &cname, ino, FileType::Dir));
         if let Err(e) = res {
             let _ = self.free_inode(ino);
             return Err(e);
@@ -642,12 +796,21 @@ impl Fs {
         Ok(ino)
     }
 
-    fn mkdir_contents(&mut self, ino: Ino, parent: Ino, mode: u32, uid: u32, gid: u32) -> Result<()> {
+    fn mkdir_contents(
+        &mut self,
+        ino: Ino,
+        parent: Ino,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<()> {
         let blk = self.alloc_block(ino)?;
         let mut inode = new_inode_now(mode, uid, gid);
         inode.set_links(2);
         inode.set_size(u64::from(self.block_size()));
-        let written = self.map_first_block(&mut inode, blk).and_then(|()| self.write_new_inode(ino, &inode));
+        let written = self
+            .map_first_block(&mut inode, blk)
+            .and_then(|()| self.write_new_inode(ino, &inode));
         if let Err(e) = written {
             self.block_alloc_stats(blk, -1);
             return Err(e);
@@ -655,7 +818,10 @@ impl Fs {
         // The block checksum covers the inode's generation, so the inode goes first.
         let mut block: *mut c_char = ptr::null_mut();
         // SAFETY: libext2fs allocates a block-sized buffer with "." and ".." for us.
-        check(unsafe { sys::ext2fs_new_dir_block(self.ptr(), ino, parent, &mut block) }, "building a directory block")?;
+        check(
+            unsafe { sys::ext2fs_new_dir_block(self.ptr(), ino, parent, &mut block) },
+            "building a directory block",
+        )?;
         // SAFETY: `block` is a directory block we free right after writing it.
         let rc = unsafe { sys::ext2fs_write_dir_block4(self.ptr(), blk, block.cast(), 0, ino) };
         // SAFETY: allocated by ext2fs_get_mem (malloc).
@@ -676,11 +842,17 @@ impl Fs {
             return Err(Error::from_errno(libc::ENOTEMPTY, "rmdir of \"..\""));
         }
         let Some(ino) = self.lookup(parent, name)? else {
-            return Err(Error::from_errno(libc::ENOENT, format!("rmdir in directory {parent}")));
+            return Err(Error::from_errno(
+                libc::ENOENT,
+                format!("rmdir in directory {parent}"),
+            ));
         };
         let mut child = self.dir_inode(ino)?;
         if !self.is_dir_empty(ino)? {
-            return Err(Error::from_errno(libc::ENOTEMPTY, format!("rmdir of directory {ino}")));
+            return Err(Error::from_errno(
+                libc::ENOTEMPTY,
+                format!("rmdir of directory {ino}"),
+            ));
         }
         self.unlink(parent, name)?;
         let mut p = self.read_inode(parent)?;
@@ -696,25 +868,43 @@ impl Fs {
 
     /// Creates symlink `name` → `target` in `parent`: a fast symlink (target in the inode)
     /// below 60 bytes, otherwise one data block. Returns the new inode number.
-    pub fn symlink(&mut self, parent: Ino, name: &[u8], target: &[u8], uid: u32, gid: u32) -> Result<Ino> {
+    pub fn symlink(
+        &mut self,
+        parent: Ino,
+        name: &[u8],
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> Result<Ino> {
         self.check_rw("symlink")?;
         let cname = new_name(name)?;
         if target.is_empty() {
             return Err(Error::from_errno(libc::ENOENT, "empty symlink target"));
         }
         if target.contains(&0) {
-            return Err(Error::from_errno(libc::EINVAL, "symlink target contains NUL"));
+            return Err(Error::from_errno(
+                libc::EINVAL,
+                "symlink target contains NUL",
+            ));
         }
         if target.len() >= self.block_size() as usize {
-            return Err(Error::from_errno(libc::ENAMETOOLONG, "symlink target longer than a block"));
+            return Err(Error::from_errno(
+                libc::ENAMETOOLONG,
+                "symlink target longer than a block",
+            ));
         }
         self.dir_inode(parent)?;
         if self.lookup(parent, name)?.is_some() {
-            return Err(Error::from_errno(libc::EEXIST, format!("symlink in directory {parent}")));
+            return Err(Error::from_errno(
+                libc::EEXIST,
+                format!("symlink in directory {parent}"),
+            ));
         }
         let mode = sys::LINUX_S_IFLNK | 0o777;
         let ino = self.new_inode(parent, mode)?;
-        let res = self.symlink_contents(ino, target, uid, gid).and_then(|()| self.link_raw(parent, &cname, ino, FileType::Symlink));
+        let res = self
+            .symlink_contents(ino, target, uid, gid)
+            .and_then(|()| self.link_raw(parent, &cname, ino, FileType::Symlink));
         if let Err(e) = res {
             let _ = self.free_inode(ino);
             return Err(e);
@@ -739,7 +929,8 @@ impl Fs {
         let mut data = vec![0u8; self.block_size() as usize];
         data[..target.len()].copy_from_slice(target);
         // SAFETY: `data` is one block long.
-        let rc = unsafe { sys::io_channel_write_blk64((*self.ptr()).io, blk, 1, data.as_ptr().cast()) };
+        let rc =
+            unsafe { sys::io_channel_write_blk64((*self.ptr()).io, blk, 1, data.as_ptr().cast()) };
         let res = check(rc, "writing a symlink block")
             .and_then(|()| self.map_first_block(&mut inode, blk))
             .and_then(|()| self.write_new_inode(ino, &inode));
@@ -753,10 +944,18 @@ impl Fs {
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         let inode = self.read_inode(ino)?;
         if !inode.is_symlink() {
-            return Err(Error::from_errno(libc::EINVAL, format!("inode {ino} is not a symlink")));
+            return Err(Error::from_errno(
+                libc::EINVAL,
+                format!("inode {ino} is not a symlink"),
+            ));
         }
         let size = inode.size();
-        let bad = || Error::new(i64::from(sys::EXT2_ET_INODE_CORRUPTED), format!("symlink inode {ino}"));
+        let bad = || {
+            Error::new(
+                i64::from(sys::EXT2_ET_INODE_CORRUPTED),
+                format!("symlink inode {ino}"),
+            )
+        };
         if size == 0 || size >= u64::from(self.block_size()) {
             return Err(bad());
         }
@@ -769,14 +968,23 @@ impl Fs {
             if size >= I_BLOCK_BYTES {
                 return Err(bad());
             }
-            let bytes: Vec<u8> = inode.raw.i_block.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            let bytes: Vec<u8> = inode
+                .raw
+                .i_block
+                .iter()
+                .flat_map(|w| w.to_ne_bytes())
+                .collect();
             return Ok(bytes[..size].to_vec());
         }
         let map = self.map(ino, &inode, 0, 1)?;
-        let Some(MapKind::Mapped { pblk }) = map.first().map(|m| m.kind) else { return Err(bad()) };
+        let Some(MapKind::Mapped { pblk }) = map.first().map(|m| m.kind) else {
+            return Err(bad());
+        };
         let mut buf = vec![0u8; self.block_size() as usize];
         // SAFETY: `buf` is one block long.
-        let rc = unsafe { sys::io_channel_read_blk64((*self.ptr()).io, pblk, 1, buf.as_mut_ptr().cast()) };
+        let rc = unsafe {
+            sys::io_channel_read_blk64((*self.ptr()).io, pblk, 1, buf.as_mut_ptr().cast())
+        };
         check(rc, format!("reading symlink {ino}"))?;
         buf.truncate(size);
         Ok(buf)
@@ -820,7 +1028,14 @@ mod tests {
             true
         })
         .unwrap();
-        assert_eq!(names, vec![(0, b".".to_vec()), (12, b"..".to_vec()), (24, b"file".to_vec())]);
+        assert_eq!(
+            names,
+            vec![
+                (0, b".".to_vec()),
+                (12, b"..".to_vec()),
+                (24, b"file".to_vec())
+            ]
+        );
 
         // rec_len running past the block, too short for the name, zero: all rejected.
         for bad in [1004u16, 8, 0] {
@@ -833,7 +1048,10 @@ mod tests {
     #[test]
     fn names_are_checked() {
         assert_eq!(new_name(b"").unwrap_err().errno(), libc::ENOENT);
-        assert_eq!(new_name(&[b'a'; 256]).unwrap_err().errno(), libc::ENAMETOOLONG);
+        assert_eq!(
+            new_name(&[b'a'; 256]).unwrap_err().errno(),
+            libc::ENAMETOOLONG
+        );
         assert_eq!(new_name(b"a/b").unwrap_err().errno(), libc::EINVAL);
         assert_eq!(new_name(b"a\0b").unwrap_err().errno(), libc::EINVAL);
         assert_eq!(new_name(b"..").unwrap_err().errno(), libc::EEXIST);

@@ -32,7 +32,11 @@ unsafe extern "C" fn repoint_dotdot(
 impl Fs {
     /// Makes the ".." entry of directory `dir` name `parent`. Link counts are the caller's.
     pub fn set_dotdot(&mut self, dir: Ino, parent: Ino) -> Result<()> {
-        let mut state = Repoint { parent, done: false };
+        self.check_rw("rewriting \"..\"")?;
+        let mut state = Repoint {
+            parent,
+            done: false,
+        };
         // SAFETY: the callback only touches `state` and the entry libext2fs hands it.
         let rc = unsafe {
             sys::ext2fs_dir_iterate2(

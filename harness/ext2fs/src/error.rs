@@ -21,7 +21,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn new(code: i64, context: impl Into<Cow<'static, str>>) -> Error {
-        Error { code, context: context.into() }
+        Error {
+            code,
+            context: context.into(),
+        }
     }
 
     /// An error carrying a plain `errno` value.
@@ -81,7 +84,9 @@ fn describe(code: i64) -> String {
         let msg = unsafe { sys::error_message(code as sys::errcode_t) };
         if !msg.is_null() {
             // SAFETY: non-null, NUL-terminated, static.
-            return unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned();
+            return unsafe { CStr::from_ptr(msg) }
+                .to_string_lossy()
+                .into_owned();
         }
     }
     format!("error code {code}")
@@ -92,7 +97,9 @@ fn errno_of(code: i64) -> i32 {
     if (1..256).contains(&code) {
         return code as i32;
     }
-    let Ok(code) = u32::try_from(code) else { return EIO };
+    let Ok(code) = u32::try_from(code) else {
+        return EIO;
+    };
     match code {
         sys::EXT2_ET_BLOCK_ALLOC_FAIL
         | sys::EXT2_ET_INODE_ALLOC_FAIL
@@ -174,7 +181,10 @@ mod tests {
         assert_eq!(e(sys::EXT2_ET_EA_KEY_NOT_FOUND), libc::ENODATA);
         assert_eq!(e(sys::EXT2_ET_DIR_CSUM_INVALID), libc::EUCLEAN);
         assert_eq!(e(sys::EXT2_ET_MAGIC_EXTENT_HANDLE), libc::EIO);
-        assert_eq!(Error::from_errno(libc::ENOTEMPTY, "t").errno(), libc::ENOTEMPTY);
+        assert_eq!(
+            Error::from_errno(libc::ENOTEMPTY, "t").errno(),
+            libc::ENOTEMPTY
+        );
         assert_eq!(Error::new(-5, "t").errno(), libc::EIO);
     }
 

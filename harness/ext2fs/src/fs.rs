@@ -160,13 +160,22 @@ impl Fs {
         };
         check(rc, ctx())?;
         let raw = NonNull::new(raw).ok_or_else(|| Error::from_errno(libc::EIO, ctx()))?;
-        let mut fs = Fs { raw: Some(raw), read_only: !read_write, mounted: false };
+        let mut fs = Fs {
+            raw: Some(raw),
+            read_only: !read_write,
+            mounted: false,
+        };
 
-        fs.check_openable(read_write).map_err(|e| Error::new(e.code(), format!("{}: {}", ctx(), e.context())))?;
+        fs.check_openable(read_write)
+            .map_err(|e| Error::new(e.code(), format!("{}: {}", ctx(), e.context())))?;
         if read_write {
             // SAFETY: open handle.
-            check(unsafe { sys::ext2fs_read_bitmaps(fs.ptr()) }, format!("{}: reading bitmaps", ctx()))?;
-            fs.mark_mounted().map_err(|e| Error::new(e.code(), format!("{}: {}", ctx(), e.context())))?;
+            check(
+                unsafe { sys::ext2fs_read_bitmaps(fs.ptr()) },
+                format!("{}: reading bitmaps", ctx()),
+            )?;
+            fs.mark_mounted()
+                .map_err(|e| Error::new(e.code(), format!("{}: {}", ctx(), e.context())))?;
         }
         Ok(fs)
     }
@@ -177,7 +186,9 @@ impl Fs {
         let refuse = |what: String| Err(Error::from_errno(libc::EOPNOTSUPP, what));
         for &(bit, name, advice) in REFUSED_INCOMPAT {
             if sb.s_feature_incompat & bit != 0 {
-                return refuse(format!("filesystem feature `{name}` is not supported: {advice}"));
+                return refuse(format!(
+                    "filesystem feature `{name}` is not supported: {advice}"
+                ));
             }
         }
         if !read_write {
@@ -185,12 +196,16 @@ impl Fs {
         }
         for &(bit, name, advice) in REFUSED_RW_INCOMPAT {
             if sb.s_feature_incompat & bit != 0 {
-                return refuse(format!("feature `{name}` is not supported read-write: {advice}"));
+                return refuse(format!(
+                    "feature `{name}` is not supported read-write: {advice}"
+                ));
             }
         }
         for &(bit, name, advice) in REFUSED_RW_RO_COMPAT {
             if sb.s_feature_ro_compat & bit != 0 {
-                return refuse(format!("feature `{name}` is not supported read-write: {advice}"));
+                return refuse(format!(
+                    "feature `{name}` is not supported read-write: {advice}"
+                ));
             }
         }
         let needs_fsck = |why: &str| {
@@ -223,7 +238,10 @@ impl Fs {
         self.mark_super_dirty();
         self.mounted = true;
         // SAFETY: open read-write handle.
-        check(unsafe { sys::ext2fs_flush2(self.ptr(), 0) }, "writing the mounted state")
+        check(
+            unsafe { sys::ext2fs_flush2(self.ptr(), 0) },
+            "writing the mounted state",
+        )
     }
 
     pub(crate) fn ptr(&self) -> sys::ext2_filsys {
@@ -276,7 +294,8 @@ impl Fs {
         let fs = self.ptr();
         // SAFETY: open read-write handle.
         unsafe {
-            let dirty = (sys::EXT2_FLAG_DIRTY | sys::EXT2_FLAG_IB_DIRTY | sys::EXT2_FLAG_BB_DIRTY) as i32;
+            let dirty =
+                (sys::EXT2_FLAG_DIRTY | sys::EXT2_FLAG_IB_DIRTY | sys::EXT2_FLAG_BB_DIRTY) as i32;
             if (*fs).flags & dirty != 0 {
                 check(sys::ext2fs_flush2(fs, 0), "flushing filesystem metadata")
             } else {
@@ -296,7 +315,9 @@ impl Fs {
     }
 
     fn shutdown(&mut self) -> Result<()> {
-        let Some(raw) = self.raw.take() else { return Ok(()) };
+        let Some(raw) = self.raw.take() else {
+            return Ok(());
+        };
         let fs = raw.as_ptr();
         // SAFETY: we own the handle; after this block it is freed exactly once.
         unsafe {
@@ -347,7 +368,11 @@ impl Fs {
 
     pub fn info(&self) -> FsInfo {
         let sb = self.sb();
-        let label_len = sb.s_volume_name.iter().position(|&c| c == 0).unwrap_or(sb.s_volume_name.len());
+        let label_len = sb
+            .s_volume_name
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(sb.s_volume_name.len());
         let has_extents = sb.s_feature_incompat & sys::EXT3_FEATURE_INCOMPAT_EXTENTS != 0;
         let huge = sb.s_feature_ro_compat & sys::EXT4_FEATURE_RO_COMPAT_HUGE_FILE != 0;
         FsInfo {
@@ -361,7 +386,11 @@ impl Fs {
             inodes_count: sb.s_inodes_count,
             free_inodes: sb.s_free_inodes_count,
             inode_size: self.inode_size() as u32,
-            first_ino: if sb.s_rev_level == 0 { sys::EXT2_GOOD_OLD_FIRST_INO } else { sb.s_first_ino },
+            first_ino: if sb.s_rev_level == 0 {
+                sys::EXT2_GOOD_OLD_FIRST_INO
+            } else {
+                sb.s_first_ino
+            },
             max_file_size: max_file_size(self.block_size(), has_extents, huge),
             has_extents,
             feature_compat: sb.s_feature_compat,
@@ -407,7 +436,9 @@ impl Fs {
         self.check_rw("allocating an inode")?;
         let mut ino: sys::ext2_ino_t = 0;
         // SAFETY: open read-write handle; `ino` receives the result.
-        let rc = unsafe { sys::ext2fs_new_inode(self.ptr(), dir, mode as i32, ptr::null_mut(), &mut ino) };
+        let rc = unsafe {
+            sys::ext2fs_new_inode(self.ptr(), dir, mode as i32, ptr::null_mut(), &mut ino)
+        };
         check(rc, "allocating an inode")?;
         // Zero links and no blocks, but the mode, so that freeing it fixes the right counters.
         let mut blank = Inode::zeroed();
@@ -454,9 +485,17 @@ impl Fs {
         let mut buf = vec![0u8; size.max(std::mem::size_of::<sys::ext2_inode_large>())];
         let n = size.min(std::mem::size_of::<sys::ext2_inode_large>());
         // SAFETY: copies the first n bytes of a plain-data struct into a buffer at least that long.
-        unsafe { ptr::copy_nonoverlapping((&inode.raw as *const sys::ext2_inode_large).cast::<u8>(), buf.as_mut_ptr(), n) };
+        unsafe {
+            ptr::copy_nonoverlapping(
+                (&inode.raw as *const sys::ext2_inode_large).cast::<u8>(),
+                buf.as_mut_ptr(),
+                n,
+            )
+        };
         // SAFETY: `buf` holds `size` bytes (at least one ext2_inode_large).
-        let rc = unsafe { sys::ext2fs_write_inode_full(self.ptr(), ino, buf.as_mut_ptr().cast(), size as i32) };
+        let rc = unsafe {
+            sys::ext2fs_write_inode_full(self.ptr(), ino, buf.as_mut_ptr().cast(), size as i32)
+        };
         check(rc, format!("writing new inode {ino}"))
     }
 
@@ -522,7 +561,11 @@ fn max_file_size(block_size: u32, extents: bool, huge_file: bool) -> u64 {
     let ppb = u64::from(block_size / 4);
     let addressable = 12 + ppb + ppb * ppb + ppb * ppb * ppb;
     let meta_full = 1 + (1 + ppb) + (1 + ppb + ppb * ppb);
-    let limit = if huge_file { (1u64 << 48) - 1 } else { sector_limit_blocks };
+    let limit = if huge_file {
+        (1u64 << 48) - 1
+    } else {
+        sector_limit_blocks
+    };
     let blocks = if addressable + meta_full <= limit {
         addressable
     } else {
@@ -550,12 +593,18 @@ mod tests {
         // ext4 with extents + huge_file, 4 KiB blocks: 16 TiB - 4 KiB.
         assert_eq!(max_file_size(4096, true, true), ((1u64 << 32) - 1) * 4096);
         // Without huge_file: i_blocks limit of 2^32 sectors = 2 TiB.
-        assert_eq!(max_file_size(4096, true, false), (((1u64 << 32) - 1) >> 3) << 12);
+        assert_eq!(
+            max_file_size(4096, true, false),
+            (((1u64 << 32) - 1) >> 3) << 12
+        );
         // ext3-style 1 KiB blocks: the block tree limits first (~16 GiB).
         let ext3_1k = max_file_size(1024, false, false);
         assert!(ext3_1k > 16 << 30 && ext3_1k < 17 << 30, "{ext3_1k}");
         // 4 KiB block-mapped without huge_file: the 2 TiB sector limit, minus metadata.
         let ext3_4k = max_file_size(4096, false, false);
-        assert!(ext3_4k < 2 << 40 && ext3_4k > (2 << 40) - (8 << 30), "{ext3_4k}");
+        assert!(
+            ext3_4k < 2 << 40 && ext3_4k > (2 << 40) - (8 << 30),
+            "{ext3_4k}"
+        );
     }
 }

@@ -31,7 +31,10 @@ impl Timestamp {
         let d = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        Timestamp { sec: d.as_secs() as i64, nsec: d.subsec_nanos() }
+        Timestamp {
+            sec: d.as_secs() as i64,
+            nsec: d.subsec_nanos(),
+        }
     }
 }
 
@@ -138,7 +141,10 @@ impl Inode {
 
     pub(crate) fn zeroed() -> Inode {
         // SAFETY: as in `default`.
-        Inode { raw: unsafe { std::mem::zeroed() }, block_size: 0 }
+        Inode {
+            raw: unsafe { std::mem::zeroed() },
+            block_size: 0,
+        }
     }
 
     /// Pointer for libext2fs calls taking `struct ext2_inode *` (the large inode starts with it).
@@ -312,15 +318,27 @@ impl Inode {
     }
 
     pub fn atime(&self) -> Timestamp {
-        self.time(self.raw.i_atime, self.raw.i_atime_extra, offset_end::ATIME_EXTRA)
+        self.time(
+            self.raw.i_atime,
+            self.raw.i_atime_extra,
+            offset_end::ATIME_EXTRA,
+        )
     }
 
     pub fn mtime(&self) -> Timestamp {
-        self.time(self.raw.i_mtime, self.raw.i_mtime_extra, offset_end::MTIME_EXTRA)
+        self.time(
+            self.raw.i_mtime,
+            self.raw.i_mtime_extra,
+            offset_end::MTIME_EXTRA,
+        )
     }
 
     pub fn ctime(&self) -> Timestamp {
-        self.time(self.raw.i_ctime, self.raw.i_ctime_extra, offset_end::CTIME_EXTRA)
+        self.time(
+            self.raw.i_ctime,
+            self.raw.i_ctime_extra,
+            offset_end::CTIME_EXTRA,
+        )
     }
 
     /// Creation time, if the inode has room for it (large inodes only).
@@ -328,7 +346,11 @@ impl Inode {
         if !self.has_extra(offset_end::CRTIME) {
             return None;
         }
-        Some(self.time(self.raw.i_crtime, self.raw.i_crtime_extra, offset_end::CRTIME_EXTRA))
+        Some(self.time(
+            self.raw.i_crtime,
+            self.raw.i_crtime_extra,
+            offset_end::CRTIME_EXTRA,
+        ))
     }
 
     pub fn set_atime(&mut self, t: Timestamp) {
@@ -368,7 +390,11 @@ impl Inode {
     }
 
     fn time(&self, lo: u32, extra: u32, extra_end: usize) -> Timestamp {
-        let extra = if self.has_extra(extra_end) { Some(extra) } else { None };
+        let extra = if self.has_extra(extra_end) {
+            Some(extra)
+        } else {
+            None
+        };
         decode_time(lo, extra)
     }
 }
@@ -443,23 +469,49 @@ mod tests {
     #[test]
     fn time_round_trip_with_extra() {
         let mut inode = Inode::default();
-        for sec in [0, 1, -1, 1_700_000_000, i64::from(i32::MAX) + 10, 15_000_000_000, -2_000_000_000] {
-            let t = Timestamp { sec, nsec: 123_456_789 };
+        for sec in [
+            0,
+            1,
+            -1,
+            1_700_000_000,
+            i64::from(i32::MAX) + 10,
+            15_000_000_000,
+            -2_000_000_000,
+        ] {
+            let t = Timestamp {
+                sec,
+                nsec: 123_456_789,
+            };
             inode.set_mtime(t);
             assert_eq!(inode.mtime(), t, "sec {sec}");
         }
         // Beyond the representable range: clamped, not wrapped.
-        inode.set_mtime(Timestamp { sec: i64::MAX, nsec: 0 });
+        inode.set_mtime(Timestamp {
+            sec: i64::MAX,
+            nsec: 0,
+        });
         assert_eq!(inode.mtime().sec, 15_032_385_535, "year 2446 limit");
     }
 
     #[test]
     fn time_without_extra_space() {
         let mut inode = Inode::zeroed();
-        inode.set_atime(Timestamp { sec: 1_700_000_000, nsec: 5 });
-        assert_eq!(inode.atime(), Timestamp { sec: 1_700_000_000, nsec: 0 });
+        inode.set_atime(Timestamp {
+            sec: 1_700_000_000,
+            nsec: 5,
+        });
+        assert_eq!(
+            inode.atime(),
+            Timestamp {
+                sec: 1_700_000_000,
+                nsec: 0
+            }
+        );
         assert_eq!(inode.crtime(), None);
-        inode.set_atime(Timestamp { sec: 1 << 40, nsec: 0 });
+        inode.set_atime(Timestamp {
+            sec: 1 << 40,
+            nsec: 0,
+        });
         assert_eq!(inode.atime().sec, i64::from(i32::MAX));
     }
 
@@ -470,7 +522,10 @@ mod tests {
         inode.set_uid(0x12345);
         inode.set_gid(70000);
         inode.set_size(5 << 30);
-        assert_eq!((inode.uid(), inode.gid(), inode.size()), (0x12345, 70000, 5 << 30));
+        assert_eq!(
+            (inode.uid(), inode.gid(), inode.size()),
+            (0x12345, 70000, 5 << 30)
+        );
         for (major, minor) in [(8, 1), (259, 3), (4, 70000)] {
             let dev = encode_dev(major, minor);
             inode.set_rdev(dev);
@@ -478,6 +533,9 @@ mod tests {
             assert_eq!(decode_dev(inode.rdev()), (major, minor));
         }
         inode.set_rdev(encode_dev(8, 1));
-        assert_eq!(inode.raw.i_block[0], 0x801, "old encoding used when it fits");
+        assert_eq!(
+            inode.raw.i_block[0], 0x801,
+            "old encoding used when it fits"
+        );
     }
 }

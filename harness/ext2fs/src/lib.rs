@@ -50,6 +50,7 @@ mod map;
     unnecessary_transmutes,
     clippy::all
 )]
+#[rustfmt::skip]
 mod sys;
 mod xattr;
 

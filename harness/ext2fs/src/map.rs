@@ -100,7 +100,11 @@ impl Ext {
             e_pblk: self.pblk,
             e_lblk: self.lblk,
             e_len: self.len as u32,
-            e_flags: if self.uninit { sys::EXT2_EXTENT_FLAGS_UNINIT } else { 0 },
+            e_flags: if self.uninit {
+                sys::EXT2_EXTENT_FLAGS_UNINIT
+            } else {
+                0
+            },
         }
     }
 }
@@ -119,7 +123,11 @@ impl<'a> Handle<'a> {
         // SAFETY: `inode` outlives the handle ('a); the handle keeps a pointer to it.
         let rc = unsafe { sys::ext2fs_extent_open2(fs.ptr(), ino, inode, &mut h) };
         check(rc, format!("reading the extent tree of inode {ino}"))?;
-        Ok(Handle { h, inode, _inode: PhantomData })
+        Ok(Handle {
+            h,
+            inode,
+            _inode: PhantomData,
+        })
     }
 
     /// Positions the handle at the leaf extent containing `lblk` (true), or near it (false).
@@ -154,7 +162,10 @@ impl<'a> Handle<'a> {
     fn current(&mut self) -> Result<Option<Ext>> {
         match self.get_raw(sys::EXT2_EXTENT_CURRENT)? {
             Some(e) if e.e_flags & sys::EXT2_EXTENT_FLAGS_LEAF != 0 => Ok(Some(Ext::from_raw(&e))),
-            Some(_) => Err(Error::new(i64::from(sys::EXT2_ET_EXTENT_LEAF_BAD), "extent walk left the leaves")),
+            Some(_) => Err(Error::new(
+                i64::from(sys::EXT2_ET_EXTENT_LEAF_BAD),
+                "extent walk left the leaves",
+            )),
             None => Ok(None),
         }
     }
@@ -162,7 +173,9 @@ impl<'a> Handle<'a> {
     /// The first leaf extent ending after `lblk` (it may start after `lblk`).
     fn first_from(&mut self, lblk: u64) -> Result<Option<Ext>> {
         let found = self.goto(lblk)?;
-        let Some(cur) = self.current()? else { return Ok(None) };
+        let Some(cur) = self.current()? else {
+            return Ok(None);
+        };
         if found || cur.end() > lblk {
             return Ok(Some(cur));
         }
@@ -192,12 +205,17 @@ impl<'a> Handle<'a> {
         }
         // Descend to the nearest leaf extent below it.
         loop {
-            let Some(e) = self.get_raw(sys::EXT2_EXTENT_CURRENT)? else { return Ok(None) };
+            let Some(e) = self.get_raw(sys::EXT2_EXTENT_CURRENT)? else {
+                return Ok(None);
+            };
             if e.e_flags & sys::EXT2_EXTENT_FLAGS_LEAF != 0 {
                 return Ok(Some(Ext::from_raw(&e)));
             }
             if self.get_raw(down)?.is_none() {
-                return Err(Error::new(i64::from(sys::EXT2_ET_EXTENT_INDEX_BAD), "empty extent tree node"));
+                return Err(Error::new(
+                    i64::from(sys::EXT2_ET_EXTENT_INDEX_BAD),
+                    "empty extent tree node",
+                ));
             }
         }
     }
@@ -205,20 +223,33 @@ impl<'a> Handle<'a> {
     fn replace(&mut self, e: Ext) -> Result<()> {
         let mut raw = e.to_raw();
         // SAFETY: open handle positioned at a leaf extent.
-        check(unsafe { sys::ext2fs_extent_replace(self.h, 0, &mut raw) }, "updating an extent")
+        check(
+            unsafe { sys::ext2fs_extent_replace(self.h, 0, &mut raw) },
+            "updating an extent",
+        )
     }
 
     fn insert(&mut self, after: bool, e: Ext) -> Result<()> {
         let mut raw = e.to_raw();
-        let flags = if after { sys::EXT2_EXTENT_INSERT_AFTER as i32 } else { 0 };
+        let flags = if after {
+            sys::EXT2_EXTENT_INSERT_AFTER as i32
+        } else {
+            0
+        };
         // SAFETY: open handle.
-        check(unsafe { sys::ext2fs_extent_insert(self.h, flags, &mut raw) }, "inserting an extent")?;
+        check(
+            unsafe { sys::ext2fs_extent_insert(self.h, flags, &mut raw) },
+            "inserting an extent",
+        )?;
         self.fix_parents()
     }
 
     fn delete(&mut self) -> Result<()> {
         // SAFETY: open handle positioned at a leaf extent.
-        check(unsafe { sys::ext2fs_extent_delete(self.h, 0) }, "deleting an extent")?;
+        check(
+            unsafe { sys::ext2fs_extent_delete(self.h, 0) },
+            "deleting an extent",
+        )?;
         self.fix_parents()
     }
 
@@ -235,7 +266,10 @@ impl<'a> Handle<'a> {
     fn max_depth(&mut self) -> Result<u64> {
         let mut info = sys::ext2_extent_info::default();
         // SAFETY: open handle.
-        check(unsafe { sys::ext2fs_extent_get_info(self.h, &mut info) }, "reading the extent tree")?;
+        check(
+            unsafe { sys::ext2fs_extent_get_info(self.h, &mut info) },
+            "reading the extent tree",
+        )?;
         Ok(u64::try_from(info.max_depth).unwrap_or(0))
     }
 }
@@ -257,7 +291,9 @@ fn push_run(out: &mut Vec<Mapping>, m: Mapping) {
             let merged = match (last.kind, m.kind) {
                 (MapKind::Hole, MapKind::Hole) => true,
                 (MapKind::Mapped { pblk: a }, MapKind::Mapped { pblk: b })
-                | (MapKind::Unwritten { pblk: a }, MapKind::Unwritten { pblk: b }) => a + last.len == b,
+                | (MapKind::Unwritten { pblk: a }, MapKind::Unwritten { pblk: b }) => {
+                    a + last.len == b
+                }
                 _ => false,
             };
             if merged {
@@ -286,7 +322,9 @@ unsafe extern "C" fn collect_blocks(
 ) -> i32 {
     // SAFETY: `priv_data` is the `Collect` passed by `Fs::collect_blocks`, alive for the call.
     let c = unsafe { &mut *priv_data.cast::<Collect>() };
-    let Ok(lblk) = u64::try_from(blockcnt) else { return 0 };
+    let Ok(lblk) = u64::try_from(blockcnt) else {
+        return 0;
+    };
     if lblk >= c.end {
         return sys::BLOCK_ABORT as i32;
     }
@@ -328,11 +366,21 @@ impl Fs {
             return Ok(out);
         }
         if !self.has_valid_blocks(inode) {
-            push_run(&mut out, Mapping { lblk, len, kind: MapKind::Hole });
+            push_run(
+                &mut out,
+                Mapping {
+                    lblk,
+                    len,
+                    kind: MapKind::Hole,
+                },
+            );
             return Ok(out);
         }
         if inode.raw.i_flags & sys::EXT4_INLINE_DATA_FL != 0 {
-            return Err(Error::from_errno(libc::EOPNOTSUPP, format!("inode {ino} has inline data")));
+            return Err(Error::from_errno(
+                libc::EOPNOTSUPP,
+                format!("inode {ino} has inline data"),
+            ));
         }
         let mut cursor = lblk;
         if inode.uses_extents() {
@@ -355,12 +403,30 @@ impl Fs {
                     continue;
                 }
                 self.check_pblk(e.pblk, e.len, ino)?;
-                push_run(&mut out, Mapping { lblk: cursor, len: e.lblk.saturating_sub(cursor), kind: MapKind::Hole });
+                push_run(
+                    &mut out,
+                    Mapping {
+                        lblk: cursor,
+                        len: e.lblk.saturating_sub(cursor),
+                        kind: MapKind::Hole,
+                    },
+                );
                 let s = e.lblk.max(cursor);
                 let t = e.end().min(end);
                 let pblk = e.pblk + (s - e.lblk);
-                let kind = if e.uninit { MapKind::Unwritten { pblk } } else { MapKind::Mapped { pblk } };
-                push_run(&mut out, Mapping { lblk: s, len: t - s, kind });
+                let kind = if e.uninit {
+                    MapKind::Unwritten { pblk }
+                } else {
+                    MapKind::Mapped { pblk }
+                };
+                push_run(
+                    &mut out,
+                    Mapping {
+                        lblk: s,
+                        len: t - s,
+                        kind,
+                    },
+                );
                 cursor = t;
                 if cursor >= end {
                     break;
@@ -370,17 +436,44 @@ impl Fs {
         } else {
             for (l, p) in self.block_map_range(ino, inode, lblk, end)? {
                 self.check_pblk(p, 1, ino)?;
-                push_run(&mut out, Mapping { lblk: cursor, len: l - cursor, kind: MapKind::Hole });
-                push_run(&mut out, Mapping { lblk: l, len: 1, kind: MapKind::Mapped { pblk: p } });
+                push_run(
+                    &mut out,
+                    Mapping {
+                        lblk: cursor,
+                        len: l - cursor,
+                        kind: MapKind::Hole,
+                    },
+                );
+                push_run(
+                    &mut out,
+                    Mapping {
+                        lblk: l,
+                        len: 1,
+                        kind: MapKind::Mapped { pblk: p },
+                    },
+                );
                 cursor = l + 1;
             }
         }
-        push_run(&mut out, Mapping { lblk: cursor, len: end - cursor, kind: MapKind::Hole });
+        push_run(
+            &mut out,
+            Mapping {
+                lblk: cursor,
+                len: end - cursor,
+                kind: MapKind::Hole,
+            },
+        );
         Ok(out)
     }
 
     /// Data blocks `(lblk, pblk)` of a block-mapped file within `[start, end)`, in order.
-    fn block_map_range(&self, ino: Ino, inode: &Inode, start: u64, end: u64) -> Result<Vec<(u64, u64)>> {
+    fn block_map_range(
+        &self,
+        ino: Ino,
+        inode: &Inode,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<(u64, u64)>> {
         let ppb = u64::from(self.block_size() / 4);
         let addressable = 12 + ppb + ppb * ppb + ppb * ppb * ppb;
         let end = end.min(addressable);
@@ -394,7 +487,16 @@ impl Fs {
                 let mut pblk: sys::blk64_t = 0;
                 // SAFETY: read-only lookup on our inode copy.
                 let rc = unsafe {
-                    sys::ext2fs_bmap2(self.ptr(), ino, copy.as_mut_ptr(), ptr::null_mut(), 0, l, ptr::null_mut(), &mut pblk)
+                    sys::ext2fs_bmap2(
+                        self.ptr(),
+                        ino,
+                        copy.as_mut_ptr(),
+                        ptr::null_mut(),
+                        0,
+                        l,
+                        ptr::null_mut(),
+                        &mut pblk,
+                    )
                 };
                 check(rc, format!("mapping block {l} of inode {ino}"))?;
                 if pblk != 0 {
@@ -403,7 +505,11 @@ impl Fs {
             }
             return Ok(out);
         }
-        let mut c = Collect { start, end, blocks: Vec::new() };
+        let mut c = Collect {
+            start,
+            end,
+            blocks: Vec::new(),
+        };
         let flags = (sys::BLOCK_FLAG_READ_ONLY | sys::BLOCK_FLAG_DATA_ONLY) as i32;
         // SAFETY: the callback only touches `c`, which outlives the call.
         let rc = unsafe {
@@ -437,8 +543,16 @@ impl Fs {
                     self.check_pblk(e.pblk, e.len, ino)?;
                     let s = e.lblk.max(lblk);
                     let pblk = e.pblk + (s - e.lblk);
-                    let kind = if e.uninit { MapKind::Unwritten { pblk } } else { MapKind::Mapped { pblk } };
-                    return Ok(Some(Mapping { lblk: s, len: e.end() - s, kind }));
+                    let kind = if e.uninit {
+                        MapKind::Unwritten { pblk }
+                    } else {
+                        MapKind::Mapped { pblk }
+                    };
+                    return Ok(Some(Mapping {
+                        lblk: s,
+                        len: e.end() - s,
+                        kind,
+                    }));
                 }
                 next = h.next_leaf()?;
             }
@@ -446,7 +560,9 @@ impl Fs {
         }
         // Block-mapped: walk only allocated blocks, then extend the physically contiguous run.
         let blocks = self.block_map_range(ino, inode, lblk, u64::MAX)?;
-        let Some(&(first_l, first_p)) = blocks.first() else { return Ok(None) };
+        let Some(&(first_l, first_p)) = blocks.first() else {
+            return Ok(None);
+        };
         let mut len = 1;
         for &(l, p) in &blocks[1..] {
             if l != first_l + len || p != first_p + len {
@@ -455,7 +571,11 @@ impl Fs {
             len += 1;
         }
         self.check_pblk(first_p, len, ino)?;
-        Ok(Some(Mapping { lblk: first_l, len, kind: MapKind::Mapped { pblk: first_p } }))
+        Ok(Some(Mapping {
+            lblk: first_l,
+            len,
+            kind: MapKind::Mapped { pblk: first_p },
+        }))
     }
 
     /// The first logical block at or after `lblk` that is a hole (unwritten extents count as
@@ -511,9 +631,17 @@ impl Fs {
     /// Block-mapped files have no unwritten state: their holes get zeroed, written blocks.
     /// On `ENOSPC` the blocks allocated so far stay mapped (and accounted); the filesystem
     /// remains consistent.
-    pub fn allocate_unwritten(&mut self, ino: Ino, inode: &mut Inode, lblk: u64, len: u64) -> Result<()> {
+    pub fn allocate_unwritten(
+        &mut self,
+        ino: Ino,
+        inode: &mut Inode,
+        lblk: u64,
+        len: u64,
+    ) -> Result<()> {
         self.check_rw("allocating blocks")?;
-        let end = lblk.checked_add(len).ok_or_else(|| Error::from_errno(libc::EINVAL, "range overflows"))?;
+        let end = lblk
+            .checked_add(len)
+            .ok_or_else(|| Error::from_errno(libc::EINVAL, "range overflows"))?;
         if len == 0 {
             return Ok(());
         }
@@ -521,7 +649,10 @@ impl Fs {
             return self.allocate_block_mapped(ino, inode, lblk, len);
         }
         if end > EXTENT_LBLK_LIMIT {
-            return Err(Error::new(i64::from(sys::EXT2_ET_FILE_TOO_BIG), "allocating beyond the extent limit"));
+            return Err(Error::new(
+                i64::from(sys::EXT2_ET_FILE_TOO_BIG),
+                "allocating beyond the extent limit",
+            ));
         }
         let res = self.fill_holes(ino, inode, lblk, end);
         let written = self.write_inode(ino, inode);
@@ -567,11 +698,24 @@ impl Fs {
             };
             let (pblk, plen) = self.new_range(goal, want)?;
             self.claim(h.inode, pblk, plen)?;
-            let new = Ext { lblk: cursor, len: plen, pblk, uninit: true };
+            let new = Ext {
+                lblk: cursor,
+                len: plen,
+                pblk,
+                uninit: true,
+            };
             let res = match left {
-                Some(l) if l.uninit && l.end() == cursor && l.pblk + l.len == pblk && l.len + plen <= EXT_UNINIT_MAX_LEN => {
+                Some(l)
+                    if l.uninit
+                        && l.end() == cursor
+                        && l.pblk + l.len == pblk
+                        && l.len + plen <= EXT_UNINIT_MAX_LEN =>
+                {
                     h.goto(l.lblk)?;
-                    h.replace(Ext { len: l.len + plen, ..l })
+                    h.replace(Ext {
+                        len: l.len + plen,
+                        ..l
+                    })
                 }
                 _ => {
                     h.goto(cursor)?;
@@ -599,7 +743,17 @@ impl Fs {
     fn new_range(&self, goal: u64, len: u64) -> Result<(u64, u64)> {
         let (mut pblk, mut plen) = (0, 0);
         // SAFETY: open handle; outputs are plain integers.
-        let rc = unsafe { sys::ext2fs_new_range(self.ptr(), 0, goal, len, ptr::null_mut(), &mut pblk, &mut plen) };
+        let rc = unsafe {
+            sys::ext2fs_new_range(
+                self.ptr(),
+                0,
+                goal,
+                len,
+                ptr::null_mut(),
+                &mut pblk,
+                &mut plen,
+            )
+        };
         check(rc, "finding free blocks")?;
         Ok((pblk, plen.min(len)))
     }
@@ -625,9 +779,18 @@ impl Fs {
         }
     }
 
-    fn allocate_block_mapped(&mut self, ino: Ino, inode: &mut Inode, lblk: u64, len: u64) -> Result<()> {
+    fn allocate_block_mapped(
+        &mut self,
+        ino: Ino,
+        inode: &mut Inode,
+        lblk: u64,
+        len: u64,
+    ) -> Result<()> {
         if inode.raw.i_flags & sys::EXT4_INLINE_DATA_FL != 0 {
-            return Err(Error::from_errno(libc::EOPNOTSUPP, format!("inode {ino} has inline data")));
+            return Err(Error::from_errno(
+                libc::EOPNOTSUPP,
+                format!("inode {ino} has inline data"),
+            ));
         }
         let avail = self.free_blocks();
         if avail == 0 {
@@ -635,7 +798,8 @@ impl Fs {
         }
         // SAFETY: our inode copy; libext2fs allocates, zeroes and maps the missing blocks,
         // writing the inode as it goes.
-        let rc = unsafe { sys::ext2fs_fallocate(self.ptr(), 0, ino, inode.as_mut_ptr(), !0, lblk, len) };
+        let rc =
+            unsafe { sys::ext2fs_fallocate(self.ptr(), 0, ino, inode.as_mut_ptr(), !0, lblk, len) };
         let written = self.write_inode(ino, inode);
         check(rc, format!("allocating blocks for inode {ino}"))?;
         written
@@ -646,7 +810,9 @@ impl Fs {
     /// contiguous. Updates and writes `inode`. A no-op for block-mapped files.
     pub fn mark_written(&mut self, ino: Ino, inode: &mut Inode, lblk: u64, len: u64) -> Result<()> {
         self.check_rw("converting unwritten extents")?;
-        let end = lblk.checked_add(len).ok_or_else(|| Error::from_errno(libc::EINVAL, "range overflows"))?;
+        let end = lblk
+            .checked_add(len)
+            .ok_or_else(|| Error::from_errno(libc::EINVAL, "range overflows"))?;
         if len == 0 || !inode.uses_extents() {
             return Ok(());
         }
@@ -676,9 +842,24 @@ impl Fs {
             };
             let a = e.lblk.max(cursor);
             let b = e.end().min(end);
-            let written = Ext { lblk: a, len: b - a, pblk: e.pblk + (a - e.lblk), uninit: false };
-            let left = Ext { lblk: e.lblk, len: a - e.lblk, pblk: e.pblk, uninit: true };
-            let right = Ext { lblk: b, len: e.end() - b, pblk: e.pblk + (b - e.lblk), uninit: true };
+            let written = Ext {
+                lblk: a,
+                len: b - a,
+                pblk: e.pblk + (a - e.lblk),
+                uninit: false,
+            };
+            let left = Ext {
+                lblk: e.lblk,
+                len: a - e.lblk,
+                pblk: e.pblk,
+                uninit: true,
+            };
+            let right = Ext {
+                lblk: b,
+                len: e.end() - b,
+                pblk: e.pblk + (b - e.lblk),
+                uninit: true,
+            };
             if left.len > 0 || right.len > 0 {
                 let reserve = Self::split_reserve(&mut h)?;
                 if self.free_blocks() < reserve {
@@ -718,7 +899,13 @@ impl Fs {
     /// "libext2fs: fix off-by-one bug in punch_extent_blocks"); bounded ranges of
     /// block-mapped files are unmapped block by block, avoiding its indirect-tree range bug
     /// (fixed upstream in "libext2fs: fix ind_punch recursive block computation").
-    pub fn punch(&mut self, ino: Ino, inode: &mut Inode, start: u64, end: Option<u64>) -> Result<()> {
+    pub fn punch(
+        &mut self,
+        ino: Ino,
+        inode: &mut Inode,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<()> {
         self.check_rw("punching blocks")?;
         let last = end.unwrap_or(u64::MAX);
         if start > last {
@@ -728,16 +915,33 @@ impl Fs {
             return Ok(());
         }
         if inode.raw.i_flags & sys::EXT4_INLINE_DATA_FL != 0 {
-            return Err(Error::from_errno(libc::EOPNOTSUPP, format!("inode {ino} has inline data")));
+            return Err(Error::from_errno(
+                libc::EOPNOTSUPP,
+                format!("inode {ino} has inline data"),
+            ));
         }
         let res = if inode.uses_extents() {
-            self.punch_extents(ino, inode, start, last.saturating_add(1).min(EXTENT_LBLK_LIMIT))
+            self.punch_extents(
+                ino,
+                inode,
+                start,
+                last.saturating_add(1).min(EXTENT_LBLK_LIMIT),
+            )
         } else if end.is_some() {
             self.punch_block_mapped(ino, inode, start, last.saturating_add(1))
         } else {
             // Truncation: ext2fs_punch is correct for an open-ended range.
             // SAFETY: our inode; libext2fs frees blocks and edits the mapping in it.
-            let rc = unsafe { sys::ext2fs_punch(self.ptr(), ino, inode.as_mut_ptr(), ptr::null_mut(), start, !0) };
+            let rc = unsafe {
+                sys::ext2fs_punch(
+                    self.ptr(),
+                    ino,
+                    inode.as_mut_ptr(),
+                    ptr::null_mut(),
+                    start,
+                    !0,
+                )
+            };
             check(rc, format!("truncating inode {ino}"))
         };
         let written = self.write_inode(ino, inode);
@@ -748,7 +952,9 @@ impl Fs {
         let mut h = Handle::open(self, ino, inode)?;
         let mut cursor = start;
         while cursor < end {
-            let Some(e) = h.first_from(cursor)? else { break };
+            let Some(e) = h.first_from(cursor)? else {
+                break;
+            };
             if e.lblk >= end {
                 break;
             }
@@ -759,8 +965,16 @@ impl Fs {
             self.check_pblk(e.pblk, e.len, ino)?;
             let a = e.lblk.max(cursor);
             let b = e.end().min(end);
-            let left = Ext { len: a - e.lblk, ..e };
-            let right = Ext { lblk: b, len: e.end() - b, pblk: e.pblk + (b - e.lblk), ..e };
+            let left = Ext {
+                len: a - e.lblk,
+                ..e
+            };
+            let right = Ext {
+                lblk: b,
+                len: e.end() - b,
+                pblk: e.pblk + (b - e.lblk),
+                ..e
+            };
             h.goto(e.lblk)?;
             // Change the tree first, free after: a failure leaks blocks, never reuses them.
             match (left.len > 0, right.len > 0) {
@@ -786,13 +1000,28 @@ impl Fs {
 
     /// Unmaps the allocated blocks of `[start, end)` of a block-mapped file one by one.
     /// Indirect blocks that become empty stay allocated (and counted), which is valid.
-    fn punch_block_mapped(&mut self, ino: Ino, inode: &mut Inode, start: u64, end: u64) -> Result<()> {
+    fn punch_block_mapped(
+        &mut self,
+        ino: Ino,
+        inode: &mut Inode,
+        start: u64,
+        end: u64,
+    ) -> Result<()> {
         for (lblk, pblk) in self.block_map_range(ino, inode, start, end)? {
             self.check_pblk(pblk, 1, ino)?;
             let mut zero: sys::blk64_t = 0;
             // SAFETY: our inode; BMAP_SET with 0 clears the block pointer (and writes the inode).
             let rc = unsafe {
-                sys::ext2fs_bmap2(self.ptr(), ino, inode.as_mut_ptr(), ptr::null_mut(), sys::BMAP_SET as i32, lblk, ptr::null_mut(), &mut zero)
+                sys::ext2fs_bmap2(
+                    self.ptr(),
+                    ino,
+                    inode.as_mut_ptr(),
+                    ptr::null_mut(),
+                    sys::BMAP_SET as i32,
+                    lblk,
+                    ptr::null_mut(),
+                    &mut zero,
+                )
             };
             check(rc, format!("unmapping block {lblk} of inode {ino}"))?;
             self.unclaim(inode.as_mut_ptr(), pblk, 1);
@@ -809,11 +1038,18 @@ fn merge_written(h: &mut Handle<'_>, mut w: Ext) -> Result<()> {
         return Ok(());
     }
     if let Some(p) = h.prev_leaf()? {
-        if !p.uninit && p.end() == w.lblk && p.pblk + p.len == w.pblk && p.len + w.len <= EXT_INIT_MAX_LEN {
+        if !p.uninit
+            && p.end() == w.lblk
+            && p.pblk + p.len == w.pblk
+            && p.len + w.len <= EXT_INIT_MAX_LEN
+        {
             h.goto(w.lblk)?;
             h.delete()?;
             h.goto(p.lblk)?;
-            let merged = Ext { len: p.len + w.len, ..p };
+            let merged = Ext {
+                len: p.len + w.len,
+                ..p
+            };
             h.replace(merged)?;
             w = merged;
         }
@@ -823,10 +1059,17 @@ fn merge_written(h: &mut Handle<'_>, mut w: Ext) -> Result<()> {
         return Ok(());
     }
     if let Some(n) = h.next_leaf()? {
-        if !n.uninit && w.end() == n.lblk && w.pblk + w.len == n.pblk && w.len + n.len <= EXT_INIT_MAX_LEN {
+        if !n.uninit
+            && w.end() == n.lblk
+            && w.pblk + w.len == n.pblk
+            && w.len + n.len <= EXT_INIT_MAX_LEN
+        {
             h.delete()?;
             h.goto(w.lblk)?;
-            h.replace(Ext { len: w.len + n.len, ..w })?;
+            h.replace(Ext {
+                len: w.len + n.len,
+                ..w
+            })?;
         }
     }
     Ok(())
@@ -846,20 +1089,85 @@ mod tests {
     #[test]
     fn runs_merge_only_when_contiguous() {
         let mut v = Vec::new();
-        push_run(&mut v, Mapping { lblk: 0, len: 2, kind: MapKind::Hole });
-        push_run(&mut v, Mapping { lblk: 2, len: 3, kind: MapKind::Hole });
-        push_run(&mut v, Mapping { lblk: 5, len: 1, kind: MapKind::Mapped { pblk: 100 } });
-        push_run(&mut v, Mapping { lblk: 6, len: 1, kind: MapKind::Mapped { pblk: 101 } });
-        push_run(&mut v, Mapping { lblk: 7, len: 1, kind: MapKind::Mapped { pblk: 200 } });
-        push_run(&mut v, Mapping { lblk: 8, len: 1, kind: MapKind::Unwritten { pblk: 201 } });
-        push_run(&mut v, Mapping { lblk: 9, len: 0, kind: MapKind::Hole });
+        push_run(
+            &mut v,
+            Mapping {
+                lblk: 0,
+                len: 2,
+                kind: MapKind::Hole,
+            },
+        );
+        push_run(
+            &mut v,
+            Mapping {
+                lblk: 2,
+                len: 3,
+                kind: MapKind::Hole,
+            },
+        );
+        push_run(
+            &mut v,
+            Mapping {
+                lblk: 5,
+                len: 1,
+                kind: MapKind::Mapped { pblk: 100 },
+            },
+        );
+        push_run(
+            &mut v,
+            Mapping {
+                lblk: 6,
+                len: 1,
+                kind: MapKind::Mapped { pblk: 101 },
+            },
+        );
+        push_run(
+            &mut v,
+            Mapping {
+                lblk: 7,
+                len: 1,
+                kind: MapKind::Mapped { pblk: 200 },
+            },
+        );
+        push_run(
+            &mut v,
+            Mapping {
+                lblk: 8,
+                len: 1,
+                kind: MapKind::Unwritten { pblk: 201 },
+            },
+        );
+        push_run(
+            &mut v,
+            Mapping {
+                lblk: 9,
+                len: 0,
+                kind: MapKind::Hole,
+            },
+        );
         assert_eq!(
             v,
             vec![
-                Mapping { lblk: 0, len: 5, kind: MapKind::Hole },
-                Mapping { lblk: 5, len: 2, kind: MapKind::Mapped { pblk: 100 } },
-                Mapping { lblk: 7, len: 1, kind: MapKind::Mapped { pblk: 200 } },
-                Mapping { lblk: 8, len: 1, kind: MapKind::Unwritten { pblk: 201 } },
+                Mapping {
+                    lblk: 0,
+                    len: 5,
+                    kind: MapKind::Hole
+                },
+                Mapping {
+                    lblk: 5,
+                    len: 2,
+                    kind: MapKind::Mapped { pblk: 100 }
+                },
+                Mapping {
+                    lblk: 7,
+                    len: 1,
+                    kind: MapKind::Mapped { pblk: 200 }
+                },
+                Mapping {
+                    lblk: 8,
+                    len: 1,
+                    kind: MapKind::Unwritten { pblk: 201 }
+                },
             ]
         );
     }

@@ -35,12 +35,25 @@ const PREFIXES: &[&[u8]] = &[b"user.", b"trusted.", b"security."];
 /// Checks a name: a known namespace with a non-empty suffix, or one of the ACL names.
 fn xattr_name(name: &[u8]) -> Result<CString> {
     if name.len() > XATTR_NAME_MAX {
-        return Err(Error::from_errno(libc::ERANGE, "xattr name longer than 255 bytes"));
+        return Err(Error::from_errno(
+            libc::ERANGE,
+            "xattr name longer than 255 bytes",
+        ));
     }
-    let known = acl::is_acl_name(name) || PREFIXES.iter().any(|p| name.starts_with(p) && name.len() > p.len());
+    let known = acl::is_acl_name(name)
+        || PREFIXES
+            .iter()
+            .any(|p| name.starts_with(p) && name.len() > p.len());
     if !known {
-        let errno = if PREFIXES.contains(&name) { libc::EINVAL } else { libc::EOPNOTSUPP };
-        return Err(Error::from_errno(errno, "xattr name outside the supported namespaces"));
+        let errno = if PREFIXES.contains(&name) {
+            libc::EINVAL
+        } else {
+            libc::EOPNOTSUPP
+        };
+        return Err(Error::from_errno(
+            errno,
+            "xattr name outside the supported namespaces",
+        ));
     }
     CString::new(name).map_err(|_| Error::from_errno(libc::EINVAL, "xattr name contains NUL"))
 }
@@ -55,13 +68,22 @@ impl Handle {
     fn open(fs: &Fs, ino: Ino) -> Result<Handle> {
         let mut h = ptr::null_mut();
         // SAFETY: open filesystem; `h` receives an owned handle.
-        check(unsafe { sys::ext2fs_xattrs_open(fs.ptr(), ino, &mut h) }, format!("opening xattrs of inode {ino}"))?;
+        check(
+            unsafe { sys::ext2fs_xattrs_open(fs.ptr(), ino, &mut h) },
+            format!("opening xattrs of inode {ino}"),
+        )?;
         let handle = Handle { h, ino };
         let mut flags = sys::XATTR_HANDLE_FLAG_RAW;
         // SAFETY: open handle; RAW disables libext2fs' ACL conversion (we convert ourselves).
-        check(unsafe { sys::ext2fs_xattrs_flags(h, &mut flags, ptr::null_mut()) }, "setting xattr flags")?;
+        check(
+            unsafe { sys::ext2fs_xattrs_flags(h, &mut flags, ptr::null_mut()) },
+            "setting xattr flags",
+        )?;
         // SAFETY: open handle.
-        check(unsafe { sys::ext2fs_xattrs_read(h) }, format!("reading xattrs of inode {ino}"))?;
+        check(
+            unsafe { sys::ext2fs_xattrs_read(h) },
+            format!("reading xattrs of inode {ino}"),
+        )?;
         Ok(handle)
     }
 
@@ -87,7 +109,9 @@ impl Handle {
 
     fn set(&mut self, name: &CStr, value: &[u8]) -> Result<()> {
         // SAFETY: open handle; value valid for its length; the call writes the inode/EA block.
-        let rc = unsafe { sys::ext2fs_xattr_set(self.h, name.as_ptr(), value.as_ptr().cast(), value.len()) };
+        let rc = unsafe {
+            sys::ext2fs_xattr_set(self.h, name.as_ptr(), value.as_ptr().cast(), value.len())
+        };
         check(rc, format!("setting an xattr of inode {}", self.ino))
     }
 
@@ -98,7 +122,12 @@ impl Handle {
     }
 
     fn names(&self) -> Result<Vec<Vec<u8>>> {
-        unsafe extern "C" fn collect(name: *mut c_char, _v: *mut c_char, _len: usize, data: *mut c_void) -> i32 {
+        unsafe extern "C" fn collect(
+            name: *mut c_char,
+            _v: *mut c_char,
+            _len: usize,
+            data: *mut c_void,
+        ) -> i32 {
             // SAFETY: `data` is the Vec passed below; `name` is a NUL-terminated string.
             let names = unsafe { &mut *data.cast::<Vec<Vec<u8>>>() };
             if !name.is_null() {
@@ -109,7 +138,13 @@ impl Handle {
         let mut names: Vec<Vec<u8>> = Vec::new();
         // SAFETY: the callback only pushes into `names`, which outlives the call; returning 0
         // never asks libext2fs to write anything.
-        let rc = unsafe { sys::ext2fs_xattrs_iterate(self.h, Some(collect), (&mut names as *mut Vec<Vec<u8>>).cast()) };
+        let rc = unsafe {
+            sys::ext2fs_xattrs_iterate(
+                self.h,
+                Some(collect),
+                (&mut names as *mut Vec<Vec<u8>>).cast(),
+            )
+        };
         check(rc, format!("listing xattrs of inode {}", self.ino))?;
         Ok(names)
     }
@@ -126,10 +161,15 @@ impl Fs {
     /// The value of attribute `name`, or `None` if it is not set.
     pub fn xattr_get(&self, ino: Ino, name: &[u8]) -> Result<Option<Vec<u8>>> {
         let cname = xattr_name(name)?;
-        let Some(value) = Handle::open(self, ino)?.get(&cname)? else { return Ok(None) };
+        let Some(value) = Handle::open(self, ino)?.get(&cname)? else {
+            return Ok(None);
+        };
         if acl::is_acl_name(name) {
             let converted = acl::from_disk(&value).ok_or_else(|| {
-                Error::new(i64::from(sys::EXT2_ET_EA_BAD_VALUE_SIZE), format!("malformed ACL on inode {ino}"))
+                Error::new(
+                    i64::from(sys::EXT2_ET_EA_BAD_VALUE_SIZE),
+                    format!("malformed ACL on inode {ino}"),
+                )
             })?;
             return Ok(Some(converted));
         }
@@ -138,17 +178,30 @@ impl Fs {
 
     /// Sets attribute `name`. Values above 64 KiB are E2BIG; values that do not fit (in the
     /// inode or one xattr block, or an EA inode when that feature is on) are ENOSPC.
-    pub fn xattr_set(&mut self, ino: Ino, name: &[u8], value: &[u8], mode: XattrSetMode) -> Result<()> {
+    pub fn xattr_set(
+        &mut self,
+        ino: Ino,
+        name: &[u8],
+        value: &[u8],
+        mode: XattrSetMode,
+    ) -> Result<()> {
         self.check_rw("setting an xattr")?;
         let cname = xattr_name(name)?;
         if value.len() > XATTR_SIZE_MAX {
-            return Err(Error::from_errno(libc::E2BIG, "xattr value larger than 64 KiB"));
+            return Err(Error::from_errno(
+                libc::E2BIG,
+                "xattr value larger than 64 KiB",
+            ));
         }
         let mut h = Handle::open(self, ino)?;
         let exists = h.get(&cname)?.is_some();
         match mode {
-            XattrSetMode::Create if exists => return Err(Error::from_errno(libc::EEXIST, "xattr exists")),
-            XattrSetMode::Replace if !exists => return Err(Error::from_errno(libc::ENODATA, "xattr not set")),
+            XattrSetMode::Create if exists => {
+                return Err(Error::from_errno(libc::EEXIST, "xattr exists"))
+            }
+            XattrSetMode::Replace if !exists => {
+                return Err(Error::from_errno(libc::ENODATA, "xattr not set"))
+            }
             _ => {}
         }
         if acl::is_acl_name(name) {
@@ -161,7 +214,8 @@ impl Fs {
                     }
                 }
                 Some(_) => {
-                    let disk = acl::to_disk(value).ok_or_else(|| Error::from_errno(libc::EINVAL, "malformed POSIX ACL"))?;
+                    let disk = acl::to_disk(value)
+                        .ok_or_else(|| Error::from_errno(libc::EINVAL, "malformed POSIX ACL"))?;
                     h.set(&cname, &disk)?;
                 }
             }
@@ -178,7 +232,10 @@ impl Fs {
         let cname = xattr_name(name)?;
         let mut h = Handle::open(self, ino)?;
         if h.get(&cname)?.is_none() {
-            return Err(Error::from_errno(libc::ENODATA, format!("removing an xattr of inode {ino}")));
+            return Err(Error::from_errno(
+                libc::ENODATA,
+                format!("removing an xattr of inode {ino}"),
+            ));
         }
         h.remove(&cname)?;
         drop(h);
@@ -194,7 +251,8 @@ impl Fs {
     pub(crate) fn remove_all_xattrs(&mut self, ino: Ino) -> Result<()> {
         let mut h = Handle::open(self, ino)?;
         for name in h.names()? {
-            let cname = CString::new(name).map_err(|_| Error::from_errno(libc::EINVAL, "xattr name contains NUL"))?;
+            let cname = CString::new(name)
+                .map_err(|_| Error::from_errno(libc::EINVAL, "xattr name contains NUL"))?;
             h.remove(&cname)?;
         }
         Ok(())
@@ -217,8 +275,14 @@ mod tests {
         assert!(xattr_name(b"security.selinux").is_ok());
         assert!(xattr_name(b"system.posix_acl_default").is_ok());
         assert_eq!(xattr_name(b"user.").unwrap_err().errno(), libc::EINVAL);
-        assert_eq!(xattr_name(b"foo.bar").unwrap_err().errno(), libc::EOPNOTSUPP);
-        assert_eq!(xattr_name(b"system.data").unwrap_err().errno(), libc::EOPNOTSUPP);
+        assert_eq!(
+            xattr_name(b"foo.bar").unwrap_err().errno(),
+            libc::EOPNOTSUPP
+        );
+        assert_eq!(
+            xattr_name(b"system.data").unwrap_err().errno(),
+            libc::EOPNOTSUPP
+        );
         let long = [b"user.".as_slice(), &[b'a'; 251]].concat();
         assert_eq!(xattr_name(&long).unwrap_err().errno(), libc::ERANGE);
     }

@@ -18,7 +18,10 @@ fn dir_ops(extra: &[&str]) {
     let a = fs.mkdir(ROOT_INO, b"a", 0o750, 1000, 100).unwrap();
     let ai = fs.read_inode(a).unwrap();
     assert!(ai.is_dir());
-    assert_eq!((ai.mode() & 0o7777, ai.uid(), ai.gid(), ai.links()), (0o750, 1000, 100, 2));
+    assert_eq!(
+        (ai.mode() & 0o7777, ai.uid(), ai.gid(), ai.links()),
+        (0o750, 1000, 100, 2)
+    );
     assert_eq!(ai.size(), bs as u64);
     assert!(ai.crtime().is_some());
     assert_eq!(fs.read_inode(ROOT_INO).unwrap().links(), root_links + 1);
@@ -27,14 +30,20 @@ fn dir_ops(extra: &[&str]) {
     assert_eq!(fs.lookup(ROOT_INO, b"a").unwrap(), Some(a));
     assert_eq!(fs.lookup(a, b"..").unwrap(), Some(ROOT_INO));
     assert_eq!(fs.lookup(a, b"nope").unwrap(), None);
-    assert_eq!(fs.mkdir(ROOT_INO, b"a", 0o755, 0, 0).unwrap_err().errno(), libc::EEXIST);
+    assert_eq!(
+        fs.mkdir(ROOT_INO, b"a", 0o755, 0, 0).unwrap_err().errno(),
+        libc::EEXIST
+    );
 
     let f = create_file(&mut fs, a, b"f", 0o644);
     fs.link(a, b"f2", f, FileType::Regular).unwrap();
     let mut fi = fs.read_inode(f).unwrap();
     fi.set_links(2);
     fs.write_inode(f, &fi).unwrap();
-    assert_eq!(fs.link(a, b"f2", f, FileType::Regular).unwrap_err().errno(), libc::EEXIST);
+    assert_eq!(
+        fs.link(a, b"f2", f, FileType::Regular).unwrap_err().errno(),
+        libc::EEXIST
+    );
 
     let fast = fs.symlink(a, b"s", b"target", 1000, 1000).unwrap();
     let long_target = vec![b'x'; bs / 2 + 100];
@@ -42,13 +51,21 @@ fn dir_ops(extra: &[&str]) {
     assert_eq!(fs.readlink(fast).unwrap(), b"target");
     assert_eq!(fs.readlink(slow).unwrap(), long_target);
     assert_eq!(fs.read_inode(fast).unwrap().uid(), 1000);
-    assert_eq!(fs.symlink(a, b"big", &vec![b'y'; bs], 0, 0).unwrap_err().errno(), libc::ENAMETOOLONG);
+    assert_eq!(
+        fs.symlink(a, b"big", &vec![b'y'; bs], 0, 0)
+            .unwrap_err()
+            .errno(),
+        libc::ENAMETOOLONG
+    );
     assert_eq!(fs.readlink(f).unwrap_err().errno(), libc::EINVAL);
 
     let mut entries = list(&fs, a);
     entries.sort();
     let names: Vec<&[u8]> = entries.iter().map(|(n, _)| n.as_slice()).collect();
-    assert_eq!(names, [b".".as_slice(), b"..", b"L", b"b", b"f", b"f2", b"s"]);
+    assert_eq!(
+        names,
+        [b".".as_slice(), b"..", b"L", b"b", b"f", b"f2", b"s"]
+    );
     let types: HashMap<Vec<u8>, FileType> = {
         let mut m = HashMap::new();
         fs.read_dir(a, 0, |e| {
@@ -66,7 +83,10 @@ fn dir_ops(extra: &[&str]) {
     assert!(!fs.is_dir_empty(a).unwrap());
     assert!(fs.is_dir_empty(b).unwrap());
     assert_eq!(fs.rmdir(a, b"f").unwrap_err().errno(), libc::ENOTDIR);
-    assert_eq!(fs.rmdir(ROOT_INO, b"a").unwrap_err().errno(), libc::ENOTEMPTY);
+    assert_eq!(
+        fs.rmdir(ROOT_INO, b"a").unwrap_err().errno(),
+        libc::ENOTEMPTY
+    );
     assert_eq!(fs.rmdir(a, b"b").unwrap(), b);
     fs.free_inode(b).unwrap();
     assert_eq!(fs.read_inode(a).unwrap().links(), 2);
@@ -83,7 +103,36 @@ fn dir_ops(extra: &[&str]) {
     assert!(debugfs(&img.path, "stat /a/s").contains("Fast link dest: \"target\""));
     assert_eq!(debugfs_bytes(&img.path, "cat /a/L"), long_target);
     let ls = debugfs(&img.path, "ls -l /a");
-    assert!(ls.contains(" f") && ls.contains(" L") && !ls.contains(" b ") && !ls.contains("f2"), "{ls}");
+    assert!(
+        ls.contains(" f") && ls.contains(" L") && !ls.contains(" b ") && !ls.contains("f2"),
+        "{ls}"
+    );
+}
+
+/// A rename that moves a directory: new entry, old entry gone, ".." re-pointed, counts fixed.
+#[test]
+fn moving_a_directory() {
+    require_tools!();
+    let img = mkfs(16, &[]);
+    let mut fs = Fs::open(&img.path, true).unwrap();
+    let a = fs.mkdir(ROOT_INO, b"a", 0o755, 0, 0).unwrap();
+    let b = fs.mkdir(ROOT_INO, b"b", 0o755, 0, 0).unwrap();
+    let c = fs.mkdir(a, b"c", 0o755, 0, 0).unwrap();
+    fs.link(b, b"c", c, FileType::Dir).unwrap();
+    fs.unlink(a, b"c").unwrap();
+    fs.set_dotdot(c, b).unwrap();
+    for (dir, links) in [(a, 2), (b, 3)] {
+        let mut inode = fs.read_inode(dir).unwrap();
+        inode.set_links(links);
+        fs.write_inode(dir, &inode).unwrap();
+    }
+    assert_eq!(fs.lookup(c, b"..").unwrap(), Some(b));
+    assert_eq!(fs.lookup(b, b"c").unwrap(), Some(c));
+    assert_eq!(fs.lookup(a, b"c").unwrap(), None);
+    fs.close().unwrap();
+    fsck_clean(&img.path);
+    let mut ro = Fs::open(&img.path, false).unwrap();
+    assert_eq!(ro.set_dotdot(c, a).unwrap_err().errno(), libc::EROFS);
 }
 
 #[test]
@@ -106,7 +155,13 @@ fn directory_operations_ext3_no_extents() {
 
 /// Lists `dir` in chunks through cookies while adding and removing entries between chunks.
 /// Entries present all along must be seen exactly once; none may be seen twice.
-fn list_with_churn(fs: &mut Fs, dir: Ino, model: &mut BTreeMap<Vec<u8>, Ino>, rng: &mut Rng, tag: &str) {
+fn list_with_churn(
+    fs: &mut Fs,
+    dir: Ino,
+    model: &mut BTreeMap<Vec<u8>, Ino>,
+    rng: &mut Rng,
+    tag: &str,
+) {
     let mut stable: Vec<Vec<u8>> = model.keys().cloned().collect();
     stable.extend([b".".to_vec(), b"..".to_vec()]);
     let mut seen: HashMap<Vec<u8>, u32> = HashMap::new();
@@ -117,7 +172,10 @@ fn list_with_churn(fs: &mut Fs, dir: Ino, model: &mut BTreeMap<Vec<u8>, Ino>, rn
         let mut next = cookie;
         fs.read_dir(dir, cookie, |e| {
             *seen.entry(e.name.to_vec()).or_default() += 1;
-            assert!(e.next_cookie > next || got == 0 && e.next_cookie > cookie, "cookies increase");
+            assert!(
+                e.next_cookie > next || got == 0 && e.next_cookie > cookie,
+                "cookies increase"
+            );
             assert!(e.next_cookie < 1 << 63, "cookie fits a signed offset");
             next = e.next_cookie;
             got += 1;
@@ -143,10 +201,20 @@ fn list_with_churn(fs: &mut Fs, dir: Ino, model: &mut BTreeMap<Vec<u8>, Ino>, rn
         }
     }
     for name in &stable {
-        assert_eq!(seen.get(name), Some(&1), "stable entry {:?}", String::from_utf8_lossy(name));
+        assert_eq!(
+            seen.get(name),
+            Some(&1),
+            "stable entry {:?}",
+            String::from_utf8_lossy(name)
+        );
     }
     for (name, n) in &seen {
-        assert_eq!(*n, 1, "entry {:?} seen {n} times", String::from_utf8_lossy(name));
+        assert_eq!(
+            *n,
+            1,
+            "entry {:?} seen {n} times",
+            String::from_utf8_lossy(name)
+        );
     }
 }
 
@@ -169,7 +237,7 @@ fn is_htree(path: &Path, dir: &str) -> bool {
 #[test]
 fn ten_thousand_entries_linear_then_htree() {
     require_tools!();
-    let img = mkfs(128, &["-b", "4096", "-N", "20000"]);
+    let img = mkfs(128, &["-b", "1024", "-N", "20000"]);
     let mut rng = Rng(0x5eed_1234);
     let mut model = BTreeMap::new();
     let mut fs = Fs::open(&img.path, true).unwrap();
@@ -180,26 +248,44 @@ fn ten_thousand_entries_linear_then_htree() {
         model.insert(name, ino);
     }
     assert_listing_matches(&fs, d, &model);
-    assert_eq!(fs.lookup(d, b"file-09999").unwrap(), model.get(b"file-09999".as_slice()).copied());
+    assert_eq!(
+        fs.lookup(d, b"file-09999").unwrap(),
+        model.get(b"file-09999".as_slice()).copied()
+    );
     list_with_churn(&mut fs, d, &mut model, &mut rng, "lin");
     assert_listing_matches(&fs, d, &model);
     fs.close().unwrap();
     fsck_clean(&img.path);
-    assert!(!is_htree(&img.path, "/d"), "libext2fs keeps a new directory linear");
+    assert!(
+        !is_htree(&img.path, "/d"),
+        "libext2fs keeps a new directory linear"
+    );
 
     // Index the directory, then keep using it: dx_link inserts and leaf splits.
-    let out = Command::new("e2fsck").arg("-fyD").arg(&img.path).output().unwrap();
-    assert!(out.status.code().unwrap() <= 1, "{}", String::from_utf8_lossy(&out.stdout));
+    let out = Command::new("e2fsck")
+        .arg("-fyD")
+        .arg(&img.path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.code().unwrap() <= 1,
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(is_htree(&img.path, "/d"), "e2fsck -D indexed the directory");
+    assert!(
+        debugfs(&img.path, "htree /d").contains("Indirect levels: 1"),
+        "a two-level index (1 KiB blocks)"
+    );
     let mut fs = Fs::open(&img.path, true).unwrap();
     assert_listing_matches(&fs, d, &model);
     list_with_churn(&mut fs, d, &mut model, &mut rng, "dx");
-    for i in 0..3000 {
+    for i in 0..2000 {
         let name = format!("more-{i:05}-{}", rng.below(1_000_000)).into_bytes();
         let ino = create_file(&mut fs, d, &name, 0o644);
         model.insert(name, ino);
     }
-    for _ in 0..1000 {
+    for _ in 0..700 {
         let victim = random_name(&model, &mut rng);
         let ino = model.remove(&victim).unwrap();
         fs.unlink(d, &victim).unwrap();
@@ -221,9 +307,15 @@ fn ten_thousand_entries_linear_then_htree() {
         .filter(|n| *n != "." && *n != "..")
         .collect();
     let listed: std::collections::BTreeSet<String> = names.iter().map(|n| n.to_string()).collect();
-    let expected: std::collections::BTreeSet<String> = model.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+    let expected: std::collections::BTreeSet<String> = model
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
     let missing: Vec<_> = expected.difference(&listed).take(5).collect();
     let extra: Vec<_> = listed.difference(&expected).take(5).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "debugfs listing: missing {missing:?}, extra {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "debugfs listing: missing {missing:?}, extra {extra:?}"
+    );
     assert_eq!(names.len(), model.len(), "no duplicates");
 }

@@ -14,7 +14,10 @@ fn debugfs_extents(path: &Path, file: &str) -> Vec<(u64, u64, u64, bool)> {
         .lines()
         .skip(1)
         .filter_map(|line| {
-            let t: Vec<&str> = line.split(|c: char| c.is_whitespace() || c == '/').filter(|s| !s.is_empty()).collect();
+            let t: Vec<&str> = line
+                .split(|c: char| c.is_whitespace() || c == '/')
+                .filter(|s| !s.is_empty())
+                .collect();
             // level max idx count lstart - lend pstart - pend len [Uninit]
             if t.len() < 11 || t[5] != "-" || t[8] != "-" {
                 return None;
@@ -68,30 +71,75 @@ fn split_and_merge(extra: &[&str]) {
     assert_eq!(kinds(&m), [(0, 100, 'U')]);
     let p0 = pblk(&m[0]);
     assert_eq!(inode.blocks_512(), 100 * bs / 512);
-    assert_eq!(fs.read_inode(ino).unwrap().blocks_512(), inode.blocks_512(), "inode written");
+    assert_eq!(
+        fs.read_inode(ino).unwrap().blocks_512(),
+        inode.blocks_512(),
+        "inode written"
+    );
 
     fs.mark_written(ino, &mut inode, 10, 10).unwrap();
     let m = fs.map(ino, &inode, 0, 100).unwrap();
     assert_eq!(kinds(&m), [(0, 10, 'U'), (10, 10, 'M'), (20, 80, 'U')]);
-    assert_eq!(m.iter().map(pblk).collect::<Vec<_>>(), [p0, p0 + 10, p0 + 20], "blocks never move");
+    assert_eq!(
+        m.iter().map(pblk).collect::<Vec<_>>(),
+        [p0, p0 + 10, p0 + 20],
+        "blocks never move"
+    );
 
     fs.mark_written(ino, &mut inode, 0, 10).unwrap();
-    assert_eq!(kinds(&fs.map(ino, &inode, 0, 100).unwrap()), [(0, 20, 'M'), (20, 80, 'U')]);
+    assert_eq!(
+        kinds(&fs.map(ino, &inode, 0, 100).unwrap()),
+        [(0, 20, 'M'), (20, 80, 'U')]
+    );
     fs.mark_written(ino, &mut inode, 90, 20).unwrap();
     fs.allocate_unwritten(ino, &mut inode, 95, 20).unwrap();
     let m = fs.map(ino, &inode, 0, 120).unwrap();
-    assert_eq!(kinds(&m), [(0, 20, 'M'), (20, 70, 'U'), (90, 10, 'M'), (100, 15, 'U'), (115, 5, 'H')]);
-    assert_eq!(pblk(&m[2]), p0 + 90, "existing mapping untouched by allocate_unwritten");
+    assert_eq!(
+        kinds(&m),
+        [
+            (0, 20, 'M'),
+            (20, 70, 'U'),
+            (90, 10, 'M'),
+            (100, 15, 'U'),
+            (115, 5, 'H')
+        ]
+    );
+    assert_eq!(
+        pblk(&m[2]),
+        p0 + 90,
+        "existing mapping untouched by allocate_unwritten"
+    );
 
     fs.punch(ino, &mut inode, 30, Some(39)).unwrap();
     let m = fs.map(ino, &inode, 0, 120).unwrap();
-    assert_eq!(kinds(&m), [(0, 20, 'M'), (20, 10, 'U'), (30, 10, 'H'), (40, 50, 'U'), (90, 10, 'M'), (100, 15, 'U'), (115, 5, 'H')]);
-    assert_eq!(fs.map(ino, &inode, 35, 10).unwrap().iter().map(|m| (m.lblk, m.len)).collect::<Vec<_>>(), [(35, 5), (40, 5)]);
+    assert_eq!(
+        kinds(&m),
+        [
+            (0, 20, 'M'),
+            (20, 10, 'U'),
+            (30, 10, 'H'),
+            (40, 50, 'U'),
+            (90, 10, 'M'),
+            (100, 15, 'U'),
+            (115, 5, 'H')
+        ]
+    );
+    assert_eq!(
+        fs.map(ino, &inode, 35, 10)
+            .unwrap()
+            .iter()
+            .map(|m| (m.lblk, m.len))
+            .collect::<Vec<_>>(),
+        [(35, 5), (40, 5)]
+    );
     assert!(fs.map(ino, &inode, 7, 0).unwrap().is_empty());
     assert_eq!(fs.next_hole(ino, &inode, 0).unwrap(), 30);
     assert_eq!(fs.next_hole(ino, &inode, 40).unwrap(), 115);
     let d = fs.next_data(ino, &inode, 30).unwrap().unwrap();
-    assert_eq!((d.lblk, d.len, d.kind), (40, 50, MapKind::Unwritten { pblk: p0 + 40 }));
+    assert_eq!(
+        (d.lblk, d.len, d.kind),
+        (40, 50, MapKind::Unwritten { pblk: p0 + 40 })
+    );
     assert_eq!(fs.next_data(ino, &inode, 115).unwrap(), None);
     // 105 data blocks, plus one extent tree block once five extents overflowed the root.
     assert_eq!(inode.blocks_512(), 106 * bs / 512);
@@ -162,7 +210,8 @@ fn random_ops_match_a_model() {
                 }
             }
             _ => {
-                fs.punch(ino, &mut inode, start, Some(start + len - 1)).unwrap();
+                fs.punch(ino, &mut inode, start, Some(start + len - 1))
+                    .unwrap();
                 model[start as usize..(start + len) as usize].fill(Blk::Hole);
             }
         }
@@ -180,18 +229,27 @@ fn random_ops_match_a_model() {
                     MapKind::Unwritten { pblk } => Blk::Unwritten(pblk + i),
                     MapKind::Mapped { pblk } => Blk::Written(pblk + i),
                 };
-                assert_eq!(got, model[(m.lblk + i) as usize], "step {step} block {}", m.lblk + i);
+                assert_eq!(
+                    got,
+                    model[(m.lblk + i) as usize],
+                    "step {step} block {}",
+                    m.lblk + i
+                );
             }
         }
         if step % 50 == 49 {
-            saw_depth |= debugfs_extents(&img.path, "/f").len() > 4 && debugfs(&img.path, "ex /f").contains(" 1/ 1 ");
+            saw_depth |= debugfs_extents(&img.path, "/f").len() > 4
+                && debugfs(&img.path, "ex /f").contains(" 1/ 1 ");
         }
     }
     // Written blocks past EOF are an error for e2fsck; the server always sets the size.
     inode.set_size(N * 1024);
     fs.write_inode(ino, &inode).unwrap();
     let allocated = model.iter().filter(|b| **b != Blk::Hole).count() as u64;
-    assert!(inode.blocks_512() >= allocated * 2, "i_blocks counts data (and tree) blocks");
+    assert!(
+        inode.blocks_512() >= allocated * 2,
+        "i_blocks counts data (and tree) blocks"
+    );
     assert!(inode.blocks_512() <= (allocated + 8) * 2);
     let ours = allocated_runs(&fs.map(ino, &inode, 0, N).unwrap());
     fs.close().unwrap();
@@ -199,10 +257,15 @@ fn random_ops_match_a_model() {
     let theirs = debugfs_extents(&img.path, "/f");
     // debugfs lists extents; ours merges physically contiguous runs of the same kind.
     let expand = |v: &[(u64, u64, u64, bool)]| -> Vec<(u64, u64, bool)> {
-        v.iter().flat_map(|&(l, n, p, u)| (0..n).map(move |i| (l + i, p + i, u))).collect()
+        v.iter()
+            .flat_map(|&(l, n, p, u)| (0..n).map(move |i| (l + i, p + i, u)))
+            .collect()
     };
     assert_eq!(expand(&theirs), expand(&ours));
-    assert!(saw_depth || theirs.len() > 4, "the tree grew beyond the inode root");
+    assert!(
+        saw_depth || theirs.len() > 4,
+        "the tree grew beyond the inode root"
+    );
 }
 
 #[test]
@@ -223,7 +286,11 @@ fn sequential_conversions_merge_into_one_extent() {
     assert_eq!(kinds(&m), [(0, 300, 'M')]);
     fs.close().unwrap();
     fsck_clean(&img.path);
-    assert_eq!(debugfs_extents(&img.path, "/f").len(), 1, "one extent, not 300");
+    assert_eq!(
+        debugfs_extents(&img.path, "/f").len(),
+        1,
+        "one extent, not 300"
+    );
 }
 
 #[test]
@@ -248,7 +315,11 @@ fn data_written_at_mapped_blocks_reads_back() {
         fs.close().unwrap();
         fsck_clean(&img.path);
         assert_eq!(debugfs_bytes(&img.path, "cat /a"), data, "bs {bs}");
-        assert_eq!(debugfs_bytes(&img.path, "cat /b"), &data[..12_345], "bs {bs}");
+        assert_eq!(
+            debugfs_bytes(&img.path, "cat /b"),
+            &data[..12_345],
+            "bs {bs}"
+        );
     }
 }
 
@@ -264,8 +335,16 @@ fn huge_sparse_files() {
     inode.set_size((5 << 30) + 16 * 4096);
     fs.write_inode(ino, &inode).unwrap();
     let t = std::time::Instant::now();
-    assert_eq!(kinds(&fs.map(ino, &inode, 0, at + 16).unwrap()), [(0, at, 'H'), (at, 16, 'U')]);
-    assert_eq!(fs.next_data(ino, &inode, 0).unwrap().map(|m| (m.lblk, m.len)), Some((at, 16)));
+    assert_eq!(
+        kinds(&fs.map(ino, &inode, 0, at + 16).unwrap()),
+        [(0, at, 'H'), (at, 16, 'U')]
+    );
+    assert_eq!(
+        fs.next_data(ino, &inode, 0)
+            .unwrap()
+            .map(|m| (m.lblk, m.len)),
+        Some((at, 16))
+    );
     assert_eq!(fs.next_hole(ino, &inode, at).unwrap(), at + 16);
     fs.mark_written(ino, &mut inode, at, 16).unwrap();
 
@@ -273,21 +352,48 @@ fn huge_sparse_files() {
     // The last block below the maximum file size ((2^32 - 1) blocks).
     let last = (1u64 << 32) - 9;
     fs.allocate_unwritten(ino, &mut inode, last, 8).unwrap();
-    assert_eq!(fs.allocate_unwritten(ino, &mut inode, last + 4, 8).unwrap_err().errno(), libc::EFBIG);
+    assert_eq!(
+        fs.allocate_unwritten(ino, &mut inode, last + 4, 8)
+            .unwrap_err()
+            .errno(),
+        libc::EFBIG
+    );
     inode.set_size(last * 4096 + 8 * 4096);
     fs.write_inode(ino, &inode).unwrap();
     assert_eq!(
         kinds(&fs.map(ino, &inode, 0, 1 << 32).unwrap()),
-        [(0, at, 'H'), (at, 16, 'M'), (at + 16, last - at - 16, 'H'), (last, 8, 'U'), (last + 8, 1, 'H')]
+        [
+            (0, at, 'H'),
+            (at, 16, 'M'),
+            (at + 16, last - at - 16, 'H'),
+            (last, 8, 'U'),
+            (last + 8, 1, 'H')
+        ]
     );
-    assert_eq!(fs.next_data(ino, &inode, at + 16).unwrap().map(|m| m.lblk), Some(last));
-    assert!(t.elapsed().as_millis() < 2000, "no per-block walking over holes: {:?}", t.elapsed());
+    assert_eq!(
+        fs.next_data(ino, &inode, at + 16).unwrap().map(|m| m.lblk),
+        Some(last)
+    );
+    assert!(
+        t.elapsed().as_millis() < 2000,
+        "no per-block walking over holes: {:?}",
+        t.elapsed()
+    );
     assert!(inode.size() <= fs.info().max_file_size);
     fs.close().unwrap();
     fsck_clean(&img.path);
     let stat = debugfs(&img.path, "stat /sparse");
-    assert!(stat.contains(&format!("Size: {}", last * 4096 + 8 * 4096)), "{stat}");
-    assert_eq!(debugfs_extents(&img.path, "/sparse").iter().map(|e| e.0).collect::<Vec<_>>(), [at, last]);
+    assert!(
+        stat.contains(&format!("Size: {}", last * 4096 + 8 * 4096)),
+        "{stat}"
+    );
+    assert_eq!(
+        debugfs_extents(&img.path, "/sparse")
+            .iter()
+            .map(|e| e.0)
+            .collect::<Vec<_>>(),
+        [at, last]
+    );
 }
 
 #[test]
@@ -306,17 +412,29 @@ fn block_mapped_files() {
     let m = fs.map(ino, &inode, 0, 70_010).unwrap();
     let k = kinds(&m);
     assert_eq!(k.iter().filter(|r| r.2 == 'U').count(), 0);
-    assert_eq!(k.iter().filter(|r| r.2 == 'M').map(|r| r.1).sum::<u64>(), 50);
+    assert_eq!(
+        k.iter().filter(|r| r.2 == 'M').map(|r| r.1).sum::<u64>(),
+        50
+    );
     assert_eq!(k.first().map(|r| (r.0, r.2)), Some((0, 'M')));
-    assert_eq!(k.last().copied().map(|r| (r.0, r.1, r.2)), Some((70_000, 10, 'M')));
+    assert_eq!(
+        k.last().copied().map(|r| (r.0, r.1, r.2)),
+        Some((70_000, 10, 'M'))
+    );
     assert_eq!(fs.next_hole(ino, &inode, 0).unwrap(), 40);
-    assert_eq!(fs.next_data(ino, &inode, 40).unwrap().map(|m| m.lblk), Some(70_000));
+    assert_eq!(
+        fs.next_data(ino, &inode, 40).unwrap().map(|m| m.lblk),
+        Some(70_000)
+    );
     assert_eq!(fs.next_data(ino, &inode, 70_010).unwrap(), None);
     fs.punch(ino, &mut inode, 0, Some(9)).unwrap();
     // Blocks 10-11 are direct, 12+ follow the indirect block: two physical runs.
     let after_punch = kinds(&fs.map(ino, &inode, 0, 40).unwrap());
     assert_eq!(after_punch[0], (0, 10, 'H'));
-    assert!(after_punch[1..].iter().all(|r| r.2 == 'M') && after_punch.last().unwrap().0 + after_punch.last().unwrap().1 == 40);
+    assert!(
+        after_punch[1..].iter().all(|r| r.2 == 'M')
+            && after_punch.last().unwrap().0 + after_punch.last().unwrap().1 == 40
+    );
     inode.set_size(70_010 * 1024);
     fs.write_inode(ino, &inode).unwrap();
 
@@ -327,7 +445,10 @@ fn block_mapped_files() {
     fs.allocate_unwritten(h, &mut hi, 0, 800).unwrap();
     let one = 12 + 256 + 256;
     fs.punch(h, &mut hi, one, Some(one)).unwrap();
-    let holes: Vec<_> = kinds(&fs.map(h, &hi, 0, 800).unwrap()).into_iter().filter(|r| r.2 == 'H').collect();
+    let holes: Vec<_> = kinds(&fs.map(h, &hi, 0, 800).unwrap())
+        .into_iter()
+        .filter(|r| r.2 == 'H')
+        .collect();
     assert_eq!(holes, [(one, 1, 'H')]);
     hi.set_size(800 * 1024);
     fs.write_inode(h, &hi).unwrap();

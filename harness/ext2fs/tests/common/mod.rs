@@ -22,9 +22,9 @@ macro_rules! require_tools {
 }
 
 pub fn missing_tool() -> Option<&'static str> {
-    ["mkfs.ext4", "e2fsck", "debugfs"].into_iter().find(|tool| {
-        Command::new(tool).arg("-V").output().is_err()
-    })
+    ["mkfs.ext4", "e2fsck", "debugfs"]
+        .into_iter()
+        .find(|tool| Command::new(tool).arg("-V").output().is_err())
 }
 
 /// A filesystem image in its own temporary directory.
@@ -46,13 +46,21 @@ pub fn mkfs(size_mib: u64, extra: &[&str]) -> Image {
         .arg(&path)
         .output()
         .expect("run mkfs.ext4");
-    assert!(out.status.success(), "mkfs.ext4 {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mkfs.ext4 {extra:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Image { _dir: dir, path }
 }
 
 /// Asserts `e2fsck -fn` finds nothing to fix.
 pub fn fsck_clean(path: &Path) {
-    let out = Command::new("e2fsck").arg("-fn").arg(path).output().expect("run e2fsck");
+    let out = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(path)
+        .output()
+        .expect("run e2fsck");
     assert!(
         out.status.success(),
         "e2fsck -fn exited {:?}:\n{}{}",
@@ -64,13 +72,25 @@ pub fn fsck_clean(path: &Path) {
 
 /// Runs one debugfs request (read-only) and returns its stdout.
 pub fn debugfs(path: &Path, request: &str) -> String {
-    let out = Command::new("debugfs").env("TZ", "UTC").arg("-R").arg(request).arg(path).output().expect("run debugfs");
+    let out = Command::new("debugfs")
+        .env("TZ", "UTC")
+        .arg("-R")
+        .arg(request)
+        .arg(path)
+        .output()
+        .expect("run debugfs");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs one debugfs request and returns its raw stdout (for `cat`).
 pub fn debugfs_bytes(path: &Path, request: &str) -> Vec<u8> {
-    Command::new("debugfs").arg("-R").arg(request).arg(path).output().expect("run debugfs").stdout
+    Command::new("debugfs")
+        .arg("-R")
+        .arg(request)
+        .arg(path)
+        .output()
+        .expect("run debugfs")
+        .stdout
 }
 
 /// Creates an empty regular file `name` in `dir` the way a server would.
@@ -95,7 +115,8 @@ pub fn write_data(fs: &mut Fs, image: &Path, ino: Ino, data: &[u8]) {
     let bs = u64::from(fs.block_size());
     let nblocks = (data.len() as u64).div_ceil(bs);
     let mut inode = fs.read_inode(ino).unwrap();
-    fs.allocate_unwritten(ino, &mut inode, 0, nblocks).expect("allocate_unwritten");
+    fs.allocate_unwritten(ino, &mut inode, 0, nblocks)
+        .expect("allocate_unwritten");
     let dev = std::fs::OpenOptions::new().write(true).open(image).unwrap();
     for m in fs.map(ino, &inode, 0, nblocks).unwrap() {
         let pblk = match m.kind {
@@ -109,7 +130,8 @@ pub fn write_data(fs: &mut Fs, image: &Path, ino: Ino, data: &[u8]) {
         dev.write_all_at(&chunk, pblk * bs).unwrap();
     }
     dev.sync_data().unwrap();
-    fs.mark_written(ino, &mut inode, 0, nblocks).expect("mark_written");
+    fs.mark_written(ino, &mut inode, 0, nblocks)
+        .expect("mark_written");
     inode.set_size(data.len() as u64);
     fs.write_inode(ino, &inode).unwrap();
 }
