@@ -254,6 +254,8 @@ impl Inode {
         self.raw.i_generation
     }
 
+    /// Sets `i_generation`. Set it before the inode owns blocks: with metadata_csum the
+    /// checksums of its directory and extent-tree blocks are seeded with it.
     pub fn set_generation(&mut self, generation: u32) {
         self.raw.i_generation = generation;
     }
