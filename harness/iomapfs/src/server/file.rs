@@ -102,7 +102,7 @@ impl Server {
             let mut meta = self.meta();
             let mut inode = Self::regular(&mut meta, ino)?;
             let fs = Self::writable_fs(&mut meta)?;
-            if end > fs.info().max_file_size {
+            if end > self.max_file_size {
                 return Err(Errno(libc::EFBIG));
             }
             if len == 0 {
@@ -159,7 +159,7 @@ impl Server {
     /// Caller holds the inode's data lock exclusively and writes the inode afterwards.
     pub(crate) fn truncate(&self, meta: &mut Meta, ino: Ino, inode: &mut Inode, size: u64) -> Result<(), Errno> {
         let fs = Self::writable_fs(meta)?;
-        if size > fs.info().max_file_size {
+        if size > self.max_file_size {
             return Err(Errno(libc::EFBIG));
         }
         let old = inode.size();
@@ -196,7 +196,7 @@ impl Server {
         let mut meta = self.meta();
         let mut inode = Self::regular(&mut meta, ino)?;
         let fs = Self::writable_fs(&mut meta)?;
-        if end > fs.info().max_file_size {
+        if end > self.max_file_size {
             return Err(Errno(libc::EFBIG));
         }
         let old_size = inode.size();

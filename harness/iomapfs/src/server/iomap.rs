@@ -87,7 +87,7 @@ impl Server {
             if fs.read_only() {
                 return Err(Errno(libc::EROFS));
             }
-            if arg.pos + arg.count > fs.info().max_file_size {
+            if arg.pos + arg.count > self.max_file_size {
                 return Err(Errno(libc::EFBIG));
             }
             // Only the first mapping is answered; allocate no further than it reaches.

@@ -115,6 +115,8 @@ pub struct Server {
     meta: Mutex<Meta>,
     data: DataDevice,
     block_size: u32,
+    /// ext4's largest file size for this filesystem (EFBIG beyond it).
+    max_file_size: u64,
     data_locks: Vec<RwLock<()>>,
     opts: MountOptions,
     /// Negotiated at INIT.
@@ -136,10 +138,12 @@ pub struct Server {
 impl Server {
     pub fn new(fs: Fs, data: std::fs::File, opts: MountOptions) -> Self {
         let block_size = fs.block_size();
+        let max_file_size = fs.info().max_file_size;
         Self {
             meta: Mutex::new(Meta { fs: Some(fs), lookups: HashMap::new(), orphans: HashSet::new() }),
             data: DataDevice::new(data, block_size),
             block_size,
+            max_file_size,
             data_locks: (0..DATA_LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
             opts,
             iomap: AtomicBool::new(false),

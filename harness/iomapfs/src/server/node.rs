@@ -45,7 +45,8 @@ impl Server {
         Ok(fs)
     }
 
-    /// Bumps a directory's mtime and ctime after its entries changed.
+    /// Adjusts a directory's link count (and times) when a subdirectory comes or goes;
+    /// libext2fs already dated the directory for the name change itself.
     fn touch_dir(meta: &mut Meta, dir: Ino, links_delta: i32) -> Result<(), Errno> {
         let fs = meta.fs()?;
         let mut inode = fs.read_inode(dir)?;
@@ -66,7 +67,13 @@ impl Server {
         let mut meta = self.meta();
         Self::read_dir_inode(&mut meta, parent)?;
         let fs = meta.fs()?;
-        let ino = fs.lookup(parent, name)?.ok_or(Errno(libc::ENOENT))?;
+        let Some(ino) = fs.lookup(parent, name)? else {
+            // A negative entry the kernel may cache: only this mount changes names.
+            return Ok(bytes(&fuse_wire::structs::EntryOut {
+                entry_valid: self.opts.attr_timeout,
+                ..Default::default()
+            }));
+        };
         let inode = fs.read_inode(ino)?;
         let out = self.entry_out(&mut meta, ino, &inode);
         Ok(bytes(&out))
@@ -200,7 +207,6 @@ impl Server {
                 let _ = fs.free_inode(ino);
                 return Err(e.into());
             }
-            Self::touch_dir(meta, parent, 0)?;
         }
         let inode = meta.fs()?.read_inode(ino)?;
         Ok((ino, inode))
@@ -240,7 +246,6 @@ impl Server {
         inode.set_crtime(t);
         // The generation seeds the checksums of the blocks mkdir already wrote: keep it.
         fs.write_inode(ino, &inode)?;
-        Self::touch_dir(&mut meta, parent, 0)?;
         let out = self.entry_out(&mut meta, ino, &inode);
         Ok(bytes(&out))
     }
@@ -264,7 +269,6 @@ impl Server {
         let ctime = inode.ctime();
         inode.set_crtime(ctime);
         fs.write_inode(ino, &inode)?;
-        Self::touch_dir(&mut meta, parent, 0)?;
         let out = self.entry_out(&mut meta, ino, &inode);
         Ok(bytes(&out))
     }
@@ -294,7 +298,6 @@ impl Server {
             return Err(Errno(libc::EISDIR));
         }
         fs.unlink(parent, name)?;
-        Self::touch_dir(&mut meta, parent, 0)?;
         self.drop_link(&mut meta, ino, false)?;
         Ok(Vec::new())
     }
@@ -343,7 +346,6 @@ impl Server {
         inode.set_ctime(now());
         fs.write_inode(ino, &inode)?;
         meta.orphans.remove(&ino);
-        Self::touch_dir(&mut meta, parent, 0)?;
         let out = self.entry_out(&mut meta, ino, &inode);
         Ok(bytes(&out))
     }
@@ -384,8 +386,6 @@ impl Server {
                 let delta = src_is_dir as i32 - dst_is_dir as i32;
                 Self::touch_dir(&mut meta, old_dir, -delta)?;
                 Self::touch_dir(&mut meta, new_dir, delta)?;
-            } else {
-                Self::touch_dir(&mut meta, old_dir, 0)?;
             }
             for ino in [src, dst] {
                 let fs = meta.fs()?;
@@ -423,11 +423,6 @@ impl Server {
             fs.set_dotdot(src, new_dir)?;
             Self::touch_dir(&mut meta, old_dir, -1)?;
             Self::touch_dir(&mut meta, new_dir, 1)?;
-        } else {
-            Self::touch_dir(&mut meta, old_dir, 0)?;
-            if new_dir != old_dir {
-                Self::touch_dir(&mut meta, new_dir, 0)?;
-            }
         }
         let fs = meta.fs()?;
         let mut inode = fs.read_inode(src)?;
