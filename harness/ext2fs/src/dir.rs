@@ -436,6 +436,9 @@ impl Fs {
         if nblocks > self.blocks_count() {
             return Err(corrupt(dir, "size larger than the filesystem"));
         }
+        // Directories have no holes: never look past the blocks it owns (bounds memory on a
+        // corrupt i_size).
+        let nblocks = nblocks.min(inode.blocks_512() * 512 / bs);
         let mut out = vec![None; nblocks as usize];
         for m in self.map(dir, inode, 0, nblocks)? {
             if let MapKind::Mapped { pblk } = m.kind {

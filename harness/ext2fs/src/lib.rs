@@ -13,6 +13,15 @@
 //! Raw pointers never leave the crate; errors in the middle of an operation leave memory safe
 //! and the filesystem as consistent as the operation's ordering allows (documented per call).
 //!
+//! # libext2fs 1.47.0 workarounds
+//! - `ext2fs_punch` refuses extents ending at the filesystem's last block and mis-computes
+//!   bounded ranges in double-indirect trees (both fixed upstream later): extent punching is
+//!   done here, bounded block-mapped punching block by block.
+//! - `EXT2_EXTENT_NEXT_LEAF`/`PREV_LEAF` can revisit the same leaf after
+//!   `ext2fs_extent_goto`: leaf-to-leaf walks use sibling/up/down moves instead.
+//! - There is no indexed lookup: hashed directories are searched through their index here.
+//! - POSIX ACL values are converted here (libext2fs' decoder trusts on-disk lengths).
+//!
 //! # Refused filesystems
 //! Always: `inline_data`, `encrypt`, `casefold`, `journal_dev`. Read-write only: `mmp`,
 //! `quota`, `bigalloc`, `verity`, `read-only`, `shared_blocks`, `orphan_present`, a journal

@@ -305,11 +305,30 @@ fn push_run(out: &mut Vec<Mapping>, m: Mapping) {
     out.push(m);
 }
 
-/// State for `block_iterate3` over a block-mapped file: collect data blocks in a range.
-struct Collect {
+/// Runs `(lblk, pblk, len)` of a block-mapped file, merged while logically and physically
+/// contiguous; memory grows with fragmentation, not with file size.
+struct Runs {
     start: u64,
     end: u64,
-    blocks: Vec<(u64, u64)>,
+    max_runs: usize,
+    runs: Vec<(u64, u64, u64)>,
+}
+
+impl Runs {
+    /// Adds one block; false when it would start a run beyond `max_runs`.
+    fn add(&mut self, lblk: u64, pblk: u64) -> bool {
+        if let Some(last) = self.runs.last_mut() {
+            if last.0 + last.2 == lblk && last.1 + last.2 == pblk {
+                last.2 += 1;
+                return true;
+            }
+        }
+        if self.runs.len() >= self.max_runs {
+            return false;
+        }
+        self.runs.push((lblk, pblk, 1));
+        true
+    }
 }
 
 unsafe extern "C" fn collect_blocks(
@@ -320,17 +339,17 @@ unsafe extern "C" fn collect_blocks(
     _ref_offset: i32,
     priv_data: *mut c_void,
 ) -> i32 {
-    // SAFETY: `priv_data` is the `Collect` passed by `Fs::collect_blocks`, alive for the call.
-    let c = unsafe { &mut *priv_data.cast::<Collect>() };
+    // SAFETY: `priv_data` is the `Runs` passed by `Fs::block_runs`, alive for the call.
+    let r = unsafe { &mut *priv_data.cast::<Runs>() };
     let Ok(lblk) = u64::try_from(blockcnt) else {
         return 0;
     };
-    if lblk >= c.end {
+    if lblk >= r.end {
         return sys::BLOCK_ABORT as i32;
     }
-    if lblk >= c.start {
-        // SAFETY: libext2fs passes a valid pointer to the block number.
-        c.blocks.push((lblk, unsafe { *blocknr }));
+    // SAFETY: libext2fs passes a valid pointer to the block number.
+    if lblk >= r.start && !r.add(lblk, unsafe { *blocknr }) {
+        return sys::BLOCK_ABORT as i32;
     }
     0
 }
@@ -434,8 +453,7 @@ impl Fs {
                 next = h.next_leaf()?;
             }
         } else {
-            for (l, p) in self.block_map_range(ino, inode, lblk, end)? {
-                self.check_pblk(p, 1, ino)?;
+            for (l, p, n) in self.block_runs(ino, inode, lblk, end, usize::MAX)? {
                 push_run(
                     &mut out,
                     Mapping {
@@ -448,11 +466,11 @@ impl Fs {
                     &mut out,
                     Mapping {
                         lblk: l,
-                        len: 1,
+                        len: n,
                         kind: MapKind::Mapped { pblk: p },
                     },
                 );
-                cursor = l + 1;
+                cursor = l + n;
             }
         }
         push_run(
@@ -466,23 +484,30 @@ impl Fs {
         Ok(out)
     }
 
-    /// Data blocks `(lblk, pblk)` of a block-mapped file within `[start, end)`, in order.
-    fn block_map_range(
+    /// Allocated runs `(lblk, pblk, len)` of a block-mapped file within `[start, end)`, in
+    /// order, at most `max_runs` of them.
+    fn block_runs(
         &self,
         ino: Ino,
         inode: &Inode,
         start: u64,
         end: u64,
-    ) -> Result<Vec<(u64, u64)>> {
+        max_runs: usize,
+    ) -> Result<Vec<(u64, u64, u64)>> {
         let ppb = u64::from(self.block_size() / 4);
         let addressable = 12 + ppb + ppb * ppb + ppb * ppb * ppb;
         let end = end.min(addressable);
+        let mut r = Runs {
+            start,
+            end,
+            max_runs,
+            runs: Vec::new(),
+        };
         if start >= end {
-            return Ok(Vec::new());
+            return Ok(r.runs);
         }
         if end - start <= BMAP_PER_BLOCK_MAX {
             let mut copy = *inode;
-            let mut out = Vec::new();
             for l in start..end {
                 let mut pblk: sys::blk64_t = 0;
                 // SAFETY: read-only lookup on our inode copy.
@@ -499,33 +524,36 @@ impl Fs {
                     )
                 };
                 check(rc, format!("mapping block {l} of inode {ino}"))?;
-                if pblk != 0 {
-                    out.push((l, pblk));
+                if pblk != 0 && !r.add(l, pblk) {
+                    break;
                 }
             }
-            return Ok(out);
+        } else {
+            let flags = (sys::BLOCK_FLAG_READ_ONLY | sys::BLOCK_FLAG_DATA_ONLY) as i32;
+            // SAFETY: the callback only touches `r`, which outlives the call.
+            let rc = unsafe {
+                sys::ext2fs_block_iterate3(
+                    self.ptr(),
+                    ino,
+                    flags,
+                    ptr::null_mut(),
+                    Some(collect_blocks),
+                    (&mut r as *mut Runs).cast(),
+                )
+            };
+            check(rc, format!("walking the blocks of inode {ino}"))?;
         }
-        let mut c = Collect {
-            start,
-            end,
-            blocks: Vec::new(),
-        };
-        let flags = (sys::BLOCK_FLAG_READ_ONLY | sys::BLOCK_FLAG_DATA_ONLY) as i32;
-        // SAFETY: the callback only touches `c`, which outlives the call.
-        let rc = unsafe {
-            sys::ext2fs_block_iterate3(
-                self.ptr(),
-                ino,
-                flags,
-                ptr::null_mut(),
-                Some(collect_blocks),
-                (&mut c as *mut Collect).cast(),
-            )
-        };
-        check(rc, format!("walking the blocks of inode {ino}"))?;
-        c.blocks.sort_unstable();
-        c.blocks.dedup_by_key(|b| b.0);
-        Ok(c.blocks)
+        // The block tree is walked in logical order; anything else is corruption.
+        if r.runs.windows(2).any(|w| w[0].0 + w[0].2 > w[1].0) {
+            return Err(Error::new(
+                i64::from(sys::EXT2_ET_BAD_IND_BLOCK),
+                format!("block map of inode {ino} is out of order"),
+            ));
+        }
+        for &(_, p, n) in &r.runs {
+            self.check_pblk(p, n, ino)?;
+        }
+        Ok(r.runs)
     }
 
     /// The first allocated run (written or unwritten) at or after `lblk`, clipped to start at
@@ -558,23 +586,12 @@ impl Fs {
             }
             return Ok(None);
         }
-        // Block-mapped: walk only allocated blocks, then extend the physically contiguous run.
-        let blocks = self.block_map_range(ino, inode, lblk, u64::MAX)?;
-        let Some(&(first_l, first_p)) = blocks.first() else {
-            return Ok(None);
-        };
-        let mut len = 1;
-        for &(l, p) in &blocks[1..] {
-            if l != first_l + len || p != first_p + len {
-                break;
-            }
-            len += 1;
-        }
-        self.check_pblk(first_p, len, ino)?;
-        Ok(Some(Mapping {
-            lblk: first_l,
-            len,
-            kind: MapKind::Mapped { pblk: first_p },
+        // Block-mapped: walk only allocated blocks, stopping after the first run.
+        let runs = self.block_runs(ino, inode, lblk, u64::MAX, 1)?;
+        Ok(runs.first().map(|&(l, p, n)| Mapping {
+            lblk: l,
+            len: n,
+            kind: MapKind::Mapped { pblk: p },
         }))
     }
 
@@ -602,12 +619,11 @@ impl Fs {
         let mut start = cursor;
         loop {
             let end = start.saturating_add(BMAP_PER_BLOCK_MAX * 64);
-            let blocks = self.block_map_range(ino, inode, start, end)?;
-            for (l, _) in &blocks {
-                if *l != cursor {
+            for (l, _, n) in self.block_runs(ino, inode, start, end, usize::MAX)? {
+                if l != cursor {
                     return Ok(cursor);
                 }
-                cursor += 1;
+                cursor += n;
             }
             if cursor < end || end == u64::MAX {
                 return Ok(cursor);
@@ -668,7 +684,7 @@ impl Fs {
             let found = h.goto(cursor)?;
             let cur = h.current()?;
             if found {
-                let e = cur.expect("goto found an extent");
+                let e = cur.ok_or_else(|| extent_order_error(ino))?;
                 cursor = e.end();
                 continue;
             }
@@ -1007,8 +1023,11 @@ impl Fs {
         start: u64,
         end: u64,
     ) -> Result<()> {
-        for (lblk, pblk) in self.block_map_range(ino, inode, start, end)? {
-            self.check_pblk(pblk, 1, ino)?;
+        let blocks = self.block_runs(ino, inode, start, end, usize::MAX)?;
+        for (lblk, pblk) in blocks
+            .into_iter()
+            .flat_map(|(l, p, n)| (0..n).map(move |i| (l + i, p + i)))
+        {
             let mut zero: sys::blk64_t = 0;
             // SAFETY: our inode; BMAP_SET with 0 clears the block pointer (and writes the inode).
             let rc = unsafe {
