@@ -294,7 +294,6 @@ struct State {
     finished: Vec<(String, TestStatus, u64, Option<i32>, Option<i32>, bool, Option<String>)>,
     run_finished: bool,
     last_event: Instant,
-    logs: Vec<String>,
     protocol_errors: Vec<String>,
 }
 
@@ -355,7 +354,6 @@ pub fn run_tests(
         finished: vec![],
         run_finished: false,
         last_event: Instant::now(),
-        logs: vec![],
         protocol_errors: vec![],
     };
     let started = Instant::now();
@@ -436,10 +434,7 @@ pub fn run_tests(
                 format!("the guest died (QEMU {status}) before the run finished")
             });
         }
-        Stop::ShutdownStuck => {
-            st.logs.push(format!("QEMU did not exit within {}s of run_finished; killed", limits.shutdown.as_secs()));
-        }
-        Stop::None => {}
+        Stop::ShutdownStuck | Stop::None => {}
     }
     qemu.kill();
     // Console thread ends on EOF; take the last bytes.
@@ -503,8 +498,11 @@ pub fn run_tests(
         });
     }
     result.reason = run_reason;
-    let mut notes = st.logs;
-    notes.extend(st.protocol_errors);
+    // Agent log lines stay in events.jsonl; only problems go into the reason.
+    let mut notes = st.protocol_errors;
+    if matches!(stop, Stop::ShutdownStuck) {
+        notes.push(format!("QEMU did not exit within {}s of run_finished; killed", limits.shutdown.as_secs()));
+    }
     if st.ready_info.is_none() {
         result.console_excerpt = Some(watcher.tail());
     }
@@ -575,7 +573,6 @@ fn handle_line(line: &str, st: &mut State, watcher: &mut Watcher, plan: &Plan, p
         EventBody::Heartbeat { test, .. } => progress(Progress::Heartbeat { test: test.as_deref() }),
         EventBody::Log { message } => {
             progress(Progress::Log { message: &message });
-            st.logs.push(message);
         }
         EventBody::RunFinished { .. } => st.run_finished = true,
     }
