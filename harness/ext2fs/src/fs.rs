@@ -165,6 +165,7 @@ impl Fs {
             read_only: !read_write,
             mounted: false,
         };
+        fs.install_freed_log();
 
         fs.check_openable(read_write)
             .map_err(|e| Error::new(e.code(), format!("{}: {}", ctx(), e.context())))?;
@@ -315,6 +316,9 @@ impl Fs {
     }
 
     fn shutdown(&mut self) -> Result<()> {
+        if self.raw.is_some() {
+            self.drop_freed_log();
+        }
         let Some(raw) = self.raw.take() else {
             return Ok(());
         };

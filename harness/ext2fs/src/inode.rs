@@ -250,6 +250,13 @@ impl Inode {
         self.raw.i_links_count = links;
     }
 
+    /// The block holding this inode's external xattrs (0 = none).
+    pub fn file_acl(&self) -> u64 {
+        // SAFETY: osd2 is plain integers in every variant; Linux uses `linux2`.
+        let high = unsafe { self.raw.osd2.linux2.l_i_file_acl_high };
+        self.raw.i_file_acl as u64 | ((high as u64) << 32)
+    }
+
     pub fn generation(&self) -> u32 {
         self.raw.i_generation
     }

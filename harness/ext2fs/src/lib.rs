@@ -48,6 +48,7 @@ mod acl;
 mod dir;
 mod dotdot;
 mod error;
+mod freed;
 mod fs;
 mod inode;
 mod map;

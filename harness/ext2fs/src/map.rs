@@ -793,6 +793,7 @@ impl Fs {
             sys::ext2fs_block_alloc_stats_range(self.ptr(), pblk, len as u32, -1);
             sys::ext2fs_iblk_sub_blocks(self.ptr(), inode, len);
         }
+        self.log_freed(pblk, len);
     }
 
     fn allocate_block_mapped(

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{create_file, debugfs, debugfs_bytes, fsck_clean, mkfs, write_data, Rng, S_IFREG};
+use common::{create_file, debugfs, debugfs_bytes, fsck_clean, missing_tool, mkfs, write_data, Rng, S_IFREG};
 use ext2fs::{Fs, Inode, MapKind, Mapping, ROOT_INO};
 
 /// Leaf extents as debugfs shows them: (logical start, length, physical start, unwritten).
@@ -518,6 +518,36 @@ fn enospc_is_clean() {
     fs.free_inode(ino).unwrap();
     assert!(fs.info().free_blocks > 500);
     let _: Inode = fs.read_inode(ino).unwrap();
+    fs.close().unwrap();
+    fsck_clean(&img.path);
+}
+
+#[test]
+fn freed_blocks_are_logged_for_invalidation() {
+    if let Some(tool) = missing_tool() {
+        eprintln!("SKIPPED: {tool} (e2fsprogs) is not installed");
+        return;
+    }
+    let img = mkfs(16, &["-b", "4096"]);
+    let mut fs = Fs::open(&img.path, true).unwrap();
+    let ino = create_file(&mut fs, ROOT_INO, b"f", 0o644);
+    let mut inode = fs.read_inode(ino).unwrap();
+    fs.allocate_unwritten(ino, &mut inode, 0, 64).unwrap();
+    let first = pblk(&fs.map(ino, &inode, 0, 1).unwrap()[0]);
+    let _ = fs.take_freed();
+    fs.punch(ino, &mut inode, 0, None).unwrap();
+    let freed = fs.take_freed();
+    let total: u64 = freed.iter().map(|r| r.1).sum();
+    assert_eq!(total, 64, "every punched block is logged: {freed:?}");
+    assert!(freed.iter().any(|&(start, n)| start <= first && first < start + n), "{freed:?} misses {first}");
+    assert!(fs.take_freed().is_empty(), "taking empties the log");
+    // A metadata block: an xattr too big for the inode goes to its own block.
+    fs.xattr_set(ino, b"user.big", &vec![7u8; 3000], ext2fs::XattrSetMode::Any).unwrap();
+    let xblock = fs.read_inode(ino).unwrap().file_acl();
+    assert_ne!(xblock, 0, "the xattr went to an external block");
+    let _ = fs.take_freed();
+    fs.xattr_remove(ino, b"user.big").unwrap();
+    assert_eq!(fs.take_freed(), vec![(xblock, 1)], "the xattr block is logged");
     fs.close().unwrap();
     fsck_clean(&img.path);
 }

@@ -1,0 +1,84 @@
+//! A log of the blocks libext2fs frees, so the server can tell the kernel to drop them
+//! from the block device's page cache (FUSE iomap: file data bypasses that cache, so a
+//! stale cached copy of a freed metadata block must not be written back over new data).
+//! Only the single-block callback is used: the range callback of libext2fs 1.47.0 reports
+//! the end of the run with a count of zero.
+
+use crate::fs::Fs;
+use crate::sys;
+
+/// Freed block runs `(first block, count)`, in the order they were freed.
+#[derive(Default)]
+pub(crate) struct FreedLog {
+    runs: Vec<(u64, u64)>,
+}
+
+impl FreedLog {
+    fn push(&mut self, blk: u64, num: u64) {
+        match self.runs.last_mut() {
+            Some((start, len)) if *start + *len == blk => *len += num,
+            _ => self.runs.push((blk, num)),
+        }
+    }
+}
+
+unsafe fn log_of(fs: sys::ext2_filsys) -> Option<&'static mut FreedLog> {
+    // SAFETY: priv_data is null or points at the FreedLog owned by the `Fs` for `fs`.
+    unsafe { ((*fs).priv_data as *mut FreedLog).as_mut() }
+}
+
+unsafe extern "C" fn on_block(fs: sys::ext2_filsys, blk: sys::blk64_t, inuse: core::ffi::c_int) {
+    if inuse < 0 {
+        if let Some(log) = unsafe { log_of(fs) } {
+            log.push(blk, 1);
+        }
+    }
+}
+
+
+impl Fs {
+    /// Starts logging freed blocks into `log` (owned by this `Fs`, stable address).
+    pub(crate) fn install_freed_log(&mut self) {
+        let log = Box::into_raw(Box::<FreedLog>::default());
+        // SAFETY: open handle; the Box is reclaimed in `drop_freed_log`.
+        unsafe {
+            (*self.ptr()).priv_data = log.cast();
+            sys::ext2fs_set_block_alloc_stats_callback(self.ptr(), Some(on_block), std::ptr::null_mut());
+        }
+    }
+
+    /// Stops logging and frees the log (before the handle is closed).
+    pub(crate) fn drop_freed_log(&mut self) {
+        // SAFETY: open handle; priv_data is ours (or null).
+        unsafe {
+            let fs = self.ptr();
+            sys::ext2fs_set_block_alloc_stats_callback(fs, None, std::ptr::null_mut());
+            let log = (*fs).priv_data as *mut FreedLog;
+            (*fs).priv_data = std::ptr::null_mut();
+            if !log.is_null() {
+                drop(Box::from_raw(log));
+            }
+        }
+    }
+
+    /// Records a run this crate frees with `ext2fs_block_alloc_stats_range`, whose callback
+    /// is useless in libext2fs 1.47.0 (it reports the run's end with a count of zero).
+    pub(crate) fn log_freed(&self, blk: u64, num: u64) {
+        // SAFETY: open handle.
+        if let Some(log) = unsafe { log_of(self.ptr()) } {
+            log.push(blk, num);
+        }
+    }
+
+    /// The block runs `(first, count)` freed since the last call: every metadata block
+    /// (extent tree nodes, directory and xattr blocks are freed one by one through the
+    /// single-block callback) and the data runs this crate punches. Data runs that
+    /// libext2fs's own `ext2fs_punch` frees (truncation to EOF) are not included.
+    pub fn take_freed(&mut self) -> Vec<(u64, u64)> {
+        // SAFETY: open handle.
+        match unsafe { log_of(self.ptr()) } {
+            Some(log) => std::mem::take(&mut log.runs),
+            None => Vec::new(),
+        }
+    }
+}
