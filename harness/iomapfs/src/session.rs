@@ -46,6 +46,16 @@ pub fn send_reply(transport: &dyn Transport, unique: u64, reply: Reply) -> io::R
     transport.send(&[IoSlice::new(header.as_bytes()), IoSlice::new(payload)])
 }
 
+/// Sends a notification (unique 0, the code in the error field).
+pub fn send_notification(transport: &dyn Transport, code: i32, payload: &[u8]) -> io::Result<()> {
+    let header = OutHeader {
+        len: (std::mem::size_of::<OutHeader>() + payload.len()) as u32,
+        error: code,
+        unique: 0,
+    };
+    transport.send(&[IoSlice::new(header.as_bytes()), IoSlice::new(payload)])
+}
+
 /// Serves requests until the session ends, with `threads` readers, then flushes and
 /// closes the filesystem.
 pub fn serve(server: Arc<Server>, transport: Arc<dyn Transport>, threads: usize) -> anyhow::Result<()> {

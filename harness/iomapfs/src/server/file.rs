@@ -141,7 +141,7 @@ impl Server {
     /// exposes stale bytes. Caller holds the inode's data lock.
     fn zero_past_eof(&self, ino: Ino, size: u64) -> Result<(), Errno> {
         let bs = self.block_size as u64;
-        if size % bs == 0 {
+        if size % bs == 0 || !self.moves_data() {
             return Ok(());
         }
         let block_end = size.div_ceil(bs) * bs;
@@ -165,7 +165,8 @@ impl Server {
         let old = inode.size();
         let bs = self.block_size as u64;
         let edge = size.min(old);
-        if edge % bs != 0 {
+        // In iomap mode the kernel has zeroed the partial block already (ZERO mappings).
+        if edge % bs != 0 && self.moves_data() {
             let block_end = edge.div_ceil(bs) * bs;
             let pieces = engine::map(fs, ino, inode, edge, block_end - edge)?;
             self.data.zero(&pieces, edge, block_end)?;
@@ -209,8 +210,10 @@ impl Server {
             } else {
                 (end, end)
             };
-            self.data.zero(&pieces, pos, head_end.min(end))?;
-            self.data.zero(&pieces, tail_start.max(pos), end)?;
+            if self.moves_data() {
+                self.data.zero(&pieces, pos, head_end.min(end))?;
+                self.data.zero(&pieces, tail_start.max(pos), end)?;
+            }
             if full_first < full_end {
                 fs.punch(ino, &mut inode, full_first, Some(full_end - 1))?;
                 if zero {

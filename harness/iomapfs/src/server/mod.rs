@@ -240,11 +240,13 @@ impl Server {
             Op::Destroy => self.destroy(),
             Op::Forget(arg) => {
                 self.forget(&[(nodeid, arg.nlookup)]);
+                self.invalidate_freed();
                 return None;
             }
             Op::BatchForget { forgets } => {
                 let list: Vec<(u64, u64)> = forgets.iter().map(|f| (f.nodeid, f.nlookup)).collect();
                 self.forget(&list);
+                self.invalidate_freed();
                 return None;
             }
             Op::Interrupt(_) => return None,
@@ -294,7 +296,45 @@ impl Server {
             _ => Err(Errno(libc::ENOSYS)),
         };
         let _ = transport;
+        self.invalidate_freed();
         Some(reply)
+    }
+
+    /// Tells the kernel to drop freed blocks from the device's page cache (iomap mode:
+    /// the kernel writes file data around that cache, so a stale cached metadata block
+    /// must never be written back over new data). In classic mode the log is just emptied.
+    fn invalidate_freed(&self) {
+        let runs = match self.meta().fs.as_mut() {
+            Some(fs) => fs.take_freed(),
+            None => return,
+        };
+        let dev = self.backing_dev.load(Ordering::Relaxed);
+        if runs.is_empty() || self.mode() != Mode::Iomap || dev == 0 {
+            return;
+        }
+        let Some(transport) = self.transport.get() else { return };
+        let bs = self.block_size as u64;
+        for (blk, n) in runs {
+            let payload = fuse_wire::structs::IomapDevInvalOut {
+                dev,
+                reserved: 0,
+                range: fuse_wire::structs::Range { offset: blk * bs, length: n * bs },
+            };
+            if let Err(e) = crate::session::send_notification(
+                transport.as_ref(),
+                fuse_wire::iomap::FUSE_NOTIFY_IOMAP_DEV_INVAL,
+                &bytes(&payload),
+            ) {
+                tracing::warn!("cannot send FUSE_NOTIFY_IOMAP_DEV_INVAL: {e}");
+            }
+        }
+    }
+
+    /// Whether the server itself writes file bytes (classic mode). In iomap mode the
+    /// kernel moves and zeroes file data; the server writing through its buffered fd would
+    /// race with the kernel's direct bios.
+    pub(crate) fn moves_data(&self) -> bool {
+        self.mode() == Mode::Classic
     }
 
     /// The request loop calls this on each worker thread before serving.
