@@ -21,6 +21,7 @@ use std::path::Path;
 use events::{EventBody, Plan, TestStatus};
 
 fn main() {
+    let agent_start_ms = sys::boottime_ms();
     let pid1 = std::process::id() == 1;
     if pid1 {
         if let Err(e) = init::switch_to_image() {
@@ -31,14 +32,14 @@ fn main() {
     if let Err(e) = init::mount_basics() {
         sys::console(&format!("harness agent: cannot mount basics: {e}"));
     }
-    let code = run();
+    let code = run(agent_start_ms);
     if pid1 {
         init::power_off();
     }
     std::process::exit(code);
 }
 
-fn run() -> i32 {
+fn run(agent_start_ms: u64) -> i32 {
     let mut out = emit::Emitter::open();
     let plan_path = Path::new(events::SHARE_MOUNT).join(events::PLAN_FILE);
     let plan = match std::fs::read_to_string(&plan_path)
@@ -67,6 +68,7 @@ fn run() -> i32 {
         return 0;
     }
 
+    let ready_ms = sys::boottime_ms();
     let info = match &plan.server {
         Some(s) => setup::prepare_server(s, &mut out).unwrap_or_else(|e| setup::ServerInfo {
             error: Some(e),
@@ -80,7 +82,9 @@ fn run() -> i32 {
         e2fsprogs_version: setup::e2fsprogs_version(),
         server_mode: info.mode,
         server_error: info.error,
-        boot_to_ready_ms: sys::boottime_ms(),
+        agent_start_ms,
+        boot_to_ready_ms: ready_ms,
+        setup_ms: sys::boottime_ms().saturating_sub(ready_ms),
         tests: plan.tests.len(),
     });
 

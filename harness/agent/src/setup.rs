@@ -63,6 +63,7 @@ pub fn test_env(plan: &Plan) -> Vec<(String, String)> {
 pub fn prepare_server(s: &ServerSetup, out: &mut Emitter) -> Result<ServerInfo, String> {
     let src = Path::new(events::SHARE_MOUNT).join(&s.bin_dir);
     let mut info = ServerInfo::default();
+    let t0 = crate::sys::boottime_ms();
     for name in ["iomapfs", "mount.fuse.iomapfs"] {
         let from = src.join(name);
         if !from.exists() {
@@ -89,12 +90,15 @@ pub fn prepare_server(s: &ServerSetup, out: &mut Emitter) -> Result<ServerInfo, 
 
     let _ = std::fs::create_dir_all(TEST_DIR);
     let _ = std::fs::create_dir_all(SCRATCH_MNT);
-    let mut mkfs = vec!["mkfs.ext4", "-F", "-q"];
-    mkfs.extend(s.mkfs_options.iter().map(String::as_str));
-    mkfs.push(&s.test_dev);
-    run(&mkfs, 120)?;
+    let t_installed = crate::sys::boottime_ms();
+    if s.format {
+        let mut mkfs = vec!["mkfs.ext4", "-F", "-q"];
+        mkfs.extend(s.mkfs_options.iter().map(String::as_str));
+        mkfs.push(&s.test_dev);
+        run(&mkfs, 120)?;
+    }
 
-    out.log("checking that iomapfs mounts the test disk");
+    let t_mkfs = crate::sys::boottime_ms();
     let opt = format!("mode_file={MODE_FILE}");
     let mounted = run(&["mount", "-t", "fuse.iomapfs", "-o", &opt, &s.test_dev, TEST_DIR], 60);
     match mounted {
@@ -113,6 +117,13 @@ pub fn prepare_server(s: &ServerSetup, out: &mut Emitter) -> Result<ServerInfo, 
     }
     run(&["umount", TEST_DIR], 60)?;
     crate::runner::reap_orphans();
+    let t_end = crate::sys::boottime_ms();
+    out.log(&format!(
+        "server setup: install {} ms, mkfs.ext4 {} ms, mount check {} ms",
+        t_installed - t0,
+        t_mkfs - t_installed,
+        t_end - t_mkfs
+    ));
     Ok(info)
 }
 

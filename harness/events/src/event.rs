@@ -37,8 +37,16 @@ pub enum EventBody {
         server_mode: Option<String>,
         /// Why the server check failed, if it did.
         server_error: Option<String>,
-        /// Guest uptime when the agent was ready to run the first test.
+        /// Guest uptime when the kernel started the agent (kernel boot time).
+        #[serde(default)]
+        agent_start_ms: u64,
+        /// Guest uptime when the agent had mounted everything and read the
+        /// plan: boot-to-agent-ready.
         boot_to_ready_ms: u64,
+        /// Time spent installing the server, formatting the test disk and
+        /// checking a mount (after boot_to_ready_ms, before the first test).
+        #[serde(default)]
+        setup_ms: u64,
         tests: usize,
     },
     TestStarted {

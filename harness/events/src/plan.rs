@@ -32,6 +32,10 @@ pub struct ServerSetup {
     pub test_dev: String,
     /// Scratch block device (left unformatted; tests format it themselves).
     pub scratch_dev: Option<String>,
+    /// Format the test device in the guest (false when the host already did,
+    /// which is much faster under TCG).
+    #[serde(default = "yes")]
+    pub format: bool,
     /// Extra `mkfs.ext4` options for the test device.
     pub mkfs_options: Vec<String>,
 }
@@ -43,6 +47,10 @@ pub struct PlanTest {
     /// Shell command run with `bash -c` (with `set -e -o pipefail` not implied).
     pub command: String,
     pub timeout_s: u64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Plan {

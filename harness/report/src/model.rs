@@ -139,7 +139,18 @@ pub struct RunResult {
     pub e2fsprogs_version: Option<String>,
     pub server_mode: Option<String>,
     pub server_error: Option<String>,
+    /// Guest uptime when the agent was ready (mounts done, plan read).
     pub boot_to_ready_ms: Option<u64>,
+    /// Guest uptime when the kernel started the agent.
+    #[serde(default)]
+    pub kernel_boot_ms: Option<u64>,
+    /// Host wall time from starting QEMU to the agent's ready event (QEMU
+    /// start-up, firmware and the server setup included).
+    #[serde(default)]
+    pub host_ready_ms: Option<u64>,
+    /// Server install, mkfs and mount check in the guest, before the first test.
+    #[serde(default)]
+    pub setup_ms: Option<u64>,
     pub tests: Vec<TestResult>,
     /// Findings outside any test (boot, shutdown).
     #[serde(default)]

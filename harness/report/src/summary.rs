@@ -43,6 +43,15 @@ pub fn summary_markdown(run: &RunResult) -> String {
         ("server", server),
         ("e2fsprogs", opt(&run.e2fsprogs_version).to_string()),
         ("boot to agent ready", run.boot_to_ready_ms.map_or("-".into(), secs)),
+        (
+            "boot phases",
+            format!(
+                "kernel {} / server setup {} / host wall to first test {}",
+                run.kernel_boot_ms.map_or("-".into(), secs),
+                run.setup_ms.map_or("-".into(), secs),
+                run.host_ready_ms.map_or("-".into(), secs)
+            ),
+        ),
         ("duration", secs(run.duration_ms)),
         ("tests", counts(run)),
         ("started", run.started_at.clone()),

@@ -37,6 +37,9 @@ pub struct VmSpec {
     pub scratch_disk_mb: u64,
     /// Appended to the harness's kernel command line.
     pub extra_cmdline: Vec<String>,
+    /// Format the test disk with mkfs.ext4 on the host, with these options
+    /// (native speed; the guest's e2fsprogs is the same release).
+    pub format_test_disk: Option<Vec<String>>,
 }
 
 /// Host-side deadlines. The agent enforces per-test timeouts itself; these
@@ -71,7 +74,7 @@ impl Default for Limits {
 #[derive(Debug)]
 pub enum Progress<'a> {
     Booting { qemu_args: &'a [String] },
-    Ready { boot_to_ready_ms: u64, kernel: &'a str, server_mode: Option<&'a str>, server_error: Option<&'a str> },
+    Ready { boot_to_ready_ms: u64, kernel_boot_ms: u64, setup_ms: u64, kernel: &'a str, server_mode: Option<&'a str>, server_error: Option<&'a str> },
     TestStarted { name: &'a str, index: usize, total: usize },
     TestFinished { result: &'a TestResult },
     Heartbeat { test: Option<&'a str> },
@@ -110,8 +113,13 @@ fn prepare(dir: &RunDir, spec: &VmSpec, plan: &Plan) -> Result<(PathBuf, Vec<Dis
         let bin = p.join("bin");
         prep(&bin, std::fs::create_dir_all(&bin))?;
         for b in &spec.server_bins {
-            let name = b.file_name().unwrap_or_default();
-            prep(b, std::fs::copy(b, bin.join(name)))?;
+            let dst = bin.join(b.file_name().unwrap_or_default());
+            // Without debug info the binary is a fraction of the size to copy
+            // into the guest over 9p; symbols stay for backtraces.
+            let stripped = Command::new("objcopy").arg("--strip-debug").arg(b).arg(&dst).status();
+            if !stripped.is_ok_and(|s| s.success()) {
+                prep(b, std::fs::copy(b, &dst))?;
+            }
         }
     }
     prep(&dir.tests_dir(), std::fs::create_dir_all(dir.tests_dir()))?;
@@ -125,6 +133,13 @@ fn prepare(dir: &RunDir, spec: &VmSpec, plan: &Plan) -> Result<(PathBuf, Vec<Dis
         let path = disks_dir.join(format!("{name}.img"));
         let f = prep(&path, std::fs::File::create(&path))?;
         prep(&path, f.set_len(mb * 1024 * 1024))?;
+        if let (Some(opts), "test") = (&spec.format_test_disk, name) {
+            let out = prep(&path, Command::new("mkfs.ext4").args(["-F", "-q"]).args(opts).arg(&path).output())?;
+            if !out.status.success() {
+                let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                return Err(VmError::Prepare { path: path.display().to_string(), source: std::io::Error::other(msg) });
+            }
+        }
         disks.push(Disk { path, serial: name.into(), snapshot: false });
     }
     Ok((boot, disks))
@@ -289,6 +304,7 @@ fn attach_console(sock: &Path, log: &Path, qemu: &mut QemuGuard) -> Result<(Unix
 /// What the supervisor knows about the run so far.
 struct State {
     ready_info: Option<EventBody>,
+    ready_at: Option<Instant>,
     current: Option<(String, Instant, u64)>,
     started: Vec<String>,
     finished: Vec<(String, TestStatus, u64, Option<i32>, Option<i32>, bool, Option<String>)>,
@@ -349,6 +365,7 @@ pub fn run_tests(
     let mut findings: Vec<Finding> = vec![];
     let mut st = State {
         ready_info: None,
+        ready_at: None,
         current: None,
         started: vec![],
         finished: vec![],
@@ -444,9 +461,21 @@ pub fn run_tests(
     findings.extend(watcher.finish());
 
     // Build the results.
-    if let Some(EventBody::RunStarted { kernel, iomapfs_version, e2fsprogs_version, server_mode, server_error, boot_to_ready_ms, .. }) =
-        st.ready_info.clone()
+    if let Some(EventBody::RunStarted {
+        kernel,
+        iomapfs_version,
+        e2fsprogs_version,
+        server_mode,
+        server_error,
+        agent_start_ms,
+        boot_to_ready_ms,
+        setup_ms,
+        ..
+    }) = st.ready_info.clone()
     {
+        result.kernel_boot_ms = Some(agent_start_ms);
+        result.setup_ms = Some(setup_ms);
+        result.host_ready_ms = st.ready_at.map(|t| (t - started).as_millis() as u64);
         result.kernel_release = Some(kernel);
         result.iomapfs_version = iomapfs_version;
         result.e2fsprogs_version = e2fsprogs_version;
@@ -532,15 +561,20 @@ fn handle_line(line: &str, st: &mut State, watcher: &mut Watcher, plan: &Plan, p
     st.last_event = Instant::now();
     match ev.body {
         EventBody::RunStarted { .. } => {
-            if let EventBody::RunStarted { kernel, server_mode, server_error, boot_to_ready_ms, .. } = &ev.body {
+            if let EventBody::RunStarted { kernel, server_mode, server_error, boot_to_ready_ms, agent_start_ms, setup_ms, .. } =
+                &ev.body
+            {
                 progress(Progress::Ready {
                     boot_to_ready_ms: *boot_to_ready_ms,
+                    kernel_boot_ms: *agent_start_ms,
+                    setup_ms: *setup_ms,
                     kernel,
                     server_mode: server_mode.as_deref(),
                     server_error: server_error.as_deref(),
                 });
             }
             st.ready_info = Some(ev.body);
+            st.ready_at = Some(Instant::now());
         }
         EventBody::TestStarted { name, timeout_s } => {
             st.started.push(name.clone());
@@ -621,6 +655,9 @@ fn base_result(spec: &VmSpec, dir: &RunDir, cfg: &QemuConfig) -> RunResult {
         server_mode: None,
         server_error: None,
         boot_to_ready_ms: None,
+        kernel_boot_ms: None,
+        host_ready_ms: None,
+        setup_ms: None,
         tests: vec![],
         findings: vec![],
         console_excerpt: None,
