@@ -1,0 +1,488 @@
+//! `cargo xtask vm-test`: kernel + image + agent + server -> QEMU -> verdict.
+//!
+//! Orchestration only: the VM, the channels and the verdicts live in the `vm`
+//! crate, the result files in `report`, the guest side in `agent`.
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use events::Plan;
+use report::{RunResult, Verdict};
+use vm::{AccelChoice, Limits, Machine, Progress, RunDir, VmSpec};
+
+use crate::error::{usage, TestFailures};
+use crate::kernel::{ensure_kernel, KernelArgs, KernelOptions};
+use crate::ui::Ui;
+
+/// VM flags shared by vm-test and vm-shell.
+#[derive(clap::Args, Clone, Debug)]
+pub struct VmArgs {
+    /// Harness profile (harness.toml) that names the kernel to build.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Boot this kernel image (bzImage or vmlinux) instead of building one.
+    #[arg(long, value_name = "PATH")]
+    pub kernel_image: Option<PathBuf>,
+    /// Guest image recipe under images/.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub image: String,
+    /// Accelerator: auto probes KVM with a short boot and falls back to TCG.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
+    /// QEMU machine type.
+    #[arg(long, value_enum, default_value = "microvm")]
+    pub machine: MachineArg,
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+    /// Guest memory in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    pub memory: u32,
+    /// Size of the fresh sparse test disk in MiB (0: none).
+    #[arg(long, value_name = "MIB", default_value_t = 2048)]
+    pub test_disk: u64,
+    /// Size of the fresh sparse scratch disk in MiB (0: none).
+    #[arg(long, value_name = "MIB", default_value_t = 2048)]
+    pub scratch_disk: u64,
+    /// Extra kernel command-line arguments (repeatable).
+    #[arg(long = "append", value_name = "ARG")]
+    pub append: Vec<String>,
+    /// Do not build and install iomapfs in the guest.
+    #[arg(long)]
+    pub no_server: bool,
+    /// QEMU binary.
+    #[arg(long, value_name = "PATH", default_value = "qemu-system-x86_64")]
+    pub qemu: PathBuf,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum MachineArg {
+    Microvm,
+    Pc,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct VmTestArgs {
+    /// Test suite to run (repeatable): smoke. Default: smoke, unless --run is given.
+    #[arg(long = "suite", value_name = "NAME")]
+    pub suites: Vec<String>,
+    /// Run a guest shell command as one test (repeatable), like `vng -- CMD`.
+    #[arg(long = "run", value_name = "CMD")]
+    pub run: Vec<String>,
+    /// Per-test timeout in seconds (overrides the suites' own; default for --run: 300).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Timeout of the whole run, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub run_timeout: u64,
+    /// Environment for every test (repeatable), e.g. SMOKE_FSTYPE=ext4.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    #[command(flatten)]
+    pub vm: VmArgs,
+}
+
+/// Everything resolved before QEMU starts.
+pub struct Prepared {
+    pub spec: VmSpec,
+    pub kernel_release: Option<String>,
+    pub image: PathBuf,
+}
+
+/// Where run directories go: `<target>/harness/runs`.
+pub fn runs_root() -> PathBuf {
+    target_dir().join("harness").join("runs")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { crate::paths::workspace_root().join(p) })
+        .unwrap_or_else(|| crate::paths::workspace_root().join("target"))
+}
+
+/// Build the plan from the flags; usage errors for unknown suites or bad values.
+pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
+    let suites: Vec<String> =
+        if args.suites.is_empty() && args.run.is_empty() { vec!["smoke".into()] } else { args.suites.clone() };
+    let mut tests = vec![];
+    for name in &suites {
+        let suite = vm::suites::find(name).ok_or_else(|| {
+            usage(format!("unknown suite `{name}` (known: {})", vm::suites::names().join(", ")))
+        })?;
+        tests.extend(suite.plan_tests(args.timeout));
+    }
+    if args.timeout == Some(0) {
+        return Err(usage("--timeout must be at least 1 second"));
+    }
+    tests.extend(vm::suites::run_commands(&args.run, args.timeout.unwrap_or(300)));
+    let mut env = vec![];
+    for kv in &args.env {
+        let (k, v) = kv.split_once('=').ok_or_else(|| usage(format!("--env expects KEY=VALUE, got `{kv}`")))?;
+        env.push((k.to_string(), v.to_string()));
+    }
+    Ok(Plan {
+        v: events::SCHEMA_VERSION,
+        shell: false,
+        server: with_server.then(server_setup),
+        tests,
+        heartbeat_s: 2,
+        slow_factor: 3,
+        console_loglevel: 7,
+        env,
+    })
+}
+
+pub fn server_setup() -> events::ServerSetup {
+    events::ServerSetup {
+        bin_dir: "bin".into(),
+        test_dev: "/dev/disk/by-id/virtio-test".into(),
+        scratch_dev: Some("/dev/disk/by-id/virtio-scratch".into()),
+        format: false,
+        mkfs_options: vec![],
+    }
+}
+
+/// Whether the selected tests need iomapfs in the guest.
+pub fn needs_server(args: &VmTestArgs) -> bool {
+    if args.vm.no_server {
+        return false;
+    }
+    if args.suites.is_empty() && args.run.is_empty() {
+        return true;
+    }
+    args.suites.iter().any(|s| vm::suites::find(s).is_some_and(|s| s.needs_server)) || !args.run.is_empty()
+}
+
+/// Resolve the kernel, image, agent and server; decide the accelerator.
+pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
+    let images = crate::paths::workspace_root().join("images");
+    // Check the recipe name before spending minutes on a kernel.
+    crate::image::Recipe::load(&images, &vm.image)?;
+    let (kernel, kernel_release) = match &vm.kernel_image {
+        Some(p) => {
+            let k = &vm.kernel;
+            if k.source_dir.is_some() || k.git.is_some() || k.tarball.is_some() || k.debian_package.is_some() {
+                return Err(usage("--kernel-image cannot be combined with a kernel source flag"));
+            }
+            if !p.is_file() {
+                return Err(usage(format!("kernel image {} does not exist", p.display())));
+            }
+            (std::fs::canonicalize(p)?, None)
+        }
+        None => {
+            let opts = KernelOptions::resolve(vm.profile.as_deref(), &vm.kernel)?;
+            ui.step(format!("kernel: profile `{}`", opts.profile));
+            let built = ensure_kernel(&opts, ui)?;
+            (built.bzimage.clone(), Some(built.info.kernel_release.clone()))
+        }
+    };
+    let cache = crate::paths::cache_dir();
+    ui.step(format!("image: `{}`", vm.image));
+    let image = crate::image::ensure_image(&images, &vm.image, &cache, ui)?;
+    ui.step("guest agent (static)");
+    let agent = build_agent()?;
+    let server_bins = if with_server {
+        ui.step("iomapfs (release build)");
+        build_server()?
+    } else {
+        vec![]
+    };
+    let choice = match vm.accel {
+        AccelArg::Auto => AccelChoice::Auto,
+        AccelArg::Kvm => AccelChoice::Kvm,
+        AccelArg::Tcg => AccelChoice::Tcg,
+    };
+    let decision = vm::accel::choose(choice, &vm.qemu, &kernel, &cache, Duration::from_secs(5))
+        .map_err(anyhow::Error::msg)?;
+    if decision.accel == vm::Accel::Tcg && choice == AccelChoice::Auto {
+        ui.warn(&decision.note);
+    }
+    let spec = VmSpec {
+        qemu: vm.qemu.clone(),
+        kernel,
+        image: image.clone(),
+        agent,
+        server_bins,
+        machine: match vm.machine {
+            MachineArg::Microvm => Machine::Microvm,
+            MachineArg::Pc => Machine::Pc,
+        },
+        accel: decision.accel,
+        accel_note: Some(decision.note),
+        cpus: vm.cpus.max(1),
+        memory_mb: vm.memory.max(128),
+        test_disk_mb: vm.test_disk,
+        scratch_disk_mb: vm.scratch_disk,
+        extra_cmdline: vm.append.clone(),
+        format_test_disk: with_server.then(Vec::new),
+    };
+    Ok(Prepared { spec, kernel_release, image })
+}
+
+fn cargo() -> std::process::Command {
+    let mut c = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(crate::paths::workspace_root());
+    c
+}
+
+fn run_cargo(mut cmd: std::process::Command, what: &str) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("running cargo for {what}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+        bail!("building {what} failed:\n{}", tail.join("\n"));
+    }
+    Ok(())
+}
+
+/// The static guest agent (glibc, crt-static; no musl needed).
+pub fn build_agent() -> Result<PathBuf> {
+    const TRIPLE: &str = "x86_64-unknown-linux-gnu";
+    let mut c = cargo();
+    c.args(["build", "--quiet", "--release", "--package", "agent", "--target", TRIPLE]);
+    c.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static -C strip=debuginfo");
+    run_cargo(c, "the guest agent")?;
+    let bin = target_dir().join(TRIPLE).join("release").join("agent");
+    anyhow::ensure!(bin.is_file(), "agent binary missing at {}", bin.display());
+    Ok(bin)
+}
+
+/// iomapfs and its mount helper, built on the host (same Debian as the image).
+pub fn build_server() -> Result<Vec<PathBuf>> {
+    let mut c = cargo();
+    c.args(["build", "--quiet", "--release", "--package", "iomapfs", "--bins"]);
+    run_cargo(c, "iomapfs")?;
+    let dir = target_dir().join("release");
+    let bins: Vec<PathBuf> =
+        ["iomapfs", "mount.fuse.iomapfs"].iter().map(|b| dir.join(b)).filter(|p| p.is_file()).collect();
+    anyhow::ensure!(!bins.is_empty(), "no iomapfs binaries in {}", dir.display());
+    Ok(bins)
+}
+
+/// Prints progress: a spinner for the running test on a terminal, plain lines otherwise.
+struct Printer {
+    bar: Option<indicatif::ProgressBar>,
+    test_start: Instant,
+}
+
+impl Printer {
+    fn new(ui: &Ui) -> Self {
+        let bar = ui.is_fancy().then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        Printer { bar, test_start: Instant::now() }
+    }
+
+    fn line(&self, s: String) {
+        match &self.bar {
+            Some(b) => b.println(s),
+            None => eprintln!("{s}"),
+        }
+    }
+
+    fn status(&self, s: String) {
+        if let Some(b) = &self.bar {
+            b.set_message(s);
+        }
+    }
+
+    fn on(&mut self, p: Progress) {
+        match p {
+            Progress::Booting { .. } => self.status("booting".into()),
+            Progress::Ready { boot_to_ready_ms, kernel_boot_ms, setup_ms, kernel, server_mode, server_error } => {
+                let server = match (server_mode, server_error) {
+                    (Some(m), None) => format!("; iomapfs in {m} mode"),
+                    (m, Some(e)) => format!("; iomapfs mode {}: {e}", m.unwrap_or("unknown")),
+                    (None, None) => String::new(),
+                };
+                let s = |ms: u64| ms as f64 / 1000.0;
+                self.line(format!(
+                    "    guest ready: boot-to-agent-ready {:.2} s (kernel {:.2} s), server setup {:.2} s; kernel {kernel}{server}",
+                    s(boot_to_ready_ms),
+                    s(kernel_boot_ms),
+                    s(setup_ms)
+                ));
+            }
+            Progress::TestStarted { name, index, total } => {
+                self.test_start = Instant::now();
+                if self.bar.is_none() {
+                    eprintln!("[{index}/{total}] {name} ...");
+                }
+                self.status(format!("[{index}/{total}] {name}"));
+            }
+            Progress::TestFinished { result } => {
+                let mut s = format!(
+                    "    {:<24} {:<8} {:>6.1} s",
+                    result.name,
+                    result.verdict.as_str(),
+                    result.duration_ms as f64 / 1000.0
+                );
+                if let Some(r) = &result.reason {
+                    s.push_str(&format!("  ({r})"));
+                }
+                self.line(s);
+            }
+            Progress::Heartbeat { test } => {
+                if let Some(t) = test {
+                    self.status(format!("{t} ({:.0} s)", self.test_start.elapsed().as_secs_f64()));
+                }
+            }
+            Progress::Log { message } => self.line(format!("    guest: {message}")),
+            Progress::Finding { finding } => self.line(format!(
+                "    KERNEL {:?} during {}: {}",
+                finding.kind,
+                finding.test.as_deref().unwrap_or("(no test)"),
+                finding.title
+            )),
+            Progress::Hang { test, why } => self.line(format!(
+                "    HANG during {}: {why}; capturing a task dump (sysrq) and stopping QEMU",
+                test.unwrap_or("(no test)")
+            )),
+        }
+    }
+}
+
+impl Drop for Printer {
+    fn drop(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// A flag set on SIGINT/SIGTERM (installed once per process).
+fn cancel_flag() -> Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let f = Arc::new(AtomicBool::new(false));
+        let g = f.clone();
+        // Failure (a handler already installed by an embedding program) only
+        // means Ctrl-C will kill us directly; QEMU still dies with us (PDEATHSIG).
+        let _ = ctrlc::set_handler(move || g.store(true, Ordering::SeqCst));
+        f
+    })
+    .clone()
+}
+
+/// Run the tests and return the result (and its run directory).
+pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
+    let with_server = needs_server(args);
+    let plan = build_plan(args, with_server)?;
+    let prepared = prepare(&args.vm, with_server, ui)?;
+    let spec = &prepared.spec;
+    let dir = RunDir::create(&runs_root()).context("creating the run directory")?;
+    ui.step(format!(
+        "vm-test: {} tests; kernel {}; image {}; {} ({}); {} with {} CPUs and {} MiB",
+        plan.tests.len(),
+        prepared.kernel_release.as_deref().unwrap_or(&spec.kernel.display().to_string()),
+        prepared.image.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
+        spec.accel.as_str().to_uppercase(),
+        spec.accel_note.as_deref().unwrap_or(""),
+        spec.machine.as_str(),
+        spec.cpus,
+        spec.memory_mb
+    ));
+    ui.note(format!("run directory: {}", dir.path.display()));
+    let limits = Limits { run: Duration::from_secs(args.run_timeout.max(1)), ..Limits::default() };
+    let cancel = cancel_flag();
+    let mut printer = Printer::new(ui);
+    let result = vm::run_tests(spec, &plan, &limits, &dir, &mut |p| printer.on(p), &cancel)?;
+    drop(printer);
+    // Keep the disks of a failed run for inspection; drop them otherwise.
+    if result.verdict == Verdict::Passed {
+        let _ = std::fs::remove_dir_all(dir.path.join("disks"));
+    }
+    Ok((result, dir.path))
+}
+
+/// The `vm-test` subcommand: run, print the summary, map the verdict to an error kind.
+pub fn main(args: &VmTestArgs, ui: &Ui) -> Result<()> {
+    let (result, dir) = run(args, ui)?;
+    eprint!("{}", report::summary_text(&result));
+    eprintln!("results: {}", dir.join("summary.md").display());
+    verdict_to_result(&result)
+}
+
+pub fn verdict_to_result(result: &RunResult) -> Result<()> {
+    match result.verdict.exit_code() {
+        0 => Ok(()),
+        1 => Err(TestFailures(format!("vm-test {}: {}", result.id, result.verdict.as_str())).into()),
+        _ => bail!("vm-test {}: infrastructure failure: {}", result.id, result.reason.as_deref().unwrap_or("see console.log")),
+    }
+}
+
+/// Paths a test can look at after a run (used by the end-to-end tests).
+pub fn latest_run() -> PathBuf {
+    runs_root().join("latest")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: VmTestArgs,
+    }
+
+    fn parse(argv: &[&str]) -> VmTestArgs {
+        Cli::try_parse_from(std::iter::once("vm-test").chain(argv.iter().copied())).unwrap().args
+    }
+
+    #[test]
+    fn default_is_smoke_with_server() {
+        let a = parse(&[]);
+        assert!(needs_server(&a));
+        let plan = build_plan(&a, true).unwrap();
+        assert_eq!(plan.tests[0].name, "smoke/mount");
+        assert!(plan.server.is_some());
+    }
+
+    #[test]
+    fn run_commands_and_timeouts() {
+        let a = parse(&["--run", "echo hi", "--timeout", "20", "--env", "A=b=c"]);
+        let plan = build_plan(&a, false).unwrap();
+        assert_eq!(plan.tests.len(), 1);
+        assert_eq!(plan.tests[0].timeout_s, 20);
+        assert_eq!(plan.env, vec![("A".to_string(), "b=c".to_string())]);
+        assert!(plan.server.is_none());
+    }
+
+    #[test]
+    fn bad_input_is_a_usage_error() {
+        use crate::error::{exit_code, EXIT_USAGE};
+        let e = build_plan(&parse(&["--suite", "nope"]), false).unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+        assert!(format!("{e}").contains("unknown suite `nope`"));
+        let e = build_plan(&parse(&["--run", "x", "--env", "novalue"]), false).unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+        let e = prepare(
+            &parse(&["--kernel-image", "/nonexistent/bzImage"]).vm,
+            false,
+            &Ui::plain(),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+        assert!(format!("{e}").contains("/nonexistent/bzImage"));
+    }
+}
