@@ -1,0 +1,184 @@
+//! The run supervisor against a fake QEMU (a small Python script speaking the
+//! same channels: console socket, event file, pidfile), so guest deaths, stalls
+//! and boot failures are checked deterministically and fast.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use events::{Plan, PlanTest};
+use report::{FindingKind, Verdict};
+use vm::{Accel, Limits, Machine, RunDir, VmSpec};
+
+const FAKE_QEMU: &str = r#"#!/usr/bin/env python3
+import json, os, socket, sys, time
+args = sys.argv[1:]
+con = ev = pid = None
+for i, a in enumerate(args):
+    if a.startswith("socket,id=con,"):
+        con = dict(kv.split("=", 1) for kv in a.split(",")[1:] if "=" in kv)["path"]
+    if a.startswith("file,id=events,"):
+        ev = dict(kv.split("=", 1) for kv in a.split(",")[1:] if "=" in kv)["path"]
+    if a == "-pidfile":
+        pid = args[i + 1]
+open(pid, "w").write(str(os.getpid()))
+srv = socket.socket(socket.AF_UNIX)
+srv.bind(con)
+srv.listen(1)
+c, _ = srv.accept()
+mode = os.environ["FAKE_MODE"]
+out = open(ev, "a", buffering=1)
+def emit(**body):
+    body["v"] = 1
+    body["t_ms"] = int(time.monotonic() * 1000)
+    out.write(json.dumps(body) + "\n")
+def console(line):
+    c.sendall((line + "\n").encode())
+console("[    0.000000] Linux version 6.12.0 (fake)")
+if mode == "boot-hang":
+    time.sleep(600)
+emit(type="run_started", kernel="6.12.0-fake", iomapfs_version=None, e2fsprogs_version=None,
+     server_mode=None, server_error=None, agent_start_ms=900, boot_to_ready_ms=1000, setup_ms=0, tests=2)
+emit(type="test_started", name="t/1", timeout_s=1)
+console("[    1.100000] harness-agent: test_started t/1")
+if mode == "stall":
+    emit(type="heartbeat", test="t/1", progress=1)
+    time.sleep(600)
+if mode == "crash":
+    console("[    1.200000] BUG: kernel NULL pointer dereference, address: 0000000000000010")
+    console("[    1.200001] RIP: 0010:fuse_fake+0x1/0x2")
+    console("[    1.200002] Kernel panic - not syncing: Fatal exception")
+    sys.exit(0)
+if mode == "warn":
+    console("[    1.200000] WARNING: CPU: 0 PID: 9 at fs/fuse/file.c:10 fuse_fake+0x1/0x2")
+    console("[    1.200001] ---[ end trace 0000000000000000 ]---")
+emit(type="test_finished", name="t/1", status="passed", duration_ms=5, exit_code=0, signal=None, slow=False, reason=None)
+console("[    1.300000] harness-agent: test_finished t/1")
+emit(type="test_started", name="t/2", timeout_s=1)
+emit(type="test_finished", name="t/2", status="failed", duration_ms=5, exit_code=3, signal=None, slow=False, reason="exit code 3")
+emit(type="run_finished", passed=1, failed=1)
+"#;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    spec: VmSpec,
+    runs: PathBuf,
+}
+
+fn fixture() -> Option<Fixture> {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("SKIP: python3 is not installed (needed for the fake QEMU)");
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    std::fs::write(p("fake-qemu"), FAKE_QEMU).unwrap();
+    Command::new("chmod").arg("+x").arg(p("fake-qemu")).status().unwrap();
+    for f in ["kernel", "image", "agent"] {
+        std::fs::write(p(f), f).unwrap();
+    }
+    let spec = VmSpec {
+        qemu: p("fake-qemu"),
+        kernel: p("kernel"),
+        image: p("image"),
+        agent: p("agent"),
+        server_bins: vec![],
+        machine: Machine::Microvm,
+        accel: Accel::Tcg,
+        accel_note: None,
+        cpus: 1,
+        memory_mb: 256,
+        test_disk_mb: 1,
+        scratch_disk_mb: 0,
+        extra_cmdline: vec![],
+        format_test_disk: None,
+    };
+    let runs = p("runs");
+    Some(Fixture { _tmp: tmp, spec, runs })
+}
+
+fn plan() -> Plan {
+    let t = |n: &str| PlanTest { name: n.into(), command: "true".into(), timeout_s: 1 };
+    Plan {
+        v: events::SCHEMA_VERSION,
+        shell: false,
+        server: None,
+        tests: vec![t("t/1"), t("t/2")],
+        heartbeat_s: 1,
+        slow_factor: 1,
+        console_loglevel: 7,
+        env: vec![],
+    }
+}
+
+fn run(f: &Fixture, mode: &str, limits: Limits) -> (report::RunResult, PathBuf) {
+    std::env::set_var("FAKE_MODE", mode);
+    let dir = RunDir::create(&f.runs).unwrap();
+    let cancel = AtomicBool::new(false);
+    let r = vm::run_tests(&f.spec, &plan(), &limits, &dir, &mut |_| {}, &cancel).unwrap();
+    (r, dir.path)
+}
+
+fn fake_alive(dir: &Path) -> bool {
+    let pid = std::fs::read_to_string(dir.join("qemu.pid")).unwrap_or_default();
+    !pid.trim().is_empty() && Path::new(&format!("/proc/{}", pid.trim())).exists()
+}
+
+fn quick() -> Limits {
+    Limits {
+        boot: Duration::from_secs(3),
+        run: Duration::from_secs(60),
+        stall: Duration::from_secs(3),
+        shutdown: Duration::from_secs(3),
+        dump_wait: Duration::from_secs(1),
+    }
+}
+
+// One test function: the fake reads FAKE_MODE from the environment, which the
+// test threads would otherwise share.
+#[test]
+fn supervisor_verdicts() {
+    let Some(f) = fixture() else { return };
+
+    // A finished run: the failed test decides, result files are written.
+    let (r, dir) = run(&f, "normal", quick());
+    assert_eq!(r.verdict, Verdict::Failed, "{r:#?}");
+    assert_eq!(r.tests[0].verdict, Verdict::Passed);
+    assert_eq!(r.tests[1].verdict, Verdict::Failed);
+    assert_eq!(r.boot_to_ready_ms, Some(1000));
+    assert_eq!(r.kernel_release.as_deref(), Some("6.12.0-fake"));
+    for file in ["results.json", "junit.xml", "summary.md", "console.log", "plan.json", "boot/agent"] {
+        assert!(dir.join(file).exists(), "{file}");
+    }
+    assert!(std::fs::read_to_string(dir.join("console.log")).unwrap().contains("Linux version"));
+
+    // A kernel WARNING during a passing test fails it.
+    let (r, _) = run(&f, "warn", quick());
+    assert_eq!(r.tests[0].verdict, Verdict::Failed, "{:#?}", r.tests[0]);
+    assert_eq!(r.tests[0].findings[0].kind, FindingKind::Warning);
+
+    // The guest dies mid-test: crashed, with the report; the next test did not run.
+    let (r, dir) = run(&f, "crash", quick());
+    assert_eq!(r.verdict, Verdict::Crashed, "{r:#?}");
+    assert_eq!(r.tests[0].verdict, Verdict::Crashed);
+    assert!(r.tests[0].reason.as_deref().unwrap().contains("NULL pointer"), "{:?}", r.tests[0].reason);
+    assert!(r.tests[0].findings.iter().any(|f| f.excerpt.contains("RIP: 0010:fuse_fake")));
+    assert_eq!(r.tests[1].verdict, Verdict::NotRun);
+    assert!(!fake_alive(&dir));
+
+    // Heartbeats stop: hung within the stall limit, and the fake is killed.
+    let t0 = Instant::now();
+    let (r, dir) = run(&f, "stall", quick());
+    assert_eq!(r.verdict, Verdict::Hung, "{r:#?}");
+    assert_eq!(r.tests[0].verdict, Verdict::Hung);
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    assert!(!fake_alive(&dir), "fake QEMU left running");
+
+    // Never ready: an infrastructure error with the end of the console.
+    let (r, dir) = run(&f, "boot-hang", quick());
+    assert_eq!(r.verdict, Verdict::InfraError, "{r:#?}");
+    assert!(r.reason.as_deref().unwrap().contains("did not report ready"));
+    assert!(r.console_excerpt.as_deref().unwrap().contains("Linux version"));
+    assert!(r.tests.iter().all(|t| t.verdict == Verdict::NotRun));
+    assert!(!fake_alive(&dir));
+}
