@@ -1,0 +1,11 @@
+//! fuse-iomap-harness developer tasks, as a library so subcommands (vm-test,
+//! bisect, ...) reuse each other's pieces. `main.rs` only parses and dispatches.
+
+pub mod bench;
+pub mod bindgen;
+pub mod error;
+pub mod kernel;
+pub mod paths;
+pub mod profile;
+pub mod ui;
+pub mod util;
