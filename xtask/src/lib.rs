@@ -4,8 +4,11 @@
 pub mod bench;
 pub mod bindgen;
 pub mod error;
+pub mod image;
 pub mod kernel;
 pub mod paths;
 pub mod profile;
 pub mod ui;
 pub mod util;
+pub mod vm_shell;
+pub mod vm_test;

@@ -20,6 +20,12 @@ enum Command {
     Bench(xtask::bench::BenchCommand),
     /// Regenerate harness/ext2fs/src/sys.rs with the bindgen CLI.
     Bindgen(xtask::bindgen::BindgenCommand),
+    /// Boot the kernel in QEMU with iomapfs and run test suites; writes results under target/harness/runs/.
+    VmTest(xtask::vm_test::VmTestArgs),
+    /// Boot the vm-test VM with an interactive shell on this terminal.
+    VmShell(xtask::vm_shell::VmShellArgs),
+    /// Build (or show) the cached guest image.
+    Image(xtask::image::ImageArgs),
 }
 
 fn main() {
@@ -30,6 +36,9 @@ fn main() {
         Command::Kernel(cmd) => xtask::kernel::cli::run(cmd, &ui),
         Command::Bindgen(cmd) => xtask::bindgen::run(cmd, &ui),
         Command::Bench(cmd) => xtask::bench::run(cmd, &ui),
+        Command::VmTest(args) => xtask::vm_test::main(args, &ui),
+        Command::VmShell(args) => xtask::vm_shell::main(args, &ui),
+        Command::Image(args) => xtask::image::main(args, &ui),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
