@@ -401,7 +401,12 @@ impl Kernel {
         let end = pos + len;
         let mut cur = pos;
         while cur < end {
-            let m = self.iomap_begin(node, FUSE_IOMAP_OP_WRITE, cur, end - cur)?;
+            let m = match self.iomap_begin(node, FUSE_IOMAP_OP_WRITE, cur, end - cur) {
+                Ok(m) => m,
+                // A failure after some progress is a short write, as write(2) reports it.
+                Err(e) if cur > pos && e.errno().is_some() => break,
+                Err(e) => return Err(e),
+            };
             self.check_write_target(&m, false)?;
             let to = m.end().min(end);
             let mut b = round_down(cur, bs);
@@ -422,7 +427,7 @@ impl Kernel {
             self.iomap_end(node, &m, to - cur, to - cur, size_changed)?;
             cur = to;
         }
-        Ok(len)
+        Ok(cur - pos)
     }
 
     /// A write mapping must be somewhere data can go (§7.2).
@@ -518,17 +523,18 @@ impl Kernel {
         while cur < end {
             let m = self.iomap_begin(node, FUSE_IOMAP_OP_ZERO, cur, end - cur)?;
             let to = m.end().min(end);
-            let written_space = m.srcmap.type_ == FUSE_IOMAP_TYPE_MAPPED;
-            let mut b = round_down(cur, bs);
-            while b < to {
-                let dirty = self.inode(node)?.dirty.contains(b);
-                if dirty || written_space {
-                    let mut block = self.block_for_rmw(node, &m, b)?;
-                    let (from, upto) = (b.max(cur), (b + bs).min(to));
-                    block[(from - b) as usize..(upto - b) as usize].fill(0);
-                    self.inode_mut(node)?.dirty.insert(b, block);
-                }
-                b += bs;
+            // Written space is zeroed block by block; elsewhere only dirty pages need it
+            // (a hole may be terabytes long).
+            let blocks: Vec<u64> = if m.srcmap.type_ == FUSE_IOMAP_TYPE_MAPPED {
+                (round_down(cur, bs)..to).step_by(bs as usize).collect()
+            } else {
+                self.inode(node)?.dirty.offsets_in(round_down(cur, bs), to)
+            };
+            for b in blocks {
+                let mut block = self.block_for_rmw(node, &m, b)?;
+                let (from, upto) = (b.max(cur), (b + bs).min(to));
+                block[(from - b) as usize..(upto - b) as usize].fill(0);
+                self.inode_mut(node)?.dirty.insert(b, block);
             }
             self.iomap_end(node, &m, to - cur, to - cur, false)?;
             cur = to;
@@ -651,7 +657,12 @@ impl Kernel {
         let mut ioend_flags = FUSE_IOMAP_IOEND_DIRECT;
         let mut cur = pos;
         while cur < end {
-            let m = self.iomap_begin(node, opflags, cur, end - cur)?;
+            let m = match self.iomap_begin(node, opflags, cur, end - cur) {
+                Ok(m) => m,
+                // iomap_dio_rw completes what was done and returns a short count.
+                Err(e) if cur > pos && e.errno().is_some() => break,
+                Err(e) => return Err(e),
+            };
             self.check_write_target(&m, true)?;
             let to = m.end().min(end);
             if extra & FUSE_IOMAP_OP_ATOMIC != 0 && (cur != pos || to != end) {
@@ -669,8 +680,9 @@ impl Kernel {
             self.iomap_end(node, &m, to - cur, to - cur, false)?;
             cur = to;
         }
-        self.iomap_ioend(node, pos, len, 0, ioend_flags, FUSE_IOMAP_DEV_NULL, FUSE_IOMAP_NULL_ADDR)?;
-        Ok(len)
+        let done = cur - pos;
+        self.iomap_ioend(node, pos, done, 0, ioend_flags, FUSE_IOMAP_DEV_NULL, FUSE_IOMAP_NULL_ADDR)?;
+        Ok(done)
     }
 
     // ---- size changes ------------------------------------------------------------------
@@ -820,18 +832,21 @@ impl Kernel {
             let found = match m.iomap.type_ {
                 FUSE_IOMAP_TYPE_HOLE => (!data).then_some(cur),
                 FUSE_IOMAP_TYPE_UNWRITTEN => {
-                    // page_cache_seek_hole_data over the unwritten range, block by block.
-                    let inode = self.inode(node)?;
-                    let mut b = round_down(cur, bs);
-                    let mut hit = None;
-                    while b < to {
-                        if inode.dirty.contains(b) == data {
-                            hit = Some(b.max(cur));
-                            break;
+                    // page_cache_seek_hole_data: cached (dirty) blocks are data, the rest
+                    // of an unwritten range is a hole.
+                    let dirty = self.inode(node)?.dirty.offsets_in(round_down(cur, bs), to);
+                    if data {
+                        dirty.first().map(|&b| b.max(cur))
+                    } else {
+                        let mut b = round_down(cur, bs);
+                        for d in dirty {
+                            if d != b {
+                                break;
+                            }
+                            b += bs;
                         }
-                        b += bs;
+                        (b < to).then_some(b.max(cur))
                     }
-                    hit
                 }
                 _ => data.then_some(cur),
             };

@@ -51,12 +51,22 @@ pub struct RunConfig {
     pub fsck_each_op: bool,
 }
 
+/// The block size a seed runs with unless told otherwise: every third seed uses 1 KiB
+/// blocks (sub-page blocks), the others 4 KiB. Replays get the same block size.
+pub fn block_size_for(seed: u64) -> u32 {
+    if seed % 3 == 0 {
+        1024
+    } else {
+        4096
+    }
+}
+
 impl RunConfig {
     pub fn new(server: PathBuf, seed: u64, ops: u64) -> RunConfig {
         RunConfig {
             seed,
             ops,
-            block_size: 4096,
+            block_size: block_size_for(seed),
             image_size: 256 << 20,
             server,
             server_options: Vec::new(),
@@ -103,6 +113,8 @@ impl fmt::Display for RunReport {
 #[derive(Debug)]
 pub struct RunFailure {
     pub seed: u64,
+    /// Operations the run was asked for.
+    pub ops: u64,
     /// Index of the failing operation (or `ops` for the final checks).
     pub step: u64,
     pub op: String,
@@ -123,7 +135,12 @@ impl fmt::Display for RunFailure {
         if let Some(dir) = &self.workdir {
             writeln!(f, "work directory kept: {}", dir.display())?;
         }
-        write!(f, "replay: KMODEL_SEED={} cargo test -p kmodel --test random -- --nocapture", self.seed)
+        write!(
+            f,
+            "replay: KMODEL_SEED={} KMODEL_OPS={} cargo test -p kmodel --test random -- --nocapture \
+             (or: kmodel --seed {} --ops {})",
+            self.seed, self.ops, self.seed, self.ops
+        )
     }
 }
 
@@ -192,6 +209,7 @@ pub fn run(cfg: &RunConfig) -> std::result::Result<RunReport, Box<RunFailure>> {
         None => Some(tempfile::Builder::new().prefix("kmodel-").tempdir().map_err(|e| {
             Box::new(RunFailure {
                 seed: cfg.seed,
+                ops: cfg.ops,
                 step: 0,
                 op: "setup".into(),
                 error: Error::io("create a work directory", e),
@@ -215,6 +233,7 @@ pub fn run(cfg: &RunConfig) -> std::result::Result<RunReport, Box<RunFailure>> {
             };
             Err(Box::new(RunFailure {
                 seed: cfg.seed,
+                ops: cfg.ops,
                 step: runner.step,
                 op: runner.current.clone(),
                 error,
@@ -539,7 +558,10 @@ impl<'a> Runner<'a> {
             Op::DirectWrite { path, pos, len } => {
                 let node = self.node(&path)?;
                 let data = self.data(len);
-                self.k().write_direct(node, pos, &data, 0)?;
+                let n = self.k().write_direct(node, pos, &data, 0)?;
+                if n != len {
+                    return Err(mismatch(&path, "bytes written by a direct write", None, len.to_string(), n.to_string()));
+                }
                 self.oracle(&path).write(pos, &data);
                 self.check_size(&path, "size after direct write")?;
                 let got = self.k().read_direct(node, pos, len)?;
@@ -550,6 +572,9 @@ impl<'a> Runner<'a> {
                 let node = self.node(&path)?;
                 let data = self.data(len);
                 let at = self.k().append(node, &data)?;
+                if self.k().inode(node)?.i_size != at + len {
+                    return Err(mismatch(&path, "size after append", None, (at + len).to_string(), "a short write".into()));
+                }
                 let want = self.size_of(&path);
                 if at != want {
                     return Err(mismatch(&path, "O_APPEND position", None, want.to_string(), at.to_string()));
@@ -565,7 +590,10 @@ impl<'a> Runner<'a> {
                 }
                 let node = self.node(&path)?;
                 let data = self.data(len);
-                self.k().write_direct(node, size, &data, 0)?;
+                let n = self.k().write_direct(node, size, &data, 0)?;
+                if n != len {
+                    return Err(mismatch(&path, "bytes written by a direct append", None, len.to_string(), n.to_string()));
+                }
                 self.oracle(&path).write(size, &data);
                 self.check_around(&path, "read after direct append", size, len)?;
             }

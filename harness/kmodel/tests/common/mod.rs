@@ -1,0 +1,58 @@
+//! Shared test setup: the iomapfs binary (built once per test process) and fresh images.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use kmodel::{Kernel, ServerSpec};
+
+/// Builds `iomapfs` once (`cargo build -p iomapfs --bins`) and returns its path;
+/// `KMODEL_SERVER=PATH` tests another build instead.
+pub fn server_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("KMODEL_SERVER") {
+            return PathBuf::from(path);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "iomapfs", "--bins"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build -p iomapfs");
+        assert!(status.success(), "cargo build -p iomapfs --bins failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+        let target = if target.is_absolute() { target } else { root.join(target) };
+        let bin = target.join("debug").join("iomapfs");
+        assert!(bin.is_file(), "{} was not built", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A fresh image and a server spec for it, in a temporary directory.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub spec: ServerSpec,
+}
+
+impl Fixture {
+    pub fn new(size: u64, block_size: u32, options: &[&str]) -> Fixture {
+        let dir = tempfile::Builder::new().prefix("kmodel-test-").tempdir().expect("tempdir");
+        let image = dir.path().join("image.ext4");
+        kmodel::image::mkfs(&image, size, block_size).expect("mkfs.ext4");
+        let spec = ServerSpec {
+            binary: server_binary(),
+            image,
+            options: options.iter().map(|s| s.to_string()).collect(),
+            workdir: dir.path().to_path_buf(),
+        };
+        Fixture { dir, spec }
+    }
+
+    pub fn mount(&self) -> Kernel {
+        Kernel::mount(&self.spec, Duration::from_secs(60)).unwrap_or_else(|e| panic!("mount: {e}"))
+    }
+}
