@@ -23,6 +23,7 @@ pub fn main(args: &VmShellArgs, ui: &Ui) -> Result<()> {
         heartbeat_s: 2,
         slow_factor: 3,
         console_loglevel: 7,
+        host_time_unix: 0,
         env: vec![],
     };
     let dir = RunDir::create(&runs_root()).context("creating the run directory")?;

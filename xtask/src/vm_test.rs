@@ -139,6 +139,7 @@ pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
         heartbeat_s: 2,
         slow_factor: 3,
         console_loglevel: 7,
+        host_time_unix: 0,
         env,
     })
 }
@@ -389,12 +390,11 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     let spec = &prepared.spec;
     let dir = RunDir::create(&runs_root()).context("creating the run directory")?;
     ui.step(format!(
-        "vm-test: {} tests; kernel {}; image {}; {} ({}); {} with {} CPUs and {} MiB",
+        "vm-test: {} tests; kernel {}; image {}; {}; {} with {} CPUs and {} MiB",
         plan.tests.len(),
         prepared.kernel_release.as_deref().unwrap_or(&spec.kernel.display().to_string()),
         prepared.image.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
         spec.accel.as_str().to_uppercase(),
-        spec.accel_note.as_deref().unwrap_or(""),
         spec.machine.as_str(),
         spec.cpus,
         spec.memory_mb

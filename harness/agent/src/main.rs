@@ -32,14 +32,14 @@ fn main() {
     if let Err(e) = init::mount_basics() {
         sys::console(&format!("harness agent: cannot mount basics: {e}"));
     }
-    let code = run(agent_start_ms);
+    let code = run(agent_start_ms, pid1);
     if pid1 {
         init::power_off();
     }
     std::process::exit(code);
 }
 
-fn run(agent_start_ms: u64) -> i32 {
+fn run(agent_start_ms: u64, pid1: bool) -> i32 {
     let mut out = emit::Emitter::open();
     let plan_path = Path::new(events::SHARE_MOUNT).join(events::PLAN_FILE);
     let plan = match std::fs::read_to_string(&plan_path)
@@ -57,6 +57,10 @@ fn run(agent_start_ms: u64) -> i32 {
         }
     };
     sys::set_console_loglevel(plan.console_loglevel);
+    // Behind by the boot time at most, which beats 1970 for make, tar and fstests.
+    if pid1 {
+        sys::set_clock(plan.host_time_unix);
+    }
     setup::link_disks_by_serial();
 
     if plan.shell {

@@ -67,3 +67,13 @@ pub fn sync() {
     // SAFETY: sync has no arguments and cannot fail.
     unsafe { libc::sync() };
 }
+
+/// Set the wall clock (the guest may have no RTC). Best effort.
+pub fn set_clock(unix_secs: u64) {
+    if unix_secs == 0 {
+        return;
+    }
+    let ts = libc::timespec { tv_sec: unix_secs as libc::time_t, tv_nsec: 0 };
+    // SAFETY: clock_settime reads the timespec we own.
+    unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) };
+}

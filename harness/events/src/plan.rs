@@ -18,6 +18,10 @@ pub struct Plan {
     pub slow_factor: u64,
     /// Console log level the agent sets once booted (7 shows everything).
     pub console_loglevel: u8,
+    /// Host wall clock (seconds since the epoch) when the plan was written; the
+    /// guest has no RTC on microvm, so the agent sets its clock from this.
+    #[serde(default)]
+    pub host_time_unix: u64,
     /// Extra environment for every test.
     #[serde(default)]
     pub env: Vec<(String, String)>,

@@ -98,6 +98,9 @@ fn prep<T>(path: &Path, r: std::io::Result<T>) -> Result<T, VmError> {
 /// fresh sparse disks.
 fn prepare(dir: &RunDir, spec: &VmSpec, plan: &Plan) -> Result<(PathBuf, Vec<Disk>), VmError> {
     let p = &dir.path;
+    let mut plan = plan.clone();
+    plan.host_time_unix =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     prep(p, std::fs::write(p.join(events::PLAN_FILE), plan.to_json()))?;
     let boot = p.join("boot");
     for d in ["dev", "proc", "sys", "newroot"] {

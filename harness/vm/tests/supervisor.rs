@@ -107,6 +107,7 @@ fn plan() -> Plan {
         heartbeat_s: 1,
         slow_factor: 1,
         console_loglevel: 7,
+        host_time_unix: 0,
         env: vec![],
     }
 }
