@@ -9,7 +9,11 @@ pub enum Error {
     /// server duty). `rule` names it (e.g. "§7.1 rule 4: ..."); request and reply are shown
     /// as sent and received.
     #[error("protocol violation: {rule}\n  request: {request}\n  reply:   {reply}")]
-    Violation { rule: String, request: String, reply: String },
+    Violation {
+        rule: String,
+        request: String,
+        reply: String,
+    },
     /// The server answered a request with an error the model did not expect.
     #[error("{request} failed: {}", errno_name(*.errno))]
     Errno { request: String, errno: i32 },
@@ -18,7 +22,11 @@ pub enum Error {
     Mismatch(Mismatch),
     /// `e2fsck -fn` found problems after the session ended.
     #[error("e2fsck -fn {image} exited with {status}:\n{output}")]
-    Fsck { image: String, status: String, output: String },
+    Fsck {
+        image: String,
+        status: String,
+        output: String,
+    },
     /// The independent reader (ext4-view) disagrees with the oracle, or cannot read.
     #[error("independent read (ext4-view): {0}")]
     Independent(String),
@@ -30,7 +38,10 @@ pub enum Error {
     Unsupported(String),
     /// A local I/O error (image file, socket, spawning).
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -48,7 +59,10 @@ impl Error {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 

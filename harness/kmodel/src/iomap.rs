@@ -8,7 +8,9 @@
 //! truncate, punch) goes through ZERO mappings; FIEMAP and SEEK_DATA/SEEK_HOLE use REPORT.
 
 use fuse_wire::iomap::*;
-use fuse_wire::structs::{IomapBeginIn, IomapBeginOut, IomapEndIn, IomapIo, IomapIoendIn, IomapIoendOut};
+use fuse_wire::structs::{
+    IomapBeginIn, IomapBeginOut, IomapEndIn, IomapIo, IomapIoendIn, IomapIoendOut,
+};
 use fuse_wire::validate::{validate_begin_reply_with, ValidateCtx};
 use fuse_wire::Opcode;
 
@@ -81,7 +83,11 @@ impl Mapping {
     }
 
     fn violation(&self, rule: impl Into<String>) -> Error {
-        Error::Violation { rule: rule.into(), request: self.desc.clone(), reply: begin_out_str(&self.reply) }
+        Error::Violation {
+            rule: rule.into(),
+            request: self.desc.clone(),
+            reply: begin_out_str(&self.reply),
+        }
     }
 }
 
@@ -111,16 +117,33 @@ impl Kernel {
 
     /// FUSE_IOMAP_BEGIN, with every §7.1 rule applied to the reply (post-v7 rule 6 too).
     /// Error replies come back as `Error::Errno`.
-    pub fn iomap_begin(&mut self, node: NodeId, opflags: u32, pos: u64, count: u64) -> Result<Mapping> {
+    pub fn iomap_begin(
+        &mut self,
+        node: NodeId,
+        opflags: u32,
+        pos: u64,
+        count: u64,
+    ) -> Result<Mapping> {
         let attr_ino = self.inode(node)?.attr_ino;
-        let arg = IomapBeginIn { opflags, reserved: 0, attr_ino, pos, count };
-        let req = Request::new(Opcode::IomapBegin, node).arg(&arg).describe(format!(
-            "opflags {}, attr_ino {attr_ino}, pos {pos}, count {count}",
-            opflags_str(opflags)
-        ));
+        let arg = IomapBeginIn {
+            opflags,
+            reserved: 0,
+            attr_ino,
+            pos,
+            count,
+        };
+        let req = Request::new(Opcode::IomapBegin, node)
+            .arg(&arg)
+            .describe(format!(
+                "opflags {}, attr_ino {attr_ino}, pos {pos}, count {count}",
+                opflags_str(opflags)
+            ));
         let reply = self.call(&req)?;
         if reply.error != 0 {
-            return Err(Error::Errno { request: req.summary(), errno: -reply.error });
+            return Err(Error::Errno {
+                request: req.summary(),
+                errno: -reply.error,
+            });
         }
         let Some(out) = exact::<IomapBeginOut>(&reply.payload) else {
             return Err(Error::Violation {
@@ -138,27 +161,49 @@ impl Kernel {
             post_v7: true,
         };
         validate_begin_reply_with(&arg, &out, &ctx).map_err(|e| Error::Violation {
-            rule: format!("§7.1: {e} (the kernel fails the I/O with {})", crate::error::errno_name(e.errno())),
+            rule: format!(
+                "§7.1: {e} (the kernel fails the I/O with {})",
+                crate::error::errno_name(e.errno())
+            ),
             request: req.summary(),
             reply: begin_out_str(&out),
         })?;
         let cow = is_write_op(opflags) && out.write.type_ != FUSE_IOMAP_TYPE_PURE_OVERWRITE;
         let iomap = if cow { out.write } else { out.read };
-        let srcmap = if cow && out.read.type_ != FUSE_IOMAP_TYPE_HOLE { out.read } else { iomap };
-        let m = Mapping { opflags, pos, count, reply: out, iomap, srcmap, desc: req.summary() };
-        if iomap.type_ == FUSE_IOMAP_TYPE_INLINE || srcmap.type_ == FUSE_IOMAP_TYPE_INLINE {
-            if opflags & FUSE_IOMAP_OP_REPORT == 0 {
-                return Err(Error::Unsupported(format!(
-                    "INLINE mapping (inline data through FUSE_READ/FUSE_WRITE): {}",
-                    begin_out_str(&out)
-                )));
-            }
+        let srcmap = if cow && out.read.type_ != FUSE_IOMAP_TYPE_HOLE {
+            out.read
+        } else {
+            iomap
+        };
+        let m = Mapping {
+            opflags,
+            pos,
+            count,
+            reply: out,
+            iomap,
+            srcmap,
+            desc: req.summary(),
+        };
+        if (iomap.type_ == FUSE_IOMAP_TYPE_INLINE || srcmap.type_ == FUSE_IOMAP_TYPE_INLINE)
+            && opflags & FUSE_IOMAP_OP_REPORT == 0
+        {
+            return Err(Error::Unsupported(format!(
+                "INLINE mapping (inline data through FUSE_READ/FUSE_WRITE): {}",
+                begin_out_str(&out)
+            )));
         }
         Ok(m)
     }
 
     /// iomap's ->iomap_end: FUSE_IOMAP_END when fuse_should_send_iomap_end() says so (§7.4).
-    fn iomap_end(&mut self, node: NodeId, m: &Mapping, count: u64, written: u64, size_changed: bool) -> Result<()> {
+    fn iomap_end(
+        &mut self,
+        node: NodeId,
+        m: &Mapping,
+        count: u64,
+        written: u64,
+        size_changed: bool,
+    ) -> Result<()> {
         let mut map = m.iomap;
         if size_changed {
             map.flags |= FUSE_IOMAP_F_SIZE_CHANGED;
@@ -181,11 +226,13 @@ impl Kernel {
             written: written as i64,
             map,
         };
-        let req = Request::new(Opcode::IomapEnd, node).arg(&arg).describe(format!(
-            "opflags {}, pos {pos}, count {count}, written {written}, map {}",
-            opflags_str(m.opflags),
-            io_str(&map)
-        ));
+        let req = Request::new(Opcode::IomapEnd, node)
+            .arg(&arg)
+            .describe(format!(
+                "opflags {}, pos {pos}, count {count}, written {written}, map {}",
+                opflags_str(m.opflags),
+                io_str(&map)
+            ));
         let reply = self.call(&req)?;
         match -reply.error {
             0 if reply.payload.is_empty() => Ok(()),
@@ -198,7 +245,10 @@ impl Kernel {
                 self.conn.no_end = true;
                 Ok(())
             }
-            e => Err(Error::Errno { request: req.summary(), errno: e }),
+            e => Err(Error::Errno {
+                request: req.summary(),
+                errno: e,
+            }),
         }
     }
 
@@ -225,11 +275,24 @@ impl Kernel {
             && (error != 0
                 || flags & FUSE_IOMAP_IOEND_SWAPOFF != 0
                 || (written > 0
-                    && flags & (FUSE_IOMAP_IOEND_SHARED | FUSE_IOMAP_IOEND_UNWRITTEN | FUSE_IOMAP_IOEND_APPEND) != 0));
+                    && flags
+                        & (FUSE_IOMAP_IOEND_SHARED
+                            | FUSE_IOMAP_IOEND_UNWRITTEN
+                            | FUSE_IOMAP_IOEND_APPEND)
+                        != 0));
         let mut error = error;
         let mut failed_req = String::new();
         if send {
-            let arg = IomapIoendIn { flags, error, attr_ino, pos, new_addr, written, dev, pad: 0 };
+            let arg = IomapIoendIn {
+                flags,
+                error,
+                attr_ino,
+                pos,
+                new_addr,
+                written,
+                dev,
+                pad: 0,
+            };
             let req = Request::new(Opcode::IomapIoend, node).arg(&arg).describe(format!(
                 "flags {}, error {error}, pos {pos}, written {written}, dev {dev}, new_addr {new_addr:#x}",
                 ioend_flags_str(flags)
@@ -237,11 +300,12 @@ impl Kernel {
             let reply = self.call(&req)?;
             match -reply.error {
                 0 => {
-                    let out = exact::<IomapIoendOut>(&reply.payload).ok_or_else(|| Error::Violation {
-                        rule: "§1.1: an IOMAP_IOEND reply must be exactly 8 bytes".into(),
-                        request: req.summary(),
-                        reply: reply.summary(),
-                    })?;
+                    let out =
+                        exact::<IomapIoendOut>(&reply.payload).ok_or_else(|| Error::Violation {
+                            rule: "§1.1: an IOMAP_IOEND reply must be exactly 8 bytes".into(),
+                            request: req.summary(),
+                            reply: reply.summary(),
+                        })?;
                     newsize = out.newsize;
                 }
                 ENOSYS => self.conn.no_ioend = true,
@@ -254,7 +318,10 @@ impl Kernel {
             }
         }
         if error != 0 {
-            return Err(Error::Errno { request: format!("write completion ({failed_req})"), errno: -error });
+            return Err(Error::Errno {
+                request: format!("write completion ({failed_req})"),
+                errno: -error,
+            });
         }
         let inode = self.inode_mut(node)?;
         inode.i_disk_size = newsize;
@@ -265,7 +332,13 @@ impl Kernel {
     // ---- test hooks: one upcall at a time ----------------------------------------------
 
     /// One BEGIN, validated, returning the raw reply (targeted tests).
-    pub fn begin_raw(&mut self, node: NodeId, opflags: u32, pos: u64, count: u64) -> Result<IomapBeginOut> {
+    pub fn begin_raw(
+        &mut self,
+        node: NodeId,
+        opflags: u32,
+        pos: u64,
+        count: u64,
+    ) -> Result<IomapBeginOut> {
         self.iomap_begin(node, opflags, pos, count).map(|m| m.reply)
     }
 
@@ -304,11 +377,16 @@ impl Kernel {
             let run_end = self.inode(node)?.dirty.first_in(cur, last).unwrap_or(last);
             let m = self.iomap_begin(node, 0, cur, run_end - cur)?;
             let to = m.end().min(run_end);
-            let zero = m.iomap.type_ != FUSE_IOMAP_TYPE_MAPPED || m.iomap.flags & FUSE_IOMAP_F_NEW != 0;
+            let zero =
+                m.iomap.type_ != FUSE_IOMAP_TYPE_MAPPED || m.iomap.flags & FUSE_IOMAP_F_NEW != 0;
             if !zero {
                 let addr = m.iomap.addr + (cur - m.iomap.offset);
                 let desc = format!("{} → {}", m.desc, io_str(&m.iomap));
-                self.disk_read(addr, &mut buf[(cur - first) as usize..(to - first) as usize], &desc)?;
+                self.disk_read(
+                    addr,
+                    &mut buf[(cur - first) as usize..(to - first) as usize],
+                    &desc,
+                )?;
             }
             self.iomap_end(node, &m, to - cur, to - cur, false)?;
             cur = to;
@@ -335,10 +413,18 @@ impl Kernel {
                 FUSE_IOMAP_TYPE_MAPPED => {
                     let addr = m.iomap.addr + (cur - m.iomap.offset);
                     let desc = format!("{} → {}", m.desc, io_str(&m.iomap));
-                    self.disk_read(addr, &mut buf[(cur - pos) as usize..(to - pos) as usize], &desc)?;
+                    self.disk_read(
+                        addr,
+                        &mut buf[(cur - pos) as usize..(to - pos) as usize],
+                        &desc,
+                    )?;
                 }
                 FUSE_IOMAP_TYPE_HOLE | FUSE_IOMAP_TYPE_UNWRITTEN => {} // zero-filled
-                _ => return Err(m.violation("iomap_dio_iter: a DELALLOC mapping for a direct read fails with EIO")),
+                _ => {
+                    return Err(m.violation(
+                        "iomap_dio_iter: a DELALLOC mapping for a direct read fails with EIO",
+                    ))
+                }
             }
             self.iomap_end(node, &m, to - cur, to - cur, false)?;
             cur = to;
@@ -349,8 +435,10 @@ impl Kernel {
 
     fn require_aligned(&self, pos: u64, len: u64, what: &str) -> Result<()> {
         let bs = self.block_size();
-        if pos % bs != 0 || len % bs != 0 {
-            return Err(Error::Unsupported(format!("{what} of [{pos}, +{len}) is not aligned to the block size {bs}")));
+        if !pos.is_multiple_of(bs) || !len.is_multiple_of(bs) {
+            return Err(Error::Unsupported(format!(
+                "{what} of [{pos}, +{len}) is not aligned to the block size {bs}"
+            )));
         }
         Ok(())
     }
@@ -373,7 +461,10 @@ impl Kernel {
     /// generic_write_checks: EFBIG at or past s_maxbytes, else the count is cut to fit.
     fn write_limit(&self, pos: u64, len: u64, what: &str) -> Result<u64> {
         if pos >= self.sb.maxbytes {
-            return Err(Error::Errno { request: format!("{what} at {pos} (s_maxbytes {})", self.sb.maxbytes), errno: EFBIG });
+            return Err(Error::Errno {
+                request: format!("{what} at {pos} (s_maxbytes {})", self.sb.maxbytes),
+                errno: EFBIG,
+            });
         }
         Ok(len.min(self.sb.maxbytes - pos))
     }
@@ -477,7 +568,9 @@ impl Kernel {
         let size = self.inode(node)?.i_size;
         let end = pos + data.len() as u64;
         if end > size {
-            return Err(Error::Unsupported(format!("mmap store at [{pos}, {end}) beyond EOF {size} (SIGBUS)")));
+            return Err(Error::Unsupported(format!(
+                "mmap store at [{pos}, {end}) beyond EOF {size} (SIGBUS)"
+            )));
         }
         let page = PAGE.max(bs);
         let mut p = round_down(pos, page);
@@ -488,7 +581,12 @@ impl Kernel {
             let old = self.read(node, p, fend - p)?;
             let mut cur = p;
             while cur < fend {
-                let m = self.iomap_begin(node, FUSE_IOMAP_OP_WRITE | FUSE_IOMAP_OP_FAULT, cur, fend - cur)?;
+                let m = self.iomap_begin(
+                    node,
+                    FUSE_IOMAP_OP_WRITE | FUSE_IOMAP_OP_FAULT,
+                    cur,
+                    fend - cur,
+                )?;
                 self.check_write_target(&m, false)?;
                 let to = m.end().min(fend);
                 self.iomap_end(node, &m, to - cur, to - cur, false)?;
@@ -574,13 +672,19 @@ impl Kernel {
             // The dirty run within this folio, as one writeback_range call.
             let folio_end = round_down(b, FOLIO) + FOLIO;
             let mut run_end = b + bs;
-            while i + 1 < offsets.len() && offsets[i + 1] == run_end && run_end < folio_end && run_end < size {
+            while i + 1 < offsets.len()
+                && offsets[i + 1] == run_end
+                && run_end < folio_end
+                && run_end < size
+            {
                 i += 1;
                 run_end += bs;
             }
             let mut cur = b;
             while cur < run_end {
-                let covered = wpc.as_ref().is_some_and(|m| m.iomap.offset <= cur && cur < m.end());
+                let covered = wpc
+                    .as_ref()
+                    .is_some_and(|m| m.iomap.offset <= cur && cur < m.end());
                 if !covered {
                     let m = self.iomap_begin(node, FUSE_IOMAP_OP_WRITEBACK, cur, run_end - cur)?;
                     match m.iomap.type_ {
@@ -603,20 +707,37 @@ impl Kernel {
                 if m.iomap.flags & FUSE_IOMAP_F_SHARED != 0 {
                     flags |= FUSE_IOMAP_IOEND_SHARED;
                 }
-                let (map_off, map_addr, desc) = (m.iomap.offset, m.iomap.addr, format!("{} → {}", m.desc, io_str(&m.iomap)));
+                let (map_off, map_addr, desc) = (
+                    m.iomap.offset,
+                    m.iomap.addr,
+                    format!("{} → {}", m.desc, io_str(&m.iomap)),
+                );
                 let mut blk = cur;
                 while blk < to {
-                    let mut data = self.inode_mut(node)?.dirty.remove(blk).unwrap_or_else(|| vec![0; bs as usize]);
+                    let mut data = self
+                        .inode_mut(node)?
+                        .dirty
+                        .remove(blk)
+                        .unwrap_or_else(|| vec![0; bs as usize]);
                     if blk + bs > size {
                         data[(size - blk) as usize..].fill(0); // iomap zeroes the folio past EOF
                     }
                     let addr = map_addr + (blk - map_off);
                     self.disk_write(addr, &data, &desc)?;
                     match ioends.last_mut() {
-                        Some(last) if last.pos + last.len == blk && last.addr + last.len == addr && last.flags == flags => {
+                        Some(last)
+                            if last.pos + last.len == blk
+                                && last.addr + last.len == addr
+                                && last.flags == flags =>
+                        {
                             last.len += bs
                         }
-                        _ => ioends.push(Ioend { pos: blk, len: bs, addr, flags }),
+                        _ => ioends.push(Ioend {
+                            pos: blk,
+                            len: bs,
+                            addr,
+                            flags,
+                        }),
                     }
                     blk += bs;
                 }
@@ -627,7 +748,15 @@ impl Kernel {
         let dev = self.sb.dev;
         for io in ioends {
             let written = io.len.min(size.saturating_sub(io.pos));
-            self.iomap_ioend(node, io.pos, written, 0, FUSE_IOMAP_IOEND_WRITEBACK | io.flags, dev, io.addr / 512)?;
+            self.iomap_ioend(
+                node,
+                io.pos,
+                written,
+                0,
+                FUSE_IOMAP_IOEND_WRITEBACK | io.flags,
+                dev,
+                io.addr / 512,
+            )?;
         }
         Ok(())
     }
@@ -643,11 +772,17 @@ impl Kernel {
             return Ok(0);
         }
         if extra & FUSE_IOMAP_OP_ATOMIC != 0 && len != self.block_size() {
-            return Err(Error::Errno { request: format!("RWF_ATOMIC write of {len} bytes (must be one block)"), errno: EINVAL });
+            return Err(Error::Errno {
+                request: format!("RWF_ATOMIC write of {len} bytes (must be one block)"),
+                errno: EINVAL,
+            });
         }
         let len = self.write_limit(pos, len, "direct write")?;
         if pos > self.inode(node)?.i_size && extra & FUSE_IOMAP_OP_NOWAIT != 0 {
-            return Err(Error::Errno { request: "NOWAIT direct write past EOF (needs zeroing)".into(), errno: EAGAIN });
+            return Err(Error::Errno {
+                request: "NOWAIT direct write past EOF (needs zeroing)".into(),
+                errno: EAGAIN,
+            });
         }
         self.zero_eof_gap(node, pos)?;
         let end = pos + len;
@@ -666,7 +801,9 @@ impl Kernel {
             self.check_write_target(&m, true)?;
             let to = m.end().min(end);
             if extra & FUSE_IOMAP_OP_ATOMIC != 0 && (cur != pos || to != end) {
-                return Err(m.violation("an atomic write must be covered by one mapping (iomap: EINVAL)"));
+                return Err(
+                    m.violation("an atomic write must be covered by one mapping (iomap: EINVAL)")
+                );
             }
             if m.iomap.type_ == FUSE_IOMAP_TYPE_UNWRITTEN {
                 ioend_flags |= FUSE_IOMAP_IOEND_UNWRITTEN;
@@ -676,12 +813,24 @@ impl Kernel {
             }
             let addr = m.iomap.addr + (cur - m.iomap.offset);
             let desc = format!("{} → {}", m.desc, io_str(&m.iomap));
-            self.disk_write(addr, &data[(cur - pos) as usize..(to - pos) as usize], &desc)?;
+            self.disk_write(
+                addr,
+                &data[(cur - pos) as usize..(to - pos) as usize],
+                &desc,
+            )?;
             self.iomap_end(node, &m, to - cur, to - cur, false)?;
             cur = to;
         }
         let done = cur - pos;
-        self.iomap_ioend(node, pos, done, 0, ioend_flags, FUSE_IOMAP_DEV_NULL, FUSE_IOMAP_NULL_ADDR)?;
+        self.iomap_ioend(
+            node,
+            pos,
+            done,
+            0,
+            ioend_flags,
+            FUSE_IOMAP_DEV_NULL,
+            FUSE_IOMAP_NULL_ADDR,
+        )?;
         Ok(done)
     }
 
@@ -690,7 +839,10 @@ impl Kernel {
     /// truncate/ftruncate (fuse_iomap_setsize_start, then SETATTR, then setsize_finish).
     pub fn truncate(&mut self, node: NodeId, size: u64) -> Result<()> {
         if size > self.sb.maxbytes {
-            return Err(Error::Errno { request: format!("truncate to {size} (s_maxbytes {})", self.sb.maxbytes), errno: EFBIG });
+            return Err(Error::Errno {
+                request: format!("truncate to {size} (s_maxbytes {})", self.sb.maxbytes),
+                errno: EFBIG,
+            });
         }
         self.setsize_start(node, size)?;
         let attr = self.setattr_size(node, size)?;
@@ -708,14 +860,14 @@ impl Kernel {
         let old = self.inode(node)?.i_size;
         if size > old {
             self.zero_range(node, old, size - old)?;
-        } else if size % bs != 0 {
+        } else if !size.is_multiple_of(bs) {
             self.zero_range(node, size, bs - size % bs)?; // iomap_truncate_page
         }
         // truncate_setsize
         let inode = self.inode_mut(node)?;
         inode.i_size = size;
         inode.dirty.drop_from(round_up(size, bs));
-        if size % bs != 0 {
+        if !size.is_multiple_of(bs) {
             if let Some(block) = inode.dirty.get_mut(round_down(size, bs)) {
                 block[(size % bs) as usize..].fill(0);
             }
@@ -727,24 +879,48 @@ impl Kernel {
     pub fn fallocate(&mut self, node: NodeId, mode: u32, offset: u64, len: u64) -> Result<()> {
         let what = format!("fallocate(mode {mode:#x}, offset {offset}, len {len})");
         if len == 0 {
-            return Err(Error::Errno { request: what, errno: EINVAL });
+            return Err(Error::Errno {
+                request: what,
+                errno: EINVAL,
+            });
         }
         if mode & FALLOC_FL_PUNCH_HOLE != 0 && mode & FALLOC_FL_KEEP_SIZE == 0 {
-            return Err(Error::Errno { request: what, errno: EOPNOTSUPP }); // vfs_fallocate
+            return Err(Error::Errno {
+                request: what,
+                errno: EOPNOTSUPP,
+            }); // vfs_fallocate
         }
         let end = offset.checked_add(len).filter(|&e| e <= self.sb.maxbytes);
-        let Some(end) = end else { return Err(Error::Errno { request: what, errno: EFBIG }) };
+        let Some(end) = end else {
+            return Err(Error::Errno {
+                request: what,
+                errno: EFBIG,
+            });
+        };
         let fh = self.ensure_open(node)?;
         let bs = self.block_size();
         let size = self.inode(node)?.i_size;
-        let newsize = if mode & FALLOC_FL_KEEP_SIZE == 0 && end > size { end } else { 0 };
-        let unmaps = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE | FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE;
+        let newsize = if mode & FALLOC_FL_KEEP_SIZE == 0 && end > size {
+            end
+        } else {
+            0
+        };
+        let unmaps = FALLOC_FL_PUNCH_HOLE
+            | FALLOC_FL_ZERO_RANGE
+            | FALLOC_FL_COLLAPSE_RANGE
+            | FALLOC_FL_INSERT_RANGE;
         if mode & unmaps != 0 {
             // fuse_iomap_flush_unmap_range: flush and drop the page cache over the range.
             let r = PAGE.max(bs);
             self.writeback_range(node, round_down(offset, r), round_up(end, r))?;
         }
-        let arg = fuse_wire::structs::FallocateIn { fh, offset, length: len, mode, padding: 0 };
+        let arg = fuse_wire::structs::FallocateIn {
+            fh,
+            offset,
+            length: len,
+            mode,
+            padding: 0,
+        };
         self.call_empty(&Request::new(Opcode::Fallocate, node).arg(&arg))?;
         // fuse_iomap_fallocate
         if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0 {
@@ -752,7 +928,7 @@ impl Kernel {
             if offset < isize {
                 let l = len.min(isize - offset);
                 self.zero_range(node, offset, l)?;
-                if offset + l >= isize && (offset + l) % PAGE != 0 {
+                if offset + l >= isize && !(offset + l).is_multiple_of(PAGE) {
                     self.writeback_range(node, round_down(offset + l, PAGE), u64::MAX)?;
                 }
             }
@@ -770,7 +946,13 @@ impl Kernel {
 
     /// FIEMAP over `[start, start + len)` (iomap_fiemap with REPORT mappings); holes are
     /// skipped, the last extent gets FIEMAP_EXTENT_LAST. `sync` = FIEMAP_FLAG_SYNC.
-    pub fn fiemap(&mut self, node: NodeId, start: u64, len: u64, sync: bool) -> Result<Vec<FiemapExtent>> {
+    pub fn fiemap(
+        &mut self,
+        node: NodeId,
+        start: u64,
+        len: u64,
+        sync: bool,
+    ) -> Result<Vec<FiemapExtent>> {
         if sync {
             self.writeback(node)?;
         }
@@ -797,7 +979,12 @@ impl Kernel {
                     *f |= FIEMAP_EXTENT_SHARED;
                 }
                 let physical = if is_space(io.type_) { io.addr } else { 0 };
-                out.push(FiemapExtent { logical: io.offset, physical, length: io.length, flags: *f });
+                out.push(FiemapExtent {
+                    logical: io.offset,
+                    physical,
+                    length: io.length,
+                    flags: *f,
+                });
             }
             self.iomap_end(node, &m, to - cur, to - cur, false)?;
             cur = to;
@@ -870,24 +1057,58 @@ impl Kernel {
         let mut cur = 0;
         let mut refusal = None;
         while cur < len {
-            let m = self.iomap_begin(node, FUSE_IOMAP_OP_SWAPFILE | FUSE_IOMAP_OP_REPORT, cur, len - cur)?;
+            let m = self.iomap_begin(
+                node,
+                FUSE_IOMAP_OP_SWAPFILE | FUSE_IOMAP_OP_REPORT,
+                cur,
+                len - cur,
+            )?;
             let io = m.iomap;
             if io.type_ != FUSE_IOMAP_TYPE_MAPPED || io.flags & FUSE_IOMAP_F_SHARED != 0 {
-                refusal = Some(format!("swapfile has a {} extent at {}", crate::wire::type_str(io.type_), io.offset));
+                refusal = Some(format!(
+                    "swapfile has a {} extent at {}",
+                    crate::wire::type_str(io.type_),
+                    io.offset
+                ));
                 break;
             }
             cur = m.end().min(len);
         }
         if let Some(why) = refusal {
-            self.iomap_ioend(node, 0, 0, -EINVAL, FUSE_IOMAP_IOEND_SWAPOFF, FUSE_IOMAP_DEV_NULL, FUSE_IOMAP_NULL_ADDR)
-                .or_else(|e| if e.errno() == Some(EINVAL) { Ok(()) } else { Err(e) })?;
-            return Err(Error::Errno { request: format!("swapon: {why}"), errno: EINVAL });
+            self.iomap_ioend(
+                node,
+                0,
+                0,
+                -EINVAL,
+                FUSE_IOMAP_IOEND_SWAPOFF,
+                FUSE_IOMAP_DEV_NULL,
+                FUSE_IOMAP_NULL_ADDR,
+            )
+            .or_else(|e| {
+                if e.errno() == Some(EINVAL) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
+            return Err(Error::Errno {
+                request: format!("swapon: {why}"),
+                errno: EINVAL,
+            });
         }
         Ok(len / PAGE)
     }
 
     /// swapoff: IOEND(SWAPOFF) with pos, written and error 0.
     pub fn swapoff(&mut self, node: NodeId) -> Result<()> {
-        self.iomap_ioend(node, 0, 0, 0, FUSE_IOMAP_IOEND_SWAPOFF, FUSE_IOMAP_DEV_NULL, FUSE_IOMAP_NULL_ADDR)
+        self.iomap_ioend(
+            node,
+            0,
+            0,
+            0,
+            FUSE_IOMAP_IOEND_SWAPOFF,
+            FUSE_IOMAP_DEV_NULL,
+            FUSE_IOMAP_NULL_ADDR,
+        )
     }
 }

@@ -141,11 +141,20 @@ impl Kernel {
 
     /// Mounts over an existing connection (a server the caller started or fakes).
     pub fn over(session: Session, disk: File) -> Result<Kernel> {
-        let dev_size = disk.metadata().map_err(|e| Error::io("stat the image", e))?.len();
+        let dev_size = disk
+            .metadata()
+            .map_err(|e| Error::io("stat the image", e))?
+            .len();
         let mut k = Kernel {
             session,
             disk,
-            sb: Superblock { blocksize: 4096, maxbytes: MAX_LFS_FILESIZE as u64, config: None, dev: 1, dev_size },
+            sb: Superblock {
+                blocksize: 4096,
+                maxbytes: MAX_LFS_FILESIZE as u64,
+                config: None,
+                dev: 1,
+                dev_size,
+            },
             conn: ConnState::default(),
             inodes: HashMap::new(),
             names: HashMap::new(),
@@ -185,7 +194,10 @@ impl Kernel {
     pub(crate) fn call_ok(&mut self, req: &Request) -> Result<Vec<u8>> {
         let reply = self.call(req)?;
         if reply.error != 0 {
-            return Err(Error::Errno { request: req.summary(), errno: -reply.error });
+            return Err(Error::Errno {
+                request: req.summary(),
+                errno: -reply.error,
+            });
         }
         Ok(reply.payload)
     }
@@ -197,7 +209,10 @@ impl Kernel {
     ) -> Result<T> {
         let payload = self.call_ok(req)?;
         exact::<T>(&payload).ok_or_else(|| Error::Violation {
-            rule: format!("reply must be exactly {} bytes (fixed-size out-arg)", std::mem::size_of::<T>()),
+            rule: format!(
+                "reply must be exactly {} bytes (fixed-size out-arg)",
+                std::mem::size_of::<T>()
+            ),
             request: req.summary(),
             reply: format!("{} bytes", payload.len()),
         })
@@ -222,16 +237,24 @@ impl Kernel {
             *self.notifications.entry(n.code).or_default() += 1;
             let bad = |rule: String| Error::Violation {
                 rule,
-                request: format!("(notification {} arrived while waiting for {})", n.code, req.summary()),
+                request: format!(
+                    "(notification {} arrived while waiting for {})",
+                    n.code,
+                    req.summary()
+                ),
                 reply: format!("{} payload bytes", n.payload.len()),
             };
             match n.code {
                 FUSE_NOTIFY_IOMAP_DEV_INVAL => {
                     let Some(inval) = exact::<IomapDevInvalOut>(&n.payload) else {
-                        return Err(bad("§1.2: DEV_INVAL payload must be exactly 24 bytes".into()));
+                        return Err(bad(
+                            "§1.2: DEV_INVAL payload must be exactly 24 bytes".into()
+                        ));
                     };
                     if inval.reserved != 0 {
-                        return Err(bad("§3.9: DEV_INVAL reserved must be 0 (kernel: EINVAL)".into()));
+                        return Err(bad(
+                            "§3.9: DEV_INVAL reserved must be 0 (kernel: EINVAL)".into()
+                        ));
                     }
                     if inval.dev != self.sb.dev {
                         return Err(bad(format!(
@@ -276,7 +299,9 @@ impl Kernel {
         let req = Request::new(Opcode::Init, 0).arg(&arg);
         let payload = self.call_ok(&req)?;
         // INIT's out-arg is variable: 24 bytes (7.22) up to the full 64.
-        if payload.len() < FUSE_COMPAT_22_INIT_OUT_SIZE || payload.len() > std::mem::size_of::<InitOut>() {
+        if payload.len() < FUSE_COMPAT_22_INIT_OUT_SIZE
+            || payload.len() > std::mem::size_of::<InitOut>()
+        {
             return Err(Error::Violation {
                 rule: "INIT reply must be 24..=64 bytes".into(),
                 request: req.summary(),
@@ -288,9 +313,17 @@ impl Kernel {
         let out = InitOut::read_from_bytes(&buf).expect("buffer has the struct's size");
         let describe = format!("{out:?}");
         if out.major != KERNEL_VERSION {
-            return Err(Error::Violation { rule: "INIT: major must be 7".into(), request: req.summary(), reply: describe });
+            return Err(Error::Violation {
+                rule: "INIT: major must be 7".into(),
+                request: req.summary(),
+                reply: describe,
+            });
         }
-        let flags = if out.flags as u64 & FUSE_INIT_EXT != 0 { out.flags64() } else { out.flags as u64 };
+        let flags = if out.flags as u64 & FUSE_INIT_EXT != 0 {
+            out.flags64()
+        } else {
+            out.flags as u64
+        };
         if flags & FUSE_IOMAP == 0 {
             return Err(Error::Unsupported(format!(
                 "the server did not accept FUSE_IOMAP (flags2 bit 11 with FUSE_INIT_EXT): {describe}"
@@ -324,11 +357,17 @@ impl Kernel {
         match reply.error {
             0 => {}
             e if -e == ENOSYS => return Ok(()), // "no config": accepted
-            e => return Err(Error::Errno { request: req.summary(), errno: -e }),
+            e => {
+                return Err(Error::Errno {
+                    request: req.summary(),
+                    errno: -e,
+                })
+            }
         }
         let Some(out) = IomapConfigOut::from_reply(&reply.payload) else {
             return Err(Error::Violation {
-                rule: "§1.1: IOMAP_CONFIG reply longer than fuse_iomap_config_out (104 bytes)".into(),
+                rule: "§1.1: IOMAP_CONFIG reply longer than fuse_iomap_config_out (104 bytes)"
+                    .into(),
                 request: req.summary(),
                 reply: reply.summary(),
             });
@@ -352,11 +391,15 @@ impl Kernel {
     // ---- inodes ---------------------------------------------------------------------------
 
     pub fn inode(&self, node: NodeId) -> Result<&Inode> {
-        self.inodes.get(&node).ok_or_else(|| Error::Unsupported(format!("node {node} is not in the inode table")))
+        self.inodes
+            .get(&node)
+            .ok_or_else(|| Error::Unsupported(format!("node {node} is not in the inode table")))
     }
 
     pub(crate) fn inode_mut(&mut self, node: NodeId) -> Result<&mut Inode> {
-        self.inodes.get_mut(&node).ok_or_else(|| Error::Unsupported(format!("node {node} is not in the inode table")))
+        self.inodes
+            .get_mut(&node)
+            .ok_or_else(|| Error::Unsupported(format!("node {node} is not in the inode table")))
     }
 
     /// The block size the kernel uses for this mount.
@@ -374,7 +417,10 @@ impl Kernel {
     fn instantiate(&mut self, req: &Request, entry: &EntryOut) -> Result<NodeId> {
         let attr = entry.attr;
         if entry.nodeid == 0 {
-            return Err(Error::Errno { request: req.summary(), errno: ENOENT });
+            return Err(Error::Errno {
+                request: req.summary(),
+                errno: ENOENT,
+            });
         }
         let is_reg = attr.mode & S_IFMT == S_IFREG;
         if let Some(inode) = self.inodes.get_mut(&entry.nodeid) {
@@ -383,7 +429,10 @@ impl Kernel {
             inode.i_disk_size = attr.size; // fuse_iomap_set_disk_size on every attr change
             return Ok(entry.nodeid);
         }
-        if is_reg && attr.flags & (FUSE_ATTR_IOMAP | FUSE_ATTR_EXCLUSIVE) != (FUSE_ATTR_IOMAP | FUSE_ATTR_EXCLUSIVE) {
+        if is_reg
+            && attr.flags & (FUSE_ATTR_IOMAP | FUSE_ATTR_EXCLUSIVE)
+                != (FUSE_ATTR_IOMAP | FUSE_ATTR_EXCLUSIVE)
+        {
             return Err(Error::Violation {
                 rule: "§6: a regular file's attr must carry FUSE_ATTR_IOMAP|FUSE_ATTR_EXCLUSIVE when the kernel instantiates it, or the kernel does not use iomap for it".into(),
                 request: req.summary(),
@@ -435,8 +484,15 @@ impl Kernel {
 
     /// CREATE a regular file (O_RDWR|O_CREAT|O_EXCL); the file stays open.
     pub fn create(&mut self, parent: NodeId, name: &str, mode: u32) -> Result<NodeId> {
-        let arg = CreateIn { flags: O_RDWR | O_CREAT | O_EXCL, mode: S_IFREG | (mode & 0o7777), umask: 0o022, open_flags: 0 };
-        let req = Request::new(Opcode::Create, parent).arg(&arg).name(name.as_bytes());
+        let arg = CreateIn {
+            flags: O_RDWR | O_CREAT | O_EXCL,
+            mode: S_IFREG | (mode & 0o7777),
+            umask: 0o022,
+            open_flags: 0,
+        };
+        let req = Request::new(Opcode::Create, parent)
+            .arg(&arg)
+            .name(name.as_bytes());
         let payload = self.call_ok(&req)?;
         const LEN: usize = std::mem::size_of::<EntryOut>() + std::mem::size_of::<OpenOut>();
         if payload.len() != LEN {
@@ -456,7 +512,12 @@ impl Kernel {
 
     /// MKDIR.
     pub fn mkdir(&mut self, parent: NodeId, name: &str, mode: u32) -> Result<NodeId> {
-        let req = Request::new(Opcode::Mkdir, parent).arg(&MkdirIn { mode: mode & 0o7777, umask: 0o022 }).name(name.as_bytes());
+        let req = Request::new(Opcode::Mkdir, parent)
+            .arg(&MkdirIn {
+                mode: mode & 0o7777,
+                umask: 0o022,
+            })
+            .name(name.as_bytes());
         let entry = self.entry_reply(&req)?;
         let node = self.instantiate(&req, &entry)?;
         self.names.insert((parent, name.as_bytes().to_vec()), node);
@@ -480,22 +541,31 @@ impl Kernel {
 
     /// Names in a directory (OPENDIR, READDIR until empty, RELEASEDIR), without . and ..
     pub fn readdir(&mut self, dir: NodeId) -> Result<Vec<String>> {
-        let req = Request::new(Opcode::Opendir, dir).arg(&OpenIn { flags: 0, open_flags: 0 });
+        let req = Request::new(Opcode::Opendir, dir).arg(&OpenIn {
+            flags: 0,
+            open_flags: 0,
+        });
         let open: OpenOut = self.call_struct(&req)?;
         let mut names = Vec::new();
         let mut offset = 0u64;
         loop {
-            let arg = ReadIn { fh: open.fh, offset, size: 64 << 10, ..Default::default() };
+            let arg = ReadIn {
+                fh: open.fh,
+                offset,
+                size: 64 << 10,
+                ..Default::default()
+            };
             let req = Request::new(Opcode::Readdir, dir).arg(&arg);
             let payload = self.call_ok(&req)?;
             if payload.is_empty() {
                 break;
             }
-            let entries = fuse_wire::parse_dirents(&payload, false).map_err(|e| Error::Violation {
-                rule: format!("READDIR payload: {e}"),
-                request: req.summary(),
-                reply: format!("{} bytes", payload.len()),
-            })?;
+            let entries =
+                fuse_wire::parse_dirents(&payload, false).map_err(|e| Error::Violation {
+                    rule: format!("READDIR payload: {e}"),
+                    request: req.summary(),
+                    reply: format!("{} bytes", payload.len()),
+                })?;
             for e in &entries {
                 let name = String::from_utf8_lossy(e.name).into_owned();
                 if name != "." && name != ".." {
@@ -504,7 +574,10 @@ impl Kernel {
                 offset = e.dirent.off;
             }
         }
-        let rel = ReleaseIn { fh: open.fh, ..Default::default() };
+        let rel = ReleaseIn {
+            fh: open.fh,
+            ..Default::default()
+        };
         self.call_empty(&Request::new(Opcode::Releasedir, dir).arg(&rel))?;
         Ok(names)
     }
@@ -521,7 +594,9 @@ impl Kernel {
             });
         }
         if open.open_flags & FOPEN_DIRECT_IO != 0 {
-            return Err(Error::Unsupported(format!("FOPEN_DIRECT_IO on {node} (forces the direct path for every I/O)")));
+            return Err(Error::Unsupported(format!(
+                "FOPEN_DIRECT_IO on {node} (forces the direct path for every I/O)"
+            )));
         }
         inode.fh = Some(open.fh);
         inode.open_flags = open.open_flags;
@@ -533,7 +608,10 @@ impl Kernel {
         if let Some(fh) = self.inode(node)?.fh {
             return Ok(fh);
         }
-        let req = Request::new(Opcode::Open, node).arg(&OpenIn { flags: O_RDWR, open_flags: 0 });
+        let req = Request::new(Opcode::Open, node).arg(&OpenIn {
+            flags: O_RDWR,
+            open_flags: 0,
+        });
         let open: OpenOut = self.call_struct(&req)?;
         self.opened(&req, node, open)?;
         Ok(open.fh)
@@ -541,10 +619,19 @@ impl Kernel {
 
     /// Closes the file: FLUSH (sent even with FOPEN_NOFLUSH for iomap) and RELEASE.
     pub fn release(&mut self, node: NodeId) -> Result<()> {
-        let Some(fh) = self.inode(node)?.fh else { return Ok(()) };
-        let flush = FlushIn { fh, ..Default::default() };
+        let Some(fh) = self.inode(node)?.fh else {
+            return Ok(());
+        };
+        let flush = FlushIn {
+            fh,
+            ..Default::default()
+        };
         self.call_empty(&Request::new(Opcode::Flush, node).arg(&flush))?;
-        let rel = ReleaseIn { fh, flags: O_RDWR, ..Default::default() };
+        let rel = ReleaseIn {
+            fh,
+            flags: O_RDWR,
+            ..Default::default()
+        };
         self.call_empty(&Request::new(Opcode::Release, node).arg(&rel))?;
         self.inode_mut(node)?.fh = None;
         Ok(())
@@ -552,9 +639,14 @@ impl Kernel {
 
     /// Drops the kernel's inode: FORGET with every lookup reference it holds.
     pub fn forget(&mut self, node: NodeId) -> Result<()> {
-        let Some(inode) = self.inodes.remove(&node) else { return Ok(()) };
+        let Some(inode) = self.inodes.remove(&node) else {
+            return Ok(());
+        };
         if inode.nlookup > 0 {
-            self.session.send_only(&Request::new(Opcode::Forget, node).arg(&ForgetIn { nlookup: inode.nlookup }))?;
+            self.session
+                .send_only(&Request::new(Opcode::Forget, node).arg(&ForgetIn {
+                    nlookup: inode.nlookup,
+                }))?;
         }
         self.names.retain(|_, n| *n != node);
         Ok(())
@@ -564,7 +656,11 @@ impl Kernel {
     /// reply but keeps the in-core size (iomap inodes trust their cached size).
     pub fn getattr(&mut self, node: NodeId) -> Result<Attr> {
         let fh = self.inode(node)?.fh;
-        let arg = GetattrIn { getattr_flags: if fh.is_some() { FUSE_GETATTR_FH } else { 0 }, dummy: 0, fh: fh.unwrap_or(0) };
+        let arg = GetattrIn {
+            getattr_flags: if fh.is_some() { FUSE_GETATTR_FH } else { 0 },
+            dummy: 0,
+            fh: fh.unwrap_or(0),
+        };
         let out: AttrOut = self.call_struct(&Request::new(Opcode::Getattr, node).arg(&arg))?;
         let inode = self.inode_mut(node)?;
         inode.attr = out.attr;
@@ -577,7 +673,12 @@ impl Kernel {
     /// SETATTR with a size: the upcall part of truncate (see `Kernel::truncate`).
     pub(crate) fn setattr_size(&mut self, node: NodeId, size: u64) -> Result<Attr> {
         let fh = self.ensure_open(node)?;
-        let arg = SetattrIn { valid: FATTR_SIZE | FATTR_FH, fh, size, ..Default::default() };
+        let arg = SetattrIn {
+            valid: FATTR_SIZE | FATTR_FH,
+            fh,
+            size,
+            ..Default::default()
+        };
         let out: AttrOut = self.call_struct(&Request::new(Opcode::Setattr, node).arg(&arg))?;
         Ok(out.attr)
     }
@@ -591,21 +692,37 @@ impl Kernel {
             return Ok(());
         }
         let fh = self.ensure_open(node)?;
-        let req = Request::new(Opcode::Fsync, node).arg(&FsyncIn { fh, fsync_flags: 0, padding: 0 });
+        let req = Request::new(Opcode::Fsync, node).arg(&FsyncIn {
+            fh,
+            fsync_flags: 0,
+            padding: 0,
+        });
         match self.call(&req)? {
             Reply { error: 0, payload } if payload.is_empty() => Ok(()),
             Reply { error, .. } if -error == ENOSYS => {
                 self.conn.no_fsync = true;
                 Ok(())
             }
-            r if r.error != 0 => Err(Error::Errno { request: req.summary(), errno: -r.error }),
-            r => Err(Error::Violation { rule: "FSYNC reply carries no payload".into(), request: req.summary(), reply: r.summary() }),
+            r if r.error != 0 => Err(Error::Errno {
+                request: req.summary(),
+                errno: -r.error,
+            }),
+            r => Err(Error::Violation {
+                rule: "FSYNC reply carries no payload".into(),
+                request: req.summary(),
+                reply: r.summary(),
+            }),
         }
     }
 
     /// Writes back every inode's dirty pages.
     pub fn writeback_all(&mut self) -> Result<()> {
-        let mut nodes: Vec<NodeId> = self.inodes.iter().filter(|(_, i)| !i.dirty.is_empty()).map(|(&n, _)| n).collect();
+        let mut nodes: Vec<NodeId> = self
+            .inodes
+            .iter()
+            .filter(|(_, i)| !i.dirty.is_empty())
+            .map(|(&n, _)| n)
+            .collect();
         nodes.sort_unstable();
         for node in nodes {
             self.writeback(node)?;
@@ -627,8 +744,15 @@ impl Kernel {
                 self.conn.no_syncfs = true;
                 Ok(())
             }
-            0 => Err(Error::Violation { rule: "SYNCFS reply carries no payload".into(), request: req.summary(), reply: reply.summary() }),
-            e => Err(Error::Errno { request: req.summary(), errno: e }),
+            0 => Err(Error::Violation {
+                rule: "SYNCFS reply carries no payload".into(),
+                request: req.summary(),
+                reply: reply.summary(),
+            }),
+            e => Err(Error::Errno {
+                request: req.summary(),
+                errno: e,
+            }),
         }
     }
 
@@ -645,7 +769,10 @@ impl Kernel {
         let reply = self.call(&req)?;
         match -reply.error {
             0 | ENOSYS => Ok(()),
-            e => Err(Error::Errno { request: req.summary(), errno: e }),
+            e => Err(Error::Errno {
+                request: req.summary(),
+                errno: e,
+            }),
         }
     }
 
@@ -670,14 +797,19 @@ impl Kernel {
             }
         }
         self.call_empty(&Request::new(Opcode::Destroy, 0))?;
-        self.disk.sync_all().map_err(|e| Error::io("sync the image", e))?;
+        self.disk
+            .sync_all()
+            .map_err(|e| Error::io("sync the image", e))?;
         self.session.finish()
     }
 
     // ---- the block device ------------------------------------------------------------------
 
     fn check_device_range(&self, addr: u64, len: u64, what: &str) -> Result<()> {
-        if addr.checked_add(len).is_none_or(|end| end > self.sb.dev_size) {
+        if addr
+            .checked_add(len)
+            .is_none_or(|end| end > self.sb.dev_size)
+        {
             return Err(Error::Violation {
                 rule: format!(
                     "mapped I/O to device bytes [{addr}, +{len}) beyond the end of the device ({} bytes): the bio fails with EIO",
@@ -693,12 +825,16 @@ impl Kernel {
     /// Reads device bytes (a read bio).
     pub(crate) fn disk_read(&self, addr: u64, buf: &mut [u8], what: &str) -> Result<()> {
         self.check_device_range(addr, buf.len() as u64, what)?;
-        self.disk.read_exact_at(buf, addr).map_err(|e| Error::io(format!("read device at {addr}"), e))
+        self.disk
+            .read_exact_at(buf, addr)
+            .map_err(|e| Error::io(format!("read device at {addr}"), e))
     }
 
     /// Writes device bytes (a write bio).
     pub(crate) fn disk_write(&self, addr: u64, data: &[u8], what: &str) -> Result<()> {
         self.check_device_range(addr, data.len() as u64, what)?;
-        self.disk.write_all_at(data, addr).map_err(|e| Error::io(format!("write device at {addr}"), e))
+        self.disk
+            .write_all_at(data, addr)
+            .map_err(|e| Error::io(format!("write device at {addr}"), e))
     }
 }

@@ -54,7 +54,10 @@ impl SparseFile {
             let n = (CHUNK as usize - off).min(data.len() - done);
             let part = &data[done..done + n];
             if !all_zero(part) || self.chunks.contains_key(&idx) {
-                let chunk = self.chunks.entry(idx).or_insert_with(|| vec![0; CHUNK as usize]);
+                let chunk = self
+                    .chunks
+                    .entry(idx)
+                    .or_insert_with(|| vec![0; CHUNK as usize]);
                 chunk[off..off + n].copy_from_slice(part);
             }
             done += n;
@@ -132,13 +135,23 @@ impl SparseFile {
     pub fn check(&self, file: &str, what: &str, pos: u64, got: &[u8]) -> Result<()> {
         let want = self.read(pos, got.len() as u64);
         if want.len() != got.len() {
-            return Err(mismatch(file, what, None, format!("{} bytes", want.len()), format!("{} bytes", got.len())));
+            return Err(mismatch(
+                file,
+                what,
+                None,
+                format!("{} bytes", want.len()),
+                format!("{} bytes", got.len()),
+            ));
         }
         if want == got {
             return Ok(());
         }
         if let Some(i) = want.iter().zip(got).position(|(a, b)| a != b) {
-            let run = want[i..].iter().zip(&got[i..]).take_while(|(a, b)| a != b).count();
+            let run = want[i..]
+                .iter()
+                .zip(&got[i..])
+                .take_while(|(a, b)| a != b)
+                .count();
             return Err(mismatch(
                 file,
                 &format!("{what} ({run} differing bytes from here)"),
@@ -153,15 +166,33 @@ impl SparseFile {
     /// Compares an observed size with the oracle's.
     pub fn check_size(&self, file: &str, what: &str, got: u64) -> Result<()> {
         if got != self.size {
-            return Err(mismatch(file, what, None, format!("size {}", self.size), format!("size {got}")));
+            return Err(mismatch(
+                file,
+                what,
+                None,
+                format!("size {}", self.size),
+                format!("size {got}"),
+            ));
         }
         Ok(())
     }
 }
 
 /// Builds an oracle mismatch error.
-pub fn mismatch(file: &str, what: &str, offset: Option<u64>, expected: String, got: String) -> Error {
-    Error::Mismatch(Mismatch { file: file.to_string(), what: what.to_string(), offset, expected, got })
+pub fn mismatch(
+    file: &str,
+    what: &str,
+    offset: Option<u64>,
+    expected: String,
+    got: String,
+) -> Error {
+    Error::Mismatch(Mismatch {
+        file: file.to_string(),
+        what: what.to_string(),
+        offset,
+        expected,
+        got,
+    })
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ pub struct RunConfig {
 /// The block size a seed runs with unless told otherwise: every third seed uses 1 KiB
 /// blocks (sub-page blocks), the others 4 KiB. Replays get the same block size.
 pub fn block_size_for(seed: u64) -> u32 {
-    if seed % 3 == 0 {
+    if seed.is_multiple_of(3) {
         1024
     } else {
         4096
@@ -102,9 +102,17 @@ impl fmt::Display for RunReport {
             "seed {} (block size {}): {} ops, {} remounts, {:.1?}",
             self.seed, self.block_size, self.ops, self.remounts, self.elapsed
         )?;
-        let ops: Vec<String> = self.op_counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let ops: Vec<String> = self
+            .op_counts
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         writeln!(f, "  ops: {}", ops.join(", "))?;
-        let reqs: Vec<String> = self.requests.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let reqs: Vec<String> = self
+            .requests
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         write!(f, "  requests: {}", reqs.join(", "))
     }
 }
@@ -127,7 +135,11 @@ pub struct RunFailure {
 
 impl fmt::Display for RunFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "kmodel seed {} failed at step {} ({}):\n{}", self.seed, self.step, self.op, self.error)?;
+        writeln!(
+            f,
+            "kmodel seed {} failed at step {} ({}):\n{}",
+            self.seed, self.step, self.op, self.error
+        )?;
         writeln!(f, "recent operations:")?;
         for op in &self.recent {
             writeln!(f, "  {op}")?;
@@ -155,22 +167,72 @@ struct FileState {
 /// The random operations.
 #[derive(Debug, Clone)]
 enum Op {
-    Create { path: String },
-    Unlink { path: String },
-    Mkdir { path: String },
-    Write { path: String, pos: u64, len: u64 },
-    DirectWrite { path: String, pos: u64, len: u64 },
-    Append { path: String, len: u64 },
-    DirectAppend { path: String, len: u64 },
-    MmapWrite { path: String, pos: u64, len: u64 },
-    Read { path: String, pos: u64, len: u64 },
-    DirectRead { path: String, pos: u64, len: u64 },
-    Truncate { path: String, size: u64 },
-    Fallocate { path: String, mode: u32, offset: u64, len: u64 },
-    Fiemap { path: String, sync: bool },
-    Seek { path: String, pos: u64 },
-    Writeback { path: String },
-    Fsync { path: String },
+    Create {
+        path: String,
+    },
+    Unlink {
+        path: String,
+    },
+    Mkdir {
+        path: String,
+    },
+    Write {
+        path: String,
+        pos: u64,
+        len: u64,
+    },
+    DirectWrite {
+        path: String,
+        pos: u64,
+        len: u64,
+    },
+    Append {
+        path: String,
+        len: u64,
+    },
+    DirectAppend {
+        path: String,
+        len: u64,
+    },
+    MmapWrite {
+        path: String,
+        pos: u64,
+        len: u64,
+    },
+    Read {
+        path: String,
+        pos: u64,
+        len: u64,
+    },
+    DirectRead {
+        path: String,
+        pos: u64,
+        len: u64,
+    },
+    Truncate {
+        path: String,
+        size: u64,
+    },
+    Fallocate {
+        path: String,
+        mode: u32,
+        offset: u64,
+        len: u64,
+    },
+    Fiemap {
+        path: String,
+        sync: bool,
+    },
+    Seek {
+        path: String,
+        pos: u64,
+    },
+    Writeback {
+        path: String,
+    },
+    Fsync {
+        path: String,
+    },
     Syncfs,
     FreezeThaw,
 }
@@ -202,23 +264,34 @@ impl Op {
 
 /// Runs one seeded sequence. The seed is printed first so any run can be replayed.
 pub fn run(cfg: &RunConfig) -> std::result::Result<RunReport, Box<RunFailure>> {
-    println!("kmodel: seed {} ({} ops, block size {})", cfg.seed, cfg.ops, cfg.block_size);
+    println!(
+        "kmodel: seed {} ({} ops, block size {})",
+        cfg.seed, cfg.ops, cfg.block_size
+    );
     let started = Instant::now();
     let temp = match &cfg.workdir {
         Some(_) => None,
-        None => Some(tempfile::Builder::new().prefix("kmodel-").tempdir().map_err(|e| {
-            Box::new(RunFailure {
-                seed: cfg.seed,
-                ops: cfg.ops,
-                step: 0,
-                op: "setup".into(),
-                error: Error::io("create a work directory", e),
-                recent: Vec::new(),
-                workdir: None,
-            })
-        })?),
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("kmodel-")
+                .tempdir()
+                .map_err(|e| {
+                    Box::new(RunFailure {
+                        seed: cfg.seed,
+                        ops: cfg.ops,
+                        step: 0,
+                        op: "setup".into(),
+                        error: Error::io("create a work directory", e),
+                        recent: Vec::new(),
+                        workdir: None,
+                    })
+                })?,
+        ),
     };
-    let workdir = cfg.workdir.clone().unwrap_or_else(|| temp.as_ref().expect("made above").path().to_path_buf());
+    let workdir = cfg
+        .workdir
+        .clone()
+        .unwrap_or_else(|| temp.as_ref().expect("made above").path().to_path_buf());
     let mut runner = Runner::new(cfg, workdir.clone());
     let result = runner.run_all();
     let mut report = runner.report;
@@ -277,7 +350,11 @@ impl<'a> Runner<'a> {
             step: 0,
             current: "setup".into(),
             recent: VecDeque::new(),
-            report: RunReport { seed: cfg.seed, block_size: cfg.block_size, ..Default::default() },
+            report: RunReport {
+                seed: cfg.seed,
+                block_size: cfg.block_size,
+                ..Default::default()
+            },
         }
     }
 
@@ -293,10 +370,10 @@ impl<'a> Runner<'a> {
             self.apply(Op::Create { path })?;
         }
         while self.step < self.cfg.ops {
-            if self.step > 0 && self.step % self.cfg.remount_every == 0 {
+            if self.step > 0 && self.step.is_multiple_of(self.cfg.remount_every) {
                 self.current = "remount".into();
                 self.remount(self.cfg.fsck_on_remount)?;
-            } else if self.step > 0 && self.step % self.cfg.verify_every == 0 {
+            } else if self.step > 0 && self.step.is_multiple_of(self.cfg.verify_every) {
                 self.current = "verify all files".into();
                 self.verify_all(false)?;
             }
@@ -311,7 +388,8 @@ impl<'a> Runner<'a> {
                 self.k().syncfs()?;
                 image::fsck(&self.spec.image)?;
             }
-            self.recent.push_back(format!("{:6} {}", self.step, self.current));
+            self.recent
+                .push_back(format!("{:6} {}", self.step, self.current));
             if self.recent.len() > 25 {
                 self.recent.pop_front();
             }
@@ -380,7 +458,9 @@ impl<'a> Runner<'a> {
 
     fn choose(&mut self) -> Op {
         if self.files.is_empty() {
-            return Op::Create { path: self.new_path(true) };
+            return Op::Create {
+                path: self.new_path(true),
+            };
         }
         let path = self.pick_file();
         let size = self.size_of(&path);
@@ -398,9 +478,14 @@ impl<'a> Runner<'a> {
                 Op::DirectWrite { path, pos, len }
             }
             300..370 => {
-                let len = self.gen_len(size.min(self.cfg.max_file_size - 1)).min(64 << 10);
+                let len = self
+                    .gen_len(size.min(self.cfg.max_file_size - 1))
+                    .min(64 << 10);
                 if size + len > self.cfg.max_file_size {
-                    return Op::Truncate { path, size: size / 2 };
+                    return Op::Truncate {
+                        path,
+                        size: size / 2,
+                    };
                 }
                 Op::Append { path, len }
             }
@@ -408,7 +493,10 @@ impl<'a> Runner<'a> {
                 let len = self.gen_len(0).min(128 << 10);
                 let len = self.aligned(0, len).1;
                 if size + len > self.cfg.max_file_size {
-                    return Op::Truncate { path, size: size / 3 };
+                    return Op::Truncate {
+                        path,
+                        size: size / 3,
+                    };
                 }
                 Op::DirectAppend { path, len }
             }
@@ -435,7 +523,10 @@ impl<'a> Runner<'a> {
                     4..8 => size + self.rng.random_range(0..(512 << 10)),
                     _ => self.rng.random_range(0..self.cfg.max_file_size) / bs * bs,
                 };
-                Op::Truncate { path, size: new.min(self.cfg.max_file_size) }
+                Op::Truncate {
+                    path,
+                    size: new.min(self.cfg.max_file_size),
+                }
             }
             660..740 => {
                 let modes = [
@@ -449,24 +540,44 @@ impl<'a> Runner<'a> {
                 let mode = modes[self.rng.random_range(0..modes.len())];
                 let offset = self.gen_pos(size);
                 let len = self.gen_len(offset);
-                Op::Fallocate { path, mode, offset, len }
+                Op::Fallocate {
+                    path,
+                    mode,
+                    offset,
+                    len,
+                }
             }
-            740..770 => Op::Fiemap { sync: self.rng.random_bool(0.5), path },
+            740..770 => Op::Fiemap {
+                sync: self.rng.random_bool(0.5),
+                path,
+            },
             770..810 => {
-                let pos = if size == 0 { 0 } else { self.rng.random_range(0..size) };
+                let pos = if size == 0 {
+                    0
+                } else {
+                    self.rng.random_range(0..size)
+                };
                 Op::Seek { path, pos }
             }
             810..860 => Op::Writeback { path },
             860..900 => Op::Fsync { path },
             900..910 => Op::Syncfs,
             910..918 => Op::FreezeThaw,
-            918..960 if self.files.len() < self.cfg.max_files => Op::Create { path: self.new_path(true) },
+            918..960 if self.files.len() < self.cfg.max_files => Op::Create {
+                path: self.new_path(true),
+            },
             960..975 if self.files.len() > 2 => Op::Unlink { path },
             975..980 if self.dirs.len() < 3 => {
                 self.next_name += 1;
-                Op::Mkdir { path: format!("d{}", self.next_name) }
+                Op::Mkdir {
+                    path: format!("d{}", self.next_name),
+                }
             }
-            _ => Op::Read { path, pos: 0, len: size.max(1) },
+            _ => Op::Read {
+                path,
+                pos: 0,
+                len: size.max(1),
+            },
         }
     }
 
@@ -534,7 +645,13 @@ impl<'a> Runner<'a> {
             Op::Create { path } => {
                 let (parent, name) = self.parent_and_name(&path)?;
                 let node = self.k().create(parent, &name, 0o644)?;
-                self.files.insert(path, FileState { oracle: SparseFile::new(), node: Some(node) });
+                self.files.insert(
+                    path,
+                    FileState {
+                        oracle: SparseFile::new(),
+                        node: Some(node),
+                    },
+                );
             }
             Op::Unlink { path } => {
                 let (parent, name) = self.parent_and_name(&path)?;
@@ -542,7 +659,8 @@ impl<'a> Runner<'a> {
                 self.files.remove(&path);
             }
             Op::Mkdir { path } => {
-                self.k().mkdir(fuse_wire::consts::FUSE_ROOT_ID, &path, 0o755)?;
+                self.k()
+                    .mkdir(fuse_wire::consts::FUSE_ROOT_ID, &path, 0o755)?;
                 self.dirs.insert(path);
             }
             Op::Write { path, pos, len } => {
@@ -550,7 +668,13 @@ impl<'a> Runner<'a> {
                 let data = self.data(len);
                 let n = self.k().write(node, pos, &data)?;
                 if n != len {
-                    return Err(mismatch(&path, "bytes written", None, len.to_string(), n.to_string()));
+                    return Err(mismatch(
+                        &path,
+                        "bytes written",
+                        None,
+                        len.to_string(),
+                        n.to_string(),
+                    ));
                 }
                 self.oracle(&path).write(pos, &data);
                 self.check_around(&path, "read after buffered write", pos, len)?;
@@ -560,12 +684,23 @@ impl<'a> Runner<'a> {
                 let data = self.data(len);
                 let n = self.k().write_direct(node, pos, &data, 0)?;
                 if n != len {
-                    return Err(mismatch(&path, "bytes written by a direct write", None, len.to_string(), n.to_string()));
+                    return Err(mismatch(
+                        &path,
+                        "bytes written by a direct write",
+                        None,
+                        len.to_string(),
+                        n.to_string(),
+                    ));
                 }
                 self.oracle(&path).write(pos, &data);
                 self.check_size(&path, "size after direct write")?;
                 let got = self.k().read_direct(node, pos, len)?;
-                self.files[&path].oracle.check(&path, "direct read after direct write", pos, &got)?;
+                self.files[&path].oracle.check(
+                    &path,
+                    "direct read after direct write",
+                    pos,
+                    &got,
+                )?;
                 self.check_around(&path, "read after direct write", pos, len)?;
             }
             Op::Append { path, len } => {
@@ -573,18 +708,30 @@ impl<'a> Runner<'a> {
                 let data = self.data(len);
                 let at = self.k().append(node, &data)?;
                 if self.k().inode(node)?.i_size != at + len {
-                    return Err(mismatch(&path, "size after append", None, (at + len).to_string(), "a short write".into()));
+                    return Err(mismatch(
+                        &path,
+                        "size after append",
+                        None,
+                        (at + len).to_string(),
+                        "a short write".into(),
+                    ));
                 }
                 let want = self.size_of(&path);
                 if at != want {
-                    return Err(mismatch(&path, "O_APPEND position", None, want.to_string(), at.to_string()));
+                    return Err(mismatch(
+                        &path,
+                        "O_APPEND position",
+                        None,
+                        want.to_string(),
+                        at.to_string(),
+                    ));
                 }
                 self.oracle(&path).write(at, &data);
                 self.check_around(&path, "read after append", at, len)?;
             }
             Op::DirectAppend { path, len } => {
                 let size = self.size_of(&path);
-                if size % bs != 0 {
+                if !size.is_multiple_of(bs) {
                     // O_DIRECT needs an aligned EOF here; append through the page cache.
                     return self.apply(Op::Append { path, len });
                 }
@@ -592,7 +739,13 @@ impl<'a> Runner<'a> {
                 let data = self.data(len);
                 let n = self.k().write_direct(node, size, &data, 0)?;
                 if n != len {
-                    return Err(mismatch(&path, "bytes written by a direct append", None, len.to_string(), n.to_string()));
+                    return Err(mismatch(
+                        &path,
+                        "bytes written by a direct append",
+                        None,
+                        len.to_string(),
+                        n.to_string(),
+                    ));
                 }
                 self.oracle(&path).write(size, &data);
                 self.check_around(&path, "read after direct append", size, len)?;
@@ -611,15 +764,27 @@ impl<'a> Runner<'a> {
             Op::DirectRead { path, pos, len } => {
                 let node = self.node(&path)?;
                 let got = self.k().read_direct(node, pos, len)?;
-                self.files[&path].oracle.check(&path, "direct read", pos, &got)?;
+                self.files[&path]
+                    .oracle
+                    .check(&path, "direct read", pos, &got)?;
             }
             Op::Truncate { path, size } => {
                 let node = self.node(&path)?;
                 self.k().truncate(node, size)?;
                 self.oracle(&path).set_size(size);
-                self.check_around(&path, "read around EOF after truncate", size.saturating_sub(2 * bs), 4 * bs)?;
+                self.check_around(
+                    &path,
+                    "read around EOF after truncate",
+                    size.saturating_sub(2 * bs),
+                    4 * bs,
+                )?;
             }
-            Op::Fallocate { path, mode, offset, len } => {
+            Op::Fallocate {
+                path,
+                mode,
+                offset,
+                len,
+            } => {
                 let node = self.node(&path)?;
                 self.k().fallocate(node, mode, offset, len)?;
                 let o = self.oracle(&path);
@@ -642,7 +807,11 @@ impl<'a> Runner<'a> {
                 self.k().fsync(node)?;
                 // fsync promises the size is durable: the server must report it now.
                 let attr = self.k().getattr(node)?;
-                self.files[&path].oracle.check_size(&path, "size the server reports after fsync", attr.size)?;
+                self.files[&path].oracle.check_size(
+                    &path,
+                    "size the server reports after fsync",
+                    attr.size,
+                )?;
             }
             Op::Syncfs => self.k().syncfs()?,
             Op::FreezeThaw => {
@@ -663,24 +832,46 @@ impl<'a> Runner<'a> {
         let bs = self.cfg.block_size as u64;
         let node = self.node(path)?;
         let size = self.size_of(path);
-        let extents = self.k().fiemap(node, 0, size.div_ceil(bs) * bs + 16 * bs, sync)?;
-        let bad = |what: String| mismatch(path, "FIEMAP", None, "a consistent extent list".into(), what);
+        let extents = self
+            .k()
+            .fiemap(node, 0, size.div_ceil(bs) * bs + 16 * bs, sync)?;
+        let bad = |what: String| {
+            mismatch(
+                path,
+                "FIEMAP",
+                None,
+                "a consistent extent list".into(),
+                what,
+            )
+        };
         let mut prev_end = 0;
         for (i, e) in extents.iter().enumerate() {
             if e.logical % bs != 0 || e.length % bs != 0 || e.length == 0 || e.logical < prev_end {
-                return Err(bad(format!("extent {i} {e:?} unaligned, empty or overlapping (previous end {prev_end})")));
+                return Err(bad(format!(
+                    "extent {i} {e:?} unaligned, empty or overlapping (previous end {prev_end})"
+                )));
             }
             if (e.flags & FIEMAP_EXTENT_LAST != 0) != (i + 1 == extents.len()) {
-                return Err(bad(format!("extent {i} {e:?}: FIEMAP_EXTENT_LAST on the wrong extent")));
+                return Err(bad(format!(
+                    "extent {i} {e:?}: FIEMAP_EXTENT_LAST on the wrong extent"
+                )));
             }
             prev_end = e.logical + e.length;
         }
         for blk in self.files[path].oracle.nonzero_blocks(bs) {
-            let ext = extents.iter().find(|e| e.logical <= blk && blk < e.logical + e.length);
+            let ext = extents
+                .iter()
+                .find(|e| e.logical <= blk && blk < e.logical + e.length);
             match ext {
-                None => return Err(bad(format!("block at {blk} holds data but no extent covers it"))),
+                None => {
+                    return Err(bad(format!(
+                        "block at {blk} holds data but no extent covers it"
+                    )))
+                }
                 Some(e) if sync && e.flags & FIEMAP_EXTENT_UNWRITTEN != 0 => {
-                    return Err(bad(format!("block at {blk} holds synced data but its extent {e:?} is still unwritten")))
+                    return Err(bad(format!(
+                        "block at {blk} holds synced data but its extent {e:?} is still unwritten"
+                    )))
                 }
                 _ => {}
             }
@@ -698,7 +889,13 @@ impl<'a> Runner<'a> {
         let oracle = &self.files[path].oracle;
         if pos >= size {
             if data.is_some() || hole.is_some() {
-                return Err(mismatch(path, "lseek at or past EOF", Some(pos), "ENXIO".into(), format!("{data:?}/{hole:?}")));
+                return Err(mismatch(
+                    path,
+                    "lseek at or past EOF",
+                    Some(pos),
+                    "ENXIO".into(),
+                    format!("{data:?}/{hole:?}"),
+                ));
             }
             return Ok(());
         }
@@ -716,11 +913,23 @@ impl<'a> Runner<'a> {
             Some(h) if h >= pos && h <= size => {
                 let block_end = ((h / bs) + 1) * bs;
                 if h < size && !oracle.is_zero(h, block_end.min(size) - h) {
-                    return Err(mismatch(path, "SEEK_HOLE stopped in data", Some(h), "zeroes from the hole on".into(), "data".into()));
+                    return Err(mismatch(
+                        path,
+                        "SEEK_HOLE stopped in data",
+                        Some(h),
+                        "zeroes from the hole on".into(),
+                        "data".into(),
+                    ));
                 }
             }
             other => {
-                return Err(mismatch(path, "SEEK_HOLE", Some(pos), format!("a hole in [{pos}, {size}]"), format!("{other:?}")))
+                return Err(mismatch(
+                    path,
+                    "SEEK_HOLE",
+                    Some(pos),
+                    format!("a hole in [{pos}, {size}]"),
+                    format!("{other:?}"),
+                ))
             }
         }
         Ok(())
@@ -736,8 +945,12 @@ impl<'a> Runner<'a> {
             let size = self.size_of(path);
             if direct && i % 2 == 0 {
                 let node = self.node(path)?;
-                let got = self.k().read_direct(node, 0, size.div_ceil(bs).max(1) * bs)?;
-                self.files[path].oracle.check(path, "full direct read", 0, &got)?;
+                let got = self
+                    .k()
+                    .read_direct(node, 0, size.div_ceil(bs).max(1) * bs)?;
+                self.files[path]
+                    .oracle
+                    .check(path, "full direct read", 0, &got)?;
             } else {
                 self.check_range(path, "full read", 0, size.max(1))?;
             }
@@ -755,7 +968,11 @@ impl<'a> Runner<'a> {
         if fsck {
             image::fsck(&self.spec.image)?;
         }
-        let files: BTreeMap<String, SparseFile> = self.files.iter().map(|(p, f)| (p.clone(), f.oracle.clone())).collect();
+        let files: BTreeMap<String, SparseFile> = self
+            .files
+            .iter()
+            .map(|(p, f)| (p.clone(), f.oracle.clone()))
+            .collect();
         image::independent_check(&self.spec.image, &files, &self.dirs)
     }
 
@@ -771,7 +988,9 @@ impl<'a> Runner<'a> {
         for path in &paths {
             let node = self.node(path)?;
             let size = self.k().inode(node)?.i_size;
-            self.files[path].oracle.check_size(path, "size after remount", size)?;
+            self.files[path]
+                .oracle
+                .check_size(path, "size after remount", size)?;
         }
         self.verify_all(true)
     }

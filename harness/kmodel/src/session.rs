@@ -60,18 +60,26 @@ impl Session {
     pub fn spawn(spec: &ServerSpec, reply_timeout: Duration) -> Result<Session> {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sock_path = spec.workdir.join(format!("kmodel-{}-{n}.sock", std::process::id()));
+        let sock_path = spec
+            .workdir
+            .join(format!("kmodel-{}-{n}.sock", std::process::id()));
         let log = spec.workdir.join(format!("iomapfs-{n}.log"));
-        let log_file = File::create(&log).map_err(|e| Error::io(format!("create {}", log.display()), e))?;
+        let log_file =
+            File::create(&log).map_err(|e| Error::io(format!("create {}", log.display()), e))?;
         let mut cmd = Command::new(&spec.binary);
         cmd.arg(&spec.image).arg("--kernel-socket").arg(&sock_path);
         if !spec.options.is_empty() {
             cmd.arg("-o").arg(spec.options.join(","));
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::io(format!("cannot start the server {}", spec.binary.display()), e))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        let mut child = cmd.spawn().map_err(|e| {
+            Error::io(
+                format!("cannot start the server {}", spec.binary.display()),
+                e,
+            )
+        })?;
         let sock = match connect_when_ready(&sock_path, &mut child) {
             Ok(sock) => sock,
             Err(what) => {
@@ -89,8 +97,12 @@ impl Session {
 
     /// Wraps an already connected SEQPACKET socket (a fake server in tests).
     pub fn with_socket(sock: OwnedFd, reply_timeout: Duration) -> Result<Session> {
-        rustix::net::sockopt::set_socket_timeout(&sock, rustix::net::sockopt::Timeout::Recv, Some(reply_timeout))
-            .map_err(|e| Error::io("set the socket's receive timeout", e.into()))?;
+        rustix::net::sockopt::set_socket_timeout(
+            &sock,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(reply_timeout),
+        )
+        .map_err(|e| Error::io("set the socket's receive timeout", e.into()))?;
         Ok(Session {
             sock,
             child: None,
@@ -115,7 +127,10 @@ impl Session {
                 reply: hex_prefix(&msg),
             })?;
             if view.is_notification() {
-                self.notifications.push(Notification { code: view.header.error, payload: view.payload.to_vec() });
+                self.notifications.push(Notification {
+                    code: view.header.error,
+                    payload: view.payload.to_vec(),
+                });
                 continue;
             }
             if view.header.unique != unique {
@@ -128,7 +143,10 @@ impl Session {
                     reply: hex_prefix(&msg),
                 });
             }
-            let reply = Reply { error: view.header.error, payload: view.payload.to_vec() };
+            let reply = Reply {
+                error: view.header.error,
+                payload: view.payload.to_vec(),
+            };
             if self.trace {
                 eprintln!("kmodel: {} -> {}", req.summary(), reply.summary());
             }
@@ -148,24 +166,35 @@ impl Session {
         *self.counts.entry(format!("{:?}", req.opcode)).or_default() += 1;
         match rustix::net::send(&self.sock, &bytes, SendFlags::NOSIGNAL) {
             Ok(n) if n == bytes.len() => Ok(self.unique),
-            Ok(n) => Err(Error::Server(format!("short send of {}: {n} of {} bytes", req.summary(), bytes.len()))),
+            Ok(n) => Err(Error::Server(format!(
+                "short send of {}: {n} of {} bytes",
+                req.summary(),
+                bytes.len()
+            ))),
             Err(e) => Err(self.dead(&format!("cannot send {}: {e}", req.summary()))),
         }
     }
 
     fn receive(&mut self, req: &Request) -> Result<Vec<u8>> {
         match rustix::net::recv(&self.sock, &mut self.buf[..], RecvFlags::TRUNC) {
-            Ok((_, 0)) => Err(self.dead(&format!("the server hung up while {} waited for its reply", req.summary()))),
+            Ok((_, 0)) => Err(self.dead(&format!(
+                "the server hung up while {} waited for its reply",
+                req.summary()
+            ))),
             Ok((_, n)) if n > self.buf.len() => Err(Error::Server(format!(
                 "reply to {} is {n} bytes, more than the {} a request buffer holds",
                 req.summary(),
                 self.buf.len()
             ))),
             Ok((n, _)) => Ok(self.buf[..n].to_vec()),
-            Err(rustix::io::Errno::AGAIN) => {
-                Err(self.dead(&format!("no reply to {} within the reply timeout (server hung?)", req.summary())))
-            }
-            Err(e) => Err(self.dead(&format!("receiving the reply to {} failed: {e}", req.summary()))),
+            Err(rustix::io::Errno::AGAIN) => Err(self.dead(&format!(
+                "no reply to {} within the reply timeout (server hung?)",
+                req.summary()
+            ))),
+            Err(e) => Err(self.dead(&format!(
+                "receiving the reply to {} failed: {e}",
+                req.summary()
+            ))),
         }
     }
 
@@ -181,7 +210,9 @@ impl Session {
 
     /// The last lines of the server's log, prefixed for appending to a message.
     pub fn log_tail(&self) -> String {
-        let Some(path) = &self.log else { return String::new() };
+        let Some(path) = &self.log else {
+            return String::new();
+        };
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(15)..].join("\n    ");
@@ -195,15 +226,22 @@ impl Session {
     /// After DESTROY: hang up and wait for the server to exit successfully.
     pub fn finish(mut self) -> Result<()> {
         let _ = rustix::net::shutdown(&self.sock, rustix::net::Shutdown::Both);
-        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
         let deadline = Instant::now() + EXIT_TIMEOUT;
         loop {
             match child.try_wait() {
                 Ok(Some(status)) if status.success() => return Ok(()),
                 Ok(Some(status)) => {
-                    return Err(Error::Server(format!("server exited with {status} after DESTROY{}", self.log_tail())))
+                    return Err(Error::Server(format!(
+                        "server exited with {status} after DESTROY{}",
+                        self.log_tail()
+                    )))
                 }
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
                 Ok(None) => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -229,19 +267,30 @@ impl Drop for Session {
 
 /// Connects to `path` once the server listens there; fails early if the server exits.
 fn connect_when_ready(path: &Path, child: &mut Child) -> std::result::Result<OwnedFd, String> {
-    let addr = SocketAddrUnix::new(path).map_err(|e| format!("socket path {}: {e}", path.display()))?;
+    let addr =
+        SocketAddrUnix::new(path).map_err(|e| format!("socket path {}: {e}", path.display()))?;
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        let sock = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
-            .map_err(|e| format!("cannot create a SEQPACKET socket: {e}"))?;
+        let sock = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| format!("cannot create a SEQPACKET socket: {e}"))?;
         match rustix::net::connect(&sock, &addr) {
             Ok(()) => return Ok(sock),
             Err(e) => {
                 if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("the server exited before accepting a connection: {status}"));
+                    return Err(format!(
+                        "the server exited before accepting a connection: {status}"
+                    ));
                 }
                 if Instant::now() >= deadline {
-                    return Err(format!("cannot connect to {} within {START_TIMEOUT:?}: {e}", path.display()));
+                    return Err(format!(
+                        "cannot connect to {} within {START_TIMEOUT:?}: {e}",
+                        path.display()
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -251,8 +300,13 @@ fn connect_when_ready(path: &Path, child: &mut Child) -> std::result::Result<Own
 
 /// A connected pair for tests that play the server themselves.
 pub fn socket_pair() -> Result<(OwnedFd, OwnedFd)> {
-    rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
-        .map_err(|e| Error::io("socketpair", e.into()))
+    rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::io("socketpair", e.into()))
 }
 
 fn hex_prefix(bytes: &[u8]) -> String {

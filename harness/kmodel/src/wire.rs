@@ -23,7 +23,12 @@ pub struct Request {
 
 impl Request {
     pub fn new(opcode: Opcode, nodeid: u64) -> Request {
-        Request { opcode, nodeid, body: Vec::new(), args: String::new() }
+        Request {
+            opcode,
+            nodeid,
+            body: Vec::new(),
+            args: String::new(),
+        }
     }
 
     /// Appends a fixed argument struct.
@@ -90,7 +95,12 @@ impl Reply {
         if self.error != 0 {
             return format!("error {}", crate::error::errno_name(-self.error));
         }
-        let shown: String = self.payload.iter().take(64).map(|b| format!("{b:02x}")).collect();
+        let shown: String = self
+            .payload
+            .iter()
+            .take(64)
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let more = if self.payload.len() > 64 { "…" } else { "" };
         format!("{} bytes: {shown}{more}", self.payload.len())
     }
@@ -119,7 +129,11 @@ pub fn opflags_str(opflags: u32) -> String {
         (FUSE_IOMAP_OP_SWAPFILE, "SWAPFILE"),
         (FUSE_IOMAP_OP_WRITEBACK, "WRITEBACK"),
     ];
-    bits_str(opflags as u64, NAMES.iter().map(|&(v, n)| (v as u64, n)), "0")
+    bits_str(
+        opflags as u64,
+        NAMES.iter().map(|&(v, n)| (v as u64, n)),
+        "0",
+    )
 }
 
 /// "UNWRITTEN|DIRECT" for ioend flags.
@@ -189,7 +203,11 @@ pub fn type_str(type_: u16) -> String {
 
 /// "MAPPED [4096, +8192) addr 0x10000 dev 1 flags NEW|DIRTY".
 pub fn io_str(io: &IomapIo) -> String {
-    let addr = if io.addr == FUSE_IOMAP_NULL_ADDR { "NULL".to_string() } else { format!("{:#x}", io.addr) };
+    let addr = if io.addr == FUSE_IOMAP_NULL_ADDR {
+        "NULL".to_string()
+    } else {
+        format!("{:#x}", io.addr)
+    };
     format!(
         "{} [{}, +{}) addr {} dev {} flags {}",
         type_str(io.type_),

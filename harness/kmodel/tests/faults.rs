@@ -29,8 +29,14 @@ fn random_run_catches(fault: &str, expected: impl Fn(&Error) -> bool) {
     match run(vec![format!("fault={fault}")]) {
         Ok(report) => panic!("fault {fault} went unnoticed by a random run: {report}"),
         Err(failure) => {
-            println!("fault {fault} caught at step {} ({}):\n{}", failure.step, failure.op, failure.error);
-            assert!(expected(&failure.error), "fault {fault} caught, but not as expected:\n{failure}");
+            println!(
+                "fault {fault} caught at step {} ({}):\n{}",
+                failure.step, failure.op, failure.error
+            );
+            assert!(
+                expected(&failure.error),
+                "fault {fault} caught, but not as expected:\n{failure}"
+            );
         }
     }
 }
@@ -52,7 +58,8 @@ fn map_off_by_one_block_is_caught() {
     let mut oracle = SparseFile::new();
     oracle.write(0, &data);
     let files = [("f".to_string(), oracle)].into_iter().collect();
-    let err = kmodel::image::independent_check(&fx.spec.image, &files, &Default::default()).unwrap_err();
+    let err =
+        kmodel::image::independent_check(&fx.spec.image, &files, &Default::default()).unwrap_err();
     assert!(matches!(err, Error::Independent(_)), "{err}");
     println!("caught: {err}");
 
@@ -75,12 +82,16 @@ fn skip_unwritten_conversion_is_caught() {
     let mut oracle = SparseFile::new();
     oracle.write(8192, &data);
     let got = k.read_direct(f, 8192, 4096).unwrap();
-    let err = oracle.check("f", "direct read after direct write", 8192, &got).unwrap_err();
+    let err = oracle
+        .check("f", "direct read after direct write", 8192, &got)
+        .unwrap_err();
     assert!(matches!(err, Error::Mismatch(_)), "{err}");
     println!("caught: {err}");
     k.destroy().unwrap();
 
-    random_run_catches("skip_unwritten_conversion", |e| matches!(e, Error::Mismatch(_) | Error::Independent(_)));
+    random_run_catches("skip_unwritten_conversion", |e| {
+        matches!(e, Error::Mismatch(_) | Error::Independent(_))
+    });
 }
 
 #[test]
@@ -97,17 +108,22 @@ fn lose_append_size_is_caught() {
     }
     k.fsync(f).unwrap();
     let attr = k.getattr(f).unwrap();
-    let err = oracle.check_size("f", "size after fsync", attr.size).unwrap_err();
+    let err = oracle
+        .check_size("f", "size after fsync", attr.size)
+        .unwrap_err();
     assert!(matches!(err, Error::Mismatch(_)), "{err}");
     println!("caught: {err}");
     k.destroy().unwrap();
     let mut k = fx.mount();
     let f = k.lookup(FUSE_ROOT_ID, "f").unwrap();
-    let err = oracle.check_size("f", "size after remount", k.inode(f).unwrap().i_size).unwrap_err();
+    let err = oracle
+        .check_size("f", "size after remount", k.inode(f).unwrap().i_size)
+        .unwrap_err();
     println!("caught again after remount: {err}");
     k.destroy().unwrap();
 
     random_run_catches("lose_append_size", |e| {
-        matches!(e, Error::Mismatch(m) if m.what.contains("size")) || matches!(e, Error::Independent(s) if s.contains("size"))
+        matches!(e, Error::Mismatch(m) if m.what.contains("size"))
+            || matches!(e, Error::Independent(s) if s.contains("size"))
     });
 }

@@ -24,19 +24,31 @@ fn setup(block_size: u32) -> (Fixture, Kernel, NodeId, u64) {
 }
 
 fn pattern(len: u64, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+        .collect()
 }
 
 /// The mapping starts at or before `pos` on a block boundary and covers it.
 fn assert_covers(io: &IomapIo, pos: u64, bs: u64) {
-    assert!(io.offset <= pos && pos < io.offset + io.length, "{io:?} does not cover {pos}");
+    assert!(
+        io.offset <= pos && pos < io.offset + io.length,
+        "{io:?} does not cover {pos}"
+    );
     assert_eq!(io.offset % bs, 0, "{io:?} offset not block aligned");
     assert_eq!(io.length % bs, 0, "{io:?} length not block aligned");
 }
 
 fn assert_pure_overwrite(write: &IomapIo, read: &IomapIo) {
-    assert_eq!(write.type_, FUSE_IOMAP_TYPE_PURE_OVERWRITE, "write slot {write:?}");
-    assert_eq!((write.offset, write.length), (read.offset, read.length), "write slot mirrors read");
+    assert_eq!(
+        write.type_, FUSE_IOMAP_TYPE_PURE_OVERWRITE,
+        "write slot {write:?}"
+    );
+    assert_eq!(
+        (write.offset, write.length),
+        (read.offset, read.length),
+        "write slot mirrors read"
+    );
 }
 
 fn finish(fx: &Fixture, k: Kernel) {
@@ -75,7 +87,10 @@ fn direct_read_mappings() {
     assert_eq!(out.read.type_, FUSE_IOMAP_TYPE_MAPPED);
     assert_covers(&out.read, bs, bs);
     let out = k.begin_raw(f, FUSE_IOMAP_OP_DIRECT, 0, bs).unwrap();
-    assert_eq!(out.read.type_, FUSE_IOMAP_TYPE_HOLE, "block 0 was never written");
+    assert_eq!(
+        out.read.type_, FUSE_IOMAP_TYPE_HOLE,
+        "block 0 was never written"
+    );
     // Direct read of a partly written range: zeroes for the hole, data for the rest.
     let got = k.read_direct(f, 0, 2 * bs).unwrap();
     assert_eq!(&got[..bs as usize], &vec![0u8; bs as usize][..]);
@@ -89,12 +104,18 @@ fn write_into_a_hole_allocates_unwritten_new_dirty_and_end_releases_it() {
     let pos = 5 * bs;
     let out = k.begin_raw(f, FUSE_IOMAP_OP_WRITE, pos, 100).unwrap();
     assert_eq!(out.read.type_, FUSE_IOMAP_TYPE_UNWRITTEN, "{:?}", out.read);
-    assert_eq!(out.read.flags & (FUSE_IOMAP_F_NEW | FUSE_IOMAP_F_DIRTY), FUSE_IOMAP_F_NEW | FUSE_IOMAP_F_DIRTY);
+    assert_eq!(
+        out.read.flags & (FUSE_IOMAP_F_NEW | FUSE_IOMAP_F_DIRTY),
+        FUSE_IOMAP_F_NEW | FUSE_IOMAP_F_DIRTY
+    );
     assert_eq!(out.read.dev, 1);
     assert_covers(&out.read, pos, bs);
     assert_pure_overwrite(&out.write, &out.read);
     let report = k.begin_raw(f, FUSE_IOMAP_OP_REPORT, pos, 100).unwrap();
-    assert_eq!(report.read.type_, FUSE_IOMAP_TYPE_UNWRITTEN, "the allocation is visible to REPORT");
+    assert_eq!(
+        report.read.type_, FUSE_IOMAP_TYPE_UNWRITTEN,
+        "the allocation is visible to REPORT"
+    );
     // A write that copied nothing: END (written < count) lets the server drop the blocks.
     let end = IomapEndIn {
         opflags: FUSE_IOMAP_OP_WRITE,
@@ -107,7 +128,11 @@ fn write_into_a_hole_allocates_unwritten_new_dirty_and_end_releases_it() {
     };
     k.end_raw(f, end).unwrap();
     let report = k.begin_raw(f, FUSE_IOMAP_OP_REPORT, pos, 100).unwrap();
-    assert_eq!(report.read.type_, FUSE_IOMAP_TYPE_HOLE, "unused allocation released by END: {:?}", report.read);
+    assert_eq!(
+        report.read.type_, FUSE_IOMAP_TYPE_HOLE,
+        "unused allocation released by END: {:?}",
+        report.read
+    );
     finish(&fx, k);
 }
 
@@ -126,8 +151,15 @@ fn buffered_write_then_writeback_converts_and_appends() {
     // The ioend (UNWRITTEN|WRITEBACK|APPEND) converted the extent and persisted the size.
     let after = k.begin_raw(f, FUSE_IOMAP_OP_REPORT, 0, 4 * bs).unwrap();
     assert_eq!(after.read.type_, FUSE_IOMAP_TYPE_MAPPED, "{:?}", after.read);
-    assert_eq!(after.read.addr, wb.read.addr, "conversion keeps the blocks where they are");
-    assert_eq!(k.inode(f).unwrap().i_disk_size, data.len() as u64, "newsize from the ioend reply");
+    assert_eq!(
+        after.read.addr, wb.read.addr,
+        "conversion keeps the blocks where they are"
+    );
+    assert_eq!(
+        k.inode(f).unwrap().i_disk_size,
+        data.len() as u64,
+        "newsize from the ioend reply"
+    );
     assert_eq!(k.getattr(f).unwrap().size, data.len() as u64);
     assert_eq!(k.read(f, 0, data.len() as u64).unwrap(), data);
     finish(&fx, k);
@@ -136,19 +168,30 @@ fn buffered_write_then_writeback_converts_and_appends() {
 #[test]
 fn direct_write_into_a_hole_then_ioend() {
     let (fx, mut k, f, bs) = setup(4096);
-    let out = k.begin_raw(f, FUSE_IOMAP_OP_WRITE | FUSE_IOMAP_OP_DIRECT, 2 * bs, 2 * bs).unwrap();
+    let out = k
+        .begin_raw(
+            f,
+            FUSE_IOMAP_OP_WRITE | FUSE_IOMAP_OP_DIRECT,
+            2 * bs,
+            2 * bs,
+        )
+        .unwrap();
     assert_eq!(out.read.type_, FUSE_IOMAP_TYPE_UNWRITTEN);
     assert_eq!(out.read.flags & FUSE_IOMAP_F_NEW, FUSE_IOMAP_F_NEW);
     assert_covers(&out.read, 2 * bs, bs);
     // The whole path: BEGIN, data to the device, IOEND(DIRECT|UNWRITTEN|APPEND).
     let data = pattern(2 * bs, 1);
     k.write_direct(f, 2 * bs, &data, 0).unwrap();
-    let report = k.begin_raw(f, FUSE_IOMAP_OP_REPORT, 2 * bs, 2 * bs).unwrap();
+    let report = k
+        .begin_raw(f, FUSE_IOMAP_OP_REPORT, 2 * bs, 2 * bs)
+        .unwrap();
     assert_eq!(report.read.type_, FUSE_IOMAP_TYPE_MAPPED);
     assert_eq!(report.read.flags & FUSE_IOMAP_F_NEW, 0);
     assert_eq!(k.inode(f).unwrap().i_disk_size, 4 * bs);
     // Overwrite in place: MAPPED for WRITE|DIRECT, no allocation flags.
-    let out = k.begin_raw(f, FUSE_IOMAP_OP_WRITE | FUSE_IOMAP_OP_DIRECT, 2 * bs, bs).unwrap();
+    let out = k
+        .begin_raw(f, FUSE_IOMAP_OP_WRITE | FUSE_IOMAP_OP_DIRECT, 2 * bs, bs)
+        .unwrap();
     assert_eq!(out.read.type_, FUSE_IOMAP_TYPE_MAPPED);
     assert_eq!(out.read.flags & FUSE_IOMAP_F_NEW, 0);
     assert_eq!(k.read_direct(f, 2 * bs, 2 * bs).unwrap(), data);
@@ -159,8 +202,13 @@ fn direct_write_into_a_hole_then_ioend() {
 fn write_fault_allocates_and_mmap_stores_land() {
     let (fx, mut k, f, bs) = setup(4096);
     k.truncate(f, 4 * bs).unwrap();
-    let out = k.begin_raw(f, FUSE_IOMAP_OP_WRITE | FUSE_IOMAP_OP_FAULT, bs, bs).unwrap();
-    assert_eq!(out.read.type_, FUSE_IOMAP_TYPE_UNWRITTEN, "page_mkwrite over a hole allocates");
+    let out = k
+        .begin_raw(f, FUSE_IOMAP_OP_WRITE | FUSE_IOMAP_OP_FAULT, bs, bs)
+        .unwrap();
+    assert_eq!(
+        out.read.type_, FUSE_IOMAP_TYPE_UNWRITTEN,
+        "page_mkwrite over a hole allocates"
+    );
     assert_eq!(out.read.flags & FUSE_IOMAP_F_NEW, FUSE_IOMAP_F_NEW);
     assert_covers(&out.read, bs, bs);
     let data = pattern(300, 4);
@@ -176,8 +224,13 @@ fn write_fault_allocates_and_mmap_stores_land() {
 fn zero_never_allocates() {
     let (fx, mut k, f, bs) = setup(4096);
     k.truncate(f, 8 * bs).unwrap();
-    let out = k.begin_raw(f, FUSE_IOMAP_OP_ZERO, 3 * bs + 7, 2 * bs).unwrap();
-    assert_eq!(out.read.type_, FUSE_IOMAP_TYPE_HOLE, "a hole already reads as zeroes");
+    let out = k
+        .begin_raw(f, FUSE_IOMAP_OP_ZERO, 3 * bs + 7, 2 * bs)
+        .unwrap();
+    assert_eq!(
+        out.read.type_, FUSE_IOMAP_TYPE_HOLE,
+        "a hole already reads as zeroes"
+    );
     assert_covers(&out.read, 3 * bs + 7, bs);
     let report = k.begin_raw(f, FUSE_IOMAP_OP_REPORT, 3 * bs, bs).unwrap();
     assert_eq!(report.read.type_, FUSE_IOMAP_TYPE_HOLE);
@@ -196,17 +249,37 @@ fn report_fiemap_and_seek() {
     k.truncate(f, 8 * bs).unwrap();
     let ext = k.fiemap(f, 0, 8 * bs, true).unwrap();
     assert_eq!(ext.len(), 2, "{ext:?}");
-    assert_eq!((ext[0].logical, ext[0].length, ext[0].flags & FIEMAP_EXTENT_UNWRITTEN), (0, 2 * bs, 0));
+    assert_eq!(
+        (
+            ext[0].logical,
+            ext[0].length,
+            ext[0].flags & FIEMAP_EXTENT_UNWRITTEN
+        ),
+        (0, 2 * bs, 0)
+    );
     assert_eq!((ext[1].logical, ext[1].length), (4 * bs, 2 * bs));
-    assert_eq!(ext[1].flags & FIEMAP_EXTENT_UNWRITTEN, FIEMAP_EXTENT_UNWRITTEN);
+    assert_eq!(
+        ext[1].flags & FIEMAP_EXTENT_UNWRITTEN,
+        FIEMAP_EXTENT_UNWRITTEN
+    );
     assert_eq!(ext[1].flags & FIEMAP_EXTENT_LAST, FIEMAP_EXTENT_LAST);
     assert_eq!(k.seek_data(f, 0).unwrap(), Some(0));
     assert_eq!(k.seek_hole(f, 0).unwrap(), Some(2 * bs));
-    assert_eq!(k.seek_data(f, 2 * bs).unwrap(), None, "unwritten and holes up to EOF: no data");
-    assert_eq!(k.seek_hole(f, 5 * bs).unwrap(), Some(5 * bs), "clean unwritten blocks are holes");
+    assert_eq!(
+        k.seek_data(f, 2 * bs).unwrap(),
+        None,
+        "unwritten and holes up to EOF: no data"
+    );
+    assert_eq!(
+        k.seek_hole(f, 5 * bs).unwrap(),
+        Some(5 * bs),
+        "clean unwritten blocks are holes"
+    );
     // Past EOF, a REPORT over the rest of the possible file is one hole, not a long walk.
     let maxbytes = k.sb.maxbytes;
-    let out = k.begin_raw(f, FUSE_IOMAP_OP_REPORT, 8 * bs, maxbytes - 8 * bs).unwrap();
+    let out = k
+        .begin_raw(f, FUSE_IOMAP_OP_REPORT, 8 * bs, maxbytes - 8 * bs)
+        .unwrap();
     assert_eq!(out.read.type_, FUSE_IOMAP_TYPE_HOLE);
     assert_covers(&out.read, 8 * bs, bs);
     finish(&fx, k);
@@ -219,15 +292,22 @@ fn nowait_direct_write_gets_eagain_or_a_valid_mapping() {
     match k.begin_raw(f, op, 0, bs) {
         Err(e) => assert_eq!(e.errno(), Some(11), "a hole under NOWAIT: EAGAIN, got {e}"),
         Ok(out) => assert!(
-            matches!(out.read.type_, FUSE_IOMAP_TYPE_MAPPED | FUSE_IOMAP_TYPE_UNWRITTEN),
+            matches!(
+                out.read.type_,
+                FUSE_IOMAP_TYPE_MAPPED | FUSE_IOMAP_TYPE_UNWRITTEN
+            ),
             "a NOWAIT write mapping must be writable: {:?}",
             out.read
         ),
     }
     k.write_direct(f, 0, &pattern(bs, 6), 0).unwrap();
     let out = k.begin_raw(f, op, 0, bs).unwrap();
-    assert_eq!(out.read.type_, FUSE_IOMAP_TYPE_MAPPED, "an overwrite needs no allocation: no EAGAIN");
-    k.write_direct(f, 0, &pattern(bs, 8), FUSE_IOMAP_OP_NOWAIT).unwrap();
+    assert_eq!(
+        out.read.type_, FUSE_IOMAP_TYPE_MAPPED,
+        "an overwrite needs no allocation: no EAGAIN"
+    );
+    k.write_direct(f, 0, &pattern(bs, 8), FUSE_IOMAP_OP_NOWAIT)
+        .unwrap();
     assert_eq!(k.read(f, 0, bs).unwrap(), pattern(bs, 8));
     finish(&fx, k);
 }
@@ -237,14 +317,23 @@ fn atomic_direct_write_gets_an_atomic_bio_mapping() {
     let (fx, mut k, f, bs) = setup(4096);
     let op = FUSE_IOMAP_OP_WRITE | FUSE_IOMAP_OP_DIRECT | FUSE_IOMAP_OP_ATOMIC;
     let out = k.begin_raw(f, op, bs, bs).unwrap();
-    assert_eq!(out.read.flags & FUSE_IOMAP_F_ATOMIC_BIO, FUSE_IOMAP_F_ATOMIC_BIO, "{:?}", out.read);
+    assert_eq!(
+        out.read.flags & FUSE_IOMAP_F_ATOMIC_BIO,
+        FUSE_IOMAP_F_ATOMIC_BIO,
+        "{:?}",
+        out.read
+    );
     assert_covers(&out.read, bs, bs);
     // The full atomic write path (kmodel applies the post-v7 rule on the way).
-    k.write_direct(f, bs, &pattern(bs, 2), FUSE_IOMAP_OP_ATOMIC).unwrap();
+    k.write_direct(f, bs, &pattern(bs, 2), FUSE_IOMAP_OP_ATOMIC)
+        .unwrap();
     assert_eq!(k.read_direct(f, bs, bs).unwrap(), pattern(bs, 2));
     let out = k.begin_raw(f, op, bs, bs).unwrap();
     assert_eq!(out.read.type_, FUSE_IOMAP_TYPE_MAPPED);
-    assert_eq!(out.read.flags & FUSE_IOMAP_F_ATOMIC_BIO, FUSE_IOMAP_F_ATOMIC_BIO);
+    assert_eq!(
+        out.read.flags & FUSE_IOMAP_F_ATOMIC_BIO,
+        FUSE_IOMAP_F_ATOMIC_BIO
+    );
     finish(&fx, k);
 }
 
@@ -252,7 +341,9 @@ fn atomic_direct_write_gets_an_atomic_bio_mapping() {
 fn swapfile_report_and_swapoff() {
     let (fx, mut k, f, bs) = setup(4096);
     k.write_direct(f, 0, &pattern(4 * bs, 3), 0).unwrap();
-    let out = k.begin_raw(f, FUSE_IOMAP_OP_SWAPFILE | FUSE_IOMAP_OP_REPORT, 0, 4 * bs).unwrap();
+    let out = k
+        .begin_raw(f, FUSE_IOMAP_OP_SWAPFILE | FUSE_IOMAP_OP_REPORT, 0, 4 * bs)
+        .unwrap();
     assert_eq!(out.read.type_, FUSE_IOMAP_TYPE_MAPPED);
     assert_covers(&out.read, 0, bs);
     assert_eq!(k.swapon(f).unwrap(), 4 * bs / 4096);
@@ -270,11 +361,23 @@ fn efbig_past_the_maximum_file_size() {
     let (fx, mut k, f, bs) = setup(4096);
     let config = k.sb.config.expect("the server sends IOMAP_CONFIG");
     // ext4 with extents and 4 KiB blocks: 2^32 - 1 blocks.
-    assert_eq!(config.s_maxbytes, ((1u64 << 32) - 1) as i64 * 4096, "{config:?}");
+    assert_eq!(
+        config.s_maxbytes,
+        ((1u64 << 32) - 1) as i64 * 4096,
+        "{config:?}"
+    );
     let max = k.sb.maxbytes;
-    let err = k.begin_raw(f, FUSE_IOMAP_OP_WRITE, max - bs, 2 * bs).unwrap_err();
-    assert_eq!(err.errno(), Some(27), "a write mapping past s_maxbytes: {err}");
-    let err = k.begin_raw(f, FUSE_IOMAP_OP_WRITE | FUSE_IOMAP_OP_DIRECT, max, bs).unwrap_err();
+    let err = k
+        .begin_raw(f, FUSE_IOMAP_OP_WRITE, max - bs, 2 * bs)
+        .unwrap_err();
+    assert_eq!(
+        err.errno(),
+        Some(27),
+        "a write mapping past s_maxbytes: {err}"
+    );
+    let err = k
+        .begin_raw(f, FUSE_IOMAP_OP_WRITE | FUSE_IOMAP_OP_DIRECT, max, bs)
+        .unwrap_err();
     assert_eq!(err.errno(), Some(27), "{err}");
     // The last block itself is writable.
     k.write_direct(f, max - bs, &pattern(bs, 4), 0).unwrap();
@@ -327,17 +430,36 @@ fn config_reply_and_attr_flags() {
     let (fx, mut k, f, _) = setup(1024);
     let config = k.sb.config.expect("IOMAP_CONFIG reply");
     assert_eq!(k.sb.blocksize, 1024);
-    assert_eq!(config.flags & FUSE_IOMAP_CONFIG_BLOCKSIZE, FUSE_IOMAP_CONFIG_BLOCKSIZE);
-    let uuid = ext4_view::Ext4::load_from_path(&fx.spec.image).unwrap().uuid();
+    assert_eq!(
+        config.flags & FUSE_IOMAP_CONFIG_BLOCKSIZE,
+        FUSE_IOMAP_CONFIG_BLOCKSIZE
+    );
+    let uuid = ext4_view::Ext4::load_from_path(&fx.spec.image)
+        .unwrap()
+        .uuid();
     assert_eq!(config.s_uuid_len, 16);
-    assert_eq!(&config.s_uuid, uuid.as_bytes(), "s_uuid is the filesystem's");
+    assert_eq!(
+        &config.s_uuid,
+        uuid.as_bytes(),
+        "s_uuid is the filesystem's"
+    );
     assert_eq!(config.s_time_gran, 1, "256-byte inodes keep nanoseconds");
     let attr = k.inode(f).unwrap().attr;
-    assert_eq!(attr.flags & (FUSE_ATTR_IOMAP | FUSE_ATTR_EXCLUSIVE), FUSE_ATTR_IOMAP | FUSE_ATTR_EXCLUSIVE);
+    assert_eq!(
+        attr.flags & (FUSE_ATTR_IOMAP | FUSE_ATTR_EXCLUSIVE),
+        FUSE_ATTR_IOMAP | FUSE_ATTR_EXCLUSIVE
+    );
     let d = k.mkdir(FUSE_ROOT_ID, "d", 0o755).unwrap();
     let dattr = k.inode(d).unwrap().attr;
-    assert_eq!(dattr.flags & FUSE_ATTR_EXCLUSIVE, FUSE_ATTR_EXCLUSIVE, "{dattr:?}");
-    assert_eq!(k.getattr(f).unwrap().flags & FUSE_ATTR_IOMAP, FUSE_ATTR_IOMAP);
+    assert_eq!(
+        dattr.flags & FUSE_ATTR_EXCLUSIVE,
+        FUSE_ATTR_EXCLUSIVE,
+        "{dattr:?}"
+    );
+    assert_eq!(
+        k.getattr(f).unwrap().flags & FUSE_ATTR_IOMAP,
+        FUSE_ATTR_IOMAP
+    );
     // Sub-page blocks: a write and read back across block boundaries.
     let data = pattern(5000, 3);
     k.write(f, 700, &data).unwrap();

@@ -13,7 +13,11 @@ use kmodel::RunConfig;
 
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
-    Some(v.trim().parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")))
+    Some(
+        v.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a number")),
+    )
 }
 
 fn run_seed(seed: u64) {
@@ -52,7 +56,9 @@ fn seed_3_1k_blocks() {
 #[test]
 fn replay_or_time_derived() {
     let seed = env_u64("KMODEL_SEED").unwrap_or_else(|| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970");
         now.as_nanos() as u64 % 1_000_000_007
     });
     run_seed(seed);

@@ -7,7 +7,10 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "kmodel", about = "Drive iomapfs over its kernel socket the way the kernel's FUSE iomap client would, and check every byte.")]
+#[command(
+    name = "kmodel",
+    about = "Drive iomapfs over its kernel socket the way the kernel's FUSE iomap client would, and check every byte."
+)]
 struct Cli {
     /// The iomapfs binary (default: next to this one).
     #[arg(long)]
@@ -46,7 +49,10 @@ fn main() -> Result<()> {
         None => std::env::current_exe()?.with_file_name("iomapfs"),
     };
     let seed = cli.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
     });
     let mut cfg = kmodel::RunConfig::new(server, seed, cli.ops);
     if let Some(bs) = cli.block_size {

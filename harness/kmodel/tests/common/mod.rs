@@ -23,8 +23,14 @@ pub fn server_binary() -> PathBuf {
             .status()
             .expect("run cargo build -p iomapfs");
         assert!(status.success(), "cargo build -p iomapfs --bins failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-        let target = if target.is_absolute() { target } else { root.join(target) };
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let target = if target.is_absolute() {
+            target
+        } else {
+            root.join(target)
+        };
         let bin = target.join("debug").join("iomapfs");
         assert!(bin.is_file(), "{} was not built", bin.display());
         bin
@@ -40,7 +46,10 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(size: u64, block_size: u32, options: &[&str]) -> Fixture {
-        let dir = tempfile::Builder::new().prefix("kmodel-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("kmodel-test-")
+            .tempdir()
+            .expect("tempdir");
         let image = dir.path().join("image.ext4");
         kmodel::image::mkfs(&image, size, block_size).expect("mkfs.ext4");
         let spec = ServerSpec {
