@@ -85,6 +85,11 @@ pub struct VmTestArgs {
     /// Timeout of the whole run, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub run_timeout: u64,
+    /// The guest counts as stuck after this many seconds without any event
+    /// (the agent sends a heartbeat every 2 s); the harness then captures a
+    /// task dump through sysrq and stops QEMU.
+    #[arg(long, value_name = "SECS", default_value_t = 45)]
+    pub stall_timeout: u64,
     /// Environment for every test (repeatable), e.g. SMOKE_FSTYPE=ext4.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -400,7 +405,11 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
         spec.memory_mb
     ));
     ui.note(format!("run directory: {}", dir.path.display()));
-    let limits = Limits { run: Duration::from_secs(args.run_timeout.max(1)), ..Limits::default() };
+    let limits = Limits {
+        run: Duration::from_secs(args.run_timeout.max(1)),
+        stall: Duration::from_secs(args.stall_timeout.max(1)),
+        ..Limits::default()
+    };
     let cancel = cancel_flag();
     let mut printer = Printer::new(ui);
     let result = vm::run_tests(spec, &plan, &limits, &dir, &mut |p| printer.on(p), &cancel)?;

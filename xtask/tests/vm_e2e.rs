@@ -133,3 +133,23 @@ fn bad_input_gives_clear_errors_and_exit_code_2() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("unknown image `no-such-image`"), "{err}");
 }
+
+/// The host-side path for a guest that stops answering: with a stall limit
+/// shorter than the heartbeat interval the host takes the guest for stuck,
+/// asks it for a task dump through sysrq on the serial line (QMP break + key),
+/// records it, and stops QEMU.
+#[test]
+fn an_unresponsive_guest_gets_a_sysrq_task_dump_and_is_stopped() {
+    let Some(args) = vm_args(&["--run", "sleep 60", "--stall-timeout", "1", "--no-server"]) else { return };
+    let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
+    eprint!("{}", report::summary_text(&result));
+    assert_eq!(result.verdict, Verdict::Hung);
+    let t = &result.tests[0];
+    assert_eq!(t.verdict, Verdict::Hung);
+    assert!(t.findings.iter().any(|f| f.kind == FindingKind::TaskDump), "{:?}", t.findings);
+    let console = std::fs::read_to_string(dir.join("console.log")).unwrap();
+    assert!(console.contains("sysrq: Show Blocked State"), "no sysrq output in the console");
+    assert!(console.contains("task:agent"), "no task dump in the console");
+    assert!(result.duration_ms < 60_000, "stopped after {} ms", result.duration_ms);
+    assert!(!qemu_running(&result.id));
+}
