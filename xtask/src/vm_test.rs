@@ -190,7 +190,10 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
             let opts = KernelOptions::resolve(vm.profile.as_deref(), &vm.kernel)?;
             ui.step(format!("kernel: profile `{}`", opts.profile));
             let built = ensure_kernel(&opts, ui)?;
-            (built.bzimage.clone(), Some(built.info.kernel_release.clone()))
+            // The uncompressed vmlinux boots through its PVH entry point, with
+            // no decompression (slow under TCG); the bzImage works everywhere.
+            let image = if built.vmlinux.is_file() { built.vmlinux.clone() } else { built.bzimage.clone() };
+            (image, Some(built.info.kernel_release.clone()))
         }
     };
     let cache = crate::paths::cache_dir();
