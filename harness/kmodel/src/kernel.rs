@@ -803,6 +803,13 @@ impl Kernel {
         self.session.finish()
     }
 
+    /// Remount: unmount (DESTROY, server exit), then a new server process on the same
+    /// image and a new session.
+    pub fn remount(self, spec: &ServerSpec, reply_timeout: Duration) -> Result<Kernel> {
+        self.destroy()?;
+        Kernel::mount(spec, reply_timeout)
+    }
+
     // ---- the block device ------------------------------------------------------------------
 
     fn check_device_range(&self, addr: u64, len: u64, what: &str) -> Result<()> {

@@ -93,6 +93,8 @@ pub struct RunReport {
     pub elapsed: Duration,
     pub op_counts: BTreeMap<&'static str, u64>,
     pub requests: BTreeMap<String, u64>,
+    /// Notifications the server sent, by code.
+    pub notifications: BTreeMap<i32, u64>,
 }
 
 impl fmt::Display for RunReport {
@@ -113,7 +115,21 @@ impl fmt::Display for RunReport {
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
-        write!(f, "  requests: {}", reqs.join(", "))
+        writeln!(f, "  requests: {}", reqs.join(", "))?;
+        let notes: Vec<String> = self
+            .notifications
+            .iter()
+            .map(|(k, v)| format!("code {k}: {v}"))
+            .collect();
+        write!(
+            f,
+            "  notifications: {}",
+            if notes.is_empty() {
+                "none".to_string()
+            } else {
+                notes.join(", ")
+            }
+        )
     }
 }
 
@@ -963,6 +979,9 @@ impl<'a> Runner<'a> {
         let kernel = self.kernel.take().expect("mounted");
         for (op, n) in kernel.request_counts() {
             *self.report.requests.entry(op.clone()).or_default() += n;
+        }
+        for (code, n) in &kernel.notifications {
+            *self.report.notifications.entry(*code).or_default() += n;
         }
         kernel.destroy()?;
         if fsck {
