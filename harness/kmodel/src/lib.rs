@@ -17,6 +17,11 @@
 //! - [`oracle`]: expected file contents;
 //! - [`image`]: mkfs, e2fsck, ext4-view;
 //! - [`random`]: seeded random sequences.
+//!
+//! Running: `cargo test -p kmodel` (the tests build iomapfs themselves). `KMODEL_SEED=N`
+//! replays one random seed, `KMODEL_OPS=N` sets the operations per seed, `KMODEL_SERVER`
+//! points at another iomapfs build, `KMODEL_TRACE=1` prints every request and reply.
+//! The `kmodel` binary runs one sequence by hand: `kmodel --seed N --ops N [-o fault=...]`.
 
 pub mod cache;
 pub mod error;
