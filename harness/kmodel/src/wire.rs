@@ -90,7 +90,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// A short description: "error -22" or "N bytes: <hex prefix>".
+    /// A short description: `error -22` or `N bytes: <hex prefix>`.
     pub fn summary(&self) -> String {
         if self.error != 0 {
             return format!("error {}", crate::error::errno_name(-self.error));
