@@ -375,3 +375,128 @@ fn local_tree(path: &Path, git_ref: Option<&str>, series: Option<&Series>, cache
         in_place: false,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{exit_code, EXIT_USAGE};
+    use crate::kernel::series::{split_mbox, Series};
+
+    fn git(dir: &Path, args: &[&str]) {
+        let st = std::process::Command::new("git").arg("-C").arg(dir).args(args).status().unwrap();
+        assert!(st.success(), "git {args:?}");
+    }
+
+    /// A tiny tree that passes the kernel-tree check.
+    fn fake_tree(dir: &Path, as_git: bool) {
+        std::fs::create_dir_all(dir.join("scripts/kconfig")).unwrap();
+        std::fs::create_dir_all(dir.join("fs/fuse")).unwrap();
+        std::fs::write(dir.join("Makefile"), "all:\n").unwrap();
+        std::fs::write(dir.join("Kconfig"), "source \"fs/fuse/Kconfig\"\n").unwrap();
+        std::fs::write(dir.join("fs/fuse/Kconfig"), "config FUSE_FS\n\ttristate \"FUSE\"\n").unwrap();
+        if as_git {
+            git(dir, &["init", "-q"]);
+            git(dir, &["add", "."]);
+            git(dir, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"]);
+        }
+    }
+
+    /// A one-patch series adding FUSE_IOMAP to fs/fuse/Kconfig.
+    fn iomap_series() -> Series {
+        let text = "From 0 Mon Sep 17 00:00:00 2001\nFrom: T <t@t>\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nSubject: [PATCH] fuse: add iomap\n\n---\ndiff --git a/fs/fuse/Kconfig b/fs/fuse/Kconfig\n--- a/fs/fuse/Kconfig\n+++ b/fs/fuse/Kconfig\n@@ -1,2 +1,4 @@\n config FUSE_FS\n \ttristate \"FUSE\"\n+config FUSE_IOMAP\n+\tbool \"FUSE file IO over iomap\"\n-- \n2.39\n\n";
+        Series { origin: "test".into(), patches: split_mbox(text.as_bytes(), "t"), sha256: sha256_hex(text.as_bytes()) }
+    }
+
+    fn has_git() -> bool {
+        crate::util::which("git").is_some() && crate::util::which("patch").is_some()
+    }
+
+    #[test]
+    fn local_git_tree_in_place_and_with_series() {
+        if !has_git() {
+            eprintln!("skipping: git/patch not installed");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let (tree, cache) = (d.path().join("linux"), d.path().join("cache"));
+        fake_tree(&tree, true);
+        let ui = Ui::plain();
+        let spec = SourceSpec::Dir { path: tree.clone(), git_ref: None };
+
+        let p = prepare(&spec, None, &cache, &ui).unwrap();
+        assert!(p.in_place);
+        assert_eq!(p.tree, tree.canonicalize().unwrap());
+        let rev = p.revision.clone().unwrap();
+        assert_eq!(rev.len(), 40);
+        // An edit shows as -dirty.
+        std::fs::write(tree.join("Makefile"), "all:\n\ttrue\n").unwrap();
+        let p = prepare(&spec, None, &cache, &ui).unwrap();
+        assert_eq!(p.revision.unwrap(), format!("{rev}-dirty"));
+        git(&tree, &["checkout", "-q", "Makefile"]);
+
+        let s = iomap_series();
+        let p = prepare(&spec, Some(&s), &cache, &ui).unwrap();
+        assert!(!p.in_place);
+        assert!(p.tree.starts_with(&cache));
+        assert!(crate::kernel::tree_has_iomap(&p.tree), "series applied in the cache copy");
+        assert!(!crate::kernel::tree_has_iomap(&tree), "user's tree untouched");
+        assert_eq!(p.identity, format!("git:{}@{rev}", tree.canonicalize().unwrap().display()));
+        assert_eq!(p.series.as_ref().unwrap().patches, vec!["[PATCH] fuse: add iomap"]);
+        // The user's repository got no new branches or worktrees.
+        let out = std::process::Command::new("git").arg("-C").arg(&tree).args(["branch", "--list"]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+        // Reused on the second call.
+        let again = prepare(&spec, Some(&s), &cache, &ui).unwrap();
+        assert_eq!(again.tree, p.tree);
+    }
+
+    #[test]
+    fn plain_tree_series_goes_to_a_copy() {
+        if !has_git() {
+            eprintln!("skipping: git/patch not installed");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let (tree, cache) = (d.path().join("plain"), d.path().join("cache"));
+        fake_tree(&tree, false);
+        let ui = Ui::plain();
+        let spec = SourceSpec::Dir { path: tree.clone(), git_ref: None };
+        let p = prepare(&spec, Some(&iomap_series()), &cache, &ui).unwrap();
+        assert!(p.tree.starts_with(cache.join("sources/patched")));
+        assert!(crate::kernel::tree_has_iomap(&p.tree));
+        assert!(!crate::kernel::tree_has_iomap(&tree));
+
+        let err = prepare(&SourceSpec::Dir { path: tree.clone(), git_ref: Some("v1".into()) }, None, &cache, &ui)
+            .unwrap_err();
+        assert_eq!(exit_code(&err), EXIT_USAGE);
+    }
+
+    #[test]
+    fn bad_sources_are_usage_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let ui = Ui::plain();
+        let cache = d.path().join("cache");
+        for spec in [
+            SourceSpec::Dir { path: d.path().join("missing"), git_ref: None },
+            SourceSpec::Dir { path: d.path().to_path_buf(), git_ref: None }, // not a kernel tree
+            SourceSpec::Tarball(d.path().join("nope.tar.xz").display().to_string()),
+            SourceSpec::DebianPackage("bad name!".into()),
+        ] {
+            let err = prepare(&spec, None, &cache, &ui).unwrap_err();
+            assert_eq!(exit_code(&err), EXIT_USAGE, "{spec:?}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn unreachable_host_is_explained() {
+        let e = fetch_error(
+            "https://git.kernel.org/pub/scm/linux/kernel/git/djwong/xfs-linux.git",
+            "fuse-iomap-cache",
+            "fatal: unable to access '...': Could not resolve host: git.kernel.org",
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("git.kernel.org cannot be reached"), "{msg}");
+        assert!(msg.contains("--source-dir"), "{msg}");
+        assert_eq!(exit_code(&e), crate::error::EXIT_INFRA);
+    }
+}
