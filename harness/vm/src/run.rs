@@ -310,7 +310,7 @@ struct State {
     ready_at: Option<Instant>,
     current: Option<(String, Instant, u64)>,
     started: Vec<String>,
-    finished: Vec<(String, TestStatus, u64, Option<i32>, Option<i32>, bool, Option<String>)>,
+    finished: Vec<TestResult>,
     run_finished: bool,
     last_event: Instant,
     protocol_errors: Vec<String>,
@@ -486,24 +486,9 @@ pub fn run_tests(
         result.server_error = server_error;
         result.boot_to_ready_ms = Some(boot_to_ready_ms);
     }
-    let mut tests = vec![];
-    for (name, status, duration_ms, exit_code, signal, slow, reason) in st.finished.drain(..) {
-        tests.push(TestResult {
-            verdict: match status {
-                TestStatus::Passed => Verdict::Passed,
-                TestStatus::Failed => Verdict::Failed,
-                TestStatus::Hung => Verdict::Hung,
-                TestStatus::InfraError => Verdict::InfraError,
-            },
-            artifacts: dir.artifacts_of(&name),
-            name,
-            duration_ms,
-            exit_code,
-            signal,
-            slow,
-            reason,
-            findings: vec![],
-        });
+    let mut tests: Vec<TestResult> = st.finished.drain(..).collect();
+    for t in &mut tests {
+        t.artifacts = dir.artifacts_of(&t.name);
     }
     // The test that was running when the guest died or hung.
     if let Some((name, at, _)) = st.current.take() {
@@ -588,8 +573,8 @@ fn handle_line(line: &str, st: &mut State, watcher: &mut Watcher, plan: &Plan, p
         EventBody::TestFinished { name, status, duration_ms, exit_code, signal, slow, reason } => {
             st.current = None;
             watcher.set_current_test(None);
-            let preview = TestResult {
-                name: name.clone(),
+            let result = TestResult {
+                name,
                 verdict: match status {
                     TestStatus::Passed => Verdict::Passed,
                     TestStatus::Failed => Verdict::Failed,
@@ -600,12 +585,12 @@ fn handle_line(line: &str, st: &mut State, watcher: &mut Watcher, plan: &Plan, p
                 exit_code,
                 signal,
                 slow,
-                reason: reason.clone(),
+                reason,
                 findings: vec![],
                 artifacts: vec![],
             };
-            progress(Progress::TestFinished { result: &preview });
-            st.finished.push((name, status, duration_ms, exit_code, signal, slow, reason));
+            progress(Progress::TestFinished { result: &result });
+            st.finished.push(result);
         }
         EventBody::Heartbeat { test, .. } => progress(Progress::Heartbeat { test: test.as_deref() }),
         EventBody::Log { message } => {
