@@ -365,7 +365,8 @@ impl Fs {
         unsafe { sys::ext2fs_blocks_count((*self.ptr()).super_) }
     }
 
-    pub(crate) fn free_blocks(&self) -> u64 {
+    /// Free blocks right now (cheap; `info` gathers everything).
+    pub fn free_blocks(&self) -> u64 {
         // SAFETY: as above.
         unsafe { sys::ext2fs_free_blocks_count((*self.ptr()).super_) }
     }

@@ -62,8 +62,14 @@ pub fn map(fs: &Fs, ino: Ino, inode: &Inode, pos: u64, len: u64) -> ext2fs::Resu
         .collect())
 }
 
+/// Blocks kept free for converting unwritten extents: a conversion may split extents and
+/// grow the extent tree, and it runs when the data is already on disk, so running out of
+/// space there would lose an acknowledged write. (ext4 reserves space the same way.)
+pub const CONVERSION_RESERVE_BLOCKS: u64 = 64;
+
 /// Prepares a write of `[pos, pos + len)`: holes become unwritten extents, and the
-/// returned pieces all have storage. The inode is updated and written.
+/// returned pieces all have storage. The inode is updated and written. ENOSPC when the
+/// holes cannot be filled without eating into the conversion reserve.
 pub fn begin_write(
     fs: &mut Fs,
     ino: Ino,
@@ -74,7 +80,11 @@ pub fn begin_write(
     let bs = fs.block_size() as u64;
     let (first, end) = block_span(pos, len, bs);
     let pieces = map(fs, ino, inode, pos, len)?;
-    if pieces.iter().any(|p| p.backing == Backing::Hole) {
+    let hole_blocks: u64 = pieces.iter().filter(|p| p.backing == Backing::Hole).map(|p| p.len / bs).sum();
+    if hole_blocks > 0 {
+        if fs.free_blocks() < hole_blocks + CONVERSION_RESERVE_BLOCKS {
+            return Err(ext2fs::Error::from_errno(libc::ENOSPC, "no room to allocate and later convert the write"));
+        }
         fs.allocate_unwritten(ino, inode, first, end - first)?;
         return map(fs, ino, inode, pos, len);
     }

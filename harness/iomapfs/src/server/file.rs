@@ -217,7 +217,7 @@ impl Server {
             if full_first < full_end {
                 fs.punch(ino, &mut inode, full_first, Some(full_end - 1))?;
                 if zero {
-                    fs.allocate_unwritten(ino, &mut inode, full_first, full_end - full_first)?;
+                    engine::begin_write(fs, ino, &mut inode, full_first * bs, (full_end - full_first) * bs)?;
                 }
             }
         } else {
@@ -226,9 +226,7 @@ impl Server {
                 self.zero_past_eof(ino, old_size)?;
                 meta = self.meta();
             }
-            let fs = meta.fs()?;
-            let (first, last_end) = engine::block_span(pos, len, bs);
-            fs.allocate_unwritten(ino, &mut inode, first, last_end - first)?;
+            engine::begin_write(meta.fs()?, ino, &mut inode, pos, len)?;
         }
         if !keep_size && end > old_size {
             inode.set_size(end);
