@@ -86,7 +86,8 @@ pub fn prepare_server(s: &ServerSetup, out: &mut Emitter) -> Result<ServerInfo, 
 
     info.version = run(&[server.to_str().unwrap_or("iomapfs"), "--version"], 10)
         .ok()
-        .map(|o| o.trim().to_string());
+        // "iomapfs 0.1.0" -> "0.1.0"
+        .and_then(|o| o.split_whitespace().last().map(str::to_string));
 
     let _ = std::fs::create_dir_all(TEST_DIR);
     let _ = std::fs::create_dir_all(SCRATCH_MNT);
