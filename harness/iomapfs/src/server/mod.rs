@@ -8,6 +8,7 @@
 
 mod acl;
 mod dir;
+mod dircache;
 mod file;
 mod init;
 mod iomap;
@@ -101,11 +102,20 @@ pub(crate) struct Meta {
     pub lookups: HashMap<Ino, u64>,
     /// Inodes with no links left that are freed once the kernel forgets them.
     pub orphans: HashSet<Ino>,
+    /// Name → inode indexes of large directories.
+    pub dircache: dircache::DirCache,
 }
 
 impl Meta {
     pub fn fs(&mut self) -> Result<&mut Fs, Errno> {
         self.fs.as_mut().ok_or(Errno(libc::EIO))
+    }
+
+    /// The inode `name` in directory `dir` names, through the directory index.
+    pub fn find(&mut self, dir: Ino, name: &[u8]) -> Result<Option<Ino>, Errno> {
+        let fs = self.fs.as_ref().ok_or(Errno(libc::EIO))?;
+        let size = fs.read_inode(dir)?.size();
+        Ok(self.dircache.lookup(fs, dir, size, name)?)
     }
 }
 
@@ -140,7 +150,7 @@ impl Server {
         let block_size = fs.block_size();
         let max_file_size = fs.info().max_file_size;
         Self {
-            meta: Mutex::new(Meta { fs: Some(fs), lookups: HashMap::new(), orphans: HashSet::new() }),
+            meta: Mutex::new(Meta { fs: Some(fs), lookups: HashMap::new(), orphans: HashSet::new(), dircache: Default::default() }),
             data: DataDevice::new(data, block_size),
             block_size,
             max_file_size,
@@ -407,6 +417,7 @@ impl Server {
         let mut meta = self.meta();
         let Some(_) = meta.fs.as_ref() else { return Ok(()) };
         meta.lookups.clear();
+        meta.dircache.clear();
         let orphans: Vec<Ino> = meta.orphans.drain().collect();
         for ino in orphans {
             Self::free_unlinked(&mut meta, ino)?;

@@ -66,15 +66,14 @@ impl Server {
         }
         let mut meta = self.meta();
         Self::read_dir_inode(&mut meta, parent)?;
-        let fs = meta.fs()?;
-        let Some(ino) = fs.lookup(parent, name)? else {
+        let Some(ino) = meta.find(parent, name)? else {
             // A negative entry the kernel may cache: only this mount changes names.
             return Ok(bytes(&fuse_wire::structs::EntryOut {
                 entry_valid: self.opts.attr_timeout,
                 ..Default::default()
             }));
         };
-        let inode = fs.read_inode(ino)?;
+        let inode = meta.fs()?.read_inode(ino)?;
         let out = self.entry_out(&mut meta, ino, &inode);
         Ok(bytes(&out))
     }
@@ -177,12 +176,12 @@ impl Server {
             check_name(name)?;
         }
         let (uid, gid, mode) = Self::new_owner(meta, req, parent, mode)?;
-        let fs = Self::writable(meta)?;
         if let Some(name) = name {
-            if fs.lookup(parent, name)?.is_some() {
+            if meta.find(parent, name)?.is_some() {
                 return Err(Errno(libc::EEXIST));
             }
         }
+        let fs = Self::writable(meta)?;
         let (mode, acls) = inherit_acls(fs, parent, mode, umask)?;
         let ino = fs.new_inode(parent, mode)?;
         let t = now();
@@ -207,6 +206,7 @@ impl Server {
                 let _ = fs.free_inode(ino);
                 return Err(e.into());
             }
+            meta.dircache.added(parent, name, ino);
         }
         let inode = meta.fs()?.read_inode(ino)?;
         Ok((ino, inode))
@@ -227,10 +227,10 @@ impl Server {
         check_name(name)?;
         let mut meta = self.meta();
         let (uid, gid, mode) = Self::new_owner(&mut meta, req, parent, libc::S_IFDIR | (mode & 0o7777))?;
-        let fs = Self::writable(&mut meta)?;
-        if fs.lookup(parent, name)?.is_some() {
+        if meta.find(parent, name)?.is_some() {
             return Err(Errno(libc::EEXIST));
         }
+        let fs = Self::writable(&mut meta)?;
         let parent_inode = fs.read_inode(parent)?;
         if parent_inode.links() >= LINK_MAX {
             return Err(Errno(libc::EMLINK));
@@ -238,6 +238,8 @@ impl Server {
         let (mode, acls) = inherit_acls(fs, parent, mode, umask)?;
         let ino = fs.mkdir(parent, name, mode, uid, gid)?;
         set_acls(fs, ino, &acls)?;
+        meta.dircache.added(parent, name, ino);
+        let fs = meta.fs()?;
         let mut inode = fs.read_inode(ino)?;
         let t = now();
         inode.set_atime(t);
@@ -260,11 +262,13 @@ impl Server {
         }
         let mut meta = self.meta();
         let (uid, gid, _) = Self::new_owner(&mut meta, req, parent, libc::S_IFLNK | 0o777)?;
-        let fs = Self::writable(&mut meta)?;
-        if fs.lookup(parent, name)?.is_some() {
+        if meta.find(parent, name)?.is_some() {
             return Err(Errno(libc::EEXIST));
         }
+        let fs = Self::writable(&mut meta)?;
         let ino = fs.symlink(parent, name, target, uid, gid)?;
+        meta.dircache.added(parent, name, ino);
+        let fs = meta.fs()?;
         let mut inode = fs.read_inode(ino)?;
         let ctime = inode.ctime();
         inode.set_crtime(ctime);
@@ -292,12 +296,13 @@ impl Server {
     pub(super) fn unlink(&self, parent: Ino, name: &[u8]) -> Reply {
         let mut meta = self.meta();
         Self::read_dir_inode(&mut meta, parent)?;
+        let ino = meta.find(parent, name)?.ok_or(Errno(libc::ENOENT))?;
         let fs = Self::writable(&mut meta)?;
-        let ino = fs.lookup(parent, name)?.ok_or(Errno(libc::ENOENT))?;
         if s_isdir(fs.read_inode(ino)?.mode()) {
             return Err(Errno(libc::EISDIR));
         }
         fs.unlink(parent, name)?;
+        meta.dircache.removed(parent, name);
         self.drop_link(&mut meta, ino, false)?;
         Ok(Vec::new())
     }
@@ -311,8 +316,8 @@ impl Server {
         }
         let mut meta = self.meta();
         Self::read_dir_inode(&mut meta, parent)?;
+        let ino = meta.find(parent, name)?.ok_or(Errno(libc::ENOENT))?;
         let fs = Self::writable(&mut meta)?;
-        let ino = fs.lookup(parent, name)?.ok_or(Errno(libc::ENOENT))?;
         if !s_isdir(fs.read_inode(ino)?.mode()) {
             return Err(Errno(libc::ENOTDIR));
         }
@@ -320,6 +325,8 @@ impl Server {
             return Err(Errno(libc::ENOTEMPTY));
         }
         fs.unlink(parent, name)?;
+        meta.dircache.removed(parent, name);
+        meta.dircache.forget_dir(ino);
         // The removed directory's ".." no longer links the parent.
         Self::touch_dir(&mut meta, parent, -1)?;
         self.drop_link(&mut meta, ino, true)?;
@@ -330,6 +337,9 @@ impl Server {
         check_name(name)?;
         let mut meta = self.meta();
         Self::read_dir_inode(&mut meta, parent)?;
+        if meta.find(parent, name)?.is_some() {
+            return Err(Errno(libc::EEXIST));
+        }
         let fs = Self::writable(&mut meta)?;
         let mut inode = fs.read_inode(ino)?;
         if s_isdir(inode.mode()) {
@@ -338,10 +348,9 @@ impl Server {
         if inode.links() >= LINK_MAX {
             return Err(Errno(libc::EMLINK));
         }
-        if fs.lookup(parent, name)?.is_some() {
-            return Err(Errno(libc::EEXIST));
-        }
         fs.link(parent, name, ino, FileType::from_mode(inode.mode()))?;
+        meta.dircache.added(parent, name, ino);
+        let fs = meta.fs()?;
         inode.set_links(inode.links() + 1);
         inode.set_ctime(now());
         fs.write_inode(ino, &inode)?;
@@ -361,9 +370,9 @@ impl Server {
         let mut meta = self.meta();
         Self::read_dir_inode(&mut meta, old_dir)?;
         Self::read_dir_inode(&mut meta, new_dir)?;
+        let src = meta.find(old_dir, old_name)?.ok_or(Errno(libc::ENOENT))?;
+        let dst = meta.find(new_dir, new_name)?;
         let fs = Self::writable(&mut meta)?;
-        let src = fs.lookup(old_dir, old_name)?.ok_or(Errno(libc::ENOENT))?;
-        let dst = fs.lookup(new_dir, new_name)?;
         let src_inode = fs.read_inode(src)?;
         let src_is_dir = s_isdir(src_inode.mode());
         let src_type = FileType::from_mode(src_inode.mode());
@@ -376,6 +385,9 @@ impl Server {
             fs.unlink(new_dir, new_name)?;
             fs.link(old_dir, old_name, dst, FileType::from_mode(dst_inode.mode()))?;
             fs.link(new_dir, new_name, src, src_type)?;
+            meta.dircache.added(old_dir, old_name, dst);
+            meta.dircache.added(new_dir, new_name, src);
+            let fs = meta.fs()?;
             if old_dir != new_dir {
                 if src_is_dir {
                     fs.set_dotdot(src, new_dir)?;
@@ -411,7 +423,9 @@ impl Server {
                 _ => {}
             }
             fs.unlink(new_dir, new_name)?;
+            meta.dircache.removed(new_dir, new_name);
             if dst_is_dir {
+                meta.dircache.forget_dir(dst);
                 Self::touch_dir(&mut meta, new_dir, -1)?;
             }
             self.drop_link(&mut meta, dst, dst_is_dir)?;
@@ -419,6 +433,9 @@ impl Server {
         let fs = meta.fs()?;
         fs.unlink(old_dir, old_name)?;
         fs.link(new_dir, new_name, src, src_type)?;
+        meta.dircache.removed(old_dir, old_name);
+        meta.dircache.added(new_dir, new_name, src);
+        let fs = meta.fs()?;
         if src_is_dir && old_dir != new_dir {
             fs.set_dotdot(src, new_dir)?;
             Self::touch_dir(&mut meta, old_dir, -1)?;
