@@ -90,6 +90,10 @@ pub struct VmTestArgs {
     /// task dump through sysrq and stops QEMU.
     #[arg(long, value_name = "SECS", default_value_t = 45)]
     pub stall_timeout: u64,
+    /// When a test crashes or hangs the guest, boot again (at most this many
+    /// times) to run the tests after it; 0 stops at the first crash.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub max_reboots: u32,
     /// Environment for every test (repeatable), e.g. SMOKE_FSTYPE=ext4.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -314,7 +318,12 @@ impl Printer {
 
     fn on(&mut self, p: Progress) {
         match p {
-            Progress::Booting { .. } => self.status("booting".into()),
+            Progress::Booting { .. } => {
+                if self.bar.is_none() {
+                    eprintln!("    booting");
+                }
+                self.status("booting".into());
+            }
             Progress::Ready { boot_to_ready_ms, kernel_boot_ms, setup_ms, kernel, server_mode, server_error } => {
                 let server = match (server_mode, server_error) {
                     (Some(m), None) => format!("; iomapfs in {m} mode"),
@@ -411,6 +420,7 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     let limits = Limits {
         run: Duration::from_secs(args.run_timeout.max(1)),
         stall: Duration::from_secs(args.stall_timeout.max(1)),
+        reboots: args.max_reboots,
         ..Limits::default()
     };
     let cancel = cancel_flag();

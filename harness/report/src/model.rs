@@ -151,6 +151,10 @@ pub struct RunResult {
     /// Server install, mkfs and mount check in the guest, before the first test.
     #[serde(default)]
     pub setup_ms: Option<u64>,
+    /// How many times the VM booted (more than 1 after a crash or hang, when
+    /// the run went on with the remaining tests).
+    #[serde(default)]
+    pub boots: u32,
     pub tests: Vec<TestResult>,
     /// Findings outside any test (boot, shutdown).
     #[serde(default)]

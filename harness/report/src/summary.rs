@@ -52,7 +52,7 @@ pub fn summary_markdown(run: &RunResult) -> String {
                 run.host_ready_ms.map_or("-".into(), secs)
             ),
         ),
-        ("duration", secs(run.duration_ms)),
+        ("duration", format!("{}{}", secs(run.duration_ms), if run.boots > 1 { format!(" ({} boots)", run.boots) } else { String::new() })),
         ("tests", counts(run)),
         ("started", run.started_at.clone()),
     ];

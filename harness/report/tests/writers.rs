@@ -46,6 +46,7 @@ fn sample() -> RunResult {
         kernel_boot_ms: Some(1200),
         host_ready_ms: Some(4000),
         setup_ms: Some(900),
+        boots: 1,
         tests,
         findings: vec![],
         console_excerpt: None,

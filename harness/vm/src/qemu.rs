@@ -190,7 +190,7 @@ impl QemuConfig {
             "-device",
             &format!("{},id=vser", m.virtio("serial")),
             "-chardev",
-            &format!("file,id=events,path={}", path(&self.events_file)),
+            &format!("file,id=events,path={},append=on", path(&self.events_file)),
             "-device",
             &format!("virtserialport,bus=vser.0,chardev=events,name={}", events::EVENT_PORT),
         ]);

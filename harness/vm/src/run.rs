@@ -56,6 +56,9 @@ pub struct Limits {
     pub shutdown: Duration,
     /// How long to collect the console after asking for a task dump.
     pub dump_wait: Duration,
+    /// After a test crashed or hung the guest, boot again (at most this many
+    /// times in a run) to run the tests after it; 0 stops at the first crash.
+    pub reboots: u32,
 }
 
 impl Default for Limits {
@@ -66,6 +69,7 @@ impl Default for Limits {
             stall: Duration::from_secs(45),
             shutdown: Duration::from_secs(30),
             dump_wait: Duration::from_secs(8),
+            reboots: 3,
         }
     }
 }
@@ -96,7 +100,7 @@ fn prep<T>(path: &Path, r: std::io::Result<T>) -> Result<T, VmError> {
 
 /// Lay out the run directory: plan, boot root with the agent, server binaries,
 /// fresh sparse disks.
-fn prepare(dir: &RunDir, spec: &VmSpec, plan: &Plan) -> Result<(PathBuf, Vec<Disk>), VmError> {
+fn prepare(dir: &RunDir, spec: &VmSpec, plan: &Plan, boot_no: u32) -> Result<(PathBuf, Vec<Disk>), VmError> {
     let p = &dir.path;
     let mut plan = plan.clone();
     plan.host_time_unix =
@@ -109,7 +113,7 @@ fn prepare(dir: &RunDir, spec: &VmSpec, plan: &Plan) -> Result<(PathBuf, Vec<Dis
     prep(&boot, std::fs::write(boot.join("HARNESS_BOOT"), "vm-test boot root\n"))?;
     // A hard link is instant; copy across filesystems.
     let agent_dst = boot.join("agent");
-    if std::fs::hard_link(&spec.agent, &agent_dst).is_err() {
+    if !agent_dst.exists() && std::fs::hard_link(&spec.agent, &agent_dst).is_err() {
         prep(&spec.agent, std::fs::copy(&spec.agent, &agent_dst))?;
     }
     if !spec.server_bins.is_empty() {
@@ -134,6 +138,11 @@ fn prepare(dir: &RunDir, spec: &VmSpec, plan: &Plan) -> Result<(PathBuf, Vec<Dis
             continue;
         }
         let path = disks_dir.join(format!("{name}.img"));
+        if boot_no > 1 && path.exists() {
+            // Keep the disk the previous boot crashed with, for inspection.
+            let old = disks_dir.join(format!("{name}-boot{}.img", boot_no - 1));
+            prep(&path, std::fs::rename(&path, old))?;
+        }
         let f = prep(&path, std::fs::File::create(&path))?;
         prep(&path, f.set_len(mb * 1024 * 1024))?;
         if let (Some(opts), "test") = (&spec.format_test_disk, name) {
@@ -179,13 +188,15 @@ fn qemu_config(dir: &RunDir, spec: &VmSpec, boot: PathBuf, disks: Vec<Disk>, con
 fn spawn_qemu(cfg: &QemuConfig, dir: &Path, interactive: bool) -> std::io::Result<Child> {
     let mut cmd = Command::new(&cfg.binary);
     cmd.args(cfg.args()).current_dir(dir);
+    // Appended: a run may boot several times.
+    let log = |name: &str| std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name));
     if interactive {
         cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit());
-        cmd.stderr(std::fs::File::create(dir.join("qemu.log"))?);
+        cmd.stderr(log("qemu.log")?);
     } else {
         cmd.stdin(Stdio::null());
-        cmd.stdout(std::fs::File::create(dir.join("qemu.log"))?);
-        cmd.stderr(std::fs::File::create(dir.join("qemu.stderr.log"))?);
+        cmd.stdout(log("qemu.log")?);
+        cmd.stderr(log("qemu.stderr.log")?);
         cmd.process_group(0);
     }
     // SAFETY: prctl is async-signal-safe.
@@ -242,8 +253,11 @@ struct Tail {
 }
 
 impl Tail {
-    fn new(path: PathBuf) -> Self {
-        Tail { path, file: None, partial: String::new() }
+    /// Skip what earlier boots of the run wrote.
+    fn from_end(path: PathBuf) -> Self {
+        use std::io::Seek;
+        let file = std::fs::File::open(&path).ok().and_then(|mut f| f.seek(std::io::SeekFrom::End(0)).ok().map(|_| f));
+        Tail { path, file, partial: String::new() }
     }
 
     fn lines(&mut self) -> Vec<String> {
@@ -270,7 +284,12 @@ impl Tail {
 
 /// Connect to the console socket QEMU is waiting on; a thread copies the
 /// console to console.log and to the returned channel.
-fn attach_console(sock: &Path, log: &Path, qemu: &mut QemuGuard) -> Result<(UnixStream, Receiver<Vec<u8>>), String> {
+fn attach_console(
+    sock: &Path,
+    log: &Path,
+    qemu: &mut QemuGuard,
+    boot_no: u32,
+) -> Result<(UnixStream, Receiver<Vec<u8>>), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let stream = loop {
         match UnixStream::connect(sock) {
@@ -287,7 +306,14 @@ fn attach_console(sock: &Path, log: &Path, qemu: &mut QemuGuard) -> Result<(Unix
         }
     };
     let mut reader = stream.try_clone().map_err(|e| e.to_string())?;
-    let mut file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    if boot_no > 1 {
+        let _ = writeln!(file, "===== vm-test: boot {boot_no} =====");
+    }
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
@@ -328,6 +354,23 @@ enum Stop {
 
 /// Run the plan's tests in a VM and return the result. Never fails after the
 /// VM has been started: every problem becomes part of the verdict.
+/// What one boot of the VM produced.
+struct Session {
+    stop: Stop,
+    ready: bool,
+    /// Boot facts (first session's are kept), reason and console excerpt.
+    result: RunResult,
+    tests: Vec<TestResult>,
+    findings: Vec<Finding>,
+    notes: Vec<String>,
+    /// The test that was running when the guest died or hung.
+    interrupted_test: Option<String>,
+}
+
+/// Run the plan's tests in a VM and return the result. Never fails after the
+/// VM has been started: every problem becomes part of the verdict. When a test
+/// crashes or hangs the guest, the VM is booted again (up to `limits.reboots`
+/// times) for the tests after it.
 pub fn run_tests(
     spec: &VmSpec,
     plan: &Plan,
@@ -337,7 +380,69 @@ pub fn run_tests(
     cancel: &AtomicBool,
 ) -> Result<RunResult, VmError> {
     let t0 = Instant::now();
-    let (boot, disks) = prepare(dir, spec, plan)?;
+    let deadline = t0 + limits.run;
+    let mut remaining = plan.tests.clone();
+    let (mut tests, mut findings, mut notes) = (vec![], vec![], vec![]);
+    let mut result: Option<RunResult> = None;
+    let mut boots = 0u32;
+    let (last_stop, last_ready) = loop {
+        boots += 1;
+        let session_plan = Plan { tests: remaining.clone(), ..plan.clone() };
+        let s = run_session(spec, &session_plan, limits, dir, boots, deadline, progress, cancel)?;
+        match &mut result {
+            None => result = Some(s.result),
+            Some(r) => {
+                r.reason = s.result.reason;
+                r.console_excerpt = s.result.console_excerpt;
+            }
+        }
+        tests.extend(s.tests);
+        findings.extend(s.findings);
+        notes.extend(s.notes);
+        let done: std::collections::HashSet<&str> = tests.iter().map(|t: &TestResult| t.name.as_str()).collect();
+        remaining = plan.tests.iter().filter(|t| !done.contains(t.name.as_str())).cloned().collect();
+        let resumable = s.ready && s.interrupted_test.is_some() && matches!(s.stop, Stop::QemuDied(_) | Stop::Hung(_));
+        if !resumable || remaining.is_empty() || boots > limits.reboots || Instant::now() >= deadline {
+            break (s.stop, s.ready);
+        }
+        let msg = format!(
+            "{} took the guest down; booting again for the {} remaining tests",
+            s.interrupted_test.as_deref().unwrap_or("a test"),
+            remaining.len()
+        );
+        progress(Progress::Log { message: &msg });
+    };
+    let mut result = result.expect("at least one session ran");
+    result.boots = boots;
+    let mut out = finish_with(result, dir, t0, tests, findings, plan, notes);
+    // A run that never got going, or that the user stopped, is the harness's
+    // failure whatever the tests say; so is a guest that died outside a test.
+    let never_ready = boots == 1 && !last_ready && !matches!(last_stop, Stop::None);
+    if matches!(last_stop, Stop::Interrupted | Stop::BootTimeout) && boots == 1 || never_ready {
+        out.verdict = Verdict::InfraError;
+    }
+    if matches!(last_stop, Stop::Interrupted) {
+        out.verdict = Verdict::InfraError;
+    }
+    if !matches!(last_stop, Stop::None | Stop::ShutdownStuck) && out.verdict == Verdict::Passed {
+        out.verdict = Verdict::InfraError;
+    }
+    let _ = report::write_all(&out, &dir.path);
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_session(
+    spec: &VmSpec,
+    plan: &Plan,
+    limits: &Limits,
+    dir: &RunDir,
+    boot_no: u32,
+    deadline: Instant,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<Session, VmError> {
+    let (boot, disks) = prepare(dir, spec, plan, boot_no)?;
     // Unix socket paths are limited to 108 bytes: keep them in a short temp dir.
     let sockets = prep(Path::new("/tmp"), tempfile::Builder::new().prefix("harness-").tempdir())?;
     let console_sock = sockets.path().join("console.sock");
@@ -347,24 +452,33 @@ pub fn run_tests(
     progress(Progress::Booting { qemu_args: &args });
 
     let mut result = base_result(spec, dir, &cfg);
+    let failed = |result: RunResult| Session {
+        stop: Stop::BootTimeout,
+        ready: false,
+        result,
+        tests: vec![],
+        findings: vec![],
+        notes: vec![],
+        interrupted_test: None,
+    };
     let mut qemu = match spawn_qemu(&cfg, &dir.path, false) {
         Ok(child) => QemuGuard { child, done: false },
         Err(e) => {
             result.reason = Some(format!("cannot start {}: {e}", cfg.binary.display()));
-            return Ok(finish(result, dir, t0, vec![], plan));
+            return Ok(failed(result));
         }
     };
-    let (mut console_in, console_rx) = match attach_console(&console_sock, &dir.path.join("console.log"), &mut qemu) {
+    let (mut console_in, console_rx) = match attach_console(&console_sock, &dir.path.join("console.log"), &mut qemu, boot_no) {
         Ok(c) => c,
         Err(e) => {
             let stderr = std::fs::read_to_string(dir.path.join("qemu.stderr.log")).unwrap_or_default();
-            result.reason = Some(format!("{e}: {}", stderr.trim()));
-            return Ok(finish(result, dir, t0, vec![], plan));
+            result.reason = Some(format!("{e}: {}", stderr.trim().lines().last().unwrap_or("")));
+            return Ok(failed(result));
         }
     };
 
     let mut watcher = Watcher::new();
-    let mut events = Tail::new(dir.path.join("events.jsonl"));
+    let mut events = Tail::from_end(dir.path.join("events.jsonl"));
     let mut findings: Vec<Finding> = vec![];
     let mut st = State {
         ready_info: None,
@@ -429,7 +543,7 @@ pub fn run_tests(
                 break Stop::Hung(format!("{name} not finished {}s after it started", limit.as_secs()));
             }
         }
-        if now - started > limits.run {
+        if now > deadline {
             break Stop::Hung(format!("the whole run exceeded {}s", limits.run.as_secs()));
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -491,6 +605,7 @@ pub fn run_tests(
         t.artifacts = dir.artifacts_of(&t.name);
     }
     // The test that was running when the guest died or hung.
+    let interrupted_test = st.current.as_ref().map(|c| c.0.clone());
     if let Some((name, at, _)) = st.current.take() {
         let (verdict, reason) = match &stop {
             Stop::Hung(why) => (Verdict::Hung, why.clone()),
@@ -523,15 +638,7 @@ pub fn run_tests(
     if st.ready_info.is_none() {
         result.console_excerpt = Some(watcher.tail());
     }
-    let mut out = finish_with(result, dir, t0, tests, findings, plan, notes);
-    if !matches!(stop, Stop::None | Stop::ShutdownStuck) && out.verdict == Verdict::Passed {
-        out.verdict = Verdict::InfraError;
-    }
-    if matches!(stop, Stop::Interrupted | Stop::BootTimeout) || (st.ready_info.is_none() && !matches!(stop, Stop::None)) {
-        out.verdict = Verdict::InfraError;
-    }
-    let _ = report::write_all(&out, &dir.path);
-    Ok(out)
+    Ok(Session { stop, ready: st.ready_info.is_some(), result, tests, findings, notes, interrupted_test })
 }
 
 fn handle_line(line: &str, st: &mut State, watcher: &mut Watcher, plan: &Plan, progress: &mut dyn FnMut(Progress)) {
@@ -646,16 +753,11 @@ fn base_result(spec: &VmSpec, dir: &RunDir, cfg: &QemuConfig) -> RunResult {
         kernel_boot_ms: None,
         host_ready_ms: None,
         setup_ms: None,
+        boots: 1,
         tests: vec![],
         findings: vec![],
         console_excerpt: None,
     }
-}
-
-fn finish(result: RunResult, dir: &RunDir, t0: Instant, tests: Vec<TestResult>, plan: &Plan) -> RunResult {
-    let out = finish_with(result, dir, t0, tests, vec![], plan, vec![]);
-    let _ = report::write_all(&out, &dir.path);
-    out
 }
 
 /// Attach findings to tests, apply them to verdicts, add the tests that never
@@ -751,7 +853,7 @@ fn shell_words(bin: &Path, args: &[String]) -> String {
 
 /// Boot the same VM with an interactive shell on this terminal.
 pub fn run_shell(spec: &VmSpec, plan: &Plan, dir: &RunDir) -> Result<std::process::ExitStatus, VmError> {
-    let (boot, disks) = prepare(dir, spec, plan)?;
+    let (boot, disks) = prepare(dir, spec, plan, 1)?;
     let sockets = prep(Path::new("/tmp"), tempfile::Builder::new().prefix("harness-").tempdir())?;
     let cfg = qemu_config(dir, spec, boot, disks, Console::Stdio, sockets.path());
     let mut child = prep(&dir.path, spawn_qemu(&cfg, &dir.path, true))?;
@@ -809,7 +911,7 @@ mod tests {
     fn tail_reads_appended_lines() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("e.jsonl");
-        let mut tail = Tail::new(p.clone());
+        let mut tail = Tail::from_end(p.clone());
         assert!(tail.lines().is_empty());
         std::fs::write(&p, "one\ntw").unwrap();
         assert_eq!(tail.lines(), vec!["one".to_string()]);

@@ -13,15 +13,20 @@ use vm::{Accel, Limits, Machine, RunDir, VmSpec};
 const FAKE_QEMU: &str = r#"#!/usr/bin/env python3
 import json, os, socket, sys, time
 args = sys.argv[1:]
-con = ev = pid = None
+def opts(a):
+    return dict(kv.split("=", 1) for kv in a.split(",")[1:] if "=" in kv)
+con = ev = pid = share = None
 for i, a in enumerate(args):
     if a.startswith("socket,id=con,"):
-        con = dict(kv.split("=", 1) for kv in a.split(",")[1:] if "=" in kv)["path"]
+        con = opts(a)["path"]
     if a.startswith("file,id=events,"):
-        ev = dict(kv.split("=", 1) for kv in a.split(",")[1:] if "=" in kv)["path"]
+        ev = opts(a)["path"]
+    if a.startswith("local,id=share,"):
+        share = opts(a)["path"]
     if a == "-pidfile":
         pid = args[i + 1]
 open(pid, "w").write(str(os.getpid()))
+plan = json.load(open(os.path.join(share, "plan.json")))
 srv = socket.socket(socket.AF_UNIX)
 srv.bind(con)
 srv.listen(1)
@@ -38,24 +43,28 @@ console("[    0.000000] Linux version 6.12.0 (fake)")
 if mode == "boot-hang":
     time.sleep(600)
 emit(type="run_started", kernel="6.12.0-fake", iomapfs_version=None, e2fsprogs_version=None,
-     server_mode=None, server_error=None, agent_start_ms=900, boot_to_ready_ms=1000, setup_ms=0, tests=2)
-emit(type="test_started", name="t/1", timeout_s=1)
-console("[    1.100000] harness-agent: test_started t/1")
-if mode == "stall":
-    emit(type="heartbeat", test="t/1", progress=1)
-    time.sleep(600)
-if mode == "crash":
-    console("[    1.200000] BUG: kernel NULL pointer dereference, address: 0000000000000010")
-    console("[    1.200001] RIP: 0010:fuse_fake+0x1/0x2")
-    console("[    1.200002] Kernel panic - not syncing: Fatal exception")
-    sys.exit(0)
-if mode == "warn":
-    console("[    1.200000] WARNING: CPU: 0 PID: 9 at fs/fuse/file.c:10 fuse_fake+0x1/0x2")
-    console("[    1.200001] ---[ end trace 0000000000000000 ]---")
-emit(type="test_finished", name="t/1", status="passed", duration_ms=5, exit_code=0, signal=None, slow=False, reason=None)
-console("[    1.300000] harness-agent: test_finished t/1")
-emit(type="test_started", name="t/2", timeout_s=1)
-emit(type="test_finished", name="t/2", status="failed", duration_ms=5, exit_code=3, signal=None, slow=False, reason="exit code 3")
+     server_mode=None, server_error=None, agent_start_ms=900, boot_to_ready_ms=1000, setup_ms=0,
+     tests=len(plan["tests"]))
+for t in plan["tests"]:
+    name = t["name"]
+    emit(type="test_started", name=name, timeout_s=t["timeout_s"])
+    console("[    1.100000] harness-agent: test_started " + name)
+    if name == "t/1" and mode == "stall":
+        emit(type="heartbeat", test=name, progress=1)
+        time.sleep(600)
+    if name == "t/1" and mode == "crash":
+        console("[    1.200000] BUG: kernel NULL pointer dereference, address: 0000000000000010")
+        console("[    1.200001] RIP: 0010:fuse_fake+0x1/0x2")
+        console("[    1.200002] Kernel panic - not syncing: Fatal exception")
+        sys.exit(0)
+    if name == "t/1" and mode == "warn":
+        console("[    1.200000] WARNING: CPU: 0 PID: 9 at fs/fuse/file.c:10 fuse_fake+0x1/0x2")
+        console("[    1.200001] ---[ end trace 0000000000000000 ]---")
+    if name == "t/1":
+        emit(type="test_finished", name=name, status="passed", duration_ms=5, exit_code=0, signal=None, slow=False, reason=None)
+    else:
+        emit(type="test_finished", name=name, status="failed", duration_ms=5, exit_code=3, signal=None, slow=False, reason="exit code 3")
+    console("[    1.300000] harness-agent: test_finished " + name)
 emit(type="run_finished", passed=1, failed=1)
 "#;
 
@@ -132,6 +141,7 @@ fn quick() -> Limits {
         stall: Duration::from_secs(3),
         shutdown: Duration::from_secs(3),
         dump_wait: Duration::from_secs(1),
+        reboots: 0,
     }
 }
 
@@ -166,6 +176,18 @@ fn supervisor_verdicts() {
     assert!(r.tests[0].findings.iter().any(|f| f.excerpt.contains("RIP: 0010:fuse_fake")));
     assert_eq!(r.tests[1].verdict, Verdict::NotRun);
     assert!(!fake_alive(&dir));
+
+    // With reboots allowed, the run goes on after the crash in a new boot.
+    let (r, dir) = run(&f, "crash", Limits { reboots: 2, ..quick() });
+    assert_eq!(r.boots, 2, "{r:#?}");
+    assert_eq!(r.verdict, Verdict::Crashed);
+    assert_eq!(r.tests[0].verdict, Verdict::Crashed);
+    assert_eq!(r.tests[1].verdict, Verdict::Failed, "t/2 ran in the second boot");
+    assert!(dir.join("disks/test-boot1.img").is_file(), "the crashed boot's disk is kept");
+    let console = std::fs::read_to_string(dir.join("console.log")).unwrap();
+    assert!(console.contains("Kernel panic") && console.contains("===== vm-test: boot 2 ====="));
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    assert_eq!(events.matches("run_started").count(), 2, "events of both boots kept");
 
     // Heartbeats stop: hung within the stall limit, and the fake is killed.
     let t0 = Instant::now();
