@@ -70,6 +70,17 @@ fn smoke_suite_passes_under_iomapfs() {
     assert!(!qemu_running(&result.id));
 }
 
+/// The same checks on the kernel's own ext4: keeps the smoke scripts honest
+/// (a check that passes on iomapfs but fails on ext4 is a wrong check or a
+/// difference worth knowing).
+#[test]
+fn smoke_suite_passes_on_kernel_ext4_as_a_control() {
+    let Some(args) = vm_args(&["--suite", "smoke", "--env", "SMOKE_FSTYPE=ext4"]) else { return };
+    let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
+    eprint!("{}", report::summary_text(&result));
+    assert_eq!(result.verdict, Verdict::Passed, "{}", std::fs::read_to_string(dir.join("summary.md")).unwrap());
+}
+
 #[test]
 fn guest_panic_is_classified_as_crashed_and_the_run_goes_on() {
     let Some(args) = vm_args(&["--run", "echo c > /proc/sysrq-trigger", "--run", "true", "--no-server"]) else {
