@@ -287,6 +287,8 @@ pub fn build_server() -> Result<Vec<PathBuf>> {
 struct Printer {
     bar: Option<indicatif::ProgressBar>,
     test_start: Instant,
+    /// Half-minutes of the running test already reported (plain output).
+    quiet_lines: u64,
 }
 
 impl Printer {
@@ -300,7 +302,7 @@ impl Printer {
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
-        Printer { bar, test_start: Instant::now() }
+        Printer { bar, test_start: Instant::now(), quiet_lines: 0 }
     }
 
     fn line(&self, s: String) {
@@ -340,6 +342,7 @@ impl Printer {
             }
             Progress::TestStarted { name, index, total } => {
                 self.test_start = Instant::now();
+                self.quiet_lines = 0;
                 if self.bar.is_none() {
                     eprintln!("[{index}/{total}] {name} ...");
                 }
@@ -359,7 +362,13 @@ impl Printer {
             }
             Progress::Heartbeat { test } => {
                 if let Some(t) = test {
-                    self.status(format!("{t} ({:.0} s)", self.test_start.elapsed().as_secs_f64()));
+                    let secs = self.test_start.elapsed().as_secs();
+                    self.status(format!("{t} ({secs} s)"));
+                    // Plain output: a sign of life every half minute.
+                    if self.bar.is_none() && secs / 30 > self.quiet_lines {
+                        self.quiet_lines = secs / 30;
+                        eprintln!("    ... {t} still running ({secs} s)");
+                    }
                 }
             }
             Progress::Log { message } => self.line(format!("    guest: {message}")),
