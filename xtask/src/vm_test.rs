@@ -177,8 +177,15 @@ pub fn needs_server(args: &VmTestArgs) -> bool {
 /// Resolve the kernel, image, agent and server; decide the accelerator.
 pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
     let images = crate::paths::workspace_root().join("images");
-    // Check the recipe name before spending minutes on a kernel.
+    // Check the recipe name and QEMU before spending minutes on a kernel.
     crate::image::Recipe::load(&images, &vm.image)?;
+    let qemu_found = if vm.qemu.components().count() > 1 { vm.qemu.is_file() } else { crate::util::which(&vm.qemu.to_string_lossy()).is_some() };
+    if !qemu_found {
+        return Err(usage(format!(
+            "QEMU ({}) is not installed: apt-get install qemu-system-x86 qemu-utils",
+            vm.qemu.display()
+        )));
+    }
     let (kernel, kernel_release) = match &vm.kernel_image {
         Some(p) => {
             let k = &vm.kernel;
