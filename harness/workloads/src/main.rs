@@ -1,6 +1,7 @@
 //! `workloads`: data-integrity workloads for a mounted directory.
 //!
-//! Exit status: 0 clean, 1 findings (the filesystem misbehaved), 2 usage error,
+//! Exit status: 0 clean, 1 findings (the filesystem misbehaved), 2 usage error (bad
+//! arguments, manifest or ack log),
 //! 3 the workload could not run (setup, remount hook, fio missing).
 
 use anyhow::{Context, Result};
@@ -88,6 +89,9 @@ struct AppendArgs {
     /// O_DIRECT|O_APPEND with records of whole 4 KiB blocks.
     #[arg(long)]
     direct: bool,
+    /// With --direct: record sizes are multiples of this (the target must accept it).
+    #[arg(long, default_value_t = 4096)]
+    direct_align: u32,
     /// fsync every K records and acknowledge them in --ack-log.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     fsync_every: Option<u64>,
@@ -167,9 +171,12 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("workloads: error: {e:#}");
-            let usage = e
-                .downcast_ref::<workloads::Error>()
-                .is_some_and(|e| matches!(e, workloads::Error::Config(_)));
+            let usage = e.downcast_ref::<workloads::Error>().is_some_and(|e| {
+                matches!(
+                    e,
+                    workloads::Error::Config(_) | workloads::Error::Parse { .. }
+                )
+            });
             ExitCode::from(if usage { 2 } else { 3 })
         }
     }
@@ -207,6 +214,7 @@ fn run(cmd: Cmd) -> Result<bool> {
                 writers: a.writers,
                 records: a.records,
                 direct: a.direct,
+                direct_align: a.direct_align,
                 fsync_every: a.fsync_every,
                 ack_log: a.ack_log,
                 crash_tolerant: a.crash_tolerant,

@@ -83,8 +83,8 @@ pub fn read(path: &Path) -> Result<(AckHeader, Vec<Option<u64>>)> {
         "buffered" => Style::Buffered,
         "small" => Style::Small,
         s => match s.strip_prefix("direct:").and_then(|a| a.parse().ok()) {
-            Some(align) => Style::Direct { align },
-            None => return Err(bad(format!("unknown style {s:?}"))),
+            Some(align) if (64..=256 << 10).contains(&align) => Style::Direct { align },
+            _ => return Err(bad(format!("unknown style {s:?}"))),
         },
     };
     let h = AckHeader {

@@ -247,6 +247,7 @@ pub fn run(dir: &Path, cfg: &Config, remount: Option<RemountHook>) -> Result<Rep
 pub fn verify(dir: &Path, manifest: &Manifest) -> Result<Summary> {
     let start = Instant::now();
     let seed = manifest.seed()?;
+    manifest.validate()?;
     let mut summary = Summary::new("verify-dio", Some(seed));
     let mut findings = Findings::default();
     let mut phase = PhaseSummary::new("verify");

@@ -120,6 +120,37 @@ impl Manifest {
             detail: e,
         })
     }
+
+    /// Rejects a manifest the verifier cannot follow (it comes from a file).
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |detail: String| crate::Error::Parse {
+            what: "manifest".into(),
+            detail,
+        };
+        for f in &self.files {
+            let unit = f.unit();
+            if !f.unit.is_power_of_two() || !(512..=1 << 20).contains(&f.unit) {
+                return Err(bad(format!(
+                    "{}: unit {} is not a power of two in 512..=1M",
+                    f.name, f.unit
+                )));
+            }
+            if f.name.is_empty() || f.name.split('/').any(|c| c == "..") || f.name.starts_with('/')
+            {
+                return Err(bad(format!(
+                    "file name {:?} is not a relative path",
+                    f.name
+                )));
+            }
+            if f.size % unit != 0 || f.blocks.keys().any(|o| o % unit != 0 || *o >= f.size) {
+                return Err(bad(format!(
+                    "{}: size or block offsets are not whole units below the size",
+                    f.name
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -146,5 +177,45 @@ mod tests {
         assert_eq!(m.size, 65536);
         // Re-growing past truncated data does not resurrect it.
         assert_eq!(m.expected(12288), None);
+    }
+
+    #[test]
+    fn manifests_from_files_are_validated() {
+        let mut f = FileModel::new(1, "wl-dio/f", 4096);
+        f.wrote(0, 2);
+        let good = Manifest {
+            seed: "0x1".into(),
+            files: vec![f.clone()],
+        };
+        assert!(good.validate().is_ok());
+        for broken in [
+            FileModel {
+                unit: 0,
+                ..f.clone()
+            },
+            FileModel {
+                unit: 1000,
+                ..f.clone()
+            },
+            FileModel {
+                size: 5000,
+                ..f.clone()
+            },
+            FileModel {
+                name: "../x".into(),
+                ..f.clone()
+            },
+            FileModel {
+                blocks: [(1u64 << 40, 1u64)].into(),
+                ..f.clone()
+            },
+        ] {
+            assert!(Manifest {
+                seed: "0x1".into(),
+                files: vec![broken]
+            }
+            .validate()
+            .is_err());
+        }
     }
 }
