@@ -12,6 +12,7 @@ use workloads::{append, dio, fio, BoxError, Summary};
 
 e2e::target_tests!(
     dio_workload,
+    dio_workload_1k_blocks,
     append_buffered_truncate_small_files,
     append_direct,
     fio_jobs
@@ -30,7 +31,6 @@ fn report(t: &dyn Target, what: &str, s: &Summary, took: Duration) -> Result<()>
 }
 
 fn dio_workload(t: &dyn Target) -> Result<()> {
-    let mut fx = Fx::new(t, 256)?;
     let cfg = dio::Config {
         seed: 0xd10_0001,
         duration: Duration::from_secs(40),
@@ -39,6 +39,23 @@ fn dio_workload(t: &dyn Target) -> Result<()> {
         ops: 1200,
         queue_depth: 8,
     };
+    dio_on(t, Fx::new(t, 256)?, &cfg)
+}
+
+/// 1 KiB blocks: every 4 KiB unit spans four blocks, every sector write is sub-block.
+fn dio_workload_1k_blocks(t: &dyn Target) -> Result<()> {
+    let cfg = dio::Config {
+        seed: 0xd10_0002,
+        duration: Duration::from_secs(40),
+        max_bytes: 12 << 20,
+        files: 2,
+        ops: 800,
+        queue_depth: 16,
+    };
+    dio_on(t, Fx::with_block_size(t, 128, 1024)?, &cfg)
+}
+
+fn dio_on(t: &dyn Target, mut fx: Fx, cfg: &dio::Config) -> Result<()> {
     let start = Instant::now();
     let mnt = fx.mnt.clone();
     let mut remounts = 0;
@@ -46,7 +63,7 @@ fn dio_workload(t: &dyn Target) -> Result<()> {
         remounts += 1;
         fx.remount().map_err(|e| e.to_string().into())
     };
-    let r = dio::run(&mnt, &cfg, Some(&mut hook))?;
+    let r = dio::run(&mnt, cfg, Some(&mut hook))?;
     ensure!(remounts == 1, "the remount hook ran {remounts} times");
     report(t, "dio", &r.summary, start.elapsed())?;
     // Every phase ran and did something.

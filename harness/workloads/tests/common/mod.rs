@@ -30,14 +30,24 @@ impl<'t> Fx<'t> {
         Ok(fx)
     }
 
-    /// A fresh image, not mounted yet.
+    /// A fresh image with 4 KiB blocks, not mounted yet.
     pub fn unmounted(target: &'t dyn Target, size_mib: u64) -> Result<Self> {
+        Self::unmounted_with(target, size_mib, 4096)
+    }
+
+    pub fn with_block_size(target: &'t dyn Target, size_mib: u64, block_size: u32) -> Result<Self> {
+        let mut fx = Self::unmounted_with(target, size_mib, block_size)?;
+        fx.mount()?;
+        Ok(fx)
+    }
+
+    fn unmounted_with(target: &'t dyn Target, size_mib: u64, block_size: u32) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("wl-").tempdir()?;
         let image = dir.path().join("fs.img");
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt)?;
         std::fs::File::create(&image)?.set_len(size_mib << 20)?;
-        mkfs_ext4(&image, 4096, &[])?;
+        mkfs_ext4(&image, block_size, &[])?;
         let log = dir.path().join("server.log");
         Ok(Self {
             target,
