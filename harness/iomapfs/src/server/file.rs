@@ -196,6 +196,10 @@ impl Server {
         let _data = self.data_lock(ino).write();
         let mut meta = self.meta();
         let mut inode = Self::regular(&mut meta, ino)?;
+        // Like ext4: without extents there is no unwritten state to preallocate with.
+        if !inode.uses_extents() {
+            return Err(Errno(libc::EOPNOTSUPP));
+        }
         let fs = Self::writable_fs(&mut meta)?;
         if end > self.max_file_size {
             return Err(Errno(libc::EFBIG));
