@@ -281,11 +281,12 @@ pub fn build_agent() -> Result<PathBuf> {
 /// iomapfs and its mount helper, built on the host (same Debian as the image).
 pub fn build_server() -> Result<Vec<PathBuf>> {
     let mut c = cargo();
-    c.args(["build", "--quiet", "--release", "--package", "iomapfs", "--bins"]);
+    // The workloads binary rides along: the dio and append suites run it in the guest.
+    c.args(["build", "--quiet", "--release", "--package", "iomapfs", "--package", "workloads", "--bins"]);
     run_cargo(c, "iomapfs")?;
     let dir = target_dir().join("release");
     let bins: Vec<PathBuf> =
-        ["iomapfs", "mount.fuse.iomapfs"].iter().map(|b| dir.join(b)).filter(|p| p.is_file()).collect();
+        ["iomapfs", "mount.fuse.iomapfs", "workloads"].iter().map(|b| dir.join(b)).filter(|p| p.is_file()).collect();
     anyhow::ensure!(!bins.is_empty(), "no iomapfs binaries in {}", dir.display());
     Ok(bins)
 }

@@ -64,7 +64,7 @@ pub fn prepare_server(s: &ServerSetup, out: &mut Emitter) -> Result<ServerInfo, 
     let src = Path::new(events::SHARE_MOUNT).join(&s.bin_dir);
     let mut info = ServerInfo::default();
     let t0 = crate::sys::boottime_ms();
-    for name in ["iomapfs", "mount.fuse.iomapfs"] {
+    for name in ["iomapfs", "mount.fuse.iomapfs", "workloads"] {
         let from = src.join(name);
         if !from.exists() {
             continue;

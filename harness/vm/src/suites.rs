@@ -12,8 +12,10 @@ pub struct Suite {
 }
 
 const SMOKE_PRELUDE: &str = include_str!("../suites/smoke/prelude.sh");
+const WORKLOADS_PRELUDE: &str = include_str!("../suites/workloads/prelude.sh");
 
-pub const SUITES: &[Suite] = &[Suite {
+pub const SUITES: &[Suite] = &[
+Suite {
     name: "smoke",
     about: "mount through iomapfs, file operations, O_DIRECT and O_APPEND checks, e2fsck -fn",
     needs_server: true,
@@ -25,7 +27,25 @@ pub const SUITES: &[Suite] = &[Suite {
         ("append", include_str!("../suites/smoke/append.sh"), 120),
         ("fsck", include_str!("../suites/smoke/fsck.sh"), 60),
     ],
-}];
+},
+Suite {
+    name: "dio",
+    about: "the dio workload: self-describing O_DIRECT blocks, sparse files, io_uring, mixed access, remount, e2fsck -fn",
+    needs_server: true,
+    prelude: WORKLOADS_PRELUDE,
+    tests: &[("workload", include_str!("../suites/workloads/dio.sh"), 600)],
+},
+Suite {
+    name: "append",
+    about: "the append workload: concurrent O_APPEND writers (buffered with truncates and small files, and O_DIRECT), remount, e2fsck -fn",
+    needs_server: true,
+    prelude: WORKLOADS_PRELUDE,
+    tests: &[
+        ("buffered", include_str!("../suites/workloads/buffered.sh"), 600),
+        ("direct", include_str!("../suites/workloads/direct.sh"), 600),
+    ],
+},
+];
 
 pub fn find(name: &str) -> Option<&'static Suite> {
     SUITES.iter().find(|s| s.name == name)
@@ -53,7 +73,11 @@ impl Suite {
 pub fn run_commands(cmds: &[String], timeout_s: u64) -> Vec<PlanTest> {
     cmds.iter()
         .enumerate()
-        .map(|(i, c)| PlanTest { name: format!("run/{}", i + 1), command: c.clone(), timeout_s })
+        .map(|(i, c)| PlanTest {
+            name: format!("run/{}", i + 1),
+            command: c.clone(),
+            timeout_s,
+        })
         .collect()
 }
 
@@ -66,12 +90,37 @@ mod tests {
         let s = find("smoke").unwrap();
         let tests = s.plan_tests(None);
         let names: Vec<_> = tests.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["smoke/mount", "smoke/fileops", "smoke/dio", "smoke/append", "smoke/fsck"]);
-        assert!(tests.iter().all(|t| t.command.starts_with("# Shared by every smoke test")));
+        assert_eq!(
+            names,
+            [
+                "smoke/mount",
+                "smoke/fileops",
+                "smoke/dio",
+                "smoke/append",
+                "smoke/fsck"
+            ]
+        );
+        assert!(tests
+            .iter()
+            .all(|t| t.command.starts_with("# Shared by every smoke test")));
         assert!(tests[2].command.contains("iflag=direct"));
         assert!(tests[4].command.contains("e2fsck -fn"));
         assert_eq!(s.plan_tests(Some(7))[0].timeout_s, 7);
         assert!(find("nope").is_none());
+    }
+
+    #[test]
+    fn workload_suites_run_the_workloads_binary_and_check_the_disk() {
+        for (suite, cmd) in [("dio", "workloads dio"), ("append", "workloads append")] {
+            let tests = find(suite).unwrap().plan_tests(None);
+            assert!(!tests.is_empty());
+            for t in &tests {
+                assert!(t.command.contains(cmd), "{}", t.name);
+                assert!(t.command.contains("--remount-cmd"), "{}", t.name);
+                assert!(t.command.contains("e2fsck -fn"), "{}", t.name);
+            }
+        }
+        assert_eq!(names(), ["smoke", "dio", "append"]);
     }
 
     #[test]
@@ -85,8 +134,16 @@ mod tests {
     #[test]
     fn smoke_scripts_parse_with_bash() {
         for t in find("smoke").unwrap().plan_tests(None) {
-            let out = std::process::Command::new("bash").args(["-n", "-c", &t.command]).output().unwrap();
-            assert!(out.status.success(), "{}: {}", t.name, String::from_utf8_lossy(&out.stderr));
+            let out = std::process::Command::new("bash")
+                .args(["-n", "-c", &t.command])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                t.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

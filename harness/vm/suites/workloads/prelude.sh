@@ -1,0 +1,15 @@
+# Shared by the dio and append suites (prepended by the harness). The agent sets
+# TEST_DEV (formatted ext4), TEST_DIR, HARNESS_OUT; `workloads` is installed with iomapfs.
+# `--env WORKLOADS_FSTYPE=ext4` runs the same workload on the kernel's ext4 as a control;
+# `--env WORKLOADS_SEED=0x...` replays a seed (each run prints the one it used).
+set -euo pipefail
+WORKLOADS_FSTYPE=${WORKLOADS_FSTYPE:-fuse.iomapfs}
+SEED_ARGS=()
+[[ -n ${WORKLOADS_SEED:-} ]] && SEED_ARGS=(--seed "$WORKLOADS_SEED")
+REMOUNT="umount $TEST_DIR && mount -t $WORKLOADS_FSTYPE $TEST_DEV $TEST_DIR"
+mount -t "$WORKLOADS_FSTYPE" "$TEST_DEV" "$TEST_DIR"
+# Leave the disk as found: unmounted and checked.
+finish() {
+    umount "$TEST_DIR"
+    e2fsck -fn "$TEST_DEV"
+}
