@@ -87,6 +87,7 @@ impl Make {
     /// `make -jN bzImage`, streamed into `log` with live progress. On
     /// failure the error is the last error lines plus the log path.
     pub fn build(&self, log: &Path, ui: &Ui) -> Result<BuildStats> {
+        let cpu_before = children_cpu_seconds();
         let jobs = format!("-j{}", self.jobs);
         let mut logf = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let reader = self.cmd(&[&jobs, "bzImage"]).stderr_to_stdout().unchecked().reader().context("starting make")?;
@@ -117,6 +118,7 @@ impl Make {
         logf.flush()?;
         match status {
             Some(s) if s.success() => {
+                stats.cpu_s = children_cpu_seconds() - cpu_before;
                 act.finish(format!("done, {} objects compiled", stats.objects));
                 Ok(stats)
             }
@@ -139,6 +141,20 @@ impl Make {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BuildStats {
     pub objects: u64,
+    /// User + system CPU seconds of make and everything it ran.
+    pub cpu_s: f64,
+}
+
+/// CPU time of all waited-for descendants so far (make reaps its children,
+/// so their time reaches us when we reap make).
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// `  CC      fs/fuse/dir.o` -> `fs/fuse/dir.o` (also AS, and host CC).
@@ -193,6 +209,17 @@ mod tests {
         assert!(is_error_line("fs/fuse/dir.c:10:1: error: expected ';' before '}' token"));
         assert!(is_error_line("make[4]: *** [scripts/Makefile.build:229: fs/fuse/dir.o] Error 1"));
         assert!(!is_error_line("  CC      fs/fuse/dir.o"));
+    }
+
+    #[test]
+    fn counts_cpu_of_waited_children() {
+        let before = children_cpu_seconds();
+        let st = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert!(children_cpu_seconds() - before > 0.05);
     }
 
     #[test]

@@ -180,6 +180,10 @@ pub struct Durations {
     pub config_s: f64,
     pub build_s: f64,
     pub total_s: f64,
+    /// CPU seconds (user + system) the build used: comparable across
+    /// machines and loads, unlike wall time.
+    #[serde(default)]
+    pub build_cpu_s: f64,
 }
 
 /// Result of [`configure_kernel`].
@@ -546,7 +550,7 @@ pub fn ensure_kernel(opts: &KernelOptions, ui: &Ui) -> Result<BuiltKernel> {
     let tb = Instant::now();
     ui.step(format!("building {} with -j{} ({})", p.src.description, p.make.jobs, p.make.cc));
     let _ = std::fs::remove_file(p.dir.join("build-info.json"));
-    p.make.build(&p.dir.join("build.log"), ui)?;
+    let stats = p.make.build(&p.dir.join("build.log"), ui)?;
     let build_s = tb.elapsed().as_secs_f64();
     // make re-syncs .config when Kconfig files changed: verify what was built.
     let (config, _) = verify(&p)?;
@@ -555,6 +559,7 @@ pub fn ensure_kernel(opts: &KernelOptions, ui: &Ui) -> Result<BuiltKernel> {
         config_s,
         build_s,
         total_s: t0.elapsed().as_secs_f64(),
+        build_cpu_s: stats.cpu_s,
     })?;
     update_latest(&opts.cache_dir, &opts.profile, &p.key)?;
     ui.note(format!(

@@ -217,7 +217,7 @@ fn build_info_round_trips() {
         iomap_present: false,
         started: "2026-01-01T00:00:00Z".into(),
         finished: "2026-01-01T00:10:00Z".into(),
-        durations: Durations { source_s: 1.0, config_s: 2.0, build_s: 3.0, total_s: 6.0 },
+        durations: Durations { source_s: 1.0, config_s: 2.0, build_s: 3.0, total_s: 6.0, build_cpu_s: 5.0 },
         bzimage_bytes: 3_000_000,
     };
     let json = serde_json::to_string(&info).unwrap();
