@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 pub const OUTPUT: &str = "harness/ext2fs/src/sys.rs";
 
 /// bindgen's arguments before `-o OUTPUT`, relative to the workspace root.
+#[rustfmt::skip]
 pub const ARGS: &[&str] = &[
     "harness/ext2fs/wrapper.h",
     "--use-core",
@@ -44,23 +45,41 @@ pub struct BindgenCommand {
 
 pub fn run(cmd: &BindgenCommand, ui: &Ui) -> Result<()> {
     if which("bindgen").is_none() {
-        return Err(usage("bindgen is not installed; install it with `cargo install bindgen-cli`"));
+        return Err(usage(
+            "bindgen is not installed; install it with `cargo install bindgen-cli`",
+        ));
     }
     let root = crate::paths::workspace_root();
     let tmp = tempfile_path(&root)?;
-    let out = if cmd.check { tmp.clone() } else { root.join(OUTPUT) };
+    let out = if cmd.check {
+        tmp.clone()
+    } else {
+        root.join(OUTPUT)
+    };
     ui.step(format!("bindgen {} -> {}", ARGS[0], out.display()));
-    let argv: Vec<String> =
-        ARGS.iter().map(|s| s.to_string()).chain(["-o".to_string(), out.display().to_string()]).collect();
-    let res = duct::cmd("bindgen", &argv).dir(&root).stderr_capture().unchecked().run().context("running bindgen")?;
+    let argv: Vec<String> = ARGS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["-o".to_string(), out.display().to_string()])
+        .collect();
+    let res = duct::cmd("bindgen", &argv)
+        .dir(&root)
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .context("running bindgen")?;
     if !res.status.success() {
         let _ = std::fs::remove_file(&tmp);
-        anyhow::bail!("bindgen failed:\n{}", String::from_utf8_lossy(&res.stderr).trim());
+        anyhow::bail!(
+            "bindgen failed:\n{}",
+            String::from_utf8_lossy(&res.stderr).trim()
+        );
     }
     if cmd.check {
         let fresh = std::fs::read(&tmp).context("reading generated bindings")?;
         let _ = std::fs::remove_file(&tmp);
-        let committed = std::fs::read(root.join(OUTPUT)).with_context(|| format!("reading {OUTPUT}"))?;
+        let committed =
+            std::fs::read(root.join(OUTPUT)).with_context(|| format!("reading {OUTPUT}"))?;
         if fresh != committed {
             return Err(anyhow::Error::new(TestFailures(format!(
                 "{OUTPUT} is out of date: run `cargo xtask bindgen` and commit the result"
@@ -85,8 +104,13 @@ mod tests {
 
     /// The command in ext2fs's crate docs, as words (quotes removed).
     fn documented_command() -> Vec<String> {
-        let lib = std::fs::read_to_string(crate::paths::workspace_root().join("harness/ext2fs/src/lib.rs")).unwrap();
-        let start = lib.find("Regenerating the bindings").expect("ext2fs docs describe regeneration");
+        let lib = std::fs::read_to_string(
+            crate::paths::workspace_root().join("harness/ext2fs/src/lib.rs"),
+        )
+        .unwrap();
+        let start = lib
+            .find("Regenerating the bindings")
+            .expect("ext2fs docs describe regeneration");
         let block: Vec<&str> = lib[start..]
             .lines()
             .map(|l| l.trim_start_matches("//!").trim())
@@ -94,13 +118,21 @@ mod tests {
             .skip(1)
             .take_while(|l| !l.starts_with("```"))
             .collect();
-        block.join(" ").replace('\\', " ").split_whitespace().map(|w| w.trim_matches('\'').to_string()).collect()
+        block
+            .join(" ")
+            .replace('\\', " ")
+            .split_whitespace()
+            .map(|w| w.trim_matches('\'').to_string())
+            .collect()
     }
 
     #[test]
     fn args_match_the_ext2fs_docs() {
         let doc = documented_command();
-        let mut ours: Vec<String> = std::iter::once("bindgen").chain(ARGS.iter().copied()).map(String::from).collect();
+        let mut ours: Vec<String> = std::iter::once("bindgen")
+            .chain(ARGS.iter().copied())
+            .map(String::from)
+            .collect();
         ours.extend(["-o".to_string(), OUTPUT.to_string()]);
         assert_eq!(doc, ours, "update ARGS to match harness/ext2fs/src/lib.rs");
     }

@@ -34,8 +34,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn resolve(vars: &[(&str, &str)]) -> PathBuf {
-        let m: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         cache_dir_from(|k| m.get(k).map(Into::into))
     }
 
@@ -48,7 +50,10 @@ mod tests {
         ];
         assert_eq!(resolve(&all), PathBuf::from("/x/harness"));
         assert_eq!(resolve(&all[1..]), PathBuf::from("/xdg/fuse-iomap-harness"));
-        assert_eq!(resolve(&all[2..]), PathBuf::from("/home/u/.cache/fuse-iomap-harness"));
+        assert_eq!(
+            resolve(&all[2..]),
+            PathBuf::from("/home/u/.cache/fuse-iomap-harness")
+        );
         // Empty values count as unset.
         assert_eq!(
             resolve(&[("FUSE_IOMAP_HARNESS_CACHE", ""), ("HOME", "/h")]),

@@ -93,7 +93,11 @@ impl HarnessConfig {
                 profiles.insert(name.clone(), profile);
             }
         }
-        Ok(HarnessConfig { path: path.to_path_buf(), base_dir: base_dir.to_path_buf(), profiles })
+        Ok(HarnessConfig {
+            path: path.to_path_buf(),
+            base_dir: base_dir.to_path_buf(),
+            profiles,
+        })
     }
 
     /// The named profile, or the default one; an unknown name is a usage error.
@@ -104,7 +108,11 @@ impl HarnessConfig {
             usage(format!(
                 "unknown profile `{name}` (profiles in {}: {})",
                 self.path.display(),
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             ))
         })
     }
@@ -123,7 +131,13 @@ impl Profile {
             None => anyhow::bail!("missing [kernel] table"),
         };
         kernel.check_sources()?;
-        Ok(Profile { name: name.to_string(), description, kernel, table, base_dir: base_dir.to_path_buf() })
+        Ok(Profile {
+            name: name.to_string(),
+            description,
+            kernel,
+            table,
+            base_dir: base_dir.to_path_buf(),
+        })
     }
 
     /// Deserialize another section of this profile (e.g. `image`, `suites`).
@@ -189,11 +203,19 @@ mod tests {
         let cfg = HarnessConfig::load_default().expect("harness.toml parses");
         let def = cfg.profile(None).expect("default profile");
         assert_eq!(def.name, "default");
-        assert!(def.kernel.debian_package.is_some(), "default must build offline from a Debian package");
+        assert!(
+            def.kernel.debian_package.is_some(),
+            "default must build offline from a Debian package"
+        );
         assert_eq!(def.kernel.iomap, IomapMode::Auto);
         let iomap = cfg.profile(Some("fuse-iomap")).expect("fuse-iomap profile");
         assert_eq!(iomap.kernel.iomap, IomapMode::Required);
-        assert!(iomap.kernel.git.as_deref().unwrap_or("").contains("git.kernel.org"));
+        assert!(iomap
+            .kernel
+            .git
+            .as_deref()
+            .unwrap_or("")
+            .contains("git.kernel.org"));
         assert!(iomap.kernel.git_ref.is_some());
     }
 
@@ -217,7 +239,10 @@ mod tests {
         let p = cfg.profile(Some("dev")).unwrap();
         assert_eq!(p.description.as_deref(), Some("my tree"));
         assert_eq!(p.kernel.source_dir.as_deref(), Some(Path::new("../linux")));
-        assert_eq!(p.resolve_path(Path::new("../linux")), PathBuf::from("/ws/../linux"));
+        assert_eq!(
+            p.resolve_path(Path::new("../linux")),
+            PathBuf::from("/ws/../linux")
+        );
         assert_eq!(p.kernel.fragments, vec!["base", "extra/local.config"]);
         assert!(p.kernel.debug);
         assert_eq!(p.kernel.iomap, IomapMode::Required);
@@ -238,12 +263,27 @@ mod tests {
     #[test]
     fn bad_profiles_are_usage_errors() {
         let cases = [
-            ("[profiles.x.kernel]\ngit = \"u\"\ndebian-package = \"p\"\n", "choose one source"),
+            (
+                "[profiles.x.kernel]\ngit = \"u\"\ndebian-package = \"p\"\n",
+                "choose one source",
+            ),
             ("[profiles.x.kernel]\nfragments = [\"base\"]\n", "no source"),
-            ("[profiles.x.kernel]\ndebian-package = \"p\"\nsurce-dir = \"typo\"\n", "unknown field"),
-            ("[profiles.x.kernel]\ndebian-package = \"p\"\niomap = \"sometimes\"\n", "sometimes"),
-            ("[profiles.x.kernel]\ntarball = \"t\"\nref = \"v1\"\n", "`ref` needs"),
-            ("[profiles.x]\ndescription = \"no kernel\"\n", "missing [kernel]"),
+            (
+                "[profiles.x.kernel]\ndebian-package = \"p\"\nsurce-dir = \"typo\"\n",
+                "unknown field",
+            ),
+            (
+                "[profiles.x.kernel]\ndebian-package = \"p\"\niomap = \"sometimes\"\n",
+                "sometimes",
+            ),
+            (
+                "[profiles.x.kernel]\ntarball = \"t\"\nref = \"v1\"\n",
+                "`ref` needs",
+            ),
+            (
+                "[profiles.x]\ndescription = \"no kernel\"\n",
+                "missing [kernel]",
+            ),
             ("[profiles.x.kernel\n", "harness.toml"),
             ("profiles = 3\n", "must be a table"),
         ];

@@ -19,7 +19,9 @@ impl Ui {
     /// Spinners when stderr is a terminal and `CI` is not set.
     pub fn detect() -> Ui {
         let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
-        Ui { fancy: std::io::stderr().is_terminal() && !ci }
+        Ui {
+            fancy: std::io::stderr().is_terminal() && !ci,
+        }
     }
 
     /// Plain lines only (tests, logs).
@@ -50,8 +52,9 @@ impl Ui {
         let now = Instant::now();
         let bar = self.fancy.then(|| {
             let bar = ProgressBar::new_spinner();
-            let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix}: {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            let style =
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix}: {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner());
             bar.set_style(style);
             bar.set_prefix(label.to_string());
             bar.enable_steady_tick(Duration::from_millis(200));
@@ -60,7 +63,13 @@ impl Ui {
         if bar.is_none() {
             eprintln!("    {label}: started");
         }
-        Activity { bar, label: label.to_string(), start: now, last_print: now, interval: PLAIN_INTERVAL }
+        Activity {
+            bar,
+            label: label.to_string(),
+            start: now,
+            last_print: now,
+            interval: PLAIN_INTERVAL,
+        }
     }
 }
 
@@ -82,7 +91,11 @@ impl Activity {
             None => {
                 if self.last_print.elapsed() >= self.interval {
                     self.last_print = Instant::now();
-                    eprintln!("    {}: {} elapsed, {status}", self.label, fmt_duration(self.elapsed()));
+                    eprintln!(
+                        "    {}: {} elapsed, {status}",
+                        self.label,
+                        fmt_duration(self.elapsed())
+                    );
                 }
             }
         }
@@ -105,7 +118,11 @@ impl Activity {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
-        eprintln!("    {}: {outcome} ({})", self.label, fmt_duration(self.elapsed()));
+        eprintln!(
+            "    {}: {outcome} ({})",
+            self.label,
+            fmt_duration(self.elapsed())
+        );
     }
 }
 

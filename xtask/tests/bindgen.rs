@@ -23,7 +23,11 @@ fn committed_bindings_are_up_to_date() {
 #[test]
 fn missing_bindgen_names_the_fix() {
     // A PATH with the system tools but not ~/.cargo/bin.
-    let out = xtask().args(["bindgen", "--check"]).env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").output().unwrap();
+    let out = xtask()
+        .args(["bindgen", "--check"])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     if std::path::Path::new("/usr/bin/bindgen").exists() {
         eprintln!("SKIP: a system bindgen is installed");

@@ -13,7 +13,11 @@ use xtask::ui::Ui;
 
 fn xtask(args: &[&str]) -> (i32, String, Duration) {
     let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).env("CI", "true").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env("CI", "true")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out.status.code().unwrap_or(-1), stderr, t.elapsed())
 }
@@ -22,10 +26,19 @@ fn xtask(args: &[&str]) -> (i32, String, Duration) {
 fn iomap_required_on_the_debian_tree_fails_fast() {
     let (code, stderr, took) = xtask(&["kernel", "--iomap", "required"]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("the FUSE iomap series is not applied"), "{stderr}");
-    assert!(stderr.contains("--series") && stderr.contains("--profile fuse-iomap"), "{stderr}");
+    assert!(
+        stderr.contains("the FUSE iomap series is not applied"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--series") && stderr.contains("--profile fuse-iomap"),
+        "{stderr}"
+    );
     // Nothing was configured or compiled.
-    assert!(!stderr.contains("make bzImage") && !stderr.contains("configuring"), "{stderr}");
+    assert!(
+        !stderr.contains("make bzImage") && !stderr.contains("configuring"),
+        "{stderr}"
+    );
     assert!(took < Duration::from_secs(60), "took {took:?}");
 }
 
@@ -33,8 +46,16 @@ fn iomap_required_on_the_debian_tree_fails_fast() {
 fn usage_errors_exit_2() {
     let (code, stderr, _) = xtask(&["kernel", "--profile", "no-such-profile"]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("unknown profile `no-such-profile`"), "{stderr}");
-    let (code, stderr, _) = xtask(&["kernel", "--fragment", "/nonexistent/x.config", "--config-only"]);
+    assert!(
+        stderr.contains("unknown profile `no-such-profile`"),
+        "{stderr}"
+    );
+    let (code, stderr, _) = xtask(&[
+        "kernel",
+        "--fragment",
+        "/nonexistent/x.config",
+        "--config-only",
+    ]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("/nonexistent/x.config"), "{stderr}");
     let (code, _, _) = xtask(&["kernel", "--git", "u", "--source-dir", "d"]);
@@ -48,13 +69,21 @@ fn missing_requested_symbol_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
     let frag = dir.path().join("wants-iomap.config");
     std::fs::write(&frag, "CONFIG_FUSE_IOMAP=y\nCONFIG_FUSE_FS=y\n").unwrap();
-    let (code, stderr, _) = xtask(&["kernel", "--config-only", "--fragment", frag.to_str().unwrap()]);
+    let (code, stderr, _) = xtask(&[
+        "kernel",
+        "--config-only",
+        "--fragment",
+        frag.to_str().unwrap(),
+    ]);
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("CONFIG_FUSE_IOMAP: requested y by wants-iomap:1, got (absent) (this tree has no such symbol)"),
         "{stderr}"
     );
-    assert!(!stderr.contains("CONFIG_FUSE_FS:"), "FUSE_FS is satisfied: {stderr}");
+    assert!(
+        !stderr.contains("CONFIG_FUSE_FS:"),
+        "FUSE_FS is satisfied: {stderr}"
+    );
 }
 
 /// Offline machines: the fuse-iomap profile's git.kernel.org source fails
@@ -68,7 +97,10 @@ fn fuse_iomap_profile_explains_unreachable_git() {
     }
     let (code, stderr, took) = xtask(&["kernel", "--profile", "fuse-iomap"]);
     assert_eq!(code, 3, "{stderr}");
-    assert!(stderr.contains("git.kernel.org cannot be reached"), "{stderr}");
+    assert!(
+        stderr.contains("git.kernel.org cannot be reached"),
+        "{stderr}"
+    );
     assert!(took < Duration::from_secs(60));
 }
 
@@ -79,24 +111,63 @@ fn default_profile_builds_reuses_and_boots() {
     let k = ensure_kernel(&opts, &ui).expect("default kernel builds");
 
     // Artifacts and build-info.
-    for f in [&k.bzimage, &k.vmlinux, &k.config, &k.system_map, &k.build_info_path] {
+    for f in [
+        &k.bzimage,
+        &k.vmlinux,
+        &k.config,
+        &k.system_map,
+        &k.build_info_path,
+    ] {
         assert!(f.is_file(), "{}", f.display());
     }
     let info = &k.info;
-    assert!(info.kernel_release.starts_with("6.12"), "{}", info.kernel_release);
+    assert!(
+        info.kernel_release.starts_with("6.12"),
+        "{}",
+        info.kernel_release
+    );
     assert!(!info.iomap_present, "Debian's tree has no FUSE iomap");
     assert_eq!(info.fragments, vec!["base"]);
-    assert_eq!(info.bzimage_bytes, std::fs::metadata(&k.bzimage).unwrap().len());
-    assert!(info.bzimage_bytes > 1_000_000 && info.bzimage_bytes < 16_000_000, "{}", info.bzimage_bytes);
-    assert_eq!(info.config_hash, xtask::util::sha256_file(&k.config).unwrap());
-    assert!(info.source_identity.starts_with("debian:linux-source-6.12="));
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&k.build_info_path).unwrap()).unwrap();
-    for key in ["source", "revision", "series", "config_hash", "cache_key", "compiler", "iomap_present", "started", "finished", "durations", "bzimage_bytes"] {
+    assert_eq!(
+        info.bzimage_bytes,
+        std::fs::metadata(&k.bzimage).unwrap().len()
+    );
+    assert!(
+        info.bzimage_bytes > 1_000_000 && info.bzimage_bytes < 16_000_000,
+        "{}",
+        info.bzimage_bytes
+    );
+    assert_eq!(
+        info.config_hash,
+        xtask::util::sha256_file(&k.config).unwrap()
+    );
+    assert!(info
+        .source_identity
+        .starts_with("debian:linux-source-6.12="));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&k.build_info_path).unwrap()).unwrap();
+    for key in [
+        "source",
+        "revision",
+        "series",
+        "config_hash",
+        "cache_key",
+        "compiler",
+        "iomap_present",
+        "started",
+        "finished",
+        "durations",
+        "bzimage_bytes",
+    ] {
         assert!(json.get(key).is_some(), "build-info.json lacks {key}");
     }
 
     // Every symbol of base.config is in the built kernel's config.
-    let base = kconfig::Fragment::load("base", &xtask::paths::workspace_root().join("kernel-config/base.config")).unwrap();
+    let base = kconfig::Fragment::load(
+        "base",
+        &xtask::paths::workspace_root().join("kernel-config/base.config"),
+    )
+    .unwrap();
     let cfg = kconfig::parse_config(&std::fs::read_to_string(&k.config).unwrap());
     assert_eq!(kconfig::verify(&[base], &cfg), vec![]);
 
@@ -105,9 +176,16 @@ fn default_profile_builds_reuses_and_boots() {
     let again = ensure_kernel(&opts, &ui).unwrap();
     assert!(again.reused);
     assert_eq!(again.info.cache_key, info.cache_key);
-    assert!(t.elapsed() < Duration::from_secs(10), "no-op took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "no-op took {:?}",
+        t.elapsed()
+    );
     let latest = xtask::kernel::latest_dir("default");
-    assert_eq!(latest.canonicalize().unwrap(), k.dir.canonicalize().unwrap());
+    assert_eq!(
+        latest.canonicalize().unwrap(),
+        k.dir.canonicalize().unwrap()
+    );
 
     boot_to_init(&k.bzimage);
 }
@@ -116,24 +194,52 @@ fn default_profile_builds_reuses_and_boots() {
 /// "Run ... as init process" proves virtio-mmio, virtio-blk, ext4 and the
 /// console; the panic must end QEMU by itself (built-in reboot=t, panic=-1).
 fn boot_to_init(bzimage: &Path) {
-    if Command::new("qemu-system-x86_64").arg("--version").output().is_err() {
+    if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIP boot: qemu-system-x86_64 not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("root.img");
-    std::fs::File::create(&disk).unwrap().set_len(32 << 20).unwrap();
-    let st = Command::new("mke2fs").args(["-q", "-F", "-t", "ext4"]).arg(&disk).status().unwrap();
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let st = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4"])
+        .arg(&disk)
+        .status()
+        .unwrap();
     assert!(st.success());
     let t = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-M", "microvm,acpi=off", "-accel", "tcg", "-m", "512", "-smp", "2", "-nographic", "-no-reboot"])
+        .args([
+            "-M",
+            "microvm,acpi=off",
+            "-accel",
+            "tcg",
+            "-m",
+            "512",
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+        ])
         .arg("-kernel")
         .arg(bzimage)
         .arg("-drive")
-        .arg(format!("file={},if=none,format=raw,id=root", disk.display()))
+        .arg(format!(
+            "file={},if=none,format=raw,id=root",
+            disk.display()
+        ))
         .args(["-device", "virtio-blk-device,drive=root"])
-        .args(["-append", "console=ttyS0 root=/dev/vda init=/bin/does-not-exist"])
+        .args([
+            "-append",
+            "console=ttyS0 root=/dev/vda init=/bin/does-not-exist",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .stdin(std::process::Stdio::null())
@@ -154,12 +260,31 @@ fn boot_to_init(bzimage: &Path) {
     };
     let mut console = String::new();
     use std::io::Read;
-    child.stdout.take().unwrap().read_to_string(&mut console).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut console)
+        .unwrap();
     let wall = t.elapsed();
-    assert!(status.is_some(), "QEMU did not exit after the panic:\n{console}");
-    let run_line = console.lines().find(|l| l.contains("Run /bin/does-not-exist as init process"));
+    assert!(
+        status.is_some(),
+        "QEMU did not exit after the panic:\n{console}"
+    );
+    let run_line = console
+        .lines()
+        .find(|l| l.contains("Run /bin/does-not-exist as init process"));
     assert!(run_line.is_some(), "kernel did not reach init:\n{console}");
-    assert!(console.contains("smp: Brought up 1 node, 2 CPUs"), "{console}");
-    assert!(console.contains("EXT4-fs (vda): mounted filesystem"), "{console}");
-    eprintln!("boot to init: {} (guest), {wall:?} wall", run_line.unwrap().trim());
+    assert!(
+        console.contains("smp: Brought up 1 node, 2 CPUs"),
+        "{console}"
+    );
+    assert!(
+        console.contains("EXT4-fs (vda): mounted filesystem"),
+        "{console}"
+    );
+    eprintln!(
+        "boot to init: {} (guest), {wall:?} wall",
+        run_line.unwrap().trim()
+    );
 }

@@ -35,7 +35,11 @@ pub fn run(cmd: &KernelCommand, ui: &Ui) -> Result<()> {
     println!(
         "release {}  iomap {}  bzImage {} bytes  key {}{}",
         k.info.kernel_release,
-        if k.info.iomap_present { "present" } else { "absent" },
+        if k.info.iomap_present {
+            "present"
+        } else {
+            "absent"
+        },
         k.info.bzimage_bytes,
         k.info.cache_key,
         if k.reused { "  (cached)" } else { "" }
@@ -51,17 +55,28 @@ pub fn render_report(r: &ConfigReport) -> String {
     let mut out = format!(
         "config verified: all {} requested symbols present ({})\n",
         r.verified,
-        r.fragments.iter().map(|f| format!("{} {}", f.name, f.requests.len())).collect::<Vec<_>>().join(", ")
+        r.fragments
+            .iter()
+            .map(|f| format!("{} {}", f.name, f.requests.len()))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     out.push_str(&format!(
         "FUSE iomap: {} (tree {} CONFIG_FUSE_IOMAP)\n",
-        if r.iomap_present { "enabled" } else { "not enabled" },
+        if r.iomap_present {
+            "enabled"
+        } else {
+            "not enabled"
+        },
         if r.iomap_known { "has" } else { "has no" }
     ));
     for (sym, from, to) in kconfig::overrides(&r.fragments) {
         out.push_str(&format!("override: {sym}: {from} replaced by {to}\n"));
     }
-    let (req, implied): (Vec<_>, Vec<_>) = r.changes.iter().partition(|c| requested.contains(c.symbol.as_str()));
+    let (req, implied): (Vec<_>, Vec<_>) = r
+        .changes
+        .iter()
+        .partition(|c| requested.contains(c.symbol.as_str()));
     out.push_str(&format!(
         "\n{} symbols differ from tinyconfig: {} requested by fragments, {} implied (dependencies, selects, defaults)\n",
         r.changes.len(),
@@ -77,8 +92,10 @@ pub fn render_report(r: &ConfigReport) -> String {
         )
     };
     for f in &r.fragments {
-        let mine: Vec<&&kconfig::Change> =
-            req.iter().filter(|c| eff.get(&c.symbol).is_some_and(|(_, w, _)| w.name == f.name)).collect();
+        let mine: Vec<&&kconfig::Change> = req
+            .iter()
+            .filter(|c| eff.get(&c.symbol).is_some_and(|(_, w, _)| w.name == f.name))
+            .collect();
         if !mine.is_empty() {
             out.push_str(&format!("[{}] {}\n", f.name, f.path.display()));
             for c in mine {
@@ -90,6 +107,10 @@ pub fn render_report(r: &ConfigReport) -> String {
     for c in &implied {
         out.push_str(&line(c));
     }
-    out.push_str(&format!("\nfinal .config: {}\ncache key: {}\n", r.config_path.display(), r.cache_key));
+    out.push_str(&format!(
+        "\nfinal .config: {}\ncache key: {}\n",
+        r.config_path.display(),
+        r.cache_key
+    ));
     out
 }

@@ -35,7 +35,11 @@ fn present(probe: &str) -> bool {
 
 /// Make sure the kernel build dependencies are installed.
 pub fn ensure_build_deps(ui: &Ui) -> Result<()> {
-    let missing: Vec<&str> = BUILD_DEPS.iter().filter(|(probe, _)| !present(probe)).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> = BUILD_DEPS
+        .iter()
+        .filter(|(probe, _)| !present(probe))
+        .map(|(_, pkg)| *pkg)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -47,12 +51,18 @@ pub fn dpkg_version(pkg: &str) -> Result<Option<String>> {
     if which("dpkg-query").is_none() {
         return Ok(None);
     }
-    let out = duct::cmd!("dpkg-query", "-W", "-f", "${db:Status-Abbrev}|${Version}", pkg)
-        .stdout_capture()
-        .stderr_null()
-        .unchecked()
-        .run()
-        .context("running dpkg-query")?;
+    let out = duct::cmd!(
+        "dpkg-query",
+        "-W",
+        "-f",
+        "${db:Status-Abbrev}|${Version}",
+        pkg
+    )
+    .stdout_capture()
+    .stderr_null()
+    .unchecked()
+    .run()
+    .context("running dpkg-query")?;
     let text = String::from_utf8_lossy(&out.stdout);
     match text.split_once('|') {
         Some((status, version)) if out.status.success() && status.starts_with("ii") => {
@@ -64,7 +74,9 @@ pub fn dpkg_version(pkg: &str) -> Result<Option<String>> {
 
 /// Files a Debian package installed.
 pub fn dpkg_files(pkg: &str) -> Result<Vec<String>> {
-    let out = duct::cmd!("dpkg", "-L", pkg).read().with_context(|| format!("listing files of {pkg}"))?;
+    let out = duct::cmd!("dpkg", "-L", pkg)
+        .read()
+        .with_context(|| format!("listing files of {pkg}"))?;
     Ok(out.lines().map(str::to_string).collect())
 }
 
@@ -79,24 +91,38 @@ pub fn apt_install(pkgs: &[&str], ui: &Ui) -> Result<()> {
     }
     ui.step(format!("installing {list} with apt-get"));
     let install = || {
-        duct::cmd("apt-get", ["install", "-y", "--no-install-recommends"].iter().copied().chain(pkgs.iter().copied()))
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout_null()
-            .stderr_capture()
-            .unchecked()
-            .run()
+        duct::cmd(
+            "apt-get",
+            ["install", "-y", "--no-install-recommends"]
+                .iter()
+                .copied()
+                .chain(pkgs.iter().copied()),
+        )
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout_null()
+        .stderr_capture()
+        .unchecked()
+        .run()
     };
     let mut out = install().context("running apt-get install")?;
     if !out.status.success() {
         // A fresh machine may have stale package lists.
         ui.note("apt-get install failed; running apt-get update and retrying");
-        let _ = duct::cmd!("apt-get", "update").stdout_null().stderr_null().unchecked().run();
+        let _ = duct::cmd!("apt-get", "update")
+            .stdout_null()
+            .stderr_null()
+            .unchecked()
+            .run();
         out = install().context("running apt-get install")?;
     }
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("Unable to locate package") || err.contains("has no installation candidate") {
-            return Err(usage(format!("apt-get cannot find {list}:\n{}", err.trim())));
+        if err.contains("Unable to locate package") || err.contains("has no installation candidate")
+        {
+            return Err(usage(format!(
+                "apt-get cannot find {list}:\n{}",
+                err.trim()
+            )));
         }
         anyhow::bail!("apt-get install {list} failed:\n{}", err.trim());
     }

@@ -55,12 +55,20 @@ pub struct Change {
 impl Fragment {
     /// Read and parse a fragment file; malformed lines are usage errors.
     pub fn load(name: &str, path: &Path) -> Result<Fragment> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| usage(format!("cannot read config fragment {}: {e}", path.display())))?;
-        let requests = parse_fragment(&text).map_err(|(line, msg)| {
-            usage(format!("{}:{line}: {msg}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            usage(format!(
+                "cannot read config fragment {}: {e}",
+                path.display()
+            ))
         })?;
-        Ok(Fragment { name: name.to_string(), path: path.to_path_buf(), text, requests })
+        let requests = parse_fragment(&text)
+            .map_err(|(line, msg)| usage(format!("{}:{line}: {msg}", path.display())))?;
+        Ok(Fragment {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            text,
+            requests,
+        })
     }
 
     /// Whether this fragment mentions `symbol`.
@@ -96,7 +104,9 @@ fn parse_line(line: &str) -> Result<Option<(String, String)>, String> {
     let quoted = value.len() >= 2 && value.starts_with('"') && value.ends_with('"');
     let plain = value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     if !quoted && !plain {
-        return Err(format!("{sym}: value `{value}` must be y, m, n, a number or a \"string\""));
+        return Err(format!(
+            "{sym}: value `{value}` must be y, m, n, a number or a \"string\""
+        ));
     }
     Ok(Some((sym.to_string(), value.to_string())))
 }
@@ -111,7 +121,11 @@ pub fn parse_fragment(text: &str) -> Result<Vec<Request>, (usize, String)> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         match parse_line(line) {
-            Ok(Some((symbol, value))) => out.push(Request { symbol, value, line: i + 1 }),
+            Ok(Some((symbol, value))) => out.push(Request {
+                symbol,
+                value,
+                line: i + 1,
+            }),
             Ok(None) => {}
             Err(msg) => return Err((i + 1, msg)),
         }
@@ -122,7 +136,9 @@ pub fn parse_fragment(text: &str) -> Result<Vec<Request>, (usize, String)> {
 /// Parse a final .config written by kconfig. Lines kconfig would not write
 /// are ignored rather than fatal: the file is the tool's output, not ours.
 pub fn parse_config(text: &str) -> Config {
-    text.lines().filter_map(|l| parse_line(l).ok().flatten()).collect()
+    text.lines()
+        .filter_map(|l| parse_line(l).ok().flatten())
+        .collect()
 }
 
 /// What the fragments ask for once merged in order: the last fragment that
@@ -145,7 +161,11 @@ pub fn overrides(fragments: &[Fragment]) -> Vec<(String, String, String)> {
         for r in &f.requests {
             if let Some((v, winner, _)) = eff.get(&r.symbol) {
                 if v != &r.value && winner.name != f.name {
-                    out.push((r.symbol.clone(), format!("{}={}", f.name, r.value), format!("{}={v}", winner.name)));
+                    out.push((
+                        r.symbol.clone(),
+                        format!("{}={}", f.name, r.value),
+                        format!("{}={v}", winner.name),
+                    ));
                 }
             }
         }
@@ -196,7 +216,11 @@ pub fn diff(before: &Config, after: &Config) -> Vec<Change> {
             let (b, a) = (before.get(s), after.get(s));
             // Absent and "is not set" mean the same thing.
             let norm = |v: Option<&String>| v.filter(|v| v.as_str() != NOT_SET).cloned();
-            (norm(b) != norm(a)).then(|| Change { symbol: s.clone(), before: b.cloned(), after: a.cloned() })
+            (norm(b) != norm(a)).then(|| Change {
+                symbol: s.clone(),
+                before: b.cloned(),
+                after: a.cloned(),
+            })
         })
         .collect()
 }
@@ -207,7 +231,9 @@ pub fn kconfig_symbols(tree: &Path) -> HashSet<String> {
     let mut out = HashSet::new();
     let mut stack = vec![tree.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             let path = e.path();
             let Ok(ft) = e.file_type() else { continue };

@@ -40,7 +40,13 @@ impl Make {
 
     /// Run a short make step, appending its output to `log`.
     fn step(&self, args: &[&str], log: &Path) -> Result<()> {
-        let out = self.cmd(args).stderr_to_stdout().stdout_capture().unchecked().run().context("running make")?;
+        let out = self
+            .cmd(args)
+            .stderr_to_stdout()
+            .stdout_capture()
+            .unchecked()
+            .run()
+            .context("running make")?;
         append(log, &out.stdout)?;
         if !out.status.success() {
             anyhow::bail!(
@@ -63,16 +69,23 @@ impl Make {
         let dot = self.objdir.join(".config");
         std::fs::copy(&dot, base_copy).context("saving the tinyconfig .config")?;
         let script = self.tree.join("scripts/kconfig/merge_config.sh");
-        let mut args: Vec<String> =
-            vec!["-m".into(), "-O".into(), self.objdir.display().to_string(), dot.display().to_string()];
+        let mut args: Vec<String> = vec![
+            "-m".into(),
+            "-O".into(),
+            self.objdir.display().to_string(),
+            dot.display().to_string(),
+        ];
         args.extend(fragments.iter().map(|f| f.path.display().to_string()));
-        let out = duct::cmd("sh", std::iter::once(script.display().to_string()).chain(args))
-            .dir(&self.tree)
-            .stderr_to_stdout()
-            .stdout_capture()
-            .unchecked()
-            .run()
-            .context("running merge_config.sh")?;
+        let out = duct::cmd(
+            "sh",
+            std::iter::once(script.display().to_string()).chain(args),
+        )
+        .dir(&self.tree)
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .context("running merge_config.sh")?;
         append(log, &out.stdout)?;
         if !out.status.success() {
             anyhow::bail!(
@@ -89,8 +102,14 @@ impl Make {
     pub fn build(&self, log: &Path, ui: &Ui) -> Result<BuildStats> {
         let cpu_before = children_cpu_seconds();
         let jobs = format!("-j{}", self.jobs);
-        let mut logf = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let reader = self.cmd(&[&jobs, "bzImage"]).stderr_to_stdout().unchecked().reader().context("starting make")?;
+        let mut logf =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let reader = self
+            .cmd(&[&jobs, "bzImage"])
+            .stderr_to_stdout()
+            .unchecked()
+            .reader()
+            .context("starting make")?;
         let mut act = ui.activity("make bzImage");
         let mut stats = BuildStats::default();
         let mut recent: VecDeque<String> = VecDeque::new();
@@ -99,7 +118,9 @@ impl Make {
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            let n = lines.read_until(b'\n', &mut buf).context("reading make output")?;
+            let n = lines
+                .read_until(b'\n', &mut buf)
+                .context("reading make output")?;
             if n == 0 {
                 break;
             }
@@ -114,7 +135,10 @@ impl Make {
             }
             push_bounded(&mut recent, line, 30);
         }
-        let status = reader.try_wait().context("waiting for make")?.map(|o| o.status);
+        let status = reader
+            .try_wait()
+            .context("waiting for make")?
+            .map(|o| o.status);
         logf.flush()?;
         match status {
             Some(s) if s.success() => {
@@ -128,7 +152,9 @@ impl Make {
                 let shown: Vec<String> = shown.into_iter().collect();
                 anyhow::bail!(
                     "kernel build failed ({}):\n{}\n  full log: {}",
-                    other.map(|s| s.to_string()).unwrap_or_else(|| "make did not finish".into()),
+                    other
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "make did not finish".into()),
                     shown.join("\n"),
                     log.display()
                 )
@@ -202,12 +228,22 @@ mod tests {
 
     #[test]
     fn recognises_compile_and_error_lines() {
-        assert_eq!(compiled_object("  CC      fs/fuse/dir.o"), Some("fs/fuse/dir.o"));
-        assert_eq!(compiled_object("  AS      arch/x86/entry/entry_64.o"), Some("arch/x86/entry/entry_64.o"));
+        assert_eq!(
+            compiled_object("  CC      fs/fuse/dir.o"),
+            Some("fs/fuse/dir.o")
+        );
+        assert_eq!(
+            compiled_object("  AS      arch/x86/entry/entry_64.o"),
+            Some("arch/x86/entry/entry_64.o")
+        );
         assert_eq!(compiled_object("  LD      vmlinux"), None);
         assert_eq!(compiled_object("CC is here"), None);
-        assert!(is_error_line("fs/fuse/dir.c:10:1: error: expected ';' before '}' token"));
-        assert!(is_error_line("make[4]: *** [scripts/Makefile.build:229: fs/fuse/dir.o] Error 1"));
+        assert!(is_error_line(
+            "fs/fuse/dir.c:10:1: error: expected ';' before '}' token"
+        ));
+        assert!(is_error_line(
+            "make[4]: *** [scripts/Makefile.build:229: fs/fuse/dir.o] Error 1"
+        ));
         assert!(!is_error_line("  CC      fs/fuse/dir.o"));
     }
 

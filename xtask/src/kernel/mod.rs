@@ -213,13 +213,29 @@ impl KernelOptions {
     pub fn from_profile(profile: &Profile, args: &KernelArgs) -> Result<KernelOptions> {
         let k = &profile.kernel;
         let cwd = std::env::current_dir().context("current directory")?;
-        let cli_path = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) };
+        let cli_path = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                cwd.join(p)
+            }
+        };
         let cli_source = if let Some(d) = &args.source_dir {
-            Some(SourceSpec::Dir { path: cli_path(d), git_ref: args.git_ref.clone() })
+            Some(SourceSpec::Dir {
+                path: cli_path(d),
+                git_ref: args.git_ref.clone(),
+            })
         } else if let Some(url) = &args.git {
-            Some(SourceSpec::Git { url: url.clone(), git_ref: args.git_ref.clone().unwrap_or_else(|| "HEAD".into()) })
+            Some(SourceSpec::Git {
+                url: url.clone(),
+                git_ref: args.git_ref.clone().unwrap_or_else(|| "HEAD".into()),
+            })
         } else if let Some(t) = &args.tarball {
-            let t = if t.contains("://") { t.clone() } else { cli_path(Path::new(t)).display().to_string() };
+            let t = if t.contains("://") {
+                t.clone()
+            } else {
+                cli_path(Path::new(t)).display().to_string()
+            };
             Some(SourceSpec::Tarball(t))
         } else {
             args.debian_package.clone().map(SourceSpec::DebianPackage)
@@ -233,7 +249,11 @@ impl KernelOptions {
                     match &mut s {
                         SourceSpec::Git { git_ref, .. } => *git_ref = r.clone(),
                         SourceSpec::Dir { git_ref, .. } => *git_ref = Some(r.clone()),
-                        _ => return Err(usage(format!("--ref {r} needs a git source (--git or --source-dir)"))),
+                        _ => {
+                            return Err(usage(format!(
+                                "--ref {r} needs a git source (--git or --source-dir)"
+                            )))
+                        }
                     }
                 }
                 s
@@ -248,19 +268,31 @@ impl KernelOptions {
                 (None, None) => None,
             },
         };
-        let mut fragments: Vec<FragmentRef> = k.fragments.iter().map(|f| fragment_ref(profile, f)).collect();
+        let mut fragments: Vec<FragmentRef> = k
+            .fragments
+            .iter()
+            .map(|f| fragment_ref(profile, f))
+            .collect();
         if (args.debug || k.debug) && !fragments.iter().any(|f| f.name == DEBUG_FRAGMENT) {
             fragments.push(fragment_ref(profile, DEBUG_FRAGMENT));
         }
         for f in &args.fragments {
             let path = cli_path(f);
-            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             fragments.push(FragmentRef { name, path });
         }
         let jobs = match args.jobs {
             Some(0) => return Err(usage("-j must be at least 1")),
             Some(n) => n,
-            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) + 1,
+            None => {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+                    + 1
+            }
         };
         Ok(KernelOptions {
             profile: profile.name.clone(),
@@ -277,16 +309,29 @@ impl KernelOptions {
 fn profile_source(profile: &Profile) -> Result<SourceSpec> {
     let k = &profile.kernel;
     if let Some(d) = &k.source_dir {
-        Ok(SourceSpec::Dir { path: profile.resolve_path(d), git_ref: k.git_ref.clone() })
+        Ok(SourceSpec::Dir {
+            path: profile.resolve_path(d),
+            git_ref: k.git_ref.clone(),
+        })
     } else if let Some(url) = &k.git {
-        Ok(SourceSpec::Git { url: url.clone(), git_ref: k.git_ref.clone().unwrap_or_else(|| "HEAD".into()) })
+        Ok(SourceSpec::Git {
+            url: url.clone(),
+            git_ref: k.git_ref.clone().unwrap_or_else(|| "HEAD".into()),
+        })
     } else if let Some(t) = &k.tarball {
-        let t = if t.contains("://") { t.clone() } else { profile.resolve_path(Path::new(t)).display().to_string() };
+        let t = if t.contains("://") {
+            t.clone()
+        } else {
+            profile.resolve_path(Path::new(t)).display().to_string()
+        };
         Ok(SourceSpec::Tarball(t))
     } else if let Some(p) = &k.debian_package {
         Ok(SourceSpec::DebianPackage(p.clone()))
     } else {
-        Err(usage(format!("profile `{}` has no kernel source", profile.name)))
+        Err(usage(format!(
+            "profile `{}` has no kernel source",
+            profile.name
+        )))
     }
 }
 
@@ -294,10 +339,19 @@ fn profile_source(profile: &Profile) -> Result<SourceSpec> {
 fn fragment_ref(profile: &Profile, f: &str) -> FragmentRef {
     if f.contains('/') || f.ends_with(".config") {
         let path = profile.resolve_path(Path::new(f));
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| f.to_string());
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| f.to_string());
         FragmentRef { name, path }
     } else {
-        FragmentRef { name: f.to_string(), path: profile.base_dir.join("kernel-config").join(format!("{f}.config")) }
+        FragmentRef {
+            name: f.to_string(),
+            path: profile
+                .base_dir
+                .join("kernel-config")
+                .join(format!("{f}.config")),
+        }
     }
 }
 
@@ -322,7 +376,12 @@ fn iomap_missing(tree: &Path, source: &str) -> anyhow::Error {
 
 /// Load the fragments to merge, applying the iomap mode. `required` on a
 /// tree without the series fails here, before anything is compiled.
-fn select_fragments(opts: &KernelOptions, tree: &Path, source: &str, ui: &Ui) -> Result<Vec<Fragment>> {
+fn select_fragments(
+    opts: &KernelOptions,
+    tree: &Path,
+    source: &str,
+    ui: &Ui,
+) -> Result<Vec<Fragment>> {
     let known = tree_has_iomap(tree);
     let mut refs = opts.fragments.clone();
     match opts.iomap {
@@ -333,7 +392,13 @@ fn select_fragments(opts: &KernelOptions, tree: &Path, source: &str, ui: &Ui) ->
             if !refs.iter().any(|f| f.name == IOMAP_FRAGMENT) {
                 let at = usize::from(refs.first().is_some_and(|f| f.name == "base"));
                 let dir = crate::paths::workspace_root().join("kernel-config");
-                refs.insert(at, FragmentRef { name: IOMAP_FRAGMENT.into(), path: dir.join("fuse-iomap.config") });
+                refs.insert(
+                    at,
+                    FragmentRef {
+                        name: IOMAP_FRAGMENT.into(),
+                        path: dir.join("fuse-iomap.config"),
+                    },
+                );
             }
         }
         IomapMode::Auto => {
@@ -352,7 +417,12 @@ fn select_fragments(opts: &KernelOptions, tree: &Path, source: &str, ui: &Ui) ->
         // FUSE_IOMAP defaults to y once FUSE_FS is on: switch it off explicitly.
         let text = format!("# --iomap off\n# {IOMAP_SYMBOL} is not set\n");
         let requests = kconfig::parse_fragment(&text).map_err(|(_, m)| anyhow::anyhow!(m))?;
-        out.push(Fragment { name: "iomap-off".into(), path: PathBuf::new(), text, requests });
+        out.push(Fragment {
+            name: "iomap-off".into(),
+            path: PathBuf::new(),
+            text,
+            requests,
+        });
     }
     Ok(out)
 }
@@ -378,7 +448,10 @@ pub fn cache_key(k: &KeyInputs) -> String {
         k.compiler
     );
     for (name, text) in &k.fragments {
-        s.push_str(&format!("fragment={name}:{}\n", sha256_hex(text.as_bytes())));
+        s.push_str(&format!(
+            "fragment={name}:{}\n",
+            sha256_hex(text.as_bytes())
+        ));
     }
     short(&sha256_hex(s.as_bytes())).to_string()
 }
@@ -398,7 +471,9 @@ struct Plan {
 }
 
 fn compiler_version() -> Result<String> {
-    let out = duct::cmd!("gcc", "--version").read().context("running gcc --version")?;
+    let out = duct::cmd!("gcc", "--version")
+        .read()
+        .context("running gcc --version")?;
     Ok(out.lines().next().unwrap_or("").trim().to_string())
 }
 
@@ -407,12 +482,22 @@ fn plan(opts: &KernelOptions, ui: &Ui) -> Result<Plan> {
     let cache = &opts.cache_dir;
     ui.step(format!("kernel for profile `{}`", opts.profile));
     deps::ensure_build_deps(ui)?;
-    let series = opts.series.as_ref().map(|s| series::load(s, cache, ui)).transpose()?;
+    let series = opts
+        .series
+        .as_ref()
+        .map(|s| series::load(s, cache, ui))
+        .transpose()?;
     let src = {
-        let _l = Lock::acquire(&cache.join("sources/.lock"), || ui.note("waiting for another xtask preparing sources"))?;
+        let _l = Lock::acquire(&cache.join("sources/.lock"), || {
+            ui.note("waiting for another xtask preparing sources")
+        })?;
         source::prepare(&opts.source, series.as_ref(), cache, ui)?
     };
-    ui.note(format!("source: {} ({})", src.description, src.tree.display()));
+    ui.note(format!(
+        "source: {} ({})",
+        src.description,
+        src.tree.display()
+    ));
     let fragments = select_fragments(opts, &src.tree, &src.description, ui)?;
     let iomap_known = tree_has_iomap(&src.tree);
     let compiler = compiler_version()?;
@@ -421,7 +506,10 @@ fn plan(opts: &KernelOptions, ui: &Ui) -> Result<Plan> {
     let key = cache_key(&KeyInputs {
         source_identity: &src.identity,
         series_sha256: src.series.as_ref().map(|s| s.sha256.as_str()),
-        fragments: fragments.iter().map(|f| (f.name.as_str(), f.text.as_str())).collect(),
+        fragments: fragments
+            .iter()
+            .map(|f| (f.name.as_str(), f.text.as_str()))
+            .collect(),
         cc,
         compiler: &compiler,
     });
@@ -432,7 +520,10 @@ fn plan(opts: &KernelOptions, ui: &Ui) -> Result<Plan> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // Synthetic fragments get a file for merge_config.sh.
     let mut fragments = fragments;
-    for f in fragments.iter_mut().filter(|f| f.path.as_os_str().is_empty()) {
+    for f in fragments
+        .iter_mut()
+        .filter(|f| f.path.as_os_str().is_empty())
+    {
         f.path = dir.join(format!("{}.config", f.name));
         std::fs::write(&f.path, &f.text)?;
     }
@@ -466,8 +557,19 @@ fn ensure_config(p: &Plan, ui: &Ui) -> Result<bool> {
         return Ok(false);
     }
     let act = ui.activity("configuring (tinyconfig + fragments + olddefconfig)");
-    p.make.configure(&p.fragments, &p.dir.join("tinyconfig.config"), &p.dir.join("config.log"))?;
-    act.finish(format!("merged {}", p.fragments.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")));
+    p.make.configure(
+        &p.fragments,
+        &p.dir.join("tinyconfig.config"),
+        &p.dir.join("config.log"),
+    )?;
+    act.finish(format!(
+        "merged {}",
+        p.fragments
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     std::fs::write(&stamp, &p.key)?;
     Ok(true)
 }
@@ -475,7 +577,8 @@ fn ensure_config(p: &Plan, ui: &Ui) -> Result<bool> {
 /// Verify every requested symbol in the build dir's .config.
 fn verify(p: &Plan) -> Result<(Config, usize)> {
     let path = p.make.objdir.join(".config");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let config = kconfig::parse_config(&text);
     let mismatches = kconfig::verify(&p.fragments, &config);
     let verified = kconfig::effective_requests(&p.fragments).len();
@@ -484,7 +587,10 @@ fn verify(p: &Plan) -> Result<(Config, usize)> {
     }
     // Say why each symbol is missing: unknown to the tree, or its dependencies.
     let known = kconfig::kconfig_symbols(&p.src.tree);
-    let mut msg = format!("{} requested config symbol(s) are not in the final .config:\n", mismatches.len());
+    let mut msg = format!(
+        "{} requested config symbol(s) are not in the final .config:\n",
+        mismatches.len()
+    );
     for m in &mismatches {
         let why = if !known.contains(&m.symbol) {
             "this tree has no such symbol"
@@ -502,7 +608,11 @@ fn verify(p: &Plan) -> Result<(Config, usize)> {
             kconfig::show(m.got.as_deref()),
         ));
     }
-    if mismatches.iter().any(|m| m.symbol.starts_with(IOMAP_SYMBOL)) && !p.iomap_known {
+    if mismatches
+        .iter()
+        .any(|m| m.symbol.starts_with(IOMAP_SYMBOL))
+        && !p.iomap_known
+    {
         msg.push_str("  The FUSE iomap series is not applied to this tree; use --series/--b4 or --profile fuse-iomap.\n");
     }
     msg.push_str(&format!("  final config: {}", path.display()));
@@ -548,19 +658,28 @@ pub fn ensure_kernel(opts: &KernelOptions, ui: &Ui) -> Result<BuiltKernel> {
     verify(&p)?;
     let config_s = tc.elapsed().as_secs_f64();
     let tb = Instant::now();
-    ui.step(format!("building {} with -j{} ({})", p.src.description, p.make.jobs, p.make.cc));
+    ui.step(format!(
+        "building {} with -j{} ({})",
+        p.src.description, p.make.jobs, p.make.cc
+    ));
     let _ = std::fs::remove_file(p.dir.join("build-info.json"));
     let stats = p.make.build(&p.dir.join("build.log"), ui)?;
     let build_s = tb.elapsed().as_secs_f64();
     // make re-syncs .config when Kconfig files changed: verify what was built.
     let (config, _) = verify(&p)?;
-    let k = collect(&p, opts, &config, started, Durations {
-        source_s: p.source_s,
-        config_s,
-        build_s,
-        total_s: t0.elapsed().as_secs_f64(),
-        build_cpu_s: stats.cpu_s,
-    })?;
+    let k = collect(
+        &p,
+        opts,
+        &config,
+        started,
+        Durations {
+            source_s: p.source_s,
+            config_s,
+            build_s,
+            total_s: t0.elapsed().as_secs_f64(),
+            build_cpu_s: stats.cpu_s,
+        },
+    )?;
     update_latest(&opts.cache_dir, &opts.profile, &p.key)?;
     ui.note(format!(
         "kernel {} ready in {}: {} ({} bytes)",
@@ -573,7 +692,13 @@ pub fn ensure_kernel(opts: &KernelOptions, ui: &Ui) -> Result<BuiltKernel> {
 }
 
 /// Copy the artifacts next to the build dir and write build-info.json.
-fn collect(p: &Plan, opts: &KernelOptions, config: &Config, started: SystemTime, durations: Durations) -> Result<BuiltKernel> {
+fn collect(
+    p: &Plan,
+    opts: &KernelOptions,
+    config: &Config,
+    started: SystemTime,
+    durations: Durations,
+) -> Result<BuiltKernel> {
     let obj = &p.make.objdir;
     let copies = [
         (obj.join("arch/x86/boot/bzImage"), "bzImage"),
@@ -587,7 +712,8 @@ fn collect(p: &Plan, opts: &KernelOptions, config: &Config, started: SystemTime,
         std::fs::copy(from, &tmp).with_context(|| format!("copying {}", from.display()))?;
         std::fs::rename(&tmp, &dst)?;
     }
-    let release = std::fs::read_to_string(obj.join("include/config/kernel.release")).unwrap_or_default();
+    let release =
+        std::fs::read_to_string(obj.join("include/config/kernel.release")).unwrap_or_default();
     let info = BuildInfo {
         profile: opts.profile.clone(),
         source: p.src.description.clone(),
@@ -614,7 +740,9 @@ fn collect(p: &Plan, opts: &KernelOptions, config: &Config, started: SystemTime,
 
 /// Point `kernel/<profile>-latest` at this build.
 fn update_latest(cache: &Path, profile: &str, key: &str) -> Result<()> {
-    let link = cache.join("kernel").join(format!("{}-latest", sanitize(profile)));
+    let link = cache
+        .join("kernel")
+        .join(format!("{}-latest", sanitize(profile)));
     let tmp = link.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(key, &tmp).context("creating latest symlink")?;
@@ -624,7 +752,9 @@ fn update_latest(cache: &Path, profile: &str, key: &str) -> Result<()> {
 
 /// `<cache>/kernel/<profile>-latest`: the last kernel built for a profile.
 pub fn latest_dir(profile: &str) -> PathBuf {
-    crate::paths::cache_dir().join("kernel").join(format!("{}-latest", sanitize(profile)))
+    crate::paths::cache_dir()
+        .join("kernel")
+        .join(format!("{}-latest", sanitize(profile)))
 }
 
 impl BuiltKernel {
@@ -632,9 +762,10 @@ impl BuiltKernel {
     /// [`latest_dir`]`("default")`.
     pub fn load(dir: &Path) -> Result<BuiltKernel> {
         let info_path = dir.join("build-info.json");
-        let text = std::fs::read(&info_path).with_context(|| format!("reading {}", info_path.display()))?;
-        let info: BuildInfo =
-            serde_json::from_slice(&text).with_context(|| format!("parsing {}", info_path.display()))?;
+        let text = std::fs::read(&info_path)
+            .with_context(|| format!("reading {}", info_path.display()))?;
+        let info: BuildInfo = serde_json::from_slice(&text)
+            .with_context(|| format!("parsing {}", info_path.display()))?;
         let k = BuiltKernel {
             dir: dir.to_path_buf(),
             bzimage: dir.join("bzImage"),

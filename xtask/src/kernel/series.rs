@@ -68,7 +68,11 @@ pub fn load(spec: &SeriesSpec, cache: &Path, ui: &Ui) -> Result<Series> {
     for p in &patches {
         all.extend_from_slice(&p.text);
     }
-    Ok(Series { origin, patches, sha256: sha256_hex(&all) })
+    Ok(Series {
+        origin,
+        patches,
+        sha256: sha256_hex(&all),
+    })
 }
 
 fn read_path(p: &Path) -> Result<Vec<Patch>> {
@@ -77,7 +81,10 @@ fn read_path(p: &Path) -> Result<Vec<Patch>> {
         read_dir(p)
     } else {
         let text = std::fs::read(p).map_err(|e| usage(format!("series {}: {e}", p.display())))?;
-        let fallback = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let fallback = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Ok(split_mbox(&text, &fallback))
     }
 }
@@ -98,7 +105,11 @@ fn read_dir(dir: &Path) -> Result<Vec<Patch>> {
                 .with_context(|| format!("reading {}", dir.display()))?
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| [".patch", ".diff", ".mbx", ".eml"].iter().any(|s| n.ends_with(s)))
+                .filter(|n| {
+                    [".patch", ".diff", ".mbx", ".eml"]
+                        .iter()
+                        .any(|s| n.ends_with(s))
+                })
                 .collect();
             v.sort();
             v
@@ -107,7 +118,8 @@ fn read_dir(dir: &Path) -> Result<Vec<Patch>> {
     let mut out = Vec::new();
     for name in names {
         let path = dir.join(&name);
-        let text = std::fs::read(&path).map_err(|e| usage(format!("series patch {}: {e}", path.display())))?;
+        let text = std::fs::read(&path)
+            .map_err(|e| usage(format!("series patch {}: {e}", path.display())))?;
         out.extend(split_mbox(&text, &name));
     }
     Ok(out)
@@ -140,9 +152,16 @@ pub fn split_mbox(text: &[u8], fallback: &str) -> Vec<Patch> {
             continue;
         }
         let name = subject(chunk).unwrap_or_else(|| {
-            if starts.len() > 1 { format!("{fallback} #{}", i + 1) } else { fallback.to_string() }
+            if starts.len() > 1 {
+                format!("{fallback} #{}", i + 1)
+            } else {
+                fallback.to_string()
+            }
         });
-        out.push(Patch { name, text: chunk.to_vec() });
+        out.push(Patch {
+            name,
+            text: chunk.to_vec(),
+        });
     }
     out
 }
@@ -150,7 +169,9 @@ pub fn split_mbox(text: &[u8], fallback: &str) -> Vec<Patch> {
 /// `Name: value` with a header-like name.
 fn is_header(line: &[u8]) -> bool {
     match line.iter().position(|&b| b == b':') {
-        Some(n) if n > 0 => line[..n].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-'),
+        Some(n) if n > 0 => line[..n]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-'),
         _ => false,
     }
 }
@@ -181,10 +202,15 @@ fn subject(msg: &[u8]) -> Option<String> {
 
 /// Fetch a series from lore with `b4 am`, cached by message-id.
 fn b4_fetch(msgid: &str, cache: &Path, ui: &Ui) -> Result<PathBuf> {
-    let dir = cache.join("series").join(format!("b4-{}", short(&sha256_hex(msgid.as_bytes()))));
+    let dir = cache
+        .join("series")
+        .join(format!("b4-{}", short(&sha256_hex(msgid.as_bytes()))));
     let mbox = dir.join("series.mbx");
     if mbox.is_file() {
-        ui.note(format!("series {msgid}: using cached b4 download {}", mbox.display()));
+        ui.note(format!(
+            "series {msgid}: using cached b4 download {}",
+            mbox.display()
+        ));
         return Ok(mbox);
     }
     if which("b4").is_none() {
@@ -206,7 +232,14 @@ fn b4_fetch(msgid: &str, cache: &Path, ui: &Ui) -> Result<PathBuf> {
     let log = String::from_utf8_lossy(&out.stdout);
     let got = tmp.join("series.mbx");
     if !out.status.success() || !got.is_file() {
-        let tail: Vec<&str> = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<&str> = log
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         anyhow::bail!(
             "b4 could not fetch {msgid} (is lore.kernel.org reachable from here?)\n{}",
             tail.join("\n")
@@ -220,11 +253,22 @@ fn b4_fetch(msgid: &str, cache: &Path, ui: &Ui) -> Result<PathBuf> {
 /// Apply with `git am` on the current branch of `tree` (a scratch branch the
 /// caller created). On failure the am is aborted and the patch named.
 pub fn apply_git(series: &Series, tree: &Path, ui: &Ui) -> Result<()> {
-    ui.step(format!("applying {} patches with git am", series.patches.len()));
+    ui.step(format!(
+        "applying {} patches with git am",
+        series.patches.len()
+    ));
     for (i, p) in series.patches.iter().enumerate() {
         let out = duct::cmd!(
-            "git", "-C", tree, "-c", "user.name=fuse-iomap-harness", "-c", "user.email=harness@localhost",
-            "am", "--3way", "--keep-non-patch"
+            "git",
+            "-C",
+            tree,
+            "-c",
+            "user.name=fuse-iomap-harness",
+            "-c",
+            "user.email=harness@localhost",
+            "am",
+            "--3way",
+            "--keep-non-patch"
         )
         .stdin_bytes(p.text.clone())
         .stderr_to_stdout()
@@ -233,7 +277,11 @@ pub fn apply_git(series: &Series, tree: &Path, ui: &Ui) -> Result<()> {
         .run()
         .context("running git am")?;
         if !out.status.success() {
-            let _ = duct::cmd!("git", "-C", tree, "am", "--abort").stdout_null().stderr_null().unchecked().run();
+            let _ = duct::cmd!("git", "-C", tree, "am", "--abort")
+                .stdout_null()
+                .stderr_null()
+                .unchecked()
+                .run();
             return Err(not_applied(i, p, &out.stdout));
         }
     }
@@ -242,7 +290,10 @@ pub fn apply_git(series: &Series, tree: &Path, ui: &Ui) -> Result<()> {
 
 /// Apply with `patch -p1` to a plain tree (a copy the caller owns).
 pub fn apply_plain(series: &Series, tree: &Path, ui: &Ui) -> Result<()> {
-    ui.step(format!("applying {} patches with patch -p1", series.patches.len()));
+    ui.step(format!(
+        "applying {} patches with patch -p1",
+        series.patches.len()
+    ));
     for (i, p) in series.patches.iter().enumerate() {
         let out = duct::cmd!("patch", "-p1", "--forward", "--batch", "-d", tree)
             .stdin_bytes(p.text.clone())
@@ -260,7 +311,14 @@ pub fn apply_plain(series: &Series, tree: &Path, ui: &Ui) -> Result<()> {
 
 fn not_applied(i: usize, p: &Patch, output: &[u8]) -> anyhow::Error {
     let log = String::from_utf8_lossy(output);
-    let tail: Vec<&str> = log.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: Vec<&str> = log
+        .lines()
+        .rev()
+        .take(12)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     usage(format!(
         "the patch series does not apply: patch {} \"{}\" failed\n{}",
         i + 1,
@@ -300,9 +358,19 @@ mod tests {
         std::fs::write(dir.path().join("0002-b.patch"), "Subject: b\n\n").unwrap();
         std::fs::write(dir.path().join("0001-a.patch"), "Subject: a\n\n").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
-        let names = |d: &Path| read_dir(d).unwrap().into_iter().map(|p| p.name).collect::<Vec<_>>();
+        let names = |d: &Path| {
+            read_dir(d)
+                .unwrap()
+                .into_iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(dir.path()), vec!["a", "b"]);
-        std::fs::write(dir.path().join("series"), "# quilt\n0002-b.patch -p1\n0001-a.patch\n").unwrap();
+        std::fs::write(
+            dir.path().join("series"),
+            "# quilt\n0002-b.patch -p1\n0001-a.patch\n",
+        )
+        .unwrap();
         assert_eq!(names(dir.path()), vec!["b", "a"]);
     }
 
@@ -312,12 +380,22 @@ mod tests {
         let ui = Ui::plain();
         let err = load(&SeriesSpec::Path(dir.path().to_path_buf()), dir.path(), &ui).unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
-        let err = load(&SeriesSpec::Path(dir.path().join("nope.mbox")), dir.path(), &ui).unwrap_err();
+        let err = load(
+            &SeriesSpec::Path(dir.path().join("nope.mbox")),
+            dir.path(),
+            &ui,
+        )
+        .unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
     }
 
     fn git(dir: &Path, args: &[&str]) {
-        let st = std::process::Command::new("git").arg("-C").arg(dir).args(args).status().unwrap();
+        let st = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .status()
+            .unwrap();
         assert!(st.success(), "git {args:?}");
     }
 
@@ -335,9 +413,22 @@ mod tests {
         std::fs::write(repo.join("f.txt"), "one\ntwo\n").unwrap();
         git(&repo, &["init", "-q"]);
         git(&repo, &["add", "."]);
-        git(&repo, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]);
+        git(
+            &repo,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                "init",
+            ],
+        );
         let good = "From 0 Mon Sep 17 00:00:00 2001\nFrom: T <t@t>\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nSubject: [PATCH] change two\n\n---\n f.txt | 2 +-\n\ndiff --git a/f.txt b/f.txt\n--- a/f.txt\n+++ b/f.txt\n@@ -1,2 +1,2 @@\n one\n-two\n+TWO\n-- \n2.39\n\n";
-        let bad = good.replace("change two", "bad one").replace("-two\n+TWO", "-zzz\n+TWO");
+        let bad = good
+            .replace("change two", "bad one")
+            .replace("-two\n+TWO", "-zzz\n+TWO");
         let ui = Ui::plain();
         let mk = |text: &str| Series {
             origin: "t".into(),
@@ -348,20 +439,34 @@ mod tests {
         std::fs::create_dir(&plain).unwrap();
         std::fs::write(plain.join("f.txt"), "one\ntwo\n").unwrap();
         apply_plain(&mk(good), &plain, &ui).unwrap();
-        assert_eq!(std::fs::read_to_string(plain.join("f.txt")).unwrap(), "one\nTWO\n");
+        assert_eq!(
+            std::fs::read_to_string(plain.join("f.txt")).unwrap(),
+            "one\nTWO\n"
+        );
 
         apply_git(&mk(good), &repo, &ui).unwrap();
-        assert_eq!(std::fs::read_to_string(repo.join("f.txt")).unwrap(), "one\nTWO\n");
+        assert_eq!(
+            std::fs::read_to_string(repo.join("f.txt")).unwrap(),
+            "one\nTWO\n"
+        );
         let err = apply_git(&mk(&bad), &repo, &ui).unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
-        assert!(err.to_string().contains("patch 1 \"[PATCH] bad one\" failed"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("patch 1 \"[PATCH] bad one\" failed"),
+            "{err}"
+        );
 
         // Two patches, the second does not apply: it is the one named.
         let plain2 = dir.path().join("plain2");
         std::fs::create_dir(&plain2).unwrap();
         std::fs::write(plain2.join("f.txt"), "one\ntwo\n").unwrap();
         let err = apply_plain(&mk(&format!("{good}{bad}")), &plain2, &ui).unwrap_err();
-        assert!(err.to_string().contains("patch 2 \"[PATCH] bad one\" failed"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("patch 2 \"[PATCH] bad one\" failed"),
+            "{err}"
+        );
         // git am was aborted: no am in progress, tree unchanged by the failure.
         assert!(!repo.join(".git/rebase-apply").exists());
     }

@@ -15,7 +15,10 @@ use std::path::{Path, PathBuf};
 pub enum SourceSpec {
     /// A local tree (git checkout or plain). With a ref, that commit is
     /// checked out into the cache; without, the tree is built in place (O=).
-    Dir { path: PathBuf, git_ref: Option<String> },
+    Dir {
+        path: PathBuf,
+        git_ref: Option<String>,
+    },
     /// A git URL and ref, fetched (shallow) into the cache.
     Git { url: String, git_ref: String },
     /// A tarball path or http(s) URL.
@@ -42,7 +45,12 @@ pub struct PreparedSource {
 }
 
 /// Resolve a source into a tree, applying `series` if given.
-pub fn prepare(spec: &SourceSpec, series: Option<&Series>, cache: &Path, ui: &Ui) -> Result<PreparedSource> {
+pub fn prepare(
+    spec: &SourceSpec,
+    series: Option<&Series>,
+    cache: &Path,
+    ui: &Ui,
+) -> Result<PreparedSource> {
     match spec {
         SourceSpec::DebianPackage(pkg) => {
             let (tree, version) = debian_tree(pkg, cache, ui)?;
@@ -69,7 +77,9 @@ pub fn prepare(spec: &SourceSpec, series: Option<&Series>, cache: &Path, ui: &Ui
             with_plain_series(base, series, cache, ui)
         }
         SourceSpec::Git { url, git_ref } => git_url_tree(url, git_ref, series, cache, ui),
-        SourceSpec::Dir { path, git_ref } => local_tree(path, git_ref.as_deref(), series, cache, ui),
+        SourceSpec::Dir { path, git_ref } => {
+            local_tree(path, git_ref.as_deref(), series, cache, ui)
+        }
     }
 }
 
@@ -86,33 +96,56 @@ fn is_ready(dir: &Path) -> bool {
 }
 
 fn mark_ready(dir: &Path) -> Result<()> {
-    std::fs::write(ready_marker(dir), b"ok\n").with_context(|| format!("marking {} ready", dir.display()))
+    std::fs::write(ready_marker(dir), b"ok\n")
+        .with_context(|| format!("marking {} ready", dir.display()))
 }
 
 fn check_kernel_tree(dir: &Path) -> Result<()> {
-    if dir.join("Makefile").is_file() && dir.join("Kconfig").is_file() && dir.join("scripts/kconfig").is_dir() {
+    if dir.join("Makefile").is_file()
+        && dir.join("Kconfig").is_file()
+        && dir.join("scripts/kconfig").is_dir()
+    {
         Ok(())
     } else {
-        Err(usage(format!("{} is not a Linux kernel source tree (no Makefile/Kconfig/scripts/kconfig)", dir.display())))
+        Err(usage(format!(
+            "{} is not a Linux kernel source tree (no Makefile/Kconfig/scripts/kconfig)",
+            dir.display()
+        )))
     }
 }
 
 fn debian_tree(pkg: &str, cache: &Path, ui: &Ui) -> Result<(PathBuf, String)> {
-    if pkg.is_empty() || !pkg.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
+    if pkg.is_empty()
+        || !pkg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
         return Err(usage(format!("`{pkg}` is not a Debian package name")));
     }
     let version = match deps::dpkg_version(pkg)? {
         Some(v) => v,
         None => {
             deps::apt_install(&[pkg], ui)?;
-            deps::dpkg_version(pkg)?.with_context(|| format!("{pkg} is still not installed after apt-get"))?
+            deps::dpkg_version(pkg)?
+                .with_context(|| format!("{pkg} is still not installed after apt-get"))?
         }
     };
     let tarball = deps::dpkg_files(pkg)?
         .into_iter()
-        .find(|f| f.starts_with("/usr/src/") && [".tar.xz", ".tar.bz2", ".tar.gz"].iter().any(|s| f.ends_with(s)))
-        .ok_or_else(|| usage(format!("package {pkg} ships no /usr/src/*.tar.* kernel source")))?;
-    let dst = cache.join("sources/debian").join(format!("{pkg}_{}", sanitize(&version)));
+        .find(|f| {
+            f.starts_with("/usr/src/")
+                && [".tar.xz", ".tar.bz2", ".tar.gz"]
+                    .iter()
+                    .any(|s| f.ends_with(s))
+        })
+        .ok_or_else(|| {
+            usage(format!(
+                "package {pkg} ships no /usr/src/*.tar.* kernel source"
+            ))
+        })?;
+    let dst = cache
+        .join("sources/debian")
+        .join(format!("{pkg}_{}", sanitize(&version)));
     unpack_once(Path::new(&tarball), &dst, ui)?;
     Ok((dst, version))
 }
@@ -134,22 +167,44 @@ fn tarball_tree(t: &str, cache: &Path, ui: &Ui) -> Result<(PathBuf, String)> {
 }
 
 fn download(url: &str, cache: &Path, ui: &Ui) -> Result<PathBuf> {
-    let base = url.rsplit('/').next().filter(|b| !b.is_empty()).unwrap_or("download");
-    let dst = cache.join("downloads").join(format!("{}-{}", short(&sha256_hex(url.as_bytes())), sanitize(base)));
+    let base = url
+        .rsplit('/')
+        .next()
+        .filter(|b| !b.is_empty())
+        .unwrap_or("download");
+    let dst = cache.join("downloads").join(format!(
+        "{}-{}",
+        short(&sha256_hex(url.as_bytes())),
+        sanitize(base)
+    ));
     if dst.is_file() {
         return Ok(dst);
     }
     std::fs::create_dir_all(dst.parent().unwrap_or(cache))?;
     ui.step(format!("downloading {url}"));
     let tmp = dst.with_extension("part");
-    let out = duct::cmd!("curl", "-fL", "--retry", "2", "--connect-timeout", "20", "-sS", "-o", &tmp, url)
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .context("running curl")?;
+    let out = duct::cmd!(
+        "curl",
+        "-fL",
+        "--retry",
+        "2",
+        "--connect-timeout",
+        "20",
+        "-sS",
+        "-o",
+        &tmp,
+        url
+    )
+    .stderr_capture()
+    .unchecked()
+    .run()
+    .context("running curl")?;
     if !out.status.success() {
         let _ = std::fs::remove_file(&tmp);
-        anyhow::bail!("cannot download {url}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        anyhow::bail!(
+            "cannot download {url}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     std::fs::rename(&tmp, &dst)?;
     Ok(dst)
@@ -175,8 +230,15 @@ fn unpack_once(archive: &Path, dst: &Path, ui: &Ui) -> Result<()> {
 }
 
 /// A packaged tree plus a series: a patched copy in the cache.
-fn with_plain_series(base: PreparedSource, series: Option<&Series>, cache: &Path, ui: &Ui) -> Result<PreparedSource> {
-    let Some(series) = series else { return Ok(base) };
+fn with_plain_series(
+    base: PreparedSource,
+    series: Option<&Series>,
+    cache: &Path,
+    ui: &Ui,
+) -> Result<PreparedSource> {
+    let Some(series) = series else {
+        return Ok(base);
+    };
     let id = sha256_hex(format!("{}\n{}", base.identity, series.sha256).as_bytes());
     let dst = cache.join("sources/patched").join(short(&id));
     if !is_ready(&dst) {
@@ -196,18 +258,31 @@ fn with_plain_series(base: PreparedSource, series: Option<&Series>, cache: &Path
         std::fs::rename(&tmp, &dst)?;
         mark_ready(&dst)?;
     }
-    Ok(PreparedSource { tree: dst, series: Some(series.info()), ..base })
+    Ok(PreparedSource {
+        tree: dst,
+        series: Some(series.info()),
+        ..base
+    })
 }
 
 fn git_out(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = duct::cmd("git", ["-C".as_ref(), dir.as_os_str()].into_iter().chain(args.iter().map(|a| a.as_ref())))
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .context("running git")?;
+    let out = duct::cmd(
+        "git",
+        ["-C".as_ref(), dir.as_os_str()]
+            .into_iter()
+            .chain(args.iter().map(|a| a.as_ref())),
+    )
+    .stdout_capture()
+    .stderr_capture()
+    .unchecked()
+    .run()
+    .context("running git")?;
     if !out.status.success() {
-        anyhow::bail!("git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        anyhow::bail!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -222,10 +297,20 @@ fn is_full_sha(s: &str) -> bool {
 
 /// Explain a failed fetch; unreachable hosts are common on offline machines.
 fn fetch_error(url: &str, git_ref: &str, stderr: &str) -> anyhow::Error {
-    let host = url.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or(url);
-    let unreachable = ["Could not resolve host", "Failed to connect", "unable to access", "Connection timed out", "Network is unreachable"]
-        .iter()
-        .any(|s| stderr.contains(s));
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or(url);
+    let unreachable = [
+        "Could not resolve host",
+        "Failed to connect",
+        "unable to access",
+        "Connection timed out",
+        "Network is unreachable",
+    ]
+    .iter()
+    .any(|s| stderr.contains(s));
     if unreachable {
         anyhow::anyhow!(
             "{host} cannot be reached from this machine, so {url} ({git_ref}) cannot be fetched.\n  \
@@ -237,32 +322,66 @@ fn fetch_error(url: &str, git_ref: &str, stderr: &str) -> anyhow::Error {
     }
 }
 
-fn git_url_tree(url: &str, git_ref: &str, series: Option<&Series>, cache: &Path, ui: &Ui) -> Result<PreparedSource> {
-    let mirror = cache.join("sources/git").join(format!("{}.git", short(&sha256_hex(url.as_bytes()))));
+fn git_url_tree(
+    url: &str,
+    git_ref: &str,
+    series: Option<&Series>,
+    cache: &Path,
+    ui: &Ui,
+) -> Result<PreparedSource> {
+    let mirror = cache
+        .join("sources/git")
+        .join(format!("{}.git", short(&sha256_hex(url.as_bytes()))));
     if !mirror.join("HEAD").is_file() {
         std::fs::create_dir_all(&mirror)?;
         run_git(&mirror, &["init", "-q", "--bare"])?;
     }
-    let have = |r: &str| git_out(&mirror, &["rev-parse", "--verify", "-q", &format!("{r}^{{commit}}")]).ok();
+    let have = |r: &str| {
+        git_out(
+            &mirror,
+            &["rev-parse", "--verify", "-q", &format!("{r}^{{commit}}")],
+        )
+        .ok()
+    };
     let rev = match is_full_sha(git_ref).then(|| have(git_ref)).flatten() {
         Some(rev) => rev,
         None => {
             let local = format!("refs/harness/{}", sanitize(git_ref));
             let act = ui.activity(&format!("fetching {git_ref} from {url}"));
-            let out = duct::cmd!("git", "-C", &mirror, "fetch", "--depth", "1", "--no-tags", url, format!("+{git_ref}:{local}"))
-                .stdout_null()
-                .stderr_capture()
-                .unchecked()
-                .run()
-                .context("running git fetch")?;
+            let out = duct::cmd!(
+                "git",
+                "-C",
+                &mirror,
+                "fetch",
+                "--depth",
+                "1",
+                "--no-tags",
+                url,
+                format!("+{git_ref}:{local}")
+            )
+            .stdout_null()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .context("running git fetch")?;
             if !out.status.success() {
-                return Err(fetch_error(url, git_ref, &String::from_utf8_lossy(&out.stderr)));
+                return Err(fetch_error(
+                    url,
+                    git_ref,
+                    &String::from_utf8_lossy(&out.stderr),
+                ));
             }
             act.finish("fetched");
             have(&local).with_context(|| format!("fetched {git_ref} but cannot resolve it"))?
         }
     };
-    let id = sha256_hex(format!("{url}\n{rev}\n{}", series.map(|s| s.sha256.as_str()).unwrap_or("")).as_bytes());
+    let id = sha256_hex(
+        format!(
+            "{url}\n{rev}\n{}",
+            series.map(|s| s.sha256.as_str()).unwrap_or("")
+        )
+        .as_bytes(),
+    );
     let dst = cache.join("sources/checkouts").join(short(&id));
     if !is_ready(&dst) {
         let _ = std::fs::remove_dir_all(&dst);
@@ -271,10 +390,21 @@ fn git_url_tree(url: &str, git_ref: &str, series: Option<&Series>, cache: &Path,
         std::fs::create_dir_all(dst.parent().unwrap_or(cache))?;
         let dst_s = dst.to_string_lossy().into_owned();
         let act = ui.activity(&format!("checking out {} into the cache", &rev[..12]));
-        run_git(&mirror, &["worktree", "add", "-f", "--detach", &dst_s, &rev])?;
+        run_git(
+            &mirror,
+            &["worktree", "add", "-f", "--detach", &dst_s, &rev],
+        )?;
         act.finish("checked out");
         if let Some(s) = series {
-            run_git(&dst, &["checkout", "-q", "-B", &format!("harness-series-{}", short(&id))])?;
+            run_git(
+                &dst,
+                &[
+                    "checkout",
+                    "-q",
+                    "-B",
+                    &format!("harness-series-{}", short(&id)),
+                ],
+            )?;
             if let Err(e) = series::apply_git(s, &dst, ui) {
                 let _ = run_git(&mirror, &["worktree", "remove", "--force", &dst_s]);
                 return Err(e);
@@ -294,16 +424,27 @@ fn git_url_tree(url: &str, git_ref: &str, series: Option<&Series>, cache: &Path,
     })
 }
 
-fn local_tree(path: &Path, git_ref: Option<&str>, series: Option<&Series>, cache: &Path, ui: &Ui) -> Result<PreparedSource> {
+fn local_tree(
+    path: &Path,
+    git_ref: Option<&str>,
+    series: Option<&Series>,
+    cache: &Path,
+    ui: &Ui,
+) -> Result<PreparedSource> {
     let dir = path
         .canonicalize()
         .map_err(|e| usage(format!("kernel source {}: {e}", path.display())))?;
     check_kernel_tree(&dir)?;
-    let toplevel = git_out(&dir, &["rev-parse", "--show-toplevel"]).ok().map(PathBuf::from);
+    let toplevel = git_out(&dir, &["rev-parse", "--show-toplevel"])
+        .ok()
+        .map(PathBuf::from);
     let is_git = toplevel.as_deref() == Some(dir.as_path());
     if !is_git {
         if let Some(r) = git_ref {
-            return Err(usage(format!("--ref {r} needs a git checkout, and {} is not one", dir.display())));
+            return Err(usage(format!(
+                "--ref {r} needs a git checkout, and {} is not one",
+                dir.display()
+            )));
         }
         let base = PreparedSource {
             tree: dir.clone(),
@@ -320,14 +461,20 @@ fn local_tree(path: &Path, git_ref: Option<&str>, series: Option<&Series>, cache
                 dir.display(),
                 cache.display()
             ));
-            return Ok(PreparedSource { in_place: false, ..with_plain_series(base, series, cache, ui)? });
+            return Ok(PreparedSource {
+                in_place: false,
+                ..with_plain_series(base, series, cache, ui)?
+            });
         }
         return Ok(base);
     }
 
     let want = git_ref.unwrap_or("HEAD");
-    let rev = git_out(&dir, &["rev-parse", "--verify", "-q", &format!("{want}^{{commit}}")])
-        .map_err(|_| usage(format!("{want} is not a commit in {}", dir.display())))?;
+    let rev = git_out(
+        &dir,
+        &["rev-parse", "--verify", "-q", &format!("{want}^{{commit}}")],
+    )
+    .map_err(|_| usage(format!("{want} is not a commit in {}", dir.display())))?;
     let dirty = !git_out(&dir, &["status", "--porcelain", "--untracked-files=no"])?.is_empty();
 
     if series.is_none() && git_ref.is_none() {
@@ -342,18 +489,41 @@ fn local_tree(path: &Path, git_ref: Option<&str>, series: Option<&Series>, cache
         });
     }
     if dirty {
-        ui.warn(format!("uncommitted changes in {} are not part of this build (it uses commit {})", dir.display(), &rev[..12]));
+        ui.warn(format!(
+            "uncommitted changes in {} are not part of this build (it uses commit {})",
+            dir.display(),
+            &rev[..12]
+        ));
     }
-    let id = sha256_hex(format!("{}\n{rev}\n{}", dir.display(), series.map(|s| s.sha256.as_str()).unwrap_or("")).as_bytes());
+    let id = sha256_hex(
+        format!(
+            "{}\n{rev}\n{}",
+            dir.display(),
+            series.map(|s| s.sha256.as_str()).unwrap_or("")
+        )
+        .as_bytes(),
+    );
     let dst = cache.join("sources/checkouts").join(short(&id));
     if !is_ready(&dst) {
         let _ = std::fs::remove_dir_all(&dst);
         std::fs::create_dir_all(dst.parent().unwrap_or(cache))?;
-        let act = ui.activity(&format!("cloning {} at {} into the cache", dir.display(), &rev[..12]));
+        let act = ui.activity(&format!(
+            "cloning {} at {} into the cache",
+            dir.display(),
+            &rev[..12]
+        ));
         // --shared borrows the objects: fast, and the user's repository is untouched.
-        duct::cmd!("git", "clone", "-q", "--shared", "--no-checkout", &dir, &dst)
-            .run()
-            .with_context(|| format!("cloning {}", dir.display()))?;
+        duct::cmd!(
+            "git",
+            "clone",
+            "-q",
+            "--shared",
+            "--no-checkout",
+            &dir,
+            &dst
+        )
+        .run()
+        .with_context(|| format!("cloning {}", dir.display()))?;
         run_git(&dst, &["checkout", "-q", "--detach", &rev])?;
         act.finish("cloned");
         if let Some(s) = series {
@@ -383,7 +553,12 @@ mod tests {
     use crate::kernel::series::{split_mbox, Series};
 
     fn git(dir: &Path, args: &[&str]) {
-        let st = std::process::Command::new("git").arg("-C").arg(dir).args(args).status().unwrap();
+        let st = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .status()
+            .unwrap();
         assert!(st.success(), "git {args:?}");
     }
 
@@ -393,18 +568,37 @@ mod tests {
         std::fs::create_dir_all(dir.join("fs/fuse")).unwrap();
         std::fs::write(dir.join("Makefile"), "all:\n").unwrap();
         std::fs::write(dir.join("Kconfig"), "source \"fs/fuse/Kconfig\"\n").unwrap();
-        std::fs::write(dir.join("fs/fuse/Kconfig"), "config FUSE_FS\n\ttristate \"FUSE\"\n").unwrap();
+        std::fs::write(
+            dir.join("fs/fuse/Kconfig"),
+            "config FUSE_FS\n\ttristate \"FUSE\"\n",
+        )
+        .unwrap();
         if as_git {
             git(dir, &["init", "-q"]);
             git(dir, &["add", "."]);
-            git(dir, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"]);
+            git(
+                dir,
+                &[
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "commit",
+                    "-qm",
+                    "base",
+                ],
+            );
         }
     }
 
     /// A one-patch series adding FUSE_IOMAP to fs/fuse/Kconfig.
     fn iomap_series() -> Series {
         let text = "From 0 Mon Sep 17 00:00:00 2001\nFrom: T <t@t>\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nSubject: [PATCH] fuse: add iomap\n\n---\ndiff --git a/fs/fuse/Kconfig b/fs/fuse/Kconfig\n--- a/fs/fuse/Kconfig\n+++ b/fs/fuse/Kconfig\n@@ -1,2 +1,4 @@\n config FUSE_FS\n \ttristate \"FUSE\"\n+config FUSE_IOMAP\n+\tbool \"FUSE file IO over iomap\"\n-- \n2.39\n\n";
-        Series { origin: "test".into(), patches: split_mbox(text.as_bytes(), "t"), sha256: sha256_hex(text.as_bytes()) }
+        Series {
+            origin: "test".into(),
+            patches: split_mbox(text.as_bytes(), "t"),
+            sha256: sha256_hex(text.as_bytes()),
+        }
     }
 
     fn has_git() -> bool {
@@ -421,7 +615,10 @@ mod tests {
         let (tree, cache) = (d.path().join("linux"), d.path().join("cache"));
         fake_tree(&tree, true);
         let ui = Ui::plain();
-        let spec = SourceSpec::Dir { path: tree.clone(), git_ref: None };
+        let spec = SourceSpec::Dir {
+            path: tree.clone(),
+            git_ref: None,
+        };
 
         let p = prepare(&spec, None, &cache, &ui).unwrap();
         assert!(p.in_place);
@@ -438,12 +635,29 @@ mod tests {
         let p = prepare(&spec, Some(&s), &cache, &ui).unwrap();
         assert!(!p.in_place);
         assert!(p.tree.starts_with(&cache));
-        assert!(crate::kernel::tree_has_iomap(&p.tree), "series applied in the cache copy");
-        assert!(!crate::kernel::tree_has_iomap(&tree), "user's tree untouched");
-        assert_eq!(p.identity, format!("git:{}@{rev}", tree.canonicalize().unwrap().display()));
-        assert_eq!(p.series.as_ref().unwrap().patches, vec!["[PATCH] fuse: add iomap"]);
+        assert!(
+            crate::kernel::tree_has_iomap(&p.tree),
+            "series applied in the cache copy"
+        );
+        assert!(
+            !crate::kernel::tree_has_iomap(&tree),
+            "user's tree untouched"
+        );
+        assert_eq!(
+            p.identity,
+            format!("git:{}@{rev}", tree.canonicalize().unwrap().display())
+        );
+        assert_eq!(
+            p.series.as_ref().unwrap().patches,
+            vec!["[PATCH] fuse: add iomap"]
+        );
         // The user's repository got no new branches or worktrees.
-        let out = std::process::Command::new("git").arg("-C").arg(&tree).args(["branch", "--list"]).output().unwrap();
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&tree)
+            .args(["branch", "--list"])
+            .output()
+            .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
         // Reused on the second call.
         let again = prepare(&spec, Some(&s), &cache, &ui).unwrap();
@@ -460,14 +674,25 @@ mod tests {
         let (tree, cache) = (d.path().join("plain"), d.path().join("cache"));
         fake_tree(&tree, false);
         let ui = Ui::plain();
-        let spec = SourceSpec::Dir { path: tree.clone(), git_ref: None };
+        let spec = SourceSpec::Dir {
+            path: tree.clone(),
+            git_ref: None,
+        };
         let p = prepare(&spec, Some(&iomap_series()), &cache, &ui).unwrap();
         assert!(p.tree.starts_with(cache.join("sources/patched")));
         assert!(crate::kernel::tree_has_iomap(&p.tree));
         assert!(!crate::kernel::tree_has_iomap(&tree));
 
-        let err = prepare(&SourceSpec::Dir { path: tree.clone(), git_ref: Some("v1".into()) }, None, &cache, &ui)
-            .unwrap_err();
+        let err = prepare(
+            &SourceSpec::Dir {
+                path: tree.clone(),
+                git_ref: Some("v1".into()),
+            },
+            None,
+            &cache,
+            &ui,
+        )
+        .unwrap_err();
         assert_eq!(exit_code(&err), EXIT_USAGE);
     }
 
@@ -477,8 +702,14 @@ mod tests {
         let ui = Ui::plain();
         let cache = d.path().join("cache");
         for spec in [
-            SourceSpec::Dir { path: d.path().join("missing"), git_ref: None },
-            SourceSpec::Dir { path: d.path().to_path_buf(), git_ref: None }, // not a kernel tree
+            SourceSpec::Dir {
+                path: d.path().join("missing"),
+                git_ref: None,
+            },
+            SourceSpec::Dir {
+                path: d.path().to_path_buf(),
+                git_ref: None,
+            }, // not a kernel tree
             SourceSpec::Tarball(d.path().join("nope.tar.xz").display().to_string()),
             SourceSpec::DebianPackage("bad name!".into()),
         ] {

@@ -5,7 +5,12 @@ use crate::error::{exit_code, EXIT_USAGE};
 use crate::profile::HarnessConfig;
 
 fn cfg(text: &str) -> HarnessConfig {
-    HarnessConfig::parse(text, Path::new("harness.toml"), &crate::paths::workspace_root()).unwrap()
+    HarnessConfig::parse(
+        text,
+        Path::new("harness.toml"),
+        &crate::paths::workspace_root(),
+    )
+    .unwrap()
 }
 
 const PROFILES: &str = r#"
@@ -28,7 +33,10 @@ fn resolve(profile: &str, args: &KernelArgs) -> Result<KernelOptions> {
 fn profile_fields_resolve() {
     let root = crate::paths::workspace_root();
     let o = resolve("default", &KernelArgs::default()).unwrap();
-    assert_eq!(o.source, SourceSpec::DebianPackage("linux-source-6.12".into()));
+    assert_eq!(
+        o.source,
+        SourceSpec::DebianPackage("linux-source-6.12".into())
+    );
     assert_eq!(o.series, None);
     assert_eq!(o.iomap, IomapMode::Auto);
     let names: Vec<&str> = o.fragments.iter().map(|f| f.name.as_str()).collect();
@@ -37,8 +45,17 @@ fn profile_fields_resolve() {
     assert!(o.jobs >= 2);
 
     let o = resolve("git", &KernelArgs::default()).unwrap();
-    assert_eq!(o.source, SourceSpec::Git { url: "https://example.org/linux.git".into(), git_ref: "main".into() });
-    assert_eq!(o.series, Some(SeriesSpec::Path(root.join("patches/s.mbox"))));
+    assert_eq!(
+        o.source,
+        SourceSpec::Git {
+            url: "https://example.org/linux.git".into(),
+            git_ref: "main".into()
+        }
+    );
+    assert_eq!(
+        o.series,
+        Some(SeriesSpec::Path(root.join("patches/s.mbox")))
+    );
     assert_eq!(o.iomap, IomapMode::Required);
     assert_eq!(o.fragments.last().unwrap().name, "debug");
 }
@@ -57,7 +74,13 @@ fn flags_override_profile() {
         ..Default::default()
     };
     let o = resolve("default", &args).unwrap();
-    assert_eq!(o.source, SourceSpec::Dir { path: cwd.join("linux"), git_ref: Some("v6.12".into()) });
+    assert_eq!(
+        o.source,
+        SourceSpec::Dir {
+            path: cwd.join("linux"),
+            git_ref: Some("v6.12".into())
+        }
+    );
     assert_eq!(o.series, Some(SeriesSpec::B4("20260223.1@example".into())));
     assert_eq!(o.iomap, IomapMode::Off);
     assert_eq!(o.jobs, 7);
@@ -66,20 +89,58 @@ fn flags_override_profile() {
     assert_eq!(o.fragments[3].path, cwd.join("extra/my.config"));
 
     // A lone --ref retargets the profile's git source.
-    let o = resolve("git", &KernelArgs { git_ref: Some("other".into()), ..Default::default() }).unwrap();
-    assert_eq!(o.source, SourceSpec::Git { url: "https://example.org/linux.git".into(), git_ref: "other".into() });
+    let o = resolve(
+        "git",
+        &KernelArgs {
+            git_ref: Some("other".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        o.source,
+        SourceSpec::Git {
+            url: "https://example.org/linux.git".into(),
+            git_ref: "other".into()
+        }
+    );
     // --series replaces the profile's series; --debug does not duplicate it.
-    let o = resolve("git", &KernelArgs { series: Some("/p".into()), debug: true, ..Default::default() }).unwrap();
+    let o = resolve(
+        "git",
+        &KernelArgs {
+            series: Some("/p".into()),
+            debug: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(o.series, Some(SeriesSpec::Path("/p".into())));
     assert_eq!(o.fragments.iter().filter(|f| f.name == "debug").count(), 1);
 }
 
 #[test]
 fn bad_flag_combinations_are_usage_errors() {
-    let err = resolve("default", &KernelArgs { git_ref: Some("x".into()), ..Default::default() }).unwrap_err();
+    let err = resolve(
+        "default",
+        &KernelArgs {
+            git_ref: Some("x".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert_eq!(exit_code(&err), EXIT_USAGE);
-    assert!(err.to_string().contains("--ref x needs a git source"), "{err}");
-    let err = resolve("default", &KernelArgs { jobs: Some(0), ..Default::default() }).unwrap_err();
+    assert!(
+        err.to_string().contains("--ref x needs a git source"),
+        "{err}"
+    );
+    let err = resolve(
+        "default",
+        &KernelArgs {
+            jobs: Some(0),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert_eq!(exit_code(&err), EXIT_USAGE);
     let err = resolve("nope", &KernelArgs::default()).unwrap_err();
     assert_eq!(exit_code(&err), EXIT_USAGE);
@@ -96,8 +157,22 @@ fn clap_rejects_two_sources() {
     assert!(T::try_parse_from(["t", "--source-dir", "a", "--git", "u"]).is_err());
     assert!(T::try_parse_from(["t", "--tarball", "a", "--debian-package", "p"]).is_err());
     assert!(T::try_parse_from(["t", "--series", "a", "--b4", "m"]).is_err());
-    let t = T::try_parse_from(["t", "--git", "u", "--ref", "r", "--fragment", "a", "--fragment", "b", "-j", "3", "--iomap", "off"])
-        .unwrap();
+    let t = T::try_parse_from([
+        "t",
+        "--git",
+        "u",
+        "--ref",
+        "r",
+        "--fragment",
+        "a",
+        "--fragment",
+        "b",
+        "-j",
+        "3",
+        "--iomap",
+        "off",
+    ])
+    .unwrap();
     assert_eq!(t.k.fragments.len(), 2);
     assert_eq!(t.k.iomap, Some(IomapMode::Off));
 }
@@ -157,18 +232,30 @@ fn iomap_modes_choose_fragments() {
 #[test]
 fn iomap_required_without_series_is_a_usage_error() {
     let without = fake_tree(false);
-    let err = select_fragments(&opts(IomapMode::Required), without.path(), "my tree", &Ui::plain()).unwrap_err();
+    let err = select_fragments(
+        &opts(IomapMode::Required),
+        without.path(),
+        "my tree",
+        &Ui::plain(),
+    )
+    .unwrap_err();
     assert_eq!(exit_code(&err), EXIT_USAGE);
     let msg = err.to_string();
     assert!(msg.contains("FUSE iomap series is not applied"), "{msg}");
-    assert!(msg.contains("--series") && msg.contains("--profile fuse-iomap"), "{msg}");
+    assert!(
+        msg.contains("--series") && msg.contains("--profile fuse-iomap"),
+        "{msg}"
+    );
 }
 
 fn key_with(f: impl FnOnce(&mut KeyInputs)) -> String {
     let mut k = KeyInputs {
         source_identity: "debian:linux-source-6.12=6.12.117-1~deb12u1",
         series_sha256: None,
-        fragments: vec![("base", "CONFIG_A=y\n"), ("fuse-iomap", "CONFIG_FUSE_IOMAP=y\n")],
+        fragments: vec![
+            ("base", "CONFIG_A=y\n"),
+            ("fuse-iomap", "CONFIG_FUSE_IOMAP=y\n"),
+        ],
         cc: "ccache gcc",
         compiler: "gcc (Debian 12.2.0-14+deb12u1) 12.2.0",
     };
@@ -217,7 +304,13 @@ fn build_info_round_trips() {
         iomap_present: false,
         started: "2026-01-01T00:00:00Z".into(),
         finished: "2026-01-01T00:10:00Z".into(),
-        durations: Durations { source_s: 1.0, config_s: 2.0, build_s: 3.0, total_s: 6.0, build_cpu_s: 5.0 },
+        durations: Durations {
+            source_s: 1.0,
+            config_s: 2.0,
+            build_s: 3.0,
+            total_s: 6.0,
+            build_cpu_s: 5.0,
+        },
         bzimage_bytes: 3_000_000,
     };
     let json = serde_json::to_string(&info).unwrap();

@@ -5,7 +5,9 @@
 use super::*;
 
 fn testdata(name: &str) -> PathBuf {
-    crate::paths::workspace_root().join("xtask/testdata/kconfig").join(name)
+    crate::paths::workspace_root()
+        .join("xtask/testdata/kconfig")
+        .join(name)
 }
 
 fn real(name: &str) -> Config {
@@ -22,7 +24,9 @@ fn fragment(name: &str, text: &str) -> Fragment {
 }
 
 fn repo_fragment(name: &str) -> Fragment {
-    let path = crate::paths::workspace_root().join("kernel-config").join(format!("{name}.config"));
+    let path = crate::paths::workspace_root()
+        .join("kernel-config")
+        .join(format!("{name}.config"));
     Fragment::load(name, &path).unwrap()
 }
 
@@ -32,8 +36,10 @@ fn parses_all_line_kinds() {
         "# comment\n\nCONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\nCONFIG_D=\"x y=z\"\nCONFIG_E=0x10\nCONFIG_F=-1\n",
     )
     .unwrap();
-    let got: Vec<(&str, &str, usize)> =
-        reqs.iter().map(|r| (r.symbol.as_str(), r.value.as_str(), r.line)).collect();
+    let got: Vec<(&str, &str, usize)> = reqs
+        .iter()
+        .map(|r| (r.symbol.as_str(), r.value.as_str(), r.line))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -79,7 +85,10 @@ fn real_configs_parse() {
     assert_eq!(tiny.get("CONFIG_X86_64").map(String::as_str), Some("y"));
     assert_eq!(tiny.get("CONFIG_PRINTK").map(String::as_str), Some(NOT_SET));
     assert_eq!(tiny.get("CONFIG_KERNEL_XZ").map(String::as_str), Some("y"));
-    assert!(tiny.get("CONFIG_CC_VERSION_TEXT").unwrap().starts_with("\"gcc"));
+    assert!(tiny
+        .get("CONFIG_CC_VERSION_TEXT")
+        .unwrap()
+        .starts_with("\"gcc"));
     // Comment lines such as "# Automatically generated file" are not symbols.
     assert!(tiny.keys().all(|k| k.starts_with("CONFIG_")));
 }
@@ -98,7 +107,10 @@ fn base_requests_are_not_met_by_tinyconfig_alone() {
     let syms: Vec<&str> = mismatches.iter().map(|m| m.symbol.as_str()).collect();
     assert!(syms.contains(&"CONFIG_FUSE_FS"));
     assert!(syms.contains(&"CONFIG_PRINTK"));
-    let lz4 = mismatches.iter().find(|m| m.symbol == "CONFIG_KERNEL_LZ4").unwrap();
+    let lz4 = mismatches
+        .iter()
+        .find(|m| m.symbol == "CONFIG_KERNEL_LZ4")
+        .unwrap();
     assert_eq!(lz4.got.as_deref(), Some(NOT_SET));
     assert_eq!(lz4.fragment, "base");
 }
@@ -111,12 +123,21 @@ fn real_scenario_reports_each_kind_of_miss() {
     let by_sym: BTreeMap<&str, &Mismatch> = m.iter().map(|m| (m.symbol.as_str(), m)).collect();
     // Unknown to the tree (no FUSE iomap series) and unmet dependencies (no
     // DM / DEBUG_KERNEL): kconfig dropped them, so they are absent.
-    for sym in ["CONFIG_FUSE_IOMAP", "CONFIG_DM_FLAKEY", "CONFIG_DEFAULT_HUNG_TASK_TIMEOUT"] {
+    for sym in [
+        "CONFIG_FUSE_IOMAP",
+        "CONFIG_DM_FLAKEY",
+        "CONFIG_DEFAULT_HUNG_TASK_TIMEOUT",
+    ] {
         assert_eq!(by_sym[sym].got, None, "{sym}");
     }
     assert_eq!(by_sym["CONFIG_FUSE_IOMAP"].line, 6);
     // Satisfied: a choice, a disable, a bool and a string.
-    for sym in ["CONFIG_KERNEL_LZ4", "CONFIG_PRINTK", "CONFIG_CMDLINE_BOOL", "CONFIG_CMDLINE"] {
+    for sym in [
+        "CONFIG_KERNEL_LZ4",
+        "CONFIG_PRINTK",
+        "CONFIG_CMDLINE_BOOL",
+        "CONFIG_CMDLINE",
+    ] {
         assert!(!by_sym.contains_key(sym), "{sym} should be satisfied");
     }
     assert_eq!(m.len(), 3);
@@ -132,7 +153,10 @@ fn later_fragments_win_and_overrides_are_reported() {
     assert_eq!(eff["CONFIG_A"].1.name, "debug");
     assert_eq!(eff["CONFIG_B"].1.name, "base");
     let ov = overrides(&[a.clone(), b.clone()]);
-    assert_eq!(ov, vec![("CONFIG_A".into(), "base=y".into(), "debug=n".into())]);
+    assert_eq!(
+        ov,
+        vec![("CONFIG_A".into(), "base=y".into(), "debug=n".into())]
+    );
 
     let mut cfg = Config::new();
     cfg.insert("CONFIG_B".into(), "y".into());
@@ -142,7 +166,14 @@ fn later_fragments_win_and_overrides_are_reported() {
     cfg.insert("CONFIG_A".into(), "y".into());
     let m = verify(&[a, b], &cfg);
     assert_eq!(m.len(), 1);
-    assert_eq!((m[0].symbol.as_str(), m[0].wanted.as_str(), m[0].fragment.as_str()), ("CONFIG_A", "n", "debug"));
+    assert_eq!(
+        (
+            m[0].symbol.as_str(),
+            m[0].wanted.as_str(),
+            m[0].fragment.as_str()
+        ),
+        ("CONFIG_A", "n", "debug")
+    );
 }
 
 #[test]
@@ -152,7 +183,10 @@ fn numbers_compare_by_value_strings_exactly() {
     cfg.insert("CONFIG_H".into(), "16".into());
     cfg.insert("CONFIG_S".into(), "\"A\"".into());
     let m = verify(&[f], &cfg);
-    assert_eq!(m.iter().map(|m| m.symbol.as_str()).collect::<Vec<_>>(), vec!["CONFIG_S"]);
+    assert_eq!(
+        m.iter().map(|m| m.symbol.as_str()).collect::<Vec<_>>(),
+        vec!["CONFIG_S"]
+    );
 }
 
 #[test]
@@ -164,16 +198,23 @@ fn diff_of_real_configs() {
     let fuse = get("CONFIG_FUSE_FS").expect("FUSE_FS changed");
     assert_eq!(fuse.after.as_deref(), Some("y"));
     let xz = get("CONFIG_KERNEL_XZ").expect("XZ changed");
-    assert_eq!((xz.before.as_deref(), xz.after.as_deref()), (Some("y"), Some(NOT_SET)));
+    assert_eq!(
+        (xz.before.as_deref(), xz.after.as_deref()),
+        (Some("y"), Some(NOT_SET))
+    );
     // Unchanged symbols are not listed; "absent" vs "is not set" is no change.
     assert!(get("CONFIG_X86_64").is_none());
-    assert!(changes.iter().all(|c| c.before.as_deref().unwrap_or(NOT_SET) != c.after.as_deref().unwrap_or(NOT_SET)));
+    assert!(changes
+        .iter()
+        .all(|c| c.before.as_deref().unwrap_or(NOT_SET) != c.after.as_deref().unwrap_or(NOT_SET)));
     assert!(diff(&fin, &fin).is_empty());
 }
 
 #[test]
 fn kconfig_symbol_scan() {
-    let syms: Vec<String> =
-        symbols_defined_in("config FUSE_FS\n\ttristate \"x\"\nmenuconfig MD\n  config INDENTED\n# config NOT\n").collect();
+    let syms: Vec<String> = symbols_defined_in(
+        "config FUSE_FS\n\ttristate \"x\"\nmenuconfig MD\n  config INDENTED\n# config NOT\n",
+    )
+    .collect();
     assert_eq!(syms, vec!["CONFIG_FUSE_FS", "CONFIG_MD", "CONFIG_INDENTED"]);
 }
