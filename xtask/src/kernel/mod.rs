@@ -17,7 +17,7 @@
 //! downloads/                         downloaded tarballs
 //! kernel/<key>/build/                the O= build directory (incremental)
 //! kernel/<key>/{bzImage,vmlinux,config,System.map,build-info.json}
-//! kernel/<key>/{build.log,config.log,tinyconfig.config}
+//! kernel/<key>/{build.log,config.log,tinyconfig.config,config.stamp,.lock}
 //! kernel/<profile>-latest -> <key>   the last kernel built for a profile
 //! ```
 
@@ -514,10 +514,10 @@ fn plan(opts: &KernelOptions, ui: &Ui) -> Result<Plan> {
         compiler: &compiler,
     });
     let dir = cache.join("kernel").join(&key);
-    let lock = Lock::acquire(&cache.join("kernel").join(format!("{key}.lock")), || {
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let lock = Lock::acquire(&dir.join(".lock"), || {
         ui.note("waiting for another xtask building this kernel")
     })?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // Synthetic fragments get a file for merge_config.sh.
     let mut fragments = fragments;
     for f in fragments
