@@ -567,6 +567,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("scripts/kconfig")).unwrap();
         std::fs::create_dir_all(dir.join("fs/fuse")).unwrap();
         std::fs::write(dir.join("Makefile"), "all:\n").unwrap();
+        std::fs::write(dir.join("scripts/kconfig/merge_config.sh"), "#!/bin/sh\n").unwrap();
         std::fs::write(dir.join("Kconfig"), "source \"fs/fuse/Kconfig\"\n").unwrap();
         std::fs::write(
             dir.join("fs/fuse/Kconfig"),
@@ -662,6 +663,48 @@ mod tests {
         // Reused on the second call.
         let again = prepare(&spec, Some(&s), &cache, &ui).unwrap();
         assert_eq!(again.tree, p.tree);
+    }
+
+    /// A git URL source (file:// stands in for a server): shallow fetch into
+    /// a bare mirror, a worktree per commit, the series on a scratch branch.
+    #[test]
+    fn git_url_source_fetches_and_applies_series() {
+        if !has_git() {
+            eprintln!("skipping: git/patch not installed");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let (upstream, cache) = (d.path().join("upstream"), d.path().join("cache"));
+        fake_tree(&upstream, true);
+        git(&upstream, &["branch", "-q", "-M", "fuse-iomap-test"]);
+        let url = format!("file://{}", upstream.display());
+        let spec = SourceSpec::Git {
+            url: url.clone(),
+            git_ref: "fuse-iomap-test".into(),
+        };
+        let ui = Ui::plain();
+
+        let plain = prepare(&spec, None, &cache, &ui).unwrap();
+        assert!(!plain.in_place);
+        assert!(plain.tree.starts_with(cache.join("sources/checkouts")));
+        assert!(!crate::kernel::tree_has_iomap(&plain.tree));
+        let rev = plain.revision.clone().unwrap();
+        assert_eq!(plain.identity, format!("git:{url}@{rev}"));
+
+        let patched = prepare(&spec, Some(&iomap_series()), &cache, &ui).unwrap();
+        assert_ne!(patched.tree, plain.tree);
+        assert!(crate::kernel::tree_has_iomap(&patched.tree));
+        assert_ne!(patched.revision.unwrap(), rev, "the series adds a commit");
+        // The identity (and so the cache key) names the fetched commit.
+        assert_eq!(patched.identity, plain.identity);
+
+        // A ref the remote lacks is an error naming it.
+        let bad = SourceSpec::Git {
+            url,
+            git_ref: "no-such-branch".into(),
+        };
+        let err = prepare(&bad, None, &cache, &ui).unwrap_err();
+        assert!(err.to_string().contains("no-such-branch"), "{err:#}");
     }
 
     #[test]
