@@ -101,7 +101,7 @@ impl Server {
         let (pieces, old_size) = {
             let mut meta = self.meta();
             let mut inode = Self::regular(&mut meta, ino)?;
-            let fs = Self::writable_fs(&mut meta)?;
+            let fs = meta.writable()?;
             if end > self.max_file_size {
                 return Err(Errno(libc::EFBIG));
             }
@@ -129,14 +129,6 @@ impl Server {
         Ok(bytes(&WriteOut { size: len as u32, padding: 0 }))
     }
 
-    fn writable_fs(meta: &mut Meta) -> Result<&mut ext2fs::Fs, Errno> {
-        let fs = meta.fs()?;
-        if fs.read_only() {
-            return Err(Errno(libc::EROFS));
-        }
-        Ok(fs)
-    }
-
     /// Zeroes the on-disk bytes of the EOF block past `size`, so growing the file never
     /// exposes stale bytes. Caller holds the inode's data lock.
     fn zero_past_eof(&self, ino: Ino, size: u64) -> Result<(), Errno> {
@@ -158,7 +150,7 @@ impl Server {
     /// Sets the size, freeing blocks past it and zeroing the tail of the new last block.
     /// Caller holds the inode's data lock exclusively and writes the inode afterwards.
     pub(crate) fn truncate(&self, meta: &mut Meta, ino: Ino, inode: &mut Inode, size: u64) -> Result<(), Errno> {
-        let fs = Self::writable_fs(meta)?;
+        let fs = meta.writable()?;
         if size > self.max_file_size {
             return Err(Errno(libc::EFBIG));
         }
@@ -200,7 +192,7 @@ impl Server {
         if !inode.uses_extents() {
             return Err(Errno(libc::EOPNOTSUPP));
         }
-        let fs = Self::writable_fs(&mut meta)?;
+        let fs = meta.writable()?;
         if end > self.max_file_size {
             return Err(Errno(libc::EFBIG));
         }

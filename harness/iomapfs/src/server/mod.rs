@@ -111,6 +111,15 @@ impl Meta {
         self.fs.as_mut().ok_or(Errno(libc::EIO))
     }
 
+    /// The filesystem, for a change: EROFS when it is mounted read-only.
+    pub fn writable(&mut self) -> Result<&mut Fs, Errno> {
+        let fs = self.fs()?;
+        if fs.read_only() {
+            return Err(Errno(libc::EROFS));
+        }
+        Ok(fs)
+    }
+
     /// The inode `name` in directory `dir` names, through the directory index.
     pub fn find(&mut self, dir: Ino, name: &[u8]) -> Result<Option<Ino>, Errno> {
         let fs = self.fs.as_ref().ok_or(Errno(libc::EIO))?;

@@ -37,14 +37,6 @@ impl Server {
         Ok(inode)
     }
 
-    fn writable(meta: &mut Meta) -> Result<&mut ext2fs::Fs, Errno> {
-        let fs = meta.fs()?;
-        if fs.read_only() {
-            return Err(Errno(libc::EROFS));
-        }
-        Ok(fs)
-    }
-
     /// Adjusts a directory's link count (and times) when a subdirectory comes or goes;
     /// libext2fs already dated the directory for the name change itself.
     fn touch_dir(meta: &mut Meta, dir: Ino, links_delta: i32) -> Result<(), Errno> {
@@ -89,7 +81,7 @@ impl Server {
         // Size changes move data: hold the inode's data lock before the metadata lock.
         let _data = (valid & FATTR_SIZE != 0).then(|| self.data_lock(ino).write());
         let mut meta = self.meta();
-        let fs = Self::writable(&mut meta)?;
+        let fs = meta.writable()?;
         let mut inode = fs.read_inode(ino)?;
         let t = now();
         if valid & FATTR_MODE != 0 {
@@ -181,7 +173,7 @@ impl Server {
                 return Err(Errno(libc::EEXIST));
             }
         }
-        let fs = Self::writable(meta)?;
+        let fs = meta.writable()?;
         let (mode, acls) = inherit_acls(fs, parent, mode, umask)?;
         let ino = fs.new_inode(parent, mode)?;
         let t = now();
@@ -230,7 +222,7 @@ impl Server {
         if meta.find(parent, name)?.is_some() {
             return Err(Errno(libc::EEXIST));
         }
-        let fs = Self::writable(&mut meta)?;
+        let fs = meta.writable()?;
         let parent_inode = fs.read_inode(parent)?;
         if parent_inode.links() >= LINK_MAX {
             return Err(Errno(libc::EMLINK));
@@ -265,7 +257,7 @@ impl Server {
         if meta.find(parent, name)?.is_some() {
             return Err(Errno(libc::EEXIST));
         }
-        let fs = Self::writable(&mut meta)?;
+        let fs = meta.writable()?;
         let ino = fs.symlink(parent, name, target, uid, gid)?;
         meta.dircache.added(parent, name, ino);
         let fs = meta.fs()?;
@@ -297,7 +289,7 @@ impl Server {
         let mut meta = self.meta();
         Self::read_dir_inode(&mut meta, parent)?;
         let ino = meta.find(parent, name)?.ok_or(Errno(libc::ENOENT))?;
-        let fs = Self::writable(&mut meta)?;
+        let fs = meta.writable()?;
         if s_isdir(fs.read_inode(ino)?.mode()) {
             return Err(Errno(libc::EISDIR));
         }
@@ -317,7 +309,7 @@ impl Server {
         let mut meta = self.meta();
         Self::read_dir_inode(&mut meta, parent)?;
         let ino = meta.find(parent, name)?.ok_or(Errno(libc::ENOENT))?;
-        let fs = Self::writable(&mut meta)?;
+        let fs = meta.writable()?;
         if !s_isdir(fs.read_inode(ino)?.mode()) {
             return Err(Errno(libc::ENOTDIR));
         }
@@ -340,7 +332,7 @@ impl Server {
         if meta.find(parent, name)?.is_some() {
             return Err(Errno(libc::EEXIST));
         }
-        let fs = Self::writable(&mut meta)?;
+        let fs = meta.writable()?;
         let mut inode = fs.read_inode(ino)?;
         if s_isdir(inode.mode()) {
             return Err(Errno(libc::EPERM));
@@ -372,7 +364,7 @@ impl Server {
         Self::read_dir_inode(&mut meta, new_dir)?;
         let src = meta.find(old_dir, old_name)?.ok_or(Errno(libc::ENOENT))?;
         let dst = meta.find(new_dir, new_name)?;
-        let fs = Self::writable(&mut meta)?;
+        let fs = meta.writable()?;
         let src_inode = fs.read_inode(src)?;
         let src_is_dir = s_isdir(src_inode.mode());
         let src_type = FileType::from_mode(src_inode.mode());

@@ -47,10 +47,7 @@ impl Server {
             _ => return Err(Errno(libc::EINVAL)),
         };
         let mut meta = self.meta();
-        let fs = meta.fs()?;
-        if fs.read_only() {
-            return Err(Errno(libc::EROFS));
-        }
+        let fs = meta.writable()?;
         if name == super::acl::ACCESS || name == super::acl::DEFAULT {
             return self.set_acl(fs, ino, name, value, mode);
         }
@@ -79,10 +76,7 @@ impl Server {
     pub(super) fn removexattr(&self, ino: Ino, name: &[u8]) -> Reply {
         check_name(name)?;
         let mut meta = self.meta();
-        let fs = meta.fs()?;
-        if fs.read_only() {
-            return Err(Errno(libc::EROFS));
-        }
+        let fs = meta.writable()?;
         fs.xattr_remove(ino, name)?;
         self.touch_ctime(fs, ino)?;
         Ok(Vec::new())
