@@ -38,6 +38,11 @@ pub fn send_reply(transport: &dyn Transport, unique: u64, reply: Reply) -> io::R
         Ok(bytes) => (0, bytes.as_slice()),
         Err(Errno(e)) => (-e, &[][..]),
     };
+    send(transport, unique, error, payload)
+}
+
+/// Writes one message: an out header (length, error or notify code, unique) and the payload.
+fn send(transport: &dyn Transport, unique: u64, error: i32, payload: &[u8]) -> io::Result<()> {
     let header = OutHeader {
         len: (std::mem::size_of::<OutHeader>() + payload.len()) as u32,
         error,
@@ -48,12 +53,7 @@ pub fn send_reply(transport: &dyn Transport, unique: u64, reply: Reply) -> io::R
 
 /// Sends a notification (unique 0, the code in the error field).
 pub fn send_notification(transport: &dyn Transport, code: i32, payload: &[u8]) -> io::Result<()> {
-    let header = OutHeader {
-        len: (std::mem::size_of::<OutHeader>() + payload.len()) as u32,
-        error: code,
-        unique: 0,
-    };
-    transport.send(&[IoSlice::new(header.as_bytes()), IoSlice::new(payload)])
+    send(transport, 0, code, payload)
 }
 
 /// Serves requests until the session ends, with `threads` readers, then flushes and
