@@ -9,6 +9,7 @@ pub mod attr;
 pub mod data;
 pub mod engine;
 pub mod helper;
+pub mod lock;
 pub mod mount;
 pub mod options;
 pub mod server;

@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
+use iomapfs::helper::Invocation;
 use iomapfs::options::{MountOptions, HELP};
 use iomapfs::server::Server;
 use iomapfs::transport::{probe_iomap_support, DevFuse, KernelSocket, Transport};
@@ -37,17 +39,24 @@ struct Cli {
 }
 
 fn main() {
-    // Installed as /sbin/mount.fuse.iomapfs (a link to this binary), mount(8) runs us with
-    // its helper calling convention.
-    let cli = match iomapfs::helper::invoked_as_helper() {
-        true => match iomapfs::helper::translate(std::env::args().skip(1)) {
-            Ok(args) => Cli::parse_from(args),
-            Err(e) => {
-                eprintln!("mount.fuse.iomapfs: {e}");
-                std::process::exit(1);
+    // Installed as /sbin/mount.fuse.SUBTYPE or /sbin/mount.fuseblk.SUBTYPE (a link to this
+    // binary), mount(8) runs us with its helper calling convention.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let cli = match iomapfs::helper::invocation(&argv0) {
+        Ok(Invocation::Server) => Cli::parse(),
+        Ok(Invocation::Helper { name, preset }) => {
+            match iomapfs::helper::translate(preset.as_deref(), std::env::args().skip(1)) {
+                Ok(args) => Cli::parse_from(args),
+                Err(e) => {
+                    eprintln!("{name}: {e}");
+                    std::process::exit(1);
+                }
             }
-        },
-        false => Cli::parse(),
+        }
+        Err(e) => {
+            eprintln!("iomapfs: {e}");
+            std::process::exit(1);
+        }
     };
     let opts = match MountOptions::parse(cli.options.iter().map(String::as_str)) {
         Ok(o) => o,
@@ -67,15 +76,28 @@ fn main() {
 }
 
 fn init_logging(opts: &MountOptions) {
-    let default = if opts.debug { "iomapfs=debug" } else { "iomapfs=info" };
+    let default = if opts.debug {
+        "iomapfs=debug"
+    } else {
+        "iomapfs=info"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
-    let fs = ext2fs::Fs::open(&cli.source, !opts.read_only)
-        .with_context(|| format!("cannot open the ext4 filesystem on {}", cli.source.display()))?;
+    // Held until the process exits (after the final flush), also by the daemonized child.
+    let _lock = iomapfs::lock::lock_source(&cli.source, Duration::from_secs(opts.lock_timeout))?;
+    let fs = ext2fs::Fs::open(&cli.source, !opts.read_only).with_context(|| {
+        format!(
+            "cannot open the ext4 filesystem on {}",
+            cli.source.display()
+        )
+    })?;
     let block_size = fs.block_size();
     let data = std::fs::OpenOptions::new()
         .read(true)
@@ -97,12 +119,15 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
     }
 
     let mountpoint = cli.mountpoint.as_ref().context("a mount point is needed")?;
+    // iomap needs a block device, whichever mount type shows it.
     let is_blockdev = mount::Flavor::of(&cli.source)? == mount::Flavor::Fuseblk;
     let log = opts.log.clone();
     let mounted = mount::mount(&cli.source, mountpoint, block_size, &opts)?;
     match probe_iomap_support(&mounted.dev_fuse) {
         Some(flags) => tracing::info!("kernel FUSE iomap support flags: {flags:#x}"),
-        None => tracing::debug!("kernel has no FUSE iomap support (FUSE_DEV_IOC_IOMAP_SUPPORT unknown)"),
+        None => {
+            tracing::debug!("kernel has no FUSE iomap support (FUSE_DEV_IOC_IOMAP_SUPPORT unknown)")
+        }
     }
     let server = Arc::new(Server::new(fs, data, opts));
     let transport: Arc<dyn Transport> = Arc::new(DevFuse::new(mounted.dev_fuse));
@@ -117,7 +142,7 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
         "serving {} on {} as {} ({} mode)",
         cli.source.display(),
         mounted.mountpoint.display(),
-        mounted.flavor.fstype(),
+        mounted.fstype,
         server.mode().name()
     );
     if !cli.foreground {
@@ -136,7 +161,9 @@ fn first_request(server: &Server, transport: &dyn Transport) -> Result<()> {
     if !matches!(req.op, fuse_wire::request::Op::Init(_)) {
         bail!("expected INIT as the first request, got {:?}", req.op);
     }
-    let reply = server.handle(&req, transport).expect("INIT always gets a reply");
+    let reply = server
+        .handle(&req, transport)
+        .expect("INIT always gets a reply");
     let refused = reply.is_err();
     session::send_reply(transport, req.header.unique, reply)?;
     if refused {
@@ -155,13 +182,23 @@ fn daemonize(log: Option<&std::path::Path>) -> Result<()> {
         ForkResult::Child => {}
     }
     setsid().context("setsid failed")?;
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
     let err = match log {
-        Some(path) => std::fs::OpenOptions::new().create(true).append(true).open(path)?,
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?,
         None => null.try_clone()?,
     };
     use std::os::fd::AsRawFd;
-    for (src, dst) in [(null.as_raw_fd(), 0), (null.as_raw_fd(), 1), (err.as_raw_fd(), 2)] {
+    for (src, dst) in [
+        (null.as_raw_fd(), 0),
+        (null.as_raw_fd(), 1),
+        (err.as_raw_fd(), 2),
+    ] {
         // SAFETY: dup2 onto the standard descriptors of this (still single-threaded) process.
         if unsafe { libc::dup2(src, dst) } < 0 {
             return Err(std::io::Error::last_os_error()).context("dup2 failed");

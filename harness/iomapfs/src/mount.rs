@@ -1,9 +1,11 @@
 //! Mounting and unmounting through mount(2) and /dev/fuse (root only).
 //!
-//! A block device is mounted as `fuseblk.iomapfs`: the kernel then sends FUSE_DESTROY at
-//! unmount and waits for the answer, so the server can flush and close the device before
-//! umount(8) returns. An image file is mounted as `fuse.iomapfs`; there the kernel sends no
-//! DESTROY and the server flushes when /dev/fuse reports the unmount.
+//! By default a block device is mounted as `fuseblk.SUBTYPE`: the kernel then sends
+//! FUSE_DESTROY at unmount and waits for the answer, so the server can flush and close the
+//! device before umount(8) returns. An image file is mounted as `fuse.SUBTYPE`; there the
+//! kernel sends no DESTROY and the server flushes when /dev/fuse reports the unmount.
+//! `-o flavor=fuse` forces the latter on a block device too (then umount returns before
+//! the flush: see `lock`); `-o subtype=` renames SUBTYPE (default `iomapfs`).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -12,10 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::options::MountOptions;
-
-/// The filesystem subtype shown in /proc/mounts (`fuse.iomapfs` / `fuseblk.iomapfs`).
-pub const SUBTYPE: &str = "iomapfs";
+use crate::options::{FlavorChoice, MountOptions};
 
 /// What kind of mount a source gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +26,22 @@ pub enum Flavor {
 }
 
 impl Flavor {
+    /// The flavor `-o flavor=` asks for, checked against the source.
+    pub fn choose(source: &Path, choice: FlavorChoice) -> Result<Self> {
+        let natural = Self::of(source)?;
+        match choice {
+            FlavorChoice::Auto => Ok(natural),
+            FlavorChoice::Fuse => Ok(Flavor::Fuse),
+            FlavorChoice::Fuseblk if natural == Flavor::Fuseblk => Ok(Flavor::Fuseblk),
+            FlavorChoice::Fuseblk => bail!(
+                "flavor=fuseblk needs a block device, and {} is a regular file \
+                 (use flavor=fuse or auto, or attach it to a loop device)",
+                source.display()
+            ),
+        }
+    }
+
+    /// `Fuseblk` for a block device, `Fuse` for a regular file.
     pub fn of(source: &Path) -> Result<Self> {
         let meta = std::fs::metadata(source)
             .with_context(|| format!("cannot stat the source {}", source.display()))?;
@@ -36,14 +51,18 @@ impl Flavor {
         } else if ft.is_file() {
             Ok(Flavor::Fuse)
         } else {
-            bail!("{} is neither a block device nor a regular file", source.display())
+            bail!(
+                "{} is neither a block device nor a regular file",
+                source.display()
+            )
         }
     }
 
-    pub fn fstype(self) -> String {
+    /// The mount type string, as /proc/mounts shows it.
+    pub fn fstype(self, subtype: &str) -> String {
         match self {
-            Flavor::Fuse => format!("fuse.{SUBTYPE}"),
-            Flavor::Fuseblk => format!("fuseblk.{SUBTYPE}"),
+            Flavor::Fuse => format!("fuse.{subtype}"),
+            Flavor::Fuseblk => format!("fuseblk.{subtype}"),
         }
     }
 }
@@ -53,6 +72,8 @@ pub struct Mounted {
     pub dev_fuse: File,
     pub mountpoint: PathBuf,
     pub flavor: Flavor,
+    /// The mount type given to mount(2).
+    pub fstype: String,
 }
 
 /// Opens /dev/fuse and mounts `source` on `mountpoint`.
@@ -62,7 +83,8 @@ pub fn mount(
     block_size: u32,
     opts: &MountOptions,
 ) -> Result<Mounted> {
-    let flavor = Flavor::of(source)?;
+    let flavor = Flavor::choose(source, opts.flavor)?;
+    let fstype = flavor.fstype(&opts.subtype);
     let dev_fuse = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -105,7 +127,7 @@ pub fn mount(
     nix::mount::mount(
         Some(mount_source),
         &mountpoint,
-        Some(flavor.fstype().as_str()),
+        Some(fstype.as_str()),
         flags,
         Some(data.as_str()),
     )
@@ -119,13 +141,48 @@ pub fn mount(
             "mount(2) of {} on {} as {} failed: {e}",
             source.display(),
             mountpoint.display(),
-            flavor.fstype()
+            fstype
         ),
     })?;
-    Ok(Mounted { dev_fuse, mountpoint, flavor })
+    Ok(Mounted {
+        dev_fuse,
+        mountpoint,
+        flavor,
+        fstype,
+    })
 }
 
 /// Lazily detaches a mount; used when the server gives up after mounting.
 pub fn detach(mountpoint: &Path) {
     let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flavor_choice_against_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("fs.img");
+        std::fs::write(&img, b"x").unwrap();
+        assert_eq!(
+            Flavor::choose(&img, FlavorChoice::Auto).unwrap(),
+            Flavor::Fuse
+        );
+        assert_eq!(
+            Flavor::choose(&img, FlavorChoice::Fuse).unwrap(),
+            Flavor::Fuse
+        );
+        let err = Flavor::choose(&img, FlavorChoice::Fuseblk)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("flavor=fuseblk needs a block device"), "{err}");
+        assert!(
+            Flavor::choose(dir.path(), FlavorChoice::Fuse).is_err(),
+            "a directory"
+        );
+        assert_eq!(Flavor::Fuse.fstype("ext4"), "fuse.ext4");
+        assert_eq!(Flavor::Fuseblk.fstype("iomapfs"), "fuseblk.iomapfs");
+    }
 }

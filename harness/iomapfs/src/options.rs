@@ -29,6 +29,50 @@ impl std::str::FromStr for IomapPolicy {
     }
 }
 
+/// Which FUSE mount type to use (`-o flavor=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FlavorChoice {
+    /// `fuseblk` for a block device, `fuse` for an image file.
+    #[default]
+    Auto,
+    /// Always `fuse` (the server flushes when /dev/fuse reports the unmount).
+    Fuse,
+    /// Always `fuseblk` (DESTROY at unmount); the source must be a block device.
+    Fuseblk,
+}
+
+impl std::str::FromStr for FlavorChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "fuse" => Ok(Self::Fuse),
+            "fuseblk" => Ok(Self::Fuseblk),
+            other => Err(format!("flavor={other}: expected auto, fuse or fuseblk")),
+        }
+    }
+}
+
+/// The subtype shown after `fuse.`/`fuseblk.` when none is given.
+pub const DEFAULT_SUBTYPE: &str = "iomapfs";
+
+/// Checks a mount subtype: it becomes part of the mount type string and of a helper's
+/// file name, so only `[A-Za-z0-9_-]+`.
+pub fn validate_subtype(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("subtype must not be empty".into());
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(format!(
+            "subtype={s}: `{c}` is not allowed (letters, digits, `_`, `-` only)"
+        ));
+    }
+    Ok(())
+}
+
 /// A deliberate bug, for proving that the kernel model catches each kind (tests only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -75,6 +119,11 @@ pub struct MountOptions {
     pub log: Option<PathBuf>,
     /// A deliberate bug to inject (tests of the kernel model only).
     pub fault: Option<Fault>,
+    /// The mount type is `fuse.SUBTYPE` or `fuseblk.SUBTYPE`.
+    pub subtype: String,
+    pub flavor: FlavorChoice,
+    /// Seconds to wait for another process's lock on the source before giving up.
+    pub lock_timeout: u64,
 }
 
 impl Default for MountOptions {
@@ -92,6 +141,9 @@ impl Default for MountOptions {
             attr_timeout: 1,
             log: None,
             fault: None,
+            subtype: DEFAULT_SUBTYPE.to_string(),
+            flavor: FlavorChoice::Auto,
+            lock_timeout: 30,
         }
     }
 }
@@ -108,6 +160,12 @@ Mount options (-o, comma separated):
   attr_timeout=SECS      entry/attribute cache time granted to the kernel (default 1)
   mode_file=PATH         write `iomap` or `classic` to PATH once the kernel is connected
   fsname=NAME            source name shown in /proc/mounts
+  subtype=NAME           mount type is fuse.NAME / fuseblk.NAME (default iomapfs;
+                         letters, digits, _ and - only)
+  flavor=auto|fuse|fuseblk  mount type: auto is fuseblk for a block device, fuse for
+                         an image file; fuseblk needs a block device
+  lock_timeout=SECS      wait this long for another holder of the source's flock
+                         (another server, a fsck wrapper) before failing (default 30)
   log=PATH               append the log of a daemonized server to PATH
   fault=NAME             TESTS ONLY: inject a bug (map_off_by_one_block,
                          skip_unwritten_conversion, lose_append_size)
@@ -168,6 +226,17 @@ impl MountOptions {
             "fault" => self.fault = Some(need(key, value)?.parse()?),
             "log" => self.log = Some(PathBuf::from(need(key, value)?)),
             "fsname" => self.fsname = Some(need(key, value)?.to_string()),
+            "subtype" => {
+                let v = need(key, value)?;
+                validate_subtype(v)?;
+                self.subtype = v.to_string();
+            }
+            "flavor" => self.flavor = need(key, value)?.parse()?,
+            "lock_timeout" => {
+                self.lock_timeout = need(key, value)?
+                    .parse()
+                    .map_err(|_| format!("{key}: expected whole seconds"))?
+            }
             "nosuid" => flag(true, libc::MS_NOSUID, &mut self.ms_flags),
             "suid" => flag(false, libc::MS_NOSUID, &mut self.ms_flags),
             "nodev" => flag(true, libc::MS_NODEV, &mut self.ms_flags),
@@ -184,8 +253,8 @@ impl MountOptions {
             "dirsync" => flag(true, libc::MS_DIRSYNC, &mut self.ms_flags),
             "lazytime" => flag(true, libc::MS_LAZYTIME, &mut self.ms_flags),
             // mount(8)/fstab bookkeeping that means nothing to the server.
-            "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "nofail"
-            | "_netdev" | "loop" | "blkdev" => {}
+            "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "nofail" | "_netdev"
+            | "loop" | "blkdev" => {}
             other => {
                 return Err(format!(
                     "unknown mount option `{other}` (see `iomapfs --help` for the list)"
@@ -202,8 +271,8 @@ mod tests {
 
     #[test]
     fn parses_kernel_generic_and_server_words() {
-        let o = MountOptions::parse(["rw,nosuid,nodev,allow_other", "iomap=off,threads=2,ro"])
-            .unwrap();
+        let o =
+            MountOptions::parse(["rw,nosuid,nodev,allow_other", "iomap=off,threads=2,ro"]).unwrap();
         assert!(o.read_only && o.allow_other && !o.default_permissions);
         assert_eq!(o.iomap, IomapPolicy::Off);
         assert_eq!(o.threads, 2);
@@ -225,9 +294,33 @@ mod tests {
             ("threads=0", "between 1 and 64"),
             ("threads=x", "not a number"),
             ("mode_file", "needs a value"),
+            ("subtype=", "must not be empty"),
+            ("subtype=a.b", "`.` is not allowed"),
+            ("subtype=a/b", "`/` is not allowed"),
+            ("subtype", "needs a value"),
+            ("flavor=blk", "expected auto, fuse or fuseblk"),
+            ("lock_timeout=-1", "whole seconds"),
         ] {
             let err = MountOptions::parse([bad]).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn subtype_flavor_and_lock_timeout() {
+        let d = MountOptions::parse([""]).unwrap();
+        assert_eq!(
+            (d.subtype.as_str(), d.flavor, d.lock_timeout),
+            ("iomapfs", FlavorChoice::Auto, 30)
+        );
+        let o = MountOptions::parse(["subtype=ext4,flavor=fuseblk", "lock_timeout=0,flavor=fuse"])
+            .unwrap();
+        assert_eq!(o.subtype, "ext4");
+        assert_eq!(o.flavor, FlavorChoice::Fuse, "the later flavor wins");
+        assert_eq!(o.lock_timeout, 0);
+        assert_eq!(
+            MountOptions::parse(["subtype=A_z-9"]).unwrap().subtype,
+            "A_z-9"
+        );
     }
 }
