@@ -1,0 +1,23 @@
+//! Understanding fstests (xfstests) from the outside: which tests a `check`-style selection
+//! means, what a run reported (xunit, check.log, check.time, per-test artifacts), which
+//! tests a project expunges and why, how a run compares with a baseline, the local.config
+//! that describes our filesystems to fstests, and how long a test may take.
+//!
+//! Pure library: no VM, no processes, no I/O beyond reading files and directories.
+
+pub mod baseline;
+pub mod config;
+pub mod durations;
+pub mod expunge;
+mod glob;
+pub mod results;
+pub mod selection;
+
+pub use baseline::{compare, Diff};
+pub use config::{render_local_config, try_render_local_config, Scheme, Section};
+pub use durations::deadline;
+pub use expunge::{Context, Entry, ExpungeList, Mode};
+pub use results::{
+    artifacts, parse_check_log, parse_check_time, parse_xunit, CheckLogRun, Outcome, Status,
+};
+pub use selection::{Catalog, Selection};
