@@ -216,3 +216,100 @@ fn escape(value: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(name: &str, scheme: Scheme) -> Section {
+        Section {
+            name: name.into(),
+            scheme,
+            test_dev: "/dev/vdb".into(),
+            test_dir: "/mnt/test".into(),
+            scratch_dev: "/dev/vdc".into(),
+            scratch_mnt: "/mnt/scratch".into(),
+            mkfs_options: "-b 4096 -O ^inline_data".into(),
+            mount_options: "-o iomap=on,allow_other".into(),
+            extra: vec![],
+        }
+    }
+
+    #[test]
+    fn scheme_names_round_trip() {
+        for s in [Scheme::FuseSubtype, Scheme::FuseExt4, Scheme::FuseblkExt4] {
+            assert_eq!(s.to_string().parse::<Scheme>().unwrap(), s);
+        }
+        assert_eq!(Scheme::FuseExt4.fstyp(), "fuse.ext4");
+        assert!("fuse"
+            .parse::<Scheme>()
+            .unwrap_err()
+            .to_string()
+            .contains("fuse-subtype"));
+    }
+
+    #[test]
+    fn renders_one_stanza_per_section_with_scheme_variables() {
+        let mut second = section("iomapfs_1k", Scheme::FuseblkExt4);
+        second.mkfs_options = "-b 1024".into();
+        second.extra = vec![("LOAD_FACTOR".into(), "2".into())];
+        let text = render_local_config(&[section("iomapfs_4k", Scheme::FuseSubtype), second]);
+        let expected_first = "\n[iomapfs_4k]\nFSTYP=\"fuse\"\nFUSE_SUBTYP=\".iomapfs\"\n\
+            TEST_DEV=\"/dev/vdb\"\nTEST_DIR=\"/mnt/test\"\nSCRATCH_DEV=\"/dev/vdc\"\n\
+            SCRATCH_MNT=\"/mnt/scratch\"\nMKFS_OPTIONS=\"-b 4096 -O ^inline_data\"\n\
+            MOUNT_OPTIONS=\"-o iomap=on,allow_other\"\nTEST_FS_MOUNT_OPTS=\"-o iomap=on,allow_other\"\n\
+            FUSE_MOUNT_OPTIONS=\"-o iomap=on,allow_other\"\n";
+        assert!(text.contains(expected_first), "{text}");
+        let expected_second = "\n[iomapfs_1k]\nFSTYP=\"fuseblk.ext4\"\nFUSE_SUBTYP=\"\"\n";
+        assert!(text.contains(expected_second), "{text}");
+        assert!(
+            text.ends_with("TEST_FS_MOUNT_OPTS=\"-o iomap=on,allow_other\"\nLOAD_FACTOR=\"2\"\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("\n[").count(), 2);
+    }
+
+    #[test]
+    fn earlier_extras_are_blanked_and_specials_escaped() {
+        let mut first = section("a", Scheme::FuseExt4);
+        first.extra = vec![("SOAK_DURATION".into(), "10m".into())];
+        let mut second = section("b", Scheme::FuseExt4);
+        second.mount_options = "-o x=$HOME`id`\\".into();
+        let text = try_render_local_config(&[first, second]).unwrap();
+        let b = &text[text.find("[b]").unwrap()..];
+        assert!(b.contains("\nSOAK_DURATION=\"\"\n"), "{b}");
+        assert!(
+            b.contains("MOUNT_OPTIONS=\"-o x=\\$HOME\\`id\\`\\\\\"\n"),
+            "{b}"
+        );
+    }
+
+    #[test]
+    fn try_render_refuses_what_fstests_would_misread() {
+        let check = |edit: &dyn Fn(&mut Section)| {
+            let mut s = section("ok", Scheme::FuseSubtype);
+            edit(&mut s);
+            format!("{:#}", try_render_local_config(&[s]).unwrap_err())
+        };
+        assert!(check(&|s| s.name = "iomap fs".into()).contains("section name"));
+        assert!(check(&|s| s.name = "a.b".into()).contains("section name"));
+        assert!(check(&|s| s.test_dev.clear()).contains("TEST_DEV and TEST_DIR are required"));
+        assert!(check(&|s| s.mount_options = "-o a=\"b\"".into()).contains("quotes"));
+        assert!(check(&|s| s.mkfs_options = "-E x#y".into()).contains("comment"));
+        assert!(check(&|s| s.mkfs_options = "a\nb".into()).contains("one line"));
+        assert!(check(&|s| s.mkfs_options = "-o a = b".into()).contains("blanks around '='"));
+        assert!(
+            check(&|s| s.extra = vec![("1X".into(), "v".into())]).contains("not a shell variable")
+        );
+        assert!(check(&|s| s.extra = vec![("FSTYP".into(), "v".into())]).contains("set twice"));
+        let dup = [
+            section("a", Scheme::FuseExt4),
+            section("a", Scheme::FuseExt4),
+        ];
+        assert!(try_render_local_config(&dup)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+        assert!(try_render_local_config(&[]).is_err());
+    }
+}

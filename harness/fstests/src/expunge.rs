@@ -321,3 +321,208 @@ impl KernelRange {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+[[expunge]]
+tests = ["generic/475"]
+reason = "needs dm-error, not in the guest kernel config"
+link = "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git/tree/drivers/md/dm-flakey.c"
+kernel = ">=6.12, <6.16"
+
+[[expunge]]
+tests = ["generic/6??", "generic/1*"]
+reason = "classic mode only"
+link = "http://example.org/bug/1"
+mode = "classic"
+
+[[expunge]]
+tests = ["generic/013"]
+reason = "1k sections only"
+link = "https://example.org/bug/2"
+sections = ["iomapfs_1k", "iomapfs-2k"]
+"#;
+
+    fn list() -> ExpungeList {
+        ExpungeList::parse(FILE, Path::new("images/default/expunge/known.toml")).unwrap()
+    }
+
+    fn ctx(kernel_release: &str, mode: Mode, section: &str) -> Context<'static> {
+        let kernel_release = Box::leak(kernel_release.to_string().into_boxed_str());
+        let section = Box::leak(section.to_string().into_boxed_str());
+        Context {
+            kernel_release,
+            mode,
+            section,
+        }
+    }
+
+    fn err(text: &str) -> String {
+        format!(
+            "{:#}",
+            ExpungeList::parse(text, Path::new("x/bad.toml")).unwrap_err()
+        )
+    }
+
+    #[test]
+    fn kernel_range_edges() {
+        let e = &list().entries[0];
+        let applies = |release| e.applies(&ctx(release, Mode::Iomap, "s"));
+        assert!(applies("6.12.48+deb13-amd64"));
+        assert!(applies("6.12.0"));
+        assert!(applies("6.12"));
+        assert!(applies("6.15.99-foo"));
+        assert!(!applies("6.11.12"));
+        assert!(!applies("6.16.0"));
+        assert!(!applies("6.16.0-rc1")); // an rc counts as its release
+        assert!(!applies("6.18.0-rc3-g1234"));
+        assert!(!applies("7.0.0"));
+        assert!(!applies("garbage")); // unknown kernel: run the test
+        assert!(!applies(""));
+    }
+
+    #[test]
+    fn single_comparisons() {
+        let entry = |range: &str| Entry {
+            tests: vec!["generic/001".into()],
+            reason: "r".into(),
+            link: "https://x".into(),
+            kernel: Some(range.into()),
+            mode: None,
+            sections: vec![],
+            file: PathBuf::from("f"),
+        };
+        let holds = |range, release| entry(range).applies(&ctx(release, Mode::Classic, "s"));
+        assert!(holds("=6.12.48", "6.12.48+deb13-amd64"));
+        assert!(holds("==6.12.48", "6.12.48+deb13-amd64"));
+        assert!(!holds("=6.12", "6.12.48+deb13-amd64"));
+        assert!(holds(">6.12", "6.12.1"));
+        assert!(!holds(">6.12", "6.12.0"));
+        assert!(holds("<=6.18", "6.18.0-rc3-g1234"));
+        assert!(holds(">=6.18", "6.18.0-rc3-g1234"));
+        assert!(!holds("<6.18", "6.18.0-rc3-g1234"));
+        assert!(holds("<6.18", "6.17.13"));
+        assert!(holds(">=6", "6.0.0"));
+        assert!(holds(" >= 6.1 ,< 6.2 ", "6.1.7"));
+    }
+
+    #[test]
+    fn mode_and_sections_predicates() {
+        let l = list();
+        let (by_mode, by_section) = (&l.entries[1], &l.entries[2]);
+        assert!(by_mode.applies(&ctx("6.1.0", Mode::Classic, "any")));
+        assert!(!by_mode.applies(&ctx("6.1.0", Mode::Iomap, "any")));
+        assert!(by_section.applies(&ctx("6.1.0", Mode::Iomap, "iomapfs_1k")));
+        assert!(by_section.applies(&ctx("6.1.0", Mode::Iomap, "iomapfs-2k")));
+        assert!(!by_section.applies(&ctx("6.1.0", Mode::Iomap, "iomapfs_4k")));
+    }
+
+    #[test]
+    fn globs_and_lookup_order() {
+        let l = list();
+        assert!(l.entries[1].matches_test("generic/600"));
+        assert!(l.entries[1].matches_test("generic/123"));
+        assert!(!l.entries[1].matches_test("generic/6000"));
+        assert!(!l.entries[1].matches_test("xfs/600"));
+        let classic = ctx("6.14.2", Mode::Classic, "iomapfs_4k");
+        assert_eq!(
+            l.lookup("generic/475", &classic).unwrap().reason,
+            l.entries[0].reason
+        );
+        assert_eq!(
+            l.lookup("generic/613", &classic).unwrap().link,
+            "http://example.org/bug/1"
+        );
+        assert!(l
+            .lookup("generic/613", &ctx("6.14.2", Mode::Iomap, "x"))
+            .is_none());
+        assert!(l
+            .lookup("generic/475", &ctx("6.16.1", Mode::Iomap, "x"))
+            .is_none());
+        assert!(l.lookup("generic/013", &classic).is_none());
+        assert!(l
+            .lookup("generic/013", &ctx("6.1.0", Mode::Iomap, "iomapfs_1k"))
+            .is_some());
+        assert_eq!(
+            l.entries[2].file,
+            Path::new("images/default/expunge/known.toml")
+        );
+    }
+
+    #[test]
+    fn errors_name_file_entry_and_problem() {
+        let e = err("[[expunge]]\ntests = [\"generic/001\"]\nlink = \"https://x.org\"\n");
+        assert!(
+            e.contains("x/bad.toml") && e.contains("missing field `reason`"),
+            "{e}"
+        );
+        let e = err("[[expunge]]\ntests = [\"generic/001\"]\nreason = \"r\"\nlink = \"https://x.org\"\n\n[[expunge]]\ntests = [\"generic/002\"]\nreason = \" \"\nlink = \"https://x.org\"\n");
+        assert!(
+            e.contains("[[expunge]] #2") && e.contains("`reason` is empty"),
+            "{e}"
+        );
+        let e = err("[[expunge]]\ntests = [\"generic/001\"]\nreason = \"r\"\nlink = \"\"\n");
+        assert!(e.contains("is not an http(s) URL"), "{e}");
+        let e =
+            err("[[expunge]]\ntests = [\"generic/001\"]\nreason = \"r\"\nlink = \"ftp://x.org\"\n");
+        assert!(e.contains("is not an http(s) URL"), "{e}");
+        let e =
+            err("[[expunge]]\ntests = [\"generic/001\"]\nreason = \"r\"\nlink = \"https://\"\n");
+        assert!(e.contains("is not an http(s) URL"), "{e}");
+        let e = err("[[expunge]]\ntests = [\"generic/001\"]\nreason = \"r\"\n");
+        assert!(e.contains("missing field `link`"), "{e}");
+        for range in ["6.12", ">=6.x", ">=6.12.1.2", ">=", "~6.12", ">=6.12,"] {
+            let e = err(&format!("[[expunge]]\ntests = [\"generic/001\"]\nreason = \"r\"\nlink = \"https://x.org\"\nkernel = \"{range}\"\n"));
+            assert!(e.contains("bad `kernel` range"), "{range}: {e}");
+        }
+        let e = err("[[expunge]]\ntests = [\"generic/001\"]\nreason = \"r\"\nlink = \"https://x.org\"\nmode = \"fast\"\n");
+        assert!(e.contains("unknown variant `fast`"), "{e}");
+        let e = err("[[expunge]]\ntests = [\"generic/001\"]\nreason = \"r\"\nlink = \"https://x.org\"\nkernels = \">=6.1\"\n");
+        assert!(e.contains("unknown field `kernels`"), "{e}");
+        let e = err("[other]\nx = 1\n");
+        assert!(e.contains("unknown field `other`"), "{e}");
+        let e = err("[[expunge]]\ntests = []\nreason = \"r\"\nlink = \"https://x.org\"\n");
+        assert!(e.contains("`tests` is empty"), "{e}");
+        let e = err("[[expunge]]\ntests = [\"001\"]\nreason = \"r\"\nlink = \"https://x.org\"\n");
+        assert!(e.contains("not a test id"), "{e}");
+        let e = err("[[expunge]\n");
+        assert!(e.contains("x/bad.toml: invalid"), "{e}");
+    }
+
+    #[test]
+    fn load_dir_reads_toml_files_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(ExpungeList::load_dir(&dir.path().join("missing"))
+            .unwrap()
+            .entries
+            .is_empty());
+        let entry = |t: &str| {
+            format!("[[expunge]]\ntests = [\"{t}\"]\nreason = \"r\"\nlink = \"https://x.org\"\n")
+        };
+        std::fs::write(dir.path().join("b.toml"), entry("generic/002")).unwrap();
+        std::fs::write(dir.path().join("a.toml"), entry("generic/001")).unwrap();
+        std::fs::write(dir.path().join("notes.md"), "not toml").unwrap();
+        std::fs::write(dir.path().join("empty.toml"), "").unwrap();
+        let l = ExpungeList::load_dir(dir.path()).unwrap();
+        let tests: Vec<&str> = l.entries.iter().map(|e| e.tests[0].as_str()).collect();
+        assert_eq!(tests, ["generic/001", "generic/002"]);
+        assert_eq!(l.entries[1].file, dir.path().join("b.toml"));
+        std::fs::write(
+            dir.path().join("c.toml"),
+            "[[expunge]]\ntests = [\"generic/003\"]\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", ExpungeList::load_dir(dir.path()).unwrap_err());
+        assert!(e.contains("c.toml"), "{e}");
+    }
+
+    #[test]
+    fn mode_parses_and_displays() {
+        assert_eq!("iomap".parse::<Mode>().unwrap(), Mode::Iomap);
+        assert_eq!(Mode::Classic.to_string(), "classic");
+        assert!("IOMAP".parse::<Mode>().is_err());
+    }
+}
