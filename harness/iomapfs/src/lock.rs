@@ -36,8 +36,8 @@ pub fn lock_source(source: &Path, timeout: Duration) -> Result<File> {
         }
         if start.elapsed() >= timeout {
             bail!(
-                "{} is locked by {} (waited {}s, -o lock_timeout); another iomapfs may still \
-                 serve it or be flushing it after umount",
+                "{} is locked by {}; gave up after lock_timeout={}s (another iomapfs may \
+                 still serve it, or be flushing it after umount)",
                 source.display(),
                 describe(&holders(&file)),
                 timeout.as_secs()
