@@ -335,3 +335,132 @@ pub fn parse_check_time(text: &str) -> BTreeMap<String, u64> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report shaped the way common/report writes one.
+    fn report(cases: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite\n name=\"xfstests\"\n \
+             failures=\"1\" skipped=\"1\" tests=\"2\" time=\"3\"\n>\n\t<properties>\n\t\t\
+             <property name=\"SECTION\" value=\"s\"/>\n\t</properties>\n{cases}</testsuite>\n"
+        )
+    }
+
+    #[test]
+    fn escaped_notrun_message_is_unescaped() {
+        let xml = report(
+            "\t<testcase classname=\"xfstests.s\" name=\"generic/003\" time=\"0\">\n\t\t\
+             <skipped message=\"fs doesn&apos;t support &quot;x&quot; &lt;16T &amp; more\" />\n\t\
+             </testcase>\n",
+        );
+        let o = &parse_xunit(&xml).unwrap()[0];
+        assert_eq!(o.status, Status::NotRun);
+        assert_eq!(
+            o.message.as_deref(),
+            Some("fs doesn't support \"x\" <16T & more")
+        );
+    }
+
+    #[test]
+    fn unescaped_failure_message_is_taken_as_written() {
+        // check does not escape _err_msg in <failure message="...">.
+        let xml = report(
+            "\t<testcase classname=\"xfstests.s\" name=\"generic/004\" time=\"1\">\n\t\t\
+             <failure message=\"- output mismatch (see /r&d/generic/004.out.bad)\" type=\"TestFail\" />\n\t\
+             </testcase>\n",
+        );
+        let o = &parse_xunit(&xml).unwrap()[0];
+        assert_eq!(o.status, Status::Fail);
+        assert_eq!(
+            o.message.as_deref(),
+            Some("- output mismatch (see /r&d/generic/004.out.bad)")
+        );
+    }
+
+    #[test]
+    fn split_cdata_and_bodies() {
+        // encode_cdata splits "]]>" into two CDATA sections.
+        let xml = report(
+            "\t<testcase classname=\"xfstests.s\" name=\"generic/005\" time=\"2\">\n\t\t\
+             <failure message=\"m\" type=\"TestFail\" />\n\t\t<system-out>\n<![CDATA[\n\
+             a ]]]]><![CDATA[> b\n\nend\n]]>\n\t\t</system-out>\n\t\t<system-err>\n<![CDATA[\n\
+             -x\n+y\n]]>\n\t\t</system-err>\n\t</testcase>\n",
+        );
+        let o = &parse_xunit(&xml).unwrap()[0];
+        assert_eq!(o.full.as_deref(), Some("a ]]> b\n\nend\n"));
+        assert_eq!(o.diff.as_deref(), Some("-x\n+y\n"));
+        assert_eq!(o.dmesg, None);
+    }
+
+    #[test]
+    fn plain_text_bodies_missing_times_and_wrappers() {
+        let xml = "<testsuites><testsuite name=\"a\">\
+            <testcase name=\"generic/001\"/>\
+            <testcase name=\"generic/002\" time=\"\"><skipped/></testcase>\
+            <testcase name=\"generic/003\" time=\"1.5\"><error message=\"\"/>\
+            <system-out>  x &amp; y  </system-out></testcase>\
+            </testsuite></testsuites>";
+        let got = parse_xunit(xml).unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!((got[0].status, got[0].seconds), (Status::Pass, None));
+        assert_eq!(
+            (got[1].status, got[1].seconds, &got[1].message),
+            (Status::NotRun, None, &None)
+        );
+        assert_eq!(
+            (got[2].status, got[2].seconds, &got[2].message),
+            (Status::Fail, Some(1.5), &None)
+        );
+        assert_eq!(got[2].full.as_deref(), Some("x & y"));
+    }
+
+    #[test]
+    fn broken_reports_are_errors() {
+        let truncated =
+            report("\t<testcase classname=\"xfstests.s\" name=\"generic/001\" time=\"1\">\n");
+        let truncated = truncated.trim_end_matches("</testsuite>\n");
+        assert!(parse_xunit(truncated).is_err());
+        assert!(parse_xunit("<testsuite><testcase time=\"1\"/></testsuite>")
+            .unwrap_err()
+            .to_string()
+            .contains("without a name"));
+        assert!(parse_xunit("<testsuite><testcase name=\"a/1\"></testsuite>").is_err());
+        assert!(parse_xunit("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn check_log_runs_and_oddities() {
+        let text = "\nKernel version: 6.1.0\nMon Jan  1 00:00:00 UTC 2024\nRan: a/1 a/2\n\
+            Failures: a/2\nFailed 1 of 2 tests\n\nRan: b/1\nPassed all 1 tests\n\
+            Kernel version: 6.2.0\nTue Jan  2 00:00:00 UTC 2024\nRan: c/1\n";
+        let runs = parse_check_log(text);
+        assert_eq!(runs.len(), 3);
+        assert_eq!(runs[0].kernel.as_deref(), Some("6.1.0"));
+        assert_eq!(
+            runs[0].date.as_deref(),
+            Some("Mon Jan  1 00:00:00 UTC 2024")
+        );
+        assert_eq!(runs[0].failures, ["a/2"]);
+        // An old-style entry without the kernel line still counts.
+        assert_eq!(
+            (runs[1].ran.clone(), runs[1].kernel.clone()),
+            (vec!["b/1".to_string()], None)
+        );
+        // An unfinished run at the end is kept.
+        assert_eq!(runs[2].ran, ["c/1"]);
+        assert!(parse_check_log("").is_empty());
+    }
+
+    #[test]
+    fn check_time_skips_malformed_lines() {
+        let t =
+            parse_check_time("generic/001 5\nbad\ngeneric/002 x\ngeneric/003 1 2\n\nxfs/001 30\n");
+        assert_eq!(
+            t.into_iter().collect::<Vec<_>>(),
+            [("generic/001".into(), 5), ("xfs/001".into(), 30)]
+        );
+    }
+}
