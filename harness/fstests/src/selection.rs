@@ -48,7 +48,7 @@ impl Selection {
                     continue;
                 }
             };
-            let Some(value) = words.next() else {
+            let Some(value) = words.next().filter(|v| !v.starts_with('-')) else {
                 bail!("fstests selection: {word} needs a value");
             };
             // check splits -g/-x values on commas and -e values on commas and spaces.
@@ -64,6 +64,23 @@ impl Selection {
             }
         }
         Ok(sel)
+    }
+
+    /// The selection as `check` arguments (options first, then tests, as check requires).
+    pub fn to_check_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for (flag, list) in [
+            ("-g", &self.groups),
+            ("-x", &self.exclude_groups),
+            ("-e", &self.exclude_tests),
+        ] {
+            if !list.is_empty() {
+                args.push(flag.to_string());
+                args.push(list.join(","));
+            }
+        }
+        args.extend(self.tests.iter().cloned());
+        args
     }
 }
 
@@ -271,6 +288,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("-g needs a value"));
+        assert!(Selection::parse("-g -x dangerous").is_err());
         assert!(Selection::parse("-x ,").is_err());
         assert!(Selection::parse("-E file")
             .unwrap_err()
@@ -280,6 +298,26 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unbalanced"));
+    }
+
+    #[test]
+    fn check_args_round_trip() {
+        let s = sel("generic/00? -g quick,auto -e generic/001 -x dangerous");
+        assert_eq!(
+            s.to_check_args(),
+            [
+                "-g",
+                "quick,auto",
+                "-x",
+                "dangerous",
+                "-e",
+                "generic/001",
+                "generic/00?"
+            ]
+        );
+        let joined = shlex::try_join(s.to_check_args().iter().map(String::as_str)).unwrap();
+        assert_eq!(Selection::parse(&joined).unwrap(), s);
+        assert!(Selection::default().to_check_args().is_empty());
     }
 
     #[test]
