@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bindgen;
+pub mod bisect;
 pub mod error;
 pub mod image;
 pub mod kernel;

@@ -26,6 +26,11 @@ enum Command {
     VmShell(xtask::vm_shell::VmShellArgs),
     /// Build (or show) the cached guest image.
     Image(xtask::image::ImageArgs),
+    /// Find the kernel commit that broke a vm-test selection (git bisect, driven for you).
+    Bisect(xtask::bisect::BisectArgs),
+    /// One bisect step, run by `git bisect run` (internal).
+    #[command(hide = true)]
+    BisectStep(xtask::bisect::StepArgs),
 }
 
 fn main() {
@@ -36,9 +41,15 @@ fn main() {
         Command::Kernel(cmd) => xtask::kernel::cli::run(cmd, &ui),
         Command::Bindgen(cmd) => xtask::bindgen::run(cmd, &ui),
         Command::Bench(cmd) => xtask::bench::run(cmd, &ui),
+        // These two answer `git bisect run` with its exit codes.
+        Command::VmTest(args) if args.bisect_exit_codes => {
+            std::process::exit(xtask::bisect::vm_test_for_git_bisect(args, &ui))
+        }
+        Command::BisectStep(args) => std::process::exit(xtask::bisect::step::main(args, &ui)),
         Command::VmTest(args) => xtask::vm_test::main(args, &ui),
         Command::VmShell(args) => xtask::vm_shell::main(args, &ui),
         Command::Image(args) => xtask::image::main(args, &ui),
+        Command::Bisect(args) => xtask::bisect::main(args, &ui),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

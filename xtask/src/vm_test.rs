@@ -85,6 +85,10 @@ pub struct VmTestArgs {
     /// Timeout of the whole run, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub run_timeout: u64,
+    /// Exit with `git bisect run`'s codes: 0 pass, 1 test failures, 125 (skip)
+    /// for build or infrastructure failures, 128 (stop) for usage errors.
+    #[arg(long)]
+    pub bisect_exit_codes: bool,
     /// The guest counts as stuck after this many seconds without any event
     /// (the agent sends a heartbeat every 2 s); the harness then captures a
     /// task dump through sysrq and stops QEMU.
