@@ -37,10 +37,12 @@ pub fn junit_xml(run: &RunResult) -> Result<String, ReportError> {
 
 fn test_case(suite: &str, t: &TestResult) -> TestCase {
     let status = match t.verdict {
-        Verdict::Passed => TestCaseStatus::success(),
-        Verdict::NotRun => {
+        // A flake passed in the end; its note says what failed first.
+        Verdict::Passed | Verdict::Flaky => TestCaseStatus::success(),
+        Verdict::NotRun | Verdict::Skipped | Verdict::Expunged => {
             let mut s = TestCaseStatus::skipped();
-            s.set_message(t.reason.clone().unwrap_or_else(|| "not run".into()));
+            let why = t.reason.clone().unwrap_or_else(|| t.verdict.as_str().replace('_', " "));
+            s.set_message(if t.verdict == Verdict::Expunged { format!("expunged: {why}") } else { why });
             s
         }
         v => {
@@ -64,5 +66,8 @@ fn test_case(suite: &str, t: &TestResult) -> TestCase {
     let mut case = TestCase::new(t.name.clone(), status);
     case.set_classname(suite);
     case.set_time(Duration::from_millis(t.duration_ms));
+    if t.verdict == Verdict::Flaky {
+        case.set_system_out(format!("flaky: {}", t.reason.as_deref().unwrap_or("failed, then passed on a rerun")));
+    }
     case
 }

@@ -18,6 +18,12 @@ pub enum Verdict {
     Crashed,
     /// The harness could not run the test (boot failure, missing tools...).
     InfraError,
+    /// The test decided not to run (fstests' `_notrun`), with its reason.
+    Skipped,
+    /// Left out on purpose by an expunge entry (reason and link in `reason`).
+    Expunged,
+    /// Failed, then passed when rerun: reported, but does not fail the run.
+    Flaky,
 }
 
 impl Verdict {
@@ -29,14 +35,22 @@ impl Verdict {
             Verdict::Crashed => "crashed",
             Verdict::Hung => "hung",
             Verdict::InfraError => "infra_error",
+            Verdict::Skipped => "skipped",
+            Verdict::Expunged => "expunged",
+            Verdict::Flaky => "flaky",
         }
     }
 
     /// Process exit code for a run with this verdict: 0 pass, 1 test failures,
     /// 3 infrastructure failure (2 is for usage errors, decided before a run).
+    /// Did not pass, but by design: skipped, expunged or flaky. Never fails a run.
+    pub fn is_benign(self) -> bool {
+        matches!(self, Verdict::Skipped | Verdict::Expunged | Verdict::Flaky)
+    }
+
     pub fn exit_code(self) -> i32 {
         match self {
-            Verdict::Passed | Verdict::NotRun => 0,
+            Verdict::Passed | Verdict::NotRun | Verdict::Skipped | Verdict::Expunged | Verdict::Flaky => 0,
             Verdict::Failed | Verdict::Crashed | Verdict::Hung => 1,
             Verdict::InfraError => 3,
         }
@@ -167,13 +181,13 @@ impl RunResult {
     /// The run's verdict from its tests: the worst of them, an infra error
     /// if nothing ran, passed only if every test passed.
     pub fn overall(tests: &[TestResult], run_infra_error: bool) -> Verdict {
-        if run_infra_error && tests.iter().all(|t| matches!(t.verdict, Verdict::Passed | Verdict::NotRun)) {
+        if run_infra_error && tests.iter().all(|t| matches!(t.verdict, Verdict::Passed | Verdict::NotRun) || t.verdict.is_benign()) {
             return Verdict::InfraError;
         }
         let worst_test = tests
             .iter()
             .map(|t| t.verdict)
-            .filter(|v| !matches!(v, Verdict::InfraError | Verdict::NotRun))
+            .filter(|v| !matches!(v, Verdict::InfraError | Verdict::NotRun) && !v.is_benign())
             .max();
         match worst_test {
             Some(v) if v != Verdict::Passed => v,

@@ -11,7 +11,17 @@ fn opt(s: &Option<String>) -> &str {
 
 fn counts(run: &RunResult) -> String {
     let mut parts = vec![];
-    for v in [Verdict::Passed, Verdict::Failed, Verdict::Crashed, Verdict::Hung, Verdict::InfraError, Verdict::NotRun] {
+    for v in [
+        Verdict::Passed,
+        Verdict::Failed,
+        Verdict::Crashed,
+        Verdict::Hung,
+        Verdict::InfraError,
+        Verdict::NotRun,
+        Verdict::Flaky,
+        Verdict::Skipped,
+        Verdict::Expunged,
+    ] {
         let n = run.count(v);
         if n > 0 {
             parts.push(format!("{n} {}", v.as_str()));
@@ -95,7 +105,8 @@ pub fn summary_markdown(run: &RunResult) -> String {
 /// The closing lines printed on the terminal.
 pub fn summary_text(run: &RunResult) -> String {
     let mut s = String::new();
-    for t in run.tests.iter().filter(|t| t.verdict != Verdict::Passed) {
+    // Skipped and expunged tests are in summary.md; the terminal lists what needs a look.
+    for t in run.tests.iter().filter(|t| !matches!(t.verdict, Verdict::Passed | Verdict::Skipped | Verdict::Expunged)) {
         s.push_str(&format!("  {:<11} {}: {}\n", t.verdict.as_str(), t.name, t.reason.as_deref().unwrap_or("")));
         for f in &t.findings {
             s.push_str(&format!("              {:?}: {}\n", f.kind, f.title));
