@@ -40,6 +40,9 @@ pub struct VmSpec {
     /// Format the test disk with mkfs.ext4 on the host, with these options
     /// (native speed; the guest's e2fsprogs is the same release).
     pub format_test_disk: Option<Vec<String>>,
+    /// More read-only inputs as virtio disks (e.g. the built fstests tree), booted as
+    /// snapshots so the cached files are never written; the guest finds each by serial.
+    pub extra_disks: Vec<Disk>,
 }
 
 /// Host-side deadlines. The agent enforces per-test timeouts itself; these
@@ -154,6 +157,7 @@ fn prepare(dir: &RunDir, spec: &VmSpec, plan: &Plan, boot_no: u32) -> Result<(Pa
         }
         disks.push(Disk { path, serial: name.into(), snapshot: false });
     }
+    disks.extend(spec.extra_disks.iter().cloned());
     Ok((boot, disks))
 }
 

@@ -101,6 +101,7 @@ fn fixture() -> Option<Fixture> {
         scratch_disk_mb: 0,
         extra_cmdline: vec![],
         format_test_disk: None,
+        extra_disks: vec![],
     };
     let runs = p("runs");
     Some(Fixture { _tmp: tmp, spec, runs })
