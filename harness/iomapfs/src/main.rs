@@ -42,6 +42,7 @@ fn main() {
     // Installed as /sbin/mount.fuse.SUBTYPE or /sbin/mount.fuseblk.SUBTYPE (a link to this
     // binary), mount(8) runs us with its helper calling convention.
     let argv0 = std::env::args_os().next().unwrap_or_default();
+    let as_helper = matches!(iomapfs::helper::invocation(&argv0), Ok(Invocation::Helper { .. }));
     let cli = match iomapfs::helper::invocation(&argv0) {
         Ok(Invocation::Server) => Cli::parse(),
         Ok(Invocation::Helper { name, preset }) => {
@@ -65,7 +66,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    init_logging(&opts);
+    init_logging(&opts, as_helper);
     if let Some(fault) = opts.fault {
         tracing::warn!("FAULT INJECTION ACTIVE ({fault:?}): this server corrupts data on purpose");
     }
@@ -75,9 +76,13 @@ fn main() {
     }
 }
 
-fn init_logging(opts: &MountOptions) {
+/// As a mount helper the server is quiet like other mount helpers: what it prints
+/// before daemonizing lands in the caller's output (fstests compares that output).
+fn init_logging(opts: &MountOptions, as_helper: bool) {
     let default = if opts.debug {
         "iomapfs=debug"
+    } else if as_helper && opts.log.is_none() {
+        "iomapfs=warn"
     } else {
         "iomapfs=info"
     };
