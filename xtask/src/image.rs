@@ -144,14 +144,32 @@ pub fn ensure_image(images_dir: &Path, name: &str, cache_dir: &Path, ui: &Ui) ->
     Ok(path)
 }
 
-fn build(recipe: &Recipe, out: &Path, ui: &Ui) -> Result<()> {
-    ui.step(format!(
-        "building image `{}` (Debian {}, {} packages) -> {}",
-        recipe.name,
-        recipe.suite,
-        recipe.packages.len(),
-        out.display()
-    ));
+/// A recipe's root filesystem as a directory, for chroot work rather than booting (the
+/// fstests build root), cached like images: `<cache>/rootfs/<name>-<key>/`.
+pub fn ensure_rootfs(images_dir: &Path, name: &str, cache_dir: &Path, ui: &Ui) -> Result<(PathBuf, String)> {
+    let recipe = Recipe::load(images_dir, name)?;
+    let key = recipe.key();
+    let root = cache_dir.join("rootfs").join(format!("{name}-{key}"));
+    let done = root.with_extension("complete");
+    if done.is_file() {
+        return Ok((root, key));
+    }
+    let _lock = FileLock::acquire(&cache_dir.join("rootfs").join(format!("{name}.lock")))?;
+    if done.is_file() {
+        return Ok((root, key));
+    }
+    ui.step(format!("building root `{name}` (Debian {}, {} packages)", recipe.suite, recipe.packages.len()));
+    check_build_tools()?;
+    if root.exists() {
+        std::fs::remove_dir_all(&root).with_context(|| format!("removing stale {}", root.display()))?;
+    }
+    let log = root.with_extension("log");
+    debootstrap(&recipe, &root, &log, ui)?;
+    std::fs::write(&done, "")?;
+    Ok((root, key))
+}
+
+fn check_build_tools() -> Result<()> {
     if nix::unistd::geteuid().as_raw() != 0 {
         bail!("building the guest image needs root (mmdebstrap --mode=root and mke2fs -d keep file ownership)");
     }
@@ -160,6 +178,18 @@ fn build(recipe: &Recipe, out: &Path, ui: &Ui) -> Result<()> {
             bail!("`{tool}` is not installed (apt-get install mmdebstrap e2fsprogs)");
         }
     }
+    Ok(())
+}
+
+fn build(recipe: &Recipe, out: &Path, ui: &Ui) -> Result<()> {
+    ui.step(format!(
+        "building image `{}` (Debian {}, {} packages) -> {}",
+        recipe.name,
+        recipe.suite,
+        recipe.packages.len(),
+        out.display()
+    ));
+    check_build_tools()?;
     let parent = out.parent().context("image path has no parent")?;
     // Under the lock, so no other process uses this directory.
     let work = parent.join(format!(".build-{}", recipe.name));
@@ -168,34 +198,9 @@ fn build(recipe: &Recipe, out: &Path, ui: &Ui) -> Result<()> {
     }
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let root = work.join("root");
-
-    let mut cmd = Command::new("mmdebstrap");
-    cmd.args(["--variant=minbase", "--mode=root", "--verbose"])
-        .arg(format!("--include={}", recipe.packages.join(",")))
-        .args(["--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*"])
-        .args(["--dpkgopt=path-exclude=/usr/share/locale/*", "--dpkgopt=path-exclude=/usr/share/info/*"]);
-    if let Some(hook) = &recipe.hook {
-        cmd.arg(format!("--customize-hook=sh {} \"$1\"", hook.display()));
-    }
-    cmd.arg(&recipe.suite).arg(&root).arg(&recipe.mirror);
-    let mut activity = ui.activity("mmdebstrap");
-    let log = work.join("mmdebstrap.log");
-    run_streaming(cmd, &log, |line| {
-        if line.starts_with("I: ") {
-            activity.update(line.trim_start_matches("I: "));
-        }
-    })
-    .with_context(|| format!("mmdebstrap failed (log: {})", log.display()))?;
-    activity.finish("root filesystem ready");
-
-    let size_mb = dir_size(&root) / (1024 * 1024) * 3 / 2 + 256;
+    debootstrap(recipe, &root, &work.join("mmdebstrap.log"), ui)?;
+    let size_mb = dir_to_ext4(&root, &work.join("image.ext4"), "harness-root", &work.join("mke2fs.log"))?;
     let tmp_img = work.join("image.ext4");
-    let mut mk = Command::new("mke2fs");
-    mk.args(["-q", "-t", "ext4", "-L", "harness-root", "-d"])
-        .arg(&root)
-        .arg(&tmp_img)
-        .arg(format!("{size_mb}M"));
-    run_streaming(mk, &work.join("mke2fs.log"), |_| {}).context("mke2fs -d failed")?;
     // The package manifest next to the image, printed in runs for reproducibility.
     let manifest = std::fs::read_to_string(root.join("etc/harness-packages")).unwrap_or_default();
     std::fs::write(out.with_extension("packages"), manifest)?;
@@ -205,8 +210,38 @@ fn build(recipe: &Recipe, out: &Path, ui: &Ui) -> Result<()> {
     Ok(())
 }
 
+/// An ext4 image holding `dir` (`mke2fs -d`), half again its size plus room; returns MiB.
+pub fn dir_to_ext4(dir: &Path, img: &Path, label: &str, log: &Path) -> Result<u64> {
+    let size_mb = dir_size(dir) / (1024 * 1024) * 3 / 2 + 256;
+    let mut mk = Command::new("mke2fs");
+    mk.args(["-q", "-t", "ext4", "-L", label, "-d"]).arg(dir).arg(img).arg(format!("{size_mb}M"));
+    run_streaming(mk, log, |_| {}).context("mke2fs -d failed")?;
+    Ok(size_mb)
+}
+
+fn debootstrap(recipe: &Recipe, root: &Path, log: &Path, ui: &Ui) -> Result<()> {
+    let mut cmd = Command::new("mmdebstrap");
+    cmd.args(["--variant=minbase", "--mode=root", "--verbose"])
+        .arg(format!("--include={}", recipe.packages.join(",")))
+        .args(["--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*"])
+        .args(["--dpkgopt=path-exclude=/usr/share/locale/*", "--dpkgopt=path-exclude=/usr/share/info/*"]);
+    if let Some(hook) = &recipe.hook {
+        cmd.arg(format!("--customize-hook=sh {} \"$1\"", hook.display()));
+    }
+    cmd.arg(&recipe.suite).arg(root).arg(&recipe.mirror);
+    let mut activity = ui.activity("mmdebstrap");
+    run_streaming(cmd, log, |line| {
+        if line.starts_with("I: ") {
+            activity.update(line.trim_start_matches("I: "));
+        }
+    })
+    .with_context(|| format!("mmdebstrap failed (log: {})", log.display()))?;
+    activity.finish("root filesystem ready");
+    Ok(())
+}
+
 /// Run a command, saving its output to `log` and passing each line to `each`.
-fn run_streaming(mut cmd: Command, log: &Path, mut each: impl FnMut(&str)) -> Result<()> {
+pub fn run_streaming(mut cmd: Command, log: &Path, mut each: impl FnMut(&str)) -> Result<()> {
     use std::io::Write;
     let mut logf = std::fs::File::create(log)?;
     let mut child = cmd

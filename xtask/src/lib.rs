@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bindgen;
 pub mod bisect;
 pub mod error;
+pub mod fstests;
 pub mod image;
 pub mod kernel;
 pub mod paths;

@@ -102,6 +102,8 @@ pub struct VmTestArgs {
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
     #[command(flatten)]
+    pub fstests: crate::fstests::FstestsArgs,
+    #[command(flatten)]
     pub vm: VmArgs,
 }
 
@@ -109,6 +111,8 @@ pub struct VmTestArgs {
 pub struct Prepared {
     pub spec: VmSpec,
     pub kernel_release: Option<String>,
+    /// Whether the built kernel has FUSE iomap (unknown with --kernel-image).
+    pub kernel_iomap: Option<bool>,
     pub image: PathBuf,
 }
 
@@ -126,8 +130,8 @@ fn target_dir() -> PathBuf {
 
 /// Build the plan from the flags; usage errors for unknown suites or bad values.
 pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
-    let suites: Vec<String> =
-        if args.suites.is_empty() && args.run.is_empty() { vec!["smoke".into()] } else { args.suites.clone() };
+    let default_smoke = args.suites.is_empty() && args.run.is_empty() && !args.fstests.enabled();
+    let suites: Vec<String> = if default_smoke { vec!["smoke".into()] } else { args.suites.clone() };
     let mut tests = vec![];
     for name in &suites {
         let suite = vm::suites::find(name).ok_or_else(|| {
@@ -172,7 +176,7 @@ pub fn needs_server(args: &VmTestArgs) -> bool {
     if args.vm.no_server {
         return false;
     }
-    if args.suites.is_empty() && args.run.is_empty() {
+    if (args.suites.is_empty() && args.run.is_empty()) || args.fstests.enabled() {
         return true;
     }
     args.suites.iter().any(|s| vm::suites::find(s).is_some_and(|s| s.needs_server)) || !args.run.is_empty()
@@ -190,7 +194,7 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
             vm.qemu.display()
         )));
     }
-    let (kernel, kernel_release) = match &vm.kernel_image {
+    let (kernel, kernel_release, kernel_iomap) = match &vm.kernel_image {
         Some(p) => {
             let k = &vm.kernel;
             if k.source_dir.is_some() || k.git.is_some() || k.tarball.is_some() || k.debian_package.is_some() {
@@ -199,7 +203,7 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
             if !p.is_file() {
                 return Err(usage(format!("kernel image {} does not exist", p.display())));
             }
-            (std::fs::canonicalize(p)?, None)
+            (std::fs::canonicalize(p)?, None, None)
         }
         None => {
             let opts = KernelOptions::resolve(vm.profile.as_deref(), &vm.kernel)?;
@@ -208,7 +212,7 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
             // The uncompressed vmlinux boots through its PVH entry point, with
             // no decompression (slow under TCG); the bzImage works everywhere.
             let image = if built.vmlinux.is_file() { built.vmlinux.clone() } else { built.bzimage.clone() };
-            (image, Some(built.info.kernel_release.clone()))
+            (image, Some(built.info.kernel_release.clone()), Some(built.info.iomap_present))
         }
     };
     let cache = crate::paths::cache_dir();
@@ -250,8 +254,9 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
         scratch_disk_mb: vm.scratch_disk,
         extra_cmdline: vm.append.clone(),
         format_test_disk: with_server.then(Vec::new),
+        extra_disks: vec![],
     };
-    Ok(Prepared { spec, kernel_release, image })
+    Ok(Prepared { spec, kernel_release, kernel_iomap, image })
 }
 
 fn cargo() -> std::process::Command {
@@ -420,13 +425,103 @@ fn cancel_flag() -> Arc<AtomicBool> {
     .clone()
 }
 
+/// fstests chosen for this run: the plan's tests, the expunged ones, the config.
+struct FstestsRun {
+    plan: crate::fstests::FstestsPlan,
+    built: crate::fstests::Built,
+}
+
+/// Build fstests (cached), expand the selection, add its tests and its disk.
+fn prepare_fstests(args: &VmTestArgs, plan: &mut Plan, prepared: &mut Prepared, ui: &Ui) -> Result<FstestsRun> {
+    use crate::fstests as f;
+    let config = crate::profile::HarnessConfig::load_default()?;
+    let profile: f::FstestsProfile =
+        config.profile(args.vm.profile.as_deref())?.section("fstests")?.unwrap_or_default();
+    let source = args.fstests.source(&profile)?;
+    // Check the selection's syntax before a build.
+    args.fstests.selection()?;
+    let cache = crate::paths::cache_dir();
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let built = f::source::ensure_built(&source, &cache, jobs, ui)?;
+    let mode = if prepared.kernel_iomap == Some(true) { ::fstests::Mode::Iomap } else { ::fstests::Mode::Classic };
+    let expunge_dir = crate::paths::workspace_root().join("images").join(&args.vm.image).join("expunge");
+    let fplan = f::plan(
+        &args.fstests,
+        &built.tree,
+        &expunge_dir,
+        prepared.kernel_release.as_deref().unwrap_or(""),
+        mode,
+        &f::load_durations(&cache),
+        plan.slow_factor as u32,
+    )?;
+    ui.step(format!(
+        "fstests {}: {} tests to run in {} ({} expunged); scheme {}",
+        built.revision,
+        fplan.tests.len(),
+        fplan.sections.join(", "),
+        fplan.expunged.len(),
+        args.fstests.scheme
+    ));
+    plan.tests.extend(fplan.tests.iter().cloned());
+    prepared.spec.extra_disks.push(vm::qemu::Disk { path: built.image.clone(), serial: "fstests".into(), snapshot: true });
+    Ok(FstestsRun { plan: fplan, built })
+}
+
+/// Fold fstests' own results into the run, compare with a baseline, rewrite the reports.
+fn finish_fstests(args: &VmTestArgs, f: &FstestsRun, result: &mut RunResult, dir: &std::path::Path) -> Result<()> {
+    use crate::fstests::collect;
+    let rewritten = collect::apply(result, dir);
+    result.tests.extend(f.plan.expunged.iter().cloned());
+    let run_level_infra = result.verdict == Verdict::InfraError && result.tests.iter().all(|t| t.verdict != Verdict::InfraError);
+    result.verdict = RunResult::overall(&result.tests, run_level_infra);
+    let diff = match &args.fstests.baseline {
+        Some(p) => {
+            let base = report::read_json(p).map_err(|e| crate::error::usage(format!("--baseline: {e}")))?;
+            let d = ::fstests::compare(&collect::statuses(&base), &collect::statuses(result));
+            if d.is_regression() {
+                if result.verdict == Verdict::Passed {
+                    result.verdict = Verdict::Failed;
+                }
+                result.reason = Some(format!("{} new failures against {}", d.new_failures.len(), p.display()));
+            } else if matches!(result.verdict, Verdict::Failed | Verdict::Crashed | Verdict::Hung) {
+                let known: std::collections::BTreeSet<&String> = d.still_failing.iter().collect();
+                if result.tests.iter().filter(|t| matches!(t.verdict, Verdict::Failed | Verdict::Crashed | Verdict::Hung)).all(|t| known.contains(&t.name)) {
+                    result.reason = Some(format!(
+                        "{} tests fail, all of them already in the baseline {}: no new failures",
+                        d.still_failing.len(),
+                        p.display()
+                    ));
+                    result.verdict = Verdict::Passed;
+                }
+            }
+            Some(d)
+        }
+        None => None,
+    };
+    report::write_all(result, dir)?;
+    let mut md = std::fs::read_to_string(dir.join("summary.md")).unwrap_or_default();
+    md.push_str(&format!("
+fstests: {} ({} results read)
+", f.built.revision, rewritten));
+    md.push_str(&collect::summary_markdown(result, diff.as_ref()));
+    std::fs::write(dir.join("summary.md"), md)?;
+    crate::fstests::save_durations(&crate::paths::cache_dir(), &result.tests)?;
+    Ok(())
+}
+
 /// Run the tests and return the result (and its run directory).
 pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     let with_server = needs_server(args);
-    let plan = build_plan(args, with_server)?;
-    let prepared = prepare(&args.vm, with_server, ui)?;
+    let mut plan = build_plan(args, with_server)?;
+    let mut prepared = prepare(&args.vm, with_server, ui)?;
+    let fstests = if args.fstests.enabled() { Some(prepare_fstests(args, &mut plan, &mut prepared, ui)?) } else { None };
     let spec = &prepared.spec;
     let dir = RunDir::create(&runs_root()).context("creating the run directory")?;
+    if let Some(f) = &fstests {
+        let d = dir.path.join("fstests");
+        std::fs::create_dir_all(&d)?;
+        std::fs::write(d.join("local.config"), &f.plan.local_config)?;
+    }
     ui.step(format!(
         "vm-test: {} tests; kernel {}; image {}; {}; {} with {} CPUs and {} MiB",
         plan.tests.len(),
@@ -446,8 +541,11 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     };
     let cancel = cancel_flag();
     let mut printer = Printer::new(ui);
-    let result = vm::run_tests(spec, &plan, &limits, &dir, &mut |p| printer.on(p), &cancel)?;
+    let mut result = vm::run_tests(spec, &plan, &limits, &dir, &mut |p| printer.on(p), &cancel)?;
     drop(printer);
+    if let Some(f) = &fstests {
+        finish_fstests(args, f, &mut result, &dir.path)?;
+    }
     // Keep the disks of a failed run for inspection; drop them otherwise.
     if result.verdict == Verdict::Passed {
         let _ = std::fs::remove_dir_all(dir.path.join("disks"));

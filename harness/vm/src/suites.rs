@@ -13,6 +13,9 @@ pub struct Suite {
 
 const SMOKE_PRELUDE: &str = include_str!("../suites/smoke/prelude.sh");
 const WORKLOADS_PRELUDE: &str = include_str!("../suites/workloads/prelude.sh");
+/// Shell functions for fstests tests (`fstests_run SECTION TEST LOOPS`); the host makes
+/// one plan test per fstests test (xtask's `--fstests`).
+pub const FSTESTS_PRELUDE: &str = include_str!("../suites/fstests/prelude.sh");
 
 pub const SUITES: &[Suite] = &[
 Suite {
@@ -129,6 +132,15 @@ mod tests {
         assert_eq!(t[1].name, "run/2");
         assert_eq!(t[1].command, "false");
         assert_eq!(t[0].timeout_s, 30);
+    }
+
+    #[test]
+    fn fstests_prelude_parses_with_bash() {
+        let out = std::process::Command::new("bash")
+            .args(["-n", "-c", &format!("{FSTESTS_PRELUDE}\nfstests_run iomapfs-4k generic/001 1")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 
     #[test]

@@ -1,0 +1,85 @@
+# Shared by every fstests test (vm-test --fstests). Each test is one `check` run, so a
+# crash or hang costs one test and the harness goes on with the next after a reboot.
+# The host puts local.config in the share and the built fstests tree on the disk with
+# serial "fstests"; results go to $HARNESS_OUT, which the host reads even after a crash.
+FSTESTS=/var/lib/xfstests
+FSTESTS_DISK=/dev/disk/by-id/virtio-fstests
+
+# Once per boot: mount the tree, install local.config and the helpers the FSTYP needs.
+fstests_setup() {
+    [ -e /run/fstests.ready ] && return 0
+    mkdir -p "$FSTESTS" || return 1
+    if ! mountpoint -q "$FSTESTS"; then
+        # The disk is a QEMU snapshot: fstests may write into its tree freely.
+        mount -t ext4 "$FSTESTS_DISK" "$FSTESTS" || { echo "cannot mount $FSTESTS_DISK"; return 1; }
+    fi
+    # fstests compares device names with what /proc/mounts shows: use the kernel's names.
+    local by_id dev sed_args=()
+    for by_id in /dev/disk/by-id/virtio-*; do
+        dev=$(readlink -f "$by_id") && sed_args+=(-e "s|$by_id\"|$dev\"|g")
+    done
+    sed -e "" "${sed_args[@]}" "$HARNESS_SHARE/fstests/local.config" > "$FSTESTS/local.config" || return 1
+    local flavor
+    for flavor in fuse fuseblk; do
+        # mount -t fuse.ext4 / fuseblk.ext4 runs mount.<type>: iomapfs picks flavor and
+        # subtype from that name.
+        ln -sf /usr/local/sbin/iomapfs "/sbin/mount.$flavor.ext4"
+        # The server on a device holds a lock on it until it has flushed and exited, so
+        # mkfs and fsck wait (a minute at most: a read-only remount keeps the lock) for a
+        # just-unmounted filesystem to be really let go.
+        fstests_tool "/sbin/mkfs.$flavor.ext4" mke2fs -t ext4 -F -q -O ^inline_data
+        fstests_tool "/sbin/fsck.$flavor.ext4" e2fsck -f
+    done
+    touch /run/fstests.ready
+}
+
+# fstests_tool PATH CMD...: a wrapper that runs CMD with the caller's arguments once the
+# device (the last argument) is free.
+fstests_tool() {
+    local path=$1
+    shift
+    cat > "$path" <<TOOL
+#!/bin/sh
+for dev; do :; done
+flock -w 60 -E 99 "\$dev" $* "\$@"
+rc=\$?
+[ \$rc -eq 99 ] && exec $* "\$@"
+exit \$rc
+TOOL
+    chmod 755 "$path"
+}
+
+# Unmount what a test left mounted and wait until the servers let go of the disks.
+fstests_release() {
+    local m dev
+    for m in "$TEST_DIR" "$SCRATCH_MNT"; do
+        mountpoint -q "$m" && umount "$m" 2>/dev/null
+    done
+    for dev in "$TEST_DEV" "$SCRATCH_DEV"; do
+        [ -b "$dev" ] && timeout 60 flock "$dev" true
+    done
+}
+
+# fstests_run SECTION TEST LOOPS: run TEST once, and up to LOOPS more times while it fails
+# (like check -L), each attempt in $HARNESS_OUT/attempt-N. Exit status: the first attempt's.
+fstests_run() {
+    local section=$1 test=$2 loops=$3 attempt first=
+    fstests_setup || { echo "fstests setup failed"; return 3; }
+    for attempt in $(seq 0 "$loops"); do
+        local out="$HARNESS_OUT/attempt-$attempt"
+        mkdir -p "$out"
+        echo "== $test, section $section, attempt $attempt"
+        # --env FSTESTS_XTRACE=1: a timestamped trace of check in xtrace.log, to see where
+        # the time goes.
+        local check=(./check)
+        [ -n "${FSTESTS_XTRACE:-}" ] && check=(env PS4='+ ${EPOCHREALTIME} ' BASH_XTRACEFD=7 bash -x ./check)
+        (cd "$FSTESTS" && RESULT_BASE="$out" "${check[@]}" -s "$section" -R xunit "$test" 7>"$out/xtrace.log") 2>&1 |
+            tee "$out/check.out"
+        local rc=${PIPESTATUS[0]}
+        fstests_release
+        # check exits 0 when nothing failed (not run counts as not failed).
+        [ -z "$first" ] && first=$rc
+        [ "$rc" -eq 0 ] && break
+    done
+    return "$first"
+}

@@ -1,0 +1,291 @@
+//! `vm-test --fstests`: fstests from the user's tree, built in a chroot, run over iomapfs
+//! in the guest one `check` per test, and its own results (xunit) turned into verdicts.
+//!
+//! The parsing, selection, expunge and baseline rules are in the `fstests` crate; this
+//! module is the orchestration around a vm-test run.
+pub mod collect;
+pub mod source;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use events::PlanTest;
+use ::fstests::{Catalog, ExpungeList, Mode, Scheme, Section, Selection};
+use report::{TestResult, Verdict};
+use serde::Deserialize;
+
+use crate::error::usage;
+pub use source::{Built, Source};
+
+/// Upstream fstests and the commit the harness was last checked against.
+pub const DEFAULT_GIT: &str = "https://git.kernel.org/pub/scm/fs/xfs/xfstests-dev.git";
+
+/// fstests flags of vm-test.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct FstestsArgs {
+    /// Run fstests from this checkout (built in a chroot, cached by its revision).
+    #[arg(long, value_name = "DIR", conflicts_with = "fstests_git")]
+    pub fstests_src: Option<PathBuf>,
+    /// Run fstests fetched from this git URL (default URL and commit: harness.toml's
+    /// [profiles.NAME.fstests]).
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    pub fstests_git: Option<String>,
+    /// Branch, tag or commit for --fstests-git.
+    #[arg(long, value_name = "REF")]
+    pub fstests_ref: Option<String>,
+    /// What to run, in `check`'s words: '-g quick', '-g auto -x dangerous',
+    /// 'generic/001 generic/013', 'generic/00?'. Default: '-g quick'.
+    #[arg(long = "fstests", value_name = "ARGS", allow_hyphen_values = true)]
+    pub selection: Option<String>,
+    /// local.config section to run (repeatable): iomapfs-4k, iomapfs-1k, or `all`.
+    #[arg(long = "fstests-section", value_name = "NAME")]
+    pub sections: Vec<String>,
+    /// How fstests names the filesystem: fuseblk.ext4 (default), fuse.ext4 (the FUSE
+    /// iomap development trees' styles) or fuse-subtype (upstream FSTYP=fuse
+    /// FUSE_SUBTYP=.iomapfs).
+    #[arg(long = "fstests-scheme", value_name = "SCHEME", default_value = "fuseblk.ext4")]
+    pub scheme: String,
+    /// Rerun a failing test up to N more times; a later pass labels it flaky (like check -L).
+    #[arg(long = "fstests-loops", value_name = "N", default_value_t = 1)]
+    pub loops: u32,
+    /// Run only the K-th of N equal slices of the expanded test list (1-based), e.g. 2/4.
+    #[arg(long = "fstests-shard", value_name = "K/N")]
+    pub shard: Option<String>,
+    /// Compare with an earlier results.json: the run fails only on new failures.
+    #[arg(long, value_name = "RESULTS_JSON")]
+    pub baseline: Option<PathBuf>,
+}
+
+/// `[profiles.NAME.fstests]` in harness.toml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FstestsProfile {
+    pub git: Option<String>,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+}
+
+impl FstestsArgs {
+    pub fn enabled(&self) -> bool {
+        self.fstests_src.is_some() || self.fstests_git.is_some() || self.selection.is_some()
+    }
+
+    /// The source to build, from the flags and the profile.
+    pub fn source(&self, profile: &FstestsProfile) -> Result<Source> {
+        if let Some(dir) = &self.fstests_src {
+            if self.fstests_ref.is_some() {
+                return Err(usage("--fstests-ref goes with --fstests-git, not --fstests-src"));
+            }
+            return Ok(Source::Dir(dir.clone()));
+        }
+        let url = self.fstests_git.clone().filter(|u| !u.is_empty()).or_else(|| profile.git.clone());
+        match (self.fstests_git.is_some(), url) {
+            (true, url) => Ok(Source::Git {
+                url: url.unwrap_or_else(|| DEFAULT_GIT.into()),
+                git_ref: self.fstests_ref.clone().or_else(|| profile.git_ref.clone()).unwrap_or_else(|| "master".into()),
+            }),
+            (false, _) => Err(usage(
+                "--fstests needs a tree: --fstests-src DIR (a checkout of \
+                 https://git.kernel.org/pub/scm/fs/xfs/xfstests-dev.git) or --fstests-git [URL]",
+            )),
+        }
+    }
+
+    pub fn selection(&self) -> Result<Selection> {
+        let text = self.selection.as_deref().unwrap_or("-g quick");
+        Selection::parse(text).map_err(|e| usage(format!("--fstests '{text}': {e:#}")))
+    }
+
+    pub fn scheme(&self) -> Result<Scheme> {
+        self.scheme.parse().map_err(|e: anyhow::Error| usage(format!("--fstests-scheme: {e:#}")))
+    }
+
+    /// (k, n) from "K/N", 1 <= k <= n.
+    pub fn shard(&self) -> Result<Option<(usize, usize)>> {
+        let Some(s) = &self.shard else { return Ok(None) };
+        let bad = || usage(format!("--fstests-shard expects K/N with 1 <= K <= N, got `{s}`"));
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let (k, n): (usize, usize) = (k.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if k == 0 || k > n {
+            return Err(bad());
+        }
+        Ok(Some((k, n)))
+    }
+}
+
+/// The configurations the harness knows: iomapfs on ext4 with 4 KiB and 1 KiB blocks.
+pub fn known_sections(scheme: Scheme) -> Vec<Section> {
+    [("iomapfs-4k", "-b 4096"), ("iomapfs-1k", "-b 1024")]
+        .into_iter()
+        .map(|(name, mkfs)| Section {
+            name: name.into(),
+            scheme,
+            test_dev: "/dev/disk/by-id/virtio-test".into(),
+            test_dir: "/mnt/test".into(),
+            scratch_dev: "/dev/disk/by-id/virtio-scratch".into(),
+            scratch_mnt: "/mnt/scratch".into(),
+            mkfs_options: mkfs.into(),
+            mount_options: String::new(),
+            extra: vec![],
+        })
+        .collect()
+}
+
+/// The sections the flags select (default: the first, iomapfs-4k).
+pub fn selected_sections(args: &FstestsArgs, scheme: Scheme) -> Result<Vec<Section>> {
+    let known = known_sections(scheme);
+    if args.sections.is_empty() {
+        return Ok(known.into_iter().take(1).collect());
+    }
+    if args.sections.iter().any(|s| s == "all") {
+        return Ok(known);
+    }
+    args.sections
+        .iter()
+        .map(|name| {
+            known.iter().find(|s| &s.name == name).cloned().ok_or_else(|| {
+                let names: Vec<_> = known.iter().map(|s| s.name.as_str()).collect();
+                usage(format!("unknown fstests section `{name}` (known: {}, all)", names.join(", ")))
+            })
+        })
+        .collect()
+}
+
+/// What the host decided before the run: the tests to run and those expunged.
+pub struct FstestsPlan {
+    pub tests: Vec<PlanTest>,
+    pub expunged: Vec<TestResult>,
+    pub local_config: String,
+    pub sections: Vec<String>,
+}
+
+/// Guest test name of one fstests test in one section.
+pub fn test_name(section: &str, test: &str) -> String {
+    format!("fstests/{section}/{test}")
+}
+
+/// Expected durations remembered from earlier runs (test id -> seconds).
+pub fn load_durations(cache: &Path) -> BTreeMap<String, u64> {
+    std::fs::read_to_string(cache.join("fstests").join("durations.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Remember the longest duration seen for each completed test, for the next deadlines.
+pub fn save_durations(cache: &Path, results: &[TestResult]) -> Result<()> {
+    let mut d = load_durations(cache);
+    for t in results {
+        let Some(id) = t.name.strip_prefix("fstests/").and_then(|r| r.split_once('/')).map(|(_, id)| id) else {
+            continue;
+        };
+        if matches!(t.verdict, Verdict::Passed | Verdict::Failed | Verdict::Flaky | Verdict::Skipped) {
+            let s = t.duration_ms.div_ceil(1000);
+            let e = d.entry(id.to_string()).or_insert(0);
+            *e = (*e).max(s);
+        }
+    }
+    let dir = cache.join("fstests");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("durations.json"), serde_json::to_string_pretty(&d)?)?;
+    Ok(())
+}
+
+/// Expand the selection against the built tree, drop expunged tests, and make one plan
+/// test per (section, test).
+pub fn plan(
+    args: &FstestsArgs,
+    tree: &Path,
+    expunge_dir: &Path,
+    kernel_release: &str,
+    mode: Mode,
+    durations: &BTreeMap<String, u64>,
+    slow_factor: u32,
+) -> Result<FstestsPlan> {
+    let scheme = args.scheme()?;
+    let sections = selected_sections(args, scheme)?;
+    let catalog = Catalog::load(tree).with_context(|| format!("reading the group lists of {}", tree.display()))?;
+    let mut dirs = vec!["generic"];
+    // check also runs the tests of a directory named like FSTYP, if the tree has one.
+    if tree.join("tests").join(scheme.fstyp()).is_dir() {
+        dirs.push(scheme.fstyp());
+    }
+    let mut ids = catalog.expand(&args.selection()?, &dirs).map_err(|e| usage(format!("--fstests: {e:#}")))?;
+    if let Some((k, n)) = args.shard()? {
+        // Round robin: neighbouring tests (similar cost) spread over the shards.
+        ids = ids.into_iter().enumerate().filter(|(i, _)| i % n == k - 1).map(|(_, t)| t).collect();
+    }
+    let expunges = ExpungeList::load_dir(expunge_dir)?;
+    let local_config = ::fstests::try_render_local_config(&known_sections(scheme))?;
+    let mut plan = FstestsPlan {
+        tests: vec![],
+        expunged: vec![],
+        local_config,
+        sections: sections.iter().map(|s| s.name.clone()).collect(),
+    };
+    for section in &sections {
+        let ctx = ::fstests::Context { kernel_release, mode, section: &section.name };
+        for id in &ids {
+            let name = test_name(&section.name, id);
+            if let Some(e) = expunges.lookup(id, &ctx) {
+                plan.expunged.push(TestResult {
+                    name,
+                    verdict: Verdict::Expunged,
+                    duration_ms: 0,
+                    exit_code: None,
+                    signal: None,
+                    slow: false,
+                    reason: Some(format!("{} ({}; {})", e.reason, e.link, e.file.display())),
+                    findings: vec![],
+                    artifacts: vec![],
+                });
+                continue;
+            }
+            let deadline = ::fstests::deadline(durations.get(id).copied(), slow_factor);
+            plan.tests.push(PlanTest {
+                name,
+                command: format!("{}\nfstests_run {} {} {}", vm::suites::FSTESTS_PRELUDE, section.name, id, args.loops),
+                // Each attempt gets the deadline.
+                timeout_s: deadline.as_secs() * (1 + u64::from(args.loops)),
+            });
+        }
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_and_sections_are_checked() {
+        let mut a = FstestsArgs { shard: Some("2/4".into()), ..Default::default() };
+        assert_eq!(a.shard().unwrap(), Some((2, 4)));
+        for bad in ["0/4", "5/4", "x", "1/0"] {
+            a.shard = Some(bad.into());
+            assert_eq!(crate::error::exit_code(&a.shard().unwrap_err()), crate::error::EXIT_USAGE, "{bad}");
+        }
+        let s = selected_sections(&FstestsArgs::default(), Scheme::FuseblkExt4).unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].name, "iomapfs-4k");
+        let all = FstestsArgs { sections: vec!["all".into()], ..Default::default() };
+        assert_eq!(selected_sections(&all, Scheme::FuseExt4).unwrap().len(), 2);
+        let bad = FstestsArgs { sections: vec!["xfs".into()], ..Default::default() };
+        assert!(format!("{}", selected_sections(&bad, Scheme::FuseExt4).unwrap_err()).contains("iomapfs-1k"));
+    }
+
+    #[test]
+    fn the_source_comes_from_flags_or_the_profile() {
+        let p = FstestsProfile { git: Some("https://example.org/fstests.git".into()), git_ref: Some("abc".into()) };
+        let a = FstestsArgs { fstests_git: Some(String::new()), ..Default::default() };
+        assert_eq!(
+            a.source(&p).unwrap(),
+            Source::Git { url: "https://example.org/fstests.git".into(), git_ref: "abc".into() }
+        );
+        let a = FstestsArgs { selection: Some("-g quick".into()), ..Default::default() };
+        assert!(format!("{}", a.source(&p).unwrap_err()).contains("--fstests-src"));
+        let a = FstestsArgs { fstests_src: Some("/x".into()), fstests_ref: Some("y".into()), ..Default::default() };
+        assert!(a.source(&p).is_err());
+    }
+}
