@@ -196,6 +196,63 @@ mod tests {
         assert_eq!(s["fstests/iomapfs-4k/generic/003"], Status::NotRun);
     }
 
+    /// Real fstests output (harness/fstests/tests/fixtures) laid out as a vm-test run
+    /// directory: the verdicts, reasons and artifacts come from it.
+    #[test]
+    fn real_results_become_verdicts() {
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../harness/fstests/tests/fixtures");
+        let run_dir = tempfile::tempdir().unwrap();
+        let put = |test: &str, attempt: u32, xml: Option<&str>| {
+            let d = run_dir.path().join(format!("tests/fstests/ext4_4k/{test}/attempt-{attempt}"));
+            std::fs::create_dir_all(d.join("ext4_4k/generic")).unwrap();
+            std::fs::write(d.join("check.out"), "common/rc: could not mount /dev/vdb on /mnt/test\n").unwrap();
+            if let Some(xml) = xml {
+                std::fs::copy(fx.join(xml), d.join("ext4_4k/result.xml")).unwrap();
+            }
+            let id = test.rsplit('/').next().unwrap();
+            for ext in ["out.bad", "full", "dmesg"] {
+                let f = fx.join(format!("results/ext4_4k/generic/{id}.{ext}"));
+                if f.is_file() {
+                    std::fs::copy(&f, d.join(format!("ext4_4k/generic/{id}.{ext}"))).unwrap();
+                }
+            }
+        };
+        // 002 failed (output mismatch), then passed on the rerun (a real pass from the guest).
+        put("generic/002", 0, Some("xunit/result.xml"));
+        put("generic/002", 1, Some("vm-guest/result.xml"));
+        // 005 failed both times (dmesg warning).
+        put("generic/005", 0, Some("xunit/result.xml"));
+        put("generic/005", 1, Some("xunit/result.xml"));
+        put("generic/001", 0, Some("xunit/result.xml"));
+        put("generic/010", 0, Some("xunit/result.xml"));
+        put("generic/020", 0, None);
+        let names = ["generic/001", "generic/002", "generic/005", "generic/010", "generic/020", "generic/013"];
+        let mut run = RunResult {
+            tests: names
+                .iter()
+                .map(|n| result(&format!("fstests/ext4_4k/{n}"), if *n == "generic/001" { Verdict::Passed } else { Verdict::Failed }))
+                .collect(),
+            ..empty_run()
+        };
+        run.tests[5].verdict = Verdict::Crashed;
+        assert_eq!(apply(&mut run, run_dir.path()), 5);
+        let v: Vec<Verdict> = run.tests.iter().map(|t| t.verdict).collect();
+        use Verdict::*;
+        assert_eq!(v, [Passed, Flaky, Failed, Skipped, InfraError, Crashed]);
+        let reason = |i: usize| run.tests[i].reason.clone().unwrap_or_default();
+        assert!(reason(1).contains("1 of 2 runs passed") && reason(1).contains("output mismatch"), "{}", reason(1));
+        assert!(reason(1).contains("diff: "), "{}", reason(1));
+        assert!(reason(2).contains("_check_dmesg") && reason(2).contains("failed all 2 runs"), "{}", reason(2));
+        assert!(reason(3).contains("dbtest not built"), "{}", reason(3));
+        assert!(reason(4).contains("no result.xml") && reason(4).contains("could not mount"), "{}", reason(4));
+        let arts = &run.tests[1].artifacts;
+        assert!(arts.iter().any(|a| a.ends_with("attempt-0/ext4_4k/generic/002.out.bad")), "{arts:?}");
+        assert!(run.tests[2].artifacts.iter().any(|a| a.ends_with("005.dmesg")));
+        // Baseline: 005 failing before, 002 newly flaky is not a failure.
+        let md = summary_markdown(&run, None);
+        assert!(md.contains("| flaky | 1 |") && md.contains("| skipped | 1 |"), "{md}");
+    }
+
     pub(super) fn empty_run() -> RunResult {
         RunResult {
             schema: report::RESULTS_SCHEMA,

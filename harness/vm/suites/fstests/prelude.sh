@@ -72,7 +72,11 @@ fstests_run() {
         # --env FSTESTS_XTRACE=1: a timestamped trace of check in xtrace.log, to see where
         # the time goes.
         local check=(./check)
-        [ -n "${FSTESTS_XTRACE:-}" ] && check=(env PS4='+ ${EPOCHREALTIME} ' BASH_XTRACEFD=7 bash -x ./check)
+        if [ -n "${FSTESTS_XTRACE:-}" ]; then
+            # bash takes no PS4 from the environment as root; BASH_ENV sets it.
+            echo 'PS4="+ \${EPOCHREALTIME} "' > /run/fstests-ps4
+            check=(env BASH_ENV=/run/fstests-ps4 BASH_XTRACEFD=7 bash -x ./check)
+        fi
         (cd "$FSTESTS" && RESULT_BASE="$out" "${check[@]}" -s "$section" -R xunit "$test" 7>"$out/xtrace.log") 2>&1 |
             tee "$out/check.out"
         local rc=${PIPESTATUS[0]}
