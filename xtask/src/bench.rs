@@ -83,7 +83,9 @@ pub fn run(cmd: &BenchCommand, ui: &Ui) -> Result<()> {
 
 fn server(b: &ServerBench, ui: &Ui) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        return Err(usage("bench server mounts filesystems and must run as root"));
+        return Err(usage(
+            "bench server mounts filesystems and must run as root",
+        ));
     }
     for tool in ["fio", "mkfs.ext4", "losetup"] {
         if which(tool).is_none() {
@@ -96,7 +98,10 @@ fn server(b: &ServerBench, ui: &Ui) -> Result<()> {
         return Err(usage("fuse2fs is missing: apt-get install fuse2fs"));
     }
     let root = crate::paths::workspace_root();
-    let work = b.work_dir.clone().unwrap_or_else(|| root.join("target/harness/bench"));
+    let work = b
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| root.join("target/harness/bench"));
     std::fs::create_dir_all(&work)?;
     ui.step("building iomapfs (release)");
     let status = Command::new(env!("CARGO"))
@@ -106,7 +111,9 @@ fn server(b: &ServerBench, ui: &Ui) -> Result<()> {
     if !status.success() {
         bail!("cargo build --release -p iomapfs failed");
     }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     let iomapfs = target_dir.join("release/iomapfs");
 
     let mut rows: Vec<Row> = Vec::new();
@@ -121,15 +128,27 @@ fn server(b: &ServerBench, ui: &Ui) -> Result<()> {
         let unmounted = mount.unmount();
         let results = results?;
         unmounted?;
-        let fsck = Command::new("e2fsck").args(["-fn"]).arg(&image).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+        let fsck = Command::new("e2fsck")
+            .args(["-fn"])
+            .arg(&image)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
         if !fsck.success() {
-            ui.warn(format!("e2fsck -fn found problems after the {} run", target.name()));
+            ui.warn(format!(
+                "e2fsck -fn found problems after the {} run",
+                target.name()
+            ));
         }
         std::fs::remove_file(&image)?;
         for (name, unit, value) in results {
             match rows.iter_mut().find(|r| r.name == name) {
                 Some(r) => r.values.push((target, value)),
-                None => rows.push(Row { name, unit, values: vec![(target, value)] }),
+                None => rows.push(Row {
+                    name,
+                    unit,
+                    values: vec![(target, value)],
+                }),
             }
         }
     }
@@ -144,7 +163,16 @@ fn make_image(path: &Path, mib: u64) -> Result<()> {
     let _ = std::fs::remove_file(path);
     File::create(path)?.set_len(mib << 20)?;
     let ok = Command::new("mkfs.ext4")
-        .args(["-F", "-q", "-O", "^inline_data", "-b", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0"])
+        .args([
+            "-F",
+            "-q",
+            "-O",
+            "^inline_data",
+            "-b",
+            "4096",
+            "-E",
+            "lazy_itable_init=0,lazy_journal_init=0",
+        ])
         .arg(path)
         .status()?
         .success();
@@ -163,26 +191,53 @@ struct Mounted {
 
 impl Mounted {
     fn new(target: Target, image: &Path, mnt: &Path, iomapfs: &Path) -> Result<Self> {
-        let mut m = Mounted { mnt: mnt.to_path_buf(), server: None, loop_dev: None };
+        let mut m = Mounted {
+            mnt: mnt.to_path_buf(),
+            server: None,
+            loop_dev: None,
+        };
         match target {
             Target::Ext4 => {
-                let out = Command::new("losetup").args(["--find", "--show"]).arg(image).output()?;
+                let out = Command::new("losetup")
+                    .args(["--find", "--show"])
+                    .arg(image)
+                    .output()?;
                 if !out.status.success() {
                     bail!("losetup failed: {}", String::from_utf8_lossy(&out.stderr));
                 }
                 let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
                 m.loop_dev = Some(dev.clone());
-                let ok = Command::new("mount").args(["-t", "ext4", &dev]).arg(mnt).status()?.success();
+                let ok = Command::new("mount")
+                    .args(["-t", "ext4", &dev])
+                    .arg(mnt)
+                    .status()?
+                    .success();
                 if !ok {
                     bail!("mount -t ext4 {dev} failed");
                 }
             }
             Target::Fuse2fs => {
-                m.server = Some(Command::new("fuse2fs").arg(image).arg(mnt).args(["-f", "-o", "fakeroot"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?);
+                m.server = Some(
+                    Command::new("fuse2fs")
+                        .arg(image)
+                        .arg(mnt)
+                        .args(["-f", "-o", "fakeroot"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()?,
+                );
                 wait_mounted(mnt, m.server.as_mut())?;
             }
             Target::Iomapfs => {
-                m.server = Some(Command::new(iomapfs).arg("-f").arg(image).arg(mnt).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?);
+                m.server = Some(
+                    Command::new(iomapfs)
+                        .arg("-f")
+                        .arg(image)
+                        .arg(mnt)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()?,
+                );
                 wait_mounted(mnt, m.server.as_mut())?;
             }
         }
@@ -227,7 +282,10 @@ fn wait_mounted(mnt: &Path, child: Option<&mut Child>) -> Result<()> {
             }
         }
         if Instant::now() > deadline {
-            bail!("{} did not appear in /proc/self/mounts within 20 s", mnt.display());
+            bail!(
+                "{} did not appear in /proc/self/mounts within 20 s",
+                mnt.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -242,17 +300,30 @@ fn fio(dir: &Path, name: &str, args: &[String]) -> Result<(f64, f64)> {
     let out = Command::new("fio")
         .arg(format!("--name={name}"))
         .arg(format!("--directory={}", dir.display()))
-        .args(["--output-format=json", "--ioengine=psync", "--group_reporting"])
+        .args([
+            "--output-format=json",
+            "--ioengine=psync",
+            "--group_reporting",
+        ])
         .args(args)
         .output()
         .context("running fio")?;
     if !out.status.success() {
-        bail!("fio {name} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "fio {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing fio's JSON")?;
     let job = &v["jobs"][0];
-    let side = if job["write"]["bw_bytes"].as_f64().unwrap_or(0.0) > 0.0 { &job["write"] } else { &job["read"] };
-    let bw = side["bw_bytes"].as_f64().context("fio JSON has no bw_bytes")?;
+    let side = if job["write"]["bw_bytes"].as_f64().unwrap_or(0.0) > 0.0 {
+        &job["write"]
+    } else {
+        &job["read"]
+    };
+    let bw = side["bw_bytes"]
+        .as_f64()
+        .context("fio JSON has no bw_bytes")?;
     let iops = side["iops"].as_f64().unwrap_or(0.0);
     Ok((bw / 1e6, iops))
 }
@@ -267,22 +338,96 @@ fn measure(b: &ServerBench, mnt: &Path, ui: &Ui) -> Result<Figures> {
         ui.note(format!("{name}: {v:.1} {unit}"));
         out.push((name, unit, v));
     };
-    let (bw, _) = fio(mnt, "seqwrite", &[s(&["--rw=write", "--bs=1M", "--end_fsync=1", "--filename=seq"]), vec![size.clone()]].concat())?;
+    let (bw, _) = fio(
+        mnt,
+        "seqwrite",
+        &[
+            s(&["--rw=write", "--bs=1M", "--end_fsync=1", "--filename=seq"]),
+            vec![size.clone()],
+        ]
+        .concat(),
+    )?;
     row("seq write 1M buffered", "MB/s", bw);
     drop_caches();
-    let (bw, _) = fio(mnt, "seqread", &[s(&["--rw=read", "--bs=1M", "--filename=seq"]), vec![size.clone()]].concat())?;
+    let (bw, _) = fio(
+        mnt,
+        "seqread",
+        &[
+            s(&["--rw=read", "--bs=1M", "--filename=seq"]),
+            vec![size.clone()],
+        ]
+        .concat(),
+    )?;
     row("seq read 1M buffered", "MB/s", bw);
-    let (bw, _) = fio(mnt, "dwrite", &[s(&["--rw=write", "--bs=1M", "--direct=1", "--end_fsync=1", "--filename=dseq"]), vec![size.clone()]].concat())?;
+    let (bw, _) = fio(
+        mnt,
+        "dwrite",
+        &[
+            s(&[
+                "--rw=write",
+                "--bs=1M",
+                "--direct=1",
+                "--end_fsync=1",
+                "--filename=dseq",
+            ]),
+            vec![size.clone()],
+        ]
+        .concat(),
+    )?;
     row("seq write 1M O_DIRECT", "MB/s", bw);
-    let (bw, _) = fio(mnt, "dread", &[s(&["--rw=read", "--bs=1M", "--direct=1", "--filename=dseq"]), vec![size.clone()]].concat())?;
+    let (bw, _) = fio(
+        mnt,
+        "dread",
+        &[
+            s(&["--rw=read", "--bs=1M", "--direct=1", "--filename=dseq"]),
+            vec![size.clone()],
+        ]
+        .concat(),
+    )?;
     row("seq read 1M O_DIRECT", "MB/s", bw);
     let rt = format!("--runtime={}", b.runtime);
-    let (_, iops) = fio(mnt, "randread", &[s(&["--rw=randread", "--bs=4k", "--direct=1", "--time_based", "--filename=dseq"]), vec![size.clone(), rt.clone()]].concat())?;
+    let (_, iops) = fio(
+        mnt,
+        "randread",
+        &[
+            s(&[
+                "--rw=randread",
+                "--bs=4k",
+                "--direct=1",
+                "--time_based",
+                "--filename=dseq",
+            ]),
+            vec![size.clone(), rt.clone()],
+        ]
+        .concat(),
+    )?;
     row("rand read 4k O_DIRECT", "IOPS", iops);
-    let (_, iops) = fio(mnt, "randwrite", &[s(&["--rw=randwrite", "--bs=4k", "--direct=1", "--time_based", "--filename=dseq"]), vec![size, rt]].concat())?;
+    let (_, iops) = fio(
+        mnt,
+        "randwrite",
+        &[
+            s(&[
+                "--rw=randwrite",
+                "--bs=4k",
+                "--direct=1",
+                "--time_based",
+                "--filename=dseq",
+            ]),
+            vec![size, rt],
+        ]
+        .concat(),
+    )?;
     row("rand write 4k O_DIRECT", "IOPS", iops);
-    row("4 appenders 64k + fsync", "MB/s", appenders(mnt, 4, 64 << 10, 256 << 20)?);
-    row("create+stat+unlink", "files/s", create_stat_unlink(mnt, b.files)?);
+    row(
+        "4 appenders 64k + fsync",
+        "MB/s",
+        appenders(mnt, 4, 64 << 10, 256 << 20)?,
+    );
+    row(
+        "create+stat+unlink",
+        "files/s",
+        create_stat_unlink(mnt, b.files)?,
+    );
     Ok(out)
 }
 
@@ -296,7 +441,11 @@ fn appenders(mnt: &Path, writers: usize, record: usize, total: usize) -> Result<
             .map(|w| {
                 let path = path.clone();
                 scope.spawn(move || -> Result<()> {
-                    let mut f = OpenOptions::new().create(true).append(true).mode(0o644).open(&path)?;
+                    let mut f = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .mode(0o644)
+                        .open(&path)?;
                     let buf = vec![w as u8; record];
                     for _ in 0..per_writer {
                         f.write_all(&buf)?;
@@ -307,14 +456,18 @@ fn appenders(mnt: &Path, writers: usize, record: usize, total: usize) -> Result<
             })
             .collect();
         for h in handles {
-            h.join().map_err(|_| anyhow::anyhow!("appender panicked"))??;
+            h.join()
+                .map_err(|_| anyhow::anyhow!("appender panicked"))??;
         }
         Ok(())
     })?;
     let secs = start.elapsed().as_secs_f64();
     let written = std::fs::metadata(&path)?.len();
     if written != (per_writer * writers * record) as u64 {
-        bail!("appenders wrote {written} bytes, expected {}", per_writer * writers * record);
+        bail!(
+            "appenders wrote {written} bytes, expected {}",
+            per_writer * writers * record
+        );
     }
     Ok(written as f64 / 1e6 / secs)
 }
@@ -362,7 +515,9 @@ fn print_table(rows: &[Row], targets: &[Target]) {
         for (peer, width) in [(Target::Fuse2fs, 12), (Target::Ext4, 10)] {
             if ratios && targets.contains(&peer) {
                 line += &match (ours, get(r, peer)) {
-                    (Some(a), Some(b)) if b > 0.0 => format!(" {:>width$}", format!("{:.2}x", a / b)),
+                    (Some(a), Some(b)) if b > 0.0 => {
+                        format!(" {:>width$}", format!("{:.2}x", a / b))
+                    }
                     _ => format!(" {:>width$}", "-"),
                 };
             }

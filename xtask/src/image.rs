@@ -35,18 +35,34 @@ impl Recipe {
         let list = dir.join("packages");
         if !list.is_file() {
             let known = known_recipes(images_dir).join(", ");
-            return Err(usage(format!("unknown image `{name}`: no {} (known: {known})", list.display())));
+            return Err(usage(format!(
+                "unknown image `{name}`: no {} (known: {known})",
+                list.display()
+            )));
         }
-        let text = std::fs::read_to_string(&list).with_context(|| format!("reading {}", list.display()))?;
+        let text = std::fs::read_to_string(&list)
+            .with_context(|| format!("reading {}", list.display()))?;
         let packages = parse_packages(&text);
         let hook = Some(dir.join("customize.sh")).filter(|h| h.is_file());
-        Ok(Recipe { name: name.into(), dir, packages, hook, suite: host_suite(), mirror: host_mirror() })
+        Ok(Recipe {
+            name: name.into(),
+            dir,
+            packages,
+            hook,
+            suite: host_suite(),
+            mirror: host_mirror(),
+        })
     }
 
     /// Hash of the recipe and of the tools and sources that build it.
     pub fn key(&self) -> String {
         let mut h = Sha256::new();
-        for part in [BUILD_FORMAT, &self.suite, &self.mirror, &self.packages.join(",")] {
+        for part in [
+            BUILD_FORMAT,
+            &self.suite,
+            &self.mirror,
+            &self.packages.join(","),
+        ] {
             h.update(part.as_bytes());
             h.update([0]);
         }
@@ -61,7 +77,9 @@ impl Recipe {
     }
 
     pub fn image_path(&self, cache_dir: &Path) -> PathBuf {
-        cache_dir.join("images").join(format!("{}-{}.ext4", self.name, self.key()))
+        cache_dir
+            .join("images")
+            .join(format!("{}-{}.ext4", self.name, self.key()))
     }
 }
 
@@ -96,9 +114,15 @@ fn host_suite() -> String {
 }
 
 fn host_mirror() -> String {
-    for f in ["/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"] {
+    for f in [
+        "/etc/apt/sources.list.d/debian.sources",
+        "/etc/apt/sources.list",
+    ] {
         let text = std::fs::read_to_string(f).unwrap_or_default();
-        if text.lines().any(|l| l.starts_with("deb ") || l.starts_with("Types:")) {
+        if text
+            .lines()
+            .any(|l| l.starts_with("deb ") || l.starts_with("Types:"))
+        {
             return f.into();
         }
     }
@@ -120,9 +144,11 @@ pub struct FileLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
 impl FileLock {
     pub fn acquire(path: &Path) -> Result<FileLock> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
-        let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let f =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
         let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", path.display()))?;
         Ok(FileLock(lock))
@@ -146,7 +172,12 @@ pub fn ensure_image(images_dir: &Path, name: &str, cache_dir: &Path, ui: &Ui) ->
 
 /// A recipe's root filesystem as a directory, for chroot work rather than booting (the
 /// fstests build root), cached like images: `<cache>/rootfs/<name>-<key>/`.
-pub fn ensure_rootfs(images_dir: &Path, name: &str, cache_dir: &Path, ui: &Ui) -> Result<(PathBuf, String)> {
+pub fn ensure_rootfs(
+    images_dir: &Path,
+    name: &str,
+    cache_dir: &Path,
+    ui: &Ui,
+) -> Result<(PathBuf, String)> {
     let recipe = Recipe::load(images_dir, name)?;
     let key = recipe.key();
     let root = cache_dir.join("rootfs").join(format!("{name}-{key}"));
@@ -158,10 +189,15 @@ pub fn ensure_rootfs(images_dir: &Path, name: &str, cache_dir: &Path, ui: &Ui) -
     if done.is_file() {
         return Ok((root, key));
     }
-    ui.step(format!("building root `{name}` (Debian {}, {} packages)", recipe.suite, recipe.packages.len()));
+    ui.step(format!(
+        "building root `{name}` (Debian {}, {} packages)",
+        recipe.suite,
+        recipe.packages.len()
+    ));
     check_build_tools()?;
     if root.exists() {
-        std::fs::remove_dir_all(&root).with_context(|| format!("removing stale {}", root.display()))?;
+        std::fs::remove_dir_all(&root)
+            .with_context(|| format!("removing stale {}", root.display()))?;
     }
     let log = root.with_extension("log");
     debootstrap(&recipe, &root, &log, ui)?;
@@ -174,7 +210,13 @@ fn check_build_tools() -> Result<()> {
         bail!("building the guest image needs root (mmdebstrap --mode=root and mke2fs -d keep file ownership)");
     }
     for tool in ["mmdebstrap", "mke2fs"] {
-        if Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        if Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
             bail!("`{tool}` is not installed (apt-get install mmdebstrap e2fsprogs)");
         }
     }
@@ -194,19 +236,29 @@ fn build(recipe: &Recipe, out: &Path, ui: &Ui) -> Result<()> {
     // Under the lock, so no other process uses this directory.
     let work = parent.join(format!(".build-{}", recipe.name));
     if work.exists() {
-        std::fs::remove_dir_all(&work).with_context(|| format!("removing stale {}", work.display()))?;
+        std::fs::remove_dir_all(&work)
+            .with_context(|| format!("removing stale {}", work.display()))?;
     }
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let root = work.join("root");
     debootstrap(recipe, &root, &work.join("mmdebstrap.log"), ui)?;
-    let size_mb = dir_to_ext4(&root, &work.join("image.ext4"), "harness-root", &work.join("mke2fs.log"))?;
+    let size_mb = dir_to_ext4(
+        &root,
+        &work.join("image.ext4"),
+        "harness-root",
+        &work.join("mke2fs.log"),
+    )?;
     let tmp_img = work.join("image.ext4");
     // The package manifest next to the image, printed in runs for reproducibility.
     let manifest = std::fs::read_to_string(root.join("etc/harness-packages")).unwrap_or_default();
     std::fs::write(out.with_extension("packages"), manifest)?;
-    std::fs::rename(&tmp_img, out).with_context(|| format!("moving the image to {}", out.display()))?;
+    std::fs::rename(&tmp_img, out)
+        .with_context(|| format!("moving the image to {}", out.display()))?;
     let _ = std::fs::remove_dir_all(&work);
-    ui.note(format!("image ready: {} ({size_mb} MiB, sparse)", out.display()));
+    ui.note(format!(
+        "image ready: {} ({size_mb} MiB, sparse)",
+        out.display()
+    ));
     Ok(())
 }
 
@@ -214,7 +266,10 @@ fn build(recipe: &Recipe, out: &Path, ui: &Ui) -> Result<()> {
 pub fn dir_to_ext4(dir: &Path, img: &Path, label: &str, log: &Path) -> Result<u64> {
     let size_mb = dir_size(dir) / (1024 * 1024) * 3 / 2 + 256;
     let mut mk = Command::new("mke2fs");
-    mk.args(["-q", "-t", "ext4", "-L", label, "-d"]).arg(dir).arg(img).arg(format!("{size_mb}M"));
+    mk.args(["-q", "-t", "ext4", "-L", label, "-d"])
+        .arg(dir)
+        .arg(img)
+        .arg(format!("{size_mb}M"));
     run_streaming(mk, log, |_| {}).context("mke2fs -d failed")?;
     Ok(size_mb)
 }
@@ -223,8 +278,14 @@ fn debootstrap(recipe: &Recipe, root: &Path, log: &Path, ui: &Ui) -> Result<()> 
     let mut cmd = Command::new("mmdebstrap");
     cmd.args(["--variant=minbase", "--mode=root", "--verbose"])
         .arg(format!("--include={}", recipe.packages.join(",")))
-        .args(["--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*"])
-        .args(["--dpkgopt=path-exclude=/usr/share/locale/*", "--dpkgopt=path-exclude=/usr/share/info/*"]);
+        .args([
+            "--dpkgopt=path-exclude=/usr/share/man/*",
+            "--dpkgopt=path-exclude=/usr/share/doc/*",
+        ])
+        .args([
+            "--dpkgopt=path-exclude=/usr/share/locale/*",
+            "--dpkgopt=path-exclude=/usr/share/info/*",
+        ]);
     if let Some(hook) = &recipe.hook {
         cmd.arg(format!("--customize-hook=sh {} \"$1\"", hook.display()));
     }
@@ -281,10 +342,18 @@ pub fn run_streaming(mut cmd: Command, log: &Path, mut each: impl FnMut(&str)) -
 
 fn dir_size(dir: &Path) -> u64 {
     let mut total = 0;
-    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     for e in rd.flatten() {
-        let Ok(m) = e.path().symlink_metadata() else { continue };
-        total += if m.is_dir() { dir_size(&e.path()) } else { m.len() };
+        let Ok(m) = e.path().symlink_metadata() else {
+            continue;
+        };
+        total += if m.is_dir() {
+            dir_size(&e.path())
+        } else {
+            m.len()
+        };
     }
     total
 }
@@ -352,7 +421,12 @@ pub fn main(args: &ImageArgs, ui: &Ui) -> Result<()> {
     }
     let t0 = std::time::Instant::now();
     let path = ensure_image(&images, &args.name, &cache, ui)?;
-    ui.note(format!("image `{}`: {} ({})", args.name, path.display(), crate::ui::fmt_duration(t0.elapsed())));
+    ui.note(format!(
+        "image `{}`: {} ({})",
+        args.name,
+        path.display(),
+        crate::ui::fmt_duration(t0.elapsed())
+    ));
     println!("{}", path.display());
     Ok(())
 }

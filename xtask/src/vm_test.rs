@@ -124,28 +124,46 @@ pub fn runs_root() -> PathBuf {
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|p| if p.is_absolute() { p } else { crate::paths::workspace_root().join(p) })
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                crate::paths::workspace_root().join(p)
+            }
+        })
         .unwrap_or_else(|| crate::paths::workspace_root().join("target"))
 }
 
 /// Build the plan from the flags; usage errors for unknown suites or bad values.
 pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
     let default_smoke = args.suites.is_empty() && args.run.is_empty() && !args.fstests.enabled();
-    let suites: Vec<String> = if default_smoke { vec!["smoke".into()] } else { args.suites.clone() };
+    let suites: Vec<String> = if default_smoke {
+        vec!["smoke".into()]
+    } else {
+        args.suites.clone()
+    };
     let mut tests = vec![];
     for name in &suites {
         let suite = vm::suites::find(name).ok_or_else(|| {
-            usage(format!("unknown suite `{name}` (known: {})", vm::suites::names().join(", ")))
+            usage(format!(
+                "unknown suite `{name}` (known: {})",
+                vm::suites::names().join(", ")
+            ))
         })?;
         tests.extend(suite.plan_tests(args.timeout));
     }
     if args.timeout == Some(0) {
         return Err(usage("--timeout must be at least 1 second"));
     }
-    tests.extend(vm::suites::run_commands(&args.run, args.timeout.unwrap_or(300)));
+    tests.extend(vm::suites::run_commands(
+        &args.run,
+        args.timeout.unwrap_or(300),
+    ));
     let mut env = vec![];
     for kv in &args.env {
-        let (k, v) = kv.split_once('=').ok_or_else(|| usage(format!("--env expects KEY=VALUE, got `{kv}`")))?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--env expects KEY=VALUE, got `{kv}`")))?;
         env.push((k.to_string(), v.to_string()));
     }
     Ok(Plan {
@@ -179,7 +197,10 @@ pub fn needs_server(args: &VmTestArgs) -> bool {
     if (args.suites.is_empty() && args.run.is_empty()) || args.fstests.enabled() {
         return true;
     }
-    args.suites.iter().any(|s| vm::suites::find(s).is_some_and(|s| s.needs_server)) || !args.run.is_empty()
+    args.suites
+        .iter()
+        .any(|s| vm::suites::find(s).is_some_and(|s| s.needs_server))
+        || !args.run.is_empty()
 }
 
 /// Resolve the kernel, image, agent and server; decide the accelerator.
@@ -187,7 +208,11 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
     let images = crate::paths::workspace_root().join("images");
     // Check the recipe name and QEMU before spending minutes on a kernel.
     crate::image::Recipe::load(&images, &vm.image)?;
-    let qemu_found = if vm.qemu.components().count() > 1 { vm.qemu.is_file() } else { crate::util::which(&vm.qemu.to_string_lossy()).is_some() };
+    let qemu_found = if vm.qemu.components().count() > 1 {
+        vm.qemu.is_file()
+    } else {
+        crate::util::which(&vm.qemu.to_string_lossy()).is_some()
+    };
     if !qemu_found {
         return Err(usage(format!(
             "QEMU ({}) is not installed: apt-get install qemu-system-x86 qemu-utils",
@@ -197,11 +222,20 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
     let (kernel, kernel_release, kernel_iomap) = match &vm.kernel_image {
         Some(p) => {
             let k = &vm.kernel;
-            if k.source_dir.is_some() || k.git.is_some() || k.tarball.is_some() || k.debian_package.is_some() {
-                return Err(usage("--kernel-image cannot be combined with a kernel source flag"));
+            if k.source_dir.is_some()
+                || k.git.is_some()
+                || k.tarball.is_some()
+                || k.debian_package.is_some()
+            {
+                return Err(usage(
+                    "--kernel-image cannot be combined with a kernel source flag",
+                ));
             }
             if !p.is_file() {
-                return Err(usage(format!("kernel image {} does not exist", p.display())));
+                return Err(usage(format!(
+                    "kernel image {} does not exist",
+                    p.display()
+                )));
             }
             (std::fs::canonicalize(p)?, None, None)
         }
@@ -211,8 +245,16 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
             let built = ensure_kernel(&opts, ui)?;
             // The uncompressed vmlinux boots through its PVH entry point, with
             // no decompression (slow under TCG); the bzImage works everywhere.
-            let image = if built.vmlinux.is_file() { built.vmlinux.clone() } else { built.bzimage.clone() };
-            (image, Some(built.info.kernel_release.clone()), Some(built.info.iomap_present))
+            let image = if built.vmlinux.is_file() {
+                built.vmlinux.clone()
+            } else {
+                built.bzimage.clone()
+            };
+            (
+                image,
+                Some(built.info.kernel_release.clone()),
+                Some(built.info.iomap_present),
+            )
         }
     };
     let cache = crate::paths::cache_dir();
@@ -256,20 +298,35 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
         format_test_disk: with_server.then(Vec::new),
         extra_disks: vec![],
     };
-    Ok(Prepared { spec, kernel_release, kernel_iomap, image })
+    Ok(Prepared {
+        spec,
+        kernel_release,
+        kernel_iomap,
+        image,
+    })
 }
 
 fn cargo() -> std::process::Command {
-    let mut c = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut c =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(crate::paths::workspace_root());
     c
 }
 
 fn run_cargo(mut cmd: std::process::Command, what: &str) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("running cargo for {what}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("running cargo for {what}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<&str> = err
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         bail!("building {what} failed:\n{}", tail.join("\n"));
     }
     Ok(())
@@ -279,8 +336,19 @@ fn run_cargo(mut cmd: std::process::Command, what: &str) -> Result<()> {
 pub fn build_agent() -> Result<PathBuf> {
     const TRIPLE: &str = "x86_64-unknown-linux-gnu";
     let mut c = cargo();
-    c.args(["build", "--quiet", "--release", "--package", "agent", "--target", TRIPLE]);
-    c.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static -C strip=debuginfo");
+    c.args([
+        "build",
+        "--quiet",
+        "--release",
+        "--package",
+        "agent",
+        "--target",
+        TRIPLE,
+    ]);
+    c.env(
+        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+        "-C target-feature=+crt-static -C strip=debuginfo",
+    );
     run_cargo(c, "the guest agent")?;
     let bin = target_dir().join(TRIPLE).join("release").join("agent");
     anyhow::ensure!(bin.is_file(), "agent binary missing at {}", bin.display());
@@ -291,11 +359,23 @@ pub fn build_agent() -> Result<PathBuf> {
 pub fn build_server() -> Result<Vec<PathBuf>> {
     let mut c = cargo();
     // The workloads binary rides along: the dio and append suites run it in the guest.
-    c.args(["build", "--quiet", "--release", "--package", "iomapfs", "--package", "workloads", "--bins"]);
+    c.args([
+        "build",
+        "--quiet",
+        "--release",
+        "--package",
+        "iomapfs",
+        "--package",
+        "workloads",
+        "--bins",
+    ]);
     run_cargo(c, "iomapfs")?;
     let dir = target_dir().join("release");
-    let bins: Vec<PathBuf> =
-        ["iomapfs", "mount.fuse.iomapfs", "workloads"].iter().map(|b| dir.join(b)).filter(|p| p.is_file()).collect();
+    let bins: Vec<PathBuf> = ["iomapfs", "mount.fuse.iomapfs", "workloads"]
+        .iter()
+        .map(|b| dir.join(b))
+        .filter(|p| p.is_file())
+        .collect();
     anyhow::ensure!(!bins.is_empty(), "no iomapfs binaries in {}", dir.display());
     Ok(bins)
 }
@@ -319,7 +399,11 @@ impl Printer {
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
-        Printer { bar, test_start: Instant::now(), quiet_lines: 0 }
+        Printer {
+            bar,
+            test_start: Instant::now(),
+            quiet_lines: 0,
+        }
     }
 
     fn line(&self, s: String) {
@@ -343,7 +427,14 @@ impl Printer {
                 }
                 self.status("booting".into());
             }
-            Progress::Ready { boot_to_ready_ms, kernel_boot_ms, setup_ms, kernel, server_mode, server_error } => {
+            Progress::Ready {
+                boot_to_ready_ms,
+                kernel_boot_ms,
+                setup_ms,
+                kernel,
+                server_mode,
+                server_error,
+            } => {
                 let server = match (server_mode, server_error) {
                     (Some(m), None) => format!("; iomapfs in {m} mode"),
                     (m, Some(e)) => format!("; iomapfs mode {}: {e}", m.unwrap_or("unknown")),
@@ -432,19 +523,33 @@ struct FstestsRun {
 }
 
 /// Build fstests (cached), expand the selection, add its tests and its disk.
-fn prepare_fstests(args: &VmTestArgs, plan: &mut Plan, prepared: &mut Prepared, ui: &Ui) -> Result<FstestsRun> {
+fn prepare_fstests(
+    args: &VmTestArgs,
+    plan: &mut Plan,
+    prepared: &mut Prepared,
+    ui: &Ui,
+) -> Result<FstestsRun> {
     use crate::fstests as f;
     let config = crate::profile::HarnessConfig::load_default()?;
-    let profile: f::FstestsProfile =
-        config.profile(args.vm.profile.as_deref())?.section("fstests")?.unwrap_or_default();
+    let profile: f::FstestsProfile = config
+        .profile(args.vm.profile.as_deref())?
+        .section("fstests")?
+        .unwrap_or_default();
     let source = args.fstests.source(&profile)?;
     // Check the selection's syntax before a build.
     args.fstests.selection()?;
     let cache = crate::paths::cache_dir();
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     let built = f::source::ensure_built(&source, &cache, jobs, ui)?;
-    let mode = if prepared.kernel_iomap == Some(true) { ::fstests::Mode::Iomap } else { ::fstests::Mode::Classic };
-    let expunge_dir = crate::paths::workspace_root().join("images").join(&args.vm.image).join("expunge");
+    let mode = if prepared.kernel_iomap == Some(true) {
+        ::fstests::Mode::Iomap
+    } else {
+        ::fstests::Mode::Classic
+    };
+    let expunge_dir = crate::paths::workspace_root()
+        .join("images")
+        .join(&args.vm.image)
+        .join("expunge");
     let fplan = f::plan(
         &args.fstests,
         &built.tree,
@@ -463,29 +568,60 @@ fn prepare_fstests(args: &VmTestArgs, plan: &mut Plan, prepared: &mut Prepared, 
         args.fstests.scheme
     ));
     plan.tests.extend(fplan.tests.iter().cloned());
-    prepared.spec.extra_disks.push(vm::qemu::Disk { path: built.image.clone(), serial: "fstests".into(), snapshot: true });
+    prepared.spec.extra_disks.push(vm::qemu::Disk {
+        path: built.image.clone(),
+        serial: "fstests".into(),
+        snapshot: true,
+    });
     Ok(FstestsRun { plan: fplan, built })
 }
 
 /// Fold fstests' own results into the run, compare with a baseline, rewrite the reports.
-fn finish_fstests(args: &VmTestArgs, f: &FstestsRun, result: &mut RunResult, dir: &std::path::Path) -> Result<()> {
+fn finish_fstests(
+    args: &VmTestArgs,
+    f: &FstestsRun,
+    result: &mut RunResult,
+    dir: &std::path::Path,
+) -> Result<()> {
     use crate::fstests::collect;
-    let rewritten = collect::apply(result, dir);
+    let rewritten = collect::apply(result, dir, &f.plan.batches);
     result.tests.extend(f.plan.expunged.iter().cloned());
-    let run_level_infra = result.verdict == Verdict::InfraError && result.tests.iter().all(|t| t.verdict != Verdict::InfraError);
+    let run_level_infra = result.verdict == Verdict::InfraError
+        && result
+            .tests
+            .iter()
+            .all(|t| t.verdict != Verdict::InfraError);
     result.verdict = RunResult::overall(&result.tests, run_level_infra);
     let diff = match &args.fstests.baseline {
         Some(p) => {
-            let base = report::read_json(p).map_err(|e| crate::error::usage(format!("--baseline: {e}")))?;
+            let base = report::read_json(p)
+                .map_err(|e| crate::error::usage(format!("--baseline: {e}")))?;
             let d = ::fstests::compare(&collect::statuses(&base), &collect::statuses(result));
             if d.is_regression() {
                 if result.verdict == Verdict::Passed {
                     result.verdict = Verdict::Failed;
                 }
-                result.reason = Some(format!("{} new failures against {}", d.new_failures.len(), p.display()));
-            } else if matches!(result.verdict, Verdict::Failed | Verdict::Crashed | Verdict::Hung) {
+                result.reason = Some(format!(
+                    "{} new failures against {}",
+                    d.new_failures.len(),
+                    p.display()
+                ));
+            } else if matches!(
+                result.verdict,
+                Verdict::Failed | Verdict::Crashed | Verdict::Hung
+            ) {
                 let known: std::collections::BTreeSet<&String> = d.still_failing.iter().collect();
-                if result.tests.iter().filter(|t| matches!(t.verdict, Verdict::Failed | Verdict::Crashed | Verdict::Hung)).all(|t| known.contains(&t.name)) {
+                if result
+                    .tests
+                    .iter()
+                    .filter(|t| {
+                        matches!(
+                            t.verdict,
+                            Verdict::Failed | Verdict::Crashed | Verdict::Hung
+                        )
+                    })
+                    .all(|t| known.contains(&t.name))
+                {
                     result.reason = Some(format!(
                         "{} tests fail, all of them already in the baseline {}: no new failures",
                         d.still_failing.len(),
@@ -500,9 +636,12 @@ fn finish_fstests(args: &VmTestArgs, f: &FstestsRun, result: &mut RunResult, dir
     };
     report::write_all(result, dir)?;
     let mut md = std::fs::read_to_string(dir.join("summary.md")).unwrap_or_default();
-    md.push_str(&format!("
+    md.push_str(&format!(
+        "
 fstests: {} ({} results read)
-", f.built.revision, rewritten));
+",
+        f.built.revision, rewritten
+    ));
     md.push_str(&collect::summary_markdown(result, diff.as_ref()));
     std::fs::write(dir.join("summary.md"), md)?;
     crate::fstests::save_durations(&crate::paths::cache_dir(), &result.tests)?;
@@ -514,7 +653,11 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     let with_server = needs_server(args);
     let mut plan = build_plan(args, with_server)?;
     let mut prepared = prepare(&args.vm, with_server, ui)?;
-    let fstests = if args.fstests.enabled() { Some(prepare_fstests(args, &mut plan, &mut prepared, ui)?) } else { None };
+    let fstests = if args.fstests.enabled() {
+        Some(prepare_fstests(args, &mut plan, &mut prepared, ui)?)
+    } else {
+        None
+    };
     let spec = &prepared.spec;
     let dir = RunDir::create(&runs_root()).context("creating the run directory")?;
     if let Some(f) = &fstests {
@@ -525,8 +668,15 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     ui.step(format!(
         "vm-test: {} tests; kernel {}; image {}; {}; {} with {} CPUs and {} MiB",
         plan.tests.len(),
-        prepared.kernel_release.as_deref().unwrap_or(&spec.kernel.display().to_string()),
-        prepared.image.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
+        prepared
+            .kernel_release
+            .as_deref()
+            .unwrap_or(&spec.kernel.display().to_string()),
+        prepared
+            .image
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default(),
         spec.accel.as_str().to_uppercase(),
         spec.machine.as_str(),
         spec.cpus,
@@ -564,8 +714,17 @@ pub fn main(args: &VmTestArgs, ui: &Ui) -> Result<()> {
 pub fn verdict_to_result(result: &RunResult) -> Result<()> {
     match result.verdict.exit_code() {
         0 => Ok(()),
-        1 => Err(TestFailures(format!("vm-test {}: {}", result.id, result.verdict.as_str())).into()),
-        _ => bail!("vm-test {}: infrastructure failure: {}", result.id, result.reason.as_deref().unwrap_or("see console.log")),
+        1 => Err(TestFailures(format!(
+            "vm-test {}: {}",
+            result.id,
+            result.verdict.as_str()
+        ))
+        .into()),
+        _ => bail!(
+            "vm-test {}: infrastructure failure: {}",
+            result.id,
+            result.reason.as_deref().unwrap_or("see console.log")
+        ),
     }
 }
 
@@ -586,7 +745,9 @@ mod tests {
     }
 
     fn parse(argv: &[&str]) -> VmTestArgs {
-        Cli::try_parse_from(std::iter::once("vm-test").chain(argv.iter().copied())).unwrap().args
+        Cli::try_parse_from(std::iter::once("vm-test").chain(argv.iter().copied()))
+            .unwrap()
+            .args
     }
 
     #[test]

@@ -13,8 +13,8 @@ pub struct Suite {
 
 const SMOKE_PRELUDE: &str = include_str!("../suites/smoke/prelude.sh");
 const WORKLOADS_PRELUDE: &str = include_str!("../suites/workloads/prelude.sh");
-/// Shell functions for fstests tests (`fstests_run SECTION TEST LOOPS`); the host makes
-/// one plan test per fstests test (xtask's `--fstests`).
+/// Shell functions for fstests tests (`fstests_run SECTION LOOPS TEST...`); the host makes
+/// one plan test per fstests test or batch (xtask's `--fstests`).
 pub const FSTESTS_PRELUDE: &str = include_str!("../suites/fstests/prelude.sh");
 
 pub const SUITES: &[Suite] = &[
@@ -137,7 +137,7 @@ mod tests {
     #[test]
     fn fstests_prelude_parses_with_bash() {
         let out = std::process::Command::new("bash")
-            .args(["-n", "-c", &format!("{FSTESTS_PRELUDE}\nfstests_run iomapfs-4k generic/001 1")])
+            .args(["-n", "-c", &format!("{FSTESTS_PRELUDE}\nfstests_run iomapfs-4k 1 generic/001 generic/002")])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

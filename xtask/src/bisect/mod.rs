@@ -8,23 +8,27 @@
 //! `state.json` (command, every step, the answer), `report.md`,
 //! `git-bisect.log`, `.lock`.
 
+pub mod contract;
 pub mod git;
+pub mod origin;
 pub mod state;
 pub mod step;
 
+pub use contract::{git_code_for_exit, script_text, vm_test_for_git_bisect};
 pub use state::{Role, State, StepRecord, StepVerdict};
 pub use step::StepArgs;
 
-use crate::error::{exit_code, usage, EXIT_TEST_FAILURES, EXIT_USAGE};
+use crate::error::usage;
 use crate::kernel::{KernelArgs, KernelOptions, SourceSpec};
 use crate::ui::Ui;
-use crate::util::{sanitize, sha256_hex, Lock};
+use crate::util::{sanitize, Lock};
 use crate::vm_test::VmTestArgs;
 use anyhow::{Context, Result};
 use clap::Parser;
+use origin::{ensure_clone, origin, resolve};
 use state::Rev;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
@@ -60,36 +64,6 @@ pub struct BisectArgs {
     /// After `--`: the vm-test selection (--suite, --run, --timeout, --env, VM flags).
     #[arg(last = true, value_name = "VM-TEST ARGS")]
     pub vm_test: Vec<String>,
-}
-
-/// Where the repository to bisect comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Origin {
-    /// A local git work tree or bare repository (canonical path).
-    Local(PathBuf),
-    /// A git URL, cloned without blobs (they come at checkout).
-    Url(String),
-}
-
-impl Origin {
-    fn describe(&self) -> String {
-        match self {
-            Origin::Local(p) => p.display().to_string(),
-            Origin::Url(u) => u.clone(),
-        }
-    }
-
-    /// A readable, stable default name: `<basename>-<hash8>`.
-    fn default_name(&self) -> String {
-        let s = self.describe();
-        let base = s
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .unwrap_or("kernel")
-            .trim_end_matches(".git");
-        format!("{}-{}", sanitize(base), &sha256_hex(s.as_bytes())[..8])
-    }
 }
 
 impl BisectArgs {
@@ -141,49 +115,6 @@ impl BisectArgs {
         v.push("--".into());
         v.extend(self.vm_test.iter().cloned());
         v
-    }
-}
-
-/// The repository to bisect: --source-dir/--git, else the profile's source.
-fn origin(args: &BisectArgs) -> Result<Origin> {
-    let k = &args.kernel;
-    if k.git_ref.is_some() {
-        return Err(usage(
-            "bisect tests the commits between --good and --bad: leave out --ref",
-        ));
-    }
-    if k.series.is_some() || k.b4.is_some() {
-        return Err(usage(
-            "bisect builds each commit as it is: --series and --b4 are not supported",
-        ));
-    }
-    let opts = KernelOptions::resolve(args.profile.as_deref(), k)?;
-    if opts.series.is_some() {
-        return Err(usage(format!(
-            "profile `{}` applies a patch series; bisect builds each commit as it is \
-             (use --source-dir with a tree that has the series committed)",
-            opts.profile
-        )));
-    }
-    match opts.source {
-        SourceSpec::Dir { path, .. } => {
-            let dir = path
-                .canonicalize()
-                .map_err(|e| usage(format!("kernel source {}: {e}", path.display())))?;
-            if !git::is_repository(&dir) {
-                return Err(usage(format!(
-                    "{} is not a git repository: bisect needs the kernel's history",
-                    dir.display()
-                )));
-            }
-            Ok(Origin::Local(dir))
-        }
-        SourceSpec::Git { url, .. } => Ok(Origin::Url(url)),
-        other => Err(usage(format!(
-            "bisect needs a git source: --source-dir DIR (a git tree), --git URL, or a profile \
-             with source-dir or git (profile `{}` has {other:?})",
-            opts.profile
-        ))),
     }
 }
 
@@ -367,64 +298,23 @@ fn reset(dir: &Path, wt: &Path, ui: &Ui) -> Result<()> {
     Ok(())
 }
 
-/// Clone the repository into the cache once. `--shared` borrows the local
-/// repository's objects: fast, and that repository is never written.
-fn ensure_clone(origin: &Origin, wt: &Path, ui: &Ui) -> Result<()> {
-    if wt.join(".git").exists() {
-        if let Origin::Url(_) = origin {
-            let _ = git::run(wt, &["fetch", "-q", "--tags", "origin"]);
-        }
-        return Ok(());
-    }
-    let _ = std::fs::remove_dir_all(wt);
-    std::fs::create_dir_all(wt.parent().unwrap_or(wt))?;
-    let act = ui.activity(&format!(
-        "cloning {} into {}",
-        origin.describe(),
-        wt.display()
-    ));
-    let mut cmd = Command::new("git");
-    cmd.args(["clone", "-q", "--no-checkout"]);
-    match origin {
-        Origin::Local(p) => cmd.arg("--shared").arg(p),
-        Origin::Url(u) => cmd.arg("--filter=blob:none").arg(u),
-    };
-    let out = cmd.arg(wt).output().context("running git clone")?;
-    if !out.status.success() {
-        let _ = std::fs::remove_dir_all(wt);
-        anyhow::bail!(
-            "cloning {}: {}",
-            origin.describe(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    act.finish("cloned");
-    Ok(())
-}
-
-/// A revision as the user means it: in their repository for a local one
-/// (their branches, HEAD~3), in the clone for a URL (tags, origin/BRANCH).
-fn resolve(origin: &Origin, wt: &Path, rev: &str) -> Result<Rev> {
-    let (repo, sha) = match origin {
-        Origin::Local(p) => (p.as_path(), git::commit_of(p, rev)),
-        Origin::Url(_) => (
-            wt,
-            git::commit_of(wt, rev).or_else(|| git::commit_of(wt, &format!("origin/{rev}"))),
-        ),
-    };
-    let sha =
-        sha.ok_or_else(|| usage(format!("`{rev}` is not a commit in {}", origin.describe())))?;
-    Ok(Rev {
-        arg: rev.to_string(),
-        subject: git::subject(repo, &sha),
-        sha,
-    })
+/// This binary, for the steps. A rebuild while bisecting replaces the file
+/// (Linux then names ours `... (deleted)`): the new one at the same path is
+/// what the next step should run.
+fn xtask_exe() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    Ok(
+        match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+            Some(live) => live.into(),
+            None => exe,
+        },
+    )
 }
 
 /// Run one step in a child process, as `git bisect run` does; its record
 /// lands in state.json. Returns the exit code.
 fn run_step(dir: &Path, wt: &Path, role: Role) -> Result<i32> {
-    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let exe = xtask_exe()?;
     let role = clap::ValueEnum::to_possible_value(&role)
         .map(|p| p.get_name().to_string())
         .unwrap_or_default();
@@ -515,7 +405,7 @@ fn bisect_run(dir: &Path, wt: &Path, ui: &Ui) -> Result<State> {
     let mut log = git::bisect_log(wt).unwrap_or_default();
     let mut stopped = None;
     if git::parse_log(&log) == git::LogOutcome::Open {
-        let exe = std::env::current_exe().context("locating the xtask binary")?;
+        let exe = xtask_exe()?;
         ui.step(format!(
             "git bisect run {} bisect-step --state {}",
             exe.display(),
@@ -572,65 +462,6 @@ fn bisect_run(dir: &Path, wt: &Path, ui: &Ui) -> Result<State> {
     state.finished = Some(now());
     state.save(dir)?;
     Ok(state)
-}
-
-/// `cargo xtask vm-test --bisect-exit-codes`: vm-test's exit codes turned
-/// into `git bisect run`'s (0 good, 1 bad, 125 skip, 128 stop).
-pub fn vm_test_for_git_bisect(args: &VmTestArgs, ui: &Ui) -> i32 {
-    match crate::vm_test::main(args, ui) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            git_code_for_exit(exit_code(&e))
-        }
-    }
-}
-
-/// The git bisect code for an xtask exit code.
-pub fn git_code_for_exit(code: i32) -> i32 {
-    match code {
-        0 => 0,
-        EXIT_TEST_FAILURES => 1,
-        // A wrong command line fails at every commit: stop rather than skip them all.
-        EXIT_USAGE => 128,
-        // Build, boot or other infrastructure failure: this commit cannot be judged.
-        _ => 125,
-    }
-}
-
-/// `--script`: the exit-code contract and lines ready to paste.
-pub fn script_text() -> String {
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "target/debug/xtask".into());
-    format!(
-        r#"git bisect run reads the command's exit code: 0 good, 125 skip (cannot test),
-1-127 otherwise bad, 128 or more stops the bisect.
-
-cargo xtask vm-test exits 0 pass, 1 test failures (failed, crashed, hung), 2 usage or
-config error, 3 infrastructure failure (kernel build, boot). A plain
-`git bisect run ... vm-test` would call a build failure bad, so add --bisect-exit-codes:
-0 -> 0 (good), 1 -> 1 (bad), 3 -> 125 (skip), 2 -> 128 (stop: the command is wrong).
-
-Ready to paste, from your kernel tree (the xtask binary itself: `cargo xtask` only works
-inside the harness checkout; build it once with `cargo build -p xtask`):
-
-  git bisect start BAD GOOD
-  git bisect run {exe} vm-test --bisect-exit-codes --source-dir . --suite smoke
-  git bisect reset
-
-With a kernel you build yourself at each step:
-
-  git bisect run sh -c 'make -j"$(nproc)" O=/tmp/kbuild bzImage || exit 125
-    exec {exe} vm-test --bisect-exit-codes --kernel-image /tmp/kbuild/arch/x86/boot/bzImage --suite smoke'
-
-Or let the harness drive it: a clone in the cache (your checkout is never touched),
-endpoints checked first, a failing commit retried (--retries, default 1), state kept
-so an interrupted bisect resumes, and a report naming the first bad commit:
-
-  cargo xtask bisect --source-dir /path/to/linux --good GOOD --bad BAD -- --suite smoke
-"#
-    )
 }
 
 #[cfg(test)]

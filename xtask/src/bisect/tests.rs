@@ -1,3 +1,4 @@
+use super::origin::Origin;
 use super::*;
 use crate::error::{exit_code, EXIT_USAGE};
 

@@ -9,9 +9,9 @@ pub mod source;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use ::fstests::{Catalog, ExpungeList, Mode, Scheme, Section, Selection};
 use anyhow::{Context as _, Result};
 use events::PlanTest;
-use ::fstests::{Catalog, ExpungeList, Mode, Scheme, Section, Selection};
 use report::{TestResult, Verdict};
 use serde::Deserialize;
 
@@ -44,11 +44,20 @@ pub struct FstestsArgs {
     /// How fstests names the filesystem: fuseblk.ext4 (default), fuse.ext4 (the FUSE
     /// iomap development trees' styles) or fuse-subtype (upstream FSTYP=fuse
     /// FUSE_SUBTYP=.iomapfs).
-    #[arg(long = "fstests-scheme", value_name = "SCHEME", default_value = "fuseblk.ext4")]
+    #[arg(
+        long = "fstests-scheme",
+        value_name = "SCHEME",
+        default_value = "fuseblk.ext4"
+    )]
     pub scheme: String,
     /// Rerun a failing test up to N more times; a later pass labels it flaky (like check -L).
     #[arg(long = "fstests-loops", value_name = "N", default_value_t = 1)]
     pub loops: u32,
+    /// Run up to N tests per `check` (default 1). check's own start costs ~40 s under
+    /// TCG, so batches are much faster; but a crash then also leaves the rest of its batch
+    /// not run (reported as such).
+    #[arg(long = "fstests-batch", value_name = "N", default_value_t = 1)]
+    pub batch: usize,
     /// Run only the K-th of N equal slices of the expanded test list (1-based), e.g. 2/4.
     #[arg(long = "fstests-shard", value_name = "K/N")]
     pub shard: Option<String>,
@@ -75,15 +84,25 @@ impl FstestsArgs {
     pub fn source(&self, profile: &FstestsProfile) -> Result<Source> {
         if let Some(dir) = &self.fstests_src {
             if self.fstests_ref.is_some() {
-                return Err(usage("--fstests-ref goes with --fstests-git, not --fstests-src"));
+                return Err(usage(
+                    "--fstests-ref goes with --fstests-git, not --fstests-src",
+                ));
             }
             return Ok(Source::Dir(dir.clone()));
         }
-        let url = self.fstests_git.clone().filter(|u| !u.is_empty()).or_else(|| profile.git.clone());
+        let url = self
+            .fstests_git
+            .clone()
+            .filter(|u| !u.is_empty())
+            .or_else(|| profile.git.clone());
         match (self.fstests_git.is_some(), url) {
             (true, url) => Ok(Source::Git {
                 url: url.unwrap_or_else(|| DEFAULT_GIT.into()),
-                git_ref: self.fstests_ref.clone().or_else(|| profile.git_ref.clone()).unwrap_or_else(|| "master".into()),
+                git_ref: self
+                    .fstests_ref
+                    .clone()
+                    .or_else(|| profile.git_ref.clone())
+                    .unwrap_or_else(|| "master".into()),
             }),
             (false, _) => Err(usage(
                 "--fstests needs a tree: --fstests-src DIR (a checkout of \
@@ -98,15 +117,26 @@ impl FstestsArgs {
     }
 
     pub fn scheme(&self) -> Result<Scheme> {
-        self.scheme.parse().map_err(|e: anyhow::Error| usage(format!("--fstests-scheme: {e:#}")))
+        self.scheme
+            .parse()
+            .map_err(|e: anyhow::Error| usage(format!("--fstests-scheme: {e:#}")))
     }
 
     /// (k, n) from "K/N", 1 <= k <= n.
     pub fn shard(&self) -> Result<Option<(usize, usize)>> {
-        let Some(s) = &self.shard else { return Ok(None) };
-        let bad = || usage(format!("--fstests-shard expects K/N with 1 <= K <= N, got `{s}`"));
+        let Some(s) = &self.shard else {
+            return Ok(None);
+        };
+        let bad = || {
+            usage(format!(
+                "--fstests-shard expects K/N with 1 <= K <= N, got `{s}`"
+            ))
+        };
         let (k, n) = s.split_once('/').ok_or_else(bad)?;
-        let (k, n): (usize, usize) = (k.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        let (k, n): (usize, usize) = (
+            k.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
         if k == 0 || k > n {
             return Err(bad());
         }
@@ -144,17 +174,33 @@ pub fn selected_sections(args: &FstestsArgs, scheme: Scheme) -> Result<Vec<Secti
     args.sections
         .iter()
         .map(|name| {
-            known.iter().find(|s| &s.name == name).cloned().ok_or_else(|| {
-                let names: Vec<_> = known.iter().map(|s| s.name.as_str()).collect();
-                usage(format!("unknown fstests section `{name}` (known: {}, all)", names.join(", ")))
-            })
+            known
+                .iter()
+                .find(|s| &s.name == name)
+                .cloned()
+                .ok_or_else(|| {
+                    let names: Vec<_> = known.iter().map(|s| s.name.as_str()).collect();
+                    usage(format!(
+                        "unknown fstests section `{name}` (known: {}, all)",
+                        names.join(", ")
+                    ))
+                })
         })
         .collect()
+}
+
+/// One plan test: a `check` run of one or more fstests tests of one section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub name: String,
+    pub section: String,
+    pub ids: Vec<String>,
 }
 
 /// What the host decided before the run: the tests to run and those expunged.
 pub struct FstestsPlan {
     pub tests: Vec<PlanTest>,
+    pub batches: Vec<Batch>,
     pub expunged: Vec<TestResult>,
     pub local_config: String,
     pub sections: Vec<String>,
@@ -177,10 +223,18 @@ pub fn load_durations(cache: &Path) -> BTreeMap<String, u64> {
 pub fn save_durations(cache: &Path, results: &[TestResult]) -> Result<()> {
     let mut d = load_durations(cache);
     for t in results {
-        let Some(id) = t.name.strip_prefix("fstests/").and_then(|r| r.split_once('/')).map(|(_, id)| id) else {
+        let Some(id) = t
+            .name
+            .strip_prefix("fstests/")
+            .and_then(|r| r.split_once('/'))
+            .map(|(_, id)| id)
+        else {
             continue;
         };
-        if matches!(t.verdict, Verdict::Passed | Verdict::Failed | Verdict::Flaky | Verdict::Skipped) {
+        if matches!(
+            t.verdict,
+            Verdict::Passed | Verdict::Failed | Verdict::Flaky | Verdict::Skipped
+        ) {
             let s = t.duration_ms.div_ceil(1000);
             let e = d.entry(id.to_string()).or_insert(0);
             *e = (*e).max(s);
@@ -188,7 +242,10 @@ pub fn save_durations(cache: &Path, results: &[TestResult]) -> Result<()> {
     }
     let dir = cache.join("fstests");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("durations.json"), serde_json::to_string_pretty(&d)?)?;
+    std::fs::write(
+        dir.join("durations.json"),
+        serde_json::to_string_pretty(&d)?,
+    )?;
     Ok(())
 }
 
@@ -205,31 +262,48 @@ pub fn plan(
 ) -> Result<FstestsPlan> {
     let scheme = args.scheme()?;
     let sections = selected_sections(args, scheme)?;
-    let catalog = Catalog::load(tree).with_context(|| format!("reading the group lists of {}", tree.display()))?;
+    let catalog = Catalog::load(tree)
+        .with_context(|| format!("reading the group lists of {}", tree.display()))?;
     let mut dirs = vec!["generic"];
     // check also runs the tests of a directory named like FSTYP, if the tree has one.
     if tree.join("tests").join(scheme.fstyp()).is_dir() {
         dirs.push(scheme.fstyp());
     }
-    let mut ids = catalog.expand(&args.selection()?, &dirs).map_err(|e| usage(format!("--fstests: {e:#}")))?;
+    let mut ids = catalog
+        .expand(&args.selection()?, &dirs)
+        .map_err(|e| usage(format!("--fstests: {e:#}")))?;
     if let Some((k, n)) = args.shard()? {
         // Round robin: neighbouring tests (similar cost) spread over the shards.
-        ids = ids.into_iter().enumerate().filter(|(i, _)| i % n == k - 1).map(|(_, t)| t).collect();
+        ids = ids
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % n == k - 1)
+            .map(|(_, t)| t)
+            .collect();
     }
     let expunges = ExpungeList::load_dir(expunge_dir)?;
     let local_config = ::fstests::try_render_local_config(&known_sections(scheme))?;
     let mut plan = FstestsPlan {
         tests: vec![],
+        batches: vec![],
         expunged: vec![],
         local_config,
         sections: sections.iter().map(|s| s.name.clone()).collect(),
     };
+    if args.batch == 0 {
+        return Err(usage("--fstests-batch must be at least 1"));
+    }
     for section in &sections {
-        let ctx = ::fstests::Context { kernel_release, mode, section: &section.name };
+        let ctx = ::fstests::Context {
+            kernel_release,
+            mode,
+            section: &section.name,
+        };
+        let mut to_run = vec![];
         for id in &ids {
             let name = test_name(&section.name, id);
-            if let Some(e) = expunges.lookup(id, &ctx) {
-                plan.expunged.push(TestResult {
+            match expunges.lookup(id, &ctx) {
+                Some(e) => plan.expunged.push(TestResult {
                     name,
                     verdict: Verdict::Expunged,
                     duration_ms: 0,
@@ -239,15 +313,36 @@ pub fn plan(
                     reason: Some(format!("{} ({}; {})", e.reason, e.link, e.file.display())),
                     findings: vec![],
                     artifacts: vec![],
-                });
-                continue;
+                }),
+                None => to_run.push(id.clone()),
             }
-            let deadline = ::fstests::deadline(durations.get(id).copied(), slow_factor);
+        }
+        for (k, chunk) in to_run.chunks(args.batch).enumerate() {
+            let name = if args.batch == 1 {
+                test_name(&section.name, &chunk[0])
+            } else {
+                format!("fstests/{}/batch-{:03}", section.name, k + 1)
+            };
+            // Each attempt gets the sum of the tests' deadlines.
+            let deadline: u64 = chunk
+                .iter()
+                .map(|id| ::fstests::deadline(durations.get(id).copied(), slow_factor).as_secs())
+                .sum();
             plan.tests.push(PlanTest {
+                name: name.clone(),
+                command: format!(
+                    "{}\nfstests_run {} {} {}",
+                    vm::suites::FSTESTS_PRELUDE,
+                    section.name,
+                    args.loops,
+                    chunk.join(" ")
+                ),
+                timeout_s: deadline * (1 + u64::from(args.loops)),
+            });
+            plan.batches.push(Batch {
                 name,
-                command: format!("{}\nfstests_run {} {} {}", vm::suites::FSTESTS_PRELUDE, section.name, id, args.loops),
-                // Each attempt gets the deadline.
-                timeout_s: deadline.as_secs() * (1 + u64::from(args.loops)),
+                section: section.name.clone(),
+                ids: chunk.to_vec(),
             });
         }
     }
@@ -260,32 +355,149 @@ mod tests {
 
     #[test]
     fn shards_and_sections_are_checked() {
-        let mut a = FstestsArgs { shard: Some("2/4".into()), ..Default::default() };
+        let mut a = FstestsArgs {
+            shard: Some("2/4".into()),
+            ..Default::default()
+        };
         assert_eq!(a.shard().unwrap(), Some((2, 4)));
         for bad in ["0/4", "5/4", "x", "1/0"] {
             a.shard = Some(bad.into());
-            assert_eq!(crate::error::exit_code(&a.shard().unwrap_err()), crate::error::EXIT_USAGE, "{bad}");
+            assert_eq!(
+                crate::error::exit_code(&a.shard().unwrap_err()),
+                crate::error::EXIT_USAGE,
+                "{bad}"
+            );
         }
         let s = selected_sections(&FstestsArgs::default(), Scheme::FuseblkExt4).unwrap();
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].name, "iomapfs-4k");
-        let all = FstestsArgs { sections: vec!["all".into()], ..Default::default() };
+        let all = FstestsArgs {
+            sections: vec!["all".into()],
+            ..Default::default()
+        };
         assert_eq!(selected_sections(&all, Scheme::FuseExt4).unwrap().len(), 2);
-        let bad = FstestsArgs { sections: vec!["xfs".into()], ..Default::default() };
-        assert!(format!("{}", selected_sections(&bad, Scheme::FuseExt4).unwrap_err()).contains("iomapfs-1k"));
+        let bad = FstestsArgs {
+            sections: vec!["xfs".into()],
+            ..Default::default()
+        };
+        assert!(
+            format!("{}", selected_sections(&bad, Scheme::FuseExt4).unwrap_err())
+                .contains("iomapfs-1k")
+        );
+    }
+
+    /// The real generic group list (633 quick tests), an expunge file, a shard, batches.
+    #[test]
+    fn the_plan_expands_expunges_shards_and_batches() {
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../harness/fstests/tests/fixtures/group-lists");
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tree.path().join("tests/generic")).unwrap();
+        std::fs::copy(
+            fx.join("generic/group.list"),
+            tree.path().join("tests/generic/group.list"),
+        )
+        .unwrap();
+        let expunge = tempfile::tempdir().unwrap();
+        std::fs::write(
+            expunge.path().join("iomapfs.toml"),
+            "[[expunge]]\ntests = [\"generic/001\", \"generic/00[2-3]\"]\nreason = \"r\"\nlink = \"https://example.org/x\"\nmode = \"classic\"\n",
+        )
+        .unwrap();
+        let args = FstestsArgs {
+            selection: Some("-g quick".into()),
+            batch: 10,
+            loops: 1,
+            scheme: "fuseblk.ext4".into(),
+            ..Default::default()
+        };
+        let durations = BTreeMap::from([("generic/001".to_string(), 5)]);
+        let p = plan(
+            &args,
+            tree.path(),
+            expunge.path(),
+            "6.12.117",
+            Mode::Classic,
+            &durations,
+            3,
+        )
+        .unwrap();
+        let planned: usize = p.batches.iter().map(|b| b.ids.len()).sum();
+        assert_eq!(planned + p.expunged.len(), 633);
+        assert_eq!(
+            p.expunged
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            [
+                "fstests/iomapfs-4k/generic/001",
+                "fstests/iomapfs-4k/generic/002",
+                "fstests/iomapfs-4k/generic/003"
+            ]
+        );
+        assert!(p.expunged[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("https://example.org/x"));
+        assert_eq!(p.batches.len(), planned.div_ceil(10));
+        assert_eq!(p.tests[0].name, "fstests/iomapfs-4k/batch-001");
+        assert!(p.tests[0].command.ends_with(&format!(
+            "fstests_run iomapfs-4k 1 {}",
+            p.batches[0].ids.join(" ")
+        )));
+        assert!(
+            p.local_config.contains("[iomapfs-1k]")
+                && p.local_config.contains("FSTYP=\"fuseblk.ext4\"")
+        );
+        // In iomap mode the classic-only entry does not apply; shard 2/4 takes every 4th test.
+        let sharded = FstestsArgs {
+            shard: Some("2/4".into()),
+            batch: 1,
+            ..args.clone()
+        };
+        let q = plan(
+            &sharded,
+            tree.path(),
+            expunge.path(),
+            "6.12.117",
+            Mode::Iomap,
+            &durations,
+            3,
+        )
+        .unwrap();
+        assert!(q.expunged.is_empty());
+        assert_eq!(q.tests.len(), (0..633).filter(|i| i % 4 == 1).count());
+        assert_eq!(q.tests[0].name, "fstests/iomapfs-4k/generic/002");
     }
 
     #[test]
     fn the_source_comes_from_flags_or_the_profile() {
-        let p = FstestsProfile { git: Some("https://example.org/fstests.git".into()), git_ref: Some("abc".into()) };
-        let a = FstestsArgs { fstests_git: Some(String::new()), ..Default::default() };
+        let p = FstestsProfile {
+            git: Some("https://example.org/fstests.git".into()),
+            git_ref: Some("abc".into()),
+        };
+        let a = FstestsArgs {
+            fstests_git: Some(String::new()),
+            ..Default::default()
+        };
         assert_eq!(
             a.source(&p).unwrap(),
-            Source::Git { url: "https://example.org/fstests.git".into(), git_ref: "abc".into() }
+            Source::Git {
+                url: "https://example.org/fstests.git".into(),
+                git_ref: "abc".into()
+            }
         );
-        let a = FstestsArgs { selection: Some("-g quick".into()), ..Default::default() };
+        let a = FstestsArgs {
+            selection: Some("-g quick".into()),
+            ..Default::default()
+        };
         assert!(format!("{}", a.source(&p).unwrap_err()).contains("--fstests-src"));
-        let a = FstestsArgs { fstests_src: Some("/x".into()), fstests_ref: Some("y".into()), ..Default::default() };
+        let a = FstestsArgs {
+            fstests_src: Some("/x".into()),
+            fstests_ref: Some("y".into()),
+            ..Default::default()
+        };
         assert!(a.source(&p).is_err());
     }
 }

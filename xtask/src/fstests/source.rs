@@ -51,7 +51,12 @@ fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
         .output()
         .with_context(|| format!("running git {}", args.join(" ")))?;
     if !out.status.success() {
-        bail!("git {} in {}: {}", args.join(" "), dir.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "git {} in {}: {}",
+            args.join(" "),
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(out.stdout)
 }
@@ -71,18 +76,36 @@ fn checkout_dir(dir: &Path) -> Result<Checkout> {
     }
     let dir = std::fs::canonicalize(dir)?;
     if is_git_tree(&dir) {
-        let head = String::from_utf8_lossy(&git(&dir, &["rev-parse", "HEAD"])?).trim().to_string();
+        let head = String::from_utf8_lossy(&git(&dir, &["rev-parse", "HEAD"])?)
+            .trim()
+            .to_string();
         let status = git(&dir, &["status", "--porcelain", "--untracked-files=all"])?;
         let mut key = head.clone().into_bytes();
         key.extend(git(&dir, &["diff", "HEAD", "--binary"])?);
         // Untracked files count by content.
-        let files = git(&dir, &["ls-files", "-z", "--cached", "--others", "--exclude-standard"])?;
-        for line in status.split(|b| *b == b'\n').filter(|l| l.starts_with(b"??")) {
+        let files = git(
+            &dir,
+            &[
+                "ls-files",
+                "-z",
+                "--cached",
+                "--others",
+                "--exclude-standard",
+            ],
+        )?;
+        for line in status
+            .split(|b| *b == b'\n')
+            .filter(|l| l.starts_with(b"??"))
+        {
             let rel = String::from_utf8_lossy(&line[3..]).to_string();
             key.extend(rel.as_bytes());
             key.extend(std::fs::read(dir.join(&rel)).unwrap_or_default());
         }
-        let dirty = if status.is_empty() { "" } else { " (with uncommitted changes)" };
+        let dirty = if status.is_empty() {
+            ""
+        } else {
+            " (with uncommitted changes)"
+        };
         return Ok(Checkout {
             revision: format!("git {}{dirty}", &head[..head.len().min(12)]),
             dir,
@@ -92,7 +115,12 @@ fn checkout_dir(dir: &Path) -> Result<Checkout> {
     }
     let mut key = vec![];
     walk(&dir, &dir, &mut key)?;
-    Ok(Checkout { revision: format!("directory {}", dir.display()), dir, files: None, key_material: key })
+    Ok(Checkout {
+        revision: format!("directory {}", dir.display()),
+        dir,
+        files: None,
+        key_material: key,
+    })
 }
 
 fn walk(base: &Path, dir: &Path, key: &mut Vec<u8>) -> Result<()> {
@@ -116,16 +144,24 @@ fn walk(base: &Path, dir: &Path, key: &mut Vec<u8>) -> Result<()> {
 
 /// Fetch `git_ref` of `url` (shallow) into a cached repository and check it out there.
 fn checkout_git(url: &str, git_ref: &str, cache: &Path, ui: &Ui) -> Result<Checkout> {
-    let name: String = Sha256::digest(url.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let name: String = Sha256::digest(url.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let repo = cache.join("fstests").join("git").join(name);
     std::fs::create_dir_all(&repo)?;
     if !repo.join(".git").exists() {
         git(&repo, &["init", "-q"])?;
     }
     ui.step(format!("fstests: fetching {git_ref} from {url}"));
-    git(&repo, &["fetch", "-q", "--depth", "1", url, git_ref])
-        .with_context(|| format!("cannot fetch fstests from {url}; use --fstests-src DIR for a local tree"))?;
-    git(&repo, &["checkout", "-q", "--force", "--detach", "FETCH_HEAD"])?;
+    git(&repo, &["fetch", "-q", "--depth", "1", url, git_ref]).with_context(|| {
+        format!("cannot fetch fstests from {url}; use --fstests-src DIR for a local tree")
+    })?;
+    git(
+        &repo,
+        &["checkout", "-q", "--force", "--detach", "FETCH_HEAD"],
+    )?;
     git(&repo, &["clean", "-qfdx"])?;
     checkout_dir(&repo)
 }
@@ -149,22 +185,42 @@ pub fn ensure_built(source: &Source, cache: &Path, jobs: usize, ui: &Ui) -> Resu
     let images = crate::paths::workspace_root().join("images");
     let (root, root_key) = ensure_rootfs(&images, "fstests-build", cache, ui)?;
     let mut h = Sha256::new();
-    for part in [BUILD_FORMAT.as_bytes(), root_key.as_bytes(), &checkout.key_material] {
+    for part in [
+        BUILD_FORMAT.as_bytes(),
+        root_key.as_bytes(),
+        &checkout.key_material,
+    ] {
         h.update(part);
         h.update([0]);
     }
-    let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let key: String = h
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let out = cache.join("fstests").join("builds").join(&key);
-    let built = Built { image: out.join("fstests.ext4"), tree: out.join("tree"), revision: checkout.revision.clone() };
+    let built = Built {
+        image: out.join("fstests.ext4"),
+        tree: out.join("tree"),
+        revision: checkout.revision.clone(),
+    };
     if built.image.is_file() {
-        ui.note(format!("fstests: {} (cached build {key})", checkout.revision));
+        ui.note(format!(
+            "fstests: {} (cached build {key})",
+            checkout.revision
+        ));
         return Ok(built);
     }
     let _lock = FileLock::acquire(&cache.join("fstests").join("build.lock"))?;
     if built.image.is_file() {
         return Ok(built);
     }
-    ui.step(format!("fstests: building {} in a chroot of {}", checkout.revision, root.display()));
+    ui.step(format!(
+        "fstests: building {} in a chroot of {}",
+        checkout.revision,
+        root.display()
+    ));
     let t0 = std::time::Instant::now();
     if out.exists() {
         std::fs::remove_dir_all(&out)?;
@@ -195,14 +251,20 @@ pub fn ensure_built(source: &Source, cache: &Path, jobs: usize, ui: &Ui) -> Resu
     .with_context(|| format!("building fstests failed (log: {})", log.display()))?;
     activity.finish("fstests built");
     if !src_in_root.join("tests/generic/group.list").is_file() {
-        bail!("the fstests build made no tests/generic/group.list (log: {})", log.display());
+        bail!(
+            "the fstests build made no tests/generic/group.list (log: {})",
+            log.display()
+        );
     }
     std::fs::rename(&src_in_root, &built.tree)?;
     let tmp = out.join("fstests.ext4.tmp");
     dir_to_ext4(&built.tree, &tmp, "fstests", &out.join("mke2fs.log"))?;
     std::fs::rename(&tmp, &built.image)?;
     std::fs::write(out.join("revision"), &checkout.revision)?;
-    ui.note(format!("fstests: built in {}", crate::ui::fmt_duration(t0.elapsed())));
+    ui.note(format!(
+        "fstests: built in {}",
+        crate::ui::fmt_duration(t0.elapsed())
+    ));
     Ok(built)
 }
 
@@ -222,7 +284,12 @@ fn copy_tree(c: &Checkout, dst: &Path) -> Result<()> {
         .spawn()
         .context("starting tar")?;
     let stdout = pack.stdout.take().context("tar stdout")?;
-    let unpack = Command::new("tar").arg("-C").arg(dst).args(["-xf", "-"]).stdin(stdout).spawn()?;
+    let unpack = Command::new("tar")
+        .arg("-C")
+        .arg(dst)
+        .args(["-xf", "-"])
+        .stdin(stdout)
+        .spawn()?;
     if let Some(files) = &c.files {
         use std::io::Write;
         let mut stdin = pack.stdin.take().context("tar stdin")?;
@@ -277,12 +344,26 @@ mod tests {
         std::fs::write(p.join("check"), "#!/bin/bash\n").unwrap();
         std::fs::write(p.join("common/rc"), "x\n").unwrap();
         let g = |args: &[&str]| {
-            let ok = Command::new("git").arg("-C").arg(p).args(args).status().unwrap().success();
+            let ok = Command::new("git")
+                .arg("-C")
+                .arg(p)
+                .args(args)
+                .status()
+                .unwrap()
+                .success();
             assert!(ok, "git {args:?}");
         };
         g(&["init", "-q"]);
         g(&["add", "."]);
-        g(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"]);
+        g(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "base",
+        ]);
         let clean = checkout_dir(p).unwrap();
         assert!(clean.revision.starts_with("git ") && !clean.revision.contains("uncommitted"));
         std::fs::write(p.join("common/rc"), "changed\n").unwrap();

@@ -60,15 +60,18 @@ fstests_release() {
     done
 }
 
-# fstests_run SECTION TEST LOOPS: run TEST once, and up to LOOPS more times while it fails
-# (like check -L), each attempt in $HARNESS_OUT/attempt-N. Exit status: the first attempt's.
+# fstests_run SECTION LOOPS TEST...: one check run for the tests, then up to LOOPS more
+# runs of those that failed (like check -L), each in $HARNESS_OUT/attempt-N.
+# Exit status: the first run's.
 fstests_run() {
-    local section=$1 test=$2 loops=$3 attempt first=
+    local section=$1 loops=$2 attempt first=
+    shift 2
+    local tests=("$@")
     fstests_setup || { echo "fstests setup failed"; return 3; }
     for attempt in $(seq 0 "$loops"); do
         local out="$HARNESS_OUT/attempt-$attempt"
         mkdir -p "$out"
-        echo "== $test, section $section, attempt $attempt"
+        echo "== ${tests[*]}, section $section, attempt $attempt"
         # --env FSTESTS_XTRACE=1: a timestamped trace of check in xtrace.log, to see where
         # the time goes.
         local check=(./check)
@@ -77,13 +80,16 @@ fstests_run() {
             echo 'PS4="+ \${EPOCHREALTIME} "' > /run/fstests-ps4
             check=(env BASH_ENV=/run/fstests-ps4 BASH_XTRACEFD=7 bash -x ./check)
         fi
-        (cd "$FSTESTS" && RESULT_BASE="$out" "${check[@]}" -s "$section" -R xunit "$test" 7>"$out/xtrace.log") 2>&1 |
+        (cd "$FSTESTS" && RESULT_BASE="$out" "${check[@]}" -s "$section" -R xunit "${tests[@]}" 7>"$out/xtrace.log") 2>&1 |
             tee "$out/check.out"
         local rc=${PIPESTATUS[0]}
         fstests_release
         # check exits 0 when nothing failed (not run counts as not failed).
         [ -z "$first" ] && first=$rc
         [ "$rc" -eq 0 ] && break
+        # Rerun only what failed ("Failures: generic/002 generic/005").
+        read -r -a tests < <(sed -n 's/^Failures: //p' "$out/check.out" | tail -n 1)
+        [ "${#tests[@]}" -eq 0 ] && break
     done
     return "$first"
 }
