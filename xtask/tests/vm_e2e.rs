@@ -20,7 +20,11 @@ struct Cli {
 
 /// None (with a printed reason) if this machine cannot run a VM at all.
 fn vm_args(extra: &[&str]) -> Option<VmTestArgs> {
-    if Command::new("qemu-system-x86_64").arg("--version").output().is_err() {
+    if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIP: qemu-system-x86_64 is not installed");
         return None;
     }
@@ -47,23 +51,47 @@ fn qemu_running(run_id: &str) -> bool {
 
 #[test]
 fn smoke_suite_passes_under_iomapfs() {
-    let Some(args) = vm_args(&["--suite", "smoke"]) else { return };
+    let Some(args) = vm_args(&["--suite", "smoke"]) else {
+        return;
+    };
     let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
     eprint!("{}", report::summary_text(&result));
-    assert_eq!(result.verdict, Verdict::Passed, "{}", std::fs::read_to_string(dir.join("summary.md")).unwrap());
+    assert_eq!(
+        result.verdict,
+        Verdict::Passed,
+        "{}",
+        std::fs::read_to_string(dir.join("summary.md")).unwrap()
+    );
     assert_eq!(result.tests.len(), 5);
     assert!(result.tests.iter().all(|t| t.verdict == Verdict::Passed));
     assert!(result.server_mode.is_some(), "server mode reported");
     let ready = result.boot_to_ready_ms.expect("boot-to-ready measured");
-    eprintln!("boot-to-agent-ready {ready} ms; VM run {:.1} s", result.duration_ms as f64 / 1000.0);
+    eprintln!(
+        "boot-to-agent-ready {ready} ms; VM run {:.1} s",
+        result.duration_ms as f64 / 1000.0
+    );
     // The target is 120 s for a cached smoke run under TCG on an idle machine;
     // CI runs other tests beside this one on two cores, so allow twice that.
-    assert!(result.duration_ms < 240_000, "smoke took {} ms", result.duration_ms);
-    for f in ["results.json", "junit.xml", "summary.md", "console.log", "events.jsonl"] {
+    assert!(
+        result.duration_ms < 240_000,
+        "smoke took {} ms",
+        result.duration_ms
+    );
+    for f in [
+        "results.json",
+        "junit.xml",
+        "summary.md",
+        "console.log",
+        "events.jsonl",
+    ] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
     for t in &result.tests {
-        assert!(dir.join("tests").join(&t.name).join("dmesg.log").is_file(), "{} dmesg", t.name);
+        assert!(
+            dir.join("tests").join(&t.name).join("dmesg.log").is_file(),
+            "{} dmesg",
+            t.name
+        );
     }
     let back = report::read_json(&dir.join("results.json")).unwrap();
     assert_eq!(back.verdict, Verdict::Passed);
@@ -75,15 +103,28 @@ fn smoke_suite_passes_under_iomapfs() {
 /// difference worth knowing).
 #[test]
 fn smoke_suite_passes_on_kernel_ext4_as_a_control() {
-    let Some(args) = vm_args(&["--suite", "smoke", "--env", "SMOKE_FSTYPE=ext4"]) else { return };
+    let Some(args) = vm_args(&["--suite", "smoke", "--env", "SMOKE_FSTYPE=ext4"]) else {
+        return;
+    };
     let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
     eprint!("{}", report::summary_text(&result));
-    assert_eq!(result.verdict, Verdict::Passed, "{}", std::fs::read_to_string(dir.join("summary.md")).unwrap());
+    assert_eq!(
+        result.verdict,
+        Verdict::Passed,
+        "{}",
+        std::fs::read_to_string(dir.join("summary.md")).unwrap()
+    );
 }
 
 #[test]
 fn guest_panic_is_classified_as_crashed_and_the_run_goes_on() {
-    let Some(args) = vm_args(&["--run", "echo c > /proc/sysrq-trigger", "--run", "true", "--no-server"]) else {
+    let Some(args) = vm_args(&[
+        "--run",
+        "echo c > /proc/sysrq-trigger",
+        "--run",
+        "true",
+        "--no-server",
+    ]) else {
         return;
     };
     let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
@@ -92,12 +133,25 @@ fn guest_panic_is_classified_as_crashed_and_the_run_goes_on() {
     let t = &result.tests[0];
     assert_eq!(t.name, "run/1");
     assert_eq!(t.verdict, Verdict::Crashed);
-    let panic = t.findings.iter().find(|f| f.kind == FindingKind::Panic).expect("a panic finding");
-    assert!(panic.title.contains("sysrq triggered crash"), "{}", panic.title);
+    let panic = t
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::Panic)
+        .expect("a panic finding");
+    assert!(
+        panic.title.contains("sysrq triggered crash"),
+        "{}",
+        panic.title
+    );
     assert!(!panic.excerpt.is_empty());
     // The run went on in a second boot with the test after the crash.
     assert_eq!(result.boots, 2);
-    assert_eq!(result.tests[1].verdict, Verdict::Passed, "{:?}", result.tests[1]);
+    assert_eq!(
+        result.tests[1].verdict,
+        Verdict::Passed,
+        "{:?}",
+        result.tests[1]
+    );
     let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
     assert!(junit.contains("sysrq triggered crash"), "{junit}");
     assert!(!qemu_running(&result.id));
@@ -105,10 +159,17 @@ fn guest_panic_is_classified_as_crashed_and_the_run_goes_on() {
 
 #[test]
 fn a_sleeping_test_is_hung_within_its_deadline_and_no_qemu_is_left() {
-    let Some(args) = vm_args(&["--run", "sleep 600", "--timeout", "20", "--no-server"]) else { return };
+    let Some(args) = vm_args(&["--run", "sleep 600", "--timeout", "20", "--no-server"]) else {
+        return;
+    };
     let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
     eprint!("{}", report::summary_text(&result));
-    assert_eq!(result.tests[0].verdict, Verdict::Hung, "{:?}", result.tests[0]);
+    assert_eq!(
+        result.tests[0].verdict,
+        Verdict::Hung,
+        "{:?}",
+        result.tests[0]
+    );
     assert_eq!(result.verdict, Verdict::Hung);
     // The VM part (boot, 20 s timeout, shutdown), far from the 600 s the command asked for.
     let vm_time = Duration::from_millis(result.duration_ms);
@@ -116,22 +177,41 @@ fn a_sleeping_test_is_hung_within_its_deadline_and_no_qemu_is_left() {
     let d = result.tests[0].duration_ms;
     assert!((20_000..40_000).contains(&d), "killed at {d} ms");
     assert!(dir.join("tests/run/1/dmesg.log").is_file());
-    let pid: i32 = std::fs::read_to_string(dir.join("qemu.pid")).map_or(0, |s| s.trim().parse().unwrap_or(0));
-    assert!(pid == 0 || !Path::new(&format!("/proc/{pid}")).exists(), "QEMU {pid} still running");
+    let pid: i32 =
+        std::fs::read_to_string(dir.join("qemu.pid")).map_or(0, |s| s.trim().parse().unwrap_or(0));
+    assert!(
+        pid == 0 || !Path::new(&format!("/proc/{pid}")).exists(),
+        "QEMU {pid} still running"
+    );
     assert!(!qemu_running(&result.id));
 }
 
 /// The xtask binary for command-line checks.
 fn xtask(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).output().expect("xtask runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .output()
+        .expect("xtask runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 #[test]
 fn bad_input_gives_clear_errors_and_exit_code_2() {
-    let (code, err) = xtask(&["vm-test", "--kernel-image", "/nonexistent/bzImage", "--run", "true"]);
+    let (code, err) = xtask(&[
+        "vm-test",
+        "--kernel-image",
+        "/nonexistent/bzImage",
+        "--run",
+        "true",
+    ]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("kernel image /nonexistent/bzImage does not exist"), "{err}");
+    assert!(
+        err.contains("kernel image /nonexistent/bzImage does not exist"),
+        "{err}"
+    );
 
     let (code, err) = xtask(&["vm-test", "--suite", "nope"]);
     assert_eq!(code, 2, "{err}");
@@ -156,16 +236,32 @@ fn bad_input_gives_clear_errors_and_exit_code_2() {
 /// records it, and stops QEMU.
 #[test]
 fn an_unresponsive_guest_gets_a_sysrq_task_dump_and_is_stopped() {
-    let Some(args) = vm_args(&["--run", "sleep 60", "--stall-timeout", "1", "--no-server"]) else { return };
+    let Some(args) = vm_args(&["--run", "sleep 60", "--stall-timeout", "1", "--no-server"]) else {
+        return;
+    };
     let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
     eprint!("{}", report::summary_text(&result));
     assert_eq!(result.verdict, Verdict::Hung);
     let t = &result.tests[0];
     assert_eq!(t.verdict, Verdict::Hung);
-    assert!(t.findings.iter().any(|f| f.kind == FindingKind::TaskDump), "{:?}", t.findings);
+    assert!(
+        t.findings.iter().any(|f| f.kind == FindingKind::TaskDump),
+        "{:?}",
+        t.findings
+    );
     let console = std::fs::read_to_string(dir.join("console.log")).unwrap();
-    assert!(console.contains("sysrq: Show Blocked State"), "no sysrq output in the console");
-    assert!(console.contains("task:agent"), "no task dump in the console");
-    assert!(result.duration_ms < 60_000, "stopped after {} ms", result.duration_ms);
+    assert!(
+        console.contains("sysrq: Show Blocked State"),
+        "no sysrq output in the console"
+    );
+    assert!(
+        console.contains("task:agent"),
+        "no task dump in the console"
+    );
+    assert!(
+        result.duration_ms < 60_000,
+        "stopped after {} ms",
+        result.duration_ms
+    );
     assert!(!qemu_running(&result.id));
 }
