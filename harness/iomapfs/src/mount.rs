@@ -60,9 +60,14 @@ impl Flavor {
 
     /// The mount type string, as /proc/mounts shows it.
     pub fn fstype(self, subtype: &str) -> String {
-        match self {
-            Flavor::Fuse => format!("fuse.{subtype}"),
-            Flavor::Fuseblk => format!("fuseblk.{subtype}"),
+        let base = match self {
+            Flavor::Fuse => "fuse",
+            Flavor::Fuseblk => "fuseblk",
+        };
+        if subtype.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}.{subtype}")
         }
     }
 }
@@ -184,5 +189,6 @@ mod tests {
         );
         assert_eq!(Flavor::Fuse.fstype("ext4"), "fuse.ext4");
         assert_eq!(Flavor::Fuseblk.fstype("iomapfs"), "fuseblk.iomapfs");
+        assert_eq!(Flavor::Fuse.fstype(""), "fuse");
     }
 }

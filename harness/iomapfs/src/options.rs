@@ -162,6 +162,8 @@ Mount options (-o, comma separated):
   fsname=NAME            source name shown in /proc/mounts
   subtype=NAME           mount type is fuse.NAME / fuseblk.NAME (default iomapfs;
                          letters, digits, _ and - only)
+  nosubtype              mount type is plain fuse / fuseblk (what upstream fstests'
+                         FSTYP=fuse expects to see)
   flavor=auto|fuse|fuseblk  mount type: auto is fuseblk for a block device, fuse for
                          an image file; fuseblk needs a block device
   lock_timeout=SECS      wait this long for another holder of the source's flock
@@ -231,6 +233,7 @@ impl MountOptions {
                 validate_subtype(v)?;
                 self.subtype = v.to_string();
             }
+            "nosubtype" => self.subtype.clear(),
             "flavor" => self.flavor = need(key, value)?.parse()?,
             "lock_timeout" => {
                 self.lock_timeout = need(key, value)?
@@ -313,6 +316,7 @@ mod tests {
             (d.subtype.as_str(), d.flavor, d.lock_timeout),
             ("iomapfs", FlavorChoice::Auto, 30)
         );
+        assert_eq!(MountOptions::parse(["subtype=x,nosubtype"]).unwrap().subtype, "");
         let o = MountOptions::parse(["subtype=ext4,flavor=fuseblk", "lock_timeout=0,flavor=fuse"])
             .unwrap();
         assert_eq!(o.subtype, "ext4");

@@ -156,7 +156,8 @@ pub fn known_sections(scheme: Scheme) -> Vec<Section> {
             scratch_dev: "/dev/disk/by-id/virtio-scratch".into(),
             scratch_mnt: "/mnt/scratch".into(),
             mkfs_options: mkfs.into(),
-            mount_options: String::new(),
+            // Upstream FSTYP=fuse checks that the mount's type reads exactly `fuse`.
+            mount_options: if scheme == Scheme::FuseSubtype { "-o flavor=fuse,nosubtype".into() } else { String::new() },
             extra: vec![],
         })
         .collect()

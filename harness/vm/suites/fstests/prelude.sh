@@ -19,6 +19,11 @@ fstests_setup() {
         dev=$(readlink -f "$by_id") && sed_args+=(-e "s|$by_id\"|$dev\"|g")
     done
     sed -e "" "${sed_args[@]}" "$HARNESS_SHARE/fstests/local.config" > "$FSTESTS/local.config" || return 1
+    # Upstream FSTYP=fuse cannot mkfs: it only empties the scratch filesystem, so there
+    # must be one.
+    if grep -q '^FSTYP="fuse"$' "$FSTESTS/local.config" && ! blkid -p "$SCRATCH_DEV" >/dev/null 2>&1; then
+        mke2fs -t ext4 -F -q -O ^inline_data "$SCRATCH_DEV" || return 1
+    fi
     local flavor
     for flavor in fuse fuseblk; do
         # mount -t fuse.ext4 / fuseblk.ext4 runs mount.<type>: iomapfs picks flavor and
