@@ -336,6 +336,36 @@ mod tests {
         assert_ne!(checkout_dir(d.path()).unwrap().key_material, a.key_material);
     }
 
+    /// --fstests-git: a shallow fetch of one ref into the cache (a local URL here).
+    #[test]
+    fn a_git_source_is_fetched_at_its_ref() {
+        let upstream = tempfile::tempdir().unwrap();
+        let p = upstream.path();
+        std::fs::create_dir_all(p.join("common")).unwrap();
+        std::fs::write(p.join("check"), "#!/bin/bash\n").unwrap();
+        std::fs::write(p.join("common/rc"), "one\n").unwrap();
+        let g = |args: &[&str]| {
+            let out = Command::new("git").arg("-C").arg(p).args(args).output().unwrap();
+            assert!(out.status.success(), "git {args:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        g(&["init", "-q"]);
+        g(&["add", "."]);
+        g(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one"]);
+        let first = g(&["rev-parse", "HEAD"]);
+        std::fs::write(p.join("common/rc"), "two\n").unwrap();
+        g(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "two"]);
+        let cache = tempfile::tempdir().unwrap();
+        let url = p.to_str().unwrap();
+        let c = checkout_git(url, &first, cache.path(), &Ui::plain()).unwrap();
+        assert_eq!(std::fs::read_to_string(c.dir.join("common/rc")).unwrap(), "one\n");
+        assert_eq!(c.revision, format!("git {}", &first[..12]));
+        let head = checkout_git(url, "HEAD", cache.path(), &Ui::plain()).unwrap();
+        assert_eq!(std::fs::read_to_string(head.dir.join("common/rc")).unwrap(), "two\n");
+        assert_ne!(head.key_material, c.key_material);
+        assert!(checkout_git(url, "no-such-ref", cache.path(), &Ui::plain()).is_err());
+    }
+
     #[test]
     fn a_git_tree_is_keyed_by_head_and_changes() {
         let d = tempfile::tempdir().unwrap();
