@@ -27,6 +27,7 @@ e2e::target_tests!(
     setattr_mode_and_owner,
     truncate_up_and_down,
     utimens_ns_now_omit,
+    reads_update_atime_by_relatime,
     mknod_all_types,
     mkdir_rmdir_nlink,
     unlink_open_file,
@@ -381,6 +382,36 @@ fn utimens_ns_now_omit(t: &dyn Target) -> Result<()> {
         "after remount"
     );
     fs.expected.file("f", b"t".to_vec());
+    fs.finish()
+}
+
+/// A read updates atime when it is not after mtime or ctime (relatime, the default), and
+/// not again while it is (fstests generic/003). FUSE leaves this to the server.
+fn reads_update_atime_by_relatime(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let f = fs.path("f");
+    write(&f, b"atime")?;
+    let old = Timestamps { last_access: ts(1000, 0), last_modification: ts(1000, 0) };
+    rustix::fs::utimensat(CWD, &f, &old, AtFlags::empty())?;
+    // From the disk, not the page cache, so the read reaches the filesystem.
+    fs.remount()?;
+    let before = now_secs();
+    std::fs::read(&f)?;
+    // Past the attribute cache time the kernel was granted.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let first = meta(&f)?;
+    ensure!(first.atime() >= before - 1, "the first read left atime at {}", first.atime());
+    assert_eq!(first.mtime(), 1000, "a read does not touch mtime");
+    fs.remount()?;
+    std::fs::read(&f)?;
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let second = meta(&f)?;
+    assert_eq!(
+        (second.atime(), second.atime_nsec()),
+        (first.atime(), first.atime_nsec()),
+        "atime is already after mtime and ctime: relatime leaves it"
+    );
+    fs.expected.file("f", b"atime".to_vec());
     fs.finish()
 }
 

@@ -35,7 +35,10 @@ impl Server {
 
     pub(super) fn readdir(&self, ino: Ino, cookie: u64, size: u32, plus: bool) -> Reply {
         let mut meta = self.meta();
-        Self::read_dir_inode(&mut meta, ino)?;
+        let mut dir = Self::read_dir_inode(&mut meta, ino)?;
+        if cookie == 0 {
+            self.touch_atime(&mut meta, ino, &mut dir, true)?;
+        }
         let mut buf = DirentBuf::new(size as usize);
         let mut entries = Vec::new();
         meta.fs()?.read_dir(ino, cookie, |e| {

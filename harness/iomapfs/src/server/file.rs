@@ -81,7 +81,8 @@ impl Server {
         let _data = self.data_lock(ino).read();
         let (pieces, len) = {
             let mut meta = self.meta();
-            let inode = Self::regular(&mut meta, ino)?;
+            let mut inode = Self::regular(&mut meta, ino)?;
+            self.touch_atime(&mut meta, ino, &mut inode, false)?;
             let file_size = inode.size();
             if pos >= file_size {
                 return Ok(Vec::new());

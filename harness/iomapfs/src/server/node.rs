@@ -37,6 +37,30 @@ impl Server {
         Ok(inode)
     }
 
+    /// A read or readdir updates atime as the kernel would for a local filesystem (FUSE
+    /// leaves it to the server): never with noatime (nodiratime for directories) or on a
+    /// read-only filesystem, always with strictatime, otherwise by relatime's rule: when
+    /// atime is not after mtime or ctime, or is a day old.
+    pub(crate) fn touch_atime(&self, meta: &mut Meta, ino: Ino, inode: &mut Inode, dir: bool) -> Result<(), Errno> {
+        let flags = self.opts.ms_flags;
+        let off = libc::MS_NOATIME | if dir { libc::MS_NODIRATIME } else { 0 };
+        if flags & off != 0 || meta.writable().is_err() {
+            return Ok(());
+        }
+        let t = now();
+        let (a, m, c) = (inode.atime(), inode.mtime(), inode.ctime());
+        let key = |x: Timestamp| (x.sec, x.nsec);
+        let due = flags & libc::MS_STRICTATIME != 0
+            || key(a) <= key(m)
+            || key(a) <= key(c)
+            || t.sec.saturating_sub(a.sec) >= 24 * 3600;
+        if due {
+            inode.set_atime(t);
+            meta.writable()?.write_inode(ino, inode)?;
+        }
+        Ok(())
+    }
+
     /// Adjusts a directory's link count (and times) when a subdirectory comes or goes;
     /// libext2fs already dated the directory for the name change itself.
     fn touch_dir(meta: &mut Meta, dir: Ino, links_delta: i32) -> Result<(), Errno> {
