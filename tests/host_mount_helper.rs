@@ -194,7 +194,17 @@ fn daemonized_body(_t: &dyn Target) -> Result<()> {
     };
     let mut args: Vec<&std::ffi::OsStr> = unmount.1.iter().map(|s| s.as_ref()).collect();
     args.push(mnt.as_os_str());
-    cmd::run(unmount.0, &args)?;
+    // Busy for a moment while another process (an image build's mount namespace, a
+    // scanner) holds the mount: retry as e2e::target::umount does.
+    let start = std::time::Instant::now();
+    loop {
+        match cmd::run(unmount.0, &args) {
+            Err(e) if format!("{e:#}").contains("busy") && start.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => break r.map(drop)?,
+        }
+    }
     guard.1 = false;
     // An image file gets no DESTROY: the image is complete once the daemon has exited.
     wait_exit(pid, Duration::from_secs(20))?;
