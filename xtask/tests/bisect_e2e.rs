@@ -526,3 +526,47 @@ fn unbuildable_endpoint_and_state_conflicts_are_reported() {
         "{script}"
     );
 }
+
+/// `vm-test --bisect-exit-codes` answers plain `git bisect run` correctly:
+/// pass 0, test failure 1, infrastructure failure 125 (skip), usage 128 (stop).
+#[test]
+fn vm_test_bisect_exit_codes_follow_git_bisect_run() {
+    if !have_qemu() {
+        return;
+    }
+    let kernel = match std::env::var("HARNESS_KERNEL_IMAGE") {
+        Ok(k) => PathBuf::from(k),
+        Err(_) => {
+            let opts = KernelOptions::resolve(None, &KernelArgs::default()).unwrap();
+            xtask::kernel::ensure_kernel(&opts, &Ui::plain())
+                .expect("the default kernel")
+                .vmlinux
+        }
+    };
+    let k = kernel.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut argv = vec!["vm-test", "--bisect-exit-codes", "--accel", "tcg"];
+        argv.extend_from_slice(args);
+        let (code, _, err, _) = xtask(&argv, None);
+        (code, err)
+    };
+    let (code, err) = run(&["--kernel-image", k, "--run", "true", "--no-server"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = run(&["--kernel-image", k, "--run", "false", "--no-server"]);
+    assert_eq!(code, 1, "{err}");
+    // Not a kernel: QEMU cannot boot it, an infrastructure failure (vm-test's 3).
+    let d = tempfile::tempdir().unwrap();
+    let junk = d.path().join("not-a-kernel");
+    std::fs::write(&junk, "this is no kernel\n").unwrap();
+    let (code, err) = run(&[
+        "--kernel-image",
+        junk.to_str().unwrap(),
+        "--run",
+        "true",
+        "--no-server",
+    ]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("infrastructure failure"), "{err}");
+    let (code, err) = run(&["--kernel-image", k, "--suite", "nope"]);
+    assert_eq!(code, 128, "{err}");
+}
