@@ -101,6 +101,9 @@ fn change(repo: &Path, path: &str, edit: impl Fn(&str) -> String) {
     );
 }
 
+/// A change to one file's text.
+type Edit = Box<dyn Fn(&str) -> String>;
+
 /// The fixture repository (bare): base = the Debian tree as it is, then a
 /// harmless code change, the breaking change, a harmless doc change.
 fn build_fixture(tree: &Path, repo: &Path) {
@@ -121,7 +124,7 @@ fn build_fixture(tree: &Path, repo: &Path) {
     let mut head = commit(repo, None, "base: Debian's kernel tree as packaged");
     git(repo, &["update-ref", "HEAD", &head], None);
     git(repo, &["tag", "fixture-base", &head], None);
-    let steps: [(&str, &str, &str, Box<dyn Fn(&str) -> String>); 3] = [
+    let steps: [(&str, &str, &str, Edit); 3] = [
         (
             "fixture-harmless",
             "fuse: a comment at the end of dev.c (harmless)",
