@@ -108,7 +108,10 @@ pub fn apply(run: &mut RunResult, run_dir: &Path, batches: &[Batch]) -> usize {
                 .filter_map(|v| v.iter().find(|o| &o.test == id))
                 .collect();
             let stopped = matches!(t.verdict, Verdict::Crashed | Verdict::Hung);
-            let mut r = if !outcomes.is_empty() {
+            let mut r = if t.verdict == Verdict::NotRun {
+                // The batch never started (the run stopped first): its tests did not run.
+                test_result(name, Verdict::NotRun, 0, t.reason.clone())
+            } else if !outcomes.is_empty() {
                 reported += 1;
                 let (verdict, reason) = verdict_of(&outcomes);
                 let ms = outcomes[0].seconds.map_or(0, |s| (s * 1000.0) as u64);
@@ -441,6 +444,16 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("stopped before it"));
+
+        // A batch the run never reached: every test is not run, for the run's reason.
+        let mut never = result("fstests/ext4_4k/batch-002", Verdict::NotRun);
+        never.reason = Some("interrupted".into());
+        let mut run = RunResult { tests: vec![never], ..empty_run() };
+        let ids = vec!["generic/020".to_string(), "generic/021".to_string()];
+        let batch = Batch { name: "fstests/ext4_4k/batch-002".into(), section: "ext4_4k".into(), ids };
+        assert_eq!(apply(&mut run, run_dir.path(), &[batch]), 0);
+        assert_eq!(run.tests.len(), 2);
+        assert!(run.tests.iter().all(|t| t.verdict == Verdict::NotRun && t.reason.as_deref() == Some("interrupted")));
     }
 
     pub(super) fn empty_run() -> RunResult {
