@@ -21,13 +21,13 @@ enum Command {
     /// Regenerate harness/ext2fs/src/sys.rs with the bindgen CLI.
     Bindgen(xtask::bindgen::BindgenCommand),
     /// Boot the kernel in QEMU with iomapfs and run test suites; writes results under target/harness/runs/.
-    VmTest(xtask::vm_test::VmTestArgs),
+    VmTest(Box<xtask::vm_test::VmTestArgs>),
     /// Boot the vm-test VM with an interactive shell on this terminal.
     VmShell(xtask::vm_shell::VmShellArgs),
     /// Build (or show) the cached guest image.
     Image(xtask::image::ImageArgs),
     /// Find the kernel commit that broke a vm-test selection (git bisect, driven for you).
-    Bisect(xtask::bisect::BisectArgs),
+    Bisect(Box<xtask::bisect::BisectArgs>),
     /// One bisect step, run by `git bisect run` (internal).
     #[command(hide = true)]
     BisectStep(xtask::bisect::StepArgs),
