@@ -66,8 +66,15 @@ fn test_case(suite: &str, t: &TestResult) -> TestCase {
     let mut case = TestCase::new(t.name.clone(), status);
     case.set_classname(suite);
     case.set_time(Duration::from_millis(t.duration_ms));
+    let mut out = String::new();
     if t.verdict == Verdict::Flaky {
-        case.set_system_out(format!("flaky: {}", t.reason.as_deref().unwrap_or("failed, then passed on a rerun")));
+        out = format!("flaky: {}\n", t.reason.as_deref().unwrap_or("failed, then passed on a rerun"));
+    }
+    if let Some(d) = &t.details {
+        out.push_str(d);
+    }
+    if !out.is_empty() {
+        case.set_system_out(out);
     }
     case
 }

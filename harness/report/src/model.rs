@@ -129,6 +129,9 @@ pub struct TestResult {
     /// Files of this test, relative to the run directory.
     #[serde(default)]
     pub artifacts: Vec<String>,
+    /// Longer evidence for JUnit's system-out (an fstests failure's .out.bad diff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,6 +221,7 @@ mod tests {
             reason: None,
             findings: vec![],
             artifacts: vec![],
+            details: None,
         }
     }
 

@@ -18,6 +18,7 @@ fn sample() -> RunResult {
         reason: reason.map(str::to_string),
         findings,
         artifacts: vec![format!("tests/{name}/stdout.log")],
+        details: None,
     };
     let tests = vec![
         t("smoke/mount", Verdict::Passed, None, vec![]),
@@ -89,4 +90,34 @@ fn summary_names_every_test_and_the_crash() {
     assert!(md.contains("### Oops during smoke/dio"), "{md}");
     let text = summary_text(&sample());
     assert!(text.contains("CRASHED (1 passed, 1 failed, 1 crashed, 1 not_run)"), "{text}");
+}
+
+/// fstests' verdicts: skipped and expunged are JUnit skips, flaky passes with a note, a
+/// failure carries its diff in system-out; none of the benign ones fails the run.
+#[test]
+fn fstests_verdicts_in_junit_and_the_run_verdict() {
+    let mut run = sample();
+    let mut add = |name: &str, verdict: Verdict, reason: &str, details: Option<&str>| {
+        let mut t = run.tests[0].clone();
+        t.name = name.into();
+        t.verdict = verdict;
+        t.reason = Some(reason.into());
+        t.details = details.map(str::to_string);
+        run.tests.push(t);
+    };
+    add("fstests/a", Verdict::Skipped, "this test requires a valid $SCRATCH_DEV", None);
+    add("fstests/b", Verdict::Expunged, "needs dm-error", None);
+    add("fstests/c", Verdict::Flaky, "failed then passed", None);
+    add("fstests/d", Verdict::Failed, "- output mismatch", Some("--- diff ---\n-Silence is golden\n+oops"));
+    let xml = junit_xml(&run).unwrap();
+    assert!(xml.contains("this test requires a valid $SCRATCH_DEV"), "{xml}");
+    assert!(xml.contains("expunged: needs dm-error"), "{xml}");
+    assert!(xml.contains("flaky: failed then passed"), "{xml}");
+    assert!(xml.contains("+oops"), "the diff is in system-out: {xml}");
+    assert_eq!(xml.matches("<skipped ").count(), 3, "{xml}");
+    let benign = vec![run.tests[4].clone(), run.tests[5].clone(), run.tests[6].clone(), run.tests[0].clone()];
+    assert_eq!(RunResult::overall(&benign, false), Verdict::Passed);
+    let json = serde_json::to_string(&run).unwrap();
+    let back: RunResult = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.tests[7].details, run.tests[7].details);
 }

@@ -623,6 +623,7 @@ fn run_session(
         };
         tests.push(TestResult {
             artifacts: dir.artifacts_of(&name),
+            details: None,
             name,
             verdict,
             duration_ms: at.elapsed().as_millis() as u64,
@@ -699,6 +700,7 @@ fn handle_line(line: &str, st: &mut State, watcher: &mut Watcher, plan: &Plan, p
                 reason,
                 findings: vec![],
                 artifacts: vec![],
+                details: None,
             };
             progress(Progress::TestFinished { result: &result });
             st.finished.push(result);
@@ -799,6 +801,7 @@ fn finish_with(
                 reason: Some(format!("not run: {why_not}")),
                 findings: vec![],
                 artifacts: vec![],
+                details: None,
             });
         }
     }
@@ -882,6 +885,7 @@ mod tests {
                 .map(|k| Finding { kind: *k, title: format!("{k:?} line"), test: Some("a".into()), excerpt: String::new() })
                 .collect(),
             artifacts: vec![],
+            details: None,
         }
     }
 

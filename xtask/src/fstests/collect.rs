@@ -48,6 +48,7 @@ fn test_result(
         reason,
         findings: vec![],
         artifacts: vec![],
+        details: None,
     }
 }
 
@@ -116,7 +117,16 @@ pub fn apply(run: &mut RunResult, run_dir: &Path, batches: &[Batch]) -> usize {
                 let (verdict, reason) = verdict_of(&outcomes);
                 let ms = outcomes[0].seconds.map_or(0, |s| (s * 1000.0) as u64);
                 used_ms += ms;
-                test_result(name, verdict, ms, reason)
+                let mut r = test_result(name, verdict, ms, reason);
+                // The first failure's whole diff and kernel log, for JUnit readers.
+                if let Some(o) = outcomes.iter().find(|o| o.status == Status::Fail) {
+                    let parts: Vec<String> = [("diff", &o.diff), ("dmesg", &o.dmesg)]
+                        .iter()
+                        .filter_map(|(what, text)| text.as_ref().map(|t| format!("--- {what} ---\n{t}")))
+                        .collect();
+                    r.details = (!parts.is_empty()).then(|| parts.join("\n"));
+                }
+                r
             } else if !blamed {
                 // The first test without a report: the harness's crash or hang, or the
                 // reason check gave no report.
@@ -255,6 +265,7 @@ mod tests {
             reason: None,
             findings: vec![],
             artifacts: vec![],
+            details: None,
         }
     }
 
@@ -387,6 +398,12 @@ mod tests {
             .artifacts
             .iter()
             .any(|a| a.ends_with("005.dmesg")));
+        // The whole diff and kernel log ride along for JUnit.
+        let d2 = run.tests[1].details.as_deref().unwrap_or_default();
+        assert!(d2.starts_with("--- diff ---") && d2.contains("002.out.bad"), "{d2}");
+        let d5 = run.tests[2].details.as_deref().unwrap_or_default();
+        assert!(d5.contains("--- dmesg ---") && d5.contains("WARNING: fixture capture"), "{d5}");
+        assert!(run.tests[0].details.is_none());
         // Baseline: 005 failing before, 002 newly flaky is not a failure.
         let md = summary_markdown(&run, None);
         assert!(

@@ -314,6 +314,7 @@ pub fn plan(
                     reason: Some(format!("{} ({}; {})", e.reason, e.link, e.file.display())),
                     findings: vec![],
                     artifacts: vec![],
+                    details: None,
                 }),
                 None => to_run.push(id.clone()),
             }
