@@ -25,6 +25,39 @@ fn daemonized_image_mount() {
     e2e::run(&Iomapfs, daemonized_body);
 }
 
+#[test]
+fn preen_repairs_an_unclean_filesystem() {
+    e2e::run(&Iomapfs, preen_body);
+}
+
+/// A filesystem a crash left "not clean" is refused read-write, unless `-o preen` runs
+/// `e2fsck -p` first (fstests' crash tests mount that way).
+fn preen_body(_t: &dyn Target) -> Result<()> {
+    let bins = iomapfs_bins()?;
+    let (_dir, image, mnt) = scratch_image(64)?;
+    // What a crash leaves: the on-disk state still says "mounted" (not valid).
+    cmd::run("debugfs", &[Path::new("-w"), Path::new("-R"), Path::new("ssv state 0"), &image])?;
+    let mount = |opts: &str| std::process::Command::new(&bins.server).args(["-o", opts]).arg(&image).arg(&mnt).output();
+    let refused = mount("rw")?;
+    ensure!(!refused.status.success(), "an unclean filesystem was mounted read-write");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    ensure!(err.contains("not cleanly unmounted") && err.contains("e2fsck"), "{err}");
+    ensure!(mount_fstype(&mnt).is_none(), "nothing is mounted after the refusal");
+
+    let preened = mount("rw,preen")?;
+    ensure!(preened.status.success(), "-o preen: {}", String::from_utf8_lossy(&preened.stderr));
+    let mut guard = MountGuard(mnt.clone(), true);
+    let pid = server_pid(&mnt).context("no iomapfs daemon serves the mount")?;
+    std::fs::write(mnt.join("after"), b"preened")?;
+    e2e::target::umount(&mnt)?;
+    guard.1 = false;
+    wait_exit(pid, Duration::from_secs(20))?;
+    e2fsck_clean(&image)?;
+    let mut expected = Expected::default();
+    expected.file("after", b"preened".to_vec());
+    verify_image(&image, &expected)
+}
+
 /// A scratch dir (0755 so allow_other mounts in it are reachable) with an ext4 image.
 fn scratch_image(size_mib: u64) -> Result<(tempfile::TempDir, PathBuf, PathBuf)> {
     let dir = tempfile::Builder::new().prefix("e2e-helper-").tempdir()?;

@@ -102,6 +102,9 @@ impl std::str::FromStr for Fault {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountOptions {
     pub read_only: bool,
+    /// Run `e2fsck -p` before opening read-write: a filesystem left unclean by a crash is
+    /// repaired the way ext2's boot-time fsck would, instead of refused.
+    pub preen: bool,
     pub allow_other: bool,
     pub default_permissions: bool,
     /// MS_* flags for mount(2) other than MS_RDONLY.
@@ -130,6 +133,7 @@ impl Default for MountOptions {
     fn default() -> Self {
         Self {
             read_only: false,
+            preen: false,
             allow_other: false,
             default_permissions: false,
             ms_flags: 0,
@@ -152,6 +156,8 @@ impl Default for MountOptions {
 pub const HELP: &str = "\
 Mount options (-o, comma separated):
   ro, rw                 read-only or read-write (default rw)
+  preen                  run `e2fsck -p` first, so a filesystem left unclean by a crash
+                         is repaired rather than refused (read-write only)
   allow_other            let other users use the mount (needs root)
   default_permissions    let the kernel check permissions from mode/uid/gid
   iomap=auto|on|off      use FUSE iomap when the kernel offers it (default auto);
@@ -205,6 +211,7 @@ impl MountOptions {
         };
         match key {
             "ro" => self.read_only = true,
+            "preen" => self.preen = true,
             "rw" => self.read_only = false,
             "allow_other" => self.allow_other = true,
             "default_permissions" => self.default_permissions = true,

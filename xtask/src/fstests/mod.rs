@@ -156,8 +156,14 @@ pub fn known_sections(scheme: Scheme) -> Vec<Section> {
             scratch_dev: "/dev/disk/by-id/virtio-scratch".into(),
             scratch_mnt: "/mnt/scratch".into(),
             mkfs_options: mkfs.into(),
+            // preen: a filesystem a crash test left unclean is repaired by e2fsck -p at the
+            // next mount (iomapfs keeps no journal, like ext2) rather than refused.
             // Upstream FSTYP=fuse checks that the mount's type reads exactly `fuse`.
-            mount_options: if scheme == Scheme::FuseSubtype { "-o flavor=fuse,nosubtype".into() } else { String::new() },
+            mount_options: if scheme == Scheme::FuseSubtype {
+                "-o preen,flavor=fuse,nosubtype".into()
+            } else {
+                "-o preen".into()
+            },
             extra: vec![],
         })
         .collect()
@@ -452,6 +458,7 @@ mod tests {
             p.local_config.contains("[iomapfs-1k]")
                 && p.local_config.contains("FSTYP=\"fuseblk.ext4\"")
         );
+        assert!(p.local_config.contains("MOUNT_OPTIONS=\"-o preen\""), "{}", p.local_config);
         // In iomap mode the classic-only entry does not apply; shard 2/4 takes every 4th test.
         let sharded = FstestsArgs {
             shard: Some("2/4".into()),
