@@ -411,6 +411,23 @@ fn reads_update_atime_by_relatime(t: &dyn Target) -> Result<()> {
         (first.atime(), first.atime_nsec()),
         "atime is already after mtime and ctime: relatime leaves it"
     );
+    // A change (ctime now after atime) makes the next read due again, even one the page
+    // cache could serve: FUSE only sees reads that miss the cache.
+    let keep = Timestamps { last_access: ts(0, UTIME_OMIT), last_modification: ts(2000, 0) };
+    rustix::fs::utimensat(CWD, &f, &keep, AtFlags::empty())?;
+    let changed = meta(&f)?.ctime();
+    std::fs::read(&f)?;
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let third = meta(&f)?;
+    ensure!(
+        (third.atime(), third.atime_nsec()) >= (changed, 0) && third.atime() > second.atime() - 1,
+        "a cached read after a change left atime at {} (ctime {changed})",
+        third.atime()
+    );
+    ensure!(
+        (third.atime(), third.atime_nsec()) != (second.atime(), second.atime_nsec()),
+        "a cached read after a change did not update atime"
+    );
     fs.expected.file("f", b"atime".to_vec());
     fs.finish()
 }

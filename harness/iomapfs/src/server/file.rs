@@ -19,10 +19,14 @@ const SEEK_HOLE: u32 = 4;
 
 impl Server {
     fn open_out(&self) -> OpenOut {
+        self.open_out_keeping(true)
+    }
+
+    fn open_out_keeping(&self, keep_cache: bool) -> OpenOut {
         OpenOut {
             fh: self.next_fh.fetch_add(1, Ordering::Relaxed),
             // Only this server changes the filesystem, so cached pages stay valid.
-            open_flags: FOPEN_KEEP_CACHE,
+            open_flags: if keep_cache { FOPEN_KEEP_CACHE } else { 0 },
             ..Default::default()
         }
     }
@@ -52,7 +56,10 @@ impl Server {
             inode.set_ctime(t);
             meta.fs()?.write_inode(ino, &inode)?;
         }
-        Ok(bytes(&self.open_out()))
+        // Reads served from the page cache never reach us, so when the next read is due
+        // to update atime, drop the cache at this open: that read then comes here.
+        let keep_cache = !self.atime_due(&mut meta, &inode, false);
+        Ok(bytes(&self.open_out_keeping(keep_cache)))
     }
 
     pub(super) fn create(&self, req: &Request<'_>, parent: Ino, name: &[u8], arg: &CreateIn) -> Reply {

@@ -42,23 +42,26 @@ impl Server {
     /// read-only filesystem, always with strictatime, otherwise by relatime's rule: when
     /// atime is not after mtime or ctime, or is a day old.
     pub(crate) fn touch_atime(&self, meta: &mut Meta, ino: Ino, inode: &mut Inode, dir: bool) -> Result<(), Errno> {
-        let flags = self.opts.ms_flags;
-        let off = libc::MS_NOATIME | if dir { libc::MS_NODIRATIME } else { 0 };
-        if flags & off != 0 || meta.writable().is_err() {
-            return Ok(());
-        }
-        let t = now();
-        let (a, m, c) = (inode.atime(), inode.mtime(), inode.ctime());
-        let key = |x: Timestamp| (x.sec, x.nsec);
-        let due = flags & libc::MS_STRICTATIME != 0
-            || key(a) <= key(m)
-            || key(a) <= key(c)
-            || t.sec.saturating_sub(a.sec) >= 24 * 3600;
-        if due {
-            inode.set_atime(t);
+        if self.atime_due(meta, inode, dir) {
+            inode.set_atime(now());
             meta.writable()?.write_inode(ino, inode)?;
         }
         Ok(())
+    }
+
+    /// Whether reading `inode` now should update its atime (see `touch_atime`).
+    pub(crate) fn atime_due(&self, meta: &mut Meta, inode: &Inode, dir: bool) -> bool {
+        let flags = self.opts.ms_flags;
+        let off = libc::MS_NOATIME | if dir { libc::MS_NODIRATIME } else { 0 };
+        if flags & off != 0 || meta.writable().is_err() {
+            return false;
+        }
+        let (a, m, c) = (inode.atime(), inode.mtime(), inode.ctime());
+        let key = |x: Timestamp| (x.sec, x.nsec);
+        flags & libc::MS_STRICTATIME != 0
+            || key(a) <= key(m)
+            || key(a) <= key(c)
+            || now().sec.saturating_sub(a.sec) >= 24 * 3600
     }
 
     /// Adjusts a directory's link count (and times) when a subdirectory comes or goes;
