@@ -132,7 +132,8 @@ pub fn apply(run: &mut RunResult, run_dir: &Path, batches: &[Batch]) -> usize {
                 // reason check gave no report.
                 blamed = true;
                 let (verdict, why) = match attempts.first() {
-                    _ if stopped => (t.verdict, t.reason.clone()),
+                    // The harness knows why (crash, hang, interrupted run).
+                    _ if stopped || (t.verdict == Verdict::InfraError && t.reason.is_some()) => (t.verdict, t.reason.clone()),
                     Some(Err(e)) => (Verdict::InfraError, Some(e.clone())),
                     _ => (
                         Verdict::InfraError,
@@ -471,6 +472,17 @@ mod tests {
         assert_eq!(apply(&mut run, run_dir.path(), &[batch]), 0);
         assert_eq!(run.tests.len(), 2);
         assert!(run.tests.iter().all(|t| t.verdict == Verdict::NotRun && t.reason.as_deref() == Some("interrupted")));
+
+        // A batch the run stopped in (Ctrl-C): the running test carries the run's reason.
+        let mut stopped = result("fstests/ext4_4k/batch-001", Verdict::InfraError);
+        stopped.reason = Some("interrupted (Ctrl-C)".into());
+        let mut run = RunResult { tests: vec![stopped], ..empty_run() };
+        let ids = ["generic/001", "generic/003", "generic/011"].map(String::from).to_vec();
+        let batch = Batch { name: "fstests/ext4_4k/batch-001".into(), section: "ext4_4k".into(), ids };
+        apply(&mut run, run_dir.path(), &[batch]);
+        assert_eq!(run.tests[1].verdict, Verdict::InfraError);
+        assert_eq!(run.tests[1].reason.as_deref(), Some("interrupted (Ctrl-C)"));
+        assert_eq!(run.tests[2].verdict, Verdict::NotRun);
     }
 
     pub(super) fn empty_run() -> RunResult {
