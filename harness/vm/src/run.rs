@@ -465,6 +465,9 @@ fn run_session(
         notes: vec![],
         interrupted_test: None,
     };
+    // From the end of what earlier boots wrote (QEMU appends), taken before QEMU starts:
+    // a fast guest may send its first events before the console is even attached.
+    let mut events = Tail::from_end(dir.path.join("events.jsonl"));
     let mut qemu = match spawn_qemu(&cfg, &dir.path, false) {
         Ok(child) => QemuGuard { child, done: false },
         Err(e) => {
@@ -482,7 +485,6 @@ fn run_session(
     };
 
     let mut watcher = Watcher::new();
-    let mut events = Tail::from_end(dir.path.join("events.jsonl"));
     let mut findings: Vec<Finding> = vec![];
     let mut st = State {
         ready_info: None,
