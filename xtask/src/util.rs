@@ -90,6 +90,25 @@ impl Lock {
     }
 }
 
+/// Run `git -C dir ARGS` and return its raw stdout; a failure carries git's stderr.
+pub fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
+    let o = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .context("running git")?;
+    if !o.status.success() {
+        anyhow::bail!(
+            "git {} (in {}): {}",
+            args.join(" "),
+            dir.display(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(o.stdout)
+}
+
 /// Write a file atomically (temp file + rename) so readers never see half of it.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");

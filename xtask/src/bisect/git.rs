@@ -1,25 +1,12 @@
 //! The git commands bisect needs, and reading `git bisect log`.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::Path;
 
 /// Run git in `dir` and return its trimmed stdout; the error carries stderr.
 pub fn out(dir: &Path, args: &[&str]) -> Result<String> {
-    let o = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .context("running git")?;
-    if !o.status.success() {
-        anyhow::bail!(
-            "git {} (in {}): {}",
-            args.join(" "),
-            dir.display(),
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    let stdout = crate::util::git(dir, args)?;
+    Ok(String::from_utf8_lossy(&stdout).trim().to_string())
 }
 
 pub fn run(dir: &Path, args: &[&str]) -> Result<()> {

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::error::usage;
+use crate::util::git;
 use crate::image::{dir_to_ext4, ensure_rootfs, run_streaming, FileLock};
 use crate::ui::Ui;
 
@@ -41,24 +42,6 @@ struct Checkout {
     files: Option<Vec<u8>>,
     revision: String,
     key_material: Vec<u8>,
-}
-
-fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .with_context(|| format!("running git {}", args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "git {} in {}: {}",
-            args.join(" "),
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(out.stdout)
 }
 
 fn is_git_tree(dir: &Path) -> bool {

@@ -266,25 +266,8 @@ fn with_plain_series(
 }
 
 fn git_out(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = duct::cmd(
-        "git",
-        ["-C".as_ref(), dir.as_os_str()]
-            .into_iter()
-            .chain(args.iter().map(|a| a.as_ref())),
-    )
-    .stdout_capture()
-    .stderr_capture()
-    .unchecked()
-    .run()
-    .context("running git")?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "git {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let stdout = crate::util::git(dir, args)?;
+    Ok(String::from_utf8_lossy(&stdout).trim().to_string())
 }
 
 fn run_git(dir: &Path, args: &[&str]) -> Result<()> {
