@@ -72,8 +72,7 @@ impl Recipe {
         // The sources file's content (not just its name) decides what we get.
         h.update(std::fs::read(&self.mirror).unwrap_or_default());
         h.update(tool_version("mmdebstrap", "--version").as_bytes());
-        let digest = h.finalize();
-        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+        crate::util::short(&crate::util::hex(&h.finalize())).to_string()
     }
 
     pub fn image_path(&self, cache_dir: &Path) -> PathBuf {
@@ -137,24 +136,6 @@ fn tool_version(tool: &str, flag: &str) -> String {
         .unwrap_or_default()
 }
 
-/// An exclusive lock on a file, held while the guard lives (parallel test
-/// processes must not build the same image twice).
-pub struct FileLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
-
-impl FileLock {
-    pub fn acquire(path: &Path) -> Result<FileLock> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        let f =
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", path.display()))?;
-        Ok(FileLock(lock))
-    }
-}
-
 /// The image for `name`, built if it is not cached. Returns its path.
 pub fn ensure_image(images_dir: &Path, name: &str, cache_dir: &Path, ui: &Ui) -> Result<PathBuf> {
     let recipe = Recipe::load(images_dir, name)?;
@@ -162,7 +143,10 @@ pub fn ensure_image(images_dir: &Path, name: &str, cache_dir: &Path, ui: &Ui) ->
     if path.is_file() {
         return Ok(path);
     }
-    let _lock = FileLock::acquire(&cache_dir.join("images").join(format!("{name}.lock")))?;
+    // Parallel test processes must not build the same image twice.
+    let _lock = crate::util::Lock::acquire(&cache_dir.join("images").join(format!("{name}.lock")), || {
+        ui.note(format!("image `{name}`: waiting for another build of it"))
+    })?;
     if path.is_file() {
         return Ok(path); // built by another process while we waited
     }
@@ -185,7 +169,9 @@ pub fn ensure_rootfs(
     if done.is_file() {
         return Ok((root, key));
     }
-    let _lock = FileLock::acquire(&cache_dir.join("rootfs").join(format!("{name}.lock")))?;
+    let _lock = crate::util::Lock::acquire(&cache_dir.join("rootfs").join(format!("{name}.lock")), || {
+        ui.note(format!("root `{name}`: waiting for another build of it"))
+    })?;
     if done.is_file() {
         return Ok((root, key));
     }

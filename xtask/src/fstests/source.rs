@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::usage;
 use crate::util::git;
-use crate::image::{dir_to_ext4, ensure_rootfs, run_streaming, FileLock};
+use crate::image::{dir_to_ext4, ensure_rootfs, run_streaming};
 use crate::ui::Ui;
 
 /// Bump when the way fstests is built changes (invalidates every cached build).
@@ -127,12 +127,8 @@ fn walk(base: &Path, dir: &Path, key: &mut Vec<u8>) -> Result<()> {
 
 /// Fetch `git_ref` of `url` (shallow) into a cached repository and check it out there.
 fn checkout_git(url: &str, git_ref: &str, cache: &Path, ui: &Ui) -> Result<Checkout> {
-    let name: String = Sha256::digest(url.as_bytes())
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let repo = cache.join("fstests").join("git").join(name);
+    let name = crate::util::sha256_hex(url.as_bytes());
+    let repo = cache.join("fstests").join("git").join(crate::util::short(&name));
     std::fs::create_dir_all(&repo)?;
     if !repo.join(".git").exists() {
         git(&repo, &["init", "-q"])?;
@@ -176,13 +172,9 @@ pub fn ensure_built(source: &Source, cache: &Path, jobs: usize, ui: &Ui) -> Resu
         h.update(part);
         h.update([0]);
     }
-    let key: String = h
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let out = cache.join("fstests").join("builds").join(&key);
+    let digest = crate::util::hex(&h.finalize());
+    let key = crate::util::short(&digest);
+    let out = cache.join("fstests").join("builds").join(key);
     let built = Built {
         image: out.join("fstests.ext4"),
         tree: out.join("tree"),
@@ -195,7 +187,9 @@ pub fn ensure_built(source: &Source, cache: &Path, jobs: usize, ui: &Ui) -> Resu
         ));
         return Ok(built);
     }
-    let _lock = FileLock::acquire(&cache.join("fstests").join("build.lock"))?;
+    let _lock = crate::util::Lock::acquire(&cache.join("fstests").join("build.lock"), || {
+        ui.note("fstests: waiting for another build of fstests")
+    })?;
     if built.image.is_file() {
         return Ok(built);
     }
