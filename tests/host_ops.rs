@@ -1332,8 +1332,8 @@ fn setfacl(args: &[&str], p: &Path) -> Result<()> {
 }
 
 fn posix_acls(t: &dyn Target) -> Result<()> {
-    if e2e::cmd::find_tool("setfacl").is_none() || e2e::cmd::find_tool("getfacl").is_none() {
-        eprintln!("SKIPPED: setfacl/getfacl (Debian package `acl`) are not installed");
+    use test_support::needs::tool_from;
+    if !test_support::needs_all([tool_from("setfacl", "acl"), tool_from("getfacl", "acl")]) {
         return Ok(());
     }
     let mut fs = TestFs::new(t, FsSpec::default())?;

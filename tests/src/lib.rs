@@ -18,11 +18,14 @@ pub use sparse::SparseData;
 pub use target::{Iomapfs, KernelExt4, MountOptions, Target};
 pub use testfs::{FsSpec, TestFs};
 
-/// Runs one test body on `target`, or skips it (printing why) if the machine truly cannot
-/// run that target: no root, no /dev/fuse, or missing tools.
+/// Runs one test body on `target`. If the machine cannot run that target (no root, no
+/// /dev/fuse, missing tools), `test_support::needs` decides: a failure under CI, a SKIP line
+/// elsewhere.
 pub fn run(target: &dyn Target, body: fn(&dyn Target) -> anyhow::Result<()>) {
-    if let Some(reason) = target.missing_prerequisite() {
-        eprintln!("SKIPPED on {}: {reason}", target.name());
+    let missing = target
+        .missing_prerequisite()
+        .map(|reason| format!("{}: {reason}", target.name()));
+    if !test_support::needs(missing) {
         return;
     }
     // Creation modes in the tests assume the usual umask, whatever the caller's is.

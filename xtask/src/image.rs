@@ -180,7 +180,7 @@ pub fn ensure_rootfs(
         recipe.suite,
         recipe.packages.len()
     ));
-    check_build_tools()?;
+    check_build_tools(ui)?;
     if root.exists() {
         std::fs::remove_dir_all(&root)
             .with_context(|| format!("removing stale {}", root.display()))?;
@@ -191,22 +191,11 @@ pub fn ensure_rootfs(
     Ok((root, key))
 }
 
-fn check_build_tools() -> Result<()> {
+fn check_build_tools(ui: &Ui) -> Result<()> {
     if nix::unistd::geteuid().as_raw() != 0 {
         bail!("building the guest image needs root (mmdebstrap --mode=root and mke2fs -d keep file ownership)");
     }
-    for tool in ["mmdebstrap", "mke2fs"] {
-        if Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_err()
-        {
-            bail!("`{tool}` is not installed (apt-get install mmdebstrap e2fsprogs)");
-        }
-    }
-    Ok(())
+    crate::host::ensure(&[crate::host::Job::Image], ui)
 }
 
 fn build(recipe: &Recipe, out: &Path, ui: &Ui) -> Result<()> {
@@ -217,7 +206,7 @@ fn build(recipe: &Recipe, out: &Path, ui: &Ui) -> Result<()> {
         recipe.packages.len(),
         out.display()
     ));
-    check_build_tools()?;
+    check_build_tools(ui)?;
     let parent = out.parent().context("image path has no parent")?;
     // Under the lock, so no other process uses this directory.
     let work = parent.join(format!(".build-{}", recipe.name));

@@ -6,6 +6,7 @@ pub mod bindgen;
 pub mod bisect;
 pub mod error;
 pub mod fstests;
+pub mod host;
 pub mod image;
 pub mod kernel;
 pub mod paths;

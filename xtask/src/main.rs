@@ -26,6 +26,9 @@ enum Command {
     VmShell(xtask::vm_shell::VmShellArgs),
     /// Build (or show) the cached guest image.
     Image(xtask::image::ImageArgs),
+    /// Install the Debian packages the harness and its tests need (QEMU included), or
+    /// print the commands when not root.
+    Setup(xtask::host::SetupArgs),
     /// Find the kernel commit that broke a vm-test selection (git bisect, driven for you).
     Bisect(Box<xtask::bisect::BisectArgs>),
     /// One bisect step, run by `git bisect run` (internal).
@@ -49,6 +52,7 @@ fn main() {
         Command::VmTest(args) => xtask::vm_test::main(args, &ui),
         Command::VmShell(args) => xtask::vm_shell::main(args, &ui),
         Command::Image(args) => xtask::image::main(args, &ui),
+        Command::Setup(args) => xtask::host::setup(args, &ui),
         Command::Bisect(args) => xtask::bisect::main(args, &ui),
     };
     if let Err(err) = result {

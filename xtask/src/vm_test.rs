@@ -208,16 +208,18 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
     let images = crate::paths::workspace_root().join("images");
     // Check the recipe name and QEMU before spending minutes on a kernel.
     crate::image::Recipe::load(&images, &vm.image)?;
-    let qemu_found = if vm.qemu.components().count() > 1 {
-        vm.qemu.is_file()
-    } else {
-        crate::util::which(&vm.qemu.to_string_lossy()).is_some()
-    };
-    if !qemu_found {
-        return Err(usage(format!(
-            "QEMU ({}) is not installed: apt-get install qemu-system-x86 qemu-utils",
-            vm.qemu.display()
-        )));
+    // QEMU (installed when missing and we are root) and the packages the guest binaries
+    // build with, before spending minutes on a kernel.
+    let mut jobs = vec![];
+    if vm.qemu == std::path::Path::new(crate::host::qemu::BINARY) {
+        jobs.push(crate::host::Job::Vm);
+    }
+    if with_server {
+        jobs.push(crate::host::Job::GuestBinaries);
+    }
+    crate::host::ensure(&jobs, ui)?;
+    if vm.qemu != std::path::Path::new(crate::host::qemu::BINARY) {
+        crate::host::qemu::probe(&vm.qemu, ui)?;
     }
     let (kernel, kernel_release, kernel_iomap) = match &vm.kernel_image {
         Some(p) => {

@@ -191,15 +191,10 @@ fn fixture() -> Fixture {
 }
 
 fn have_qemu() -> bool {
-    if Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIP: qemu-system-x86_64 is not installed");
-        return false;
-    }
-    true
+    test_support::needs(test_support::needs::tool_from(
+        "qemu-system-x86_64",
+        "qemu-system-x86",
+    ))
 }
 
 /// Run the real xtask binary; stderr is echoed as it comes (progress) and

@@ -18,14 +18,12 @@ struct Cli {
     args: VmTestArgs,
 }
 
-/// None (with a printed reason) if this machine cannot run a VM at all.
+/// None (after `needs`: a failure under CI, a SKIP line elsewhere) if this machine has no QEMU.
 fn vm_args(extra: &[&str]) -> Option<VmTestArgs> {
-    if Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIP: qemu-system-x86_64 is not installed");
+    if !test_support::needs(test_support::needs::tool_from(
+        "qemu-system-x86_64",
+        "qemu-system-x86",
+    )) {
         return None;
     }
     let mut argv = vec!["vm-test".to_string()];

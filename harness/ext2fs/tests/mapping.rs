@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{create_file, debugfs, debugfs_bytes, fsck_clean, missing_tool, mkfs, write_data, Rng, S_IFREG};
+use common::{create_file, debugfs, debugfs_bytes, fsck_clean, have_tools, mkfs, write_data, Rng, S_IFREG};
 use ext2fs::{Fs, Inode, MapKind, Mapping, ROOT_INO};
 
 /// Leaf extents as debugfs shows them: (logical start, length, physical start, unwritten).
@@ -524,8 +524,7 @@ fn enospc_is_clean() {
 
 #[test]
 fn freed_blocks_are_logged_for_invalidation() {
-    if let Some(tool) = missing_tool() {
-        eprintln!("SKIPPED: {tool} (e2fsprogs) is not installed");
+    if !have_tools() {
         return;
     }
     let img = mkfs(16, &["-b", "4096"]);

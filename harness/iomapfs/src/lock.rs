@@ -173,10 +173,10 @@ mod tests {
             .arg("cat")
             .stdin(std::process::Stdio::piped())
             .spawn();
-        let Ok(mut child) = spawned else {
-            eprintln!("SKIPPED: no flock(1)");
+        if !test_support::needs(test_support::needs::tool_from("flock", "util-linux")) {
             return;
-        };
+        }
+        let mut child = spawned.expect("flock(1) starts");
         let probe = File::open(&path).unwrap();
         let start = Instant::now();
         while holders(&probe).is_empty() && start.elapsed() < Duration::from_secs(10) {

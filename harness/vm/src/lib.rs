@@ -3,6 +3,7 @@
 //! happened into a [`report::RunResult`].
 pub mod console;
 pub mod qemu;
+pub mod qemu_probe;
 pub mod qmp;
 pub mod rundir;
 pub mod accel;

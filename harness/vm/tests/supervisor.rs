@@ -75,8 +75,8 @@ struct Fixture {
 }
 
 fn fixture() -> Option<Fixture> {
-    if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("SKIP: python3 is not installed (needed for the fake QEMU)");
+    // python3 runs the fake QEMU.
+    if !test_support::needs(test_support::needs::tool("python3")) {
         return None;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -157,11 +157,7 @@ fn append_direct(t: &dyn Target) -> Result<()> {
 /// The fio job files run and report sane numbers (the figures themselves come from a
 /// longer manual run: `workloads fio DIR`).
 fn fio_jobs(t: &dyn Target) -> Result<()> {
-    if e2e::cmd::find_tool("fio").is_none() {
-        eprintln!(
-            "SKIPPED fio_jobs on {}: fio is not installed (apt-get install fio)",
-            t.name()
-        );
+    if !test_support::needs(test_support::needs::tool("fio")) {
         return Ok(());
     }
     let fx = Fx::new(t, 256)?;

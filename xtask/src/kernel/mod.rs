@@ -22,7 +22,6 @@
 //! ```
 
 pub mod cli;
-mod deps;
 pub mod kconfig;
 mod make;
 pub mod series;
@@ -481,7 +480,7 @@ fn plan(opts: &KernelOptions, ui: &Ui) -> Result<Plan> {
     let t0 = Instant::now();
     let cache = &opts.cache_dir;
     ui.step(format!("kernel for profile `{}`", opts.profile));
-    deps::ensure_build_deps(ui)?;
+    crate::host::ensure(&[crate::host::Job::KernelBuild], ui)?;
     let series = opts
         .series
         .as_ref()

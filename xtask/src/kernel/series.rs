@@ -403,8 +403,8 @@ mod tests {
     /// modes, a bad one is named.
     #[test]
     fn applies_and_names_failing_patch() {
-        if which("git").is_none() || which("patch").is_none() {
-            eprintln!("skipping: git or patch not installed");
+        use test_support::needs::tool;
+        if !test_support::needs_all([tool("git"), tool("patch")]) {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -2,7 +2,7 @@
 //! linux-source package. The user's own tree is never modified: series are
 //! applied in a clone or copy inside the cache.
 
-use super::deps;
+use crate::host::apt as deps;
 use super::series::{self, Series, SeriesInfo};
 use crate::error::usage;
 use crate::ui::Ui;
@@ -125,7 +125,14 @@ fn debian_tree(pkg: &str, cache: &Path, ui: &Ui) -> Result<(PathBuf, String)> {
     let version = match deps::dpkg_version(pkg)? {
         Some(v) => v,
         None => {
-            deps::apt_install(&[pkg], ui)?;
+            deps::install(
+                &deps::Install {
+                    purpose: format!("the kernel source ({pkg})"),
+                    packages: vec![deps::Package::new(pkg)],
+                    sources: vec![],
+                },
+                ui,
+            )?;
             deps::dpkg_version(pkg)?
                 .with_context(|| format!("{pkg} is still not installed after apt-get"))?
         }
@@ -586,13 +593,13 @@ mod tests {
     }
 
     fn has_git() -> bool {
-        crate::util::which("git").is_some() && crate::util::which("patch").is_some()
+        use test_support::needs::tool;
+        test_support::needs_all([tool("git"), tool("patch")])
     }
 
     #[test]
     fn local_git_tree_in_place_and_with_series() {
         if !has_git() {
-            eprintln!("skipping: git/patch not installed");
             return;
         }
         let d = tempfile::tempdir().unwrap();
@@ -653,7 +660,6 @@ mod tests {
     #[test]
     fn git_url_source_fetches_and_applies_series() {
         if !has_git() {
-            eprintln!("skipping: git/patch not installed");
             return;
         }
         let d = tempfile::tempdir().unwrap();
@@ -693,7 +699,6 @@ mod tests {
     #[test]
     fn plain_tree_series_goes_to_a_copy() {
         if !has_git() {
-            eprintln!("skipping: git/patch not installed");
             return;
         }
         let d = tempfile::tempdir().unwrap();

@@ -10,21 +10,22 @@ use ext2fs::{FileType, Fs, Ino, Inode, MapKind, Timestamp};
 pub const S_IFREG: u32 = 0o100000;
 pub const S_IFDIR: u32 = 0o040000;
 
-/// Skips the test (with the reason printed) when e2fsprogs' tools are missing.
+/// Returns from the test when e2fsprogs' tools are missing (a failure under CI, see
+/// `test_support::needs`).
 #[macro_export]
 macro_rules! require_tools {
     () => {
-        if let Some(missing) = common::missing_tool() {
-            eprintln!("SKIP: {missing} not found (install e2fsprogs)");
+        if !common::have_tools() {
             return;
         }
     };
 }
 
-pub fn missing_tool() -> Option<&'static str> {
-    ["mkfs.ext4", "e2fsck", "debugfs"]
-        .into_iter()
-        .find(|tool| Command::new(tool).arg("-V").output().is_err())
+/// Whether mkfs.ext4, e2fsck and debugfs are installed (through `test_support::needs`).
+pub fn have_tools() -> bool {
+    test_support::needs_all(
+        ["mkfs.ext4", "e2fsck", "debugfs"].map(|t| test_support::needs::tool_from(t, "e2fsprogs")),
+    )
 }
 
 /// A filesystem image in its own temporary directory.
