@@ -62,7 +62,7 @@ impl Install {
                 "printf '%s\\n' {} | sudo tee {} >/dev/null",
                 s.contents
                     .lines()
-                    .map(|l| format!("'{l}'"))
+                    .map(|l| shlex::try_quote(l).map_or_else(|_| "''".into(), |q| q.into_owned()))
                     .collect::<Vec<_>>()
                     .join(" "),
                 s.path().display()
@@ -134,7 +134,7 @@ pub fn install(what: &Install, ui: &Ui) -> Result<()> {
     let root = nix::unistd::geteuid().is_root();
     if !root || which("apt-get").is_none() {
         return Err(usage(format!(
-            "{} needs Debian packages that are not installed: {}\n  install them as root with:\n{}",
+            "Debian packages for {} are not installed: {}\n  install them as root with:\n{}",
             what.purpose,
             what.packages.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(" "),
             indent(&what.commands())
@@ -221,5 +221,25 @@ mod tests {
              sudo apt-get update\n\
              sudo apt-get install -y --no-install-recommends qemu-system-x86/bookworm-backports fio"
         );
+    }
+
+    /// The printed source line, run by a shell, writes exactly the contents (quotes included).
+    #[test]
+    fn printed_source_command_writes_the_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let contents = "# it's the harness's\nTypes: deb\nSuites: a b\n";
+        let what = Install {
+            purpose: "x".into(),
+            packages: vec![Package::new("p")],
+            sources: vec![ExtraSource { file: "f".into(), contents: contents.into() }],
+        };
+        let line = what.commands().lines().next().unwrap().to_owned();
+        let target = dir.path().join("out");
+        let line = line
+            .replace("sudo ", "")
+            .replace("/etc/apt/sources.list.d/f", target.to_str().unwrap());
+        let st = std::process::Command::new("sh").args(["-c", &line]).status().unwrap();
+        assert!(st.success(), "{line}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), contents);
     }
 }

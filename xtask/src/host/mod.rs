@@ -134,7 +134,11 @@ fn describe(jobs: &[Job]) -> String {
             Job::Tests => "the tests",
         })
         .collect();
-    names.join(", ")
+    match names.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => "nothing".into(),
+    }
 }
 
 /// `cargo xtask setup`: everything the README's two quick-start commands need: Debian's

@@ -49,7 +49,7 @@ pub fn install_for(codename: Option<&str>) -> Install {
             sources: vec![ExtraSource {
                 file: format!("fuse-iomap-harness-{suite}.sources"),
                 contents: format!(
-                    "# Added by fuse-iomap-harness (cargo xtask setup): QEMU's matched pair.\n\
+                    "# Added by fuse-iomap-harness (cargo xtask setup): the matched QEMU pair.\n\
                      Types: deb\n\
                      URIs: http://deb.debian.org/debian\n\
                      Suites: {suite}\n\
