@@ -67,8 +67,14 @@ fn usage_errors_exit_2() {
 #[test]
 fn missing_requested_symbol_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
-    let frag = dir.path().join("wants-iomap.config");
-    std::fs::write(&frag, "CONFIG_FUSE_IOMAP=y\nCONFIG_FUSE_FS=y\n").unwrap();
+    let frag = dir.path().join("wants.config");
+    // A symbol this tree does not define (skipped, said), one whose dependencies are unmet
+    // (an error), one that is satisfied.
+    std::fs::write(
+        &frag,
+        "CONFIG_NO_SUCH_SYMBOL_IN_ANY_TREE=y\nCONFIG_USB_STORAGE=y\nCONFIG_FUSE_FS=y\n",
+    )
+    .unwrap();
     let (code, stderr, _) = xtask(&[
         "kernel",
         "--config-only",
@@ -77,8 +83,16 @@ fn missing_requested_symbol_is_a_config_error() {
     ]);
     assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("CONFIG_FUSE_IOMAP: requested y by wants-iomap:1, got (absent) (this tree has no such symbol)"),
+        stderr.contains("CONFIG_USB_STORAGE: requested y by wants:2, got (absent) (its dependencies are not met)"),
         "{stderr}"
+    );
+    assert!(
+        stderr.contains("skipped CONFIG_NO_SUCH_SYMBOL_IN_ANY_TREE: requested by wants:1, but this tree has no such symbol"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("CONFIG_NO_SUCH_SYMBOL_IN_ANY_TREE: requested y"),
+        "an undefined symbol the harness does not need is not an error: {stderr}"
     );
     assert!(
         !stderr.contains("CONFIG_FUSE_FS:"),

@@ -460,6 +460,7 @@ struct Plan {
     src: source::PreparedSource,
     fragments: Vec<Fragment>,
     iomap_known: bool,
+    iomap: IomapMode,
     key: String,
     dir: PathBuf,
     make: make::Make,
@@ -537,6 +538,7 @@ fn plan(opts: &KernelOptions, ui: &Ui) -> Result<Plan> {
         src,
         fragments,
         iomap_known,
+        iomap: opts.iomap,
         key,
         dir,
         make,
@@ -573,19 +575,62 @@ fn ensure_config(p: &Plan, ui: &Ui) -> Result<bool> {
     Ok(true)
 }
 
-/// Verify every requested symbol in the build dir's .config.
-fn verify(p: &Plan) -> Result<(Config, usize)> {
+/// Symbols the harness needs at run time: the guest's console, disks, share, event port,
+/// and the filesystems it mounts. Requesting one that the tree does not define is an error;
+/// any other symbol a tree does not define (a newer or older kernel dropped or renamed it) is
+/// reported and skipped, so one set of fragments builds many kernels.
+pub const RUNTIME_SYMBOLS: &[&str] = &[
+    "BLOCK",
+    "SERIAL_8250_CONSOLE",
+    "VIRTIO_MMIO",
+    "VIRTIO_BLK",
+    "VIRTIO_CONSOLE",
+    "NET_9P_VIRTIO",
+    "9P_FS",
+    "FUSE_FS",
+    "EXT4_FS",
+    "DEVTMPFS",
+    "PROC_FS",
+    "SYSFS",
+    "TMPFS",
+    "BINFMT_ELF",
+];
+
+/// Whether a requested symbol (`CONFIG_X`) the tree does not define stops the build.
+fn undefined_symbol_matters(symbol: &str, iomap: IomapMode) -> bool {
+    let name = symbol.strip_prefix("CONFIG_").unwrap_or(symbol);
+    RUNTIME_SYMBOLS.contains(&name)
+        || (symbol.starts_with(IOMAP_SYMBOL) && iomap == IomapMode::Required)
+}
+
+/// Verify every requested symbol in the build dir's .config. Symbols the tree does not
+/// define and the harness does not need are reported (`ui`), not errors.
+fn verify(p: &Plan, ui: &Ui) -> Result<(Config, usize)> {
     let path = p.make.objdir.join(".config");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let config = kconfig::parse_config(&text);
-    let mismatches = kconfig::verify(&p.fragments, &config);
-    let verified = kconfig::effective_requests(&p.fragments).len();
+    let mut mismatches = kconfig::verify(&p.fragments, &config);
+    let mut verified = kconfig::effective_requests(&p.fragments).len();
     if mismatches.is_empty() {
         return Ok((config, verified));
     }
     // Say why each symbol is missing: unknown to the tree, or its dependencies.
     let known = kconfig::kconfig_symbols(&p.src.tree);
+    mismatches.retain(|m| {
+        let skip = !known.contains(&m.symbol) && !undefined_symbol_matters(&m.symbol, p.iomap);
+        if skip {
+            ui.note(format!(
+                "skipped {}: requested by {}:{}, but this tree has no such symbol",
+                m.symbol, m.fragment, m.line
+            ));
+            verified -= 1;
+        }
+        !skip
+    });
+    if mismatches.is_empty() {
+        return Ok((config, verified));
+    }
     let mut msg = format!(
         "{} requested config symbol(s) are not in the final .config:\n",
         mismatches.len()
@@ -622,7 +667,7 @@ fn verify(p: &Plan) -> Result<(Config, usize)> {
 pub fn configure_kernel(opts: &KernelOptions, ui: &Ui) -> Result<ConfigReport> {
     let p = plan(opts, ui)?;
     ensure_config(&p, ui)?;
-    let (config, verified) = verify(&p)?;
+    let (config, verified) = verify(&p, ui)?;
     let base_text = std::fs::read_to_string(p.dir.join("tinyconfig.config")).unwrap_or_default();
     let changes = kconfig::diff(&kconfig::parse_config(&base_text), &config);
     Ok(ConfigReport {
@@ -654,7 +699,7 @@ pub fn ensure_kernel(opts: &KernelOptions, ui: &Ui) -> Result<BuiltKernel> {
     }
     let tc = Instant::now();
     ensure_config(&p, ui)?;
-    verify(&p)?;
+    verify(&p, ui)?;
     let config_s = tc.elapsed().as_secs_f64();
     let tb = Instant::now();
     ui.step(format!(
@@ -665,7 +710,7 @@ pub fn ensure_kernel(opts: &KernelOptions, ui: &Ui) -> Result<BuiltKernel> {
     let stats = p.make.build(&p.dir.join("build.log"), ui)?;
     let build_s = tb.elapsed().as_secs_f64();
     // make re-syncs .config when Kconfig files changed: verify what was built.
-    let (config, _) = verify(&p)?;
+    let (config, _) = verify(&p, ui)?;
     let k = collect(
         &p,
         opts,
