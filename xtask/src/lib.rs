@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bindgen;
 pub mod bisect;
+pub mod boot_params;
 pub mod error;
 pub mod fstests;
 pub mod host;
@@ -13,5 +14,6 @@ pub mod paths;
 pub mod profile;
 pub mod ui;
 pub mod util;
+pub mod vm_dry_run;
 pub mod vm_shell;
 pub mod vm_test;

@@ -89,6 +89,10 @@ pub struct VmTestArgs {
     /// for build or infrastructure failures, 128 (stop) for usage errors.
     #[arg(long)]
     pub bisect_exit_codes: bool,
+    /// Print the QEMU command line the run would use (kernel command line included) and
+    /// exit, building and booting nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// The guest counts as stuck after this many seconds without any event
     /// (the agent sends a heartbeat every 2 s); the harness then captures a
     /// task dump through sysrq and stops QEMU.
@@ -296,7 +300,11 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
         memory_mb: vm.memory.max(128),
         test_disk_mb: vm.test_disk,
         scratch_disk_mb: vm.scratch_disk,
-        extra_cmdline: vm.append.clone(),
+        extra_cmdline: crate::boot_params::extra_cmdline(
+            &crate::boot_params::vm_profile(vm.profile.as_deref())?,
+            kernel_iomap,
+            &vm.append,
+        ),
         format_test_disk: with_server.then(Vec::new),
         extra_disks: vec![],
     };
@@ -711,6 +719,9 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
 
 /// The `vm-test` subcommand: run, print the summary, map the verdict to an error kind.
 pub fn main(args: &VmTestArgs, ui: &Ui) -> Result<()> {
+    if args.dry_run {
+        return crate::vm_dry_run::main(args, ui);
+    }
     let (result, dir) = run(args, ui)?;
     eprint!("{}", report::summary_text(&result));
     eprintln!("results: {}", dir.join("summary.md").display());

@@ -302,3 +302,28 @@ fn boot_to_init(bzimage: &Path) {
         run_line.unwrap().trim()
     );
 }
+
+/// `vm-test --dry-run` prints the VM's command line without building or booting: the
+/// fuse-iomap profile (iomap required) boots with FUSE iomap enabled in the fuse module; a
+/// kernel built without iomap does not get the parameters.
+#[test]
+fn dry_run_shows_iomap_enabled_on_iomap_kernels() {
+    let dry = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["vm-test", "--dry-run"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.starts_with("qemu-system-x86_64 ") && stdout.contains(" -append "), "{stdout}");
+        stdout
+    };
+    let want = ["fuse.enable_iomap=1", "fuse.debug_iomap=1"];
+    let iomap = dry(&["--profile", "fuse-iomap"]);
+    assert!(want.iter().all(|w| iomap.contains(w)), "{iomap}");
+    let off = dry(&["--iomap", "off", "--profile", "fuse-iomap"]);
+    assert!(!off.contains("fuse.enable_iomap"), "{off}");
+    let user = dry(&["--profile", "fuse-iomap", "--append", "fuse.debug_iomap=0"]);
+    assert!(user.trim_end().contains("fuse.debug_iomap=1 fuse.debug_iomap=0'"), "the user's words come last: {user}");
+}

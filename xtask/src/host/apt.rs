@@ -44,6 +44,22 @@ impl ExtraSource {
     }
 }
 
+/// The harness's own sources entry for a suite of Debian's archive
+/// (`/etc/apt/sources.list.d/fuse-iomap-harness-SUITE.sources`).
+pub fn debian_suite(suite: &str) -> ExtraSource {
+    ExtraSource {
+        file: format!("fuse-iomap-harness-{suite}.sources"),
+        contents: format!(
+            "# Added by fuse-iomap-harness: packages it selects by name from {suite}.\n\
+             Types: deb\n\
+             URIs: http://deb.debian.org/debian\n\
+             Suites: {suite}\n\
+             Components: main\n\
+             Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        ),
+    }
+}
+
 /// What to install: packages, and the sources they need.
 #[derive(Clone, Debug, Default)]
 pub struct Install {

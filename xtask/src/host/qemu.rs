@@ -3,7 +3,7 @@
 //! On bookworm the harness installs the matched QEMU 10 pair from bookworm-backports,
 //! through its own sources entry; ARCHITECTURE.md ("Decisions") says why.
 
-use super::apt::{self, ExtraSource, Install, Package};
+use super::apt::{self, Install, Package};
 use crate::ui::Ui;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -46,17 +46,7 @@ pub fn install_for(codename: Option<&str>) -> Install {
         Some((_, suite)) => Install {
             purpose,
             packages: PAIR.iter().map(|p| Package::from_suite(p, suite)).collect(),
-            sources: vec![ExtraSource {
-                file: format!("fuse-iomap-harness-{suite}.sources"),
-                contents: format!(
-                    "# Added by fuse-iomap-harness (cargo xtask setup): the matched QEMU pair.\n\
-                     Types: deb\n\
-                     URIs: http://deb.debian.org/debian\n\
-                     Suites: {suite}\n\
-                     Components: main\n\
-                     Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
-                ),
-            }],
+            sources: vec![apt::debian_suite(suite)],
         },
         None => Install {
             purpose,

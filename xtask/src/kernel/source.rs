@@ -114,22 +114,32 @@ fn check_kernel_tree(dir: &Path) -> Result<()> {
     }
 }
 
-fn debian_tree(pkg: &str, cache: &Path, ui: &Ui) -> Result<(PathBuf, String)> {
-    if pkg.is_empty()
-        || !pkg
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-    {
-        return Err(usage(format!("`{pkg}` is not a Debian package name")));
+/// `pkg` or `pkg/suite` (apt's syntax): a suite the machine's sources lack (a newer
+/// release's backports, say) is added in the harness's own sources entry.
+fn debian_tree(spec: &str, cache: &Path, ui: &Ui) -> Result<(PathBuf, String)> {
+    let (pkg, suite) = match spec.split_once('/') {
+        Some((p, s)) => (p, Some(s)),
+        None => (spec, None),
+    };
+    let valid = |s: &str, extra: &str| {
+        !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+    };
+    if !valid(pkg, "+-.") || suite.is_some_and(|s| !valid(s, "-")) {
+        return Err(usage(format!(
+            "`{spec}` is not a Debian package name (or name/suite)"
+        )));
     }
     let version = match deps::dpkg_version(pkg)? {
         Some(v) => v,
         None => {
             deps::install(
                 &deps::Install {
-                    purpose: format!("the kernel source ({pkg})"),
-                    packages: vec![deps::Package::new(pkg)],
-                    sources: vec![],
+                    purpose: format!("the kernel source ({spec})"),
+                    packages: vec![match suite {
+                        Some(s) => deps::Package::from_suite(pkg, s),
+                        None => deps::Package::new(pkg),
+                    }],
+                    sources: suite.map(deps::debian_suite).into_iter().collect(),
                 },
                 ui,
             )?;
