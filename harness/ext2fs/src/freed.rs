@@ -72,8 +72,10 @@ impl Fs {
 
     /// The block runs `(first, count)` freed since the last call: every metadata block
     /// (extent tree nodes, directory and xattr blocks are freed one by one through the
-    /// single-block callback) and the data runs this crate punches. Data runs that
-    /// libext2fs's own `ext2fs_punch` frees (truncation to EOF) are not included.
+    /// single-block callback), the data runs this crate punches (extent files, bounded
+    /// block-mapped ranges), and the blocks libext2fs's own `ext2fs_punch` frees when it
+    /// truncates a block-mapped file (its `ind_punch` frees them one by one, through the
+    /// same callback).
     pub fn take_freed(&mut self) -> Vec<(u64, u64)> {
         // SAFETY: open handle.
         match unsafe { log_of(self.ptr()) } {

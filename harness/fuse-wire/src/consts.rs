@@ -166,6 +166,12 @@ pub const FUSE_ALLOW_IDMAP: u64 = 1 << 40;
 pub const FUSE_OVER_IO_URING: u64 = 1 << 41;
 /// Kernel times out requests; `init_out.request_timeout` in seconds (7.43; not in the 6.12 copy).
 pub const FUSE_REQUEST_TIMEOUT: u64 = 1 << 42;
+/// Kernel supports io-uring buffer pools (7.46, Linux 7.3; protocol doc §2). The same bit
+/// as the iomap series' `FUSE_IOMAP`: which one a kernel means depends on its minor, see
+/// [`crate::iomap::offers_iomap`].
+pub const FUSE_HAS_IO_URING_BUFPOOL: u64 = 1 << 43;
+/// The minor from which mainline defines INIT bit 43 as [`FUSE_HAS_IO_URING_BUFPOOL`].
+pub const IO_URING_BUFPOOL_MINOR: u32 = 46;
 
 /// Split a 64-bit init flag word into the wire's `(flags, flags2)`.
 pub const fn split_init_flags(flags: u64) -> (u32, u32) {

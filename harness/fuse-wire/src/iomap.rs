@@ -39,9 +39,27 @@ pub const FUSE_NOTIFY_IOMAP_INVAL_MAPPINGS: i32 = 101;
 
 // ---- INIT (§2) ----------------------------------------------------------------------------
 
-/// INIT flag: client supports iomap for regular files (flags2 bit 11). Upstream proposals
-/// also eye bit 43; expect renumbering at merge.
+/// INIT flag: client supports iomap for regular files (flags2 bit 11). Mainline 7.3 (minor
+/// 46) gave the same bit to `FUSE_HAS_IO_URING_BUFPOOL`, so the bit means iomap only from a
+/// kernel speaking [`IOMAP_MINOR`]: use [`offers_iomap`], never the bit alone.
 pub const FUSE_IOMAP: u64 = 1 << 43;
+
+/// Whether a kernel's INIT (its `minor` and joined `flags`) offers FUSE iomap: the bit, from
+/// a kernel that speaks the series' minor. The one rule the server and the kernel model share.
+pub const fn offers_iomap(minor: u32, flags: u64) -> bool {
+    minor >= IOMAP_MINOR && flags & FUSE_IOMAP != 0
+}
+
+/// What INIT bit 43 means from a kernel speaking 7.`minor`, for messages.
+pub fn init_bit43_meaning(minor: u32) -> &'static str {
+    if minor >= IOMAP_MINOR {
+        "FUSE_IOMAP"
+    } else if minor >= crate::consts::IO_URING_BUFPOOL_MINOR {
+        "FUSE_HAS_IO_URING_BUFPOOL (mainline Linux 7.3)"
+    } else {
+        "nothing defined"
+    }
+}
 
 // ---- fuse_attr.flags (§6) -----------------------------------------------------------------
 

@@ -666,3 +666,29 @@ fn sizes_and_defaults() {
     assert_eq!(dirent_type(0o040755), 4); // DT_DIR
     assert_eq!(dirent_type(0o120777), 10); // DT_LNK
 }
+
+#[test]
+fn iomap_is_offered_only_at_the_iomap_minor() {
+    // §2: mainline 7.3 (minor 46) sends INIT bit 43 as FUSE_HAS_IO_URING_BUFPOOL.
+    assert_eq!(
+        FUSE_HAS_IO_URING_BUFPOOL, FUSE_IOMAP,
+        "the two meanings share the bit"
+    );
+    assert_eq!(IO_URING_BUFPOOL_MINOR, 46);
+    let mainline_7_3 = FUSE_INIT_EXT | FUSE_HAS_IO_URING_BUFPOOL;
+    assert!(!offers_iomap(46, mainline_7_3));
+    assert!(!offers_iomap(IOMAP_MINOR - 1, mainline_7_3));
+    assert!(!offers_iomap(45, mainline_7_3));
+    assert!(offers_iomap(IOMAP_MINOR, FUSE_INIT_EXT | FUSE_IOMAP));
+    assert!(offers_iomap(IOMAP_MINOR + 1, FUSE_IOMAP));
+    assert!(
+        !offers_iomap(IOMAP_MINOR, FUSE_INIT_EXT),
+        "the minor alone is not an offer"
+    );
+    assert_eq!(
+        init_bit43_meaning(46),
+        "FUSE_HAS_IO_URING_BUFPOOL (mainline Linux 7.3)"
+    );
+    assert_eq!(init_bit43_meaning(IOMAP_MINOR), "FUSE_IOMAP");
+    assert_eq!(init_bit43_meaning(41), "nothing defined");
+}

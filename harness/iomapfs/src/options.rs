@@ -82,6 +82,9 @@ pub enum Fault {
     SkipUnwrittenConversion,
     /// IOEND/END forget to persist a size that grew.
     LoseAppendSize,
+    /// FUSE_NOTIFY_IOMAP_DEV_INVAL goes out after the metadata lock is released, late
+    /// (the order before issue 18), so another request can be handed a freed block first.
+    LateDevInval,
 }
 
 impl std::str::FromStr for Fault {
@@ -91,8 +94,9 @@ impl std::str::FromStr for Fault {
             "map_off_by_one_block" => Ok(Self::MapOffByOneBlock),
             "skip_unwritten_conversion" => Ok(Self::SkipUnwrittenConversion),
             "lose_append_size" => Ok(Self::LoseAppendSize),
+            "late_dev_inval" => Ok(Self::LateDevInval),
             other => Err(format!(
-                "fault={other}: expected map_off_by_one_block, skip_unwritten_conversion or lose_append_size"
+                "fault={other}: expected map_off_by_one_block, skip_unwritten_conversion, lose_append_size or late_dev_inval"
             )),
         }
     }
@@ -176,7 +180,7 @@ Mount options (-o, comma separated):
                          (another server, a fsck wrapper) before failing (default 30)
   log=PATH               append the log of a daemonized server to PATH
   fault=NAME             TESTS ONLY: inject a bug (map_off_by_one_block,
-                         skip_unwritten_conversion, lose_append_size)
+                         skip_unwritten_conversion, lose_append_size, late_dev_inval)
   debug                  log every request (also: RUST_LOG=iomapfs=debug)
   Generic flags accepted as mount(8) passes them: dev nodev suid nosuid exec noexec
   atime noatime relatime strictatime nodiratime sync async dirsync lazytime

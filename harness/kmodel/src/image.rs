@@ -25,20 +25,19 @@ pub fn tool(name: &str) -> PathBuf {
 /// Creates an ext4 image of `size` bytes with `block_size`-byte blocks and no inline
 /// data (so every file is block-mapped and every mapping is MAPPED/UNWRITTEN/HOLE).
 pub fn mkfs(image: &Path, size: u64, block_size: u32) -> Result<()> {
+    mkfs_with(image, size, block_size, "^inline_data")
+}
+
+/// Like [`mkfs`] with `-O features` (e.g. `^inline_data,^extent,^64bit` for block-mapped
+/// files).
+pub fn mkfs_with(image: &Path, size: u64, block_size: u32, features: &str) -> Result<()> {
     let file = std::fs::File::create(image)
         .map_err(|e| Error::io(format!("create {}", image.display()), e))?;
     file.set_len(size)
         .map_err(|e| Error::io(format!("size {}", image.display()), e))?;
     drop(file);
     let out = Command::new(tool("mkfs.ext4"))
-        .args([
-            "-F",
-            "-q",
-            "-O",
-            "^inline_data",
-            "-b",
-            &block_size.to_string(),
-        ])
+        .args(["-F", "-q", "-O", features, "-b", &block_size.to_string()])
         .arg(image)
         .output()
         .map_err(|e| Error::io("run mkfs.ext4 (is e2fsprogs installed?)", e))?;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use fuse_wire::consts::*;
@@ -15,8 +16,9 @@ use fuse_wire::Opcode;
 use zerocopy::FromBytes;
 
 use crate::cache::DirtyBlocks;
+use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::session::{ServerSpec, Session};
+use crate::session::{ServerSpec, Session, SharedSession};
 use crate::wire::{exact, Reply, Request};
 
 /// A FUSE node id.
@@ -105,6 +107,9 @@ pub struct Superblock {
 pub struct ConnState {
     pub minor: u32,
     pub flags: u64,
+    /// Both sides agreed on FUSE iomap; otherwise the connection is classic FUSE, where the
+    /// model only does namespace operations.
+    pub iomap: bool,
     pub max_write: u32,
     pub no_end: bool,
     pub no_ioend: bool,
@@ -112,42 +117,139 @@ pub struct ConnState {
     pub no_syncfs: bool,
 }
 
+/// What the model's INIT offers: a protocol minor and the init flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitOffer {
+    pub minor: u32,
+    pub flags: u64,
+}
+
+impl InitOffer {
+    /// A kernel with the FUSE iomap series (the default).
+    pub const IOMAP: InitOffer = InitOffer {
+        minor: IOMAP_MINOR,
+        flags: OFFERED_INIT_FLAGS,
+    };
+
+    /// Mainline Linux 7.3 with fuse io_uring enabled (CONFIG_FUSE_IO_URING,
+    /// `fuse.enable_uring=1`): minor 46, and INIT bit 43 set as FUSE_HAS_IO_URING_BUFPOOL,
+    /// the bit the iomap series calls FUSE_IOMAP (protocol doc §2).
+    pub const MAINLINE_7_3_URING: InitOffer = InitOffer {
+        minor: IO_URING_BUFPOOL_MINOR,
+        flags: (OFFERED_INIT_FLAGS & !FUSE_IOMAP) | FUSE_OVER_IO_URING | FUSE_HAS_IO_URING_BUFPOOL,
+    };
+}
+
+/// How requests reach the server.
+pub(crate) enum Link {
+    /// This kernel alone, one request at a time.
+    Own(Session),
+    /// One of several kernel threads on one connection (`Kernel::mount_shared`).
+    Shared(Arc<SharedSession>),
+}
+
+/// The device model's lock; a panicked thread must not hide the others' findings.
+pub(crate) fn lock(device: &Mutex<Device>) -> MutexGuard<'_, Device> {
+    device.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// One mounted session: the server connection plus the kernel's state.
 pub struct Kernel {
-    pub(crate) session: Session,
+    pub(crate) link: Link,
     /// The backing block device (the image file), opened read-write like a bdev.
     pub(crate) disk: File,
+    /// The device model (DEV_INVAL, page-cache hazard), shared by all threads of a mount.
+    pub(crate) device: Arc<Mutex<Device>>,
     pub sb: Superblock,
     pub conn: ConnState,
     pub(crate) inodes: HashMap<NodeId, Inode>,
     /// Dentries: (parent, name) → node.
     names: HashMap<(NodeId, Vec<u8>), NodeId>,
-    /// Notifications the server sent, by code.
-    pub notifications: HashMap<i32, u64>,
+}
+
+fn open_disk(spec: &ServerSpec) -> Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&spec.image)
+        .map_err(|e| Error::io(format!("open {}", spec.image.display()), e))
+}
+
+fn disk_size(disk: &File) -> Result<u64> {
+    Ok(disk
+        .metadata()
+        .map_err(|e| Error::io("stat the image", e))?
+        .len())
+}
+
+fn root_inode() -> Inode {
+    Inode {
+        nodeid: FUSE_ROOT_ID,
+        attr_ino: 0,
+        attr: Attr::default(),
+        is_reg: false,
+        i_size: 0,
+        i_disk_size: 0,
+        nlookup: 0,
+        fh: None,
+        open_flags: 0,
+        dirty: DirtyBlocks::default(),
+    }
 }
 
 impl Kernel {
     /// Starts the server on `spec.image` and mounts it: INIT offering FUSE_IOMAP, then
     /// IOMAP_CONFIG, checked as the kernel checks them.
     pub fn mount(spec: &ServerSpec, reply_timeout: Duration) -> Result<Kernel> {
-        let disk = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&spec.image)
-            .map_err(|e| Error::io(format!("open {}", spec.image.display()), e))?;
+        Kernel::mount_offering(spec, reply_timeout, InitOffer::IOMAP)
+    }
+
+    /// Like [`Kernel::mount`], with INIT offering `offer` (e.g. a mainline kernel's).
+    pub fn mount_offering(
+        spec: &ServerSpec,
+        reply_timeout: Duration,
+        offer: InitOffer,
+    ) -> Result<Kernel> {
+        let disk = open_disk(spec)?;
         let session = Session::spawn(spec, reply_timeout)?;
-        Kernel::over(session, disk)
+        Kernel::over_offering(session, disk, offer)
     }
 
     /// Mounts over an existing connection (a server the caller started or fakes).
     pub fn over(session: Session, disk: File) -> Result<Kernel> {
-        let dev_size = disk
-            .metadata()
-            .map_err(|e| Error::io("stat the image", e))?
-            .len();
+        Kernel::over_offering(session, disk, InitOffer::IOMAP)
+    }
+
+    /// Like [`Kernel::over`], with INIT offering `offer`.
+    pub fn over_offering(session: Session, disk: File, offer: InitOffer) -> Result<Kernel> {
+        let device = Arc::new(Mutex::new(Device::new(1, disk_size(&disk)?, 4096)));
+        Kernel::start(Link::Own(session), disk, device, offer)
+    }
+
+    /// Mounts for several kernel threads at once (the concurrent mode): the connection is
+    /// shared, [`Kernel::handle`] makes a kernel for each further thread.
+    pub fn mount_shared(spec: &ServerSpec, reply_timeout: Duration) -> Result<Kernel> {
+        let disk = open_disk(spec)?;
+        let device = Arc::new(Mutex::new(Device::new(1, disk_size(&disk)?, 4096)));
+        let on_reader = device.clone();
+        let session = Session::spawn(spec, reply_timeout)?.share(Box::new(move |n| {
+            lock(&on_reader).notification_on_reader(&n)
+        }))?;
+        Kernel::start(Link::Shared(session), disk, device, InitOffer::IOMAP)
+    }
+
+    /// INIT, IOMAP_CONFIG (iomap only) and the root inode.
+    fn start(
+        link: Link,
+        disk: File,
+        device: Arc<Mutex<Device>>,
+        offer: InitOffer,
+    ) -> Result<Kernel> {
+        let dev_size = lock(&device).size;
         let mut k = Kernel {
-            session,
+            link,
             disk,
+            device,
             sb: Superblock {
                 blocksize: 4096,
                 maxbytes: MAX_LFS_FILESIZE as u64,
@@ -158,36 +260,64 @@ impl Kernel {
             conn: ConnState::default(),
             inodes: HashMap::new(),
             names: HashMap::new(),
-            notifications: HashMap::new(),
         };
-        k.init()?;
-        k.iomap_config()?;
+        k.init(offer)?;
+        if k.conn.iomap {
+            k.iomap_config()?;
+        }
+        {
+            let mut device = lock(&k.device);
+            device.dev = k.sb.dev;
+            device.block_size = k.sb.blocksize as u64;
+        }
         // The root inode exists from the start (fuse_fill_super makes it without a LOOKUP).
-        k.inodes.insert(
-            FUSE_ROOT_ID,
-            Inode {
-                nodeid: FUSE_ROOT_ID,
-                attr_ino: 0,
-                attr: Attr::default(),
-                is_reg: false,
-                i_size: 0,
-                i_disk_size: 0,
-                nlookup: 0,
-                fh: None,
-                open_flags: 0,
-                dirty: DirtyBlocks::default(),
-            },
-        );
+        k.inodes.insert(FUSE_ROOT_ID, root_inode());
         Ok(k)
+    }
+
+    /// Another kernel thread on this mount (shared mounts only): the same connection,
+    /// device and superblock, its own inodes (the root only, at first) and page cache.
+    /// Threads must work on disjoint files, as the model keeps no shared inode table.
+    pub fn handle(&self) -> Result<Kernel> {
+        let Link::Shared(shared) = &self.link else {
+            return Err(Error::Unsupported(
+                "handles need a shared mount (Kernel::mount_shared)".into(),
+            ));
+        };
+        let mut inodes = HashMap::new();
+        inodes.insert(FUSE_ROOT_ID, root_inode());
+        Ok(Kernel {
+            link: Link::Shared(shared.clone()),
+            disk: self
+                .disk
+                .try_clone()
+                .map_err(|e| Error::io("clone the device fd", e))?,
+            device: self.device.clone(),
+            sb: self.sb.clone(),
+            conn: self.conn.clone(),
+            inodes,
+            names: HashMap::new(),
+        })
     }
 
     // ---- requests ------------------------------------------------------------------------
 
     /// Sends a request, waits for the reply and checks notifications that came with it.
     pub(crate) fn call(&mut self, req: &Request) -> Result<Reply> {
-        let reply = self.session.call(req)?;
+        let reply = match &mut self.link {
+            Link::Own(session) => session.call(req)?,
+            Link::Shared(shared) => shared.call(req)?,
+        };
         self.check_notifications(req)?;
         Ok(reply)
+    }
+
+    /// Sends a request that gets no reply (FORGET).
+    fn send_only(&mut self, req: &Request) -> Result<()> {
+        match &mut self.link {
+            Link::Own(session) => session.send_only(req),
+            Link::Shared(shared) => shared.send_only(req),
+        }
     }
 
     /// A request whose error reply is a failure; returns the payload.
@@ -232,68 +362,57 @@ impl Kernel {
     }
 
     /// Validates notifications the way fuse_notify() would; a rejected one is a server bug.
+    /// On a shared connection the reader thread did that already; its findings come here.
     fn check_notifications(&mut self, req: &Request) -> Result<()> {
-        for n in std::mem::take(&mut self.session.notifications) {
-            *self.notifications.entry(n.code).or_default() += 1;
-            let bad = |rule: String| Error::Violation {
-                rule,
-                request: format!(
-                    "(notification {} arrived while waiting for {})",
-                    n.code,
-                    req.summary()
-                ),
-                reply: format!("{} payload bytes", n.payload.len()),
-            };
-            match n.code {
-                FUSE_NOTIFY_IOMAP_DEV_INVAL => {
-                    let Some(inval) = exact::<IomapDevInvalOut>(&n.payload) else {
-                        return Err(bad(
-                            "§1.2: DEV_INVAL payload must be exactly 24 bytes".into()
-                        ));
-                    };
-                    if inval.reserved != 0 {
-                        return Err(bad(
-                            "§3.9: DEV_INVAL reserved must be 0 (kernel: EINVAL)".into()
-                        ));
-                    }
-                    if inval.dev != self.sb.dev {
-                        return Err(bad(format!(
-                            "§7.10: DEV_INVAL for device {} but only {} is registered (kernel: EINVAL/ENODEV)",
-                            inval.dev, self.sb.dev
-                        )));
-                    }
-                    if inval.range.offset.checked_add(inval.range.length).is_none()
-                        || inval.range.offset >= self.sb.dev_size
-                    {
-                        return Err(bad(format!(
-                            "§7.10: DEV_INVAL range [{}, +{}) overflows or starts past the device end {} (kernel: EINVAL)",
-                            inval.range.offset, inval.range.length, self.sb.dev_size
-                        )));
-                    }
-                    // The model has no block-device page cache to drop.
+        match &mut self.link {
+            Link::Own(session) => {
+                for n in std::mem::take(&mut session.notifications) {
+                    let context = format!(
+                        "(notification {} arrived while waiting for {})",
+                        n.code,
+                        req.summary()
+                    );
+                    lock(&self.device).notification(&n, &context)?;
                 }
-                FUSE_NOTIFY_IOMAP_UPSERT_MAPPINGS | FUSE_NOTIFY_IOMAP_INVAL_MAPPINGS => {
-                    return Err(Error::Unsupported(format!(
-                        "mapping-cache notification {} (the model has no mapping cache)",
-                        n.code
-                    )))
+            }
+            Link::Shared(shared) => {
+                if let Some(e) = shared.take_trouble() {
+                    return Err(e);
                 }
-                _ => {}
             }
         }
-        Ok(())
+        match lock(&self.device).take_failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Notifications the server sent so far, by code.
+    pub fn notification_counts(&self) -> HashMap<i32, u64> {
+        lock(&self.device).counts.clone()
+    }
+
+    /// Every DEV_INVAL range `(offset, length)` so far, in bytes, in arrival order.
+    pub fn invalidated(&self) -> Vec<(u64, u64)> {
+        lock(&self.device).invalidated.clone()
+    }
+
+    /// `node` is about to do something that may free its blocks: from now on their
+    /// invalidation is expected, not late.
+    pub(crate) fn may_free(&self, node: NodeId) {
+        lock(&self.device).forget_node(node);
     }
 
     // ---- INIT and IOMAP_CONFIG -----------------------------------------------------------
 
-    fn init(&mut self) -> Result<()> {
+    fn init(&mut self, offer: InitOffer) -> Result<()> {
         let mut arg = InitIn {
             major: KERNEL_VERSION,
-            minor: IOMAP_MINOR,
+            minor: offer.minor,
             max_readahead: 128 << 10,
             ..Default::default()
         };
-        let (lo, hi) = split_init_flags(OFFERED_INIT_FLAGS);
+        let (lo, hi) = split_init_flags(offer.flags);
         arg.flags = lo;
         arg.flags2 = hi;
         let req = Request::new(Opcode::Init, 0).arg(&arg);
@@ -324,12 +443,30 @@ impl Kernel {
         } else {
             out.flags as u64
         };
-        if flags & FUSE_IOMAP == 0 {
+        let server_iomap = flags & FUSE_IOMAP != 0;
+        let offered = offers_iomap(offer.minor, offer.flags);
+        if server_iomap && !offered {
+            let rule = if offer.flags & FUSE_IOMAP != 0 {
+                format!(
+                    "§2: the server took INIT bit 43 for FUSE_IOMAP from a kernel speaking 7.{}, below the iomap minor 7.{IOMAP_MINOR}: there the bit means {}, the kernel does no iomap, and a server in iomap mode stops moving file data",
+                    offer.minor,
+                    init_bit43_meaning(offer.minor)
+                )
+            } else {
+                "§2: the server replied FUSE_IOMAP, which the kernel did not offer".into()
+            };
+            return Err(Error::Violation {
+                rule,
+                request: req.summary(),
+                reply: describe,
+            });
+        }
+        if offered && !server_iomap {
             return Err(Error::Unsupported(format!(
                 "the server did not accept FUSE_IOMAP (flags2 bit 11 with FUSE_INIT_EXT): {describe}"
             )));
         }
-        if out.minor < IOMAP_MINOR {
+        if server_iomap && out.minor < IOMAP_MINOR {
             return Err(Error::Violation {
                 rule: format!(
                     "§2: iomap accepted with minor {} < {IOMAP_MINOR}: the kernel honours FUSE_ATTR_EXCLUSIVE only at ≥ {IOMAP_MINOR}, so no inode would use iomap",
@@ -341,6 +478,7 @@ impl Kernel {
         }
         self.conn.minor = out.minor;
         self.conn.flags = flags;
+        self.conn.iomap = server_iomap;
         self.conn.max_write = out.max_write;
         Ok(())
     }
@@ -408,8 +546,11 @@ impl Kernel {
     }
 
     /// Requests sent so far, by opcode name.
-    pub fn request_counts(&self) -> &std::collections::BTreeMap<String, u64> {
-        &self.session.counts
+    pub fn request_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        match &self.link {
+            Link::Own(session) => session.counts.clone(),
+            Link::Shared(shared) => shared.counts(),
+        }
     }
 
     /// Takes a reference on the inode an entry reply names, creating it on first sight
@@ -429,7 +570,15 @@ impl Kernel {
             inode.i_disk_size = attr.size; // fuse_iomap_set_disk_size on every attr change
             return Ok(entry.nodeid);
         }
+        if is_reg && !self.conn.iomap && attr.flags & FUSE_ATTR_IOMAP != 0 {
+            return Err(Error::Violation {
+                rule: "§2, §6: FUSE_ATTR_IOMAP on a connection that did not negotiate iomap: the kernel ignores it and sends FUSE_READ/FUSE_WRITE, while the server believes the kernel moves the file data".into(),
+                request: req.summary(),
+                reply: format!("{entry:?}"),
+            });
+        }
         if is_reg
+            && self.conn.iomap
             && attr.flags & (FUSE_ATTR_IOMAP | FUSE_ATTR_EXCLUSIVE)
                 != (FUSE_ATTR_IOMAP | FUSE_ATTR_EXCLUSIVE)
         {
@@ -527,6 +676,9 @@ impl Kernel {
     /// UNLINK; the inode (if the kernel holds it) is closed, its dirty pages discarded and
     /// forgotten, as eviction of an unlinked inode does.
     pub fn unlink(&mut self, parent: NodeId, name: &str) -> Result<()> {
+        if let Some(&node) = self.names.get(&(parent, name.as_bytes().to_vec())) {
+            self.may_free(node);
+        }
         let req = Request::new(Opcode::Unlink, parent).name(name.as_bytes());
         self.call_empty(&req)?;
         if let Some(node) = self.names.remove(&(parent, name.as_bytes().to_vec())) {
@@ -643,10 +795,10 @@ impl Kernel {
             return Ok(());
         };
         if inode.nlookup > 0 {
-            self.session
-                .send_only(&Request::new(Opcode::Forget, node).arg(&ForgetIn {
-                    nlookup: inode.nlookup,
-                }))?;
+            self.may_free(node);
+            self.send_only(&Request::new(Opcode::Forget, node).arg(&ForgetIn {
+                nlookup: inode.nlookup,
+            }))?;
         }
         self.names.retain(|_, n| *n != node);
         Ok(())
@@ -673,6 +825,7 @@ impl Kernel {
     /// SETATTR with a size: the upcall part of truncate (see `Kernel::truncate`).
     pub(crate) fn setattr_size(&mut self, node: NodeId, size: u64) -> Result<Attr> {
         let fh = self.ensure_open(node)?;
+        self.may_free(node);
         let arg = SetattrIn {
             valid: FATTR_SIZE | FATTR_FH,
             fh,
@@ -698,7 +851,9 @@ impl Kernel {
             padding: 0,
         });
         match self.call(&req)? {
-            Reply { error: 0, payload } if payload.is_empty() => Ok(()),
+            Reply {
+                error: 0, payload, ..
+            } if payload.is_empty() => Ok(()),
             Reply { error, .. } if -error == ENOSYS => {
                 self.conn.no_fsync = true;
                 Ok(())
@@ -785,6 +940,20 @@ impl Kernel {
     /// Unmount: write back, close and forget everything, DESTROY, and wait for the server
     /// to exit (it must have closed the device before replying, §7.9).
     pub fn destroy(mut self) -> Result<()> {
+        self.close_all()?;
+        self.call_empty(&Request::new(Opcode::Destroy, 0))?;
+        self.disk
+            .sync_all()
+            .map_err(|e| Error::io("sync the image", e))?;
+        match self.link {
+            Link::Own(session) => session.finish(),
+            Link::Shared(shared) => shared.finish(),
+        }
+    }
+
+    /// What unmount does for this kernel's inodes: write back, close and forget them all.
+    /// (A thread of a shared mount calls this before the mount's DESTROY.)
+    pub fn close_all(&mut self) -> Result<()> {
         self.writeback_all()?;
         let mut nodes: Vec<NodeId> = self.inodes.keys().copied().collect();
         nodes.sort_unstable();
@@ -796,11 +965,7 @@ impl Kernel {
                 self.forget(node)?;
             }
         }
-        self.call_empty(&Request::new(Opcode::Destroy, 0))?;
-        self.disk
-            .sync_all()
-            .map_err(|e| Error::io("sync the image", e))?;
-        self.session.finish()
+        Ok(())
     }
 
     /// Remount: unmount (DESTROY, server exit), then a new server process on the same
@@ -837,9 +1002,20 @@ impl Kernel {
             .map_err(|e| Error::io(format!("read device at {addr}"), e))
     }
 
-    /// Writes device bytes (a write bio).
-    pub(crate) fn disk_write(&self, addr: u64, data: &[u8], what: &str) -> Result<()> {
-        self.check_device_range(addr, data.len() as u64, what)?;
+    /// Writes file data of `node` at file offset `offset` to device bytes at `addr` (a
+    /// write bio) through a mapping reply `seq` handed out; the device model notes it.
+    pub(crate) fn data_bio(
+        &self,
+        node: NodeId,
+        offset: u64,
+        addr: u64,
+        data: &[u8],
+        seq: u64,
+        what: &str,
+    ) -> Result<()> {
+        let len = data.len() as u64;
+        self.check_device_range(addr, len, what)?;
+        lock(&self.device).data_written(node, offset, addr, len, seq, what)?;
         self.disk
             .write_all_at(data, addr)
             .map_err(|e| Error::io(format!("write device at {addr}"), e))

@@ -1,10 +1,14 @@
 //! Seeded random operation sequences (fsx-style) across several files, each step checked
 //! against the oracle, with remounts (full verification, e2fsck, ext4-view) every few
-//! hundred operations and at the end.
+//! hundred operations and at the end. [`concurrent`] runs several of them at once, one per
+//! kernel thread, on one connection.
+
+pub mod concurrent;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, RngCore, SeedableRng};
@@ -147,6 +151,8 @@ pub struct RunFailure {
     pub recent: Vec<String>,
     /// The kept work directory (image, server logs).
     pub workdir: Option<PathBuf>,
+    /// Kernel threads of a concurrent run (`None`: the sequential run).
+    pub threads: Option<usize>,
 }
 
 impl fmt::Display for RunFailure {
@@ -163,12 +169,20 @@ impl fmt::Display for RunFailure {
         if let Some(dir) = &self.workdir {
             writeln!(f, "work directory kept: {}", dir.display())?;
         }
-        write!(
-            f,
-            "replay: KMODEL_SEED={} KMODEL_OPS={} cargo test -p kmodel --test random -- --nocapture \
-             (or: kmodel --seed {} --ops {})",
-            self.seed, self.ops, self.seed, self.ops
-        )
+        match self.threads {
+            Some(n) => write!(
+                f,
+                "replay: kmodel --threads {n} --seed {} --ops {} (each thread's operations \
+                 repeat; their interleaving differs from run to run)",
+                self.seed, self.ops
+            ),
+            None => write!(
+                f,
+                "replay: KMODEL_SEED={} KMODEL_OPS={} cargo test -p kmodel --test random -- --nocapture \
+                 (or: kmodel --seed {} --ops {})",
+                self.seed, self.ops, self.seed, self.ops
+            ),
+        }
     }
 }
 
@@ -300,6 +314,7 @@ pub fn run(cfg: &RunConfig) -> std::result::Result<RunReport, Box<RunFailure>> {
                         error: Error::io("create a work directory", e),
                         recent: Vec::new(),
                         workdir: None,
+                        threads: None,
                     })
                 })?,
         ),
@@ -328,6 +343,7 @@ pub fn run(cfg: &RunConfig) -> std::result::Result<RunReport, Box<RunFailure>> {
                 error,
                 recent: runner.recent.into_iter().collect(),
                 workdir: Some(kept),
+                threads: None,
             }))
         }
     }
@@ -335,6 +351,10 @@ pub fn run(cfg: &RunConfig) -> std::result::Result<RunReport, Box<RunFailure>> {
 
 struct Runner<'a> {
     cfg: &'a RunConfig,
+    /// Prefix of every name this runner creates (one per thread of a concurrent run).
+    prefix: String,
+    /// Set by another thread of a concurrent run that failed: stop early.
+    stop: Option<&'a AtomicBool>,
     rng: ChaCha8Rng,
     spec: ServerSpec,
     kernel: Option<Kernel>,
@@ -357,6 +377,8 @@ impl<'a> Runner<'a> {
         };
         Runner {
             cfg,
+            prefix: String::new(),
+            stop: None,
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             spec,
             kernel: None,
@@ -381,11 +403,24 @@ impl<'a> Runner<'a> {
     fn run_all(&mut self) -> Result<()> {
         image::mkfs(&self.spec.image, self.cfg.image_size, self.cfg.block_size)?;
         self.kernel = Some(Kernel::mount(&self.spec, self.cfg.reply_timeout)?);
+        self.ops_loop()?;
+        self.current = "final verification, unmount, e2fsck, ext4-view".into();
+        self.verify_all(true)?;
+        self.unmount(true)?;
+        self.report.ops = self.step;
+        Ok(())
+    }
+
+    /// Three files, then the random operations with periodic remounts and checks.
+    fn ops_loop(&mut self) -> Result<()> {
         for _ in 0..3 {
             let path = self.new_path(false);
             self.apply(Op::Create { path })?;
         }
         while self.step < self.cfg.ops {
+            if self.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                break;
+            }
             if self.step > 0 && self.step.is_multiple_of(self.cfg.remount_every) {
                 self.current = "remount".into();
                 self.remount(self.cfg.fsck_on_remount)?;
@@ -411,10 +446,6 @@ impl<'a> Runner<'a> {
             }
             self.step += 1;
         }
-        self.current = "final verification, unmount, e2fsck, ext4-view".into();
-        self.verify_all(true)?;
-        self.unmount(true)?;
-        self.report.ops = self.step;
         Ok(())
     }
 
@@ -426,9 +457,9 @@ impl<'a> Runner<'a> {
         let dirs: Vec<&String> = self.dirs.iter().collect();
         if allow_dir && !dirs.is_empty() && self.rng.random_bool(0.5) {
             let d = dirs[self.rng.random_range(0..dirs.len())].clone();
-            format!("{d}/f{n}")
+            format!("{d}/{}f{n}", self.prefix)
         } else {
-            format!("f{n}")
+            format!("{}f{n}", self.prefix)
         }
     }
 
@@ -586,7 +617,7 @@ impl<'a> Runner<'a> {
             975..980 if self.dirs.len() < 3 => {
                 self.next_name += 1;
                 Op::Mkdir {
-                    path: format!("d{}", self.next_name),
+                    path: format!("{}d{}", self.prefix, self.next_name),
                 }
             }
             _ => Op::Read {
@@ -980,8 +1011,8 @@ impl<'a> Runner<'a> {
         for (op, n) in kernel.request_counts() {
             *self.report.requests.entry(op.clone()).or_default() += n;
         }
-        for (code, n) in &kernel.notifications {
-            *self.report.notifications.entry(*code).or_default() += n;
+        for (code, n) in kernel.notification_counts() {
+            *self.report.notifications.entry(code).or_default() += n;
         }
         kernel.destroy()?;
         if fsck {

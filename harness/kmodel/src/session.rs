@@ -1,11 +1,15 @@
 //! One connection to a server: the iomapfs process (spawned with `--kernel-socket`) and the
 //! SOCK_SEQPACKET socket that stands in for /dev/fuse. One packet = one request or reply.
+//! A [`Session`] has one request outstanding at a time; [`Session::share`] turns it into a
+//! [`SharedSession`] that several kernel threads drive at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
@@ -38,6 +42,8 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Notification {
     pub code: i32,
     pub payload: Vec<u8>,
+    /// Position in the server's message stream (see [`Reply::seq`]).
+    pub seq: u64,
 }
 
 /// The connection and, when we started it, the server process.
@@ -46,6 +52,8 @@ pub struct Session {
     child: Option<Child>,
     log: Option<PathBuf>,
     unique: u64,
+    /// Messages received so far (replies and notifications).
+    received: u64,
     buf: Vec<u8>,
     /// Notifications not yet looked at by the kernel model.
     pub notifications: Vec<Notification>,
@@ -53,6 +61,7 @@ pub struct Session {
     pub counts: BTreeMap<String, u64>,
     /// Print every request and reply (KMODEL_TRACE=1).
     trace: bool,
+    reply_timeout: Duration,
 }
 
 impl Session {
@@ -108,10 +117,12 @@ impl Session {
             child: None,
             log: None,
             unique: 0,
+            received: 0,
             buf: vec![0u8; MAX_MESSAGE],
             notifications: Vec::new(),
             counts: BTreeMap::new(),
             trace: std::env::var_os("KMODEL_TRACE").is_some_and(|v| v != "0"),
+            reply_timeout,
         })
     }
 
@@ -121,6 +132,7 @@ impl Session {
         let unique = self.send(req)?;
         loop {
             let msg = self.receive(req)?;
+            self.received += 1;
             let view = fuse_wire::parse_reply(&msg).map_err(|e| Error::Violation {
                 rule: format!("reply framing (fuse_dev_do_write): {e}"),
                 request: req.summary(),
@@ -130,6 +142,7 @@ impl Session {
                 self.notifications.push(Notification {
                     code: view.header.error,
                     payload: view.payload.to_vec(),
+                    seq: self.received,
                 });
                 continue;
             }
@@ -146,6 +159,7 @@ impl Session {
             let reply = Reply {
                 error: view.header.error,
                 payload: view.payload.to_vec(),
+                seq: self.received,
             };
             if self.trace {
                 eprintln!("kmodel: {} -> {}", req.summary(), reply.summary());
@@ -210,49 +224,274 @@ impl Session {
 
     /// The last lines of the server's log, prefixed for appending to a message.
     pub fn log_tail(&self) -> String {
-        let Some(path) = &self.log else {
-            return String::new();
-        };
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(15)..].join("\n    ");
-        if tail.is_empty() {
-            String::new()
-        } else {
-            format!("\n  server log ({}):\n    {tail}", path.display())
-        }
+        log_tail_of(self.log.as_deref())
     }
 
     /// After DESTROY: hang up and wait for the server to exit successfully.
     pub fn finish(mut self) -> Result<()> {
         let _ = rustix::net::shutdown(&self.sock, rustix::net::Shutdown::Both);
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let deadline = Instant::now() + EXIT_TIMEOUT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) if status.success() => return Ok(()),
-                Ok(Some(status)) => {
-                    return Err(Error::Server(format!(
-                        "server exited with {status} after DESTROY{}",
-                        self.log_tail()
-                    )))
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(Error::Server(format!(
-                        "server still running {EXIT_TIMEOUT:?} after DESTROY; killed{}",
-                        self.log_tail()
-                    )));
-                }
-                Err(e) => return Err(Error::io("wait for the server", e)),
-            }
+        let log_tail = self.log_tail();
+        match self.child.take() {
+            Some(child) => wait_for_exit(child, &log_tail),
+            None => Ok(()),
         }
+    }
+
+    /// Turns this connection into one several kernel threads share (see [`SharedSession`]);
+    /// `on_notification` sees every notification, in the order the server sent them.
+    pub fn share(
+        mut self,
+        on_notification: Box<dyn Fn(Notification) + Send + Sync>,
+    ) -> Result<Arc<SharedSession>> {
+        let sock = Arc::new(
+            self.sock
+                .try_clone()
+                .map_err(|e| Error::io("dup the session socket", e))?,
+        );
+        let inner = Arc::new(SharedInner {
+            waiting: Mutex::new(HashMap::new()),
+            trouble: Mutex::new(Vec::new()),
+            on_notification,
+        });
+        let reader = {
+            let (sock, inner) = (sock.clone(), inner.clone());
+            std::thread::Builder::new()
+                .name("kmodel-reader".into())
+                .spawn(move || read_loop(&sock, &inner))
+                .map_err(|e| Error::io("start the reader thread", e))?
+        };
+        Ok(Arc::new(SharedSession {
+            sock,
+            inner,
+            next_unique: AtomicU64::new(self.unique),
+            counts: Mutex::new(std::mem::take(&mut self.counts)),
+            reader: Mutex::new(Some(reader)),
+            child: Mutex::new(self.child.take()),
+            log: self.log.take(),
+            reply_timeout: self.reply_timeout,
+            trace: self.trace,
+        }))
+    }
+}
+
+/// Waits for a server that answered DESTROY to exit successfully.
+fn wait_for_exit(mut child: Child, log_tail: &str) -> Result<()> {
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => {
+                return Err(Error::Server(format!(
+                    "server exited with {status} after DESTROY{log_tail}"
+                )))
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Server(format!(
+                    "server still running {EXIT_TIMEOUT:?} after DESTROY; killed{log_tail}"
+                )));
+            }
+            Err(e) => return Err(Error::io("wait for the server", e)),
+        }
+    }
+}
+
+/// One connection driven by several kernel threads at once, as a kernel drives /dev/fuse:
+/// any number of requests outstanding, replies matched by `unique` whatever their order.
+/// One reader thread receives everything; it hands replies to the waiting callers and
+/// notifications to the kernel model, so both are seen in the order the server sent them.
+pub struct SharedSession {
+    sock: Arc<OwnedFd>,
+    inner: Arc<SharedInner>,
+    next_unique: AtomicU64,
+    counts: Mutex<BTreeMap<String, u64>>,
+    reader: Mutex<Option<std::thread::JoinHandle<()>>>,
+    child: Mutex<Option<Child>>,
+    log: Option<PathBuf>,
+    reply_timeout: Duration,
+    trace: bool,
+}
+
+/// What the reader thread shares with the callers.
+struct SharedInner {
+    /// Callers waiting for a reply, by unique.
+    waiting: Mutex<HashMap<u64, mpsc::Sender<Reply>>>,
+    /// Broken messages and replies nobody waits for, reported to the next caller.
+    trouble: Mutex<Vec<Error>>,
+    on_notification: Box<dyn Fn(Notification) + Send + Sync>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The reader thread: until the socket is shut down or the server hangs up.
+fn read_loop(sock: &OwnedFd, inner: &SharedInner) {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut received = 0u64;
+    loop {
+        let n = match rustix::net::recv(sock, &mut buf[..], RecvFlags::TRUNC) {
+            Ok((_, 0)) => break,
+            Ok((n, full)) if full > n => {
+                lock(&inner.trouble).push(Error::Server(format!(
+                    "a {full}-byte message, more than the {n} a request buffer holds"
+                )));
+                continue;
+            }
+            Ok((n, _)) => n,
+            // The receive timeout only bounds each wait; callers time out on their own.
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
+            Err(_) => break,
+        };
+        received += 1;
+        let msg = &buf[..n];
+        let view = match fuse_wire::parse_reply(msg) {
+            Ok(v) => v,
+            Err(e) => {
+                lock(&inner.trouble).push(Error::Violation {
+                    rule: format!("reply framing (fuse_dev_do_write): {e}"),
+                    request: format!("(message {received} on the shared connection)"),
+                    reply: hex_prefix(msg),
+                });
+                continue;
+            }
+        };
+        if view.is_notification() {
+            (inner.on_notification)(Notification {
+                code: view.header.error,
+                payload: view.payload.to_vec(),
+                seq: received,
+            });
+            continue;
+        }
+        let reply = Reply {
+            error: view.header.error,
+            payload: view.payload.to_vec(),
+            seq: received,
+        };
+        let waiter = lock(&inner.waiting).remove(&view.header.unique);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(reply);
+            }
+            None => lock(&inner.trouble).push(Error::Violation {
+                rule: format!(
+                    "reply for unique {} while no request with it is outstanding (the kernel answers ENOENT)",
+                    view.header.unique
+                ),
+                request: "(shared connection)".into(),
+                reply: hex_prefix(msg),
+            }),
+        }
+    }
+    // Wake every waiter: their senders are dropped.
+    lock(&inner.waiting).clear();
+}
+
+impl SharedSession {
+    /// Sends a request and waits for its reply (other threads' requests may be answered
+    /// meanwhile).
+    pub fn call(&self, req: &Request) -> Result<Reply> {
+        let unique = self.next_unique.fetch_add(2, Ordering::Relaxed) + 2;
+        let (tx, rx) = mpsc::channel();
+        lock(&self.inner.waiting).insert(unique, tx);
+        if let Err(e) = self.send(req, unique) {
+            lock(&self.inner.waiting).remove(&unique);
+            return Err(e);
+        }
+        let reply = match rx.recv_timeout(self.reply_timeout) {
+            Ok(reply) => reply,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                lock(&self.inner.waiting).remove(&unique);
+                return Err(self.dead(&format!(
+                    "no reply to {} within the reply timeout (server hung?)",
+                    req.summary()
+                )));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(self.dead(&format!(
+                    "the server hung up while {} waited for its reply",
+                    req.summary()
+                )))
+            }
+        };
+        if self.trace {
+            eprintln!("kmodel: {} -> {}", req.summary(), reply.summary());
+        }
+        Ok(reply)
+    }
+
+    /// Sends a request that gets no reply (FORGET).
+    pub fn send_only(&self, req: &Request) -> Result<()> {
+        let unique = self.next_unique.fetch_add(2, Ordering::Relaxed) + 2;
+        self.send(req, unique)
+    }
+
+    fn send(&self, req: &Request, unique: u64) -> Result<()> {
+        let bytes = req.encode(unique);
+        *lock(&self.counts)
+            .entry(format!("{:?}", req.opcode))
+            .or_default() += 1;
+        match rustix::net::send(&*self.sock, &bytes, SendFlags::NOSIGNAL) {
+            Ok(n) if n == bytes.len() => Ok(()),
+            Ok(n) => Err(Error::Server(format!(
+                "short send of {}: {n} of {} bytes",
+                req.summary(),
+                bytes.len()
+            ))),
+            Err(e) => Err(self.dead(&format!("cannot send {}: {e}", req.summary()))),
+        }
+    }
+
+    /// The first broken message or stray reply the reader saw, if any.
+    pub fn take_trouble(&self) -> Option<Error> {
+        let mut trouble = lock(&self.inner.trouble);
+        (!trouble.is_empty()).then(|| trouble.remove(0))
+    }
+
+    /// Requests sent so far, by opcode name.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        lock(&self.counts).clone()
+    }
+
+    fn dead(&self, what: &str) -> Error {
+        let status = match lock(&self.child).as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => format!("; server exited: {status}"),
+            Some(Ok(None)) => "; server still running".to_string(),
+            _ => String::new(),
+        };
+        Error::Server(format!(
+            "{what}{status}{}",
+            log_tail_of(self.log.as_deref())
+        ))
+    }
+
+    /// After DESTROY: hang up, stop the reader and wait for the server to exit.
+    pub fn finish(&self) -> Result<()> {
+        self.stop_reader();
+        match lock(&self.child).take() {
+            Some(child) => wait_for_exit(child, &log_tail_of(self.log.as_deref())),
+            None => Ok(()),
+        }
+    }
+
+    fn stop_reader(&self) {
+        let _ = rustix::net::shutdown(&*self.sock, rustix::net::Shutdown::Both);
+        if let Some(reader) = lock(&self.reader).take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+impl Drop for SharedSession {
+    fn drop(&mut self) {
+        if let Some(mut child) = lock(&self.child).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.stop_reader();
     }
 }
 
@@ -307,6 +546,21 @@ pub fn socket_pair() -> Result<(OwnedFd, OwnedFd)> {
         None,
     )
     .map_err(|e| Error::io("socketpair", e.into()))
+}
+
+/// The last lines of a server log, prefixed for appending to a message.
+fn log_tail_of(path: Option<&Path>) -> String {
+    let Some(path) = path else {
+        return String::new();
+    };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(15)..].join("\n    ");
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("\n  server log ({}):\n    {tail}", path.display())
+    }
 }
 
 fn hex_prefix(bytes: &[u8]) -> String {

@@ -48,6 +48,14 @@ impl Request {
         self
     }
 
+    /// Appends raw bytes (a WRITE's data), described by their length.
+    pub fn data(mut self, bytes: &[u8]) -> Request {
+        self.body.extend_from_slice(bytes);
+        self.sep();
+        let _ = write!(self.args, "{} data bytes", bytes.len());
+        self
+    }
+
     /// Replaces the argument description (for requests whose Debug output is unreadable).
     pub fn describe(mut self, text: String) -> Request {
         self.args = text;
@@ -87,6 +95,9 @@ impl Request {
 pub struct Reply {
     pub error: i32,
     pub payload: Vec<u8>,
+    /// Position of this message in everything the server sent on the connection (replies
+    /// and notifications, counted from 1): the order the server sent them in.
+    pub seq: u64,
 }
 
 impl Reply {

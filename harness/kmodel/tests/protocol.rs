@@ -10,7 +10,7 @@ use fuse_wire::consts::*;
 use fuse_wire::iomap::*;
 use fuse_wire::request::Op;
 use fuse_wire::structs::*;
-use kmodel::{Error, Kernel, NodeId, Session};
+use kmodel::{Error, InitOffer, Kernel, NodeId, Session};
 use zerocopy::IntoBytes;
 
 const BS: u64 = 4096;
@@ -29,8 +29,16 @@ enum Seen {
 type Answer = Option<Result<Vec<u8>, i32>>;
 type Handler = Box<dyn FnMut(&Op<'_>) -> Answer + Send>;
 
+/// Notifications for a fake to send ahead of its next reply.
+type Notes = Arc<Mutex<Vec<Vec<u8>>>>;
+
 /// Runs a fake server on one end of a socket pair: `handler` answers first, defaults after.
-fn fake(mut handler: Handler, log: Arc<Mutex<Vec<Seen>>>) -> OwnedFd {
+fn fake(handler: Handler, log: Arc<Mutex<Vec<Seen>>>) -> OwnedFd {
+    fake_with_notes(handler, log, Notes::default())
+}
+
+/// Like `fake`, sending whatever `notes` holds just before each reply.
+fn fake_with_notes(mut handler: Handler, log: Arc<Mutex<Vec<Seen>>>, notes: Notes) -> OwnedFd {
     let (ours, theirs) = kmodel::session::socket_pair().unwrap();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 1 << 21];
@@ -54,6 +62,9 @@ fn fake(mut handler: Handler, log: Arc<Mutex<Vec<Seen>>>) -> OwnedFd {
                 Ok(payload) => fuse_wire::reply_ok(unique, &[&payload]),
                 Err(errno) => fuse_wire::reply_err(unique, errno),
             };
+            for note in std::mem::take(&mut *notes.lock().unwrap()) {
+                let _ = rustix::net::send(&theirs, &note, rustix::net::SendFlags::empty());
+            }
             let _ = rustix::net::send(&theirs, &msg, rustix::net::SendFlags::empty());
             if matches!(req.op, Op::Destroy) {
                 return;
@@ -669,6 +680,131 @@ fn dev_inval_notifications_are_checked() {
     let f = k.create(FUSE_ROOT_ID, "f", 0o644).unwrap();
     let err = k.getattr(f).unwrap_err();
     assert!(err.is_violation_of("reserved must be 0"), "{err}");
+}
+
+/// A fake server over a fresh disk, mounted by a kernel offering `offer`.
+fn mount_offering(
+    handler: impl FnMut(&Op<'_>) -> Answer + Send + 'static,
+    offer: InitOffer,
+) -> kmodel::Result<Kernel> {
+    let sock = fake(Box::new(handler), Arc::new(Mutex::new(Vec::new())));
+    let disk = tempfile::NamedTempFile::new().unwrap();
+    disk.as_file().set_len(DISK).unwrap();
+    let session = Session::with_socket(sock, Duration::from_secs(10)).unwrap();
+    Kernel::over_offering(session, disk.reopen().unwrap(), offer)
+}
+
+#[test]
+fn iomap_from_a_kernel_below_the_iomap_minor_is_a_violation() {
+    // The default fake accepts FUSE_IOMAP whatever the kernel offered.
+    let err = mount_offering(|_| None, InitOffer::MAINLINE_7_3_URING)
+        .err()
+        .expect("a server taking bit 43 from a minor-46 kernel");
+    assert!(err.is_violation_of("bit 43"), "{err}");
+    assert!(err.is_violation_of("FUSE_HAS_IO_URING_BUFPOOL"), "{err}");
+    // Unoffered altogether.
+    let offer = InitOffer {
+        minor: IOMAP_MINOR,
+        flags: InitOffer::IOMAP.flags & !FUSE_IOMAP,
+    };
+    let err = mount_offering(|_| None, offer)
+        .err()
+        .expect("a server replying FUSE_IOMAP that was not offered");
+    assert!(err.is_violation_of("did not offer"), "{err}");
+}
+
+#[test]
+fn attr_iomap_on_a_classic_connection_is_a_violation() {
+    // A server that answers INIT classic but still marks files FUSE_ATTR_IOMAP.
+    let mut k = mount_offering(
+        |op| match op {
+            Op::Init(_) => {
+                let out = InitOut {
+                    major: 7,
+                    minor: 45,
+                    max_write: 1 << 20,
+                    ..Default::default()
+                };
+                Some(Ok(out.as_bytes().to_vec()))
+            }
+            _ => None,
+        },
+        InitOffer::MAINLINE_7_3_URING,
+    )
+    .expect("a classic mount");
+    assert!(!k.conn.iomap);
+    let err = k.create(FUSE_ROOT_ID, "f", 0o644).unwrap_err();
+    assert!(
+        err.is_violation_of("FUSE_ATTR_IOMAP on a connection that did not negotiate iomap"),
+        "{err}"
+    );
+}
+
+/// DEV_INVAL of the first device block (where the fake maps file block 0).
+fn inval_block_0() -> Vec<u8> {
+    let inval = IomapDevInvalOut {
+        dev: 1,
+        reserved: 0,
+        range: Range {
+            offset: 0,
+            length: BS,
+        },
+    };
+    fuse_wire::notify(FUSE_NOTIFY_IOMAP_DEV_INVAL, inval.as_bytes())
+}
+
+/// A fake that maps file offset N to device byte N and answers truncates.
+fn mount_with_notes() -> (Kernel, NodeId, Notes, tempfile::NamedTempFile) {
+    let notes = Notes::default();
+    let sock = fake_with_notes(
+        Box::new(|op| match op {
+            Op::Setattr(a) => Some(Ok(AttrOut {
+                attr: Attr {
+                    size: a.size,
+                    ..file_attr(FUSE_ATTR_IOMAP | FUSE_ATTR_EXCLUSIVE)
+                },
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec())),
+            _ => None,
+        }),
+        Arc::new(Mutex::new(Vec::new())),
+        notes.clone(),
+    );
+    let disk = tempfile::NamedTempFile::new().unwrap();
+    disk.as_file().set_len(DISK).unwrap();
+    let session = Session::with_socket(sock, Duration::from_secs(10)).unwrap();
+    let mut k = Kernel::over(session, disk.reopen().unwrap()).unwrap();
+    let f = k.create(FUSE_ROOT_ID, "f", 0o644).unwrap();
+    (k, f, notes, disk)
+}
+
+#[test]
+fn dev_inval_after_the_block_became_file_data_is_a_hazard() {
+    let (mut k, f, notes, _d) = mount_with_notes();
+    k.write_direct(f, 0, &vec![7u8; BS as usize], 0).unwrap();
+    // The invalidation of a free from before the block was handed out arrives late.
+    notes.lock().unwrap().push(inval_block_0());
+    let err = k.getattr(f).unwrap_err();
+    assert!(
+        err.is_violation_of("arrived as message") && err.is_violation_of("stale page"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dev_inval_in_time_or_after_the_file_freed_the_block_is_fine() {
+    let (mut k, f, notes, _d) = mount_with_notes();
+    // Freed and invalidated before the BEGIN reply hands the block out: in time.
+    notes.lock().unwrap().push(inval_block_0());
+    k.write_direct(f, 0, &vec![7u8; BS as usize], 0).unwrap();
+    k.getattr(f).unwrap();
+    // The file's own truncate frees it: an invalidation is expected from then on.
+    notes.lock().unwrap().push(inval_block_0());
+    k.truncate(f, 0).unwrap();
+    k.getattr(f).unwrap();
+    assert_eq!(k.invalidated(), vec![(0, BS), (0, BS)]);
 }
 
 fn ends(log: &Arc<Mutex<Vec<Seen>>>) -> Vec<IomapEndIn> {

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use fuse_wire::consts::*;
-use fuse_wire::iomap::{FUSE_IOMAP, IOMAP_MINOR};
+use fuse_wire::iomap::{init_bit43_meaning, offers_iomap, FUSE_IOMAP, IOMAP_MINOR};
 use fuse_wire::structs::{InitIn, InitOut};
 
 use super::{bytes, Errno, Reply, Server};
@@ -46,7 +46,17 @@ impl Server {
         } else {
             arg.flags as u64
         };
-        let iomap_offered = offered & FUSE_IOMAP != 0;
+        // The bit alone is not an offer: mainline 7.3 (minor 46) sends bit 43 meaning
+        // FUSE_HAS_IO_URING_BUFPOOL, and taking it for iomap would leave file data unmoved.
+        let bit43 = offered & FUSE_IOMAP != 0;
+        let iomap_offered = offers_iomap(arg.minor, offered);
+        if bit43 && !iomap_offered {
+            tracing::info!(
+                "the kernel speaks FUSE 7.{}, below the iomap minor 7.{IOMAP_MINOR}: its INIT bit 43 means {} there, not FUSE_IOMAP",
+                arg.minor,
+                init_bit43_meaning(arg.minor)
+            );
+        }
         let capable = self.iomap_capable.load(Ordering::Relaxed);
         if iomap_offered && !capable {
             tracing::info!("the kernel offers iomap, but the source is not a block device: classic mode (attach the image to a loop device to use iomap)");
@@ -56,6 +66,16 @@ impl Server {
             IomapPolicy::Off => false,
             IomapPolicy::Auto => iomap_offered,
             IomapPolicy::On if iomap_offered => true,
+            IomapPolicy::On if bit43 && arg.minor < IOMAP_MINOR => {
+                tracing::error!(
+                    "iomap=on, but the kernel speaks FUSE 7.{}, below the iomap minor 7.{IOMAP_MINOR}: \
+                     its INIT bit 43 means {} there, not FUSE_IOMAP, so this kernel lacks the FUSE \
+                     iomap series",
+                    arg.minor,
+                    init_bit43_meaning(arg.minor)
+                );
+                return Err(Errno(libc::EPROTO));
+            }
             IomapPolicy::On => {
                 tracing::error!(
                     "iomap=on, but the kernel did not offer FUSE_IOMAP: it lacks the FUSE iomap \

@@ -138,17 +138,29 @@ impl Server {
     }
 
     pub(super) fn iomap_end(&self, ino: Ino, arg: &IomapEndIn) -> Reply {
+        // As for BEGIN: the kernel never sends an empty or wrapping range; never trust it.
+        let Some(range_end) = arg.pos.checked_add(arg.count).filter(|_| arg.count > 0) else {
+            return Err(Errno(libc::EINVAL));
+        };
+        let written = arg.written.max(0) as u64;
+        if written > arg.count {
+            return Err(Errno(libc::EINVAL));
+        }
         if !is_write_op(arg.opflags) {
             return Ok(Vec::new());
         }
-        let written = arg.written.max(0) as u64;
+        // A write mapping past the largest file was never handed out (BEGIN: EFBIG); this
+        // also keeps the block rounding below far from overflow.
+        if range_end > self.max_file_size {
+            return Err(Errno(libc::EFBIG));
+        }
         let mut meta = self.meta();
         let mut inode = Self::regular(&mut meta, ino)?;
         let fs = meta.fs()?;
         let mut dirty = false;
         let lose_size = self.opts.fault == Some(Fault::LoseAppendSize);
         if arg.map.flags & FUSE_IOMAP_F_SIZE_CHANGED != 0 && written > 0 && !lose_size {
-            let end = arg.pos.saturating_add(written);
+            let end = arg.pos + written;
             if end > inode.size() {
                 inode.set_size(end);
                 dirty = true;
@@ -158,7 +170,7 @@ impl Server {
         if written < arg.count && arg.opflags & FUSE_IOMAP_OP_ZERO == 0 {
             let bs = self.block_size as u64;
             let keep = inode.size().max(arg.pos + written).div_ceil(bs) * bs;
-            let end = arg.pos.saturating_add(arg.count).div_ceil(bs) * bs;
+            let end = range_end.div_ceil(bs) * bs;
             if keep < end {
                 let unused = engine::map(fs, ino, &inode, keep, end - keep)?;
                 for p in unused.iter().filter(|p| matches!(p.backing, Backing::Unwritten { .. })) {

@@ -18,6 +18,8 @@ mod xattr;
 pub use init::MAX_WRITE;
 
 use std::collections::{HashMap, HashSet};
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
@@ -28,7 +30,7 @@ use zerocopy::{Immutable, IntoBytes};
 
 use crate::attr::{ino_of, nodeid_of, to_attr};
 use crate::data::DataDevice;
-use crate::options::{IomapPolicy, MountOptions};
+use crate::options::{Fault, IomapPolicy, MountOptions};
 use crate::transport::Transport;
 
 /// A POSIX error number to answer a request with.
@@ -74,6 +76,7 @@ fn modifies(op: &Op<'_>) -> bool {
             | Op::Removexattr { .. }
             | Op::Fallocate(_)
             | Op::IomapBegin(_)
+            | Op::IomapEnd(_)
             | Op::IomapIoend(_)
     )
 }
@@ -127,6 +130,54 @@ impl Meta {
         Ok(self.dircache.lookup(fs, dir, size, name)?)
     }
 }
+
+/// The metadata lock, held. Dropping it first takes the blocks libext2fs freed under it
+/// and sends FUSE_NOTIFY_IOMAP_DEV_INVAL for them, then unlocks: no other request can be
+/// handed a freed block (and have the kernel write file data into it) while a stale page
+/// of it may still sit in the device's page cache.
+pub(crate) struct MetaGuard<'a> {
+    guard: ManuallyDrop<MutexGuard<'a, Meta>>,
+    server: &'a Server,
+}
+
+impl Deref for MetaGuard<'_> {
+    type Target = Meta;
+    fn deref(&self) -> &Meta {
+        &self.guard
+    }
+}
+
+impl DerefMut for MetaGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Meta {
+        &mut self.guard
+    }
+}
+
+impl Drop for MetaGuard<'_> {
+    fn drop(&mut self) {
+        let runs = self
+            .guard
+            .fs
+            .as_mut()
+            .map(Fs::take_freed)
+            .unwrap_or_default();
+        if self.server.opts.fault == Some(Fault::LateDevInval) && !runs.is_empty() {
+            // Test-only: the old order (unlock, then notify), with a window wide enough for
+            // kmodel's concurrent mode to be handed a freed block first.
+            // SAFETY: dropped exactly once, here; the guard is not used after this.
+            unsafe { ManuallyDrop::drop(&mut self.guard) };
+            std::thread::sleep(std::time::Duration::from_millis(LATE_DEV_INVAL_MS));
+            self.server.invalidate(&runs);
+            return;
+        }
+        self.server.invalidate(&runs);
+        // SAFETY: dropped exactly once, here; the guard is not used after this.
+        unsafe { ManuallyDrop::drop(&mut self.guard) };
+    }
+}
+
+/// How late `fault=late_dev_inval` sends the invalidation.
+const LATE_DEV_INVAL_MS: u64 = 20;
 
 const DATA_LOCK_STRIPES: usize = 256;
 
@@ -199,9 +250,15 @@ impl Server {
         self.finished.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn meta(&self) -> MutexGuard<'_, Meta> {
+    /// The metadata lock. Dropping the guard tells the kernel about blocks freed under it
+    /// before the lock is released (see [`MetaGuard`]).
+    pub(crate) fn meta(&self) -> MetaGuard<'_> {
         // A panic while holding the lock must not wedge every other request.
-        self.meta.lock().unwrap_or_else(|p| p.into_inner())
+        let guard = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        MetaGuard {
+            guard: ManuallyDrop::new(guard),
+            server: self,
+        }
     }
 
     pub(crate) fn data_lock(&self, ino: Ino) -> &RwLock<()> {
@@ -259,13 +316,11 @@ impl Server {
             Op::Destroy => self.destroy(),
             Op::Forget(arg) => {
                 self.forget(&[(nodeid, arg.nlookup)]);
-                self.invalidate_freed();
                 return None;
             }
             Op::BatchForget { forgets } => {
                 let list: Vec<(u64, u64)> = forgets.iter().map(|f| (f.nodeid, f.nlookup)).collect();
                 self.forget(&list);
-                self.invalidate_freed();
                 return None;
             }
             Op::Interrupt(_) => return None,
@@ -290,6 +345,21 @@ impl Server {
             Op::Create { arg, name } => ino().and_then(|p| self.create(req, p, name, arg)),
             Op::Tmpfile { arg, name: _ } => ino().and_then(|p| self.tmpfile(req, p, arg)),
             Op::Read(arg) => ino().and_then(|i| self.read(i, arg.offset, arg.size)),
+            Op::Write { arg, data } if self.mode() == Mode::Iomap => {
+                // Every regular file is an iomap inode here (FUSE_ATTR_IOMAP, and no INLINE
+                // mappings are handed out), so the kernel writes file data with its own bios;
+                // a FUSE_WRITE means it does not treat the file as iomap (e.g. it misread
+                // the INIT). Writing through our buffered fd would race its bios and its
+                // truncate zeroing. EIO, not EOPNOTSUPP: the bytes did not reach the disk,
+                // and write(2) callers treat EIO as lost data, EOPNOTSUPP as a missing feature.
+                tracing::error!(
+                    nodeid,
+                    offset = arg.offset,
+                    len = data.len(),
+                    "FUSE_WRITE in iomap mode refused (EIO): the kernel should write iomap files itself"
+                );
+                Err(Errno(libc::EIO))
+            }
             Op::Write { arg, data } => ino().and_then(|i| self.write(i, arg.offset, data)),
             Op::Flush(_) | Op::Release(_) | Op::Releasedir(_) => Ok(Vec::new()),
             Op::Fsync(_) | Op::Fsyncdir(_) => self.sync(),
@@ -315,25 +385,20 @@ impl Server {
             _ => Err(Errno(libc::ENOSYS)),
         };
         let _ = transport;
-        self.invalidate_freed();
         Some(reply)
     }
 
-    /// Tells the kernel to drop freed blocks from the device's page cache (iomap mode:
-    /// the kernel writes file data around that cache, so a stale cached metadata block
-    /// must never be written back over new data). In classic mode the log is just emptied.
-    fn invalidate_freed(&self) {
-        let runs = match self.meta().fs.as_mut() {
-            Some(fs) => fs.take_freed(),
-            None => return,
-        };
+    /// Tells the kernel to drop freed blocks `(first, count)` from the device's page cache
+    /// (iomap mode: the kernel writes file data around that cache, so a stale cached
+    /// metadata block must never be written back over new data). Nothing in classic mode.
+    fn invalidate(&self, runs: &[(u64, u64)]) {
         let dev = self.backing_dev.load(Ordering::Relaxed);
         if runs.is_empty() || self.mode() != Mode::Iomap || dev == 0 {
             return;
         }
         let Some(transport) = self.transport.get() else { return };
         let bs = self.block_size as u64;
-        for (blk, n) in runs {
+        for &(blk, n) in runs {
             let payload = fuse_wire::structs::IomapDevInvalOut {
                 dev,
                 reserved: 0,

@@ -1,5 +1,5 @@
-//! `kmodel --server PATH [--seed N] [--ops N]`: run one random sequence against a fresh
-//! image, for manual use and replaying a failing seed.
+//! `kmodel --server PATH [--seed N] [--ops N] [--threads N]`: run one random sequence (or N
+//! at once, concurrent mode) against a fresh image, for manual use and replaying a seed.
 
 use std::path::PathBuf;
 
@@ -40,6 +40,10 @@ struct Cli {
     /// Debug aid: SYNCFS and e2fsck -fn the live image after every operation.
     #[arg(long)]
     fsck_each_op: bool,
+    /// Concurrent mode: N kernel threads, each running its own sequence of --ops
+    /// operations on its own files, on one connection (no remounts).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn main() -> Result<()> {
@@ -66,7 +70,11 @@ fn main() -> Result<()> {
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         cfg.workdir = Some(dir);
     }
-    match kmodel::run(&cfg) {
+    let result = match cli.threads {
+        Some(n) => kmodel::run_concurrent(&cfg, n).map(|r| r.to_string()),
+        None => kmodel::run(&cfg).map(|r| r.to_string()),
+    };
+    match result {
         Ok(report) => {
             println!("{report}");
             Ok(())
