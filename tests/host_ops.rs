@@ -1694,26 +1694,8 @@ fn inode_generation(t: &dyn Target) -> Result<()> {
     let mut fs = TestFs::new(t, FsSpec::default())?;
     write(&fs.path("f"), b"f")?;
     let ino = meta(&fs.path("f"))?.ino();
-    let gen = match generation(&fs.path("f"))? {
-        Ok(g) => g,
-        // FUSE forwards the ioctl to the server, which may not implement it. There is no
-        // other way to observe generations from userspace, so that part is skipped.
-        Err(e)
-            if fs.is_fuse()
-                && matches!(
-                    e,
-                    Errno::NOTTY | Errno::NOSYS | Errno::OPNOTSUPP | Errno::INVAL
-                ) =>
-        {
-            eprintln!(
-                "{}: FS_IOC_GETVERSION unsupported ({e:?}): generation checks skipped",
-                t.name()
-            );
-            fs.expected.file("f", b"f".to_vec());
-            return fs.finish();
-        }
-        Err(e) => anyhow::bail!("FS_IOC_GETVERSION: {e:?}"),
-    };
+    // FUSE forwards the ioctl to the server; iomapfs answers it as ext4 does.
+    let gen = generation(&fs.path("f"))?.map_err(|e| anyhow::anyhow!("FS_IOC_GETVERSION: {e:?}"))?;
     std::fs::remove_file(fs.path("f"))?;
     // Reuse the inode number: ext4 hands out the lowest free inode of the group.
     write(&fs.path("g"), b"g")?;

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use ext2fs::{Ino, Inode};
 use fuse_wire::consts::*;
 use fuse_wire::request::Request;
-use fuse_wire::structs::{CreateIn, LseekOut, OpenOut, WriteOut};
+use fuse_wire::structs::{CreateIn, IoctlIn, IoctlOut, LseekOut, OpenOut, WriteOut};
 
 use super::{bytes, Errno, Meta, Reply, Server};
 use crate::attr::now;
@@ -271,5 +271,23 @@ impl Server {
             return Err(Errno(libc::ENXIO));
         }
         Ok(bytes(&LseekOut { offset }))
+    }
+
+    /// FUSE_IOCTL: only FS_IOC_GETVERSION, the inode generation (as ext4 answers it). The
+    /// kernel sends file ioctls "restricted": the argument's size comes from the command
+    /// number, so the reply is the 8-byte `long` right after `fuse_ioctl_out`.
+    pub(super) fn ioctl(&self, ino: Ino, arg: &IoctlIn) -> Reply {
+        const FS_IOC_GETVERSION: u32 = 0x8008_7601; // _IOR('v', 1, long)
+        if arg.cmd != FS_IOC_GETVERSION || arg.flags & FUSE_IOCTL_UNRESTRICTED != 0 {
+            return Err(Errno(libc::ENOTTY));
+        }
+        if (arg.out_size as usize) < std::mem::size_of::<u64>() {
+            return Err(Errno(libc::EINVAL));
+        }
+        let mut meta = self.meta();
+        let generation = meta.fs()?.read_inode(ino)?.generation();
+        let mut out = bytes(&IoctlOut::default());
+        out.extend_from_slice(&u64::from(generation).to_le_bytes());
+        Ok(out)
     }
 }

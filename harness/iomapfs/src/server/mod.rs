@@ -374,6 +374,7 @@ impl Server {
             Op::Removexattr { name } => ino().and_then(|i| self.removexattr(i, name)),
             Op::Fallocate(arg) => ino().and_then(|i| self.fallocate(i, arg.offset, arg.length, arg.mode)),
             Op::Lseek(arg) => ino().and_then(|i| self.lseek(i, arg.offset, arg.whence)),
+            Op::Ioctl { arg, .. } => ino().and_then(|i| self.ioctl(i, arg)),
             Op::Statx(_) => ino().and_then(|i| self.statx(i)),
             Op::IomapConfig(arg) => self.iomap_config(arg),
             Op::IomapBegin(arg) => ino().and_then(|i| self.iomap_begin(i, arg)),
