@@ -1,11 +1,13 @@
 //! Data-integrity workloads for any mounted directory: direct I/O of self-describing blocks
-//! (`dio`), concurrent O_APPEND records with crash acknowledgements (`append`), and fio
+//! (`dio`), concurrent O_APPEND records with crash acknowledgements (`append`), files
+//! created, rewritten and deleted with acknowledgements for power cuts (`churn`), and fio
 //! throughput jobs (`fio`). Every run is seeded and bounded; every mismatch becomes a
 //! [`Finding`] naming the file, the offset, and the expected and found bytes.
 
 pub mod align;
 pub mod append;
 pub mod block;
+pub mod churn;
 pub mod dio;
 pub mod error;
 pub mod fill;

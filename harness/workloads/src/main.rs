@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
-use workloads::{append, dio, fio, Summary};
+use workloads::{append, churn, dio, fio, Summary};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +30,9 @@ enum Cmd {
     /// Concurrent O_APPEND writers on a shared log; optional fsync acknowledgements for the
     /// crash variant, appends racing with truncate, many small files.
     Append(AppendArgs),
+    /// Files of self-describing blocks created, rewritten and deleted (freed blocks get
+    /// reused), each durable state acknowledged in --ack-log: for power-cut tests.
+    Churn(ChurnArgs),
     /// Re-verify a directory later (after a remount, a reboot, a crash).
     #[command(subcommand)]
     Verify(VerifyCmd),
@@ -110,6 +113,26 @@ struct AppendArgs {
     small_files: u64,
 }
 
+#[derive(Args)]
+struct ChurnArgs {
+    dir: PathBuf,
+    #[command(flatten)]
+    common: Common,
+    /// Acknowledgement log, OUTSIDE the filesystem under test.
+    #[arg(long)]
+    ack_log: PathBuf,
+    /// Live files kept around.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    files: u32,
+    /// Most 4 KiB units per file.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_units: u32,
+    /// The filesystem will go away mid-run: an I/O error ends the run quietly; verify later
+    /// with `workloads verify churn DIR --ack-log PATH`.
+    #[arg(long)]
+    crash_tolerant: bool,
+}
+
 #[derive(Subcommand)]
 enum VerifyCmd {
     /// Check DIR against a manifest saved by `workloads dio --manifest`.
@@ -117,6 +140,18 @@ enum VerifyCmd {
         dir: PathBuf,
         #[arg(long)]
         manifest: PathBuf,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Check DIR's churn files against its acknowledgement log: every acknowledged file
+    /// intact, no deleted file back, no other file's (freed) blocks in any file.
+    Churn {
+        dir: PathBuf,
+        #[arg(long)]
+        ack_log: PathBuf,
+        /// The run was not interrupted: nothing beyond the log may be there.
+        #[arg(long)]
+        exact: bool,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -230,6 +265,24 @@ fn run(cmd: Cmd) -> Result<bool> {
             )?;
             finish(summary, a.common.json.as_deref())?
         }
+        Cmd::Churn(a) => {
+            let seed = announce_seed("churn", &a.dir, a.common.seed);
+            let cfg = churn::Config {
+                seed,
+                duration: Duration::from_secs(a.common.duration),
+                files: a.files,
+                max_units: a.max_units,
+                ack_log: a.ack_log,
+                crash_tolerant: a.crash_tolerant,
+            };
+            finish(churn::run(&a.dir, &cfg)?, a.common.json.as_deref())?
+        }
+        Cmd::Verify(VerifyCmd::Churn {
+            dir,
+            ack_log,
+            exact,
+            json,
+        }) => finish(churn::verify(&dir, &ack_log, exact)?, json.as_deref())?,
         Cmd::Verify(VerifyCmd::Dio {
             dir,
             manifest,
