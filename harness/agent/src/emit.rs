@@ -14,9 +14,8 @@ pub struct Emitter {
 
 impl Emitter {
     pub fn open() -> Self {
-        let port = find_port(events::EVENT_PORT).and_then(|p| {
-            std::fs::OpenOptions::new().write(true).open(p).ok()
-        });
+        let port = find_port(events::EVENT_PORT)
+            .and_then(|p| std::fs::OpenOptions::new().write(true).open(p).ok());
         if port.is_none() {
             crate::sys::console("harness agent: no event port; sending events on the console");
         }
@@ -35,7 +34,9 @@ impl Emitter {
     }
 
     pub fn log(&mut self, message: &str) {
-        self.emit(EventBody::Log { message: message.to_string() });
+        self.emit(EventBody::Log {
+            message: message.to_string(),
+        });
     }
 }
 

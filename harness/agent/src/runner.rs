@@ -15,17 +15,32 @@ use crate::sys;
 
 /// Directory for one test's artifacts inside the share.
 pub fn artifact_dir(name: &str) -> PathBuf {
-    Path::new(events::SHARE_MOUNT).join("tests").join(safe_name(name))
+    Path::new(events::SHARE_MOUNT)
+        .join("tests")
+        .join(safe_name(name))
 }
 
 /// Keep names usable as relative paths: no "..", no leading '/', plain characters.
 pub fn safe_name(name: &str) -> String {
     let cleaned: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-/".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-/".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    let parts: Vec<&str> = cleaned.split('/').filter(|p| !p.is_empty() && *p != "." && *p != "..").collect();
-    if parts.is_empty() { "unnamed".into() } else { parts.join("/") }
+    let parts: Vec<&str> = cleaned
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != "." && *p != "..")
+        .collect();
+    if parts.is_empty() {
+        "unnamed".into()
+    } else {
+        parts.join("/")
+    }
 }
 
 struct Outcome {
@@ -39,16 +54,27 @@ struct Outcome {
 pub fn run_test(plan: &Plan, test: &PlanTest, out: &mut Emitter) -> TestStatus {
     let dir = artifact_dir(&test.name);
     let _ = std::fs::create_dir_all(&dir);
-    sys::kmsg(&format!("{} test_started {}", events::KMSG_MARKER, test.name));
+    sys::kmsg(&format!(
+        "{} test_started {}",
+        events::KMSG_MARKER,
+        test.name
+    ));
     let kmsg = KmsgSlice::start();
-    out.emit(EventBody::TestStarted { name: test.name.clone(), timeout_s: test.timeout_s });
+    out.emit(EventBody::TestStarted {
+        name: test.name.clone(),
+        timeout_s: test.timeout_s,
+    });
     let started = Instant::now();
 
     let outcome = spawn_and_watch(plan, test, &dir, out);
 
     let duration_ms = started.elapsed().as_millis() as u64;
     cleanup_mounts();
-    sys::kmsg(&format!("{} test_finished {}", events::KMSG_MARKER, test.name));
+    sys::kmsg(&format!(
+        "{} test_finished {}",
+        events::KMSG_MARKER,
+        test.name
+    ));
     let _ = std::fs::write(dir.join("dmesg.log"), kmsg.collect());
     sys::sync();
     out.emit(EventBody::TestFinished {
@@ -76,7 +102,12 @@ fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) 
         std::fs::File::create(dir.join("stderr.log")),
     ) {
         (Ok(o), Ok(e)) => (o, e),
-        (Err(e), _) | (_, Err(e)) => return infra(format!("cannot create output files in {}: {e}", dir.display())),
+        (Err(e), _) | (_, Err(e)) => {
+            return infra(format!(
+                "cannot create output files in {}: {e}",
+                dir.display()
+            ))
+        }
     };
     let child = Command::new("/bin/bash")
         .arg("-c")
@@ -108,7 +139,11 @@ fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) 
             let (exit_code, signal) = decode_wait(status);
             let passed = exit_code == Some(0);
             return Outcome {
-                status: if passed { TestStatus::Passed } else { TestStatus::Failed },
+                status: if passed {
+                    TestStatus::Passed
+                } else {
+                    TestStatus::Failed
+                },
                 exit_code,
                 signal,
                 slow,
@@ -123,7 +158,10 @@ fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) 
         if now >= next_beat {
             let p = progress(pid, dir);
             samples.push((now, p));
-            out.emit(EventBody::Heartbeat { test: Some(test.name.clone()), progress: p });
+            out.emit(EventBody::Heartbeat {
+                test: Some(test.name.clone()),
+                progress: p,
+            });
             next_beat = now + heartbeat;
         }
         let elapsed = now - started;
@@ -131,7 +169,11 @@ fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) 
             // Compare with a sample at least one heartbeat old: a test that
             // neither ran, nor did I/O, nor printed in that window is hung.
             let current = progress(pid, dir);
-            let window_start = samples.iter().rev().find(|(t, _)| now - *t >= heartbeat).map(|s| s.1);
+            let window_start = samples
+                .iter()
+                .rev()
+                .find(|(t, _)| now - *t >= heartbeat)
+                .map(|s| s.1);
             let stuck = window_start == Some(current);
             if stuck || elapsed >= hard_limit {
                 if stuck {
@@ -167,7 +209,10 @@ fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) 
                 };
             }
             if !slow {
-                out.log(&format!("{} passed its {}s timeout but is making progress; letting it run", test.name, test.timeout_s));
+                out.log(&format!(
+                    "{} passed its {}s timeout but is making progress; letting it run",
+                    test.name, test.timeout_s
+                ));
                 slow = true;
             }
         }
@@ -229,25 +274,41 @@ fn kill_group(pgid: i32) {
 fn progress(pgid: i32, dir: &Path) -> u64 {
     let mut total = 0u64;
     for name in ["stdout.log", "stderr.log"] {
-        total += std::fs::metadata(dir.join(name)).map(|m| m.len()).unwrap_or(0);
+        total += std::fs::metadata(dir.join(name))
+            .map(|m| m.len())
+            .unwrap_or(0);
     }
-    let Ok(procs) = std::fs::read_dir("/proc") else { return total };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return total;
+    };
     for entry in procs.flatten() {
         let pid = entry.file_name().to_string_lossy().to_string();
         if !pid.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some(fields) = stat_fields_after_comm(&stat) else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(fields) = stat_fields_after_comm(&stat) else {
+            continue;
+        };
         // After "(comm)": state ppid pgrp ... utime is field 14, stime 15 (1-based).
-        let field = |n: usize| fields.get(n - 3).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        let field = |n: usize| {
+            fields
+                .get(n - 3)
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         if field(5) as i32 != pgid {
             continue;
         }
         total += field(14) + field(15);
         if let Ok(io) = std::fs::read_to_string(entry.path().join("io")) {
             for line in io.lines() {
-                if let Some(v) = line.strip_prefix("rchar: ").or_else(|| line.strip_prefix("wchar: ")) {
+                if let Some(v) = line
+                    .strip_prefix("rchar: ")
+                    .or_else(|| line.strip_prefix("wchar: "))
+                {
                     total += v.trim().parse::<u64>().unwrap_or(0);
                 }
             }
@@ -265,7 +326,9 @@ fn stat_fields_after_comm(stat: &str) -> Option<Vec<&str>> {
 /// Leave no mount of a test behind for the next one.
 fn cleanup_mounts() {
     for m in [setup::TEST_DIR, setup::SCRATCH_MNT] {
-        let Ok(c) = std::ffi::CString::new(m) else { continue };
+        let Ok(c) = std::ffi::CString::new(m) else {
+            continue;
+        };
         // SAFETY: valid C string; failure (not mounted) is fine.
         while unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {}
     }

@@ -17,17 +17,29 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("cannot write {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("bad results file {path}: {source}")]
-    Parse { path: String, source: serde_json::Error },
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
     #[error("cannot build JUnit XML: {0}")]
     Junit(String),
 }
 
 fn write(path: &Path, text: &str) -> Result<(), ReportError> {
-    std::fs::write(path, text).map_err(|source| ReportError::Write { path: path.display().to_string(), source })
+    std::fs::write(path, text).map_err(|source| ReportError::Write {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 pub fn write_json(run: &RunResult, path: &Path) -> Result<(), ReportError> {
@@ -36,9 +48,14 @@ pub fn write_json(run: &RunResult, path: &Path) -> Result<(), ReportError> {
 }
 
 pub fn read_json(path: &Path) -> Result<RunResult, ReportError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ReportError::Read { path: path.display().to_string(), source })?;
-    serde_json::from_str(&text).map_err(|source| ReportError::Parse { path: path.display().to_string(), source })
+    let text = std::fs::read_to_string(path).map_err(|source| ReportError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| ReportError::Parse {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 pub fn write_junit(run: &RunResult, path: &Path) -> Result<(), ReportError> {

@@ -50,7 +50,11 @@ impl Verdict {
 
     pub fn exit_code(self) -> i32 {
         match self {
-            Verdict::Passed | Verdict::NotRun | Verdict::Skipped | Verdict::Expunged | Verdict::Flaky => 0,
+            Verdict::Passed
+            | Verdict::NotRun
+            | Verdict::Skipped
+            | Verdict::Expunged
+            | Verdict::Flaky => 0,
             Verdict::Failed | Verdict::Crashed | Verdict::Hung => 1,
             Verdict::InfraError => 3,
         }
@@ -184,7 +188,11 @@ impl RunResult {
     /// The run's verdict from its tests: the worst of them, an infra error
     /// if nothing ran, passed only if every test passed.
     pub fn overall(tests: &[TestResult], run_infra_error: bool) -> Verdict {
-        if run_infra_error && tests.iter().all(|t| matches!(t.verdict, Verdict::Passed | Verdict::NotRun) || t.verdict.is_benign()) {
+        if run_infra_error
+            && tests.iter().all(|t| {
+                matches!(t.verdict, Verdict::Passed | Verdict::NotRun) || t.verdict.is_benign()
+            })
+        {
             return Verdict::InfraError;
         }
         let worst_test = tests
@@ -194,7 +202,11 @@ impl RunResult {
             .max();
         match worst_test {
             Some(v) if v != Verdict::Passed => v,
-            _ if tests.iter().any(|t| matches!(t.verdict, Verdict::InfraError | Verdict::NotRun)) || tests.is_empty() => {
+            _ if tests
+                .iter()
+                .any(|t| matches!(t.verdict, Verdict::InfraError | Verdict::NotRun))
+                || tests.is_empty() =>
+            {
                 Verdict::InfraError
             }
             _ => Verdict::Passed,
@@ -230,15 +242,27 @@ mod tests {
         use Verdict::*;
         assert_eq!(RunResult::overall(&[t(Passed), t(Passed)], false), Passed);
         assert_eq!(RunResult::overall(&[t(Passed), t(Failed)], false), Failed);
-        assert_eq!(RunResult::overall(&[t(Failed), t(Crashed), t(Hung)], false), Crashed);
+        assert_eq!(
+            RunResult::overall(&[t(Failed), t(Crashed), t(Hung)], false),
+            Crashed
+        );
         assert_eq!(RunResult::overall(&[t(Failed), t(Hung)], false), Hung);
         // Nothing ran, or only infra errors: the harness failed, not the kernel.
         assert_eq!(RunResult::overall(&[], false), InfraError);
-        assert_eq!(RunResult::overall(&[t(Passed), t(InfraError)], false), InfraError);
+        assert_eq!(
+            RunResult::overall(&[t(Passed), t(InfraError)], false),
+            InfraError
+        );
         // A real failure outranks a later infra error.
-        assert_eq!(RunResult::overall(&[t(Failed), t(InfraError)], false), Failed);
+        assert_eq!(
+            RunResult::overall(&[t(Failed), t(InfraError)], false),
+            Failed
+        );
         // A crash stops the run; the tests after it did not run.
-        assert_eq!(RunResult::overall(&[t(Passed), t(Crashed), t(NotRun)], false), Crashed);
+        assert_eq!(
+            RunResult::overall(&[t(Passed), t(Crashed), t(NotRun)], false),
+            Crashed
+        );
         assert_eq!(RunResult::overall(&[t(NotRun)], false), InfraError);
         // The run broke (e.g. QEMU died at shutdown) though every test passed.
         assert_eq!(RunResult::overall(&[t(Passed)], true), InfraError);

@@ -22,9 +22,19 @@ fn sample() -> RunResult {
     };
     let tests = vec![
         t("smoke/mount", Verdict::Passed, None, vec![]),
-        t("smoke/dio", Verdict::Crashed, Some("kernel oops"), vec![crash]),
+        t(
+            "smoke/dio",
+            Verdict::Crashed,
+            Some("kernel oops"),
+            vec![crash],
+        ),
         t("run/cmd", Verdict::Failed, Some("exit code 3"), vec![]),
-        t("run/later", Verdict::NotRun, Some("not run: the guest crashed"), vec![]),
+        t(
+            "run/later",
+            Verdict::NotRun,
+            Some("not run: the guest crashed"),
+            vec![],
+        ),
     ];
     RunResult {
         schema: RESULTS_SCHEMA,
@@ -70,26 +80,41 @@ fn json_round_trips() {
 fn junit_counts_failures_and_errors() {
     let xml = junit_xml(&sample()).unwrap();
     // One suite per prefix; the crash is an <error>, the exit code a <failure>.
-    assert!(xml.contains("<testsuite name=\"smoke\" tests=\"2\""), "{xml}");
+    assert!(
+        xml.contains("<testsuite name=\"smoke\" tests=\"2\""),
+        "{xml}"
+    );
     assert!(xml.contains("<testsuite name=\"run\" tests=\"2\""), "{xml}");
     assert_eq!(xml.matches("<skipped ").count(), 1, "{xml}");
     assert_eq!(xml.matches("<error ").count(), 1, "{xml}");
     assert_eq!(xml.matches("<failure ").count(), 1, "{xml}");
-    assert!(xml.contains("fuse_iomap_begin"), "excerpt in the error text: {xml}");
-    assert!(xml.contains("name=\"server_mode\" value=\"classic\""), "{xml}");
+    assert!(
+        xml.contains("fuse_iomap_begin"),
+        "excerpt in the error text: {xml}"
+    );
+    assert!(
+        xml.contains("name=\"server_mode\" value=\"classic\""),
+        "{xml}"
+    );
 }
 
 #[test]
 fn summary_names_every_test_and_the_crash() {
     let md = summary_markdown(&sample());
-    assert!(md.starts_with("# vm-test 20260101-000000-abcd: CRASHED"), "{md}");
+    assert!(
+        md.starts_with("# vm-test 20260101-000000-abcd: CRASHED"),
+        "{md}"
+    );
     for name in ["smoke/mount", "smoke/dio", "run/cmd"] {
         assert!(md.contains(&format!("| {name} |")), "{md}");
     }
     assert!(md.contains("tcg (KVM probe timed out)"), "{md}");
     assert!(md.contains("### Oops during smoke/dio"), "{md}");
     let text = summary_text(&sample());
-    assert!(text.contains("CRASHED (1 passed, 1 failed, 1 crashed, 1 not_run)"), "{text}");
+    assert!(
+        text.contains("CRASHED (1 passed, 1 failed, 1 crashed, 1 not_run)"),
+        "{text}"
+    );
 }
 
 /// fstests' verdicts: skipped and expunged are JUnit skips, flaky passes with a note, a
@@ -105,17 +130,35 @@ fn fstests_verdicts_in_junit_and_the_run_verdict() {
         t.details = details.map(str::to_string);
         run.tests.push(t);
     };
-    add("fstests/a", Verdict::Skipped, "this test requires a valid $SCRATCH_DEV", None);
+    add(
+        "fstests/a",
+        Verdict::Skipped,
+        "this test requires a valid $SCRATCH_DEV",
+        None,
+    );
     add("fstests/b", Verdict::Expunged, "needs dm-error", None);
     add("fstests/c", Verdict::Flaky, "failed then passed", None);
-    add("fstests/d", Verdict::Failed, "- output mismatch", Some("--- diff ---\n-Silence is golden\n+oops"));
+    add(
+        "fstests/d",
+        Verdict::Failed,
+        "- output mismatch",
+        Some("--- diff ---\n-Silence is golden\n+oops"),
+    );
     let xml = junit_xml(&run).unwrap();
-    assert!(xml.contains("this test requires a valid $SCRATCH_DEV"), "{xml}");
+    assert!(
+        xml.contains("this test requires a valid $SCRATCH_DEV"),
+        "{xml}"
+    );
     assert!(xml.contains("expunged: needs dm-error"), "{xml}");
     assert!(xml.contains("flaky: failed then passed"), "{xml}");
     assert!(xml.contains("+oops"), "the diff is in system-out: {xml}");
     assert_eq!(xml.matches("<skipped ").count(), 3, "{xml}");
-    let benign = vec![run.tests[4].clone(), run.tests[5].clone(), run.tests[6].clone(), run.tests[0].clone()];
+    let benign = vec![
+        run.tests[4].clone(),
+        run.tests[5].clone(),
+        run.tests[6].clone(),
+        run.tests[0].clone(),
+    ];
     assert_eq!(RunResult::overall(&benign, false), Verdict::Passed);
     let json = serde_json::to_string(&run).unwrap();
     let back: RunResult = serde_json::from_str(&json).unwrap();

@@ -14,23 +14,44 @@ const PATTERNS: &[(&str, FindingKind)] = &[
     ("BUG: KFENCE:", FindingKind::Kasan),
     ("BUG: soft lockup", FindingKind::SoftLockup),
     ("watchdog: BUG: soft lockup", FindingKind::SoftLockup),
-    ("watchdog: Watchdog detected hard LOCKUP", FindingKind::SoftLockup),
+    (
+        "watchdog: Watchdog detected hard LOCKUP",
+        FindingKind::SoftLockup,
+    ),
     ("BUG: workqueue lockup", FindingKind::SoftLockup),
-    ("BUG: sleeping function called from invalid context", FindingKind::Warning),
+    (
+        "BUG: sleeping function called from invalid context",
+        FindingKind::Warning,
+    ),
     ("BUG: scheduling while atomic", FindingKind::Bug),
     ("BUG: ", FindingKind::Bug),
     ("kernel BUG at ", FindingKind::Bug),
-    ("Oops: general protection fault", FindingKind::GeneralProtection),
+    (
+        "Oops: general protection fault",
+        FindingKind::GeneralProtection,
+    ),
     ("general protection fault", FindingKind::GeneralProtection),
     ("Oops: ", FindingKind::Oops),
     ("UBSAN: ", FindingKind::Ubsan),
-    ("WARNING: possible circular locking dependency detected", FindingKind::Lockdep),
-    ("WARNING: possible recursive locking detected", FindingKind::Lockdep),
+    (
+        "WARNING: possible circular locking dependency detected",
+        FindingKind::Lockdep,
+    ),
+    (
+        "WARNING: possible recursive locking detected",
+        FindingKind::Lockdep,
+    ),
     ("WARNING: inconsistent lock state", FindingKind::Lockdep),
     ("WARNING: bad unlock balance detected", FindingKind::Lockdep),
     ("WARNING: suspicious RCU usage", FindingKind::Lockdep),
-    ("WARNING: possible irq lock inversion dependency detected", FindingKind::Lockdep),
-    ("WARNING: lock held when returning to user space", FindingKind::Lockdep),
+    (
+        "WARNING: possible irq lock inversion dependency detected",
+        FindingKind::Lockdep,
+    ),
+    (
+        "WARNING: lock held when returning to user space",
+        FindingKind::Lockdep,
+    ),
     ("WARNING: ", FindingKind::Warning),
     ("INFO: possible circular locking", FindingKind::Lockdep),
     ("INFO: task ", FindingKind::HungTask),
@@ -53,8 +74,14 @@ pub fn strip_prefix(line: &str) -> &str {
         if let Some(inner) = trimmed.strip_prefix('[') {
             if let Some(end) = inner.find(']') {
                 let tag = &inner[..end];
-                if tag.trim().chars().all(|c| c.is_ascii_digit() || c == '.' || c == 'T' || c == 'C') {
-                    rest = inner[end + 1..].strip_prefix(' ').unwrap_or(&inner[end + 1..]);
+                if tag
+                    .trim()
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '.' || c == 'T' || c == 'C')
+                {
+                    rest = inner[end + 1..]
+                        .strip_prefix(' ')
+                        .unwrap_or(&inner[end + 1..]);
                     continue;
                 }
             }
@@ -69,7 +96,10 @@ pub fn classify(text: &str) -> Option<FindingKind> {
     if text.starts_with("INFO: task ") && !text.contains("blocked for more than") {
         return None;
     }
-    PATTERNS.iter().find(|(p, _)| text.starts_with(p)).map(|(_, k)| *k)
+    PATTERNS
+        .iter()
+        .find(|(p, _)| text.starts_with(p))
+        .map(|(_, k)| *k)
 }
 
 /// What the watcher learned from one line.
@@ -166,7 +196,11 @@ impl Watcher {
         match (&mut self.open, kind) {
             // Another report starts: close this one. The "Oops:" header that
             // follows a "BUG: ..." line belongs to the same report, though.
-            (Some(f), Some(k)) if !(text.starts_with("Oops: ") && self.open_lines < 10 && f.kind != FindingKind::Panic) => {
+            (Some(f), Some(k))
+                if !(text.starts_with("Oops: ")
+                    && self.open_lines < 10
+                    && f.kind != FindingKind::Panic) =>
+            {
                 let _ = f;
                 self.close();
                 self.start(k, &text);
@@ -215,7 +249,10 @@ mod tests {
     #[test]
     fn strips_printk_prefixes() {
         assert_eq!(strip_prefix("[   12.345678] BUG: x"), "BUG: x");
-        assert_eq!(strip_prefix("[    1.000000][    T1] WARNING: y\r"), "WARNING: y");
+        assert_eq!(
+            strip_prefix("[    1.000000][    T1] WARNING: y\r"),
+            "WARNING: y"
+        );
         assert_eq!(strip_prefix("[bracketed] text"), "[bracketed] text");
         assert_eq!(strip_prefix("plain"), "plain");
     }
@@ -243,7 +280,9 @@ mod tests {
         assert_eq!(f.len(), 2, "{f:#?}");
         assert_eq!(f[0].kind, FindingKind::Bug);
         assert_eq!(f[0].test.as_deref(), Some("smoke/dio"));
-        assert!(f[0].title.starts_with("BUG: kernel NULL pointer dereference"));
+        assert!(f[0]
+            .title
+            .starts_with("BUG: kernel NULL pointer dereference"));
         assert!(f[0].excerpt.contains("RIP: 0010:fuse_file_read_iter"));
         assert!(f[0].excerpt.contains("---[ end trace"));
         assert_eq!(f[1].kind, FindingKind::Panic);
@@ -290,7 +329,10 @@ mod tests {
                 (FindingKind::HungTask, Some("t/b")),
             ]
         );
-        assert_eq!(f[0].title, "WARNING: CPU: 1 PID: 120 at fs/fuse/file.c:1234 fuse_write_end+0x2a/0x40");
+        assert_eq!(
+            f[0].title,
+            "WARNING: CPU: 1 PID: 120 at fs/fuse/file.c:1234 fuse_write_end+0x2a/0x40"
+        );
         assert_eq!(f[0].kind.severity(), report::Severity::Warning);
         assert!(f[1].excerpt.contains("Not tainted"));
     }

@@ -80,40 +80,79 @@ impl Default for Limits {
 /// Live progress for the caller's display.
 #[derive(Debug)]
 pub enum Progress<'a> {
-    Booting { qemu_args: &'a [String] },
-    Ready { boot_to_ready_ms: u64, kernel_boot_ms: u64, setup_ms: u64, kernel: &'a str, server_mode: Option<&'a str>, server_error: Option<&'a str> },
-    TestStarted { name: &'a str, index: usize, total: usize },
-    TestFinished { result: &'a TestResult },
-    Heartbeat { test: Option<&'a str> },
-    Log { message: &'a str },
-    Finding { finding: &'a Finding },
+    Booting {
+        qemu_args: &'a [String],
+    },
+    Ready {
+        boot_to_ready_ms: u64,
+        kernel_boot_ms: u64,
+        setup_ms: u64,
+        kernel: &'a str,
+        server_mode: Option<&'a str>,
+        server_error: Option<&'a str>,
+    },
+    TestStarted {
+        name: &'a str,
+        index: usize,
+        total: usize,
+    },
+    TestFinished {
+        result: &'a TestResult,
+    },
+    Heartbeat {
+        test: Option<&'a str>,
+    },
+    Log {
+        message: &'a str,
+    },
+    Finding {
+        finding: &'a Finding,
+    },
     /// The guest stopped responding; the harness is capturing a task dump.
-    Hang { test: Option<&'a str>, why: &'a str },
+    Hang {
+        test: Option<&'a str>,
+        why: &'a str,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
     #[error("cannot prepare the run directory {path}: {source}")]
-    Prepare { path: String, source: std::io::Error },
+    Prepare {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 fn prep<T>(path: &Path, r: std::io::Result<T>) -> Result<T, VmError> {
-    r.map_err(|source| VmError::Prepare { path: path.display().to_string(), source })
+    r.map_err(|source| VmError::Prepare {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Lay out the run directory: plan, boot root with the agent, server binaries,
 /// fresh sparse disks.
-fn prepare(dir: &RunDir, spec: &VmSpec, plan: &Plan, boot_no: u32) -> Result<(PathBuf, Vec<Disk>), VmError> {
+fn prepare(
+    dir: &RunDir,
+    spec: &VmSpec,
+    plan: &Plan,
+    boot_no: u32,
+) -> Result<(PathBuf, Vec<Disk>), VmError> {
     let p = &dir.path;
     let mut plan = plan.clone();
-    plan.host_time_unix =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    plan.host_time_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     prep(p, std::fs::write(p.join(events::PLAN_FILE), plan.to_json()))?;
     let boot = p.join("boot");
     for d in ["dev", "proc", "sys", "newroot"] {
         prep(&boot, std::fs::create_dir_all(boot.join(d)))?;
     }
-    prep(&boot, std::fs::write(boot.join("HARNESS_BOOT"), "vm-test boot root\n"))?;
+    prep(
+        &boot,
+        std::fs::write(boot.join("HARNESS_BOOT"), "vm-test boot root\n"),
+    )?;
     // A hard link is instant; copy across filesystems.
     let agent_dst = boot.join("agent");
     if !agent_dst.exists() && std::fs::hard_link(&spec.agent, &agent_dst).is_err() {
@@ -126,7 +165,11 @@ fn prepare(dir: &RunDir, spec: &VmSpec, plan: &Plan, boot_no: u32) -> Result<(Pa
             let dst = bin.join(b.file_name().unwrap_or_default());
             // Without debug info the binary is a fraction of the size to copy
             // into the guest over 9p; symbols stay for backtraces.
-            let stripped = Command::new("objcopy").arg("--strip-debug").arg(b).arg(&dst).status();
+            let stripped = Command::new("objcopy")
+                .arg("--strip-debug")
+                .arg(b)
+                .arg(&dst)
+                .status();
             if !stripped.is_ok_and(|s| s.success()) {
                 prep(b, std::fs::copy(b, &dst))?;
             }
@@ -135,8 +178,15 @@ fn prepare(dir: &RunDir, spec: &VmSpec, plan: &Plan, boot_no: u32) -> Result<(Pa
     prep(&dir.tests_dir(), std::fs::create_dir_all(dir.tests_dir()))?;
     let disks_dir = p.join("disks");
     prep(&disks_dir, std::fs::create_dir_all(&disks_dir))?;
-    let mut disks = vec![Disk { path: spec.image.clone(), serial: "root".into(), snapshot: true }];
-    for (name, mb) in [("test", spec.test_disk_mb), ("scratch", spec.scratch_disk_mb)] {
+    let mut disks = vec![Disk {
+        path: spec.image.clone(),
+        serial: "root".into(),
+        snapshot: true,
+    }];
+    for (name, mb) in [
+        ("test", spec.test_disk_mb),
+        ("scratch", spec.scratch_disk_mb),
+    ] {
         if mb == 0 {
             continue;
         }
@@ -149,20 +199,41 @@ fn prepare(dir: &RunDir, spec: &VmSpec, plan: &Plan, boot_no: u32) -> Result<(Pa
         let f = prep(&path, std::fs::File::create(&path))?;
         prep(&path, f.set_len(mb * 1024 * 1024))?;
         if let (Some(opts), "test") = (&spec.format_test_disk, name) {
-            let out = prep(&path, Command::new("mkfs.ext4").args(["-F", "-q"]).args(opts).arg(&path).output())?;
+            let out = prep(
+                &path,
+                Command::new("mkfs.ext4")
+                    .args(["-F", "-q"])
+                    .args(opts)
+                    .arg(&path)
+                    .output(),
+            )?;
             if !out.status.success() {
                 let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-                return Err(VmError::Prepare { path: path.display().to_string(), source: std::io::Error::other(msg) });
+                return Err(VmError::Prepare {
+                    path: path.display().to_string(),
+                    source: std::io::Error::other(msg),
+                });
             }
         }
-        disks.push(Disk { path, serial: name.into(), snapshot: false });
+        disks.push(Disk {
+            path,
+            serial: name.into(),
+            snapshot: false,
+        });
     }
     disks.extend(spec.extra_disks.iter().cloned());
     Ok((boot, disks))
 }
 
 /// Build the QEMU configuration for a run directory.
-fn qemu_config(dir: &RunDir, spec: &VmSpec, boot: PathBuf, disks: Vec<Disk>, console: Console, sockets: &Path) -> QemuConfig {
+fn qemu_config(
+    dir: &RunDir,
+    spec: &VmSpec,
+    boot: PathBuf,
+    disks: Vec<Disk>,
+    console: Console,
+    sockets: &Path,
+) -> QemuConfig {
     let mut cmdline = QemuConfig::base_cmdline(spec.machine);
     for extra in &spec.extra_cmdline {
         cmdline.push(' ');
@@ -193,7 +264,12 @@ fn spawn_qemu(cfg: &QemuConfig, dir: &Path, interactive: bool) -> std::io::Resul
     let mut cmd = Command::new(&cfg.binary);
     cmd.args(cfg.args()).current_dir(dir);
     // Appended: a run may boot several times.
-    let log = |name: &str| std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name));
+    let log = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+    };
     if interactive {
         cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit());
         cmd.stderr(log("qemu.log")?);
@@ -260,15 +336,23 @@ impl Tail {
     /// Skip what earlier boots of the run wrote.
     fn from_end(path: PathBuf) -> Self {
         use std::io::Seek;
-        let file = std::fs::File::open(&path).ok().and_then(|mut f| f.seek(std::io::SeekFrom::End(0)).ok().map(|_| f));
-        Tail { path, file, partial: String::new() }
+        let file = std::fs::File::open(&path)
+            .ok()
+            .and_then(|mut f| f.seek(std::io::SeekFrom::End(0)).ok().map(|_| f));
+        Tail {
+            path,
+            file,
+            partial: String::new(),
+        }
     }
 
     fn lines(&mut self) -> Vec<String> {
         if self.file.is_none() {
             self.file = std::fs::File::open(&self.path).ok();
         }
-        let Some(f) = self.file.as_mut() else { return vec![] };
+        let Some(f) = self.file.as_mut() else {
+            return vec![];
+        };
         let mut buf = String::new();
         let mut bytes = vec![];
         let _ = f.read_to_end(&mut bytes);
@@ -303,7 +387,10 @@ fn attach_console(
                     return Err(format!("QEMU exited at start ({status})"));
                 }
                 if Instant::now() > deadline {
-                    return Err(format!("cannot connect to the console socket {}: {e}", sock.display()));
+                    return Err(format!(
+                        "cannot connect to the console socket {}: {e}",
+                        sock.display()
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -391,8 +478,20 @@ pub fn run_tests(
     let mut boots = 0u32;
     let (last_stop, last_ready) = loop {
         boots += 1;
-        let session_plan = Plan { tests: remaining.clone(), ..plan.clone() };
-        let s = run_session(spec, &session_plan, limits, dir, boots, deadline, progress, cancel)?;
+        let session_plan = Plan {
+            tests: remaining.clone(),
+            ..plan.clone()
+        };
+        let s = run_session(
+            spec,
+            &session_plan,
+            limits,
+            dir,
+            boots,
+            deadline,
+            progress,
+            cancel,
+        )?;
         match &mut result {
             None => result = Some(s.result),
             Some(r) => {
@@ -403,10 +502,22 @@ pub fn run_tests(
         tests.extend(s.tests);
         findings.extend(s.findings);
         notes.extend(s.notes);
-        let done: std::collections::HashSet<&str> = tests.iter().map(|t: &TestResult| t.name.as_str()).collect();
-        remaining = plan.tests.iter().filter(|t| !done.contains(t.name.as_str())).cloned().collect();
-        let resumable = s.ready && s.interrupted_test.is_some() && matches!(s.stop, Stop::QemuDied(_) | Stop::Hung(_));
-        if !resumable || remaining.is_empty() || boots > limits.reboots || Instant::now() >= deadline {
+        let done: std::collections::HashSet<&str> =
+            tests.iter().map(|t: &TestResult| t.name.as_str()).collect();
+        remaining = plan
+            .tests
+            .iter()
+            .filter(|t| !done.contains(t.name.as_str()))
+            .cloned()
+            .collect();
+        let resumable = s.ready
+            && s.interrupted_test.is_some()
+            && matches!(s.stop, Stop::QemuDied(_) | Stop::Hung(_));
+        if !resumable
+            || remaining.is_empty()
+            || boots > limits.reboots
+            || Instant::now() >= deadline
+        {
             break (s.stop, s.ready);
         }
         let msg = format!(
@@ -448,11 +559,27 @@ fn run_session(
 ) -> Result<Session, VmError> {
     let (boot, disks) = prepare(dir, spec, plan, boot_no)?;
     // Unix socket paths are limited to 108 bytes: keep them in a short temp dir.
-    let sockets = prep(Path::new("/tmp"), tempfile::Builder::new().prefix("harness-").tempdir())?;
+    let sockets = prep(
+        Path::new("/tmp"),
+        tempfile::Builder::new().prefix("harness-").tempdir(),
+    )?;
     let console_sock = sockets.path().join("console.sock");
-    let cfg = qemu_config(dir, spec, boot, disks, Console::Socket(console_sock.clone()), sockets.path());
+    let cfg = qemu_config(
+        dir,
+        spec,
+        boot,
+        disks,
+        Console::Socket(console_sock.clone()),
+        sockets.path(),
+    );
     let args = cfg.args();
-    prep(&dir.path, std::fs::write(dir.path.join("qemu.cmdline"), shell_words(&cfg.binary, &args)))?;
+    prep(
+        &dir.path,
+        std::fs::write(
+            dir.path.join("qemu.cmdline"),
+            shell_words(&cfg.binary, &args),
+        ),
+    )?;
     progress(Progress::Booting { qemu_args: &args });
 
     let mut result = base_result(spec, dir, &cfg);
@@ -475,11 +602,20 @@ fn run_session(
             return Ok(failed(result));
         }
     };
-    let (mut console_in, console_rx) = match attach_console(&console_sock, &dir.path.join("console.log"), &mut qemu, boot_no) {
+    let (mut console_in, console_rx) = match attach_console(
+        &console_sock,
+        &dir.path.join("console.log"),
+        &mut qemu,
+        boot_no,
+    ) {
         Ok(c) => c,
         Err(e) => {
-            let stderr = std::fs::read_to_string(dir.path.join("qemu.stderr.log")).unwrap_or_default();
-            result.reason = Some(format!("{e}: {}", stderr.trim().lines().last().unwrap_or("")));
+            let stderr =
+                std::fs::read_to_string(dir.path.join("qemu.stderr.log")).unwrap_or_default();
+            result.reason = Some(format!(
+                "{e}: {}",
+                stderr.trim().lines().last().unwrap_or("")
+            ));
             return Ok(failed(result));
         }
     };
@@ -526,7 +662,11 @@ fn run_session(
             for line in events.lines() {
                 handle_line(&line, &mut st, &mut watcher, plan, progress);
             }
-            break if st.run_finished { Stop::None } else { Stop::QemuDied(status) };
+            break if st.run_finished {
+                Stop::None
+            } else {
+                Stop::QemuDied(status)
+            };
         }
         if cancel.load(Ordering::SeqCst) {
             break Stop::Interrupted;
@@ -540,13 +680,19 @@ fn run_session(
                 break Stop::ShutdownStuck;
             }
         } else if st.ready_info.is_some() && now - st.last_event > limits.stall {
-            break Stop::Hung(format!("no event from the guest for {}s (heartbeats stopped)", limits.stall.as_secs()));
+            break Stop::Hung(format!(
+                "no event from the guest for {}s (heartbeats stopped)",
+                limits.stall.as_secs()
+            ));
         } else if let Some((name, at, timeout_s)) = &st.current {
             // The agent kills a test at timeout * slow_factor; past that plus
             // a margin, the agent itself is stuck.
             let limit = Duration::from_secs(timeout_s * plan.slow_factor.max(1)) + limits.stall;
             if now - *at > limit {
-                break Stop::Hung(format!("{name} not finished {}s after it started", limit.as_secs()));
+                break Stop::Hung(format!(
+                    "{name} not finished {}s after it started",
+                    limit.as_secs()
+                ));
             }
         }
         if now > deadline {
@@ -559,12 +705,24 @@ fn run_session(
     match &stop {
         Stop::Hung(why) => {
             let test = st.current.as_ref().map(|c| c.0.clone());
-            progress(Progress::Hang { test: test.as_deref(), why });
-            capture_task_dump(sockets.path(), &mut console_in, &console_rx, &mut watcher, limits.dump_wait);
+            progress(Progress::Hang {
+                test: test.as_deref(),
+                why,
+            });
+            capture_task_dump(
+                sockets.path(),
+                &mut console_in,
+                &console_rx,
+                &mut watcher,
+                limits.dump_wait,
+            );
             run_reason = Some(format!("guest hung: {why}"));
         }
         Stop::BootTimeout => {
-            run_reason = Some(format!("the guest agent did not report ready within {}s", limits.boot.as_secs()));
+            run_reason = Some(format!(
+                "the guest agent did not report ready within {}s",
+                limits.boot.as_secs()
+            ));
         }
         Stop::Interrupted => run_reason = Some("interrupted (Ctrl-C); partial results".into()),
         Stop::QemuDied(status) => {
@@ -617,8 +775,13 @@ fn run_session(
             Stop::Hung(why) => (Verdict::Hung, why.clone()),
             Stop::Interrupted => (Verdict::InfraError, "interrupted".to_string()),
             Stop::QemuDied(status) => {
-                let crash = findings.iter().find(|f| f.kind.severity() == Severity::Crash);
-                let why = crash.map_or_else(|| format!("the guest died (QEMU {status})"), |f| f.title.clone());
+                let crash = findings
+                    .iter()
+                    .find(|f| f.kind.severity() == Severity::Crash);
+                let why = crash.map_or_else(
+                    || format!("the guest died (QEMU {status})"),
+                    |f| f.title.clone(),
+                );
                 (Verdict::Crashed, why)
             }
             _ => (Verdict::InfraError, "unfinished".to_string()),
@@ -640,31 +803,60 @@ fn run_session(
     // Agent log lines stay in events.jsonl; only problems go into the reason.
     let mut notes = st.protocol_errors;
     if matches!(stop, Stop::ShutdownStuck) {
-        notes.push(format!("QEMU did not exit within {}s of run_finished; killed", limits.shutdown.as_secs()));
+        notes.push(format!(
+            "QEMU did not exit within {}s of run_finished; killed",
+            limits.shutdown.as_secs()
+        ));
     }
     if st.ready_info.is_none() {
         result.console_excerpt = Some(watcher.tail());
     }
-    Ok(Session { stop, ready: st.ready_info.is_some(), result, tests, findings, notes, interrupted_test })
+    Ok(Session {
+        stop,
+        ready: st.ready_info.is_some(),
+        result,
+        tests,
+        findings,
+        notes,
+        interrupted_test,
+    })
 }
 
-fn handle_line(line: &str, st: &mut State, watcher: &mut Watcher, plan: &Plan, progress: &mut dyn FnMut(Progress)) {
+fn handle_line(
+    line: &str,
+    st: &mut State,
+    watcher: &mut Watcher,
+    plan: &Plan,
+    progress: &mut dyn FnMut(Progress),
+) {
     let ev = match Event::from_line(line) {
         Ok(ev) if ev.v == events::SCHEMA_VERSION => ev,
         Ok(ev) => {
-            st.protocol_errors.push(format!("event of schema v{} (host speaks v{})", ev.v, events::SCHEMA_VERSION));
+            st.protocol_errors.push(format!(
+                "event of schema v{} (host speaks v{})",
+                ev.v,
+                events::SCHEMA_VERSION
+            ));
             return;
         }
         Err(e) => {
-            st.protocol_errors.push(format!("unreadable event line ({e}): {line}"));
+            st.protocol_errors
+                .push(format!("unreadable event line ({e}): {line}"));
             return;
         }
     };
     st.last_event = Instant::now();
     match ev.body {
         EventBody::RunStarted { .. } => {
-            if let EventBody::RunStarted { kernel, server_mode, server_error, boot_to_ready_ms, agent_start_ms, setup_ms, .. } =
-                &ev.body
+            if let EventBody::RunStarted {
+                kernel,
+                server_mode,
+                server_error,
+                boot_to_ready_ms,
+                agent_start_ms,
+                setup_ms,
+                ..
+            } = &ev.body
             {
                 progress(Progress::Ready {
                     boot_to_ready_ms: *boot_to_ready_ms,
@@ -680,11 +872,23 @@ fn handle_line(line: &str, st: &mut State, watcher: &mut Watcher, plan: &Plan, p
         }
         EventBody::TestStarted { name, timeout_s } => {
             st.started.push(name.clone());
-            progress(Progress::TestStarted { name: &name, index: st.started.len(), total: plan.tests.len() });
+            progress(Progress::TestStarted {
+                name: &name,
+                index: st.started.len(),
+                total: plan.tests.len(),
+            });
             watcher.set_current_test(Some(name.clone()));
             st.current = Some((name, Instant::now(), timeout_s));
         }
-        EventBody::TestFinished { name, status, duration_ms, exit_code, signal, slow, reason } => {
+        EventBody::TestFinished {
+            name,
+            status,
+            duration_ms,
+            exit_code,
+            signal,
+            slow,
+            reason,
+        } => {
             st.current = None;
             watcher.set_current_test(None);
             let result = TestResult {
@@ -707,7 +911,9 @@ fn handle_line(line: &str, st: &mut State, watcher: &mut Watcher, plan: &Plan, p
             progress(Progress::TestFinished { result: &result });
             st.finished.push(result);
         }
-        EventBody::Heartbeat { test, .. } => progress(Progress::Heartbeat { test: test.as_deref() }),
+        EventBody::Heartbeat { test, .. } => progress(Progress::Heartbeat {
+            test: test.as_deref(),
+        }),
         EventBody::Log { message } => {
             progress(Progress::Log { message: &message });
         }
@@ -717,7 +923,13 @@ fn handle_line(line: &str, st: &mut State, watcher: &mut Watcher, plan: &Plan, p
 
 /// Ask the stuck kernel for its blocked tasks and all task states through
 /// sysrq on the serial line (a break, then the key), and collect the console.
-fn capture_task_dump(sockets: &Path, console: &mut UnixStream, rx: &Receiver<Vec<u8>>, watcher: &mut Watcher, wait: Duration) {
+fn capture_task_dump(
+    sockets: &Path,
+    console: &mut UnixStream,
+    rx: &Receiver<Vec<u8>>,
+    watcher: &mut Watcher,
+    wait: Duration,
+) {
     if let Ok(mut qmp) = Qmp::connect(&sockets.join("qmp.sock")) {
         // '9': console log level 9 so the dumps reach the console; 'w': blocked
         // tasks; 't': every task.
@@ -779,7 +991,11 @@ fn finish_with(
     plan: &Plan,
     notes: Vec<String>,
 ) -> RunResult {
-    let index: HashMap<String, usize> = tests.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+    let index: HashMap<String, usize> = tests
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.clone(), i))
+        .collect();
     for f in findings {
         match f.test.as_ref().and_then(|n| index.get(n)) {
             Some(&i) => tests[i].findings.push(f),
@@ -790,7 +1006,10 @@ fn finish_with(
         apply_findings(t);
     }
     let ran: std::collections::HashSet<String> = tests.iter().map(|t| t.name.clone()).collect();
-    let why_not = result.reason.clone().unwrap_or_else(|| "the run ended early".into());
+    let why_not = result
+        .reason
+        .clone()
+        .unwrap_or_else(|| "the run ended early".into());
     for p in &plan.tests {
         if !ran.contains(&p.name) {
             tests.push(TestResult {
@@ -808,7 +1027,10 @@ fn finish_with(
         }
     }
     let run_problem = result.reason.is_some();
-    result.verdict = RunResult::overall(&tests, run_problem && tests.iter().all(|t| t.verdict != Verdict::Crashed));
+    result.verdict = RunResult::overall(
+        &tests,
+        run_problem && tests.iter().all(|t| t.verdict != Verdict::Crashed),
+    );
     if !notes.is_empty() {
         let joined = notes.join("; ");
         result.reason = Some(match result.reason.take() {
@@ -828,7 +1050,11 @@ fn done(mut result: RunResult, t0: Instant, tests: Vec<TestResult>) -> RunResult
 
 /// Kernel reports turn a pass into a failure (warnings) or a crash.
 pub fn apply_findings(t: &mut TestResult) {
-    let worst = t.findings.iter().filter(|f| f.kind != FindingKind::TaskDump).max_by_key(|f| f.kind.severity());
+    let worst = t
+        .findings
+        .iter()
+        .filter(|f| f.kind != FindingKind::TaskDump)
+        .max_by_key(|f| f.kind.severity());
     let Some(f) = worst else { return };
     match f.kind.severity() {
         Severity::Crash if t.verdict != Verdict::Crashed => {
@@ -845,7 +1071,9 @@ pub fn apply_findings(t: &mut TestResult) {
 
 fn shell_words(bin: &Path, args: &[String]) -> String {
     let quote = |s: &str| {
-        if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_=,./:+".contains(c)) {
+        if s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=,./:+".contains(c))
+        {
             s.to_string()
         } else {
             format!("'{}'", s.replace('\'', "'\\''"))
@@ -861,9 +1089,16 @@ fn shell_words(bin: &Path, args: &[String]) -> String {
 }
 
 /// Boot the same VM with an interactive shell on this terminal.
-pub fn run_shell(spec: &VmSpec, plan: &Plan, dir: &RunDir) -> Result<std::process::ExitStatus, VmError> {
+pub fn run_shell(
+    spec: &VmSpec,
+    plan: &Plan,
+    dir: &RunDir,
+) -> Result<std::process::ExitStatus, VmError> {
     let (boot, disks) = prepare(dir, spec, plan, 1)?;
-    let sockets = prep(Path::new("/tmp"), tempfile::Builder::new().prefix("harness-").tempdir())?;
+    let sockets = prep(
+        Path::new("/tmp"),
+        tempfile::Builder::new().prefix("harness-").tempdir(),
+    )?;
     let cfg = qemu_config(dir, spec, boot, disks, Console::Stdio, sockets.path());
     let mut child = prep(&dir.path, spawn_qemu(&cfg, &dir.path, true))?;
     prep(&dir.path, child.wait())
@@ -884,7 +1119,12 @@ mod tests {
             reason: None,
             findings: kinds
                 .iter()
-                .map(|k| Finding { kind: *k, title: format!("{k:?} line"), test: Some("a".into()), excerpt: String::new() })
+                .map(|k| Finding {
+                    kind: *k,
+                    title: format!("{k:?} line"),
+                    test: Some("a".into()),
+                    excerpt: String::new(),
+                })
                 .collect(),
             artifacts: vec![],
             details: None,

@@ -18,11 +18,22 @@ impl RunDir {
         let now = SystemTime::now();
         let started_at = humantime::format_rfc3339_seconds(now).to_string();
         // "2026-01-02T03:04:05Z" -> "20260102-030405", plus the pid for uniqueness.
-        let stamp: String = started_at.chars().filter(|c| c.is_ascii_digit() || *c == 'T').collect();
+        let stamp: String = started_at
+            .chars()
+            .filter(|c| c.is_ascii_digit() || *c == 'T')
+            .collect();
         let stamp = stamp.replace('T', "-");
         let mut n = 0;
         let (id, path) = loop {
-            let id = format!("{stamp}-{}{}", std::process::id(), if n == 0 { String::new() } else { format!("-{n}") });
+            let id = format!(
+                "{stamp}-{}{}",
+                std::process::id(),
+                if n == 0 {
+                    String::new()
+                } else {
+                    format!("-{n}")
+                }
+            );
             let path = runs_root.join(&id);
             match std::fs::create_dir(&path) {
                 Ok(()) => break (id, path),
@@ -35,7 +46,11 @@ impl RunDir {
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(&id, &tmp)?;
         std::fs::rename(&tmp, runs_root.join("latest"))?;
-        Ok(RunDir { id, path, started_at })
+        Ok(RunDir {
+            id,
+            path,
+            started_at,
+        })
     }
 
     pub fn tests_dir(&self) -> PathBuf {
@@ -49,7 +64,11 @@ impl RunDir {
         collect_files(&dir, &mut out);
         let mut rel: Vec<String> = out
             .iter()
-            .filter_map(|p| p.strip_prefix(&self.path).ok().map(|r| r.display().to_string()))
+            .filter_map(|p| {
+                p.strip_prefix(&self.path)
+                    .ok()
+                    .map(|r| r.display().to_string())
+            })
             .collect();
         rel.sort();
         rel
@@ -57,7 +76,9 @@ impl RunDir {
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -84,6 +105,9 @@ mod tests {
         assert!(a.started_at.ends_with('Z'));
         std::fs::create_dir_all(b.tests_dir().join("smoke/mount")).unwrap();
         std::fs::write(b.tests_dir().join("smoke/mount/stdout.log"), "x").unwrap();
-        assert_eq!(b.artifacts_of("smoke/mount"), vec!["tests/smoke/mount/stdout.log".to_string()]);
+        assert_eq!(
+            b.artifacts_of("smoke/mount"),
+            vec!["tests/smoke/mount/stdout.log".to_string()]
+        );
     }
 }

@@ -122,7 +122,9 @@ pub fn apply(run: &mut RunResult, run_dir: &Path, batches: &[Batch]) -> usize {
                 if let Some(o) = outcomes.iter().find(|o| o.status == Status::Fail) {
                     let parts: Vec<String> = [("diff", &o.diff), ("dmesg", &o.dmesg)]
                         .iter()
-                        .filter_map(|(what, text)| text.as_ref().map(|t| format!("--- {what} ---\n{t}")))
+                        .filter_map(|(what, text)| {
+                            text.as_ref().map(|t| format!("--- {what} ---\n{t}"))
+                        })
                         .collect();
                     r.details = (!parts.is_empty()).then(|| parts.join("\n"));
                 }
@@ -133,7 +135,9 @@ pub fn apply(run: &mut RunResult, run_dir: &Path, batches: &[Batch]) -> usize {
                 blamed = true;
                 let (verdict, why) = match attempts.first() {
                     // The harness knows why (crash, hang, interrupted run).
-                    _ if stopped || (t.verdict == Verdict::InfraError && t.reason.is_some()) => (t.verdict, t.reason.clone()),
+                    _ if stopped || (t.verdict == Verdict::InfraError && t.reason.is_some()) => {
+                        (t.verdict, t.reason.clone())
+                    }
                     Some(Err(e)) => (Verdict::InfraError, Some(e.clone())),
                     _ => (
                         Verdict::InfraError,
@@ -401,9 +405,15 @@ mod tests {
             .any(|a| a.ends_with("005.dmesg")));
         // The whole diff and kernel log ride along for JUnit.
         let d2 = run.tests[1].details.as_deref().unwrap_or_default();
-        assert!(d2.starts_with("--- diff ---") && d2.contains("002.out.bad"), "{d2}");
+        assert!(
+            d2.starts_with("--- diff ---") && d2.contains("002.out.bad"),
+            "{d2}"
+        );
         let d5 = run.tests[2].details.as_deref().unwrap_or_default();
-        assert!(d5.contains("--- dmesg ---") && d5.contains("WARNING: fixture capture"), "{d5}");
+        assert!(
+            d5.contains("--- dmesg ---") && d5.contains("WARNING: fixture capture"),
+            "{d5}"
+        );
         assert!(run.tests[0].details.is_none());
         // Baseline: 005 failing before, 002 newly flaky is not a failure.
         let md = summary_markdown(&run, None);
@@ -466,19 +476,38 @@ mod tests {
         // A batch the run never reached: every test is not run, for the run's reason.
         let mut never = result("fstests/ext4_4k/batch-002", Verdict::NotRun);
         never.reason = Some("interrupted".into());
-        let mut run = RunResult { tests: vec![never], ..empty_run() };
+        let mut run = RunResult {
+            tests: vec![never],
+            ..empty_run()
+        };
         let ids = vec!["generic/020".to_string(), "generic/021".to_string()];
-        let batch = Batch { name: "fstests/ext4_4k/batch-002".into(), section: "ext4_4k".into(), ids };
+        let batch = Batch {
+            name: "fstests/ext4_4k/batch-002".into(),
+            section: "ext4_4k".into(),
+            ids,
+        };
         assert_eq!(apply(&mut run, run_dir.path(), &[batch]), 0);
         assert_eq!(run.tests.len(), 2);
-        assert!(run.tests.iter().all(|t| t.verdict == Verdict::NotRun && t.reason.as_deref() == Some("interrupted")));
+        assert!(run
+            .tests
+            .iter()
+            .all(|t| t.verdict == Verdict::NotRun && t.reason.as_deref() == Some("interrupted")));
 
         // A batch the run stopped in (Ctrl-C): the running test carries the run's reason.
         let mut stopped = result("fstests/ext4_4k/batch-001", Verdict::InfraError);
         stopped.reason = Some("interrupted (Ctrl-C)".into());
-        let mut run = RunResult { tests: vec![stopped], ..empty_run() };
-        let ids = ["generic/001", "generic/003", "generic/011"].map(String::from).to_vec();
-        let batch = Batch { name: "fstests/ext4_4k/batch-001".into(), section: "ext4_4k".into(), ids };
+        let mut run = RunResult {
+            tests: vec![stopped],
+            ..empty_run()
+        };
+        let ids = ["generic/001", "generic/003", "generic/011"]
+            .map(String::from)
+            .to_vec();
+        let batch = Batch {
+            name: "fstests/ext4_4k/batch-001".into(),
+            section: "ext4_4k".into(),
+            ids,
+        };
         apply(&mut run, run_dir.path(), &[batch]);
         assert_eq!(run.tests[1].verdict, Verdict::InfraError);
         assert_eq!(run.tests[1].reason.as_deref(), Some("interrupted (Ctrl-C)"));

@@ -458,7 +458,11 @@ mod tests {
             p.local_config.contains("[iomapfs-1k]")
                 && p.local_config.contains("FSTYP=\"fuseblk.ext4\"")
         );
-        assert!(p.local_config.contains("MOUNT_OPTIONS=\"-o preen\""), "{}", p.local_config);
+        assert!(
+            p.local_config.contains("MOUNT_OPTIONS=\"-o preen\""),
+            "{}",
+            p.local_config
+        );
         // In iomap mode the classic-only entry does not apply; shard 2/4 takes every 4th test.
         let sharded = FstestsArgs {
             shard: Some("2/4".into()),
