@@ -3,10 +3,7 @@
 use std::fs::File;
 use std::io::Write;
 
-use events::{Event, EventBody};
-
-/// Prefix of event lines written to the console when there is no event port.
-pub const CONSOLE_EVENT_PREFIX: &str = "HARNESS-EVENT ";
+use events::{Event, EventBody, CONSOLE_EVENT_PREFIX};
 
 pub struct Emitter {
     port: Option<File>,
