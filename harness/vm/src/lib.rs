@@ -3,6 +3,7 @@
 //! happened into a [`report::RunResult`].
 pub mod accel;
 pub mod console;
+pub mod framing;
 pub mod qemu;
 pub mod qmp;
 pub mod run;
