@@ -39,8 +39,10 @@ pub fn junit_xml(run: &RunResult) -> Result<String, ReportError> {
 
 fn test_case(suite: &str, t: &TestResult) -> TestCase {
     let status = match t.verdict {
-        // A flake passed in the end; its note says what failed first.
-        Verdict::Passed | Verdict::Flaky => TestCaseStatus::success(),
+        // An accepted flake passed in the end; its note says what failed first and why
+        // that is accepted. An unaccepted one is a failure below.
+        Verdict::Passed => TestCaseStatus::success(),
+        Verdict::Flaky if t.accepted.is_some() => TestCaseStatus::success(),
         Verdict::NotRun | Verdict::Skipped | Verdict::Expunged => {
             let mut s = TestCaseStatus::skipped();
             let why = t
@@ -55,7 +57,7 @@ fn test_case(suite: &str, t: &TestResult) -> TestCase {
             s
         }
         v => {
-            let kind = if v == Verdict::Failed {
+            let kind = if matches!(v, Verdict::Failed | Verdict::Flaky) {
                 NonSuccessKind::Failure
             } else {
                 NonSuccessKind::Error
@@ -87,6 +89,9 @@ fn test_case(suite: &str, t: &TestResult) -> TestCase {
                 .as_deref()
                 .unwrap_or("failed, then passed on a rerun")
         );
+        if let Some(why) = &t.accepted {
+            out.push_str(&format!("accepted: {why}\n"));
+        }
     }
     if let Some(d) = &t.details {
         out.push_str(d);

@@ -6,6 +6,7 @@ fn sample() -> RunResult {
         kind: FindingKind::Oops,
         title: "BUG: kernel NULL pointer dereference, address: 0000000000000000".into(),
         test: Some("smoke/dio".into()),
+        subtest: None,
         excerpt: "BUG: kernel NULL pointer dereference\nRIP: 0010:fuse_iomap_begin+0x1/0x2".into(),
     };
     let t = |name: &str, verdict, reason: Option<&str>, findings: Vec<Finding>| TestResult {
@@ -19,6 +20,7 @@ fn sample() -> RunResult {
         findings,
         artifacts: vec![format!("tests/{name}/stdout.log")],
         details: None,
+        accepted: None,
     };
     let tests = vec![
         t("smoke/mount", Verdict::Passed, None, vec![]),
@@ -41,8 +43,9 @@ fn sample() -> RunResult {
         id: "20260101-000000-abcd".into(),
         started_at: "2026-01-01T00:00:00Z".into(),
         duration_ms: 42_000,
-        verdict: RunResult::overall(&tests, false),
+        verdict: run_verdict(&tests, false),
         reason: None,
+        harness_error: None,
         accel: "tcg".into(),
         accel_note: Some("KVM probe timed out".into()),
         machine: "microvm".into(),
@@ -61,6 +64,7 @@ fn sample() -> RunResult {
         tests,
         findings: vec![],
         console_excerpt: None,
+        baseline: None,
     }
 }
 
@@ -117,8 +121,8 @@ fn summary_names_every_test_and_the_crash() {
     );
 }
 
-/// fstests' verdicts: skipped and expunged are JUnit skips, flaky passes with a note, a
-/// failure carries its diff in system-out; none of the benign ones fails the run.
+/// fstests' verdicts: skipped and expunged are JUnit skips, an accepted flake passes with
+/// a note, an unaccepted one is a failure, a failure carries its diff in system-out.
 #[test]
 fn fstests_verdicts_in_junit_and_the_run_verdict() {
     let mut run = sample();
@@ -144,23 +148,58 @@ fn fstests_verdicts_in_junit_and_the_run_verdict() {
         "- output mismatch",
         Some("--- diff ---\n-Silence is golden\n+oops"),
     );
+    add("fstests/e", Verdict::Flaky, "failed then passed too", None);
+    run.tests[8].accepted = Some("known race (https://example.org/bug/1)".into());
     let xml = junit_xml(&run).unwrap();
     assert!(
         xml.contains("this test requires a valid $SCRATCH_DEV"),
         "{xml}"
     );
     assert!(xml.contains("expunged: needs dm-error"), "{xml}");
-    assert!(xml.contains("flaky: failed then passed"), "{xml}");
+    assert!(xml.contains("flaky: failed then passed too"), "{xml}");
+    assert!(
+        xml.contains("accepted: known race (https://example.org/bug/1)"),
+        "{xml}"
+    );
     assert!(xml.contains("+oops"), "the diff is in system-out: {xml}");
     assert_eq!(xml.matches("<skipped ").count(), 3, "{xml}");
-    let benign = vec![
+    // The unaccepted flake and the real failure are failures; the crash an error.
+    assert_eq!(xml.matches("<failure ").count(), 3, "{xml}");
+    assert!(xml.contains("type=\"flaky\""), "{xml}");
+    let accepted = vec![
         run.tests[4].clone(),
         run.tests[5].clone(),
-        run.tests[6].clone(),
+        run.tests[8].clone(),
         run.tests[0].clone(),
     ];
-    assert_eq!(RunResult::overall(&benign, false), Verdict::Passed);
+    assert_eq!(run_verdict(&accepted, false), Verdict::Passed);
+    let with_flake = vec![run.tests[0].clone(), run.tests[6].clone()];
+    assert_eq!(run_verdict(&with_flake, false), Verdict::Flaky);
     let json = serde_json::to_string(&run).unwrap();
     let back: RunResult = serde_json::from_str(&json).unwrap();
     assert_eq!(back.tests[7].details, run.tests[7].details);
+    assert_eq!(back.tests[8].accepted, run.tests[8].accepted);
+}
+
+/// A result file is replaced, never written through a link the guest left in its place.
+#[test]
+fn writers_replace_a_symlink_instead_of_following_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("precious");
+    std::fs::write(&target, "keep me").unwrap();
+    std::os::unix::fs::symlink(&target, dir.path().join("results.json")).unwrap();
+    std::os::unix::fs::symlink(&target, dir.path().join("summary.md")).unwrap();
+    write_all(&sample(), dir.path()).unwrap();
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+    let meta = std::fs::symlink_metadata(dir.path().join("results.json")).unwrap();
+    assert!(meta.file_type().is_file());
+    assert_eq!(
+        read_json(&dir.path().join("results.json")).unwrap(),
+        sample()
+    );
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o644
+    );
 }

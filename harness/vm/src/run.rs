@@ -11,9 +11,10 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use events::{Event, EventBody, Plan, TestStatus};
-use report::{Finding, FindingKind, RunResult, Severity, TestResult, Verdict, RESULTS_SCHEMA};
+use report::{Finding, RunResult, Severity, TestResult, Verdict, RESULTS_SCHEMA};
 
 use crate::console::{Seen, Watcher};
+use crate::framing::{Framer, Line};
 use crate::qemu::{Accel, Console, Disk, Machine, QemuConfig};
 use crate::qmp::Qmp;
 use crate::rundir::RunDir;
@@ -122,7 +123,18 @@ pub enum VmError {
         path: String,
         source: std::io::Error,
     },
+    #[error("bad plan: {0}")]
+    Plan(String),
 }
+
+/// File in the run directory that keeps every event protocol error with its line.
+pub const PROTOCOL_ERRORS_FILE: &str = "protocol-errors.log";
+
+/// Protocol errors kept per boot (a guest sending garbage sends a lot of it).
+const MAX_PROTOCOL_ERRORS: usize = 100;
+
+/// Most bytes of the event file read per poll, so a flood cannot stall the loop.
+const MAX_EVENT_READ: u64 = 1 << 20;
 
 fn prep<T>(path: &Path, r: std::io::Result<T>) -> Result<T, VmError> {
     r.map_err(|source| VmError::Prepare {
@@ -325,11 +337,11 @@ impl Drop for QemuGuard {
     }
 }
 
-/// Tails a file that another process appends to.
+/// Tails a file that another process appends to, as framed lines.
 struct Tail {
     path: PathBuf,
     file: Option<std::fs::File>,
-    partial: String,
+    framer: Framer,
 }
 
 impl Tail {
@@ -342,31 +354,34 @@ impl Tail {
         Tail {
             path,
             file,
-            partial: String::new(),
+            framer: Framer::default(),
         }
     }
 
-    fn lines(&mut self) -> Vec<String> {
+    /// The lines completed since the last call (at most [`MAX_EVENT_READ`] bytes read).
+    fn lines(&mut self) -> Vec<Line> {
+        self.read().0
+    }
+
+    /// Lines from one read, and whether the read was cut at [`MAX_EVENT_READ`].
+    fn read(&mut self) -> (Vec<Line>, bool) {
         if self.file.is_none() {
             self.file = std::fs::File::open(&self.path).ok();
         }
         let Some(f) = self.file.as_mut() else {
-            return vec![];
+            return (vec![], false);
         };
-        let mut buf = String::new();
         let mut bytes = vec![];
-        let _ = f.read_to_end(&mut bytes);
-        buf.push_str(&String::from_utf8_lossy(&bytes));
-        self.partial.push_str(&buf);
-        let mut out = vec![];
-        while let Some(pos) = self.partial.find('\n') {
-            let line: String = self.partial.drain(..=pos).collect();
-            let line = line.trim().to_string();
-            if !line.is_empty() {
-                out.push(line);
-            }
-        }
-        out
+        let _ = f.take(MAX_EVENT_READ).read_to_end(&mut bytes);
+        (
+            self.framer.push(&bytes),
+            bytes.len() as u64 == MAX_EVENT_READ,
+        )
+    }
+
+    /// The unterminated last line, at the end of the stream.
+    fn rest(&mut self) -> Option<Line> {
+        self.framer.finish()
     }
 }
 
@@ -423,6 +438,8 @@ fn attach_console(
 
 /// What the supervisor knows about the run so far.
 struct State {
+    /// The session plan's tests and their timeouts: only these may start.
+    planned: HashMap<String, u64>,
     ready_info: Option<EventBody>,
     ready_at: Option<Instant>,
     current: Option<(String, Instant, u64)>,
@@ -430,7 +447,56 @@ struct State {
     finished: Vec<TestResult>,
     run_finished: bool,
     last_event: Instant,
-    protocol_errors: Vec<String>,
+    protocol: ProtocolErrors,
+}
+
+/// Event protocol errors of one boot: what was wrong, and the offending line.
+#[derive(Default)]
+struct ProtocolErrors {
+    kept: Vec<(String, Option<Line>)>,
+    count: usize,
+}
+
+impl ProtocolErrors {
+    fn push(&mut self, what: String, line: Option<&Line>) {
+        self.count += 1;
+        if self.kept.len() < MAX_PROTOCOL_ERRORS {
+            self.kept.push((what, line.cloned()));
+        }
+    }
+
+    /// Append them to the run directory's protocol-errors.log; returns a summary for the
+    /// run's reason, if there were any.
+    fn save(&self, run_dir: &Path, boot_no: u32) -> Option<String> {
+        let (first, _) = self.kept.first()?;
+        let mut text = String::new();
+        for (what, line) in &self.kept {
+            text.push_str(&format!("boot {boot_no}: {what}\n"));
+            if let Some(l) = line {
+                let cut = if l.truncated { " (truncated)" } else { "" };
+                text.push_str(&format!("  line{cut}: {}\n", l.escaped()));
+            }
+        }
+        if self.count > self.kept.len() {
+            text.push_str(&format!(
+                "boot {boot_no}: {} more not kept\n",
+                self.count - self.kept.len()
+            ));
+        }
+        let _ = append_file(&run_dir.join(PROTOCOL_ERRORS_FILE), text.as_bytes());
+        Some(format!("{} event protocol errors in boot {boot_no} (see {PROTOCOL_ERRORS_FILE}); the first: {first}", self.count))
+    }
+}
+
+/// Append to a file of the run directory without following a link the guest left there.
+fn append_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    f.write_all(bytes)
 }
 
 /// Why the supervisor stopped the guest early.
@@ -454,6 +520,8 @@ struct Session {
     tests: Vec<TestResult>,
     findings: Vec<Finding>,
     notes: Vec<String>,
+    /// Event protocol errors (summarised; the lines are in protocol-errors.log).
+    protocol: Vec<String>,
     /// The test that was running when the guest died or hung.
     interrupted_test: Option<String>,
 }
@@ -470,10 +538,13 @@ pub fn run_tests(
     progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<RunResult, VmError> {
+    plan.check().map_err(VmError::Plan)?;
     let t0 = Instant::now();
-    let deadline = t0 + limits.run;
+    let deadline = t0
+        .checked_add(limits.run)
+        .unwrap_or(t0 + Duration::from_secs(365 * 24 * 3600));
     let mut remaining = plan.tests.clone();
-    let (mut tests, mut findings, mut notes) = (vec![], vec![], vec![]);
+    let (mut tests, mut findings, mut notes, mut protocol) = (vec![], vec![], vec![], vec![]);
     let mut result: Option<RunResult> = None;
     let mut boots = 0u32;
     let (last_stop, last_ready) = loop {
@@ -502,6 +573,7 @@ pub fn run_tests(
         tests.extend(s.tests);
         findings.extend(s.findings);
         notes.extend(s.notes);
+        protocol.extend(s.protocol);
         let done: std::collections::HashSet<&str> =
             tests.iter().map(|t: &TestResult| t.name.as_str()).collect();
         remaining = plan
@@ -527,20 +599,37 @@ pub fn run_tests(
         );
         progress(Progress::Log { message: &msg });
     };
-    let mut result = result.expect("at least one session ran");
+    let Some(mut result) = result else {
+        return Err(VmError::Plan("no boot ran".into()));
+    };
     result.boots = boots;
-    let mut out = finish_with(result, dir, t0, tests, findings, plan, notes);
+    // What the last guest left where the host writes the results.
+    let planted = dir.reclaim();
+    if !planted.is_empty() {
+        protocol.push(format!(
+            "the guest left links or special files in the run directory (removed): {}",
+            planted.join(", ")
+        ));
+    }
+    let mut out = finish_with(result, dir, t0, tests, findings, plan, notes, protocol);
     // A run that never got going, or that the user stopped, is the harness's
     // failure whatever the tests say; so is a guest that died outside a test.
     let never_ready = boots == 1 && !last_ready && !matches!(last_stop, Stop::None);
-    if matches!(last_stop, Stop::Interrupted | Stop::BootTimeout) && boots == 1 || never_ready {
+    let forced = matches!(last_stop, Stop::Interrupted)
+        || never_ready
+        || matches!(last_stop, Stop::BootTimeout) && boots == 1;
+    if forced
+        || !matches!(last_stop, Stop::None | Stop::ShutdownStuck)
+            && matches!(out.verdict, Verdict::Passed | Verdict::NothingPassed)
+    {
         out.verdict = Verdict::InfraError;
-    }
-    if matches!(last_stop, Stop::Interrupted) {
-        out.verdict = Verdict::InfraError;
-    }
-    if !matches!(last_stop, Stop::None | Stop::ShutdownStuck) && out.verdict == Verdict::Passed {
-        out.verdict = Verdict::InfraError;
+        if out.harness_error.is_none() {
+            out.harness_error = Some(
+                out.reason
+                    .clone()
+                    .unwrap_or_else(|| "the run did not finish".into()),
+            );
+        }
     }
     let _ = report::write_all(&out, &dir.path);
     Ok(out)
@@ -557,6 +646,8 @@ fn run_session(
     progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<Session, VmError> {
+    // An earlier boot's guest may have left links where the host is about to write.
+    let planted = if boot_no > 1 { dir.reclaim() } else { vec![] };
     let (boot, disks) = prepare(dir, spec, plan, boot_no)?;
     // Unix socket paths are limited to 108 bytes: keep them in a short temp dir.
     let sockets = prep(
@@ -590,6 +681,7 @@ fn run_session(
         tests: vec![],
         findings: vec![],
         notes: vec![],
+        protocol: vec![],
         interrupted_test: None,
     };
     // From the end of what earlier boots wrote (QEMU appends), taken before QEMU starts:
@@ -623,6 +715,11 @@ fn run_session(
     let mut watcher = Watcher::new();
     let mut findings: Vec<Finding> = vec![];
     let mut st = State {
+        planned: plan
+            .tests
+            .iter()
+            .map(|t| (t.name.clone(), t.timeout_s))
+            .collect(),
         ready_info: None,
         ready_at: None,
         current: None,
@@ -630,8 +727,15 @@ fn run_session(
         finished: vec![],
         run_finished: false,
         last_event: Instant::now(),
-        protocol_errors: vec![],
+        protocol: ProtocolErrors::default(),
     };
+    if !planted.is_empty() {
+        let what = format!(
+            "the guest left links or special files in the run directory (removed): {}",
+            planted.join(", ")
+        );
+        st.protocol.push(what, None);
+    }
     let started = Instant::now();
     let mut run_finished_at: Option<Instant> = None;
     let stop = loop {
@@ -639,7 +743,7 @@ fn run_session(
         while let Ok(chunk) = console_rx.try_recv() {
             for seen in watcher.feed(&chunk) {
                 if let Seen::Event(line) = seen {
-                    handle_line(&line, &mut st, &mut watcher, plan, progress);
+                    handle_line(&line, &mut st, &mut watcher, progress);
                 }
             }
         }
@@ -648,7 +752,7 @@ fn run_session(
             findings.push(f);
         }
         for line in events.lines() {
-            handle_line(&line, &mut st, &mut watcher, plan, progress);
+            handle_line(&line, &mut st, &mut watcher, progress);
         }
         if st.run_finished && run_finished_at.is_none() {
             run_finished_at = Some(Instant::now());
@@ -657,10 +761,23 @@ fn run_session(
             // Read what is left of both channels.
             std::thread::sleep(Duration::from_millis(100));
             while let Ok(chunk) = console_rx.try_recv() {
-                watcher.feed(&chunk);
+                for seen in watcher.feed(&chunk) {
+                    if let Seen::Event(line) = seen {
+                        handle_line(&line, &mut st, &mut watcher, progress);
+                    }
+                }
             }
-            for line in events.lines() {
-                handle_line(&line, &mut st, &mut watcher, plan, progress);
+            loop {
+                let (lines, more) = events.read();
+                for line in lines {
+                    handle_line(&line, &mut st, &mut watcher, progress);
+                }
+                if !more {
+                    break;
+                }
+            }
+            if let Some(line) = events.rest() {
+                handle_line(&line, &mut st, &mut watcher, progress);
             }
             break if st.run_finished {
                 Stop::None
@@ -686,8 +803,9 @@ fn run_session(
             ));
         } else if let Some((name, at, timeout_s)) = &st.current {
             // The agent kills a test at timeout * slow_factor; past that plus
-            // a margin, the agent itself is stuck.
-            let limit = Duration::from_secs(timeout_s * plan.slow_factor.max(1)) + limits.stall;
+            // a margin, the agent itself is stuck. (The timeout is the plan's.)
+            let limit = Duration::from_secs(timeout_s.saturating_mul(plan.slow_factor.max(1)))
+                .saturating_add(limits.stall);
             if now - *at > limit {
                 break Stop::Hung(format!(
                     "{name} not finished {}s after it started",
@@ -765,6 +883,7 @@ fn run_session(
         result.boot_to_ready_ms = Some(boot_to_ready_ms);
     }
     let mut tests: Vec<TestResult> = st.finished.drain(..).collect();
+    // Names are the plan's: only planned tests get this far.
     for t in &mut tests {
         t.artifacts = dir.artifacts_of(&t.name);
     }
@@ -786,22 +905,22 @@ fn run_session(
             }
             _ => (Verdict::InfraError, "unfinished".to_string()),
         };
-        tests.push(TestResult {
-            artifacts: dir.artifacts_of(&name),
-            details: None,
-            name,
-            verdict,
-            duration_ms: at.elapsed().as_millis() as u64,
-            exit_code: None,
-            signal: None,
-            slow: false,
-            reason: Some(reason),
-            findings: vec![],
-        });
+        let mut t = TestResult::new(name, verdict);
+        t.artifacts = dir.artifacts_of(&t.name);
+        t.duration_ms = at.elapsed().as_millis() as u64;
+        t.reason = Some(reason);
+        tests.push(t);
     }
     result.reason = run_reason;
     // Agent log lines stay in events.jsonl; only problems go into the reason.
-    let mut notes = st.protocol_errors;
+    let protocol = st.protocol.save(&dir.path, boot_no).into_iter().collect();
+    let mut notes = vec![];
+    let dropped = watcher.dropped();
+    if dropped > 0 {
+        notes.push(format!(
+            "{dropped} more kernel reports than kept per test (console.log has them)"
+        ));
+    }
     if matches!(stop, Stop::ShutdownStuck) {
         notes.push(format!(
             "QEMU did not exit within {}s of run_finished; killed",
@@ -818,33 +937,79 @@ fn run_session(
         tests,
         findings,
         notes,
+        protocol,
         interrupted_test,
     })
 }
 
+/// A guest string fit for the terminal and the reason: control characters escaped, at
+/// most `max` characters.
+fn printable(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .take(max)
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    if s.chars().nth(max).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Check one line of the event stream and apply it. Anything the protocol does not allow
+/// (a line that is not UTF-8, too long, not an event, another schema version, an event
+/// out of order or for a test that is not running) is a protocol error, kept with its
+/// line, and changes nothing else.
 fn handle_line(
-    line: &str,
+    line: &Line,
     st: &mut State,
     watcher: &mut Watcher,
-    plan: &Plan,
     progress: &mut dyn FnMut(Progress),
 ) {
-    let ev = match Event::from_line(line) {
+    if line.truncated {
+        st.protocol.push(
+            format!("event line longer than {} bytes", crate::framing::MAX_LINE),
+            Some(line),
+        );
+        return;
+    }
+    let Ok(text) = std::str::from_utf8(&line.bytes) else {
+        st.protocol
+            .push("event line is not UTF-8".into(), Some(line));
+        return;
+    };
+    if text.trim().is_empty() {
+        return;
+    }
+    let ev = match Event::from_line(text) {
         Ok(ev) if ev.v == events::SCHEMA_VERSION => ev,
         Ok(ev) => {
-            st.protocol_errors.push(format!(
-                "event of schema v{} (host speaks v{})",
-                ev.v,
-                events::SCHEMA_VERSION
-            ));
+            st.protocol.push(
+                format!(
+                    "event of schema v{} (host speaks v{})",
+                    ev.v,
+                    events::SCHEMA_VERSION
+                ),
+                Some(line),
+            );
             return;
         }
         Err(e) => {
-            st.protocol_errors
-                .push(format!("unreadable event line ({e}): {line}"));
+            st.protocol
+                .push(format!("unreadable event line ({e})"), Some(line));
             return;
         }
     };
+    if let Err(why) = check_event(&ev.body, st) {
+        st.protocol.push(why, Some(line));
+        return;
+    }
     st.last_event = Instant::now();
     match ev.body {
         EventBody::RunStarted { .. } => {
@@ -858,24 +1023,31 @@ fn handle_line(
                 ..
             } = &ev.body
             {
+                let (kernel, mode, error) = (
+                    printable(kernel, 200),
+                    server_mode.as_deref().map(|m| printable(m, 200)),
+                    server_error.as_deref().map(|e| printable(e, 1000)),
+                );
                 progress(Progress::Ready {
                     boot_to_ready_ms: *boot_to_ready_ms,
                     kernel_boot_ms: *agent_start_ms,
                     setup_ms: *setup_ms,
-                    kernel,
-                    server_mode: server_mode.as_deref(),
-                    server_error: server_error.as_deref(),
+                    kernel: &kernel,
+                    server_mode: mode.as_deref(),
+                    server_error: error.as_deref(),
                 });
             }
             st.ready_info = Some(ev.body);
             st.ready_at = Some(Instant::now());
         }
-        EventBody::TestStarted { name, timeout_s } => {
+        EventBody::TestStarted { name, .. } => {
+            // The plan's timeout, not the guest's word for it.
+            let timeout_s = st.planned.get(&name).copied().unwrap_or(0);
             st.started.push(name.clone());
             progress(Progress::TestStarted {
                 name: &name,
                 index: st.started.len(),
-                total: plan.tests.len(),
+                total: st.planned.len(),
             });
             watcher.set_current_test(Some(name.clone()));
             st.current = Some((name, Instant::now(), timeout_s));
@@ -891,23 +1063,20 @@ fn handle_line(
         } => {
             st.current = None;
             watcher.set_current_test(None);
-            let result = TestResult {
+            let mut result = TestResult::new(
                 name,
-                verdict: match status {
+                match status {
                     TestStatus::Passed => Verdict::Passed,
                     TestStatus::Failed => Verdict::Failed,
                     TestStatus::Hung => Verdict::Hung,
                     TestStatus::InfraError => Verdict::InfraError,
                 },
-                duration_ms,
-                exit_code,
-                signal,
-                slow,
-                reason,
-                findings: vec![],
-                artifacts: vec![],
-                details: None,
-            };
+            );
+            result.duration_ms = duration_ms;
+            result.exit_code = exit_code;
+            result.signal = signal;
+            result.slow = slow;
+            result.reason = reason.map(|r| printable(&r, 2000));
             progress(Progress::TestFinished { result: &result });
             st.finished.push(result);
         }
@@ -915,9 +1084,60 @@ fn handle_line(
             test: test.as_deref(),
         }),
         EventBody::Log { message } => {
-            progress(Progress::Log { message: &message });
+            progress(Progress::Log {
+                message: &printable(&message, 2000),
+            });
         }
         EventBody::RunFinished { .. } => st.run_finished = true,
+    }
+}
+
+/// Is this event allowed now? Tests start one at a time, only if planned and not run
+/// yet, after run_started; only the running test finishes; nothing follows run_finished.
+fn check_event(body: &EventBody, st: &State) -> Result<(), String> {
+    let running = st.current.as_ref().map(|c| c.0.as_str());
+    let shown = |n: &str| printable(n, 100);
+    if st.run_finished {
+        return Err("event after run_finished".into());
+    }
+    match body {
+        EventBody::RunStarted { .. } if st.ready_info.is_some() => Err("run_started twice".into()),
+        EventBody::RunStarted { .. } | EventBody::Log { .. } => Ok(()),
+        _ if st.ready_info.is_none() => Err("event before run_started".into()),
+        EventBody::TestStarted { name, timeout_s } => match st.planned.get(name) {
+            None => Err(format!(
+                "test_started for `{}`, which is not in the plan",
+                shown(name)
+            )),
+            Some(_) if st.started.contains(name) => {
+                Err(format!("test_started for `{}` a second time", shown(name)))
+            }
+            Some(_) if running.is_some() => Err(format!(
+                "test_started for `{}` while `{}` is running",
+                shown(name),
+                running.unwrap_or_default()
+            )),
+            Some(planned) if planned != timeout_s => Err(format!(
+                "test_started for `{}` with timeout {timeout_s}s, the plan says {planned}s",
+                shown(name)
+            )),
+            Some(_) => Ok(()),
+        },
+        EventBody::TestFinished { name, .. } if running != Some(name.as_str()) => Err(format!(
+            "test_finished for `{}`, which is not running",
+            shown(name)
+        )),
+        EventBody::Heartbeat {
+            test: Some(name), ..
+        } if running != Some(name.as_str()) => Err(format!(
+            "heartbeat for `{}`, which is not running",
+            shown(name)
+        )),
+        EventBody::RunFinished { .. } if running.is_some() => Err(format!(
+            "run_finished while `{}` is running",
+            running.unwrap_or_default()
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -954,34 +1174,20 @@ fn capture_task_dump(
 fn base_result(spec: &VmSpec, dir: &RunDir, cfg: &QemuConfig) -> RunResult {
     RunResult {
         schema: RESULTS_SCHEMA,
-        id: dir.id.clone(),
         started_at: dir.started_at.clone(),
-        duration_ms: 0,
-        verdict: Verdict::InfraError,
-        reason: None,
         accel: spec.accel.as_str().into(),
         accel_note: spec.accel_note.clone(),
         machine: cfg.machine.as_str().into(),
         kernel_image: spec.kernel.display().to_string(),
-        kernel_release: None,
         image: spec.image.display().to_string(),
-        iomapfs_version: None,
-        e2fsprogs_version: None,
-        server_mode: None,
-        server_error: None,
-        boot_to_ready_ms: None,
-        kernel_boot_ms: None,
-        host_ready_ms: None,
-        setup_ms: None,
         boots: 1,
-        tests: vec![],
-        findings: vec![],
-        console_excerpt: None,
+        ..RunResult::empty(dir.id.clone())
     }
 }
 
 /// Attach findings to tests, apply them to verdicts, add the tests that never
 /// ran, and compute the run's verdict.
+#[allow(clippy::too_many_arguments)]
 fn finish_with(
     mut result: RunResult,
     _dir: &RunDir,
@@ -990,6 +1196,7 @@ fn finish_with(
     findings: Vec<Finding>,
     plan: &Plan,
     notes: Vec<String>,
+    protocol: Vec<String>,
 ) -> RunResult {
     let index: HashMap<String, usize> = tests
         .iter()
@@ -1003,7 +1210,7 @@ fn finish_with(
         }
     }
     for t in &mut tests {
-        apply_findings(t);
+        report::apply_findings(t);
     }
     let ran: std::collections::HashSet<String> = tests.iter().map(|t| t.name.clone()).collect();
     let why_not = result
@@ -1012,61 +1219,43 @@ fn finish_with(
         .unwrap_or_else(|| "the run ended early".into());
     for p in &plan.tests {
         if !ran.contains(&p.name) {
-            tests.push(TestResult {
-                name: p.name.clone(),
-                verdict: Verdict::NotRun,
-                duration_ms: 0,
-                exit_code: None,
-                signal: None,
-                slow: false,
-                reason: Some(format!("not run: {why_not}")),
-                findings: vec![],
-                artifacts: vec![],
-                details: None,
-            });
+            let mut t = TestResult::new(p.name.clone(), Verdict::NotRun);
+            t.reason = Some(format!("not run: {why_not}"));
+            tests.push(t);
         }
     }
-    let run_problem = result.reason.is_some();
-    result.verdict = RunResult::overall(
-        &tests,
-        run_problem && tests.iter().all(|t| t.verdict != Verdict::Crashed),
-    );
-    if !notes.is_empty() {
-        let joined = notes.join("; ");
+    // The run broke outside a test (boot, hang between tests, QEMU died), or the guest
+    // broke the event protocol: the harness cannot vouch for what it saw, an
+    // infrastructure error even when every test passed. (A crash in a test explains a
+    // dead guest.)
+    let run_problem = result
+        .reason
+        .clone()
+        .filter(|_| tests.iter().all(|t| t.verdict != Verdict::Crashed));
+    result.harness_error = match (run_problem, protocol.is_empty()) {
+        (None, true) => None,
+        (p, _) => Some(
+            p.into_iter()
+                .chain(protocol.iter().cloned())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    };
+    result.tests = tests;
+    report::conclude(&mut result);
+    let mut problems = protocol;
+    if result.verdict != Verdict::Passed {
+        problems.extend(notes);
+    }
+    if !problems.is_empty() {
+        let joined = problems.join("; ");
         result.reason = Some(match result.reason.take() {
             Some(r) => format!("{r} ({joined})"),
-            None if result.verdict == Verdict::Passed => return done(result, t0, tests),
             None => joined,
         });
     }
-    done(result, t0, tests)
-}
-
-fn done(mut result: RunResult, t0: Instant, tests: Vec<TestResult>) -> RunResult {
-    result.tests = tests;
     result.duration_ms = t0.elapsed().as_millis() as u64;
     result
-}
-
-/// Kernel reports turn a pass into a failure (warnings) or a crash.
-pub fn apply_findings(t: &mut TestResult) {
-    let worst = t
-        .findings
-        .iter()
-        .filter(|f| f.kind != FindingKind::TaskDump)
-        .max_by_key(|f| f.kind.severity());
-    let Some(f) = worst else { return };
-    match f.kind.severity() {
-        Severity::Crash if t.verdict != Verdict::Crashed => {
-            t.reason = Some(format!("kernel {:?}: {}", f.kind, f.title));
-            t.verdict = Verdict::Crashed;
-        }
-        Severity::Warning if t.verdict == Verdict::Passed => {
-            t.reason = Some(format!("kernel {:?}: {}", f.kind, f.title));
-            t.verdict = Verdict::Failed;
-        }
-        _ => {}
-    }
 }
 
 fn shell_words(bin: &Path, args: &[String]) -> String {
@@ -1108,65 +1297,18 @@ pub fn run_shell(
 mod tests {
     use super::*;
 
-    fn t(verdict: Verdict, kinds: &[FindingKind]) -> TestResult {
-        TestResult {
-            name: "a".into(),
-            verdict,
-            duration_ms: 0,
-            exit_code: Some(0),
-            signal: None,
-            slow: false,
-            reason: None,
-            findings: kinds
-                .iter()
-                .map(|k| Finding {
-                    kind: *k,
-                    title: format!("{k:?} line"),
-                    test: Some("a".into()),
-                    excerpt: String::new(),
-                })
-                .collect(),
-            artifacts: vec![],
-            details: None,
-        }
-    }
-
-    #[test]
-    fn findings_change_verdicts() {
-        let mut x = t(Verdict::Passed, &[FindingKind::Warning]);
-        apply_findings(&mut x);
-        assert_eq!(x.verdict, Verdict::Failed);
-        assert!(x.reason.unwrap().contains("Warning line"));
-
-        let mut x = t(Verdict::Failed, &[FindingKind::Warning, FindingKind::Oops]);
-        apply_findings(&mut x);
-        assert_eq!(x.verdict, Verdict::Crashed);
-
-        // A task dump the harness asked for is not a kernel bug.
-        let mut x = t(Verdict::Hung, &[FindingKind::TaskDump]);
-        apply_findings(&mut x);
-        assert_eq!(x.verdict, Verdict::Hung);
-
-        // A hung test stays hung when the kernel also reported the hung task.
-        let mut x = t(Verdict::Hung, &[FindingKind::HungTask]);
-        apply_findings(&mut x);
-        assert_eq!(x.verdict, Verdict::Hung);
-
-        let mut x = t(Verdict::Passed, &[]);
-        apply_findings(&mut x);
-        assert_eq!(x.verdict, Verdict::Passed);
-    }
-
     #[test]
     fn tail_reads_appended_lines() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("e.jsonl");
         let mut tail = Tail::from_end(p.clone());
         assert!(tail.lines().is_empty());
-        std::fs::write(&p, "one\ntw").unwrap();
-        assert_eq!(tail.lines(), vec!["one".to_string()]);
+        std::fs::write(&p, b"one\ntw\xc3").unwrap();
+        let text = |lines: Vec<Line>| lines.iter().map(Line::text).collect::<Vec<_>>();
+        assert_eq!(text(tail.lines()), ["one"]);
         let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
-        f.write_all(b"o\n\nthree\n").unwrap();
-        assert_eq!(tail.lines(), vec!["two".to_string(), "three".to_string()]);
+        // The second byte of "\u{e9}" arrives in the next read: the line is whole.
+        f.write_all(b"\xa9\n\nthree\n").unwrap();
+        assert_eq!(text(tail.lines()), ["tw\u{e9}", "", "three"]);
     }
 }
