@@ -104,6 +104,9 @@ pub fn summary_markdown(run: &RunResult) -> String {
         if t.slow {
             note = format!("slow; {note}");
         }
+        if let Some(why) = &t.accepted {
+            note = format!("accepted ({why}); {note}");
+        }
         md.push_str(&format!(
             "| {} | {} | {} | {} |\n",
             t.name,

@@ -179,6 +179,8 @@ fn fstests_verdicts_in_junit_and_the_run_verdict() {
     let back: RunResult = serde_json::from_str(&json).unwrap();
     assert_eq!(back.tests[7].details, run.tests[7].details);
     assert_eq!(back.tests[8].accepted, run.tests[8].accepted);
+    let md = summary_markdown(&run);
+    assert!(md.contains("| fstests/e | flaky | 1.5 s | accepted (known race (https://example.org/bug/1)); failed then passed too |"), "{md}");
 }
 
 /// A result file is replaced, never written through a link the guest left in its place.
