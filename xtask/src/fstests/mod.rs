@@ -457,7 +457,7 @@ mod tests {
         let expunge = tempfile::tempdir().unwrap();
         std::fs::write(
             expunge.path().join("iomapfs.toml"),
-            "[[expunge]]\ntests = [\"generic/001\", \"generic/00[2-3]\"]\nreason = \"r\"\nlink = \"https://example.org/x\"\nmode = \"classic\"\n",
+            "[[expunge]]\ntests = [\"generic/001\", \"generic/00[2-3]\"]\nreason = \"r\"\nlink = \"https://example.org/x\"\nmode = \"classic\"\n\n[[expunge]]\ntests = [\"generic/004\"]\nkind = \"flaky\"\nreason = \"races\"\nlink = \"https://example.org/y\"\n",
         )
         .unwrap();
         let args = FstestsArgs {
@@ -530,6 +530,72 @@ mod tests {
         assert!(q.expunged.is_empty());
         assert_eq!(q.tests.len(), (0..633).filter(|i| i % 4 == 1).count());
         assert_eq!(q.tests[0].name, "fstests/iomapfs-4k/generic/002");
+        // The other shards' tests are known, so a baseline does not call them missing.
+        assert_eq!(q.other_shards.len() + q.tests.len(), 633);
+        assert!(q.other_shards.contains("fstests/iomapfs-4k/generic/001"));
+        assert!(!q.other_shards.contains("fstests/iomapfs-4k/generic/002"));
+        assert!(p.other_shards.is_empty());
+    }
+
+    /// A flaky entry runs its test and accepts a flaky result; --accept-flaky names others.
+    #[test]
+    fn flaky_entries_and_flags_accept_flakes_by_name() {
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../harness/fstests/tests/fixtures/group-lists");
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tree.path().join("tests/generic")).unwrap();
+        std::fs::copy(
+            fx.join("generic/group.list"),
+            tree.path().join("tests/generic/group.list"),
+        )
+        .unwrap();
+        let expunge = tempfile::tempdir().unwrap();
+        std::fs::write(
+            expunge.path().join("flaky.toml"),
+            "[[expunge]]\ntests = [\"generic/004\"]\nkind = \"flaky\"\nreason = \"races with writeback\"\nlink = \"https://example.org/y\"\n",
+        )
+        .unwrap();
+        let args = FstestsArgs {
+            selection: Some("generic/001 generic/004 generic/005".into()),
+            batch: 1,
+            loops: 1,
+            scheme: "fuseblk.ext4".into(),
+            accept_flaky: vec!["generic/005".into()],
+            ..Default::default()
+        };
+        let p = plan(
+            &args,
+            tree.path(),
+            expunge.path(),
+            "6.12.0",
+            Mode::Iomap,
+            &BTreeMap::new(),
+            3,
+        )
+        .unwrap();
+        assert!(p.expunged.is_empty(), "a flaky entry does not expunge");
+        assert_eq!(p.tests.len(), 3);
+        let ok: Vec<(&str, &str)> = p
+            .flaky_ok
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(ok.len(), 2, "{ok:?}");
+        assert_eq!(ok[0].0, "fstests/iomapfs-4k/generic/004");
+        assert!(
+            ok[0]
+                .1
+                .starts_with("known flaky: races with writeback (https://example.org/y; "),
+            "{}",
+            ok[0].1
+        );
+        assert_eq!(
+            ok[1],
+            (
+                "fstests/iomapfs-4k/generic/005",
+                "--accept-flaky=generic/005"
+            )
+        );
     }
 
     #[test]
