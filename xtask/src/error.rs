@@ -1,6 +1,6 @@
 //! Error kinds and the exit codes of the whole xtask (see DESIGN.md):
 //! 0 pass, 1 test failures, 2 usage or configuration error, 3 infrastructure
-//! failure (build, boot, image). Errors are `anyhow::Error`s; the kind is a
+//! failure (build, boot, image), 4 nothing passed (every test skipped or expunged). Errors are `anyhow::Error`s; the kind is a
 //! marker type somewhere in the chain, found with `downcast_ref`.
 
 use std::fmt;
@@ -13,6 +13,9 @@ pub const EXIT_TEST_FAILURES: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 /// Exit code: the machinery failed (build, boot, image, network, tools).
 pub const EXIT_INFRA: i32 = 3;
+/// Exit code: the run verified nothing: no test passed (all skipped or expunged, or no
+/// tests at all). Not a pass, not a kernel failure.
+pub const EXIT_NOTHING_PASSED: i32 = 4;
 
 /// A usage or configuration error: bad flags, unknown profile, a requested
 /// kernel config symbol the tree cannot provide. Maps to exit code 2.
@@ -37,6 +40,17 @@ impl fmt::Display for TestFailures {
 }
 impl std::error::Error for TestFailures {}
 
+/// A run in which no test passed. Maps to exit code 4.
+#[derive(Debug)]
+pub struct NothingPassed(pub String);
+
+impl fmt::Display for NothingPassed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for NothingPassed {}
+
 /// Shorthand: an `anyhow::Error` carrying a [`UsageError`].
 pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg.into()))
@@ -49,6 +63,8 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         EXIT_USAGE
     } else if err.downcast_ref::<TestFailures>().is_some() {
         EXIT_TEST_FAILURES
+    } else if err.downcast_ref::<NothingPassed>().is_some() {
+        EXIT_NOTHING_PASSED
     } else {
         EXIT_INFRA
     }
@@ -71,5 +87,8 @@ mod tests {
 
         let e = anyhow::anyhow!("make failed");
         assert_eq!(exit_code(&e), EXIT_INFRA);
+
+        let e = anyhow::Error::new(NothingPassed("3 skipped".into()));
+        assert_eq!(exit_code(&e), EXIT_NOTHING_PASSED);
     }
 }

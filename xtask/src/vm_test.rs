@@ -12,7 +12,7 @@ use events::Plan;
 use report::{RunResult, Verdict};
 use vm::{AccelChoice, Limits, Machine, Progress, RunDir, VmSpec};
 
-use crate::error::{usage, TestFailures};
+use crate::error::{usage, NothingPassed, TestFailures};
 use crate::kernel::{ensure_kernel, KernelArgs, KernelOptions};
 use crate::ui::Ui;
 
@@ -587,6 +587,7 @@ fn prepare_fstests(
 }
 
 /// Fold fstests' own results into the run, compare with a baseline, rewrite the reports.
+/// The verdicts follow `report::policy`.
 fn finish_fstests(
     args: &VmTestArgs,
     f: &FstestsRun,
@@ -594,56 +595,35 @@ fn finish_fstests(
     dir: &std::path::Path,
 ) -> Result<()> {
     use crate::fstests::collect;
-    let rewritten = collect::apply(result, dir, &f.plan.batches);
+    let rewritten = collect::apply(result, dir, &f.plan.batches, &f.plan.flaky_ok);
     result.tests.extend(f.plan.expunged.iter().cloned());
-    let run_level_infra = result.verdict == Verdict::InfraError
-        && result
-            .tests
-            .iter()
-            .all(|t| t.verdict != Verdict::InfraError);
-    result.verdict = RunResult::overall(&result.tests, run_level_infra);
+    if result.verdict == Verdict::NothingPassed {
+        // Said of the guest's tests alone; decided again below with the expunged ones.
+        result.reason = None;
+    }
+    report::conclude(result);
     let diff = match &args.fstests.baseline {
         Some(p) => {
             let base = report::read_json(p)
                 .map_err(|e| crate::error::usage(format!("--baseline: {e}")))?;
             let mut d = ::fstests::compare(&collect::statuses(&base), &collect::statuses(result));
-            if args.fstests.shard.is_some() {
-                // The baseline covers every shard; the others' tests are not missing.
-                d.missing.clear();
-            }
-            if d.is_regression() {
-                if result.verdict == Verdict::Passed {
-                    result.verdict = Verdict::Failed;
-                }
-                result.reason = Some(format!(
-                    "{} new failures against {}",
-                    d.new_failures.len(),
-                    p.display()
-                ));
-            } else if matches!(
-                result.verdict,
-                Verdict::Failed | Verdict::Crashed | Verdict::Hung
-            ) {
-                let known: std::collections::BTreeSet<&String> = d.still_failing.iter().collect();
-                if result
-                    .tests
-                    .iter()
-                    .filter(|t| {
-                        matches!(
-                            t.verdict,
-                            Verdict::Failed | Verdict::Crashed | Verdict::Hung
-                        )
-                    })
-                    .all(|t| known.contains(&t.name))
-                {
-                    result.reason = Some(format!(
-                        "{} tests fail, all of them already in the baseline {}: no new failures",
-                        d.still_failing.len(),
-                        p.display()
-                    ));
-                    result.verdict = Verdict::Passed;
-                }
-            }
+            // The baseline covers every shard: the other shards' tests are not missing.
+            d.missing.retain(|t| !f.plan.other_shards.contains(t));
+            d.failures_not_run
+                .retain(|t| !f.plan.other_shards.contains(t));
+            report::policy::judge_against_baseline(
+                result,
+                report::Baseline {
+                    path: p.display().to_string(),
+                    new_failures: d.new_failures.clone(),
+                    still_failing: d.still_failing.clone(),
+                    fixed: d.fixed.clone(),
+                    newly_not_run: d.newly_not_run.clone(),
+                    missing: d.missing.clone(),
+                    coverage_loss_accepted: args.fstests.accept_coverage_loss,
+                    may_replace: false,
+                },
+            );
             Some(d)
         }
         None => None,
@@ -651,13 +631,11 @@ fn finish_fstests(
     report::write_all(result, dir)?;
     let mut md = std::fs::read_to_string(dir.join("summary.md")).unwrap_or_default();
     md.push_str(&format!(
-        "
-fstests: {} ({} results read)
-",
+        "\nfstests: {} ({} results read)\n",
         f.built.revision, rewritten
     ));
     md.push_str(&collect::summary_markdown(result, diff.as_ref()));
-    std::fs::write(dir.join("summary.md"), md)?;
+    report::write_file(&dir.join("summary.md"), &md)?;
     crate::fstests::save_durations(&crate::paths::cache_dir(), &result.tests)?;
     Ok(())
 }
@@ -672,6 +650,8 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     } else {
         None
     };
+    // Test names become paths in the run directory.
+    plan.check().map_err(usage)?;
     let spec = &prepared.spec;
     let dir = RunDir::create(&runs_root()).context("creating the run directory")?;
     if let Some(f) = &fstests {
@@ -737,6 +717,12 @@ pub fn verdict_to_result(result: &RunResult) -> Result<()> {
             result.verdict.as_str()
         ))
         .into()),
+        4 => Err(NothingPassed(format!(
+            "vm-test {}: nothing passed: {}",
+            result.id,
+            result.reason.as_deref().unwrap_or("no test passed")
+        ))
+        .into()),
         _ => bail!(
             "vm-test {}: infrastructure failure: {}",
             result.id,
@@ -784,6 +770,51 @@ mod tests {
         assert_eq!(plan.tests[0].timeout_s, 20);
         assert_eq!(plan.env, vec![("A".to_string(), "b=c".to_string())]);
         assert!(plan.server.is_none());
+    }
+
+    /// Each run verdict leaves vm-test with its exit code (README: Verdicts).
+    #[test]
+    fn every_run_verdict_has_its_exit_code() {
+        use crate::error::exit_code;
+        let code = |v: Verdict| {
+            let mut r = RunResult::empty("t");
+            r.verdict = v;
+            verdict_to_result(&r).map_or_else(|e| exit_code(&e), |()| 0)
+        };
+        assert_eq!(code(Verdict::Passed), 0);
+        for v in [
+            Verdict::Failed,
+            Verdict::Crashed,
+            Verdict::Hung,
+            Verdict::Flaky,
+        ] {
+            assert_eq!(code(v), 1, "{v:?}");
+        }
+        assert_eq!(code(Verdict::InfraError), 3);
+        assert_eq!(code(Verdict::NothingPassed), 4);
+    }
+
+    #[test]
+    fn flaky_and_coverage_acceptance_flags() {
+        let a = parse(&["--fstests", "-g quick"]);
+        assert_eq!(a.fstests.accepts_flaky("generic/002"), None);
+        let a = parse(&["--accept-flaky", "--fstests", "-g quick"]);
+        assert_eq!(
+            a.fstests.accepts_flaky("generic/002").as_deref(),
+            Some("--accept-flaky")
+        );
+        let a = parse(&["--accept-flaky=generic/00?", "--accept-flaky=xfs/1*"]);
+        assert_eq!(
+            a.fstests.accepts_flaky("generic/002").as_deref(),
+            Some("--accept-flaky=generic/00?")
+        );
+        assert_eq!(a.fstests.accepts_flaky("generic/010"), None);
+        assert!(a.fstests.accepts_flaky("xfs/123").is_some());
+        // Accepting lost coverage only means something against a baseline.
+        let no_base = Cli::try_parse_from(["vm-test", "--accept-coverage-loss"]);
+        assert!(no_base.is_err());
+        let a = parse(&["--baseline", "b.json", "--accept-coverage-loss"]);
+        assert!(a.fstests.accept_coverage_loss);
     }
 
     #[test]

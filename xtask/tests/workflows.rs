@@ -439,6 +439,13 @@ fn nightly_shards_fstests_and_reports() {
         !uses_action(&report_steps, "actions/cache/save").is_empty(),
         "the baseline is never saved"
     );
+    // A shard that passed by accepting lost coverage must not become the baseline.
+    assert!(
+        runs(&report_steps)
+            .iter()
+            .any(|s| s.contains(".baseline.may_replace == false")),
+        "the baseline is replaced without asking the shards' results.json"
+    );
 
     let all = all_steps(&nightly);
     let cache_paths: Vec<String> = uses_action(&all, "actions/cache/restore")
@@ -627,4 +634,84 @@ fn readme_example_profile_parses() {
     let fstests: Value =
         serde_yaml_ng::to_value(p.table.get("fstests").expect("[fstests] kept")).unwrap();
     assert!(str_of(&fstests, "git").starts_with("https://"));
+}
+
+/// The nightly's baseline decision, run as the workflow runs it: bash over the shards'
+/// downloaded exit codes and results.json files.
+#[test]
+fn nightly_keeps_the_baseline_when_a_shard_lost_coverage() {
+    tool("jq", "apt-get install jq");
+    let nightly = load(".github/workflows/nightly.yml");
+    let script = all_steps(&nightly)
+        .iter()
+        .find(|s| str_of(s, "name") == "Merge the shards' results into the next baseline")
+        .map(|s| str_of(s, "run").to_string())
+        .expect("the merge step");
+    // (exit code, baseline.may_replace) per shard; had a baseline; update-baseline.
+    let decide = |shards: &[(i32, Option<bool>)], had: bool, update: bool| -> bool {
+        let dir = tempfile::tempdir().unwrap();
+        for (k, (code, may)) in shards.iter().enumerate() {
+            let shard = dir.path().join(format!("shards/nightly-shard-{}", k + 1));
+            let run = shard.join("target/harness/runs/20260101-000000-1");
+            std::fs::create_dir_all(&run).unwrap();
+            std::fs::create_dir_all(shard.join("shard-meta")).unwrap();
+            std::fs::write(shard.join("shard-meta/exit-code"), format!("{code}\n")).unwrap();
+            let baseline = match may {
+                Some(m) => format!(r#","baseline":{{"may_replace":{m}}}"#),
+                None => String::new(),
+            };
+            let json = format!(
+                r#"{{"id":"s{k}","tests":[{{"name":"fstests/x/generic/00{k}"}}]{baseline}}}"#
+            );
+            std::fs::write(run.join("results.json"), json).unwrap();
+        }
+        let out = dir.path().join("github-output");
+        let status = std::process::Command::new("bash")
+            .args(["-e", "-c", &script])
+            .current_dir(dir.path())
+            .env("SHARDS", shards.len().to_string())
+            .env("HAD_BASELINE", had.to_string())
+            .env("UPDATE_BASELINE", update.to_string())
+            .env("GITHUB_OUTPUT", &out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let saved = std::fs::read_to_string(&out).unwrap().contains("save=true");
+        let file = dir.path().join("ci-baseline/results.json");
+        assert_eq!(saved, file.is_file());
+        if saved {
+            let merged = std::fs::read_to_string(file).unwrap();
+            assert!(
+                !merged.contains("may_replace"),
+                "the comparison record is not carried over: {merged}"
+            );
+        }
+        saved
+    };
+    let ok = (0, Some(true));
+    assert!(decide(&[ok, ok], true, false), "every shard passed");
+    assert!(
+        !decide(&[ok, (0, Some(false))], true, false),
+        "a shard passed by accepting lost coverage"
+    );
+    assert!(
+        !decide(&[ok, (1, Some(false))], true, false),
+        "a shard failed"
+    );
+    assert!(
+        !decide(&[ok, (4, None)], true, false),
+        "a shard verified nothing"
+    );
+    assert!(
+        !decide(&[ok, (3, None)], false, true),
+        "a shard has no results"
+    );
+    assert!(
+        decide(&[ok, (1, Some(false))], false, false),
+        "the first night keeps what it has"
+    );
+    assert!(
+        decide(&[ok, (0, Some(false))], true, true),
+        "a manual update accepts it"
+    );
 }

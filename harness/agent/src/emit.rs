@@ -3,10 +3,7 @@
 use std::fs::File;
 use std::io::Write;
 
-use events::{Event, EventBody};
-
-/// Prefix of event lines written to the console when there is no event port.
-pub const CONSOLE_EVENT_PREFIX: &str = "HARNESS-EVENT ";
+use events::{Event, EventBody, CONSOLE_EVENT_PREFIX};
 
 pub struct Emitter {
     port: Option<File>,
@@ -14,9 +11,8 @@ pub struct Emitter {
 
 impl Emitter {
     pub fn open() -> Self {
-        let port = find_port(events::EVENT_PORT).and_then(|p| {
-            std::fs::OpenOptions::new().write(true).open(p).ok()
-        });
+        let port = find_port(events::EVENT_PORT)
+            .and_then(|p| std::fs::OpenOptions::new().write(true).open(p).ok());
         if port.is_none() {
             crate::sys::console("harness agent: no event port; sending events on the console");
         }
@@ -35,7 +31,9 @@ impl Emitter {
     }
 
     pub fn log(&mut self, message: &str) {
-        self.emit(EventBody::Log { message: message.to_string() });
+        self.emit(EventBody::Log {
+            message: message.to_string(),
+        });
     }
 }
 

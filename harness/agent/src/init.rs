@@ -11,9 +11,10 @@ const BOOT_MARKER: &str = "/HARNESS_BOOT";
 
 /// Options the host passes on the kernel command line (`harness.KEY=VALUE`).
 fn cmdline_opt(cmdline: &str, key: &str) -> Option<String> {
-    cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("harness.{key}=")).map(str::to_string))
+    cmdline.split_whitespace().find_map(|w| {
+        w.strip_prefix(&format!("harness.{key}="))
+            .map(str::to_string)
+    })
 }
 
 /// The kernel mounted a small boot root (the host's boot directory over 9p,
@@ -76,7 +77,9 @@ fn resolve_device(spec: &str) -> Option<String> {
     };
     let sys = std::fs::read_dir("/sys/block").ok()?;
     sys.flatten()
-        .find(|e| std::fs::read_to_string(e.path().join("serial")).is_ok_and(|s| s.trim() == serial))
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("serial")).is_ok_and(|s| s.trim() == serial)
+        })
         .map(|e| format!("/dev/{}", e.file_name().to_string_lossy()))
         .filter(|dev| Path::new(dev).exists())
 }
@@ -91,7 +94,13 @@ pub fn mount_basics() -> Result<(), String> {
     if !Path::new("/dev/null").exists() {
         mount("devtmpfs", "/dev", "devtmpfs", 0, "")?;
     }
-    mount("devpts", "/dev/pts", "devpts", 0, "gid=5,mode=620,ptmxmode=666")?;
+    mount(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        0,
+        "gid=5,mode=620,ptmxmode=666",
+    )?;
     mount("tmpfs", "/dev/shm", "tmpfs", 0, "mode=1777")?;
     mount("tmpfs", "/tmp", "tmpfs", 0, "mode=1777")?;
     mount("tmpfs", "/run", "tmpfs", 0, "mode=755")?;

@@ -44,7 +44,11 @@ fn format_record(rec: &str) -> String {
     let Some((head, text)) = rec.split_once(';') else {
         return rec.to_string();
     };
-    let usec: u64 = head.split(',').nth(2).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let usec: u64 = head
+        .split(',')
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut lines = text.lines();
     let mut out = format!(
         "[{:5}.{:06}] {}\n",
@@ -68,7 +72,10 @@ mod tests {
 
     #[test]
     fn formats_kmsg_records() {
-        assert_eq!(format_record("4,10,1500000,-;hello\n"), "[    1.500000] hello\n");
+        assert_eq!(
+            format_record("4,10,1500000,-;hello\n"),
+            "[    1.500000] hello\n"
+        );
         assert_eq!(
             format_record("6,11,2000001,-;a line\n SUBSYSTEM=block\n"),
             "[    2.000001] a line\n"

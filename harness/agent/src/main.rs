@@ -48,7 +48,11 @@ fn run(agent_start_ms: u64, pid1: bool) -> i32 {
     {
         Ok(p) if p.v == events::SCHEMA_VERSION => p,
         Ok(p) => {
-            out.log(&format!("plan schema v{} but agent speaks v{}", p.v, events::SCHEMA_VERSION));
+            out.log(&format!(
+                "plan schema v{} but agent speaks v{}",
+                p.v,
+                events::SCHEMA_VERSION
+            ));
             return 2;
         }
         Err(e) => {
@@ -64,7 +68,10 @@ fn run(agent_start_ms: u64, pid1: bool) -> i32 {
     setup::link_disks_by_serial();
 
     if plan.shell {
-        let server = plan.server.as_ref().map(|s| setup::prepare_server(s, &mut out));
+        let server = plan
+            .server
+            .as_ref()
+            .map(|s| setup::prepare_server(s, &mut out));
         if let Some(Err(e)) = &server {
             sys::console(&format!("harness agent: server setup failed: {e}"));
         }

@@ -13,19 +13,22 @@ use crate::kmsg::KmsgSlice;
 use crate::setup;
 use crate::sys;
 
-/// Directory for one test's artifacts inside the share.
-pub fn artifact_dir(name: &str) -> PathBuf {
-    Path::new(events::SHARE_MOUNT).join("tests").join(safe_name(name))
+/// Directory for one test's artifacts inside the share, if the name is a plain relative
+/// path ([`events::check_test_name`]); the host checked the plan, but the plan is a file
+/// in a directory tests can write.
+pub fn artifact_dir(name: &str) -> Result<PathBuf, String> {
+    events::check_test_name(name)?;
+    Ok(Path::new(events::SHARE_MOUNT).join("tests").join(name))
 }
 
-/// Keep names usable as relative paths: no "..", no leading '/', plain characters.
-pub fn safe_name(name: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-/".contains(c) { c } else { '_' })
-        .collect();
-    let parts: Vec<&str> = cleaned.split('/').filter(|p| !p.is_empty() && *p != "." && *p != "..").collect();
-    if parts.is_empty() { "unnamed".into() } else { parts.join("/") }
+/// Longest heartbeat interval honoured (a plan's absurd value must not overflow a clock).
+const MAX_HEARTBEAT: Duration = Duration::from_secs(24 * 3600);
+
+/// When a test past its timeout is killed although it still makes progress:
+/// `timeout * slow_factor`, saturating.
+fn hard_limit(timeout: Duration, slow_factor: u64) -> Duration {
+    let factor = u32::try_from(slow_factor.max(1)).unwrap_or(u32::MAX);
+    timeout.checked_mul(factor).unwrap_or(Duration::MAX)
 }
 
 struct Outcome {
@@ -37,18 +40,36 @@ struct Outcome {
 }
 
 pub fn run_test(plan: &Plan, test: &PlanTest, out: &mut Emitter) -> TestStatus {
-    let dir = artifact_dir(&test.name);
+    let dir = match artifact_dir(&test.name) {
+        Ok(d) => d,
+        Err(e) => {
+            // Not started, so the host reports it not run (an infrastructure error).
+            out.log(&format!("refusing a test: {e}"));
+            return TestStatus::InfraError;
+        }
+    };
     let _ = std::fs::create_dir_all(&dir);
-    sys::kmsg(&format!("{} test_started {}", events::KMSG_MARKER, test.name));
+    sys::kmsg(&format!(
+        "{} test_started {}",
+        events::KMSG_MARKER,
+        test.name
+    ));
     let kmsg = KmsgSlice::start();
-    out.emit(EventBody::TestStarted { name: test.name.clone(), timeout_s: test.timeout_s });
+    out.emit(EventBody::TestStarted {
+        name: test.name.clone(),
+        timeout_s: test.timeout_s,
+    });
     let started = Instant::now();
 
     let outcome = spawn_and_watch(plan, test, &dir, out);
 
     let duration_ms = started.elapsed().as_millis() as u64;
     cleanup_mounts();
-    sys::kmsg(&format!("{} test_finished {}", events::KMSG_MARKER, test.name));
+    sys::kmsg(&format!(
+        "{} test_finished {}",
+        events::KMSG_MARKER,
+        test.name
+    ));
     let _ = std::fs::write(dir.join("dmesg.log"), kmsg.collect());
     sys::sync();
     out.emit(EventBody::TestFinished {
@@ -76,7 +97,12 @@ fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) 
         std::fs::File::create(dir.join("stderr.log")),
     ) {
         (Ok(o), Ok(e)) => (o, e),
-        (Err(e), _) | (_, Err(e)) => return infra(format!("cannot create output files in {}: {e}", dir.display())),
+        (Err(e), _) | (_, Err(e)) => {
+            return infra(format!(
+                "cannot create output files in {}: {e}",
+                dir.display()
+            ))
+        }
     };
     let child = Command::new("/bin/bash")
         .arg("-c")
@@ -96,9 +122,9 @@ fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) 
         Err(e) => return infra(format!("cannot start bash: {e}")),
     };
 
-    let heartbeat = Duration::from_secs(plan.heartbeat_s.max(1));
+    let heartbeat = Duration::from_secs(plan.heartbeat_s.max(1)).min(MAX_HEARTBEAT);
     let timeout = Duration::from_secs(test.timeout_s.max(1));
-    let hard_limit = timeout * plan.slow_factor.max(1) as u32;
+    let hard_limit = hard_limit(timeout, plan.slow_factor);
     let started = Instant::now();
     let mut next_beat = started + heartbeat;
     let mut samples: Vec<(Instant, u64)> = vec![(started, 0)];
@@ -108,7 +134,11 @@ fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) 
             let (exit_code, signal) = decode_wait(status);
             let passed = exit_code == Some(0);
             return Outcome {
-                status: if passed { TestStatus::Passed } else { TestStatus::Failed },
+                status: if passed {
+                    TestStatus::Passed
+                } else {
+                    TestStatus::Failed
+                },
                 exit_code,
                 signal,
                 slow,
@@ -123,7 +153,14 @@ fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) 
         if now >= next_beat {
             let p = progress(pid, dir);
             samples.push((now, p));
-            out.emit(EventBody::Heartbeat { test: Some(test.name.clone()), progress: p });
+            // Only the last few heartbeats are ever compared.
+            if samples.len() > 8 {
+                samples.remove(0);
+            }
+            out.emit(EventBody::Heartbeat {
+                test: Some(test.name.clone()),
+                progress: p,
+            });
             next_beat = now + heartbeat;
         }
         let elapsed = now - started;
@@ -131,7 +168,11 @@ fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) 
             // Compare with a sample at least one heartbeat old: a test that
             // neither ran, nor did I/O, nor printed in that window is hung.
             let current = progress(pid, dir);
-            let window_start = samples.iter().rev().find(|(t, _)| now - *t >= heartbeat).map(|s| s.1);
+            let window_start = samples
+                .iter()
+                .rev()
+                .find(|(t, _)| now - *t >= heartbeat)
+                .map(|s| s.1);
             let stuck = window_start == Some(current);
             if stuck || elapsed >= hard_limit {
                 if stuck {
@@ -167,7 +208,10 @@ fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) 
                 };
             }
             if !slow {
-                out.log(&format!("{} passed its {}s timeout but is making progress; letting it run", test.name, test.timeout_s));
+                out.log(&format!(
+                    "{} passed its {}s timeout but is making progress; letting it run",
+                    test.name, test.timeout_s
+                ));
                 slow = true;
             }
         }
@@ -227,28 +271,47 @@ fn kill_group(pgid: i32) {
 /// A counter that grows while the test's process group does anything: CPU
 /// ticks, bytes read/written, and bytes of output.
 fn progress(pgid: i32, dir: &Path) -> u64 {
+    // Only compared for change: wrapping sums are fine, overflow must not panic.
     let mut total = 0u64;
     for name in ["stdout.log", "stderr.log"] {
-        total += std::fs::metadata(dir.join(name)).map(|m| m.len()).unwrap_or(0);
+        total = total.wrapping_add(
+            std::fs::metadata(dir.join(name))
+                .map(|m| m.len())
+                .unwrap_or(0),
+        );
     }
-    let Ok(procs) = std::fs::read_dir("/proc") else { return total };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return total;
+    };
     for entry in procs.flatten() {
         let pid = entry.file_name().to_string_lossy().to_string();
         if !pid.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some(fields) = stat_fields_after_comm(&stat) else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(fields) = stat_fields_after_comm(&stat) else {
+            continue;
+        };
         // After "(comm)": state ppid pgrp ... utime is field 14, stime 15 (1-based).
-        let field = |n: usize| fields.get(n - 3).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        let field = |n: usize| {
+            fields
+                .get(n - 3)
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         if field(5) as i32 != pgid {
             continue;
         }
-        total += field(14) + field(15);
+        total = total.wrapping_add(field(14)).wrapping_add(field(15));
         if let Ok(io) = std::fs::read_to_string(entry.path().join("io")) {
             for line in io.lines() {
-                if let Some(v) = line.strip_prefix("rchar: ").or_else(|| line.strip_prefix("wchar: ")) {
-                    total += v.trim().parse::<u64>().unwrap_or(0);
+                if let Some(v) = line
+                    .strip_prefix("rchar: ")
+                    .or_else(|| line.strip_prefix("wchar: "))
+                {
+                    total = total.wrapping_add(v.trim().parse::<u64>().unwrap_or(0));
                 }
             }
         }
@@ -265,7 +328,9 @@ fn stat_fields_after_comm(stat: &str) -> Option<Vec<&str>> {
 /// Leave no mount of a test behind for the next one.
 fn cleanup_mounts() {
     for m in [setup::TEST_DIR, setup::SCRATCH_MNT] {
-        let Ok(c) = std::ffi::CString::new(m) else { continue };
+        let Ok(c) = std::ffi::CString::new(m) else {
+            continue;
+        };
         // SAFETY: valid C string; failure (not mounted) is fine.
         while unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {}
     }
@@ -276,11 +341,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_safe_paths() {
-        assert_eq!(safe_name("smoke/mount"), "smoke/mount");
-        assert_eq!(safe_name("../../etc/passwd"), "etc/passwd");
-        assert_eq!(safe_name("/a b$c"), "a_b_c");
-        assert_eq!(safe_name(".."), "unnamed");
+    fn only_plain_names_become_artifact_dirs() {
+        assert_eq!(
+            artifact_dir("smoke/mount").unwrap(),
+            Path::new("/harness/tests/smoke/mount")
+        );
+        for bad in ["../../etc/passwd", "/a", "a\0b", "..", "", &"x".repeat(300)] {
+            assert!(artifact_dir(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn absurd_plan_numbers_do_not_overflow() {
+        let t = Duration::from_secs(u64::MAX);
+        assert_eq!(hard_limit(t, u64::MAX), Duration::MAX);
+        assert_eq!(
+            hard_limit(Duration::from_secs(10), 0),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            hard_limit(Duration::from_secs(10), 3),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            hard_limit(Duration::from_secs(1 << 40), 1 << 40),
+            Duration::MAX
+        );
+        // The heartbeat clock: now + the longest interval stays representable.
+        let beat = Duration::from_secs(u64::MAX).min(MAX_HEARTBEAT);
+        assert!(Instant::now().checked_add(beat).is_some());
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub struct ServerInfo {
 
 /// What udev would do: `/dev/disk/by-id/virtio-SERIAL` → `/dev/vdX`.
 pub fn link_disks_by_serial() {
-    let Ok(dir) = std::fs::read_dir("/sys/block") else { return };
+    let Ok(dir) = std::fs::read_dir("/sys/block") else {
+        return;
+    };
     let _ = std::fs::create_dir_all("/dev/disk/by-id");
     for entry in dir.flatten() {
         let dev = entry.file_name().to_string_lossy().to_string();
@@ -40,7 +42,10 @@ pub fn link_disks_by_serial() {
 /// Environment every test and the shell get.
 pub fn test_env(plan: &Plan) -> Vec<(String, String)> {
     let mut env = vec![
-        ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
         ("HOME".into(), "/root".into()),
         ("TERM".into(), "linux".into()),
         ("LANG".into(), "C.UTF-8".into()),
@@ -79,10 +84,15 @@ pub fn prepare_server(s: &ServerSetup, out: &mut Emitter) -> Result<ServerInfo, 
         return Err(format!("no iomapfs binary in {}", src.display()));
     }
     let helper = Path::new(SERVER_DEST).join("mount.fuse.iomapfs");
-    let helper = if helper.exists() { helper } else { server.clone() };
+    let helper = if helper.exists() {
+        helper
+    } else {
+        server.clone()
+    };
     let link = Path::new("/sbin/mount.fuse.iomapfs");
     let _ = std::fs::remove_file(link);
-    std::os::unix::fs::symlink(&helper, link).map_err(|e| format!("link {}: {e}", link.display()))?;
+    std::os::unix::fs::symlink(&helper, link)
+        .map_err(|e| format!("link {}: {e}", link.display()))?;
 
     info.version = run(&[server.to_str().unwrap_or("iomapfs"), "--version"], 10)
         .ok()
@@ -101,10 +111,23 @@ pub fn prepare_server(s: &ServerSetup, out: &mut Emitter) -> Result<ServerInfo, 
 
     let t_mkfs = crate::sys::boottime_ms();
     let opt = format!("mode_file={MODE_FILE}");
-    let mounted = run(&["mount", "-t", "fuse.iomapfs", "-o", &opt, &s.test_dev, TEST_DIR], 60);
+    let mounted = run(
+        &[
+            "mount",
+            "-t",
+            "fuse.iomapfs",
+            "-o",
+            &opt,
+            &s.test_dev,
+            TEST_DIR,
+        ],
+        60,
+    );
     match mounted {
         Ok(_) => {
-            info.mode = std::fs::read_to_string(MODE_FILE).ok().map(|m| m.trim().to_string());
+            info.mode = std::fs::read_to_string(MODE_FILE)
+                .ok()
+                .map(|m| m.trim().to_string());
             if info.mode.is_none() {
                 info.error = Some(format!("server mounted but wrote no {MODE_FILE}"));
             }
@@ -131,7 +154,10 @@ pub fn prepare_server(s: &ServerSetup, out: &mut Emitter) -> Result<ServerInfo, 
 pub fn e2fsprogs_version() -> Option<String> {
     // `mke2fs -V` prints "mke2fs 1.47.0 (5-Feb-2023)" first.
     let out = run(&["mke2fs", "-V"], 10).ok()?;
-    out.lines().next().and_then(|l| l.split_whitespace().nth(1)).map(str::to_string)
+    out.lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(str::to_string)
 }
 
 /// Run a short command, returning stdout+stderr, or an error with its output.
@@ -139,7 +165,10 @@ pub fn run(argv: &[&str], timeout_s: u64) -> Result<String, String> {
     let (prog, args) = argv.split_first().ok_or("empty command")?;
     let mut child = Command::new(prog)
         .args(args)
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -167,23 +196,39 @@ pub fn run(argv: &[&str], timeout_s: u64) -> Result<String, String> {
     if out.status.success() {
         Ok(text)
     } else {
-        Err(format!("{} failed ({}): {}", argv.join(" "), out.status, text.trim()))
+        Err(format!(
+            "{} failed ({}): {}",
+            argv.join(" "),
+            out.status,
+            text.trim()
+        ))
     }
 }
 
 /// An interactive login shell on the serial console, with job control.
 pub fn interactive_shell(plan: &Plan) {
     let tty = std::env::var("HARNESS_TTY").unwrap_or_else(|_| "/dev/ttyS0".into());
-    let Ok(tty_file) = std::fs::OpenOptions::new().read(true).write(true).open(&tty) else {
+    let Ok(tty_file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&tty)
+    else {
         crate::sys::console(&format!("harness agent: cannot open {tty}"));
         return;
     };
-    let (Ok(i), Ok(o), Ok(e)) = (tty_file.try_clone(), tty_file.try_clone(), tty_file.try_clone()) else {
+    let (Ok(i), Ok(o), Ok(e)) = (
+        tty_file.try_clone(),
+        tty_file.try_clone(),
+        tty_file.try_clone(),
+    ) else {
         return;
     };
     crate::sys::console("harness agent: interactive shell; `exit` or Ctrl-D powers off");
     let mut cmd = Command::new("/bin/bash");
-    cmd.arg("-l").env_clear().envs(test_env(plan)).env("PS1", "[vm \\w]# ");
+    cmd.arg("-l")
+        .env_clear()
+        .envs(test_env(plan))
+        .env("PS1", "[vm \\w]# ");
     cmd.stdin(i).stdout(o).stderr(e).current_dir("/root");
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {

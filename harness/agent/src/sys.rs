@@ -4,13 +4,22 @@ use std::io::Write;
 
 /// Milliseconds since boot (CLOCK_BOOTTIME), the guest's own clock.
 pub fn boottime_ms() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
-pub fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> Result<(), String> {
+pub fn mount(
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Result<(), String> {
     let _ = std::fs::create_dir_all(target);
     let c = |s: &str| CString::new(s).map_err(|e| e.to_string());
     let (src_c, target_c, fstype_c, data_c) = (c(src)?, c(target)?, c(fstype)?, c(data)?);
@@ -19,15 +28,26 @@ pub fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: 
         libc::mount(
             src_c.as_ptr(),
             target_c.as_ptr(),
-            if fstype.is_empty() { std::ptr::null() } else { fstype_c.as_ptr() },
+            if fstype.is_empty() {
+                std::ptr::null()
+            } else {
+                fstype_c.as_ptr()
+            },
             flags,
-            if data.is_empty() { std::ptr::null() } else { data_c.as_ptr().cast() },
+            if data.is_empty() {
+                std::ptr::null()
+            } else {
+                data_c.as_ptr().cast()
+            },
         )
     };
     if rc == 0 {
         Ok(())
     } else {
-        Err(format!("mount {src} on {target} ({fstype}): {}", std::io::Error::last_os_error()))
+        Err(format!(
+            "mount {src} on {target} ({fstype}): {}",
+            std::io::Error::last_os_error()
+        ))
     }
 }
 
@@ -73,7 +93,10 @@ pub fn set_clock(unix_secs: u64) {
     if unix_secs == 0 {
         return;
     }
-    let ts = libc::timespec { tv_sec: unix_secs as libc::time_t, tv_nsec: 0 };
+    let ts = libc::timespec {
+        tv_sec: unix_secs as libc::time_t,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_settime reads the timespec we own.
     unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) };
 }

@@ -74,7 +74,9 @@ pub enum EventBody {
         progress: u64,
     },
     /// A message from the agent worth showing to the user (setup steps, warnings).
-    Log { message: String },
+    Log {
+        message: String,
+    },
     RunFinished {
         passed: usize,
         failed: usize,
@@ -83,7 +85,11 @@ pub enum EventBody {
 
 impl Event {
     pub fn new(t_ms: u64, body: EventBody) -> Self {
-        Event { v: crate::SCHEMA_VERSION, t_ms, body }
+        Event {
+            v: crate::SCHEMA_VERSION,
+            t_ms,
+            body,
+        }
     }
 
     /// Serialise as one line (without the trailing newline).

@@ -12,7 +12,7 @@ mod event;
 mod plan;
 
 pub use event::{Event, EventBody, TestStatus};
-pub use plan::{Plan, PlanTest, ServerSetup};
+pub use plan::{check_test_name, Plan, PlanTest, ServerSetup, MAX_TEST_NAME};
 
 /// Version of the plan and event schema. Bump on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -29,6 +29,9 @@ pub const SHARE_MOUNT: &str = "/harness";
 
 /// File name of the plan inside the run directory.
 pub const PLAN_FILE: &str = "plan.json";
+
+/// Prefix of event lines the agent writes to the console when it has no event port.
+pub const CONSOLE_EVENT_PREFIX: &str = "HARNESS-EVENT ";
 
 /// Prefix of the marker lines the agent writes to /dev/kmsg so that console
 /// messages can be attributed to the test that was running.

@@ -1,4 +1,4 @@
-//! A run against a baseline run: what newly fails, what got fixed, what changed coverage.
+//! A run against a baseline run: what newly fails, what got fixed, what coverage was lost.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,10 +16,13 @@ pub struct Diff {
     pub still_failing: Vec<String>,
     /// Absent from the baseline and not failing now (new failures are in `new_failures`).
     pub new_tests: Vec<String>,
-    /// In the baseline, absent now.
+    /// Passed in the baseline, absent now: coverage lost.
     pub missing: Vec<String>,
-    /// Passed or failed in the baseline, not run now: coverage lost, not a fix.
+    /// Passed in the baseline, not run now (skipped, expunged, never started): coverage lost.
     pub newly_not_run: Vec<String>,
+    /// Failed in the baseline, not run or absent now: a known failure no longer checked
+    /// (expunging a failing test with a reason and a link is how one is accepted).
+    pub failures_not_run: Vec<String>,
 }
 
 /// Compares two runs' statuses by test id.
@@ -32,16 +35,23 @@ pub fn compare(baseline: &BTreeMap<String, Status>, current: &BTreeMap<String, S
             (_, Status::Fail) => &mut diff.new_failures,
             (None, _) => &mut diff.new_tests,
             (Some(Status::Fail), Status::Pass) => &mut diff.fixed,
-            (Some(Status::Pass | Status::Fail), Status::NotRun) => &mut diff.newly_not_run,
+            (Some(Status::Pass), Status::NotRun) => &mut diff.newly_not_run,
+            (Some(Status::Fail), Status::NotRun) => &mut diff.failures_not_run,
             _ => continue,
         };
         list.push(test.clone());
     }
-    diff.missing = baseline
-        .keys()
-        .filter(|t| !current.contains_key(*t))
-        .cloned()
-        .collect();
+    for (test, before) in baseline {
+        if current.contains_key(test) {
+            continue;
+        }
+        match before {
+            Status::Pass => diff.missing.push(test.clone()),
+            Status::Fail => diff.failures_not_run.push(test.clone()),
+            Status::NotRun => {}
+        }
+    }
+    diff.failures_not_run.sort();
     diff
 }
 
@@ -51,6 +61,11 @@ impl Diff {
         !self.new_failures.is_empty()
     }
 
+    /// Tests that passed in the baseline and did not run now.
+    pub fn lost_coverage(&self) -> impl Iterator<Item = &String> {
+        self.newly_not_run.iter().chain(&self.missing)
+    }
+
     /// A Markdown section for summary.md: one list per non-empty category.
     pub fn render_markdown(&self) -> String {
         let mut out = String::from("## Compared with the baseline\n\n");
@@ -58,9 +73,13 @@ impl Diff {
             ("New failures", &self.new_failures),
             ("Fixed", &self.fixed),
             ("Still failing", &self.still_failing),
-            ("Not run now (ran in the baseline)", &self.newly_not_run),
+            ("Not run now (passed in the baseline)", &self.newly_not_run),
+            (
+                "Missing (passed in the baseline, not in this run)",
+                &self.missing,
+            ),
+            ("Known failures not run now", &self.failures_not_run),
             ("New tests", &self.new_tests),
-            ("Missing (in the baseline, not in this run)", &self.missing),
         ];
         if lists.iter().all(|(_, l)| l.is_empty()) {
             out.push_str("No changes.\n");
@@ -100,6 +119,8 @@ mod tests {
             ("generic/006", Pass),
             ("generic/007", Fail),
             ("generic/008", NotRun),
+            ("generic/011", Fail),
+            ("generic/012", NotRun),
         ]);
         let now = runs(&[
             ("generic/001", Fail),
@@ -120,9 +141,13 @@ mod tests {
         assert_eq!(d.fixed, ["generic/003"]);
         assert_eq!(d.still_failing, ["generic/004"]);
         assert_eq!(d.missing, ["generic/005"]);
-        assert_eq!(d.newly_not_run, ["generic/006", "generic/007"]);
+        assert_eq!(d.newly_not_run, ["generic/006"]);
+        // A known failure that stopped running (or vanished) is listed, not lost coverage.
+        assert_eq!(d.failures_not_run, ["generic/007", "generic/011"]);
         assert_eq!(d.new_tests, ["generic/009"]);
         assert!(d.is_regression());
+        let lost: Vec<&String> = d.lost_coverage().collect();
+        assert_eq!(lost, ["generic/006", "generic/005"]);
     }
 
     #[test]

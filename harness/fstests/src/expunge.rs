@@ -12,6 +12,7 @@
 //! kernel = ">=6.12, <6.16"                 # optional: every comparison must hold
 //! mode = "classic"                         # optional: iomap | classic
 //! sections = ["iomapfs_1k"]                # optional: only these sections
+//! kind = "flaky"                           # optional: run it, accept a flaky result
 //! ```
 //!
 //! Kernel ranges compare major.minor.patch of `uname -r`; anything after the numbers
@@ -56,6 +57,18 @@ impl std::fmt::Display for Mode {
     }
 }
 
+/// What an entry does with the tests it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The test is not run (reported `expunged`).
+    #[default]
+    Skip,
+    /// The test runs; a `flaky` result (failed, then passed on a rerun) is accepted and
+    /// does not fail the run. A test that fails every time still fails it.
+    Flaky,
+}
+
 /// What an expunge entry's predicates are checked against.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
@@ -71,6 +84,7 @@ pub struct Context<'a> {
 pub struct Entry {
     /// Test ids or globs.
     pub tests: Vec<String>,
+    pub kind: Kind,
     pub reason: String,
     pub link: String,
     /// Range like ">=6.12, <6.15".
@@ -126,6 +140,8 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawEntry {
     tests: Vec<String>,
+    #[serde(default)]
+    kind: Kind,
     reason: String,
     link: String,
     kernel: Option<String>,
@@ -183,11 +199,11 @@ impl ExpungeList {
         Ok(ExpungeList { entries })
     }
 
-    /// The first entry that applies in `ctx` and names `test`.
-    pub fn lookup(&self, test: &str, ctx: &Context) -> Option<&Entry> {
+    /// The first entry of this kind that applies in `ctx` and names `test`.
+    pub fn lookup(&self, test: &str, ctx: &Context, kind: Kind) -> Option<&Entry> {
         self.entries
             .iter()
-            .find(|e| e.matches_test(test) && e.applies(ctx))
+            .find(|e| e.kind == kind && e.matches_test(test) && e.applies(ctx))
     }
 }
 
@@ -229,6 +245,7 @@ fn validate(raw: RawEntry, file: &Path) -> anyhow::Result<Entry> {
     }
     Ok(Entry {
         tests: raw.tests,
+        kind: raw.kind,
         reason: raw.reason,
         link: raw.link,
         kernel: raw.kernel,
@@ -388,6 +405,7 @@ sections = ["iomapfs_1k", "iomapfs-2k"]
     fn single_comparisons() {
         let entry = |range: &str| Entry {
             tests: vec!["generic/001".into()],
+            kind: Kind::Skip,
             reason: "r".into(),
             link: "https://x".into(),
             kernel: Some(range.into()),
@@ -429,22 +447,28 @@ sections = ["iomapfs_1k", "iomapfs-2k"]
         assert!(!l.entries[1].matches_test("xfs/600"));
         let classic = ctx("6.14.2", Mode::Classic, "iomapfs_4k");
         assert_eq!(
-            l.lookup("generic/475", &classic).unwrap().reason,
+            l.lookup("generic/475", &classic, Kind::Skip)
+                .unwrap()
+                .reason,
             l.entries[0].reason
         );
         assert_eq!(
-            l.lookup("generic/613", &classic).unwrap().link,
+            l.lookup("generic/613", &classic, Kind::Skip).unwrap().link,
             "http://example.org/bug/1"
         );
         assert!(l
-            .lookup("generic/613", &ctx("6.14.2", Mode::Iomap, "x"))
+            .lookup("generic/613", &ctx("6.14.2", Mode::Iomap, "x"), Kind::Skip)
             .is_none());
         assert!(l
-            .lookup("generic/475", &ctx("6.16.1", Mode::Iomap, "x"))
+            .lookup("generic/475", &ctx("6.16.1", Mode::Iomap, "x"), Kind::Skip)
             .is_none());
-        assert!(l.lookup("generic/013", &classic).is_none());
+        assert!(l.lookup("generic/013", &classic, Kind::Skip).is_none());
         assert!(l
-            .lookup("generic/013", &ctx("6.1.0", Mode::Iomap, "iomapfs_1k"))
+            .lookup(
+                "generic/013",
+                &ctx("6.1.0", Mode::Iomap, "iomapfs_1k"),
+                Kind::Skip
+            )
             .is_some());
         assert_eq!(
             l.entries[2].file,
@@ -517,6 +541,25 @@ sections = ["iomapfs_1k", "iomapfs-2k"]
         .unwrap();
         let e = format!("{:#}", ExpungeList::load_dir(dir.path()).unwrap_err());
         assert!(e.contains("c.toml"), "{e}");
+    }
+
+    #[test]
+    fn flaky_entries_are_looked_up_apart_from_skips() {
+        let text = "[[expunge]]\ntests = [\"generic/002\"]\nreason = \"races with writeback\"\nlink = \"https://example.org/bug/3\"\nkind = \"flaky\"\n\n[[expunge]]\ntests = [\"generic/00?\"]\nreason = \"r\"\nlink = \"https://x.org\"\nkind = \"skip\"\nsections = [\"other\"]\n";
+        let l = ExpungeList::parse(text, Path::new("f.toml")).unwrap();
+        let c = ctx("6.12.0", Mode::Iomap, "s");
+        assert_eq!(l.entries[0].kind, Kind::Flaky);
+        // A flaky entry does not keep the test from running ...
+        assert!(l.lookup("generic/002", &c, Kind::Skip).is_none());
+        // ... it accepts its flaky result, with the reason and link.
+        let e = l.lookup("generic/002", &c, Kind::Flaky).unwrap();
+        assert_eq!(e.link, "https://example.org/bug/3");
+        assert!(l.lookup("generic/003", &c, Kind::Flaky).is_none());
+        let e = err("[[expunge]]\ntests = [\"generic/001\"]\nreason = \"r\"\nlink = \"https://x.org\"\nkind = \"sometimes\"\n");
+        assert!(e.contains("unknown variant `sometimes`"), "{e}");
+        // Flaky entries need a reason and a link like any other.
+        let e = err("[[expunge]]\ntests = [\"generic/001\"]\nreason = \"\"\nlink = \"https://x.org\"\nkind = \"flaky\"\n");
+        assert!(e.contains("`reason` is empty"), "{e}");
     }
 
     #[test]

@@ -16,8 +16,14 @@ pub mod selection;
 pub use baseline::{compare, Diff};
 pub use config::{render_local_config, try_render_local_config, Scheme, Section};
 pub use durations::deadline;
-pub use expunge::{Context, Entry, ExpungeList, Mode};
+pub use expunge::{Context, Entry, ExpungeList, Kind, Mode};
 pub use results::{
     artifacts, parse_check_log, parse_check_time, parse_xunit, CheckLogRun, Outcome, Status,
 };
 pub use selection::{Catalog, Selection};
+
+/// Does `pattern`, a test id or a glob over ids (`generic/00?`, `*/001`), name the test
+/// `id`? `*` and `?` do not cross `/`, as in check's own expansion.
+pub fn names_test(pattern: &str, id: &str) -> bool {
+    pattern == id || glob::matches(pattern, id)
+}

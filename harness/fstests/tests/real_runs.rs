@@ -282,9 +282,19 @@ fn baseline_of_real_runs() {
     let same = compare(&full, &statuses("xunit-quiet/result.xml"));
     assert!(!same.is_regression());
     assert_eq!(same.still_failing, ["generic/002", "generic/005"]);
+    // The interrupted run reported only generic/001 (passed): the two failures it did not
+    // reach are known failures not run; the three not-run tests lose nothing.
     let cut = compare(&full, &statuses("interrupted/result.xml"));
-    assert_eq!(cut.missing.len(), 5);
+    assert!(cut.missing.is_empty(), "{cut:?}");
+    assert_eq!(cut.failures_not_run, ["generic/002", "generic/005"]);
     assert!(!cut.is_regression());
+    // The other way round, the full run loses nothing either; generic/001 passing in the
+    // baseline and absent now would be lost coverage.
+    let mut only_001 = statuses("interrupted/result.xml");
+    only_001.insert("generic/999".into(), Status::Pass);
+    let lost = compare(&only_001, &full);
+    assert_eq!(lost.missing, ["generic/999"]);
+    assert_eq!(lost.lost_coverage().count(), 1);
     let back = compare(&statuses("interrupted/result.xml"), &full);
     assert_eq!(back.new_failures, ["generic/002", "generic/005"]);
     assert!(back.render_markdown().contains("### New failures (2)"));

@@ -32,21 +32,36 @@ pub fn junit_xml(run: &RunResult) -> Result<String, ReportError> {
         }
         report.add_test_suite(suite);
     }
-    report.to_string().map_err(|e| ReportError::Junit(e.to_string()))
+    report
+        .to_string()
+        .map_err(|e| ReportError::Junit(e.to_string()))
 }
 
 fn test_case(suite: &str, t: &TestResult) -> TestCase {
     let status = match t.verdict {
-        // A flake passed in the end; its note says what failed first.
-        Verdict::Passed | Verdict::Flaky => TestCaseStatus::success(),
+        // An accepted flake passed in the end; its note says what failed first and why
+        // that is accepted. An unaccepted one is a failure below.
+        Verdict::Passed => TestCaseStatus::success(),
+        Verdict::Flaky if t.accepted.is_some() => TestCaseStatus::success(),
         Verdict::NotRun | Verdict::Skipped | Verdict::Expunged => {
             let mut s = TestCaseStatus::skipped();
-            let why = t.reason.clone().unwrap_or_else(|| t.verdict.as_str().replace('_', " "));
-            s.set_message(if t.verdict == Verdict::Expunged { format!("expunged: {why}") } else { why });
+            let why = t
+                .reason
+                .clone()
+                .unwrap_or_else(|| t.verdict.as_str().replace('_', " "));
+            s.set_message(if t.verdict == Verdict::Expunged {
+                format!("expunged: {why}")
+            } else {
+                why
+            });
             s
         }
         v => {
-            let kind = if v == Verdict::Failed { NonSuccessKind::Failure } else { NonSuccessKind::Error };
+            let kind = if matches!(v, Verdict::Failed | Verdict::Flaky) {
+                NonSuccessKind::Failure
+            } else {
+                NonSuccessKind::Error
+            };
             let mut s = TestCaseStatus::non_success(kind);
             s.set_type(v.as_str());
             s.set_message(t.reason.clone().unwrap_or_else(|| v.as_str().to_string()));
@@ -68,7 +83,15 @@ fn test_case(suite: &str, t: &TestResult) -> TestCase {
     case.set_time(Duration::from_millis(t.duration_ms));
     let mut out = String::new();
     if t.verdict == Verdict::Flaky {
-        out = format!("flaky: {}\n", t.reason.as_deref().unwrap_or("failed, then passed on a rerun"));
+        out = format!(
+            "flaky: {}\n",
+            t.reason
+                .as_deref()
+                .unwrap_or("failed, then passed on a rerun")
+        );
+        if let Some(why) = &t.accepted {
+            out.push_str(&format!("accepted: {why}\n"));
+        }
     }
     if let Some(d) = &t.details {
         out.push_str(d);

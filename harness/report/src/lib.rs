@@ -2,14 +2,17 @@
 //!
 //! The host builds a [`RunResult`] from the agent's events and the console
 //! watcher's findings, then writes `results.json` ([`write_json`]),
-//! `junit.xml` ([`write_junit`]) and `summary.md` ([`summary_markdown`]).
+//! `junit.xml` ([`write_junit`]) and `summary.md` ([`summary_markdown`]). How verdicts are
+//! decided is [`policy`].
 
 mod junit;
 mod model;
+pub mod policy;
 mod summary;
 
 pub use junit::junit_xml;
 pub use model::{Finding, FindingKind, RunResult, Severity, TestResult, Verdict, RESULTS_SCHEMA};
+pub use policy::{apply_findings, conclude, counts_as_pass, fails_run, run_verdict, Baseline};
 pub use summary::{summary_markdown, summary_text};
 
 use std::path::Path;
@@ -17,17 +20,47 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("cannot write {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("bad results file {path}: {source}")]
-    Parse { path: String, source: serde_json::Error },
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
     #[error("cannot build JUnit XML: {0}")]
     Junit(String),
 }
 
+/// Write a file by replacing it: a temporary file next to it, renamed over it. The run
+/// directory is shared with the guest, which may have left a symlink where a result file
+/// goes; a rename replaces the link itself, so nothing outside the directory is written.
+pub fn write_file(path: &Path, text: &str) -> Result<(), ReportError> {
+    let err = |source| ReportError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    // Readable like a file written with fs::write (tempfile makes them 0600).
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    tmp.as_file().set_permissions(mode).map_err(err)?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
 fn write(path: &Path, text: &str) -> Result<(), ReportError> {
-    std::fs::write(path, text).map_err(|source| ReportError::Write { path: path.display().to_string(), source })
+    write_file(path, text)
 }
 
 pub fn write_json(run: &RunResult, path: &Path) -> Result<(), ReportError> {
@@ -36,9 +69,14 @@ pub fn write_json(run: &RunResult, path: &Path) -> Result<(), ReportError> {
 }
 
 pub fn read_json(path: &Path) -> Result<RunResult, ReportError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ReportError::Read { path: path.display().to_string(), source })?;
-    serde_json::from_str(&text).map_err(|source| ReportError::Parse { path: path.display().to_string(), source })
+    let text = std::fs::read_to_string(path).map_err(|source| ReportError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| ReportError::Parse {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 pub fn write_junit(run: &RunResult, path: &Path) -> Result<(), ReportError> {

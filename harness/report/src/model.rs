@@ -22,8 +22,12 @@ pub enum Verdict {
     Skipped,
     /// Left out on purpose by an expunge entry (reason and link in `reason`).
     Expunged,
-    /// Failed, then passed when rerun: reported, but does not fail the run.
+    /// Failed, then passed when rerun. Fails the run unless accepted by name
+    /// ([`TestResult::accepted`]).
     Flaky,
+    /// A run's verdict only: no test passed (all skipped or expunged, or no tests at all),
+    /// so the run verified nothing.
+    NothingPassed,
 }
 
 impl Verdict {
@@ -38,21 +42,20 @@ impl Verdict {
             Verdict::Skipped => "skipped",
             Verdict::Expunged => "expunged",
             Verdict::Flaky => "flaky",
+            Verdict::NothingPassed => "nothing_passed",
         }
     }
 
-    /// Process exit code for a run with this verdict: 0 pass, 1 test failures,
-    /// 3 infrastructure failure (2 is for usage errors, decided before a run).
-    /// Did not pass, but by design: skipped, expunged or flaky. Never fails a run.
-    pub fn is_benign(self) -> bool {
-        matches!(self, Verdict::Skipped | Verdict::Expunged | Verdict::Flaky)
-    }
-
+    /// Process exit code for a run with this verdict (the policy is in [`crate::policy`]):
+    /// 0 passed, 1 test failures (failed, hung, crashed, an unaccepted flake), 3
+    /// infrastructure failure, 4 nothing passed. 2 is for usage errors, decided before a
+    /// run. `not_run`, `skipped` and `expunged` are test verdicts only, never a run's.
     pub fn exit_code(self) -> i32 {
         match self {
-            Verdict::Passed | Verdict::NotRun | Verdict::Skipped | Verdict::Expunged | Verdict::Flaky => 0,
-            Verdict::Failed | Verdict::Crashed | Verdict::Hung => 1,
+            Verdict::Passed | Verdict::NotRun | Verdict::Skipped | Verdict::Expunged => 0,
+            Verdict::Failed | Verdict::Crashed | Verdict::Hung | Verdict::Flaky => 1,
             Verdict::InfraError => 3,
+            Verdict::NothingPassed => 4,
         }
     }
 }
@@ -109,6 +112,10 @@ pub struct Finding {
     pub title: String,
     /// The test that was running, if any.
     pub test: Option<String>,
+    /// The part of that test that was running, when the console said (fstests' own
+    /// "run fstests generic/001" kernel log line, in a `check` run of several tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtest: Option<String>,
     /// The report's lines (from the match to its end or a bounded number of lines).
     pub excerpt: String,
 }
@@ -132,6 +139,29 @@ pub struct TestResult {
     /// Longer evidence for JUnit's system-out (an fstests failure's .out.bad diff).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
+    /// Why this test's `flaky` verdict does not fail the run: an expunge entry of kind
+    /// `flaky` (its reason and link) or `--accept-flaky`. None: it fails the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<String>,
+}
+
+impl TestResult {
+    /// A result with nothing but a name and a verdict.
+    pub fn new(name: impl Into<String>, verdict: Verdict) -> Self {
+        TestResult {
+            name: name.into(),
+            verdict,
+            duration_ms: 0,
+            exit_code: None,
+            signal: None,
+            slow: false,
+            reason: None,
+            findings: vec![],
+            artifacts: vec![],
+            details: None,
+            accepted: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,6 +174,11 @@ pub struct RunResult {
     pub verdict: Verdict,
     /// Why the run as a whole is not a pass, if it is not.
     pub reason: Option<String>,
+    /// Why the harness itself failed (the guest never got ready, an event protocol
+    /// error, an interrupt), if it did: the run is then `infra_error` unless a test
+    /// failure outranks it (see [`crate::policy::run_verdict`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness_error: Option<String>,
     /// "kvm" or "tcg".
     pub accel: String,
     /// Why this accelerator (e.g. "KVM probe timed out after 5s").
@@ -178,26 +213,41 @@ pub struct RunResult {
     pub findings: Vec<Finding>,
     /// The end of the console when the run failed outside any test (e.g. boot).
     pub console_excerpt: Option<String>,
+    /// The comparison with `--baseline`, if one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<crate::policy::Baseline>,
 }
 
 impl RunResult {
-    /// The run's verdict from its tests: the worst of them, an infra error
-    /// if nothing ran, passed only if every test passed.
-    pub fn overall(tests: &[TestResult], run_infra_error: bool) -> Verdict {
-        if run_infra_error && tests.iter().all(|t| matches!(t.verdict, Verdict::Passed | Verdict::NotRun) || t.verdict.is_benign()) {
-            return Verdict::InfraError;
-        }
-        let worst_test = tests
-            .iter()
-            .map(|t| t.verdict)
-            .filter(|v| !matches!(v, Verdict::InfraError | Verdict::NotRun) && !v.is_benign())
-            .max();
-        match worst_test {
-            Some(v) if v != Verdict::Passed => v,
-            _ if tests.iter().any(|t| matches!(t.verdict, Verdict::InfraError | Verdict::NotRun)) || tests.is_empty() => {
-                Verdict::InfraError
-            }
-            _ => Verdict::Passed,
+    /// A result with no tests and no facts yet (verdict `infra_error` until decided).
+    pub fn empty(id: impl Into<String>) -> Self {
+        RunResult {
+            schema: RESULTS_SCHEMA,
+            id: id.into(),
+            started_at: String::new(),
+            duration_ms: 0,
+            verdict: Verdict::InfraError,
+            reason: None,
+            harness_error: None,
+            accel: String::new(),
+            accel_note: None,
+            machine: String::new(),
+            kernel_image: String::new(),
+            kernel_release: None,
+            image: String::new(),
+            iomapfs_version: None,
+            e2fsprogs_version: None,
+            server_mode: None,
+            server_error: None,
+            boot_to_ready_ms: None,
+            kernel_boot_ms: None,
+            host_ready_ms: None,
+            setup_ms: None,
+            boots: 0,
+            tests: vec![],
+            findings: vec![],
+            console_excerpt: None,
+            baseline: None,
         }
     }
 
@@ -210,46 +260,26 @@ impl RunResult {
 mod tests {
     use super::*;
 
-    fn t(v: Verdict) -> TestResult {
-        TestResult {
-            name: "x".into(),
-            verdict: v,
-            duration_ms: 1,
-            exit_code: None,
-            signal: None,
-            slow: false,
-            reason: None,
-            findings: vec![],
-            artifacts: vec![],
-            details: None,
-        }
-    }
-
-    #[test]
-    fn overall_verdict_is_the_worst_test() {
-        use Verdict::*;
-        assert_eq!(RunResult::overall(&[t(Passed), t(Passed)], false), Passed);
-        assert_eq!(RunResult::overall(&[t(Passed), t(Failed)], false), Failed);
-        assert_eq!(RunResult::overall(&[t(Failed), t(Crashed), t(Hung)], false), Crashed);
-        assert_eq!(RunResult::overall(&[t(Failed), t(Hung)], false), Hung);
-        // Nothing ran, or only infra errors: the harness failed, not the kernel.
-        assert_eq!(RunResult::overall(&[], false), InfraError);
-        assert_eq!(RunResult::overall(&[t(Passed), t(InfraError)], false), InfraError);
-        // A real failure outranks a later infra error.
-        assert_eq!(RunResult::overall(&[t(Failed), t(InfraError)], false), Failed);
-        // A crash stops the run; the tests after it did not run.
-        assert_eq!(RunResult::overall(&[t(Passed), t(Crashed), t(NotRun)], false), Crashed);
-        assert_eq!(RunResult::overall(&[t(NotRun)], false), InfraError);
-        // The run broke (e.g. QEMU died at shutdown) though every test passed.
-        assert_eq!(RunResult::overall(&[t(Passed)], true), InfraError);
-    }
-
     #[test]
     fn exit_codes_follow_the_contract() {
         assert_eq!(Verdict::Passed.exit_code(), 0);
         assert_eq!(Verdict::Failed.exit_code(), 1);
         assert_eq!(Verdict::Crashed.exit_code(), 1);
         assert_eq!(Verdict::Hung.exit_code(), 1);
+        assert_eq!(Verdict::Flaky.exit_code(), 1);
         assert_eq!(Verdict::InfraError.exit_code(), 3);
+        assert_eq!(Verdict::NothingPassed.exit_code(), 4);
+    }
+
+    #[test]
+    fn old_results_files_still_read() {
+        // results.json written before `accepted`, `subtest` and `baseline` existed.
+        let t: TestResult = serde_json::from_str(
+            r#"{"name":"a","verdict":"flaky","duration_ms":1,"exit_code":null,"signal":null,"reason":null}"#,
+        )
+        .unwrap();
+        assert_eq!(t.accepted, None);
+        let back = serde_json::to_string(&TestResult::new("a", Verdict::Passed)).unwrap();
+        assert!(!back.contains("accepted"), "{back}");
     }
 }

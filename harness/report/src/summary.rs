@@ -27,11 +27,19 @@ fn counts(run: &RunResult) -> String {
             parts.push(format!("{n} {}", v.as_str()));
         }
     }
-    if parts.is_empty() { "no tests".into() } else { parts.join(", ") }
+    if parts.is_empty() {
+        "no tests".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 pub fn summary_markdown(run: &RunResult) -> String {
-    let mut md = format!("# vm-test {}: {}\n\n", run.id, run.verdict.as_str().to_uppercase());
+    let mut md = format!(
+        "# vm-test {}: {}\n\n",
+        run.id,
+        run.verdict.as_str().to_uppercase()
+    );
     if let Some(r) = &run.reason {
         md.push_str(&format!("**{r}**\n\n"));
     }
@@ -42,17 +50,27 @@ pub fn summary_markdown(run: &RunResult) -> String {
     };
     let server = match (&run.server_mode, &run.server_error) {
         (Some(m), None) => format!("iomapfs {} in {m} mode", opt(&run.iomapfs_version)),
-        (m, Some(e)) => format!("iomapfs {} mode {}: {e}", opt(&run.iomapfs_version), m.as_deref().unwrap_or("unknown")),
+        (m, Some(e)) => format!(
+            "iomapfs {} mode {}: {e}",
+            opt(&run.iomapfs_version),
+            m.as_deref().unwrap_or("unknown")
+        ),
         (None, None) => "not used".into(),
     };
     let rows = [
-        ("kernel", format!("{} (`{}`)", opt(&run.kernel_release), run.kernel_image)),
+        (
+            "kernel",
+            format!("{} (`{}`)", opt(&run.kernel_release), run.kernel_image),
+        ),
         ("accelerator", accel),
         ("machine", run.machine.clone()),
         ("image", format!("`{}`", run.image)),
         ("server", server),
         ("e2fsprogs", opt(&run.e2fsprogs_version).to_string()),
-        ("boot to agent ready", run.boot_to_ready_ms.map_or("-".into(), secs)),
+        (
+            "boot to agent ready",
+            run.boot_to_ready_ms.map_or("-".into(), secs),
+        ),
         (
             "boot phases",
             format!(
@@ -62,7 +80,18 @@ pub fn summary_markdown(run: &RunResult) -> String {
                 run.host_ready_ms.map_or("-".into(), secs)
             ),
         ),
-        ("duration", format!("{}{}", secs(run.duration_ms), if run.boots > 1 { format!(" ({} boots)", run.boots) } else { String::new() })),
+        (
+            "duration",
+            format!(
+                "{}{}",
+                secs(run.duration_ms),
+                if run.boots > 1 {
+                    format!(" ({} boots)", run.boots)
+                } else {
+                    String::new()
+                }
+            ),
+        ),
         ("tests", counts(run)),
         ("started", run.started_at.clone()),
     ];
@@ -75,6 +104,9 @@ pub fn summary_markdown(run: &RunResult) -> String {
         if t.slow {
             note = format!("slow; {note}");
         }
+        if let Some(why) = &t.accepted {
+            note = format!("accepted ({why}); {note}");
+        }
         md.push_str(&format!(
             "| {} | {} | {} | {} |\n",
             t.name,
@@ -84,9 +116,17 @@ pub fn summary_markdown(run: &RunResult) -> String {
         ));
     }
     if let Some(c) = &run.console_excerpt {
-        md.push_str(&format!("\n## End of the console\n\n```\n{}\n```\n", c.trim_end()));
+        md.push_str(&format!(
+            "\n## End of the console\n\n```\n{}\n```\n",
+            c.trim_end()
+        ));
     }
-    let findings: Vec<_> = run.tests.iter().flat_map(|t| &t.findings).chain(&run.findings).collect();
+    let findings: Vec<_> = run
+        .tests
+        .iter()
+        .flat_map(|t| &t.findings)
+        .chain(&run.findings)
+        .collect();
     if !findings.is_empty() {
         md.push_str("\n## Kernel reports\n");
         for f in findings {
@@ -106,8 +146,18 @@ pub fn summary_markdown(run: &RunResult) -> String {
 pub fn summary_text(run: &RunResult) -> String {
     let mut s = String::new();
     // Skipped and expunged tests are in summary.md; the terminal lists what needs a look.
-    for t in run.tests.iter().filter(|t| !matches!(t.verdict, Verdict::Passed | Verdict::Skipped | Verdict::Expunged)) {
-        s.push_str(&format!("  {:<11} {}: {}\n", t.verdict.as_str(), t.name, t.reason.as_deref().unwrap_or("")));
+    for t in run.tests.iter().filter(|t| {
+        !matches!(
+            t.verdict,
+            Verdict::Passed | Verdict::Skipped | Verdict::Expunged
+        )
+    }) {
+        s.push_str(&format!(
+            "  {:<11} {}: {}\n",
+            t.verdict.as_str(),
+            t.name,
+            t.reason.as_deref().unwrap_or("")
+        ));
         for f in &t.findings {
             s.push_str(&format!("              {:?}: {}\n", f.kind, f.title));
         }

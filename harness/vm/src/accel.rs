@@ -46,11 +46,18 @@ pub fn choose(
     cache_dir: &Path,
     deadline: Duration,
 ) -> Result<AccelDecision, String> {
-    let tcg = |note: String| AccelDecision { accel: Accel::Tcg, note };
+    let tcg = |note: String| AccelDecision {
+        accel: Accel::Tcg,
+        note,
+    };
     if choice == AccelChoice::Tcg {
         return Ok(tcg("TCG requested".into()));
     }
-    let kvm_problem = match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    let kvm_problem = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         Err(e) => Some(format!("cannot open /dev/kvm: {e}")),
         Ok(_) => {
             let key = cache_key(qemu);
@@ -65,20 +72,38 @@ pub fn choose(
         }
     };
     match (kvm_problem, choice) {
-        (None, _) => Ok(AccelDecision { accel: Accel::Kvm, note: "KVM boot probe passed".into() }),
+        (None, _) => Ok(AccelDecision {
+            accel: Accel::Kvm,
+            note: "KVM boot probe passed".into(),
+        }),
         (Some(p), AccelChoice::Kvm) => Err(format!("KVM was requested but does not work: {p}")),
-        (Some(p), _) => Ok(tcg(format!("KVM unusable ({p}); using TCG, expect slow runs"))),
+        (Some(p), _) => Ok(tcg(format!(
+            "KVM unusable ({p}); using TCG, expect slow runs"
+        ))),
     }
 }
 
 /// Boot the kernel under KVM; `None` if its banner showed up in time.
 fn probe(qemu: &Path, kernel: &Path, deadline: Duration) -> Option<String> {
     let child = Command::new(qemu)
-        .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
-        .args(["-machine", "microvm", "-accel", "kvm", "-cpu", "host", "-m", "256M"])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
+        .args([
+            "-machine", "microvm", "-accel", "kvm", "-cpu", "host", "-m", "256M",
+        ])
         .arg("-kernel")
         .arg(kernel)
-        .args(["-append", "console=ttyS0 loglevel=8 panic=-1", "-serial", "stdio"])
+        .args([
+            "-append",
+            "console=ttyS0 loglevel=8 panic=-1",
+            "-serial",
+            "stdio",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -113,11 +138,21 @@ fn probe(qemu: &Path, kernel: &Path, deadline: Duration) -> Option<String> {
             if let Some(mut e) = child.stderr.take() {
                 let _ = e.read_to_string(&mut err);
             }
-            let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-            break Some(format!("QEMU with KVM exited ({status}) before the kernel printed: {first}"));
+            let first = err
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            break Some(format!(
+                "QEMU with KVM exited ({status}) before the kernel printed: {first}"
+            ));
         }
         if start.elapsed() > deadline {
-            break Some(format!("no kernel output within {}s under KVM", deadline.as_secs()));
+            break Some(format!(
+                "no kernel output within {}s under KVM",
+                deadline.as_secs()
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -159,7 +194,9 @@ fn cache_file(dir: &Path) -> std::path::PathBuf {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `Some(verdict)` if a fresh verdict for this key is cached.
@@ -169,9 +206,16 @@ fn read_cache(dir: &Path, key: &str) -> Option<Option<String>> {
 }
 
 fn write_cache(dir: &Path, key: &str, problem: &Option<String>) {
-    let c = Cached { key: key.into(), at: now_secs(), problem: problem.clone() };
+    let c = Cached {
+        key: key.into(),
+        at: now_secs(),
+        problem: problem.clone(),
+    };
     let _ = std::fs::create_dir_all(dir);
-    let _ = std::fs::write(cache_file(dir), serde_json::to_string(&c).unwrap_or_default());
+    let _ = std::fs::write(
+        cache_file(dir),
+        serde_json::to_string(&c).unwrap_or_default(),
+    );
 }
 
 #[cfg(test)]
@@ -180,7 +224,14 @@ mod tests {
 
     #[test]
     fn tcg_when_asked_without_probing() {
-        let d = choose(AccelChoice::Tcg, Path::new("/nonexistent/qemu"), Path::new("/k"), Path::new("/tmp"), Duration::from_secs(1)).unwrap();
+        let d = choose(
+            AccelChoice::Tcg,
+            Path::new("/nonexistent/qemu"),
+            Path::new("/k"),
+            Path::new("/tmp"),
+            Duration::from_secs(1),
+        )
+        .unwrap();
         assert_eq!(d.accel, Accel::Tcg);
     }
 
@@ -196,7 +247,11 @@ mod tests {
 
     #[test]
     fn a_broken_qemu_is_reported_not_hung() {
-        let v = probe(Path::new("/bin/false"), Path::new("/k"), Duration::from_secs(5));
+        let v = probe(
+            Path::new("/bin/false"),
+            Path::new("/k"),
+            Duration::from_secs(5),
+        );
         assert!(v.unwrap().contains("exited"));
     }
 }

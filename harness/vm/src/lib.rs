@@ -1,13 +1,14 @@
 //! Host side of `vm-test`: boots QEMU with the kernel, the image and the agent,
 //! follows the event stream and the console, enforces timeouts, and turns what
 //! happened into a [`report::RunResult`].
+pub mod accel;
 pub mod console;
+pub mod framing;
 pub mod qemu;
 pub mod qemu_probe;
 pub mod qmp;
-pub mod rundir;
-pub mod accel;
 pub mod run;
+pub mod rundir;
 
 pub use accel::{AccelChoice, AccelDecision};
 pub use qemu::{Accel, Machine};

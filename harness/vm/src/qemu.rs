@@ -150,13 +150,24 @@ impl QemuConfig {
         let mut a: Vec<String> = vec![];
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
         push(&["-name", &format!("{},process={}", self.name, self.name)]);
-        push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+        push(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ]);
         push(&["-machine", m.machine_arg()]);
         match self.accel {
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
             Accel::Tcg => push(&["-accel", "tcg"]),
         }
-        push(&["-smp", &self.cpus.to_string(), "-m", &format!("{}M", self.memory_mb)]);
+        push(&[
+            "-smp",
+            &self.cpus.to_string(),
+            "-m",
+            &format!("{}M", self.memory_mb),
+        ]);
         push(&["-kernel", &path(&self.kernel), "-append", &self.cmdline]);
         match &self.console {
             Console::Socket(sock) => push(&[
@@ -165,26 +176,50 @@ impl QemuConfig {
                 "-serial",
                 "chardev:con",
             ]),
-            Console::Stdio => push(&["-chardev", "stdio,id=con,mux=on,signal=off", "-serial", "chardev:con", "-mon", "chardev=con,mode=readline"]),
+            Console::Stdio => push(&[
+                "-chardev",
+                "stdio,id=con,mux=on,signal=off",
+                "-serial",
+                "chardev:con",
+                "-mon",
+                "chardev=con,mode=readline",
+            ]),
         }
         for (i, d) in self.disks.iter().enumerate() {
-            let snap = if d.snapshot { ",snapshot=on" } else { ",cache=unsafe" };
+            let snap = if d.snapshot {
+                ",snapshot=on"
+            } else {
+                ",cache=unsafe"
+            };
             push(&[
                 "-drive",
-                &format!("file={},format=raw,if=none,id=disk{i},discard=unmap{snap}", path(&d.path)),
+                &format!(
+                    "file={},format=raw,if=none,id=disk{i},discard=unmap{snap}",
+                    path(&d.path)
+                ),
                 "-device",
                 &format!("{},drive=disk{i},serial={}", m.virtio("blk"), d.serial),
             ]);
         }
         push(&[
             "-fsdev",
-            &format!("local,id=boot,path={},security_model=none,readonly=on", path(&self.boot_dir)),
+            &format!(
+                "local,id=boot,path={},security_model=none,readonly=on",
+                path(&self.boot_dir)
+            ),
             "-device",
             &format!("{},fsdev=boot,mount_tag={BOOT_TAG}", m.virtio("9p")),
             "-fsdev",
-            &format!("local,id=share,path={},security_model=none,multidevs=remap", path(&self.share_dir)),
+            &format!(
+                "local,id=share,path={},security_model=none,multidevs=remap",
+                path(&self.share_dir)
+            ),
             "-device",
-            &format!("{},fsdev=share,mount_tag={}", m.virtio("9p"), events::SHARE_TAG),
+            &format!(
+                "{},fsdev=share,mount_tag={}",
+                m.virtio("9p"),
+                events::SHARE_TAG
+            ),
         ]);
         push(&[
             "-device",
@@ -192,7 +227,10 @@ impl QemuConfig {
             "-chardev",
             &format!("file,id=events,path={},append=on", path(&self.events_file)),
             "-device",
-            &format!("virtserialport,bus=vser.0,chardev=events,name={}", events::EVENT_PORT),
+            &format!(
+                "virtserialport,bus=vser.0,chardev=events,name={}",
+                events::EVENT_PORT
+            ),
         ]);
         if let Some(q) = &self.qmp_socket {
             push(&["-qmp", &format!("unix:{},server=on,wait=off", path(q))]);
@@ -219,8 +257,16 @@ mod tests {
             kernel: "/k/bzImage".into(),
             cmdline: QemuConfig::base_cmdline(machine),
             disks: vec![
-                Disk { path: "/img/root,1.ext4".into(), serial: "root".into(), snapshot: true },
-                Disk { path: "/run/test.img".into(), serial: "test".into(), snapshot: false },
+                Disk {
+                    path: "/img/root,1.ext4".into(),
+                    serial: "root".into(),
+                    snapshot: true,
+                },
+                Disk {
+                    path: "/run/test.img".into(),
+                    serial: "test".into(),
+                    snapshot: false,
+                },
             ],
             boot_dir: "/run/boot".into(),
             share_dir: "/run".into(),
@@ -234,8 +280,14 @@ mod tests {
     #[test]
     fn microvm_uses_mmio_devices_and_pc_uses_pci() {
         let a = cfg(Machine::Microvm).args().join(" ");
-        assert!(a.contains("virtio-blk-device,drive=disk0,serial=root"), "{a}");
-        assert!(a.contains("virtio-9p-device,fsdev=share,mount_tag=harness"), "{a}");
+        assert!(
+            a.contains("virtio-blk-device,drive=disk0,serial=root"),
+            "{a}"
+        );
+        assert!(
+            a.contains("virtio-9p-device,fsdev=share,mount_tag=harness"),
+            "{a}"
+        );
         assert!(!a.contains("-pci"), "{a}");
         let a = cfg(Machine::Pc).args().join(" ");
         assert!(a.contains("virtio-serial-pci,id=vser"), "{a}");
@@ -250,6 +302,9 @@ mod tests {
         assert!(drive.contains("snapshot=on"), "{drive}");
         assert!(a.iter().any(|s| s == "-no-reboot"));
         let cmdline = &a[a.iter().position(|s| s == "-append").unwrap() + 1];
-        assert!(cmdline.contains("panic=-1") && cmdline.contains("init=/agent"), "{cmdline}");
+        assert!(
+            cmdline.contains("panic=-1") && cmdline.contains("init=/agent"),
+            "{cmdline}"
+        );
     }
 }

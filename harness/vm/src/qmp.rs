@@ -14,7 +14,10 @@ impl Qmp {
         let stream = UnixStream::connect(socket)?;
         stream.set_read_timeout(Some(Duration::from_secs(3)))?;
         let writer = stream.try_clone()?;
-        let mut q = Qmp { reader: BufReader::new(stream), writer };
+        let mut q = Qmp {
+            reader: BufReader::new(stream),
+            writer,
+        };
         let mut greeting = String::new();
         q.reader.read_line(&mut greeting)?;
         q.execute(r#"{"execute":"qmp_capabilities"}"#)?;
@@ -28,7 +31,10 @@ impl Qmp {
         loop {
             let mut line = String::new();
             if self.reader.read_line(&mut line)? == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "QMP closed"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "QMP closed",
+                ));
             }
             let v: serde_json::Value = serde_json::from_str(&line)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
@@ -40,6 +46,8 @@ impl Qmp {
 
     /// A break on the serial line: the next character is a sysrq key.
     pub fn send_break(&mut self, chardev: &str) -> std::io::Result<serde_json::Value> {
-        self.execute(&format!(r#"{{"execute":"chardev-send-break","arguments":{{"id":"{chardev}"}}}}"#))
+        self.execute(&format!(
+            r#"{{"execute":"chardev-send-break","arguments":{{"id":"{chardev}"}}}}"#
+        ))
     }
 }

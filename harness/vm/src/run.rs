@@ -11,9 +11,10 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use events::{Event, EventBody, Plan, TestStatus};
-use report::{Finding, FindingKind, RunResult, Severity, TestResult, Verdict, RESULTS_SCHEMA};
+use report::{Finding, RunResult, Severity, TestResult, Verdict, RESULTS_SCHEMA};
 
 use crate::console::{Seen, Watcher};
+use crate::framing::{Framer, Line};
 use crate::qemu::{Accel, Console, Disk, Machine, QemuConfig};
 use crate::qmp::Qmp;
 use crate::rundir::RunDir;
@@ -80,40 +81,90 @@ impl Default for Limits {
 /// Live progress for the caller's display.
 #[derive(Debug)]
 pub enum Progress<'a> {
-    Booting { qemu_args: &'a [String] },
-    Ready { boot_to_ready_ms: u64, kernel_boot_ms: u64, setup_ms: u64, kernel: &'a str, server_mode: Option<&'a str>, server_error: Option<&'a str> },
-    TestStarted { name: &'a str, index: usize, total: usize },
-    TestFinished { result: &'a TestResult },
-    Heartbeat { test: Option<&'a str> },
-    Log { message: &'a str },
-    Finding { finding: &'a Finding },
+    Booting {
+        qemu_args: &'a [String],
+    },
+    Ready {
+        boot_to_ready_ms: u64,
+        kernel_boot_ms: u64,
+        setup_ms: u64,
+        kernel: &'a str,
+        server_mode: Option<&'a str>,
+        server_error: Option<&'a str>,
+    },
+    TestStarted {
+        name: &'a str,
+        index: usize,
+        total: usize,
+    },
+    TestFinished {
+        result: &'a TestResult,
+    },
+    Heartbeat {
+        test: Option<&'a str>,
+    },
+    Log {
+        message: &'a str,
+    },
+    Finding {
+        finding: &'a Finding,
+    },
     /// The guest stopped responding; the harness is capturing a task dump.
-    Hang { test: Option<&'a str>, why: &'a str },
+    Hang {
+        test: Option<&'a str>,
+        why: &'a str,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
     #[error("cannot prepare the run directory {path}: {source}")]
-    Prepare { path: String, source: std::io::Error },
+    Prepare {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("bad plan: {0}")]
+    Plan(String),
 }
 
+/// File in the run directory that keeps every event protocol error with its line.
+pub const PROTOCOL_ERRORS_FILE: &str = "protocol-errors.log";
+
+/// Protocol errors kept per boot (a guest sending garbage sends a lot of it).
+const MAX_PROTOCOL_ERRORS: usize = 100;
+
+/// Most bytes of the event file read per poll, so a flood cannot stall the loop.
+const MAX_EVENT_READ: u64 = 1 << 20;
+
 fn prep<T>(path: &Path, r: std::io::Result<T>) -> Result<T, VmError> {
-    r.map_err(|source| VmError::Prepare { path: path.display().to_string(), source })
+    r.map_err(|source| VmError::Prepare {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Lay out the run directory: plan, boot root with the agent, server binaries,
 /// fresh sparse disks.
-fn prepare(dir: &RunDir, spec: &VmSpec, plan: &Plan, boot_no: u32) -> Result<(PathBuf, Vec<Disk>), VmError> {
+fn prepare(
+    dir: &RunDir,
+    spec: &VmSpec,
+    plan: &Plan,
+    boot_no: u32,
+) -> Result<(PathBuf, Vec<Disk>), VmError> {
     let p = &dir.path;
     let mut plan = plan.clone();
-    plan.host_time_unix =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    plan.host_time_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     prep(p, std::fs::write(p.join(events::PLAN_FILE), plan.to_json()))?;
     let boot = p.join("boot");
     for d in ["dev", "proc", "sys", "newroot"] {
         prep(&boot, std::fs::create_dir_all(boot.join(d)))?;
     }
-    prep(&boot, std::fs::write(boot.join("HARNESS_BOOT"), "vm-test boot root\n"))?;
+    prep(
+        &boot,
+        std::fs::write(boot.join("HARNESS_BOOT"), "vm-test boot root\n"),
+    )?;
     // A hard link is instant; copy across filesystems.
     let agent_dst = boot.join("agent");
     if !agent_dst.exists() && std::fs::hard_link(&spec.agent, &agent_dst).is_err() {
@@ -126,7 +177,11 @@ fn prepare(dir: &RunDir, spec: &VmSpec, plan: &Plan, boot_no: u32) -> Result<(Pa
             let dst = bin.join(b.file_name().unwrap_or_default());
             // Without debug info the binary is a fraction of the size to copy
             // into the guest over 9p; symbols stay for backtraces.
-            let stripped = Command::new("objcopy").arg("--strip-debug").arg(b).arg(&dst).status();
+            let stripped = Command::new("objcopy")
+                .arg("--strip-debug")
+                .arg(b)
+                .arg(&dst)
+                .status();
             if !stripped.is_ok_and(|s| s.success()) {
                 prep(b, std::fs::copy(b, &dst))?;
             }
@@ -135,8 +190,15 @@ fn prepare(dir: &RunDir, spec: &VmSpec, plan: &Plan, boot_no: u32) -> Result<(Pa
     prep(&dir.tests_dir(), std::fs::create_dir_all(dir.tests_dir()))?;
     let disks_dir = p.join("disks");
     prep(&disks_dir, std::fs::create_dir_all(&disks_dir))?;
-    let mut disks = vec![Disk { path: spec.image.clone(), serial: "root".into(), snapshot: true }];
-    for (name, mb) in [("test", spec.test_disk_mb), ("scratch", spec.scratch_disk_mb)] {
+    let mut disks = vec![Disk {
+        path: spec.image.clone(),
+        serial: "root".into(),
+        snapshot: true,
+    }];
+    for (name, mb) in [
+        ("test", spec.test_disk_mb),
+        ("scratch", spec.scratch_disk_mb),
+    ] {
         if mb == 0 {
             continue;
         }
@@ -149,20 +211,41 @@ fn prepare(dir: &RunDir, spec: &VmSpec, plan: &Plan, boot_no: u32) -> Result<(Pa
         let f = prep(&path, std::fs::File::create(&path))?;
         prep(&path, f.set_len(mb * 1024 * 1024))?;
         if let (Some(opts), "test") = (&spec.format_test_disk, name) {
-            let out = prep(&path, Command::new("mkfs.ext4").args(["-F", "-q"]).args(opts).arg(&path).output())?;
+            let out = prep(
+                &path,
+                Command::new("mkfs.ext4")
+                    .args(["-F", "-q"])
+                    .args(opts)
+                    .arg(&path)
+                    .output(),
+            )?;
             if !out.status.success() {
                 let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-                return Err(VmError::Prepare { path: path.display().to_string(), source: std::io::Error::other(msg) });
+                return Err(VmError::Prepare {
+                    path: path.display().to_string(),
+                    source: std::io::Error::other(msg),
+                });
             }
         }
-        disks.push(Disk { path, serial: name.into(), snapshot: false });
+        disks.push(Disk {
+            path,
+            serial: name.into(),
+            snapshot: false,
+        });
     }
     disks.extend(spec.extra_disks.iter().cloned());
     Ok((boot, disks))
 }
 
 /// Build the QEMU configuration for a run directory.
-fn qemu_config(dir: &RunDir, spec: &VmSpec, boot: PathBuf, disks: Vec<Disk>, console: Console, sockets: &Path) -> QemuConfig {
+fn qemu_config(
+    dir: &RunDir,
+    spec: &VmSpec,
+    boot: PathBuf,
+    disks: Vec<Disk>,
+    console: Console,
+    sockets: &Path,
+) -> QemuConfig {
     let mut cmdline = QemuConfig::base_cmdline(spec.machine);
     for extra in &spec.extra_cmdline {
         cmdline.push(' ');
@@ -210,7 +293,12 @@ fn spawn_qemu(cfg: &QemuConfig, dir: &Path, interactive: bool) -> std::io::Resul
     let mut cmd = Command::new(&cfg.binary);
     cmd.args(cfg.args()).current_dir(dir);
     // Appended: a run may boot several times.
-    let log = |name: &str| std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name));
+    let log = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+    };
     if interactive {
         cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit());
         cmd.stderr(log("qemu.log")?);
@@ -266,40 +354,51 @@ impl Drop for QemuGuard {
     }
 }
 
-/// Tails a file that another process appends to.
+/// Tails a file that another process appends to, as framed lines.
 struct Tail {
     path: PathBuf,
     file: Option<std::fs::File>,
-    partial: String,
+    framer: Framer,
 }
 
 impl Tail {
     /// Skip what earlier boots of the run wrote.
     fn from_end(path: PathBuf) -> Self {
         use std::io::Seek;
-        let file = std::fs::File::open(&path).ok().and_then(|mut f| f.seek(std::io::SeekFrom::End(0)).ok().map(|_| f));
-        Tail { path, file, partial: String::new() }
+        let file = std::fs::File::open(&path)
+            .ok()
+            .and_then(|mut f| f.seek(std::io::SeekFrom::End(0)).ok().map(|_| f));
+        Tail {
+            path,
+            file,
+            framer: Framer::default(),
+        }
     }
 
-    fn lines(&mut self) -> Vec<String> {
+    /// The lines completed since the last call (at most [`MAX_EVENT_READ`] bytes read).
+    fn lines(&mut self) -> Vec<Line> {
+        self.read().0
+    }
+
+    /// Lines from one read, and whether the read was cut at [`MAX_EVENT_READ`].
+    fn read(&mut self) -> (Vec<Line>, bool) {
         if self.file.is_none() {
             self.file = std::fs::File::open(&self.path).ok();
         }
-        let Some(f) = self.file.as_mut() else { return vec![] };
-        let mut buf = String::new();
+        let Some(f) = self.file.as_mut() else {
+            return (vec![], false);
+        };
         let mut bytes = vec![];
-        let _ = f.read_to_end(&mut bytes);
-        buf.push_str(&String::from_utf8_lossy(&bytes));
-        self.partial.push_str(&buf);
-        let mut out = vec![];
-        while let Some(pos) = self.partial.find('\n') {
-            let line: String = self.partial.drain(..=pos).collect();
-            let line = line.trim().to_string();
-            if !line.is_empty() {
-                out.push(line);
-            }
-        }
-        out
+        let _ = f.take(MAX_EVENT_READ).read_to_end(&mut bytes);
+        (
+            self.framer.push(&bytes),
+            bytes.len() as u64 == MAX_EVENT_READ,
+        )
+    }
+
+    /// The unterminated last line, at the end of the stream.
+    fn rest(&mut self) -> Option<Line> {
+        self.framer.finish()
     }
 }
 
@@ -320,7 +419,10 @@ fn attach_console(
                     return Err(format!("QEMU exited at start ({status})"));
                 }
                 if Instant::now() > deadline {
-                    return Err(format!("cannot connect to the console socket {}: {e}", sock.display()));
+                    return Err(format!(
+                        "cannot connect to the console socket {}: {e}",
+                        sock.display()
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -353,6 +455,8 @@ fn attach_console(
 
 /// What the supervisor knows about the run so far.
 struct State {
+    /// The session plan's tests and their timeouts: only these may start.
+    planned: HashMap<String, u64>,
     ready_info: Option<EventBody>,
     ready_at: Option<Instant>,
     current: Option<(String, Instant, u64)>,
@@ -360,7 +464,56 @@ struct State {
     finished: Vec<TestResult>,
     run_finished: bool,
     last_event: Instant,
-    protocol_errors: Vec<String>,
+    protocol: ProtocolErrors,
+}
+
+/// Event protocol errors of one boot: what was wrong, and the offending line.
+#[derive(Default)]
+struct ProtocolErrors {
+    kept: Vec<(String, Option<Line>)>,
+    count: usize,
+}
+
+impl ProtocolErrors {
+    fn push(&mut self, what: String, line: Option<&Line>) {
+        self.count += 1;
+        if self.kept.len() < MAX_PROTOCOL_ERRORS {
+            self.kept.push((what, line.cloned()));
+        }
+    }
+
+    /// Append them to the run directory's protocol-errors.log; returns a summary for the
+    /// run's reason, if there were any.
+    fn save(&self, run_dir: &Path, boot_no: u32) -> Option<String> {
+        let (first, _) = self.kept.first()?;
+        let mut text = String::new();
+        for (what, line) in &self.kept {
+            text.push_str(&format!("boot {boot_no}: {what}\n"));
+            if let Some(l) = line {
+                let cut = if l.truncated { " (truncated)" } else { "" };
+                text.push_str(&format!("  line{cut}: {}\n", l.escaped()));
+            }
+        }
+        if self.count > self.kept.len() {
+            text.push_str(&format!(
+                "boot {boot_no}: {} more not kept\n",
+                self.count - self.kept.len()
+            ));
+        }
+        let _ = append_file(&run_dir.join(PROTOCOL_ERRORS_FILE), text.as_bytes());
+        Some(format!("{} event protocol errors in boot {boot_no} (see {PROTOCOL_ERRORS_FILE}); the first: {first}", self.count))
+    }
+}
+
+/// Append to a file of the run directory without following a link the guest left there.
+fn append_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    f.write_all(bytes)
 }
 
 /// Why the supervisor stopped the guest early.
@@ -384,6 +537,8 @@ struct Session {
     tests: Vec<TestResult>,
     findings: Vec<Finding>,
     notes: Vec<String>,
+    /// Event protocol errors (summarised; the lines are in protocol-errors.log).
+    protocol: Vec<String>,
     /// The test that was running when the guest died or hung.
     interrupted_test: Option<String>,
 }
@@ -400,16 +555,31 @@ pub fn run_tests(
     progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<RunResult, VmError> {
+    plan.check().map_err(VmError::Plan)?;
     let t0 = Instant::now();
-    let deadline = t0 + limits.run;
+    let deadline = t0
+        .checked_add(limits.run)
+        .unwrap_or(t0 + Duration::from_secs(365 * 24 * 3600));
     let mut remaining = plan.tests.clone();
-    let (mut tests, mut findings, mut notes) = (vec![], vec![], vec![]);
+    let (mut tests, mut findings, mut notes, mut protocol) = (vec![], vec![], vec![], vec![]);
     let mut result: Option<RunResult> = None;
     let mut boots = 0u32;
     let (last_stop, last_ready) = loop {
         boots += 1;
-        let session_plan = Plan { tests: remaining.clone(), ..plan.clone() };
-        let s = run_session(spec, &session_plan, limits, dir, boots, deadline, progress, cancel)?;
+        let session_plan = Plan {
+            tests: remaining.clone(),
+            ..plan.clone()
+        };
+        let s = run_session(
+            spec,
+            &session_plan,
+            limits,
+            dir,
+            boots,
+            deadline,
+            progress,
+            cancel,
+        )?;
         match &mut result {
             None => result = Some(s.result),
             Some(r) => {
@@ -420,10 +590,23 @@ pub fn run_tests(
         tests.extend(s.tests);
         findings.extend(s.findings);
         notes.extend(s.notes);
-        let done: std::collections::HashSet<&str> = tests.iter().map(|t: &TestResult| t.name.as_str()).collect();
-        remaining = plan.tests.iter().filter(|t| !done.contains(t.name.as_str())).cloned().collect();
-        let resumable = s.ready && s.interrupted_test.is_some() && matches!(s.stop, Stop::QemuDied(_) | Stop::Hung(_));
-        if !resumable || remaining.is_empty() || boots > limits.reboots || Instant::now() >= deadline {
+        protocol.extend(s.protocol);
+        let done: std::collections::HashSet<&str> =
+            tests.iter().map(|t: &TestResult| t.name.as_str()).collect();
+        remaining = plan
+            .tests
+            .iter()
+            .filter(|t| !done.contains(t.name.as_str()))
+            .cloned()
+            .collect();
+        let resumable = s.ready
+            && s.interrupted_test.is_some()
+            && matches!(s.stop, Stop::QemuDied(_) | Stop::Hung(_));
+        if !resumable
+            || remaining.is_empty()
+            || boots > limits.reboots
+            || Instant::now() >= deadline
+        {
             break (s.stop, s.ready);
         }
         let msg = format!(
@@ -433,20 +616,37 @@ pub fn run_tests(
         );
         progress(Progress::Log { message: &msg });
     };
-    let mut result = result.expect("at least one session ran");
+    let Some(mut result) = result else {
+        return Err(VmError::Plan("no boot ran".into()));
+    };
     result.boots = boots;
-    let mut out = finish_with(result, dir, t0, tests, findings, plan, notes);
+    // What the last guest left where the host writes the results.
+    let planted = dir.reclaim();
+    if !planted.is_empty() {
+        protocol.push(format!(
+            "the guest left links or special files in the run directory (removed): {}",
+            planted.join(", ")
+        ));
+    }
+    let mut out = finish_with(result, dir, t0, tests, findings, plan, notes, protocol);
     // A run that never got going, or that the user stopped, is the harness's
     // failure whatever the tests say; so is a guest that died outside a test.
     let never_ready = boots == 1 && !last_ready && !matches!(last_stop, Stop::None);
-    if matches!(last_stop, Stop::Interrupted | Stop::BootTimeout) && boots == 1 || never_ready {
+    let forced = matches!(last_stop, Stop::Interrupted)
+        || never_ready
+        || matches!(last_stop, Stop::BootTimeout) && boots == 1;
+    if forced
+        || !matches!(last_stop, Stop::None | Stop::ShutdownStuck)
+            && matches!(out.verdict, Verdict::Passed | Verdict::NothingPassed)
+    {
         out.verdict = Verdict::InfraError;
-    }
-    if matches!(last_stop, Stop::Interrupted) {
-        out.verdict = Verdict::InfraError;
-    }
-    if !matches!(last_stop, Stop::None | Stop::ShutdownStuck) && out.verdict == Verdict::Passed {
-        out.verdict = Verdict::InfraError;
+        if out.harness_error.is_none() {
+            out.harness_error = Some(
+                out.reason
+                    .clone()
+                    .unwrap_or_else(|| "the run did not finish".into()),
+            );
+        }
     }
     let _ = report::write_all(&out, &dir.path);
     Ok(out)
@@ -463,13 +663,31 @@ fn run_session(
     progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<Session, VmError> {
+    // An earlier boot's guest may have left links where the host is about to write.
+    let planted = if boot_no > 1 { dir.reclaim() } else { vec![] };
     let (boot, disks) = prepare(dir, spec, plan, boot_no)?;
     // Unix socket paths are limited to 108 bytes: keep them in a short temp dir.
-    let sockets = prep(Path::new("/tmp"), tempfile::Builder::new().prefix("harness-").tempdir())?;
+    let sockets = prep(
+        Path::new("/tmp"),
+        tempfile::Builder::new().prefix("harness-").tempdir(),
+    )?;
     let console_sock = sockets.path().join("console.sock");
-    let cfg = qemu_config(dir, spec, boot, disks, Console::Socket(console_sock.clone()), sockets.path());
+    let cfg = qemu_config(
+        dir,
+        spec,
+        boot,
+        disks,
+        Console::Socket(console_sock.clone()),
+        sockets.path(),
+    );
     let args = cfg.args();
-    prep(&dir.path, std::fs::write(dir.path.join("qemu.cmdline"), shell_words(&cfg.binary, &args)))?;
+    prep(
+        &dir.path,
+        std::fs::write(
+            dir.path.join("qemu.cmdline"),
+            shell_words(&cfg.binary, &args),
+        ),
+    )?;
     progress(Progress::Booting { qemu_args: &args });
 
     let mut result = base_result(spec, dir, &cfg);
@@ -480,6 +698,7 @@ fn run_session(
         tests: vec![],
         findings: vec![],
         notes: vec![],
+        protocol: vec![],
         interrupted_test: None,
     };
     // From the end of what earlier boots wrote (QEMU appends), taken before QEMU starts:
@@ -492,11 +711,20 @@ fn run_session(
             return Ok(failed(result));
         }
     };
-    let (mut console_in, console_rx) = match attach_console(&console_sock, &dir.path.join("console.log"), &mut qemu, boot_no) {
+    let (mut console_in, console_rx) = match attach_console(
+        &console_sock,
+        &dir.path.join("console.log"),
+        &mut qemu,
+        boot_no,
+    ) {
         Ok(c) => c,
         Err(e) => {
-            let stderr = std::fs::read_to_string(dir.path.join("qemu.stderr.log")).unwrap_or_default();
-            result.reason = Some(format!("{e}: {}", stderr.trim().lines().last().unwrap_or("")));
+            let stderr =
+                std::fs::read_to_string(dir.path.join("qemu.stderr.log")).unwrap_or_default();
+            result.reason = Some(format!(
+                "{e}: {}",
+                stderr.trim().lines().last().unwrap_or("")
+            ));
             return Ok(failed(result));
         }
     };
@@ -504,6 +732,11 @@ fn run_session(
     let mut watcher = Watcher::new();
     let mut findings: Vec<Finding> = vec![];
     let mut st = State {
+        planned: plan
+            .tests
+            .iter()
+            .map(|t| (t.name.clone(), t.timeout_s))
+            .collect(),
         ready_info: None,
         ready_at: None,
         current: None,
@@ -511,8 +744,15 @@ fn run_session(
         finished: vec![],
         run_finished: false,
         last_event: Instant::now(),
-        protocol_errors: vec![],
+        protocol: ProtocolErrors::default(),
     };
+    if !planted.is_empty() {
+        let what = format!(
+            "the guest left links or special files in the run directory (removed): {}",
+            planted.join(", ")
+        );
+        st.protocol.push(what, None);
+    }
     let started = Instant::now();
     let mut run_finished_at: Option<Instant> = None;
     let stop = loop {
@@ -520,7 +760,7 @@ fn run_session(
         while let Ok(chunk) = console_rx.try_recv() {
             for seen in watcher.feed(&chunk) {
                 if let Seen::Event(line) = seen {
-                    handle_line(&line, &mut st, &mut watcher, plan, progress);
+                    handle_line(&line, &mut st, &mut watcher, progress);
                 }
             }
         }
@@ -529,7 +769,7 @@ fn run_session(
             findings.push(f);
         }
         for line in events.lines() {
-            handle_line(&line, &mut st, &mut watcher, plan, progress);
+            handle_line(&line, &mut st, &mut watcher, progress);
         }
         if st.run_finished && run_finished_at.is_none() {
             run_finished_at = Some(Instant::now());
@@ -538,12 +778,29 @@ fn run_session(
             // Read what is left of both channels.
             std::thread::sleep(Duration::from_millis(100));
             while let Ok(chunk) = console_rx.try_recv() {
-                watcher.feed(&chunk);
+                for seen in watcher.feed(&chunk) {
+                    if let Seen::Event(line) = seen {
+                        handle_line(&line, &mut st, &mut watcher, progress);
+                    }
+                }
             }
-            for line in events.lines() {
-                handle_line(&line, &mut st, &mut watcher, plan, progress);
+            loop {
+                let (lines, more) = events.read();
+                for line in lines {
+                    handle_line(&line, &mut st, &mut watcher, progress);
+                }
+                if !more {
+                    break;
+                }
             }
-            break if st.run_finished { Stop::None } else { Stop::QemuDied(status) };
+            if let Some(line) = events.rest() {
+                handle_line(&line, &mut st, &mut watcher, progress);
+            }
+            break if st.run_finished {
+                Stop::None
+            } else {
+                Stop::QemuDied(status)
+            };
         }
         if cancel.load(Ordering::SeqCst) {
             break Stop::Interrupted;
@@ -557,13 +814,20 @@ fn run_session(
                 break Stop::ShutdownStuck;
             }
         } else if st.ready_info.is_some() && now - st.last_event > limits.stall {
-            break Stop::Hung(format!("no event from the guest for {}s (heartbeats stopped)", limits.stall.as_secs()));
+            break Stop::Hung(format!(
+                "no event from the guest for {}s (heartbeats stopped)",
+                limits.stall.as_secs()
+            ));
         } else if let Some((name, at, timeout_s)) = &st.current {
             // The agent kills a test at timeout * slow_factor; past that plus
-            // a margin, the agent itself is stuck.
-            let limit = Duration::from_secs(timeout_s * plan.slow_factor.max(1)) + limits.stall;
+            // a margin, the agent itself is stuck. (The timeout is the plan's.)
+            let limit = Duration::from_secs(timeout_s.saturating_mul(plan.slow_factor.max(1)))
+                .saturating_add(limits.stall);
             if now - *at > limit {
-                break Stop::Hung(format!("{name} not finished {}s after it started", limit.as_secs()));
+                break Stop::Hung(format!(
+                    "{name} not finished {}s after it started",
+                    limit.as_secs()
+                ));
             }
         }
         if now > deadline {
@@ -576,12 +840,24 @@ fn run_session(
     match &stop {
         Stop::Hung(why) => {
             let test = st.current.as_ref().map(|c| c.0.clone());
-            progress(Progress::Hang { test: test.as_deref(), why });
-            capture_task_dump(sockets.path(), &mut console_in, &console_rx, &mut watcher, limits.dump_wait);
+            progress(Progress::Hang {
+                test: test.as_deref(),
+                why,
+            });
+            capture_task_dump(
+                sockets.path(),
+                &mut console_in,
+                &console_rx,
+                &mut watcher,
+                limits.dump_wait,
+            );
             run_reason = Some(format!("guest hung: {why}"));
         }
         Stop::BootTimeout => {
-            run_reason = Some(format!("the guest agent did not report ready within {}s", limits.boot.as_secs()));
+            run_reason = Some(format!(
+                "the guest agent did not report ready within {}s",
+                limits.boot.as_secs()
+            ));
         }
         Stop::Interrupted => run_reason = Some("interrupted (Ctrl-C); partial results".into()),
         Stop::QemuDied(status) => {
@@ -624,6 +900,7 @@ fn run_session(
         result.boot_to_ready_ms = Some(boot_to_ready_ms);
     }
     let mut tests: Vec<TestResult> = st.finished.drain(..).collect();
+    // Names are the plan's: only planned tests get this far.
     for t in &mut tests {
         t.artifacts = dir.artifacts_of(&t.name);
     }
@@ -634,107 +911,262 @@ fn run_session(
             Stop::Hung(why) => (Verdict::Hung, why.clone()),
             Stop::Interrupted => (Verdict::InfraError, "interrupted".to_string()),
             Stop::QemuDied(status) => {
-                let crash = findings.iter().find(|f| f.kind.severity() == Severity::Crash);
-                let why = crash.map_or_else(|| format!("the guest died (QEMU {status})"), |f| f.title.clone());
+                let crash = findings
+                    .iter()
+                    .find(|f| f.kind.severity() == Severity::Crash);
+                let why = crash.map_or_else(
+                    || format!("the guest died (QEMU {status})"),
+                    |f| f.title.clone(),
+                );
                 (Verdict::Crashed, why)
             }
             _ => (Verdict::InfraError, "unfinished".to_string()),
         };
-        tests.push(TestResult {
-            artifacts: dir.artifacts_of(&name),
-            details: None,
-            name,
-            verdict,
-            duration_ms: at.elapsed().as_millis() as u64,
-            exit_code: None,
-            signal: None,
-            slow: false,
-            reason: Some(reason),
-            findings: vec![],
-        });
+        let mut t = TestResult::new(name, verdict);
+        t.artifacts = dir.artifacts_of(&t.name);
+        t.duration_ms = at.elapsed().as_millis() as u64;
+        t.reason = Some(reason);
+        tests.push(t);
     }
     result.reason = run_reason;
     // Agent log lines stay in events.jsonl; only problems go into the reason.
-    let mut notes = st.protocol_errors;
+    let protocol = st.protocol.save(&dir.path, boot_no).into_iter().collect();
+    let mut notes = vec![];
+    let dropped = watcher.dropped();
+    if dropped > 0 {
+        notes.push(format!(
+            "{dropped} more kernel reports than kept per test (console.log has them)"
+        ));
+    }
     if matches!(stop, Stop::ShutdownStuck) {
-        notes.push(format!("QEMU did not exit within {}s of run_finished; killed", limits.shutdown.as_secs()));
+        notes.push(format!(
+            "QEMU did not exit within {}s of run_finished; killed",
+            limits.shutdown.as_secs()
+        ));
     }
     if st.ready_info.is_none() {
         result.console_excerpt = Some(watcher.tail());
     }
-    Ok(Session { stop, ready: st.ready_info.is_some(), result, tests, findings, notes, interrupted_test })
+    Ok(Session {
+        stop,
+        ready: st.ready_info.is_some(),
+        result,
+        tests,
+        findings,
+        notes,
+        protocol,
+        interrupted_test,
+    })
 }
 
-fn handle_line(line: &str, st: &mut State, watcher: &mut Watcher, plan: &Plan, progress: &mut dyn FnMut(Progress)) {
-    let ev = match Event::from_line(line) {
+/// A guest string fit for the terminal and the reason: control characters escaped, at
+/// most `max` characters.
+fn printable(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .take(max)
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    if s.chars().nth(max).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Check one line of the event stream and apply it. Anything the protocol does not allow
+/// (a line that is not UTF-8, too long, not an event, another schema version, an event
+/// out of order or for a test that is not running) is a protocol error, kept with its
+/// line, and changes nothing else.
+fn handle_line(
+    line: &Line,
+    st: &mut State,
+    watcher: &mut Watcher,
+    progress: &mut dyn FnMut(Progress),
+) {
+    if line.truncated {
+        st.protocol.push(
+            format!("event line longer than {} bytes", crate::framing::MAX_LINE),
+            Some(line),
+        );
+        return;
+    }
+    let Ok(text) = std::str::from_utf8(&line.bytes) else {
+        st.protocol
+            .push("event line is not UTF-8".into(), Some(line));
+        return;
+    };
+    if text.trim().is_empty() {
+        return;
+    }
+    let ev = match Event::from_line(text) {
         Ok(ev) if ev.v == events::SCHEMA_VERSION => ev,
         Ok(ev) => {
-            st.protocol_errors.push(format!("event of schema v{} (host speaks v{})", ev.v, events::SCHEMA_VERSION));
+            st.protocol.push(
+                format!(
+                    "event of schema v{} (host speaks v{})",
+                    ev.v,
+                    events::SCHEMA_VERSION
+                ),
+                Some(line),
+            );
             return;
         }
         Err(e) => {
-            st.protocol_errors.push(format!("unreadable event line ({e}): {line}"));
+            st.protocol
+                .push(format!("unreadable event line ({e})"), Some(line));
             return;
         }
     };
+    if let Err(why) = check_event(&ev.body, st) {
+        st.protocol.push(why, Some(line));
+        return;
+    }
     st.last_event = Instant::now();
     match ev.body {
         EventBody::RunStarted { .. } => {
-            if let EventBody::RunStarted { kernel, server_mode, server_error, boot_to_ready_ms, agent_start_ms, setup_ms, .. } =
-                &ev.body
+            if let EventBody::RunStarted {
+                kernel,
+                server_mode,
+                server_error,
+                boot_to_ready_ms,
+                agent_start_ms,
+                setup_ms,
+                ..
+            } = &ev.body
             {
+                let (kernel, mode, error) = (
+                    printable(kernel, 200),
+                    server_mode.as_deref().map(|m| printable(m, 200)),
+                    server_error.as_deref().map(|e| printable(e, 1000)),
+                );
                 progress(Progress::Ready {
                     boot_to_ready_ms: *boot_to_ready_ms,
                     kernel_boot_ms: *agent_start_ms,
                     setup_ms: *setup_ms,
-                    kernel,
-                    server_mode: server_mode.as_deref(),
-                    server_error: server_error.as_deref(),
+                    kernel: &kernel,
+                    server_mode: mode.as_deref(),
+                    server_error: error.as_deref(),
                 });
             }
             st.ready_info = Some(ev.body);
             st.ready_at = Some(Instant::now());
         }
-        EventBody::TestStarted { name, timeout_s } => {
+        EventBody::TestStarted { name, .. } => {
+            // The plan's timeout, not the guest's word for it.
+            let timeout_s = st.planned.get(&name).copied().unwrap_or(0);
             st.started.push(name.clone());
-            progress(Progress::TestStarted { name: &name, index: st.started.len(), total: plan.tests.len() });
+            progress(Progress::TestStarted {
+                name: &name,
+                index: st.started.len(),
+                total: st.planned.len(),
+            });
             watcher.set_current_test(Some(name.clone()));
             st.current = Some((name, Instant::now(), timeout_s));
         }
-        EventBody::TestFinished { name, status, duration_ms, exit_code, signal, slow, reason } => {
+        EventBody::TestFinished {
+            name,
+            status,
+            duration_ms,
+            exit_code,
+            signal,
+            slow,
+            reason,
+        } => {
             st.current = None;
             watcher.set_current_test(None);
-            let result = TestResult {
+            let mut result = TestResult::new(
                 name,
-                verdict: match status {
+                match status {
                     TestStatus::Passed => Verdict::Passed,
                     TestStatus::Failed => Verdict::Failed,
                     TestStatus::Hung => Verdict::Hung,
                     TestStatus::InfraError => Verdict::InfraError,
                 },
-                duration_ms,
-                exit_code,
-                signal,
-                slow,
-                reason,
-                findings: vec![],
-                artifacts: vec![],
-                details: None,
-            };
+            );
+            result.duration_ms = duration_ms;
+            result.exit_code = exit_code;
+            result.signal = signal;
+            result.slow = slow;
+            result.reason = reason.map(|r| printable(&r, 2000));
             progress(Progress::TestFinished { result: &result });
             st.finished.push(result);
         }
-        EventBody::Heartbeat { test, .. } => progress(Progress::Heartbeat { test: test.as_deref() }),
+        EventBody::Heartbeat { test, .. } => progress(Progress::Heartbeat {
+            test: test.as_deref(),
+        }),
         EventBody::Log { message } => {
-            progress(Progress::Log { message: &message });
+            progress(Progress::Log {
+                message: &printable(&message, 2000),
+            });
         }
         EventBody::RunFinished { .. } => st.run_finished = true,
     }
 }
 
+/// Is this event allowed now? Tests start one at a time, only if planned and not run
+/// yet, after run_started; only the running test finishes; nothing follows run_finished.
+fn check_event(body: &EventBody, st: &State) -> Result<(), String> {
+    let running = st.current.as_ref().map(|c| c.0.as_str());
+    let shown = |n: &str| printable(n, 100);
+    if st.run_finished {
+        return Err("event after run_finished".into());
+    }
+    match body {
+        EventBody::RunStarted { .. } if st.ready_info.is_some() => Err("run_started twice".into()),
+        EventBody::RunStarted { .. } | EventBody::Log { .. } => Ok(()),
+        _ if st.ready_info.is_none() => Err("event before run_started".into()),
+        EventBody::TestStarted { name, timeout_s } => match st.planned.get(name) {
+            None => Err(format!(
+                "test_started for `{}`, which is not in the plan",
+                shown(name)
+            )),
+            Some(_) if st.started.contains(name) => {
+                Err(format!("test_started for `{}` a second time", shown(name)))
+            }
+            Some(_) if running.is_some() => Err(format!(
+                "test_started for `{}` while `{}` is running",
+                shown(name),
+                running.unwrap_or_default()
+            )),
+            Some(planned) if planned != timeout_s => Err(format!(
+                "test_started for `{}` with timeout {timeout_s}s, the plan says {planned}s",
+                shown(name)
+            )),
+            Some(_) => Ok(()),
+        },
+        EventBody::TestFinished { name, .. } if running != Some(name.as_str()) => Err(format!(
+            "test_finished for `{}`, which is not running",
+            shown(name)
+        )),
+        EventBody::Heartbeat {
+            test: Some(name), ..
+        } if running != Some(name.as_str()) => Err(format!(
+            "heartbeat for `{}`, which is not running",
+            shown(name)
+        )),
+        EventBody::RunFinished { .. } if running.is_some() => Err(format!(
+            "run_finished while `{}` is running",
+            running.unwrap_or_default()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Ask the stuck kernel for its blocked tasks and all task states through
 /// sysrq on the serial line (a break, then the key), and collect the console.
-fn capture_task_dump(sockets: &Path, console: &mut UnixStream, rx: &Receiver<Vec<u8>>, watcher: &mut Watcher, wait: Duration) {
+fn capture_task_dump(
+    sockets: &Path,
+    console: &mut UnixStream,
+    rx: &Receiver<Vec<u8>>,
+    watcher: &mut Watcher,
+    wait: Duration,
+) {
     if let Ok(mut qmp) = Qmp::connect(&sockets.join("qmp.sock")) {
         // '9': console log level 9 so the dumps reach the console; 'w': blocked
         // tasks; 't': every task.
@@ -759,34 +1191,20 @@ fn capture_task_dump(sockets: &Path, console: &mut UnixStream, rx: &Receiver<Vec
 fn base_result(spec: &VmSpec, dir: &RunDir, cfg: &QemuConfig) -> RunResult {
     RunResult {
         schema: RESULTS_SCHEMA,
-        id: dir.id.clone(),
         started_at: dir.started_at.clone(),
-        duration_ms: 0,
-        verdict: Verdict::InfraError,
-        reason: None,
         accel: spec.accel.as_str().into(),
         accel_note: spec.accel_note.clone(),
         machine: cfg.machine.as_str().into(),
         kernel_image: spec.kernel.display().to_string(),
-        kernel_release: None,
         image: spec.image.display().to_string(),
-        iomapfs_version: None,
-        e2fsprogs_version: None,
-        server_mode: None,
-        server_error: None,
-        boot_to_ready_ms: None,
-        kernel_boot_ms: None,
-        host_ready_ms: None,
-        setup_ms: None,
         boots: 1,
-        tests: vec![],
-        findings: vec![],
-        console_excerpt: None,
+        ..RunResult::empty(dir.id.clone())
     }
 }
 
 /// Attach findings to tests, apply them to verdicts, add the tests that never
 /// ran, and compute the run's verdict.
+#[allow(clippy::too_many_arguments)]
 fn finish_with(
     mut result: RunResult,
     _dir: &RunDir,
@@ -795,8 +1213,13 @@ fn finish_with(
     findings: Vec<Finding>,
     plan: &Plan,
     notes: Vec<String>,
+    protocol: Vec<String>,
 ) -> RunResult {
-    let index: HashMap<String, usize> = tests.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+    let index: HashMap<String, usize> = tests
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.clone(), i))
+        .collect();
     for f in findings {
         match f.test.as_ref().and_then(|n| index.get(n)) {
             Some(&i) => tests[i].findings.push(f),
@@ -804,65 +1227,59 @@ fn finish_with(
         }
     }
     for t in &mut tests {
-        apply_findings(t);
+        report::apply_findings(t);
     }
     let ran: std::collections::HashSet<String> = tests.iter().map(|t| t.name.clone()).collect();
-    let why_not = result.reason.clone().unwrap_or_else(|| "the run ended early".into());
+    let why_not = result
+        .reason
+        .clone()
+        .unwrap_or_else(|| "the run ended early".into());
     for p in &plan.tests {
         if !ran.contains(&p.name) {
-            tests.push(TestResult {
-                name: p.name.clone(),
-                verdict: Verdict::NotRun,
-                duration_ms: 0,
-                exit_code: None,
-                signal: None,
-                slow: false,
-                reason: Some(format!("not run: {why_not}")),
-                findings: vec![],
-                artifacts: vec![],
-                details: None,
-            });
+            let mut t = TestResult::new(p.name.clone(), Verdict::NotRun);
+            t.reason = Some(format!("not run: {why_not}"));
+            tests.push(t);
         }
     }
-    let run_problem = result.reason.is_some();
-    result.verdict = RunResult::overall(&tests, run_problem && tests.iter().all(|t| t.verdict != Verdict::Crashed));
-    if !notes.is_empty() {
-        let joined = notes.join("; ");
+    // The run broke outside a test (boot, hang between tests, QEMU died), or the guest
+    // broke the event protocol: the harness cannot vouch for what it saw, an
+    // infrastructure error even when every test passed. (A crash in a test explains a
+    // dead guest.)
+    let run_problem = result
+        .reason
+        .clone()
+        .filter(|_| tests.iter().all(|t| t.verdict != Verdict::Crashed));
+    result.harness_error = match (run_problem, protocol.is_empty()) {
+        (None, true) => None,
+        (p, _) => Some(
+            p.into_iter()
+                .chain(protocol.iter().cloned())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    };
+    result.tests = tests;
+    report::conclude(&mut result);
+    let mut problems = protocol;
+    if result.verdict != Verdict::Passed {
+        problems.extend(notes);
+    }
+    if !problems.is_empty() {
+        let joined = problems.join("; ");
         result.reason = Some(match result.reason.take() {
             Some(r) => format!("{r} ({joined})"),
-            None if result.verdict == Verdict::Passed => return done(result, t0, tests),
             None => joined,
         });
     }
-    done(result, t0, tests)
-}
-
-fn done(mut result: RunResult, t0: Instant, tests: Vec<TestResult>) -> RunResult {
-    result.tests = tests;
     result.duration_ms = t0.elapsed().as_millis() as u64;
     result
 }
 
-/// Kernel reports turn a pass into a failure (warnings) or a crash.
-pub fn apply_findings(t: &mut TestResult) {
-    let worst = t.findings.iter().filter(|f| f.kind != FindingKind::TaskDump).max_by_key(|f| f.kind.severity());
-    let Some(f) = worst else { return };
-    match f.kind.severity() {
-        Severity::Crash if t.verdict != Verdict::Crashed => {
-            t.reason = Some(format!("kernel {:?}: {}", f.kind, f.title));
-            t.verdict = Verdict::Crashed;
-        }
-        Severity::Warning if t.verdict == Verdict::Passed => {
-            t.reason = Some(format!("kernel {:?}: {}", f.kind, f.title));
-            t.verdict = Verdict::Failed;
-        }
-        _ => {}
-    }
-}
-
 fn shell_words(bin: &Path, args: &[String]) -> String {
     let quote = |s: &str| {
-        if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_=,./:+".contains(c)) {
+        if s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=,./:+".contains(c))
+        {
             s.to_string()
         } else {
             format!("'{}'", s.replace('\'', "'\\''"))
@@ -878,9 +1295,16 @@ fn shell_words(bin: &Path, args: &[String]) -> String {
 }
 
 /// Boot the same VM with an interactive shell on this terminal.
-pub fn run_shell(spec: &VmSpec, plan: &Plan, dir: &RunDir) -> Result<std::process::ExitStatus, VmError> {
+pub fn run_shell(
+    spec: &VmSpec,
+    plan: &Plan,
+    dir: &RunDir,
+) -> Result<std::process::ExitStatus, VmError> {
     let (boot, disks) = prepare(dir, spec, plan, 1)?;
-    let sockets = prep(Path::new("/tmp"), tempfile::Builder::new().prefix("harness-").tempdir())?;
+    let sockets = prep(
+        Path::new("/tmp"),
+        tempfile::Builder::new().prefix("harness-").tempdir(),
+    )?;
     let cfg = qemu_config(dir, spec, boot, disks, Console::Stdio, sockets.path());
     let mut child = prep(&dir.path, spawn_qemu(&cfg, &dir.path, true))?;
     prep(&dir.path, child.wait())
@@ -890,60 +1314,18 @@ pub fn run_shell(spec: &VmSpec, plan: &Plan, dir: &RunDir) -> Result<std::proces
 mod tests {
     use super::*;
 
-    fn t(verdict: Verdict, kinds: &[FindingKind]) -> TestResult {
-        TestResult {
-            name: "a".into(),
-            verdict,
-            duration_ms: 0,
-            exit_code: Some(0),
-            signal: None,
-            slow: false,
-            reason: None,
-            findings: kinds
-                .iter()
-                .map(|k| Finding { kind: *k, title: format!("{k:?} line"), test: Some("a".into()), excerpt: String::new() })
-                .collect(),
-            artifacts: vec![],
-            details: None,
-        }
-    }
-
-    #[test]
-    fn findings_change_verdicts() {
-        let mut x = t(Verdict::Passed, &[FindingKind::Warning]);
-        apply_findings(&mut x);
-        assert_eq!(x.verdict, Verdict::Failed);
-        assert!(x.reason.unwrap().contains("Warning line"));
-
-        let mut x = t(Verdict::Failed, &[FindingKind::Warning, FindingKind::Oops]);
-        apply_findings(&mut x);
-        assert_eq!(x.verdict, Verdict::Crashed);
-
-        // A task dump the harness asked for is not a kernel bug.
-        let mut x = t(Verdict::Hung, &[FindingKind::TaskDump]);
-        apply_findings(&mut x);
-        assert_eq!(x.verdict, Verdict::Hung);
-
-        // A hung test stays hung when the kernel also reported the hung task.
-        let mut x = t(Verdict::Hung, &[FindingKind::HungTask]);
-        apply_findings(&mut x);
-        assert_eq!(x.verdict, Verdict::Hung);
-
-        let mut x = t(Verdict::Passed, &[]);
-        apply_findings(&mut x);
-        assert_eq!(x.verdict, Verdict::Passed);
-    }
-
     #[test]
     fn tail_reads_appended_lines() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("e.jsonl");
         let mut tail = Tail::from_end(p.clone());
         assert!(tail.lines().is_empty());
-        std::fs::write(&p, "one\ntw").unwrap();
-        assert_eq!(tail.lines(), vec!["one".to_string()]);
+        std::fs::write(&p, b"one\ntw\xc3").unwrap();
+        let text = |lines: Vec<Line>| lines.iter().map(Line::text).collect::<Vec<_>>();
+        assert_eq!(text(tail.lines()), ["one"]);
         let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
-        f.write_all(b"o\n\nthree\n").unwrap();
-        assert_eq!(tail.lines(), vec!["two".to_string(), "three".to_string()]);
+        // The second byte of "\u{e9}" arrives in the next read: the line is whole.
+        f.write_all(b"\xa9\n\nthree\n").unwrap();
+        assert_eq!(text(tail.lines()), ["tw\u{e9}", "", "three"]);
     }
 }

@@ -137,10 +137,18 @@ mod tests {
     #[test]
     fn fstests_prelude_parses_with_bash() {
         let out = std::process::Command::new("bash")
-            .args(["-n", "-c", &format!("{FSTESTS_PRELUDE}\nfstests_run iomapfs-4k 1 generic/001 generic/002")])
+            .args([
+                "-n",
+                "-c",
+                &format!("{FSTESTS_PRELUDE}\nfstests_run iomapfs-4k 1 generic/001 generic/002"),
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub fn git_code_for_exit(code: i32) -> i32 {
         EXIT_TEST_FAILURES => 1,
         // A wrong command line fails at every commit: stop rather than skip them all.
         EXIT_USAGE => 128,
-        // Build, boot or other infrastructure failure: this commit cannot be judged.
+        // Build, boot or other infrastructure failure, or nothing passed (every test
+        // skipped): this commit cannot be judged.
         _ => 125,
     }
 }
@@ -38,10 +39,11 @@ pub fn script_text() -> String {
         r#"git bisect run reads the command's exit code: 0 good, 125 skip (cannot test),
 1-127 otherwise bad, 128 or more stops the bisect.
 
-cargo xtask vm-test exits 0 pass, 1 test failures (failed, crashed, hung), 2 usage or
-config error, 3 infrastructure failure (kernel build, boot). A plain
-`git bisect run ... vm-test` would call a build failure bad, so add --bisect-exit-codes:
-0 -> 0 (good), 1 -> 1 (bad), 3 -> 125 (skip), 2 -> 128 (stop: the command is wrong).
+cargo xtask vm-test exits 0 pass, 1 test failures (failed, crashed, hung, flaky), 2 usage
+or config error, 3 infrastructure failure (kernel build, boot), 4 nothing passed (every
+test skipped). A plain `git bisect run ... vm-test` would call a build failure bad, so add
+--bisect-exit-codes: 0 -> 0 (good), 1 -> 1 (bad), 3 and 4 -> 125 (skip), 2 -> 128 (stop:
+the command is wrong).
 
 Ready to paste, from your kernel tree (the xtask binary itself: `cargo xtask` only works
 inside the harness checkout; build it once with `cargo build -p xtask`):

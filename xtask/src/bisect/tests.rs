@@ -154,12 +154,13 @@ fn exit_codes_for_git() {
     assert_eq!(git_code_for_exit(1), 1);
     assert_eq!(git_code_for_exit(2), 128);
     assert_eq!(git_code_for_exit(3), 125);
+    assert_eq!(git_code_for_exit(crate::error::EXIT_NOTHING_PASSED), 125);
     let s = script_text();
     for want in [
         "125 skip",
         "--bisect-exit-codes",
         "git bisect run ",
-        "3 -> 125",
+        "3 and 4 -> 125",
         "cargo xtask bisect",
     ] {
         assert!(s.contains(want), "{want}: {s}");

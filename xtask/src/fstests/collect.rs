@@ -1,26 +1,38 @@
 //! After the run: fstests' own results (each attempt's xunit result.xml) decide the verdict
-//! of every test the guest finished; crashes and hangs stay as the harness saw them.
+//! of every test the guest finished; crashes and hangs stay as the harness saw them, and
+//! kernel reports seen on the console while a test ran make it fail whatever xunit says.
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use ::fstests::{Outcome, Status};
 
 use super::Batch;
-use report::{RunResult, TestResult, Verdict};
+use report::{Finding, RunResult, TestResult, Verdict};
+
+/// Largest fstests report file the host reads from the guest's share.
+const MAX_REPORT_BYTES: u64 = 32 << 20;
+
+/// A file the guest wrote, as text: never through a link, at most [`MAX_REPORT_BYTES`].
+fn read_guest(run_dir: &Path, path: &Path) -> Result<String, String> {
+    vm::rundir::read_guest_file(run_dir, path, MAX_REPORT_BYTES)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .map_err(|e| e.to_string())
+}
 
 /// What fstests reported in one attempt of a batch: its outcomes, or why there are none.
 fn read_attempt(
+    run_dir: &Path,
     batch_dir: &Path,
     attempt: u32,
     section: &str,
 ) -> Option<Result<Vec<Outcome>, String>> {
     let dir = batch_dir.join(format!("attempt-{attempt}"));
-    if !dir.is_dir() {
+    if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
         return None;
     }
     let xml = dir.join(section).join("result.xml");
-    let Ok(text) = std::fs::read_to_string(&xml) else {
-        let out = std::fs::read_to_string(dir.join("check.out")).unwrap_or_default();
+    let Ok(text) = read_guest(run_dir, &xml) else {
+        let out = read_guest(run_dir, &dir.join("check.out")).unwrap_or_default();
         let tail: Vec<&str> = out.lines().rev().take(5).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         return Some(Err(format!(
@@ -38,18 +50,19 @@ fn test_result(
     duration_ms: u64,
     reason: Option<String>,
 ) -> TestResult {
-    TestResult {
-        name,
-        verdict,
-        duration_ms,
-        exit_code: None,
-        signal: None,
-        slow: false,
-        reason,
-        findings: vec![],
-        artifacts: vec![],
-        details: None,
-    }
+    let mut t = TestResult::new(name, verdict);
+    t.duration_ms = duration_ms;
+    t.reason = reason;
+    t
+}
+
+/// The fstests test of a batch a console report belongs to: the one fstests' own kernel
+/// log line named, else the batch's first (reports before it come from check's set-up).
+fn owner<'a>(f: &Finding, ids: &'a [String]) -> Option<&'a String> {
+    f.subtest
+        .as_ref()
+        .and_then(|s| ids.iter().find(|id| *id == s))
+        .or(ids.first())
 }
 
 /// The verdict of one test from its outcomes in successive attempts (first run, reruns).
@@ -84,8 +97,15 @@ fn verdict_of(outcomes: &[&Outcome]) -> (Verdict, Option<String>) {
 /// Replace each batch's single result (the agent's pass/fail of one `check` run) by one
 /// result per fstests test, from fstests' own reports, with reasons and artifacts. In a
 /// batch the guest crashed or hung in, the first test without a report gets the crash;
-/// the ones after it did not run. Returns how many fstests tests got a report.
-pub fn apply(run: &mut RunResult, run_dir: &Path, batches: &[Batch]) -> usize {
+/// the ones after it did not run. Kernel reports seen while a test ran stay with it and
+/// decide over xunit ([`report::apply_findings`]); a flaky result named in `flaky_ok` is
+/// accepted with its reason. Returns how many fstests tests got a report.
+pub fn apply(
+    run: &mut RunResult,
+    run_dir: &Path,
+    batches: &[Batch],
+    flaky_ok: &BTreeMap<String, String>,
+) -> usize {
     let mut reported = 0;
     let mut out = Vec::with_capacity(run.tests.len());
     for t in std::mem::take(&mut run.tests) {
@@ -95,10 +115,10 @@ pub fn apply(run: &mut RunResult, run_dir: &Path, batches: &[Batch]) -> usize {
         };
         let batch_dir = run_dir.join("tests").join(&b.name);
         let mut attempts = vec![];
-        while let Some(a) = read_attempt(&batch_dir, attempts.len() as u32, &b.section) {
+        while let Some(a) = read_attempt(run_dir, &batch_dir, attempts.len() as u32, &b.section) {
             attempts.push(a);
         }
-        let mut used_ms = 0;
+        let mut used_ms = 0u64;
         let mut blamed = false;
         let mut results = vec![];
         for id in &b.ids {
@@ -115,14 +135,17 @@ pub fn apply(run: &mut RunResult, run_dir: &Path, batches: &[Batch]) -> usize {
             } else if !outcomes.is_empty() {
                 reported += 1;
                 let (verdict, reason) = verdict_of(&outcomes);
+                // A float cast saturates; a guest's absurd figure must not overflow the sum.
                 let ms = outcomes[0].seconds.map_or(0, |s| (s * 1000.0) as u64);
-                used_ms += ms;
+                used_ms = used_ms.saturating_add(ms);
                 let mut r = test_result(name, verdict, ms, reason);
                 // The first failure's whole diff and kernel log, for JUnit readers.
                 if let Some(o) = outcomes.iter().find(|o| o.status == Status::Fail) {
                     let parts: Vec<String> = [("diff", &o.diff), ("dmesg", &o.dmesg)]
                         .iter()
-                        .filter_map(|(what, text)| text.as_ref().map(|t| format!("--- {what} ---\n{t}")))
+                        .filter_map(|(what, text)| {
+                            text.as_ref().map(|t| format!("--- {what} ---\n{t}"))
+                        })
                         .collect();
                     r.details = (!parts.is_empty()).then(|| parts.join("\n"));
                 }
@@ -133,16 +156,16 @@ pub fn apply(run: &mut RunResult, run_dir: &Path, batches: &[Batch]) -> usize {
                 blamed = true;
                 let (verdict, why) = match attempts.first() {
                     // The harness knows why (crash, hang, interrupted run).
-                    _ if stopped || (t.verdict == Verdict::InfraError && t.reason.is_some()) => (t.verdict, t.reason.clone()),
+                    _ if stopped || (t.verdict == Verdict::InfraError && t.reason.is_some()) => {
+                        (t.verdict, t.reason.clone())
+                    }
                     Some(Err(e)) => (Verdict::InfraError, Some(e.clone())),
                     _ => (
                         Verdict::InfraError,
                         Some(format!("check reported nothing for {id}")),
                     ),
                 };
-                let mut r = test_result(name, verdict, 0, why);
-                r.findings = t.findings.clone();
-                r
+                test_result(name, verdict, 0, why)
             } else {
                 test_result(
                     name,
@@ -151,6 +174,16 @@ pub fn apply(run: &mut RunResult, run_dir: &Path, batches: &[Batch]) -> usize {
                     Some(format!("not run: the batch {} stopped before it", b.name)),
                 )
             };
+            r.findings = t
+                .findings
+                .iter()
+                .filter(|f| owner(f, &b.ids) == Some(id))
+                .cloned()
+                .collect();
+            if r.verdict == Verdict::Flaky {
+                r.accepted = flaky_ok.get(&r.name).cloned();
+            }
+            report::apply_findings(&mut r);
             // Artifacts of every attempt, relative to the run directory.
             for a in 0..attempts.len() {
                 let rd = batch_dir.join(format!("attempt-{a}")).join(&b.section);
@@ -256,18 +289,14 @@ mod tests {
     use super::*;
 
     fn result(name: &str, verdict: Verdict) -> TestResult {
-        TestResult {
-            name: name.into(),
-            verdict,
-            duration_ms: 1000,
-            exit_code: Some(0),
-            signal: None,
-            slow: false,
-            reason: None,
-            findings: vec![],
-            artifacts: vec![],
-            details: None,
-        }
+        let mut t = TestResult::new(name, verdict);
+        t.duration_ms = 1000;
+        t.exit_code = Some(0);
+        t
+    }
+
+    fn none() -> BTreeMap<String, String> {
+        BTreeMap::new()
     }
 
     #[test]
@@ -367,7 +396,7 @@ mod tests {
                 ids: vec![n.to_string()],
             })
             .collect();
-        assert_eq!(apply(&mut run, run_dir.path(), &batches), 4);
+        assert_eq!(apply(&mut run, run_dir.path(), &batches, &none()), 4);
         let v: Vec<Verdict> = run.tests.iter().map(|t| t.verdict).collect();
         use Verdict::*;
         assert_eq!(v, [Passed, Flaky, Failed, Skipped, InfraError, Crashed]);
@@ -401,11 +430,16 @@ mod tests {
             .any(|a| a.ends_with("005.dmesg")));
         // The whole diff and kernel log ride along for JUnit.
         let d2 = run.tests[1].details.as_deref().unwrap_or_default();
-        assert!(d2.starts_with("--- diff ---") && d2.contains("002.out.bad"), "{d2}");
+        assert!(
+            d2.starts_with("--- diff ---") && d2.contains("002.out.bad"),
+            "{d2}"
+        );
         let d5 = run.tests[2].details.as_deref().unwrap_or_default();
-        assert!(d5.contains("--- dmesg ---") && d5.contains("WARNING: fixture capture"), "{d5}");
+        assert!(
+            d5.contains("--- dmesg ---") && d5.contains("WARNING: fixture capture"),
+            "{d5}"
+        );
         assert!(run.tests[0].details.is_none());
-        // Baseline: 005 failing before, 002 newly flaky is not a failure.
         let md = summary_markdown(&run, None);
         assert!(
             md.contains("| flaky | 1 |") && md.contains("| skipped | 1 |"),
@@ -439,7 +473,7 @@ mod tests {
             section: "ext4_4k".into(),
             ids,
         };
-        assert_eq!(apply(&mut run, run_dir.path(), &[batch]), 1);
+        assert_eq!(apply(&mut run, run_dir.path(), &[batch], &none()), 1);
         let got: Vec<(&str, Verdict)> = run
             .tests
             .iter()
@@ -466,51 +500,331 @@ mod tests {
         // A batch the run never reached: every test is not run, for the run's reason.
         let mut never = result("fstests/ext4_4k/batch-002", Verdict::NotRun);
         never.reason = Some("interrupted".into());
-        let mut run = RunResult { tests: vec![never], ..empty_run() };
+        let mut run = RunResult {
+            tests: vec![never],
+            ..empty_run()
+        };
         let ids = vec!["generic/020".to_string(), "generic/021".to_string()];
-        let batch = Batch { name: "fstests/ext4_4k/batch-002".into(), section: "ext4_4k".into(), ids };
-        assert_eq!(apply(&mut run, run_dir.path(), &[batch]), 0);
+        let batch = Batch {
+            name: "fstests/ext4_4k/batch-002".into(),
+            section: "ext4_4k".into(),
+            ids,
+        };
+        assert_eq!(apply(&mut run, run_dir.path(), &[batch], &none()), 0);
         assert_eq!(run.tests.len(), 2);
-        assert!(run.tests.iter().all(|t| t.verdict == Verdict::NotRun && t.reason.as_deref() == Some("interrupted")));
+        assert!(run
+            .tests
+            .iter()
+            .all(|t| t.verdict == Verdict::NotRun && t.reason.as_deref() == Some("interrupted")));
 
         // A batch the run stopped in (Ctrl-C): the running test carries the run's reason.
         let mut stopped = result("fstests/ext4_4k/batch-001", Verdict::InfraError);
         stopped.reason = Some("interrupted (Ctrl-C)".into());
-        let mut run = RunResult { tests: vec![stopped], ..empty_run() };
-        let ids = ["generic/001", "generic/003", "generic/011"].map(String::from).to_vec();
-        let batch = Batch { name: "fstests/ext4_4k/batch-001".into(), section: "ext4_4k".into(), ids };
-        apply(&mut run, run_dir.path(), &[batch]);
+        let mut run = RunResult {
+            tests: vec![stopped],
+            ..empty_run()
+        };
+        let ids = ["generic/001", "generic/003", "generic/011"]
+            .map(String::from)
+            .to_vec();
+        let batch = Batch {
+            name: "fstests/ext4_4k/batch-001".into(),
+            section: "ext4_4k".into(),
+            ids,
+        };
+        apply(&mut run, run_dir.path(), &[batch], &none());
         assert_eq!(run.tests[1].verdict, Verdict::InfraError);
         assert_eq!(run.tests[1].reason.as_deref(), Some("interrupted (Ctrl-C)"));
         assert_eq!(run.tests[2].verdict, Verdict::NotRun);
     }
 
+    /// A run directory with real fstests reports: `(test, attempt, fixture xml)`.
+    fn run_dir_with(reports: &[(&str, u32, &str)]) -> tempfile::TempDir {
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../harness/fstests/tests/fixtures");
+        let run_dir = tempfile::tempdir().unwrap();
+        for (batch, attempt, xml) in reports {
+            let d = run_dir.path().join(format!(
+                "tests/fstests/ext4_4k/{batch}/attempt-{attempt}/ext4_4k"
+            ));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::copy(fx.join(xml), d.join("result.xml")).unwrap();
+        }
+        run_dir
+    }
+
+    fn batch(name: &str, ids: &[&str]) -> Batch {
+        Batch {
+            name: format!("fstests/ext4_4k/{name}"),
+            section: "ext4_4k".into(),
+            ids: ids.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn finding(
+        kind: report::FindingKind,
+        test: &str,
+        subtest: Option<&str>,
+        excerpt: &str,
+    ) -> Finding {
+        Finding {
+            kind,
+            title: excerpt.lines().next().unwrap_or_default().to_string(),
+            test: Some(test.into()),
+            subtest: subtest.map(str::to_string),
+            excerpt: excerpt.into(),
+        }
+    }
+
+    /// fstests passed generic/001 (real xunit report), but the kernel reported a hung task
+    /// on the console while it ran: the test failed, and the excerpt is in results.json
+    /// and JUnit.
+    #[test]
+    fn a_hung_task_fails_a_test_fstests_passed() {
+        let run_dir = run_dir_with(&[("generic/001", 0, "xunit/result.xml")]);
+        let hung = "INFO: task fsstress:321 blocked for more than 120 seconds.\n      Not tainted 6.12.57 #1\nCall Trace:\n fuse_iomap_begin+0x1/0x2\n";
+        let mut t = result("fstests/ext4_4k/generic/001", Verdict::Passed);
+        // The vm crate already turned the batch's pass into a failure; xunit says passed.
+        t.findings = vec![finding(
+            report::FindingKind::HungTask,
+            &t.name.clone(),
+            None,
+            hung,
+        )];
+        report::apply_findings(&mut t);
+        let mut run = RunResult {
+            tests: vec![t],
+            ..empty_run()
+        };
+        assert_eq!(
+            apply(
+                &mut run,
+                run_dir.path(),
+                &[batch("generic/001", &["generic/001"])],
+                &none()
+            ),
+            1
+        );
+        let r = &run.tests[0];
+        assert_eq!(r.verdict, Verdict::Failed, "{r:#?}");
+        assert!(
+            r.reason
+                .as_deref()
+                .unwrap()
+                .starts_with("kernel HungTask: INFO: task fsstress:321"),
+            "{:?}",
+            r.reason
+        );
+        assert_eq!(r.findings.len(), 1);
+        report::conclude(&mut run);
+        assert_eq!(run.verdict, Verdict::Failed);
+        let json = serde_json::to_string(&run).unwrap();
+        assert!(json.contains("fuse_iomap_begin+0x1/0x2"), "{json}");
+        let xml = report::junit_xml(&run).unwrap();
+        assert!(
+            xml.contains("<failure ") && xml.contains("fuse_iomap_begin+0x1/0x2"),
+            "{xml}"
+        );
+
+        // Without the report, the same xunit result is a pass.
+        let run_dir = run_dir_with(&[("generic/001", 0, "xunit/result.xml")]);
+        let mut run = RunResult {
+            tests: vec![result("fstests/ext4_4k/generic/001", Verdict::Passed)],
+            ..empty_run()
+        };
+        apply(
+            &mut run,
+            run_dir.path(),
+            &[batch("generic/001", &["generic/001"])],
+            &none(),
+        );
+        assert_eq!(run.tests[0].verdict, Verdict::Passed);
+    }
+
+    /// In a batch, fstests' "run fstests ID" line decides which test a report belongs to;
+    /// one before any such line goes to the batch's first test. A skipped test with a
+    /// kernel WARN fails too.
+    #[test]
+    fn reports_in_a_batch_go_to_the_test_that_ran() {
+        let run_dir = run_dir_with(&[("batch-001", 0, "xunit/result.xml")]);
+        let name = "fstests/ext4_4k/batch-001";
+        let mut t = result(name, Verdict::Failed);
+        t.findings = vec![
+            finding(
+                report::FindingKind::Warning,
+                name,
+                None,
+                "WARNING: CPU: 0 PID: 1 at fs/ext4/super.c:1 x\n",
+            ),
+            finding(
+                report::FindingKind::RcuStall,
+                name,
+                Some("generic/010"),
+                "rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n",
+            ),
+        ];
+        let mut run = RunResult {
+            tests: vec![t],
+            ..empty_run()
+        };
+        apply(
+            &mut run,
+            run_dir.path(),
+            &[batch(
+                "batch-001",
+                &["generic/001", "generic/010", "generic/019"],
+            )],
+            &none(),
+        );
+        let got: Vec<(&str, Verdict, usize)> = run
+            .tests
+            .iter()
+            .map(|t| (t.name.as_str(), t.verdict, t.findings.len()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("fstests/ext4_4k/generic/001", Verdict::Failed, 1),
+                ("fstests/ext4_4k/generic/010", Verdict::Failed, 1),
+                ("fstests/ext4_4k/generic/019", Verdict::Skipped, 0),
+            ]
+        );
+        assert!(
+            run.tests[1]
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("(the test said: "),
+            "{:?}",
+            run.tests[1].reason
+        );
+    }
+
+    /// generic/002 failed, then passed on the rerun (real reports): flaky, which fails the
+    /// run unless an expunge entry of kind flaky or --accept-flaky names it.
+    #[test]
+    fn a_flake_fails_the_run_unless_accepted() {
+        let reports = [
+            ("generic/002", 0, "xunit/result.xml"),
+            ("generic/002", 1, "vm-guest/result.xml"),
+        ];
+        let b = [batch("generic/002", &["generic/002"])];
+        let run_dir = run_dir_with(&reports);
+        let mut run = RunResult {
+            tests: vec![result("fstests/ext4_4k/generic/002", Verdict::Failed)],
+            ..empty_run()
+        };
+        apply(&mut run, run_dir.path(), &b, &none());
+        assert_eq!(run.tests[0].verdict, Verdict::Flaky);
+        assert_eq!(run.tests[0].accepted, None);
+        report::conclude(&mut run);
+        assert_eq!((run.verdict, run.verdict.exit_code()), (Verdict::Flaky, 1));
+
+        let ok = BTreeMap::from([(
+            "fstests/ext4_4k/generic/002".to_string(),
+            "known flaky: races (https://x.org/1; f.toml)".to_string(),
+        )]);
+        let mut run = RunResult {
+            tests: vec![result("fstests/ext4_4k/generic/002", Verdict::Failed)],
+            ..empty_run()
+        };
+        apply(&mut run, run_dir.path(), &b, &ok);
+        assert_eq!(
+            run.tests[0].accepted.as_deref(),
+            Some("known flaky: races (https://x.org/1; f.toml)")
+        );
+        report::conclude(&mut run);
+        assert_eq!(run.verdict, Verdict::Passed);
+
+        // An accepted flake with a kernel report still fails.
+        let mut t = result("fstests/ext4_4k/generic/002", Verdict::Failed);
+        t.findings = vec![finding(
+            report::FindingKind::Warning,
+            &t.name.clone(),
+            None,
+            "WARNING: x\n",
+        )];
+        let mut run = RunResult {
+            tests: vec![t],
+            ..empty_run()
+        };
+        apply(&mut run, run_dir.path(), &b, &ok);
+        assert_eq!(run.tests[0].verdict, Verdict::Failed);
+    }
+
+    /// Every fstests test skipped (real report: generic/010 needs dbtest): not PASSED.
+    #[test]
+    fn all_skipped_is_not_passed() {
+        let run_dir = run_dir_with(&[
+            ("generic/010", 0, "xunit/result.xml"),
+            ("generic/019", 0, "xunit/result.xml"),
+        ]);
+        let mut run = RunResult {
+            tests: vec![
+                result("fstests/ext4_4k/generic/010", Verdict::Passed),
+                result("fstests/ext4_4k/generic/019", Verdict::Passed),
+            ],
+            ..empty_run()
+        };
+        let b = [
+            batch("generic/010", &["generic/010"]),
+            batch("generic/019", &["generic/019"]),
+        ];
+        apply(&mut run, run_dir.path(), &b, &none());
+        report::conclude(&mut run);
+        assert_eq!(run.verdict, Verdict::NothingPassed);
+        assert_eq!(run.verdict.exit_code(), 4);
+        assert_eq!(
+            run.reason.as_deref(),
+            Some("no test passed (2 skipped): nothing was verified")
+        );
+        assert!(
+            report::summary_text(&run).contains("NOTHING_PASSED (2 skipped)"),
+            "{}",
+            report::summary_text(&run)
+        );
+    }
+
+    /// A guest's link in place of a report is not followed: the host reads no file of its own.
+    #[test]
+    fn a_linked_report_is_not_read() {
+        let run_dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../harness/fstests/tests/fixtures/xunit/result.xml");
+        std::fs::copy(fx, outside.path().join("result.xml")).unwrap();
+        let d = run_dir
+            .path()
+            .join("tests/fstests/ext4_4k/generic/001/attempt-0");
+        std::fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.join("ext4_4k")).unwrap();
+        let mut run = RunResult {
+            tests: vec![result("fstests/ext4_4k/generic/001", Verdict::Passed)],
+            ..empty_run()
+        };
+        assert_eq!(
+            apply(
+                &mut run,
+                run_dir.path(),
+                &[batch("generic/001", &["generic/001"])],
+                &none()
+            ),
+            0
+        );
+        assert_eq!(
+            run.tests[0].verdict,
+            Verdict::InfraError,
+            "{:?}",
+            run.tests[0]
+        );
+    }
+
     pub(super) fn empty_run() -> RunResult {
         RunResult {
-            schema: report::RESULTS_SCHEMA,
-            id: "t".into(),
-            started_at: String::new(),
-            duration_ms: 0,
             verdict: Verdict::Passed,
-            reason: None,
             accel: "tcg".into(),
-            accel_note: None,
             machine: "microvm".into(),
-            kernel_image: String::new(),
-            kernel_release: None,
-            image: String::new(),
-            iomapfs_version: None,
-            e2fsprogs_version: None,
-            server_mode: None,
-            server_error: None,
-            boot_to_ready_ms: None,
-            kernel_boot_ms: None,
-            host_ready_ms: None,
-            setup_ms: None,
             boots: 1,
-            tests: vec![],
-            findings: vec![],
-            console_excerpt: None,
+            ..RunResult::empty("t")
         }
     }
 }

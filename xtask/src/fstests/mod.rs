@@ -6,10 +6,10 @@
 pub mod collect;
 pub mod source;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use ::fstests::{Catalog, ExpungeList, Mode, Scheme, Section, Selection};
+use ::fstests::{Catalog, ExpungeList, Kind, Mode, Scheme, Section, Selection};
 use anyhow::{Context as _, Result};
 use events::PlanTest;
 use report::{TestResult, Verdict};
@@ -61,10 +61,24 @@ pub struct FstestsArgs {
     /// Run only the K-th of N equal slices of the expanded test list (1-based), e.g. 2/4.
     #[arg(long = "fstests-shard", value_name = "K/N")]
     pub shard: Option<String>,
-    /// Compare with an earlier results.json: the run fails only on new failures.
+    /// Compare with an earlier results.json: the run fails on new failures and on lost
+    /// coverage (tests that passed there and did not run now), not on known failures.
     #[arg(long, value_name = "RESULTS_JSON")]
     pub baseline: Option<PathBuf>,
+    /// With --baseline: tests that passed in the baseline and did not run now do not fail
+    /// the run; the run then cannot become the next baseline (results.json says so).
+    #[arg(long, requires = "baseline")]
+    pub accept_coverage_loss: bool,
+    /// Accept a flaky result (failed, then passed on a rerun) instead of failing the run:
+    /// alone for every test, or with test ids or globs (repeatable), e.g.
+    /// --accept-flaky=generic/002. Known flaky tests belong in an expunge file with
+    /// `kind = "flaky"`, a reason and a link (harness/fstests/EXPUNGE.md).
+    #[arg(long = "accept-flaky", value_name = "TEST", num_args = 0..=1, require_equals = true, default_missing_value = ALL_TESTS)]
+    pub accept_flaky: Vec<String>,
 }
+
+/// `--accept-flaky` without a value: every test.
+const ALL_TESTS: &str = "*";
 
 /// `[profiles.NAME.fstests]` in harness.toml.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -109,6 +123,20 @@ impl FstestsArgs {
                  https://git.kernel.org/pub/scm/fs/xfs/xfstests-dev.git) or --fstests-git [URL]",
             )),
         }
+    }
+
+    /// Why a flaky result of the test `id` is accepted on the command line, if it is.
+    pub fn accepts_flaky(&self, id: &str) -> Option<String> {
+        self.accept_flaky
+            .iter()
+            .find(|p| *p == ALL_TESTS || ::fstests::names_test(p, id))
+            .map(|p| {
+                if p == ALL_TESTS {
+                    "--accept-flaky".to_string()
+                } else {
+                    format!("--accept-flaky={p}")
+                }
+            })
     }
 
     pub fn selection(&self) -> Result<Selection> {
@@ -211,6 +239,11 @@ pub struct FstestsPlan {
     pub expunged: Vec<TestResult>,
     pub local_config: String,
     pub sections: Vec<String>,
+    /// Tests whose flaky result does not fail the run, and why (an expunge entry of kind
+    /// `flaky`, or `--accept-flaky`), by test name.
+    pub flaky_ok: BTreeMap<String, String>,
+    /// Tests of the selection that other shards run (not missing from this one).
+    pub other_shards: BTreeSet<String>,
 }
 
 /// Guest test name of one fstests test in one section.
@@ -279,14 +312,15 @@ pub fn plan(
     let mut ids = catalog
         .expand(&args.selection()?, &dirs)
         .map_err(|e| usage(format!("--fstests: {e:#}")))?;
+    let mut other_shards = vec![];
     if let Some((k, n)) = args.shard()? {
         // Round robin: neighbouring tests (similar cost) spread over the shards.
-        ids = ids
+        let (mine, others): (Vec<_>, Vec<_>) = ids
             .into_iter()
             .enumerate()
-            .filter(|(i, _)| i % n == k - 1)
-            .map(|(_, t)| t)
-            .collect();
+            .partition(|(i, _)| i % n == k - 1);
+        ids = mine.into_iter().map(|(_, t)| t).collect();
+        other_shards = others.into_iter().map(|(_, t)| t).collect();
     }
     let expunges = ExpungeList::load_dir(expunge_dir)?;
     let local_config = ::fstests::try_render_local_config(&known_sections(scheme))?;
@@ -296,6 +330,11 @@ pub fn plan(
         expunged: vec![],
         local_config,
         sections: sections.iter().map(|s| s.name.clone()).collect(),
+        flaky_ok: BTreeMap::new(),
+        other_shards: sections
+            .iter()
+            .flat_map(|s| other_shards.iter().map(|id| test_name(&s.name, id)))
+            .collect(),
     };
     if args.batch == 0 {
         return Err(usage("--fstests-batch must be at least 1"));
@@ -309,20 +348,29 @@ pub fn plan(
         let mut to_run = vec![];
         for id in &ids {
             let name = test_name(&section.name, id);
-            match expunges.lookup(id, &ctx) {
-                Some(e) => plan.expunged.push(TestResult {
-                    name,
-                    verdict: Verdict::Expunged,
-                    duration_ms: 0,
-                    exit_code: None,
-                    signal: None,
-                    slow: false,
-                    reason: Some(format!("{} ({}; {})", e.reason, e.link, e.file.display())),
-                    findings: vec![],
-                    artifacts: vec![],
-                    details: None,
-                }),
-                None => to_run.push(id.clone()),
+            // The name becomes a path in the run directory: refuse odd ids from the tree.
+            events::check_test_name(&name).map_err(|e| usage(format!("fstests test {id}: {e}")))?;
+            match expunges.lookup(id, &ctx, Kind::Skip) {
+                Some(e) => {
+                    let mut t = TestResult::new(name, Verdict::Expunged);
+                    t.reason = Some(format!("{} ({}; {})", e.reason, e.link, e.file.display()));
+                    plan.expunged.push(t);
+                }
+                None => {
+                    let why = match expunges.lookup(id, &ctx, Kind::Flaky) {
+                        Some(e) => Some(format!(
+                            "known flaky: {} ({}; {})",
+                            e.reason,
+                            e.link,
+                            e.file.display()
+                        )),
+                        None => args.accepts_flaky(id),
+                    };
+                    if let Some(why) = why {
+                        plan.flaky_ok.insert(name, why);
+                    }
+                    to_run.push(id.clone());
+                }
             }
         }
         for (k, chunk) in to_run.chunks(args.batch).enumerate() {
@@ -345,7 +393,7 @@ pub fn plan(
                     args.loops,
                     chunk.join(" ")
                 ),
-                timeout_s: deadline * (1 + u64::from(args.loops)),
+                timeout_s: deadline.saturating_mul(1 + u64::from(args.loops)),
             });
             plan.batches.push(Batch {
                 name,
@@ -409,7 +457,7 @@ mod tests {
         let expunge = tempfile::tempdir().unwrap();
         std::fs::write(
             expunge.path().join("iomapfs.toml"),
-            "[[expunge]]\ntests = [\"generic/001\", \"generic/00[2-3]\"]\nreason = \"r\"\nlink = \"https://example.org/x\"\nmode = \"classic\"\n",
+            "[[expunge]]\ntests = [\"generic/001\", \"generic/00[2-3]\"]\nreason = \"r\"\nlink = \"https://example.org/x\"\nmode = \"classic\"\n\n[[expunge]]\ntests = [\"generic/004\"]\nkind = \"flaky\"\nreason = \"races\"\nlink = \"https://example.org/y\"\n",
         )
         .unwrap();
         let args = FstestsArgs {
@@ -458,7 +506,11 @@ mod tests {
             p.local_config.contains("[iomapfs-1k]")
                 && p.local_config.contains("FSTYP=\"fuseblk.ext4\"")
         );
-        assert!(p.local_config.contains("MOUNT_OPTIONS=\"-o preen\""), "{}", p.local_config);
+        assert!(
+            p.local_config.contains("MOUNT_OPTIONS=\"-o preen\""),
+            "{}",
+            p.local_config
+        );
         // In iomap mode the classic-only entry does not apply; shard 2/4 takes every 4th test.
         let sharded = FstestsArgs {
             shard: Some("2/4".into()),
@@ -478,6 +530,72 @@ mod tests {
         assert!(q.expunged.is_empty());
         assert_eq!(q.tests.len(), (0..633).filter(|i| i % 4 == 1).count());
         assert_eq!(q.tests[0].name, "fstests/iomapfs-4k/generic/002");
+        // The other shards' tests are known, so a baseline does not call them missing.
+        assert_eq!(q.other_shards.len() + q.tests.len(), 633);
+        assert!(q.other_shards.contains("fstests/iomapfs-4k/generic/001"));
+        assert!(!q.other_shards.contains("fstests/iomapfs-4k/generic/002"));
+        assert!(p.other_shards.is_empty());
+    }
+
+    /// A flaky entry runs its test and accepts a flaky result; --accept-flaky names others.
+    #[test]
+    fn flaky_entries_and_flags_accept_flakes_by_name() {
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../harness/fstests/tests/fixtures/group-lists");
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tree.path().join("tests/generic")).unwrap();
+        std::fs::copy(
+            fx.join("generic/group.list"),
+            tree.path().join("tests/generic/group.list"),
+        )
+        .unwrap();
+        let expunge = tempfile::tempdir().unwrap();
+        std::fs::write(
+            expunge.path().join("flaky.toml"),
+            "[[expunge]]\ntests = [\"generic/004\"]\nkind = \"flaky\"\nreason = \"races with writeback\"\nlink = \"https://example.org/y\"\n",
+        )
+        .unwrap();
+        let args = FstestsArgs {
+            selection: Some("generic/001 generic/004 generic/005".into()),
+            batch: 1,
+            loops: 1,
+            scheme: "fuseblk.ext4".into(),
+            accept_flaky: vec!["generic/005".into()],
+            ..Default::default()
+        };
+        let p = plan(
+            &args,
+            tree.path(),
+            expunge.path(),
+            "6.12.0",
+            Mode::Iomap,
+            &BTreeMap::new(),
+            3,
+        )
+        .unwrap();
+        assert!(p.expunged.is_empty(), "a flaky entry does not expunge");
+        assert_eq!(p.tests.len(), 3);
+        let ok: Vec<(&str, &str)> = p
+            .flaky_ok
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(ok.len(), 2, "{ok:?}");
+        assert_eq!(ok[0].0, "fstests/iomapfs-4k/generic/004");
+        assert!(
+            ok[0]
+                .1
+                .starts_with("known flaky: races with writeback (https://example.org/y; "),
+            "{}",
+            ok[0].1
+        );
+        assert_eq!(
+            ok[1],
+            (
+                "fstests/iomapfs-4k/generic/005",
+                "--accept-flaky=generic/005"
+            )
+        );
     }
 
     #[test]

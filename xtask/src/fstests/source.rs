@@ -8,9 +8,9 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::error::usage;
-use crate::util::git;
 use crate::image::{dir_to_ext4, ensure_rootfs, run_streaming};
 use crate::ui::Ui;
+use crate::util::git;
 
 /// Bump when the way fstests is built changes (invalidates every cached build).
 const BUILD_FORMAT: &str = "fstests-build-v1";
@@ -128,7 +128,10 @@ fn walk(base: &Path, dir: &Path, key: &mut Vec<u8>) -> Result<()> {
 /// Fetch `git_ref` of `url` (shallow) into a cached repository and check it out there.
 fn checkout_git(url: &str, git_ref: &str, cache: &Path, ui: &Ui) -> Result<Checkout> {
     let name = crate::util::sha256_hex(url.as_bytes());
-    let repo = cache.join("fstests").join("git").join(crate::util::short(&name));
+    let repo = cache
+        .join("fstests")
+        .join("git")
+        .join(crate::util::short(&name));
     std::fs::create_dir_all(&repo)?;
     if !repo.join(".git").exists() {
         git(&repo, &["init", "-q"])?;
@@ -322,23 +325,50 @@ mod tests {
         std::fs::write(p.join("check"), "#!/bin/bash\n").unwrap();
         std::fs::write(p.join("common/rc"), "one\n").unwrap();
         let g = |args: &[&str]| {
-            let out = Command::new("git").arg("-C").arg(p).args(args).output().unwrap();
+            let out = Command::new("git")
+                .arg("-C")
+                .arg(p)
+                .args(args)
+                .output()
+                .unwrap();
             assert!(out.status.success(), "git {args:?}");
             String::from_utf8_lossy(&out.stdout).trim().to_string()
         };
         g(&["init", "-q"]);
         g(&["add", "."]);
-        g(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one"]);
+        g(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "one",
+        ]);
         let first = g(&["rev-parse", "HEAD"]);
         std::fs::write(p.join("common/rc"), "two\n").unwrap();
-        g(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "two"]);
+        g(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qam",
+            "two",
+        ]);
         let cache = tempfile::tempdir().unwrap();
         let url = p.to_str().unwrap();
         let c = checkout_git(url, &first, cache.path(), &Ui::plain()).unwrap();
-        assert_eq!(std::fs::read_to_string(c.dir.join("common/rc")).unwrap(), "one\n");
+        assert_eq!(
+            std::fs::read_to_string(c.dir.join("common/rc")).unwrap(),
+            "one\n"
+        );
         assert_eq!(c.revision, format!("git {}", &first[..12]));
         let head = checkout_git(url, "HEAD", cache.path(), &Ui::plain()).unwrap();
-        assert_eq!(std::fs::read_to_string(head.dir.join("common/rc")).unwrap(), "two\n");
+        assert_eq!(
+            std::fs::read_to_string(head.dir.join("common/rc")).unwrap(),
+            "two\n"
+        );
         assert_ne!(head.key_material, c.key_material);
         assert!(checkout_git(url, "no-such-ref", cache.path(), &Ui::plain()).is_err());
     }
