@@ -72,6 +72,8 @@ const NEEDS: &[(Job, Probe, &str)] = {
         (Tests, Program("flock"), "util-linux"),
         (Tests, Program("python3"), "python3"),
         (Tests, Program("shellcheck"), "shellcheck"),
+        // The nightly's baseline step, run by xtask/tests/workflows.rs.
+        (Tests, Program("jq"), "jq"),
         // bindgen (the bindings check) loads libclang.
         (Tests, Installed, "libclang-dev"),
         // check-jsonschema (the workflow check) lives in a venv in the cache.
