@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use events::Plan;
+use report::policy::ExpectMode;
 use report::{RunResult, Verdict};
 use vm::{AccelChoice, Limits, Machine, Progress, RunDir, VmSpec};
 
@@ -65,6 +66,13 @@ pub enum AccelArg {
     Tcg,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpectModeArg {
+    Iomap,
+    Classic,
+    Any,
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum MachineArg {
     Microvm,
@@ -93,6 +101,10 @@ pub struct VmTestArgs {
     /// exit, building and booting nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The FUSE server mode every test must run in; a test in another mode fails, saying
+    /// why. Default: iomap for profiles with `iomap = "required"`, else any.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub expect_mode: Option<ExpectModeArg>,
     /// The guest counts as stuck after this many seconds without any event
     /// (the agent sends a heartbeat every 2 s); the harness then captures a
     /// task dump through sysrq and stops QEMU.
@@ -551,10 +563,10 @@ fn prepare_fstests(
     let cache = crate::paths::cache_dir();
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     let built = f::source::ensure_built(&source, &cache, jobs, ui)?;
-    let mode = if prepared.kernel_iomap == Some(true) {
-        ::fstests::Mode::Iomap
-    } else {
-        ::fstests::Mode::Classic
+    // fstests mounts in one mode (iomap=on or off), the one the expunges are chosen for.
+    let mode = match fstests_mode(expected_mode(args)?, prepared.kernel_iomap) {
+        ExpectMode::Iomap => ::fstests::Mode::Iomap,
+        _ => ::fstests::Mode::Classic,
     };
     let expunge_dir = crate::paths::workspace_root()
         .join("images")
@@ -591,11 +603,13 @@ fn prepare_fstests(
 fn finish_fstests(
     args: &VmTestArgs,
     f: &FstestsRun,
+    mode: &ModeCheck,
     result: &mut RunResult,
     dir: &std::path::Path,
 ) -> Result<()> {
     use crate::fstests::collect;
     let rewritten = collect::apply(result, dir, &f.plan.batches, &f.plan.flaky_ok);
+    mode.apply(result);
     result.tests.extend(f.plan.expunged.iter().cloned());
     if result.verdict == Verdict::NothingPassed {
         // Said of the guest's tests alone; decided again below with the expunged ones.
@@ -640,6 +654,97 @@ fn finish_fstests(
     Ok(())
 }
 
+/// The server mode a run expects: `--expect-mode`, else iomap for a profile whose kernel
+/// must have iomap (`iomap = "required"`), else any.
+pub fn expected_mode(args: &VmTestArgs) -> Result<ExpectMode> {
+    Ok(match args.expect_mode {
+        Some(ExpectModeArg::Iomap) => ExpectMode::Iomap,
+        Some(ExpectModeArg::Classic) => ExpectMode::Classic,
+        Some(ExpectModeArg::Any) => ExpectMode::Any,
+        None => {
+            let opts = KernelOptions::resolve(args.vm.profile.as_deref(), &args.vm.kernel)?;
+            match opts.iomap {
+                crate::kernel::IomapMode::Required => ExpectMode::Iomap,
+                _ => ExpectMode::Any,
+            }
+        }
+    })
+}
+
+/// The mode fstests mounts in: the expected one, or with `any` the one the kernel allows
+/// (iomap when it has FUSE iomap, which the VM boots enabled).
+fn fstests_mode(expect: ExpectMode, kernel_iomap: Option<bool>) -> ExpectMode {
+    match (expect, kernel_iomap) {
+        (ExpectMode::Any, Some(true)) => ExpectMode::Iomap,
+        (ExpectMode::Any, _) => ExpectMode::Classic,
+        (e, _) => e,
+    }
+}
+
+/// The expected mode of a run and why a server would run in the other one.
+pub struct ModeCheck {
+    pub expect: ExpectMode,
+    why: String,
+}
+
+impl ModeCheck {
+    fn new(expect: ExpectMode, prepared: &Prepared) -> ModeCheck {
+        let release = prepared.kernel_release.as_deref().unwrap_or("under test");
+        let why = match (expect, prepared.kernel_iomap) {
+            (ExpectMode::Iomap, Some(false)) => format!(
+                "the kernel did not offer FUSE_IOMAP: kernel {release} was built without CONFIG_FUSE_IOMAP"
+            ),
+            (ExpectMode::Iomap, _) => "the kernel did not offer FUSE_IOMAP (fuse.enable_iomap off, an INIT minor below the iomap minor, or a source that is not a block device)".into(),
+            _ => "the kernel offered FUSE_IOMAP and the server took it (mount with -o iomap=off for classic)".into(),
+        };
+        ModeCheck { expect, why }
+    }
+
+    /// Why no test can run in the expected mode, known before booting: an iomap run on a
+    /// kernel built without FUSE iomap.
+    fn impossible(&self, prepared: &Prepared) -> Option<String> {
+        (self.expect == ExpectMode::Iomap && prepared.kernel_iomap == Some(false))
+            .then(|| self.why.clone())
+    }
+
+    /// Fails every test that ran in another mode (report's policy).
+    pub fn apply(&self, result: &mut RunResult) {
+        result.expected_mode = (self.expect != ExpectMode::Any).then(|| self.expect.as_str().into());
+        let run_mode = result.server_mode.clone();
+        for t in &mut result.tests {
+            report::policy::apply_expected_mode(t, self.expect, run_mode.as_deref(), &self.why);
+        }
+    }
+}
+
+/// The result of a run that cannot meet its expected mode, without booting: every planned
+/// test failed with the reason (exit 1), written like any run's.
+fn refuse_without_booting(
+    plan: &Plan,
+    prepared: &Prepared,
+    dir: &RunDir,
+    mode: &ModeCheck,
+    why: &str,
+) -> Result<RunResult> {
+    let expect = mode.expect.as_str();
+    let mut result = RunResult::empty(&dir.id);
+    result.started_at = dir.started_at.clone();
+    result.kernel_image = prepared.spec.kernel.display().to_string();
+    result.kernel_release = prepared.kernel_release.clone();
+    result.image = prepared.image.display().to_string();
+    result.expected_mode = Some(expect.to_string());
+    result.server_mode = Some("classic".into());
+    for t in &plan.tests {
+        let mut r = report::TestResult::new(&t.name, Verdict::Failed);
+        r.reason = Some(format!("server would run classic; expected {expect}: {why} (not booted)"));
+        result.tests.push(r);
+    }
+    report::conclude(&mut result);
+    result.reason = Some(format!("expected {expect}: {why}"));
+    report::write_all(&result, &dir.path)?;
+    Ok(result)
+}
+
 /// Run the tests and return the result (and its run directory).
 pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     let with_server = needs_server(args);
@@ -652,8 +757,12 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     };
     // Test names become paths in the run directory.
     plan.check().map_err(usage)?;
+    let mode = ModeCheck::new(expected_mode(args)?, &prepared);
     let spec = &prepared.spec;
     let dir = RunDir::create(&runs_root()).context("creating the run directory")?;
+    if let Some(why) = mode.impossible(&prepared) {
+        return Ok((refuse_without_booting(&plan, &prepared, &dir, &mode, &why)?, dir.path));
+    }
     if let Some(f) = &fstests {
         let d = dir.path.join("fstests");
         std::fs::create_dir_all(&d)?;
@@ -687,8 +796,14 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     let mut printer = Printer::new(ui);
     let mut result = vm::run_tests(spec, &plan, &limits, &dir, &mut |p| printer.on(p), &cancel)?;
     drop(printer);
-    if let Some(f) = &fstests {
-        finish_fstests(args, f, &mut result, &dir.path)?;
+    match &fstests {
+        Some(f) => finish_fstests(args, f, &mode, &mut result, &dir.path)?,
+        None if mode.expect != ExpectMode::Any => {
+            mode.apply(&mut result);
+            report::conclude(&mut result);
+            report::write_all(&result, &dir.path)?;
+        }
+        None => {}
     }
     // Keep the disks of a failed run for inspection; drop them otherwise.
     if result.verdict == Verdict::Passed {

@@ -60,6 +60,7 @@ pub fn run_test(plan: &Plan, test: &PlanTest, out: &mut Emitter) -> TestStatus {
         timeout_s: test.timeout_s,
     });
     let started = Instant::now();
+    let _ = std::fs::remove_file(MODE_LOG);
 
     let outcome = spawn_and_watch(plan, test, &dir, out);
 
@@ -80,8 +81,24 @@ pub fn run_test(plan: &Plan, test: &PlanTest, out: &mut Emitter) -> TestStatus {
         signal: outcome.signal,
         slow: outcome.slow,
         reason: outcome.reason,
+        server_modes: modes_of_this_test(),
     });
     outcome.status
+}
+
+/// Every iomapfs server appends the mode it negotiated here (`IOMAPFS_MODE_LOG`), so the
+/// mounts a test makes itself, fstests' included, report their modes per test.
+const MODE_LOG: &str = "/tmp/harness-server-modes.log";
+
+fn modes_of_this_test() -> Vec<String> {
+    let text = std::fs::read_to_string(MODE_LOG).unwrap_or_default();
+    let mut modes: Vec<String> = vec![];
+    for line in text.lines().map(str::trim) {
+        if !line.is_empty() && !modes.iter().any(|m| m == line) && modes.len() < 8 {
+            modes.push(line.to_string());
+        }
+    }
+    modes
 }
 
 fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) -> Outcome {
@@ -111,6 +128,7 @@ fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) 
         .envs(setup::test_env(plan))
         .env("HARNESS_TEST", &test.name)
         .env("HARNESS_OUT", dir)
+        .env("IOMAPFS_MODE_LOG", MODE_LOG)
         .current_dir("/tmp")
         .stdin(Stdio::null())
         .stdout(stdout)

@@ -65,6 +65,10 @@ pub enum EventBody {
         slow: bool,
         /// Human-readable reason for a non-pass.
         reason: Option<String>,
+        /// The mode every FUSE server mounted during the test negotiated ("iomap" or
+        /// "classic"), each once, in the order first seen.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        server_modes: Vec<String>,
     },
     /// Liveness: sent every few seconds while a test runs or the agent waits.
     Heartbeat {
@@ -120,6 +124,7 @@ mod tests {
                 signal: Some(9),
                 slow: false,
                 reason: Some("no progress".into()),
+                server_modes: vec!["iomap".into()],
             },
         );
         let line = ev.to_line();

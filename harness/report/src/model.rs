@@ -143,6 +143,10 @@ pub struct TestResult {
     /// `flaky` (its reason and link) or `--accept-flaky`. None: it fails the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted: Option<String>,
+    /// The modes the FUSE servers mounted during this test negotiated ("iomap",
+    /// "classic"), as the guest reported them; empty when the test mounted none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_modes: Vec<String>,
 }
 
 impl TestResult {
@@ -160,6 +164,7 @@ impl TestResult {
             artifacts: vec![],
             details: None,
             accepted: None,
+            server_modes: vec![],
         }
     }
 }
@@ -191,6 +196,10 @@ pub struct RunResult {
     pub e2fsprogs_version: Option<String>,
     pub server_mode: Option<String>,
     pub server_error: Option<String>,
+    /// The server mode this run required (`--expect-mode`): "iomap" or "classic"; none
+    /// when any mode was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_mode: Option<String>,
     /// Guest uptime when the agent was ready (mounts done, plan read).
     pub boot_to_ready_ms: Option<u64>,
     /// Guest uptime when the kernel started the agent.
@@ -239,6 +248,7 @@ impl RunResult {
             e2fsprogs_version: None,
             server_mode: None,
             server_error: None,
+            expected_mode: None,
             boot_to_ready_ms: None,
             kernel_boot_ms: None,
             host_ready_ms: None,

@@ -112,6 +112,63 @@ pub fn conclude(run: &mut RunResult) {
     }
 }
 
+/// The FUSE server mode a run requires (`vm-test --expect-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectMode {
+    Iomap,
+    Classic,
+    /// Either mode passes (the mode is still reported per test).
+    Any,
+}
+
+impl ExpectMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpectMode::Iomap => "iomap",
+            ExpectMode::Classic => "classic",
+            ExpectMode::Any => "any",
+        }
+    }
+}
+
+/// A test that ran its server in another mode than the run expects fails, whatever it
+/// said; so does a passing test with no evidence of the mode at all (it mounted nothing and
+/// the run's own server check reported none). A test's evidence is the modes its mounts
+/// reported, or else the mode of the server the agent set up for the run (`run_mode`).
+/// `why` explains a wrong mode (e.g. "the kernel was built without CONFIG_FUSE_IOMAP").
+pub fn apply_expected_mode(t: &mut TestResult, expect: ExpectMode, run_mode: Option<&str>, why: &str) {
+    if expect == ExpectMode::Any || !matches!(t.verdict, Verdict::Passed | Verdict::Flaky | Verdict::Skipped) {
+        return;
+    }
+    let want = expect.as_str();
+    let seen: Vec<&str> = if t.server_modes.is_empty() {
+        run_mode.into_iter().collect()
+    } else {
+        t.server_modes.iter().map(String::as_str).collect()
+    };
+    let reason = match seen.iter().find(|m| **m != want) {
+        Some(other) => format!("server ran {other}; expected {want}: {why}"),
+        None if seen.is_empty() => format!("no server mode was reported; expected {want}"),
+        None => return,
+    };
+    t.verdict = Verdict::Failed;
+    t.reason = Some(match &t.reason {
+        Some(r) => format!("{reason} (the test said: {r})"),
+        None => reason,
+    });
+}
+
+/// [`apply_expected_mode`] over a run's tests, then the run's verdict again.
+pub fn enforce_mode(run: &mut RunResult, expect: ExpectMode, why: &str) {
+    run.expected_mode = (expect != ExpectMode::Any).then(|| expect.as_str().to_string());
+    let run_mode = run.server_mode.clone();
+    for t in &mut run.tests {
+        apply_expected_mode(t, expect, run_mode.as_deref(), why);
+    }
+    conclude(run);
+}
+
 /// Why a run verified nothing: its tests' verdicts counted.
 pub fn nothing_passed_reason(tests: &[TestResult]) -> String {
     if tests.is_empty() {
@@ -240,6 +297,54 @@ mod tests {
     use super::*;
     use crate::Finding;
 
+    #[test]
+    fn a_test_in_the_wrong_mode_fails_and_says_why() {
+        let mut t = TestResult::new("smoke/mount", Verdict::Passed);
+        t.server_modes = vec!["classic".into()];
+        apply_expected_mode(&mut t, ExpectMode::Iomap, Some("iomap"), "the kernel did not offer FUSE_IOMAP");
+        assert_eq!(t.verdict, Verdict::Failed);
+        assert_eq!(t.reason.as_deref(), Some("server ran classic; expected iomap: the kernel did not offer FUSE_IOMAP"));
+
+        // The run's server stands in for a test that mounted nothing itself.
+        let mut t = TestResult::new("run/1", Verdict::Passed);
+        apply_expected_mode(&mut t, ExpectMode::Iomap, Some("classic"), "why");
+        assert_eq!(t.verdict, Verdict::Failed);
+        // No evidence at all is not a pass.
+        let mut t = TestResult::new("run/1", Verdict::Passed);
+        apply_expected_mode(&mut t, ExpectMode::Classic, None, "why");
+        assert_eq!(t.verdict, Verdict::Failed);
+        assert!(t.reason.unwrap().contains("no server mode was reported"));
+        // Mixed modes fail too.
+        let mut t = TestResult::new("fstests/x", Verdict::Passed);
+        t.server_modes = vec!["iomap".into(), "classic".into()];
+        apply_expected_mode(&mut t, ExpectMode::Iomap, None, "why");
+        assert_eq!(t.verdict, Verdict::Failed);
+    }
+
+    #[test]
+    fn the_right_mode_or_any_mode_keeps_the_verdict() {
+        for (expect, modes) in [(ExpectMode::Iomap, vec!["iomap"]), (ExpectMode::Classic, vec!["classic"]), (ExpectMode::Any, vec!["classic"]), (ExpectMode::Any, vec![])] {
+            let mut t = TestResult::new("t", Verdict::Passed);
+            t.server_modes = modes.iter().map(|m| m.to_string()).collect();
+            apply_expected_mode(&mut t, expect, None, "why");
+            assert_eq!(t.verdict, Verdict::Passed, "{expect:?} {modes:?}");
+        }
+        // A failing test keeps its own verdict and reason.
+        let mut t = TestResult::new("t", Verdict::Crashed);
+        t.server_modes = vec!["classic".into()];
+        apply_expected_mode(&mut t, ExpectMode::Iomap, None, "why");
+        assert_eq!(t.verdict, Verdict::Crashed);
+    }
+
+    #[test]
+    fn enforcing_the_mode_decides_the_run_again() {
+        let mut run = RunResult::empty("r");
+        run.server_mode = Some("classic".into());
+        run.tests = vec![TestResult::new("a", Verdict::Passed)];
+        enforce_mode(&mut run, ExpectMode::Iomap, "why");
+        assert_eq!(run.verdict, Verdict::Failed);
+        assert_eq!(run.expected_mode.as_deref(), Some("iomap"));
+    }
     fn t(name: &str, v: Verdict) -> TestResult {
         TestResult::new(name, v)
     }

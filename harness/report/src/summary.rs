@@ -57,6 +57,10 @@ pub fn summary_markdown(run: &RunResult) -> String {
         ),
         (None, None) => "not used".into(),
     };
+    let server = match &run.expected_mode {
+        Some(m) => format!("{server}; expected {m} (--expect-mode)"),
+        None => server,
+    };
     let rows = [
         (
             "kernel",
@@ -98,7 +102,7 @@ pub fn summary_markdown(run: &RunResult) -> String {
     for (k, v) in rows {
         md.push_str(&format!("| {k} | {} |\n", v.replace('|', "\\|")));
     }
-    md.push_str("\n| test | verdict | time | note |\n|---|---|---|---|\n");
+    md.push_str("\n| test | verdict | server mode | time | note |\n|---|---|---|---|---|\n");
     for t in &run.tests {
         let mut note = t.reason.clone().unwrap_or_default();
         if t.slow {
@@ -107,10 +111,16 @@ pub fn summary_markdown(run: &RunResult) -> String {
         if let Some(why) = &t.accepted {
             note = format!("accepted ({why}); {note}");
         }
+        let modes = if t.server_modes.is_empty() {
+            "-".to_string()
+        } else {
+            t.server_modes.join(", ")
+        };
         md.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} |\n",
             t.name,
             t.verdict.as_str(),
+            modes.replace('|', "\\|"),
             secs(t.duration_ms),
             note.replace('|', "\\|").replace('\n', " ")
         ));

@@ -21,6 +21,7 @@ fn sample() -> RunResult {
         artifacts: vec![format!("tests/{name}/stdout.log")],
         details: None,
         accepted: None,
+        server_modes: vec!["classic".into()],
     };
     let tests = vec![
         t("smoke/mount", Verdict::Passed, None, vec![]),
@@ -56,6 +57,7 @@ fn sample() -> RunResult {
         e2fsprogs_version: Some("1.47.0".into()),
         server_mode: Some("classic".into()),
         server_error: None,
+        expected_mode: None,
         boot_to_ready_ms: Some(1800),
         kernel_boot_ms: Some(1200),
         host_ready_ms: Some(4000),
@@ -114,6 +116,12 @@ fn summary_names_every_test_and_the_crash() {
     }
     assert!(md.contains("tcg (KVM probe timed out)"), "{md}");
     assert!(md.contains("### Oops during smoke/dio"), "{md}");
+    // Each test's server mode, and the mode the run expected.
+    assert!(md.contains("| smoke/mount | passed | classic |"), "{md}");
+    let mut expecting = sample();
+    expecting.expected_mode = Some("iomap".into());
+    let md = summary_markdown(&expecting);
+    assert!(md.contains("in classic mode; expected iomap (--expect-mode)"), "{md}");
     let text = summary_text(&sample());
     assert!(
         text.contains("CRASHED (1 passed, 1 failed, 1 crashed, 1 not_run)"),
@@ -180,7 +188,7 @@ fn fstests_verdicts_in_junit_and_the_run_verdict() {
     assert_eq!(back.tests[7].details, run.tests[7].details);
     assert_eq!(back.tests[8].accepted, run.tests[8].accepted);
     let md = summary_markdown(&run);
-    assert!(md.contains("| fstests/e | flaky | 1.5 s | accepted (known race (https://example.org/bug/1)); failed then passed too |"), "{md}");
+    assert!(md.contains("| fstests/e | flaky | classic | 1.5 s | accepted (known race (https://example.org/bug/1)); failed then passed too |"), "{md}");
 }
 
 /// A result file is replaced, never written through a link the guest left in its place.

@@ -270,6 +270,18 @@ fn qemu_config(
     }
 }
 
+/// The server modes a guest reported, reduced to the two the harness knows (each once):
+/// anything else is the guest's noise and is dropped.
+fn known_modes(reported: Vec<String>) -> Vec<String> {
+    let mut modes: Vec<String> = vec![];
+    for m in reported.iter().take(64) {
+        if matches!(m.as_str(), "iomap" | "classic") && !modes.contains(m) {
+            modes.push(m.clone());
+        }
+    }
+    modes
+}
+
 /// The QEMU command line a run of `spec` would use, its run directory shown as `<run>`
 /// (`vm-test --dry-run`: nothing is created or started).
 pub fn planned_command(spec: &VmSpec) -> Vec<String> {
@@ -1077,6 +1089,7 @@ fn handle_line(
             signal,
             slow,
             reason,
+            server_modes,
         } => {
             st.current = None;
             watcher.set_current_test(None);
@@ -1094,6 +1107,7 @@ fn handle_line(
             result.signal = signal;
             result.slow = slow;
             result.reason = reason.map(|r| printable(&r, 2000));
+            result.server_modes = known_modes(server_modes);
             progress(Progress::TestFinished { result: &result });
             st.finished.push(result);
         }

@@ -192,6 +192,7 @@ fn test_finished(name: &str, status: TestStatus) -> EventBody {
         signal: None,
         slow: false,
         reason: None,
+        server_modes: vec![],
     }
 }
 fn finished() -> EventBody {
@@ -474,6 +475,12 @@ fn absurd_numbers_do_not_overflow() {
             signal: Some(i32::MAX),
             slow: true,
             reason: Some("x".repeat(60_000)),
+            // Modes the host does not know, repeats and a flood: only the known ones stay.
+            server_modes: ["bogus", "iomap", "iomap", "../x"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(std::iter::repeat_n("classic".to_string(), 200))
+                .collect(),
         }),
         ev(finished()),
     ];
@@ -489,6 +496,7 @@ fn absurd_numbers_do_not_overflow() {
         r.tests[0].reason.as_deref().unwrap().len() < 10_000,
         "a guest's reason is cut short"
     );
+    assert_eq!(r.tests[0].server_modes, ["iomap", "classic"]);
     let back = report::read_json(&dir.join("results.json")).unwrap();
     assert_eq!(back.boot_to_ready_ms, Some(u64::MAX));
 }

@@ -64,10 +64,14 @@ fn vm_test_selection_excludes_kernel_choices() {
         "smoke".into(),
         "--timeout".into(),
         "30".into(),
+        "--expect-mode".into(),
+        "iomap".into(),
     ])
     .unwrap();
     assert_eq!(ok.suites, ["smoke"]);
     assert_eq!(ok.timeout, Some(30));
+    // A bisect of an iomap regression can demand iomap at every step.
+    assert_eq!(ok.expect_mode, Some(crate::vm_test::ExpectModeArg::Iomap));
     for bad in [
         &["--kernel-image", "/boot/vmlinuz"][..],
         &["--source-dir", "."],

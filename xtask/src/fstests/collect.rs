@@ -183,6 +183,8 @@ pub fn apply(
             if r.verdict == Verdict::Flaky {
                 r.accepted = flaky_ok.get(&r.name).cloned();
             }
+            // The guest records modes per `check` run: a batch's tests share them.
+            r.server_modes = t.server_modes.clone();
             report::apply_findings(&mut r);
             // Artifacts of every attempt, relative to the run directory.
             for a in 0..attempts.len() {

@@ -172,8 +172,14 @@ impl FstestsArgs {
     }
 }
 
-/// The configurations the harness knows: iomapfs on ext4 with 4 KiB and 1 KiB blocks.
-pub fn known_sections(scheme: Scheme) -> Vec<Section> {
+/// The configurations the harness knows: iomapfs on ext4 with 4 KiB and 1 KiB blocks,
+/// mounted in `mode` (`iomap=on` or `iomap=off`: a server that cannot use the mode the
+/// expunges were chosen for fails the mount instead of running the other mode silently).
+pub fn known_sections(scheme: Scheme, mode: Mode) -> Vec<Section> {
+    let iomap = match mode {
+        Mode::Iomap => "iomap=on",
+        Mode::Classic => "iomap=off",
+    };
     [("iomapfs-4k", "-b 4096"), ("iomapfs-1k", "-b 1024")]
         .into_iter()
         .map(|(name, mkfs)| Section {
@@ -188,9 +194,9 @@ pub fn known_sections(scheme: Scheme) -> Vec<Section> {
             // next mount (iomapfs keeps no journal, like ext2) rather than refused.
             // Upstream FSTYP=fuse checks that the mount's type reads exactly `fuse`.
             mount_options: if scheme == Scheme::FuseSubtype {
-                "-o preen,flavor=fuse,nosubtype".into()
+                format!("-o preen,{iomap},flavor=fuse,nosubtype")
             } else {
-                "-o preen".into()
+                format!("-o preen,{iomap}")
             },
             extra: vec![],
         })
@@ -199,7 +205,7 @@ pub fn known_sections(scheme: Scheme) -> Vec<Section> {
 
 /// The sections the flags select (default: the first, iomapfs-4k).
 pub fn selected_sections(args: &FstestsArgs, scheme: Scheme) -> Result<Vec<Section>> {
-    let known = known_sections(scheme);
+    let known = known_sections(scheme, Mode::Classic);
     if args.sections.is_empty() {
         return Ok(known.into_iter().take(1).collect());
     }
@@ -323,7 +329,7 @@ pub fn plan(
         other_shards = others.into_iter().map(|(_, t)| t).collect();
     }
     let expunges = ExpungeList::load_dir(expunge_dir)?;
-    let local_config = ::fstests::try_render_local_config(&known_sections(scheme))?;
+    let local_config = ::fstests::try_render_local_config(&known_sections(scheme, mode))?;
     let mut plan = FstestsPlan {
         tests: vec![],
         batches: vec![],
@@ -507,8 +513,8 @@ mod tests {
                 && p.local_config.contains("FSTYP=\"fuseblk.ext4\"")
         );
         assert!(
-            p.local_config.contains("MOUNT_OPTIONS=\"-o preen\""),
-            "{}",
+            p.local_config.contains("MOUNT_OPTIONS=\"-o preen,iomap=off\""),
+            "classic mode mounts with iomap=off: {}",
             p.local_config
         );
         // In iomap mode the classic-only entry does not apply; shard 2/4 takes every 4th test.
@@ -528,6 +534,11 @@ mod tests {
         )
         .unwrap();
         assert!(q.expunged.is_empty());
+        assert!(
+            q.local_config.contains("MOUNT_OPTIONS=\"-o preen,iomap=on\""),
+            "iomap mode mounts with iomap=on, so a fallback fails the mount: {}",
+            q.local_config
+        );
         assert_eq!(q.tests.len(), (0..633).filter(|i| i % 4 == 1).count());
         assert_eq!(q.tests[0].name, "fstests/iomapfs-4k/generic/002");
         // The other shards' tests are known, so a baseline does not call them missing.

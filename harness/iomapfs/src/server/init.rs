@@ -103,6 +103,11 @@ impl Server {
                 tracing::warn!("cannot write the mode file {}: {e}", path.display());
             }
         }
+        // The test harness's per-test record of what every mount negotiated (a test may
+        // mount several times, through helpers it does not control, like fstests' mounts).
+        if let Some(path) = std::env::var_os(MODE_LOG_ENV) {
+            append_mode(std::path::Path::new(&path), self.mode().name());
+        }
         let out = InitOut {
             major: KERNEL_VERSION,
             minor,
@@ -118,5 +123,22 @@ impl Server {
             ..Default::default()
         };
         Ok(bytes(&out))
+    }
+}
+
+/// Environment variable naming a file to which every server appends the mode it
+/// negotiated, one line each (`iomap` or `classic`).
+pub const MODE_LOG_ENV: &str = "IOMAPFS_MODE_LOG";
+
+fn append_mode(path: &std::path::Path, mode: &str) {
+    use std::io::Write;
+    // One short O_APPEND write per server: lines from concurrent servers do not mix.
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(format!("{mode}\n").as_bytes()));
+    if let Err(e) = written {
+        tracing::warn!("cannot append to the mode log {}: {e}", path.display());
     }
 }
