@@ -11,6 +11,7 @@ pub mod host;
 pub mod image;
 pub mod kernel;
 pub mod paths;
+pub mod powercut;
 pub mod profile;
 pub mod ui;
 pub mod util;

@@ -26,6 +26,8 @@ enum Command {
     VmShell(xtask::vm_shell::VmShellArgs),
     /// Build (or show) the cached guest image.
     Image(xtask::image::ImageArgs),
+    /// Power cuts under load: kill the VM mid-workload, preen, verify every acknowledged write.
+    Powercut(xtask::powercut::PowercutArgs),
     /// Install the Debian packages the harness and its tests need (QEMU included), or
     /// print the commands when not root.
     Setup(xtask::host::SetupArgs),
@@ -53,6 +55,7 @@ fn main() {
         Command::VmShell(args) => xtask::vm_shell::main(args, &ui),
         Command::Image(args) => xtask::image::main(args, &ui),
         Command::Setup(args) => xtask::host::setup(args, &ui),
+        Command::Powercut(args) => xtask::powercut::main(args, &ui),
         Command::Bisect(args) => xtask::bisect::main(args, &ui),
     };
     if let Err(err) = result {

@@ -137,7 +137,7 @@ pub fn runs_root() -> PathBuf {
     target_dir().join("harness").join("runs")
 }
 
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|p| {
