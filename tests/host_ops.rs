@@ -391,7 +391,10 @@ fn reads_update_atime_by_relatime(t: &dyn Target) -> Result<()> {
     let mut fs = TestFs::new(t, FsSpec::default())?;
     let f = fs.path("f");
     write(&f, b"atime")?;
-    let old = Timestamps { last_access: ts(1000, 0), last_modification: ts(1000, 0) };
+    let old = Timestamps {
+        last_access: ts(1000, 0),
+        last_modification: ts(1000, 0),
+    };
     rustix::fs::utimensat(CWD, &f, &old, AtFlags::empty())?;
     // From the disk, not the page cache, so the read reaches the filesystem.
     fs.remount()?;
@@ -400,7 +403,11 @@ fn reads_update_atime_by_relatime(t: &dyn Target) -> Result<()> {
     // Past the attribute cache time the kernel was granted.
     std::thread::sleep(std::time::Duration::from_millis(1200));
     let first = meta(&f)?;
-    ensure!(first.atime() >= before - 1, "the first read left atime at {}", first.atime());
+    ensure!(
+        first.atime() >= before - 1,
+        "the first read left atime at {}",
+        first.atime()
+    );
     assert_eq!(first.mtime(), 1000, "a read does not touch mtime");
     fs.remount()?;
     std::fs::read(&f)?;
@@ -413,7 +420,10 @@ fn reads_update_atime_by_relatime(t: &dyn Target) -> Result<()> {
     );
     // A change (ctime now after atime) makes the next read due again, even one the page
     // cache could serve: FUSE only sees reads that miss the cache.
-    let keep = Timestamps { last_access: ts(0, UTIME_OMIT), last_modification: ts(2000, 0) };
+    let keep = Timestamps {
+        last_access: ts(0, UTIME_OMIT),
+        last_modification: ts(2000, 0),
+    };
     rustix::fs::utimensat(CWD, &f, &keep, AtFlags::empty())?;
     let changed = meta(&f)?.ctime();
     std::fs::read(&f)?;
@@ -1695,7 +1705,8 @@ fn inode_generation(t: &dyn Target) -> Result<()> {
     write(&fs.path("f"), b"f")?;
     let ino = meta(&fs.path("f"))?.ino();
     // FUSE forwards the ioctl to the server; iomapfs answers it as ext4 does.
-    let gen = generation(&fs.path("f"))?.map_err(|e| anyhow::anyhow!("FS_IOC_GETVERSION: {e:?}"))?;
+    let gen =
+        generation(&fs.path("f"))?.map_err(|e| anyhow::anyhow!("FS_IOC_GETVERSION: {e:?}"))?;
     std::fs::remove_file(fs.path("f"))?;
     // Reuse the inode number: ext4 hands out the lowest free inode of the group.
     write(&fs.path("g"), b"g")?;
@@ -2062,4 +2073,43 @@ fn block_1k_filesystem(t: &dyn Target) -> Result<()> {
     fs.expected.file("g", gm);
     fs.expected.symlink("l", &ok);
     fs.finish()
+}
+
+/// The rule for missing preconditions holds on the real host-mount tests: run as an
+/// unprivileged user with CI set, a mount test fails naming what is missing; without CI it
+/// prints one SKIP line and passes. (Runs this test binary again through setpriv.)
+#[test]
+fn without_root_a_host_mount_test_fails_under_ci() {
+    use test_support::needs::{root, tool_from};
+    if !test_support::needs_all([root(), tool_from("setpriv", "util-linux")]) {
+        return;
+    }
+    let me = std::env::current_exe().unwrap();
+    let run = |ci: &str| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&me)
+            .args(["--exact", "iomapfs::truncate_up_and_down", "--nocapture"])
+            .env("CI", ci)
+            .current_dir("/")
+            .output()
+            .unwrap()
+    };
+    let ci = run("true");
+    let stderr = String::from_utf8_lossy(&ci.stderr);
+    assert!(
+        !ci.status.success(),
+        "passed without root under CI: {stderr}"
+    );
+    assert!(
+        stderr.contains("missing precondition under CI") && stderr.contains("needs root"),
+        "{stderr}"
+    );
+    let local = run("");
+    let stderr = String::from_utf8_lossy(&local.stderr);
+    assert!(local.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("SKIP: iomapfs::truncate_up_and_down: iomapfs: needs root"),
+        "{stderr}"
+    );
 }
