@@ -28,8 +28,14 @@ pub fn vm_profile(profile: Option<&str>) -> Result<VmProfile> {
 /// The extra command line: profile words, iomap parameters unless the kernel is known to
 /// lack FUSE iomap (`kernel_iomap == Some(false)`; an unknown kernel gets them, and a
 /// kernel without the parameters only logs them as unknown), then the user's words.
-pub fn extra_cmdline(profile: &VmProfile, kernel_iomap: Option<bool>, user: &[String]) -> Vec<String> {
-    let iomap = (kernel_iomap != Some(false)).then_some(IOMAP_PARAMS).unwrap_or_default();
+pub fn extra_cmdline(
+    profile: &VmProfile,
+    kernel_iomap: Option<bool>,
+    user: &[String],
+) -> Vec<String> {
+    let iomap = (kernel_iomap != Some(false))
+        .then_some(IOMAP_PARAMS)
+        .unwrap_or_default();
     profile
         .append
         .iter()
@@ -45,14 +51,24 @@ mod tests {
 
     #[test]
     fn iomap_is_enabled_unless_the_kernel_lacks_it() {
-        let p = VmProfile { append: vec!["fuse.enable_uring=1".into()] };
+        let p = VmProfile {
+            append: vec!["fuse.enable_uring=1".into()],
+        };
         let user = vec!["loglevel=7".to_string()];
         assert_eq!(
             extra_cmdline(&p, Some(true), &user),
-            ["fuse.enable_uring=1", "fuse.enable_iomap=1", "fuse.debug_iomap=1", "loglevel=7"]
+            [
+                "fuse.enable_uring=1",
+                "fuse.enable_iomap=1",
+                "fuse.debug_iomap=1",
+                "loglevel=7"
+            ]
         );
         assert_eq!(extra_cmdline(&p, None, &[]).len(), 3);
-        assert_eq!(extra_cmdline(&p, Some(false), &user), ["fuse.enable_uring=1", "loglevel=7"]);
+        assert_eq!(
+            extra_cmdline(&p, Some(false), &user),
+            ["fuse.enable_uring=1", "loglevel=7"]
+        );
     }
 
     #[test]

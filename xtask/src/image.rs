@@ -144,9 +144,10 @@ pub fn ensure_image(images_dir: &Path, name: &str, cache_dir: &Path, ui: &Ui) ->
         return Ok(path);
     }
     // Parallel test processes must not build the same image twice.
-    let _lock = crate::util::Lock::acquire(&cache_dir.join("images").join(format!("{name}.lock")), || {
-        ui.note(format!("image `{name}`: waiting for another build of it"))
-    })?;
+    let _lock = crate::util::Lock::acquire(
+        &cache_dir.join("images").join(format!("{name}.lock")),
+        || ui.note(format!("image `{name}`: waiting for another build of it")),
+    )?;
     if path.is_file() {
         return Ok(path); // built by another process while we waited
     }
@@ -169,9 +170,10 @@ pub fn ensure_rootfs(
     if done.is_file() {
         return Ok((root, key));
     }
-    let _lock = crate::util::Lock::acquire(&cache_dir.join("rootfs").join(format!("{name}.lock")), || {
-        ui.note(format!("root `{name}`: waiting for another build of it"))
-    })?;
+    let _lock = crate::util::Lock::acquire(
+        &cache_dir.join("rootfs").join(format!("{name}.lock")),
+        || ui.note(format!("root `{name}`: waiting for another build of it")),
+    )?;
     if done.is_file() {
         return Ok((root, key));
     }

@@ -12,14 +12,21 @@ use crate::vm_test::{AccelArg, MachineArg, VmTestArgs};
 pub fn main(args: &VmTestArgs, ui: &Ui) -> Result<()> {
     let vm = &args.vm;
     let (kernel, kernel_iomap, about) = match &vm.kernel_image {
-        Some(p) => (p.clone(), None, "--kernel-image (config unknown)".to_string()),
+        Some(p) => (
+            p.clone(),
+            None,
+            "--kernel-image (config unknown)".to_string(),
+        ),
         None => {
             let opts = KernelOptions::resolve(vm.profile.as_deref(), &vm.kernel)?;
             match BuiltKernel::load(&crate::kernel::latest_dir(&opts.profile)) {
                 Ok(k) => (
                     k.vmlinux.clone(),
                     Some(k.info.iomap_present),
-                    format!("the last build of profile `{}` ({})", opts.profile, k.info.kernel_release),
+                    format!(
+                        "the last build of profile `{}` ({})",
+                        opts.profile, k.info.kernel_release
+                    ),
                 ),
                 Err(_) => (
                     format!("<kernel of profile {}: not built yet>", opts.profile).into(),
@@ -28,12 +35,16 @@ pub fn main(args: &VmTestArgs, ui: &Ui) -> Result<()> {
                         IomapMode::Off => Some(false),
                         IomapMode::Auto => None,
                     },
-                    format!("profile `{}` (not built yet; iomap = {:?})", opts.profile, opts.iomap),
+                    format!(
+                        "profile `{}` (not built yet; iomap = {:?})",
+                        opts.profile, opts.iomap
+                    ),
                 ),
             }
         }
     };
-    let recipe = crate::image::Recipe::load(&crate::paths::workspace_root().join("images"), &vm.image)?;
+    let recipe =
+        crate::image::Recipe::load(&crate::paths::workspace_root().join("images"), &vm.image)?;
     let spec = vm::VmSpec {
         qemu: vm.qemu.clone(),
         kernel,
@@ -66,6 +77,9 @@ pub fn main(args: &VmTestArgs, ui: &Ui) -> Result<()> {
         ui.note("--accel auto: KVM if its boot probe passes at run time, TCG (shown) otherwise");
     }
     let argv = vm::run::planned_command(&spec);
-    println!("{}", shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" ")));
+    println!(
+        "{}",
+        shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
+    );
     Ok(())
 }

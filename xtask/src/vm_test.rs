@@ -709,7 +709,8 @@ impl ModeCheck {
 
     /// Fails every test that ran in another mode (report's policy).
     pub fn apply(&self, result: &mut RunResult) {
-        result.expected_mode = (self.expect != ExpectMode::Any).then(|| self.expect.as_str().into());
+        result.expected_mode =
+            (self.expect != ExpectMode::Any).then(|| self.expect.as_str().into());
         let run_mode = result.server_mode.clone();
         for t in &mut result.tests {
             report::policy::apply_expected_mode(t, self.expect, run_mode.as_deref(), &self.why);
@@ -736,7 +737,9 @@ fn refuse_without_booting(
     result.server_mode = Some("classic".into());
     for t in &plan.tests {
         let mut r = report::TestResult::new(&t.name, Verdict::Failed);
-        r.reason = Some(format!("server would run classic; expected {expect}: {why} (not booted)"));
+        r.reason = Some(format!(
+            "server would run classic; expected {expect}: {why} (not booted)"
+        ));
         result.tests.push(r);
     }
     report::conclude(&mut result);
@@ -761,7 +764,10 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     let spec = &prepared.spec;
     let dir = RunDir::create(&runs_root()).context("creating the run directory")?;
     if let Some(why) = mode.impossible(&prepared) {
-        return Ok((refuse_without_booting(&plan, &prepared, &dir, &mode, &why)?, dir.path));
+        return Ok((
+            refuse_without_booting(&plan, &prepared, &dir, &mode, &why)?,
+            dir.path,
+        ));
     }
     if let Some(f) = &fstests {
         let d = dir.path.join("fstests");

@@ -60,12 +60,23 @@ fn fstests_run_in_the_guest_and_report_their_own_verdicts() {
         assert_eq!(pass.verdict, Verdict::Passed, "{pass:?}");
         let skip = verdict("fstests/iomapfs-4k/generic/082");
         assert_eq!(skip.verdict, Verdict::Skipped, "{skip:?}");
-        assert!(skip.reason.as_deref().is_some_and(|r| r.contains("Quota user tools")), "{skip:?}");
+        assert!(
+            skip.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("Quota user tools")),
+            "{skip:?}"
+        );
         assert_eq!(result.tests.len(), 2, "{:?}", result.tests);
         assert_eq!(result.verdict, Verdict::Passed);
         let junit = std::fs::read_to_string(dir.join("junit.xml")).expect("junit.xml");
-        assert!(junit.contains("generic/082") && junit.contains("<skipped"), "{junit}");
+        assert!(
+            junit.contains("generic/082") && junit.contains("<skipped"),
+            "{junit}"
+        );
         let md = std::fs::read_to_string(dir.join("summary.md")).expect("summary.md");
-        assert!(md.contains("## fstests") && md.contains("| skipped | 1 |"), "{md}");
+        assert!(
+            md.contains("## fstests") && md.contains("| skipped | 1 |"),
+            "{md}"
+        );
     }
 }

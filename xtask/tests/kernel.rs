@@ -315,8 +315,15 @@ fn dry_run_shows_iomap_enabled_on_iomap_kernels() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(stdout.starts_with("qemu-system-x86_64 ") && stdout.contains(" -append "), "{stdout}");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.starts_with("qemu-system-x86_64 ") && stdout.contains(" -append "),
+            "{stdout}"
+        );
         stdout
     };
     let want = ["fuse.enable_iomap=1", "fuse.debug_iomap=1"];
@@ -325,5 +332,9 @@ fn dry_run_shows_iomap_enabled_on_iomap_kernels() {
     let off = dry(&["--iomap", "off", "--profile", "fuse-iomap"]);
     assert!(!off.contains("fuse.enable_iomap"), "{off}");
     let user = dry(&["--profile", "fuse-iomap", "--append", "fuse.debug_iomap=0"]);
-    assert!(user.trim_end().contains("fuse.debug_iomap=1 fuse.debug_iomap=0'"), "the user's words come last: {user}");
+    assert!(
+        user.trim_end()
+            .contains("fuse.debug_iomap=1 fuse.debug_iomap=0'"),
+        "the user's words come last: {user}"
+    );
 }

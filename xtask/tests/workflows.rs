@@ -29,8 +29,13 @@ fn shellcheck() -> Option<PathBuf> {
 /// check-jsonschema as `cargo xtask setup` installs it.
 fn check_jsonschema() -> Option<PathBuf> {
     let exe = xtask::host::tools::check_jsonschema();
-    needs((!exe.is_file()).then(|| format!("needs check-jsonschema at {} (cargo xtask setup)", exe.display())))
-        .then_some(exe)
+    needs((!exe.is_file()).then(|| {
+        format!(
+            "needs check-jsonschema at {} (cargo xtask setup)",
+            exe.display()
+        )
+    }))
+    .then_some(exe)
 }
 
 fn load(rel: &str) -> Value {
@@ -126,8 +131,12 @@ fn shellcheck_runs(shellcheck: &Path, workflow: &Value) -> Vec<String> {
         std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         if !out.status.success() {
-            problems.push(format!("{}
-{}", String::from_utf8_lossy(&out.stdout), script));
+            problems.push(format!(
+                "{}
+{}",
+                String::from_utf8_lossy(&out.stdout),
+                script
+            ));
         }
     }
     problems
@@ -138,7 +147,9 @@ fn blank_expressions(script: &str) -> String {
     let mut rest = script;
     while let Some(start) = rest.find("${{") {
         out.push_str(&rest[..start]);
-        let end = rest[start..].find("}}").map_or(rest.len(), |e| start + e + 2);
+        let end = rest[start..]
+            .find("}}")
+            .map_or(rest.len(), |e| start + e + 2);
         out.push_str(&"_".repeat(end - start));
         rest = &rest[end..];
     }
@@ -173,7 +184,13 @@ fn dangling_references(workflow: &Value) -> Vec<String> {
             .filter(|i| !i.is_empty())
             .collect();
         for (prefix, known) in [
-            ("needs.", needed.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>()),
+            (
+                "needs.",
+                needed
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<BTreeSet<_>>(),
+            ),
             ("steps.", ids),
         ] {
             for (i, _) in text.match_indices(prefix) {
@@ -196,7 +213,9 @@ fn dangling_references(workflow: &Value) -> Vec<String> {
 
 #[test]
 fn both_workflows_match_githubs_schema() {
-    let Some(exe) = check_jsonschema() else { return };
+    let Some(exe) = check_jsonschema() else {
+        return;
+    };
     let files: Vec<PathBuf> = WORKFLOWS.iter().map(|w| root().join(w)).collect();
     let out = schema_check(&exe, "vendor.github-workflows", &files);
     assert!(
@@ -207,12 +226,18 @@ fn both_workflows_match_githubs_schema() {
     );
     let action = root().join(".github/actions/debian-container/action.yml");
     let out = schema_check(&exe, "vendor.github-actions", &[action]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
 fn run_scripts_pass_shellcheck_and_references_resolve() {
-    let Some(shellcheck) = shellcheck() else { return };
+    let Some(shellcheck) = shellcheck() else {
+        return;
+    };
     for w in WORKFLOWS {
         let workflow = load(w);
         let problems = shellcheck_runs(&shellcheck, &workflow);
@@ -238,15 +263,26 @@ fn the_checks_refuse_a_broken_workflow() {
     assert!(!out.status.success(), "the schema accepted an unknown key");
     let workflow = parse(text, "broken.yml");
     let problems = shellcheck_runs(&shellcheck, &workflow).join("\n");
-    assert!(problems.contains("SC2086"), "shellcheck did not run: {problems}");
+    assert!(
+        problems.contains("SC2086"),
+        "shellcheck did not run: {problems}"
+    );
     let dangling = dangling_references(&workflow);
-    assert!(dangling.iter().any(|d| d.contains("unknown job nowhere")), "{dangling:?}");
-    assert!(dangling.iter().any(|d| d.contains("steps.gone")), "{dangling:?}");
+    assert!(
+        dangling.iter().any(|d| d.contains("unknown job nowhere")),
+        "{dangling:?}"
+    );
+    assert!(
+        dangling.iter().any(|d| d.contains("steps.gone")),
+        "{dangling:?}"
+    );
 }
 
 #[test]
 fn shared_scripts_pass_shellcheck() {
-    let Some(shellcheck) = shellcheck() else { return };
+    let Some(shellcheck) = shellcheck() else {
+        return;
+    };
     let mut checked = 0;
     let actions = root().join(".github/actions");
     for entry in std::fs::read_dir(&actions).expect(".github/actions exists") {
@@ -490,9 +526,15 @@ fn hosts_are_set_up_by_xtask_setup_with_pinned_tools() {
         scripts.contains(&format!("get.nexte.st/{nextest}/linux")),
         "nextest is not pinned to {nextest}: {scripts}"
     );
-    assert!(!scripts.contains("latest"), "an unpinned download: {scripts}");
     assert!(
-        action.get("inputs").and_then(|i| i.get("apt-packages")).is_none(),
+        !scripts.contains("latest"),
+        "an unpinned download: {scripts}"
+    );
+    assert!(
+        action
+            .get("inputs")
+            .and_then(|i| i.get("apt-packages"))
+            .is_none(),
         "a second package list"
     );
     for w in WORKFLOWS {
@@ -506,7 +548,9 @@ fn hosts_are_set_up_by_xtask_setup_with_pinned_tools() {
     }
     let ci = load(".github/workflows/ci.yml");
     assert!(
-        runs(&all_steps(&ci)).iter().any(|r| r.contains("rhysd/actionlint:1.")),
+        runs(&all_steps(&ci))
+            .iter()
+            .any(|r| r.contains("rhysd/actionlint:1.")),
         "ci.yml does not run the pinned actionlint"
     );
     let ci_run = std::fs::read_to_string(root().join(".ci/run")).unwrap();
@@ -518,7 +562,10 @@ fn hosts_are_set_up_by_xtask_setup_with_pinned_tools() {
     ] {
         assert!(ci_run.contains(step), ".ci/run lacks `{step}`");
     }
-    assert!(!ci_run.contains("apt-get install"), ".ci/run keeps its own package list");
+    assert!(
+        !ci_run.contains("apt-get install"),
+        ".ci/run keeps its own package list"
+    );
 }
 
 fn touch(path: &Path, when: &str) {

@@ -137,8 +137,18 @@ impl ExpectMode {
 /// the run's own server check reported none). A test's evidence is the modes its mounts
 /// reported, or else the mode of the server the agent set up for the run (`run_mode`).
 /// `why` explains a wrong mode (e.g. "the kernel was built without CONFIG_FUSE_IOMAP").
-pub fn apply_expected_mode(t: &mut TestResult, expect: ExpectMode, run_mode: Option<&str>, why: &str) {
-    if expect == ExpectMode::Any || !matches!(t.verdict, Verdict::Passed | Verdict::Flaky | Verdict::Skipped) {
+pub fn apply_expected_mode(
+    t: &mut TestResult,
+    expect: ExpectMode,
+    run_mode: Option<&str>,
+    why: &str,
+) {
+    if expect == ExpectMode::Any
+        || !matches!(
+            t.verdict,
+            Verdict::Passed | Verdict::Flaky | Verdict::Skipped
+        )
+    {
         return;
     }
     let want = expect.as_str();
@@ -301,9 +311,17 @@ mod tests {
     fn a_test_in_the_wrong_mode_fails_and_says_why() {
         let mut t = TestResult::new("smoke/mount", Verdict::Passed);
         t.server_modes = vec!["classic".into()];
-        apply_expected_mode(&mut t, ExpectMode::Iomap, Some("iomap"), "the kernel did not offer FUSE_IOMAP");
+        apply_expected_mode(
+            &mut t,
+            ExpectMode::Iomap,
+            Some("iomap"),
+            "the kernel did not offer FUSE_IOMAP",
+        );
         assert_eq!(t.verdict, Verdict::Failed);
-        assert_eq!(t.reason.as_deref(), Some("server ran classic; expected iomap: the kernel did not offer FUSE_IOMAP"));
+        assert_eq!(
+            t.reason.as_deref(),
+            Some("server ran classic; expected iomap: the kernel did not offer FUSE_IOMAP")
+        );
 
         // The run's server stands in for a test that mounted nothing itself.
         let mut t = TestResult::new("run/1", Verdict::Passed);
@@ -323,7 +341,12 @@ mod tests {
 
     #[test]
     fn the_right_mode_or_any_mode_keeps_the_verdict() {
-        for (expect, modes) in [(ExpectMode::Iomap, vec!["iomap"]), (ExpectMode::Classic, vec!["classic"]), (ExpectMode::Any, vec!["classic"]), (ExpectMode::Any, vec![])] {
+        for (expect, modes) in [
+            (ExpectMode::Iomap, vec!["iomap"]),
+            (ExpectMode::Classic, vec!["classic"]),
+            (ExpectMode::Any, vec!["classic"]),
+            (ExpectMode::Any, vec![]),
+        ] {
             let mut t = TestResult::new("t", Verdict::Passed);
             t.server_modes = modes.iter().map(|m| m.to_string()).collect();
             apply_expected_mode(&mut t, expect, None, "why");

@@ -121,7 +121,10 @@ fn summary_names_every_test_and_the_crash() {
     let mut expecting = sample();
     expecting.expected_mode = Some("iomap".into());
     let md = summary_markdown(&expecting);
-    assert!(md.contains("in classic mode; expected iomap (--expect-mode)"), "{md}");
+    assert!(
+        md.contains("in classic mode; expected iomap (--expect-mode)"),
+        "{md}"
+    );
     let text = summary_text(&sample());
     assert!(
         text.contains("CRASHED (1 passed, 1 failed, 1 crashed, 1 not_run)"),

@@ -80,7 +80,13 @@ pub fn microvm_boot(qemu: &Path, deadline: Duration) -> Result<Duration, String>
     std::fs::write(&kernel, pvh_probe_kernel()).map_err(|e| format!("writing the probe: {e}"))?;
     let start = Instant::now();
     let mut child = Command::new(qemu)
-        .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
         .args(["-machine", "microvm", "-accel", "tcg", "-m", "64M"])
         .args(["-serial", "stdio"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
@@ -189,10 +195,14 @@ mod tests {
 
     #[test]
     fn versions_parse_from_debian_builds() {
-        let v = parse_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\nCopyright ...").unwrap();
+        let v = parse_version(
+            "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\nCopyright ...",
+        )
+        .unwrap();
         assert_eq!((v.major, v.minor), (10, 0));
         assert!(v.line.contains("bpo12"));
-        let v = parse_version("QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)").unwrap();
+        let v =
+            parse_version("QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)").unwrap();
         assert_eq!((v.major, v.minor), (7, 2));
         assert_eq!(parse_version("garbage"), None);
         assert_eq!(parse_version("QEMU emulator version x.y"), None);
@@ -211,7 +221,10 @@ mod tests {
         assert_eq!(&elf[off..off + 5], &[0xba, 0xf8, 0x03, 0, 0]);
         // The PT_NOTE names Xen's PHYS32_ENTRY with the load address.
         let note = u64_at(64 + 56 + 8) as usize;
-        assert_eq!(&elf[note + 8..note + 16], &[18, 0, 0, 0, b'X', b'e', b'n', 0]);
+        assert_eq!(
+            &elf[note + 8..note + 16],
+            &[18, 0, 0, 0, b'X', b'e', b'n', 0]
+        );
         assert_eq!(u64_at(note + 16), LOAD_ADDR);
     }
 
@@ -223,4 +236,3 @@ mod tests {
         assert!(e.contains("cannot start"), "{e}");
     }
 }
-

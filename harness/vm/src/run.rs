@@ -285,18 +285,35 @@ fn known_modes(reported: Vec<String>) -> Vec<String> {
 /// The QEMU command line a run of `spec` would use, its run directory shown as `<run>`
 /// (`vm-test --dry-run`: nothing is created or started).
 pub fn planned_command(spec: &VmSpec) -> Vec<String> {
-    let dir = RunDir { id: "dry-run".into(), path: PathBuf::from("<run>"), started_at: String::new() };
-    let mut disks = vec![Disk { path: spec.image.clone(), serial: "root".into(), snapshot: true }];
-    for (name, mb) in [("test", spec.test_disk_mb), ("scratch", spec.scratch_disk_mb)] {
+    let dir = RunDir {
+        id: "dry-run".into(),
+        path: PathBuf::from("<run>"),
+        started_at: String::new(),
+    };
+    let mut disks = vec![Disk {
+        path: spec.image.clone(),
+        serial: "root".into(),
+        snapshot: true,
+    }];
+    for (name, mb) in [
+        ("test", spec.test_disk_mb),
+        ("scratch", spec.scratch_disk_mb),
+    ] {
         if mb > 0 {
             let path = dir.path.join("disks").join(format!("{name}.img"));
-            disks.push(Disk { path, serial: name.into(), snapshot: false });
+            disks.push(Disk {
+                path,
+                serial: name.into(),
+                snapshot: false,
+            });
         }
     }
     disks.extend(spec.extra_disks.iter().cloned());
     let console = Console::Socket(dir.path.join("console.sock"));
     let cfg = qemu_config(&dir, spec, dir.path.join("boot"), disks, console, &dir.path);
-    std::iter::once(cfg.binary.display().to_string()).chain(cfg.args()).collect()
+    std::iter::once(cfg.binary.display().to_string())
+        .chain(cfg.args())
+        .collect()
 }
 
 /// QEMU in its own process group (Ctrl-C on the terminal reaches only us),

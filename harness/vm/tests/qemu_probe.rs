@@ -21,8 +21,8 @@ fn installed_qemu_passes_the_probe() {
 /// A QEMU that runs but cannot boot (here: `false`) fails the probe with a message.
 #[test]
 fn a_qemu_that_cannot_boot_fails_the_probe() {
-    let e = vm::qemu_probe::microvm_boot(Path::new("/bin/false"), Duration::from_secs(5))
-        .unwrap_err();
+    let e =
+        vm::qemu_probe::microvm_boot(Path::new("/bin/false"), Duration::from_secs(5)).unwrap_err();
     assert!(e.contains("could not boot a microvm"), "{e}");
     let e = vm::qemu_probe::version(Path::new("/bin/true")).unwrap_err();
     assert!(e.contains("printed no version"), "{e}");

@@ -82,7 +82,11 @@ fn fixture() -> Option<Fixture> {
     let tmp = tempfile::tempdir().unwrap();
     let p = |n: &str| tmp.path().join(n);
     std::fs::write(p("fake-qemu"), FAKE_QEMU).unwrap();
-    Command::new("chmod").arg("+x").arg(p("fake-qemu")).status().unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(p("fake-qemu"))
+        .status()
+        .unwrap();
     for f in ["kernel", "image", "agent"] {
         std::fs::write(p(f), f).unwrap();
     }
@@ -104,11 +108,19 @@ fn fixture() -> Option<Fixture> {
         extra_disks: vec![],
     };
     let runs = p("runs");
-    Some(Fixture { _tmp: tmp, spec, runs })
+    Some(Fixture {
+        _tmp: tmp,
+        spec,
+        runs,
+    })
 }
 
 fn plan() -> Plan {
-    let t = |n: &str| PlanTest { name: n.into(), command: "true".into(), timeout_s: 1 };
+    let t = |n: &str| PlanTest {
+        name: n.into(),
+        command: "true".into(),
+        timeout_s: 1,
+    };
     Plan {
         v: events::SCHEMA_VERSION,
         shell: false,
@@ -159,10 +171,19 @@ fn supervisor_verdicts() {
     assert_eq!(r.tests[1].verdict, Verdict::Failed);
     assert_eq!(r.boot_to_ready_ms, Some(1000));
     assert_eq!(r.kernel_release.as_deref(), Some("6.12.0-fake"));
-    for file in ["results.json", "junit.xml", "summary.md", "console.log", "plan.json", "boot/agent"] {
+    for file in [
+        "results.json",
+        "junit.xml",
+        "summary.md",
+        "console.log",
+        "plan.json",
+        "boot/agent",
+    ] {
         assert!(dir.join(file).exists(), "{file}");
     }
-    assert!(std::fs::read_to_string(dir.join("console.log")).unwrap().contains("Linux version"));
+    assert!(std::fs::read_to_string(dir.join("console.log"))
+        .unwrap()
+        .contains("Linux version"));
 
     // A kernel WARNING during a passing test fails it.
     let (r, _) = run(&f, "warn", quick());
@@ -173,22 +194,51 @@ fn supervisor_verdicts() {
     let (r, dir) = run(&f, "crash", quick());
     assert_eq!(r.verdict, Verdict::Crashed, "{r:#?}");
     assert_eq!(r.tests[0].verdict, Verdict::Crashed);
-    assert!(r.tests[0].reason.as_deref().unwrap().contains("NULL pointer"), "{:?}", r.tests[0].reason);
-    assert!(r.tests[0].findings.iter().any(|f| f.excerpt.contains("RIP: 0010:fuse_fake")));
+    assert!(
+        r.tests[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("NULL pointer"),
+        "{:?}",
+        r.tests[0].reason
+    );
+    assert!(r.tests[0]
+        .findings
+        .iter()
+        .any(|f| f.excerpt.contains("RIP: 0010:fuse_fake")));
     assert_eq!(r.tests[1].verdict, Verdict::NotRun);
     assert!(!fake_alive(&dir));
 
     // With reboots allowed, the run goes on after the crash in a new boot.
-    let (r, dir) = run(&f, "crash", Limits { reboots: 2, ..quick() });
+    let (r, dir) = run(
+        &f,
+        "crash",
+        Limits {
+            reboots: 2,
+            ..quick()
+        },
+    );
     assert_eq!(r.boots, 2, "{r:#?}");
     assert_eq!(r.verdict, Verdict::Crashed);
     assert_eq!(r.tests[0].verdict, Verdict::Crashed);
-    assert_eq!(r.tests[1].verdict, Verdict::Failed, "t/2 ran in the second boot");
-    assert!(dir.join("disks/test-boot1.img").is_file(), "the crashed boot's disk is kept");
+    assert_eq!(
+        r.tests[1].verdict,
+        Verdict::Failed,
+        "t/2 ran in the second boot"
+    );
+    assert!(
+        dir.join("disks/test-boot1.img").is_file(),
+        "the crashed boot's disk is kept"
+    );
     let console = std::fs::read_to_string(dir.join("console.log")).unwrap();
     assert!(console.contains("Kernel panic") && console.contains("===== vm-test: boot 2 ====="));
     let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
-    assert_eq!(events.matches("run_started").count(), 2, "events of both boots kept");
+    assert_eq!(
+        events.matches("run_started").count(),
+        2,
+        "events of both boots kept"
+    );
 
     // Heartbeats stop: hung within the stall limit, and the fake is killed.
     let t0 = Instant::now();
@@ -201,8 +251,16 @@ fn supervisor_verdicts() {
     // Never ready: an infrastructure error with the end of the console.
     let (r, dir) = run(&f, "boot-hang", quick());
     assert_eq!(r.verdict, Verdict::InfraError, "{r:#?}");
-    assert!(r.reason.as_deref().unwrap().contains("did not report ready"));
-    assert!(r.console_excerpt.as_deref().unwrap().contains("Linux version"));
+    assert!(r
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("did not report ready"));
+    assert!(r
+        .console_excerpt
+        .as_deref()
+        .unwrap()
+        .contains("Linux version"));
     assert!(r.tests.iter().all(|t| t.verdict == Verdict::NotRun));
     assert!(!fake_alive(&dir));
 }

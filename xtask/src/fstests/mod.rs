@@ -513,7 +513,8 @@ mod tests {
                 && p.local_config.contains("FSTYP=\"fuseblk.ext4\"")
         );
         assert!(
-            p.local_config.contains("MOUNT_OPTIONS=\"-o preen,iomap=off\""),
+            p.local_config
+                .contains("MOUNT_OPTIONS=\"-o preen,iomap=off\""),
             "classic mode mounts with iomap=off: {}",
             p.local_config
         );
@@ -535,7 +536,8 @@ mod tests {
         .unwrap();
         assert!(q.expunged.is_empty());
         assert!(
-            q.local_config.contains("MOUNT_OPTIONS=\"-o preen,iomap=on\""),
+            q.local_config
+                .contains("MOUNT_OPTIONS=\"-o preen,iomap=on\""),
             "iomap mode mounts with iomap=on, so a fallback fails the mount: {}",
             q.local_config
         );

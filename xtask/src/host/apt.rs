@@ -16,10 +16,16 @@ pub struct Package {
 
 impl Package {
     pub fn new(name: &str) -> Package {
-        Package { name: name.to_owned(), suite: None }
+        Package {
+            name: name.to_owned(),
+            suite: None,
+        }
     }
     pub fn from_suite(name: &str, suite: &str) -> Package {
-        Package { name: name.to_owned(), suite: Some(suite.to_owned()) }
+        Package {
+            name: name.to_owned(),
+            suite: Some(suite.to_owned()),
+        }
     }
     /// The word apt-get takes for it.
     pub fn arg(&self) -> String {
@@ -152,7 +158,11 @@ pub fn install(what: &Install, ui: &Ui) -> Result<()> {
         return Err(usage(format!(
             "Debian packages for {} are not installed: {}\n  install them as root with:\n{}",
             what.purpose,
-            what.packages.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(" "),
+            what.packages
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
             indent(&what.commands())
         )));
     }
@@ -167,17 +177,27 @@ pub fn install(what: &Install, ui: &Ui) -> Result<()> {
         }
     }
     let args = what.args();
-    ui.step(format!("installing {} for {} (apt-get)", args.join(" "), what.purpose));
+    ui.step(format!(
+        "installing {} for {} (apt-get)",
+        args.join(" "),
+        what.purpose
+    ));
     if new_source {
         apt_update(ui)?;
     }
     let install = || {
-        duct::cmd("apt-get", ["install", "-y", "--no-install-recommends"].map(String::from).into_iter().chain(args.iter().cloned()))
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout_null()
-            .stderr_capture()
-            .unchecked()
-            .run()
+        duct::cmd(
+            "apt-get",
+            ["install", "-y", "--no-install-recommends"]
+                .map(String::from)
+                .into_iter()
+                .chain(args.iter().cloned()),
+        )
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout_null()
+        .stderr_capture()
+        .unchecked()
+        .run()
     };
     let mut out = install().context("running apt-get install")?;
     if !out.status.success() && !new_source {
@@ -188,7 +208,11 @@ pub fn install(what: &Install, ui: &Ui) -> Result<()> {
     }
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let msg = format!("apt-get install {} failed:\n{}", args.join(" "), indent(err.trim()));
+        let msg = format!(
+            "apt-get install {} failed:\n{}",
+            args.join(" "),
+            indent(err.trim())
+        );
         if err.contains("Unable to locate package") || err.contains("has no installation candidate")
         {
             return Err(usage(msg));
@@ -216,7 +240,10 @@ fn apt_update(ui: &Ui) -> Result<()> {
 }
 
 fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
@@ -227,8 +254,14 @@ mod tests {
     fn printed_commands_add_the_source_then_install_from_it() {
         let what = Install {
             purpose: "QEMU".into(),
-            packages: vec![Package::from_suite("qemu-system-x86", "bookworm-backports"), Package::new("fio")],
-            sources: vec![ExtraSource { file: "x.sources".into(), contents: "Types: deb\nSuites: bookworm-backports\n".into() }],
+            packages: vec![
+                Package::from_suite("qemu-system-x86", "bookworm-backports"),
+                Package::new("fio"),
+            ],
+            sources: vec![ExtraSource {
+                file: "x.sources".into(),
+                contents: "Types: deb\nSuites: bookworm-backports\n".into(),
+            }],
         };
         let c = what.commands();
         assert_eq!(
@@ -247,14 +280,20 @@ mod tests {
         let what = Install {
             purpose: "x".into(),
             packages: vec![Package::new("p")],
-            sources: vec![ExtraSource { file: "f".into(), contents: contents.into() }],
+            sources: vec![ExtraSource {
+                file: "f".into(),
+                contents: contents.into(),
+            }],
         };
         let line = what.commands().lines().next().unwrap().to_owned();
         let target = dir.path().join("out");
         let line = line
             .replace("sudo ", "")
             .replace("/etc/apt/sources.list.d/f", target.to_str().unwrap());
-        let st = std::process::Command::new("sh").args(["-c", &line]).status().unwrap();
+        let st = std::process::Command::new("sh")
+            .args(["-c", &line])
+            .status()
+            .unwrap();
         assert!(st.success(), "{line}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), contents);
     }

@@ -187,7 +187,12 @@ pub fn setup(args: &SetupArgs, ui: &Ui) -> Result<()> {
 missing pinned tools: {}
   install them with `cargo xtask setup` as root, or by hand:
 {}",
-            install.packages.iter().map(Package::arg).collect::<Vec<_>>().join(" "),
+            install
+                .packages
+                .iter()
+                .map(Package::arg)
+                .collect::<Vec<_>>()
+                .join(" "),
             tools.join(" "),
             install.commands()
         )));

@@ -59,8 +59,8 @@ pub fn install_for(codename: Option<&str>) -> Install {
 /// Version check and a microvm boot under TCG, once per QEMU binary (the verdict is
 /// cached by path, size and mtime). Fails with what to do.
 pub fn probe(qemu: &Path, ui: &Ui) -> Result<()> {
-    let key = identity(qemu)
-        .with_context(|| format!("QEMU ({}) is not installed", qemu.display()))?;
+    let key =
+        identity(qemu).with_context(|| format!("QEMU ({}) is not installed", qemu.display()))?;
     let stamp = crate::paths::cache_dir().join("qemu-probe.ok");
     if std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
         return Ok(());
@@ -74,7 +74,10 @@ pub fn probe(qemu: &Path, ui: &Ui) -> Result<()> {
         Ok(t) => t,
         Err(e) => bail!("{} failed the boot probe: {e}\n  {fix}", version.line),
     };
-    ui.note(format!("{}: microvm boot probe passed in {took:.1?}", version.line));
+    ui.note(format!(
+        "{}: microvm boot probe passed in {took:.1?}",
+        version.line
+    ));
     if let Some(dir) = stamp.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -117,6 +120,9 @@ mod tests {
     fn other_releases_use_their_own_qemu() {
         let i = install_for(Some("trixie"));
         assert!(i.sources.is_empty());
-        assert_eq!(i.packages, vec![Package::new("qemu-system-x86"), Package::new("qemu-utils")]);
+        assert_eq!(
+            i.packages,
+            vec![Package::new("qemu-system-x86"), Package::new("qemu-utils")]
+        );
     }
 }

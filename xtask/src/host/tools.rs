@@ -56,17 +56,31 @@ impl CargoTool {
     pub fn ensure(&self, ui: &Ui) -> Result<()> {
         match self.installed() {
             Some(v) if v == self.version => return Ok(()),
-            Some(v) => ui.note(format!("{} {v} is installed; the harness pins {}", self.exe, self.version)),
+            Some(v) => ui.note(format!(
+                "{} {v} is installed; the harness pins {}",
+                self.exe, self.version
+            )),
             None => {}
         }
-        ui.step(format!("installing {} {} (cargo install --locked)", self.krate, self.version));
+        ui.step(format!(
+            "installing {} {} (cargo install --locked)",
+            self.krate, self.version
+        ));
         let activity = ui.activity(&format!("cargo install {}", self.krate));
-        let out = duct::cmd!("cargo", "install", "--locked", "--force", "--version", self.version, self.krate)
-            .stdout_null()
-            .stderr_capture()
-            .unchecked()
-            .run()
-            .context("running cargo install")?;
+        let out = duct::cmd!(
+            "cargo",
+            "install",
+            "--locked",
+            "--force",
+            "--version",
+            self.version,
+            self.krate
+        )
+        .stdout_null()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .context("running cargo install")?;
         activity.finish("done");
         if !out.status.success() {
             bail!(
@@ -94,26 +108,43 @@ pub fn check_jsonschema() -> PathBuf {
 pub fn ensure_check_jsonschema(ui: &Ui) -> Result<()> {
     let (name, version) = CHECK_JSONSCHEMA;
     let exe = check_jsonschema();
-    if let Ok(out) = duct::cmd!(&exe, "--version").stdout_capture().stderr_null().unchecked().run() {
+    if let Ok(out) = duct::cmd!(&exe, "--version")
+        .stdout_capture()
+        .stderr_null()
+        .unchecked()
+        .run()
+    {
         if String::from_utf8_lossy(&out.stdout).contains(version) {
             return Ok(());
         }
     }
-    ui.step(format!("installing {name} {version} (pip, into {})", venv().display()));
+    ui.step(format!(
+        "installing {name} {version} (pip, into {})",
+        venv().display()
+    ));
     let python = crate::util::which("python3").context("python3 is not installed")?;
     duct::cmd!(python, "-m", "venv", "--clear", venv())
         .stdout_null()
         .run()
         .context("creating the tools venv")?;
     let pip = venv().join("bin").join("pip");
-    let out = duct::cmd!(pip, "install", "--quiet", "--disable-pip-version-check", format!("{name}=={version}"))
-        .stdout_null()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .context("running pip")?;
+    let out = duct::cmd!(
+        pip,
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        format!("{name}=={version}")
+    )
+    .stdout_null()
+    .stderr_capture()
+    .unchecked()
+    .run()
+    .context("running pip")?;
     if !out.status.success() {
-        bail!("pip install {name}=={version} failed:\n{}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "pip install {name}=={version} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

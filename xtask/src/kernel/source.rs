@@ -2,9 +2,9 @@
 //! linux-source package. The user's own tree is never modified: series are
 //! applied in a clone or copy inside the cache.
 
-use crate::host::apt as deps;
 use super::series::{self, Series, SeriesInfo};
 use crate::error::usage;
+use crate::host::apt as deps;
 use crate::ui::Ui;
 use crate::util::{sanitize, sha256_file, sha256_hex, short};
 use anyhow::{Context, Result};
@@ -122,7 +122,9 @@ fn debian_tree(spec: &str, cache: &Path, ui: &Ui) -> Result<(PathBuf, String)> {
         None => (spec, None),
     };
     let valid = |s: &str, extra: &str| {
-        !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
     };
     if !valid(pkg, "+-.") || suite.is_some_and(|s| !valid(s, "-")) {
         return Err(usage(format!(

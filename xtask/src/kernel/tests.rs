@@ -334,15 +334,35 @@ fn build_info_round_trips() {
 /// the harness needs it at run time, or when it is FUSE_IOMAP and iomap is required.
 #[test]
 fn undefined_symbols_matter_only_when_the_harness_needs_them() {
-    assert!(!undefined_symbol_matters("CONFIG_PROC_SYSCTL", IomapMode::Auto));
-    assert!(undefined_symbol_matters("CONFIG_VIRTIO_BLK", IomapMode::Auto));
+    assert!(!undefined_symbol_matters(
+        "CONFIG_PROC_SYSCTL",
+        IomapMode::Auto
+    ));
+    assert!(undefined_symbol_matters(
+        "CONFIG_VIRTIO_BLK",
+        IomapMode::Auto
+    ));
     assert!(undefined_symbol_matters("CONFIG_FUSE_FS", IomapMode::Off));
-    assert!(undefined_symbol_matters("CONFIG_FUSE_IOMAP", IomapMode::Required));
-    assert!(undefined_symbol_matters("CONFIG_FUSE_IOMAP_DEBUG", IomapMode::Required));
-    assert!(!undefined_symbol_matters("CONFIG_FUSE_IOMAP", IomapMode::Auto));
+    assert!(undefined_symbol_matters(
+        "CONFIG_FUSE_IOMAP",
+        IomapMode::Required
+    ));
+    assert!(undefined_symbol_matters(
+        "CONFIG_FUSE_IOMAP_DEBUG",
+        IomapMode::Required
+    ));
+    assert!(!undefined_symbol_matters(
+        "CONFIG_FUSE_IOMAP",
+        IomapMode::Auto
+    ));
     // Every runtime symbol is requested by the default fragments.
-    let base = std::fs::read_to_string(crate::paths::workspace_root().join("kernel-config/base.config")).unwrap();
+    let base =
+        std::fs::read_to_string(crate::paths::workspace_root().join("kernel-config/base.config"))
+            .unwrap();
     for s in RUNTIME_SYMBOLS {
-        assert!(base.contains(&format!("CONFIG_{s}=y")), "base.config lacks CONFIG_{s}");
+        assert!(
+            base.contains(&format!("CONFIG_{s}=y")),
+            "base.config lacks CONFIG_{s}"
+        );
     }
 }
