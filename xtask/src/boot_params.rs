@@ -33,9 +33,11 @@ pub fn extra_cmdline(
     kernel_iomap: Option<bool>,
     user: &[String],
 ) -> Vec<String> {
-    let iomap = (kernel_iomap != Some(false))
-        .then_some(IOMAP_PARAMS)
-        .unwrap_or_default();
+    let iomap: &[&str] = if kernel_iomap == Some(false) {
+        &[]
+    } else {
+        IOMAP_PARAMS
+    };
     profile
         .append
         .iter()
