@@ -734,7 +734,6 @@ fn refuse_without_booting(
     result.kernel_release = prepared.kernel_release.clone();
     result.image = prepared.image.display().to_string();
     result.expected_mode = Some(expect.to_string());
-    result.server_mode = Some("classic".into());
     for t in &plan.tests {
         let mut r = report::TestResult::new(&t.name, Verdict::Failed);
         r.reason = Some(format!(

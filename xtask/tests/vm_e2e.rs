@@ -62,7 +62,12 @@ fn smoke_suite_passes_under_iomapfs() {
     );
     assert_eq!(result.tests.len(), 5);
     assert!(result.tests.iter().all(|t| t.verdict == Verdict::Passed));
-    assert!(result.server_mode.is_some(), "server mode reported");
+    let mode = result.server_mode.clone().expect("server mode reported");
+    // Each test that mounted iomapfs reports what its server negotiated (smoke/fsck only
+    // checks the unmounted disk).
+    for t in result.tests.iter().filter(|t| t.name != "smoke/fsck") {
+        assert_eq!(t.server_modes, [mode.clone()], "{}", t.name);
+    }
     let ready = result.boot_to_ready_ms.expect("boot-to-ready measured");
     eprintln!(
         "boot-to-agent-ready {ready} ms; VM run {:.1} s",
@@ -262,4 +267,33 @@ fn an_unresponsive_guest_gets_a_sysrq_task_dump_and_is_stopped() {
         result.duration_ms
     );
     assert!(!qemu_running(&result.id));
+}
+
+/// `--expect-mode iomap` on a kernel built without FUSE iomap fails every test before
+/// booting, saying why (exit 1); the run records the mode it expected.
+#[test]
+fn expecting_iomap_on_a_kernel_without_it_fails_before_booting() {
+    if std::env::var_os("HARNESS_KERNEL_IMAGE").is_some() {
+        // A given kernel's config is unknown: this is about the default profile's.
+        return;
+    }
+    let Some(args) = vm_args(&["--suite", "smoke", "--expect-mode", "iomap"]) else {
+        return;
+    };
+    let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
+    assert_eq!(result.verdict, Verdict::Failed, "{result:?}");
+    assert_eq!(result.verdict.exit_code(), 1);
+    assert_eq!(result.boots, 0, "nothing booted");
+    assert_eq!(result.expected_mode.as_deref(), Some("iomap"));
+    for t in &result.tests {
+        let why = t.reason.as_deref().unwrap_or("");
+        assert!(
+            why.contains("expected iomap: the kernel did not offer FUSE_IOMAP")
+                && why.contains("without CONFIG_FUSE_IOMAP"),
+            "{}: {why}",
+            t.name
+        );
+    }
+    let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(md.contains("expected iomap (--expect-mode)"), "{md}");
 }
