@@ -324,7 +324,11 @@ fn verify_dir(dir: &Path, ack_log: &Path, exact: bool) -> Result<Findings> {
     let (seed, acked) = read_log(ack_log)?;
     let root = dir.join(SUBDIR);
     let mut findings = Findings::default();
+    // Effects of an unacknowledged operation: one is expected (the one in flight at the
+    // crash, one writer), two or more mean something acknowledged was lost or changed.
+    let mut unacked: Vec<Finding> = vec![];
     let mut seen = std::collections::BTreeSet::new();
+    let newest = acked.keys().next_back().copied().unwrap_or(0);
     let entries = std::fs::read_dir(&root)
         .map_err(|e| Error::io(format!("readdir {}", root.display()), e))?;
     for entry in entries {
@@ -344,33 +348,45 @@ fn verify_dir(dir: &Path, ack_log: &Path, exact: bool) -> Result<Findings> {
             continue;
         };
         seen.insert(id);
-        let state = acked.get(&id).copied();
-        if state.is_some_and(|a| a.deleted) {
-            findings.push(Finding::new(
+        match acked.get(&id).copied() {
+            Some(a) if a.deleted => findings.push(Finding::new(
                 Kind::UnexpectedFile,
                 &file,
                 0,
                 "acknowledged as deleted, but present",
-            ));
-            continue;
-        }
-        // Ids are handed out in order and at most one operation was in flight: an unknown
-        // id can only be the one created last, after the last acknowledged create.
-        let newest = acked.keys().next_back().copied().unwrap_or(0);
-        if state.is_none() && (exact || id != newest + 1) {
-            findings.push(Finding::new(
+            )),
+            // Ids are handed out in order: an unknown id can only be the next one, whose
+            // create was in flight.
+            None if id == newest + 1 => {
+                check_file(&root.join(&file), &file, seed, id, None, &mut findings);
+                unacked.push(Finding::new(
+                    Kind::UnexpectedFile,
+                    &file,
+                    0,
+                    "created but not acknowledged",
+                ));
+            }
+            None => findings.push(Finding::new(
                 Kind::UnexpectedFile,
                 &file,
                 0,
                 "never created by this run",
-            ));
-            continue;
+            )),
+            Some(a) => {
+                if check_file(&root.join(&file), &file, seed, id, Some(a), &mut findings) {
+                    unacked.push(Finding::new(
+                        Kind::Stale,
+                        &file,
+                        0,
+                        format!("holds generation {} (not acknowledged)", a.generation + 1),
+                    ));
+                }
+            }
         }
-        check_file(&root.join(&file), &file, seed, id, state, &mut findings);
     }
     for (id, a) in &acked {
         if !a.deleted && !seen.contains(id) {
-            findings.push(Finding::new(
+            unacked.push(Finding::new(
                 Kind::MissingFile,
                 &name(*id),
                 0,
@@ -378,10 +394,22 @@ fn verify_dir(dir: &Path, ack_log: &Path, exact: bool) -> Result<Findings> {
             ));
         }
     }
+    let allowed = if exact { 0 } else { 1 };
+    let n = unacked.len();
+    if n > allowed {
+        for mut f in unacked {
+            f.detail = format!(
+                "{}; one of {n} unacknowledged changes, but at most {allowed} operation was in flight",
+                f.detail
+            );
+            findings.push(f);
+        }
+    }
     Ok(findings)
 }
 
-/// One file: acknowledged (`state`) or created when the crash came (`None`).
+/// One file: acknowledged (`state`) or created when the crash came (`None`). Returns
+/// whether it holds the next generation somewhere (an in-flight rewrite's effect).
 fn check_file(
     path: &Path,
     file: &str,
@@ -389,10 +417,13 @@ fn check_file(
     id: u32,
     state: Option<Acked>,
     findings: &mut Findings,
-) {
+) -> bool {
     let data = match std::fs::read(path) {
         Ok(d) => d,
-        Err(e) => return findings.push(Finding::io(file, 0, "read", e)),
+        Err(e) => {
+            findings.push(Finding::io(file, 0, "read", e));
+            return false;
+        }
     };
     if let Some(a) = state {
         let want = a.units * UNIT as u64;
@@ -405,14 +436,15 @@ fn check_file(
             ));
         }
     }
+    // The generations that may be on disk: the acknowledged one or the one in flight; a
+    // file whose create was in flight holds generation 1 or nothing yet.
+    let (low, high, zero_ok) = match state {
+        Some(a) => (a.generation, a.generation + 1, false),
+        None => (1, 1, true),
+    };
+    let mut next_generation = false;
     for (u, unit) in data.chunks(UNIT).enumerate() {
         let off = (u * UNIT) as u64;
-        // The generations that may be on disk: the acknowledged one or the one in flight;
-        // a file whose create was in flight holds generation 1 or nothing yet.
-        let (low, high, zero_ok) = match state {
-            Some(a) => (a.generation, a.generation + 1, false),
-            None => (1, 1, true),
-        };
         let problem = match decode(unit) {
             Decoded::Zero if zero_ok => None,
             Decoded::Zero => Some((Kind::Zeroed, "zeroes in an acknowledged file".to_string())),
@@ -433,6 +465,7 @@ fn check_file(
                 } else if !payload_ok || unit.len() != UNIT {
                     Some((Kind::BadChecksum, "torn unit".to_string()))
                 } else {
+                    next_generation |= state.is_some() && b.generation == high;
                     None
                 }
             }
@@ -449,6 +482,7 @@ fn check_file(
             findings.push(f);
         }
     }
+    next_generation
 }
 
 #[cfg(test)]
@@ -530,8 +564,21 @@ mod tests {
             .unwrap())
         .contains(&Kind::Stale));
         std::fs::write(&a, &saved_a).unwrap();
-        assert!(kinds(&|| std::fs::remove_file(&a).unwrap()).contains(&Kind::MissingFile));
+        // One acknowledged file gone is the delete that was in flight; two cannot be.
+        assert!(kinds(&|| std::fs::remove_file(&a).unwrap()).is_empty());
+        assert!(
+            !verify(&target, &acks, true).unwrap().passed,
+            "not after a clean run"
+        );
+        let saved_b = std::fs::read(&b).unwrap();
+        assert!(kinds(&|| std::fs::remove_file(&b).unwrap()).contains(&Kind::MissingFile));
+        std::fs::write(&b, &saved_b).unwrap();
+        // Nor a file gone and a create in flight at once.
+        let next = root.join(name(acked.keys().next_back().unwrap() + 1));
+        assert!(kinds(&|| std::fs::write(&next, b"").unwrap()).contains(&Kind::MissingFile));
+        std::fs::remove_file(&next).unwrap();
         std::fs::write(&a, &saved_a).unwrap();
+        assert!(verify(&target, &acks, true).unwrap().passed);
         assert!(
             kinds(&|| std::fs::write(root.join(name(deleted[0])), b"").unwrap())
                 .contains(&Kind::UnexpectedFile)
