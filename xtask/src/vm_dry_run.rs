@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::kernel::{BuiltKernel, IomapMode, KernelOptions};
 use crate::ui::Ui;
-use crate::vm_test::{AccelArg, MachineArg, VmTestArgs};
+use crate::vm_test::{spec_from_flags, AccelArg, VmTestArgs};
 
 pub fn main(args: &VmTestArgs, ui: &Ui) -> Result<()> {
     let vm = &args.vm;
@@ -45,32 +45,14 @@ pub fn main(args: &VmTestArgs, ui: &Ui) -> Result<()> {
     };
     let recipe =
         crate::image::Recipe::load(&crate::paths::workspace_root().join("images"), &vm.image)?;
+    let accel = match vm.accel {
+        AccelArg::Kvm => vm::Accel::Kvm,
+        AccelArg::Auto | AccelArg::Tcg => vm::Accel::Tcg,
+    };
+    let image = recipe.image_path(&crate::paths::cache_dir());
     let spec = vm::VmSpec {
-        qemu: vm.qemu.clone(),
-        kernel,
-        image: recipe.image_path(&crate::paths::cache_dir()),
         agent: "<run>/boot/agent".into(),
-        server_bins: vec![],
-        machine: match vm.machine {
-            MachineArg::Microvm => vm::Machine::Microvm,
-            MachineArg::Pc => vm::Machine::Pc,
-        },
-        accel: match vm.accel {
-            AccelArg::Kvm => vm::Accel::Kvm,
-            AccelArg::Auto | AccelArg::Tcg => vm::Accel::Tcg,
-        },
-        accel_note: None,
-        cpus: vm.cpus.max(1),
-        memory_mb: vm.memory.max(128),
-        test_disk_mb: vm.test_disk,
-        scratch_disk_mb: vm.scratch_disk,
-        extra_cmdline: crate::boot_params::extra_cmdline(
-            &crate::boot_params::vm_profile(vm.profile.as_deref())?,
-            kernel_iomap,
-            &vm.append,
-        ),
-        format_test_disk: None,
-        extra_disks: vec![],
+        ..spec_from_flags(vm, kernel, kernel_iomap, image, accel)?
     };
     ui.step(format!("dry run: kernel from {about}"));
     if matches!(vm.accel, AccelArg::Auto) {

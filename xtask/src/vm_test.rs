@@ -297,17 +297,41 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
         ui.warn(&decision.note);
     }
     let spec = VmSpec {
-        qemu: vm.qemu.clone(),
-        kernel,
-        image: image.clone(),
         agent,
         server_bins,
+        accel_note: Some(decision.note),
+        format_test_disk: with_server.then(Vec::new),
+        ..spec_from_flags(vm, kernel, kernel_iomap, image.clone(), decision.accel)?
+    };
+    Ok(Prepared {
+        spec,
+        kernel_release,
+        kernel_iomap,
+        image,
+    })
+}
+
+/// The VM the flags describe, with no agent, server or disk formatting yet: the machine,
+/// CPUs, memory, disks and the kernel command line (`boot_params`).
+pub fn spec_from_flags(
+    vm: &VmArgs,
+    kernel: PathBuf,
+    kernel_iomap: Option<bool>,
+    image: PathBuf,
+    accel: vm::Accel,
+) -> Result<VmSpec> {
+    Ok(VmSpec {
+        qemu: vm.qemu.clone(),
+        kernel,
+        image,
+        agent: PathBuf::new(),
+        server_bins: vec![],
         machine: match vm.machine {
             MachineArg::Microvm => Machine::Microvm,
             MachineArg::Pc => Machine::Pc,
         },
-        accel: decision.accel,
-        accel_note: Some(decision.note),
+        accel,
+        accel_note: None,
         cpus: vm.cpus.max(1),
         memory_mb: vm.memory.max(128),
         test_disk_mb: vm.test_disk,
@@ -317,14 +341,8 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
             kernel_iomap,
             &vm.append,
         ),
-        format_test_disk: with_server.then(Vec::new),
+        format_test_disk: None,
         extra_disks: vec![],
-    };
-    Ok(Prepared {
-        spec,
-        kernel_release,
-        kernel_iomap,
-        image,
     })
 }
 

@@ -190,18 +190,8 @@ fn prepare(
     prep(&dir.tests_dir(), std::fs::create_dir_all(dir.tests_dir()))?;
     let disks_dir = p.join("disks");
     prep(&disks_dir, std::fs::create_dir_all(&disks_dir))?;
-    let mut disks = vec![Disk {
-        path: spec.image.clone(),
-        serial: "root".into(),
-        snapshot: true,
-    }];
-    for (name, mb) in [
-        ("test", spec.test_disk_mb),
-        ("scratch", spec.scratch_disk_mb),
-    ] {
-        if mb == 0 {
-            continue;
-        }
+    let mut disks = vec![root_disk(spec)];
+    for (name, mb) in fresh_disks(spec) {
         let path = disks_dir.join(format!("{name}.img"));
         if boot_no > 1 && path.exists() {
             // Keep the disk the previous boot crashed with, for inspection.
@@ -282,6 +272,25 @@ fn known_modes(reported: Vec<String>) -> Vec<String> {
     modes
 }
 
+/// The guest's root: the cached image, booted as a snapshot so it is never written.
+fn root_disk(spec: &VmSpec) -> Disk {
+    Disk {
+        path: spec.image.clone(),
+        serial: "root".into(),
+        snapshot: true,
+    }
+}
+
+/// The fresh sparse disks a run attaches after the root (name = serial, size in MiB).
+fn fresh_disks(spec: &VmSpec) -> impl Iterator<Item = (&'static str, u64)> {
+    [
+        ("test", spec.test_disk_mb),
+        ("scratch", spec.scratch_disk_mb),
+    ]
+    .into_iter()
+    .filter(|(_, mb)| *mb > 0)
+}
+
 /// The QEMU command line a run of `spec` would use, its run directory shown as `<run>`
 /// (`vm-test --dry-run`: nothing is created or started).
 pub fn planned_command(spec: &VmSpec) -> Vec<String> {
@@ -290,23 +299,13 @@ pub fn planned_command(spec: &VmSpec) -> Vec<String> {
         path: PathBuf::from("<run>"),
         started_at: String::new(),
     };
-    let mut disks = vec![Disk {
-        path: spec.image.clone(),
-        serial: "root".into(),
-        snapshot: true,
-    }];
-    for (name, mb) in [
-        ("test", spec.test_disk_mb),
-        ("scratch", spec.scratch_disk_mb),
-    ] {
-        if mb > 0 {
-            let path = dir.path.join("disks").join(format!("{name}.img"));
-            disks.push(Disk {
-                path,
-                serial: name.into(),
-                snapshot: false,
-            });
-        }
+    let mut disks = vec![root_disk(spec)];
+    for (name, _) in fresh_disks(spec) {
+        disks.push(Disk {
+            path: dir.path.join("disks").join(format!("{name}.img")),
+            serial: name.into(),
+            snapshot: false,
+        });
     }
     disks.extend(spec.extra_disks.iter().cloned());
     let console = Console::Socket(dir.path.join("console.sock"));
