@@ -18,10 +18,16 @@ pub fn buffer_size() -> usize {
 /// they carry a readable `unique`, and otherwise dropped with a log line.
 pub fn handle_one(server: &Server, transport: &dyn Transport, bytes: &[u8]) -> io::Result<()> {
     match fuse_wire::request::parse(bytes) {
-        Ok(req) => match server.handle(&req, transport) {
-            Some(reply) => send_reply(transport, req.header.unique, reply),
-            None => Ok(()),
-        },
+        Ok(req) => {
+            let sent = match server.handle(&req, transport) {
+                Some(reply) => send_reply(transport, req.header.unique, reply),
+                None => Ok(()),
+            };
+            if matches!(req.op, fuse_wire::request::Op::Destroy) {
+                server.mark_finished();
+            }
+            sent
+        }
         Err(e) => {
             tracing::warn!("malformed request: {e}");
             match e.unique() {

@@ -691,6 +691,84 @@ impl Kernel {
         Ok(())
     }
 
+    /// RENAME2 `parent/name` to `newparent/newname` with `RENAME_*` flags. The kernel's
+    /// dentries follow (an exchange swaps them; a replaced target is dropped).
+    pub fn rename(
+        &mut self,
+        parent: NodeId,
+        name: &str,
+        newparent: NodeId,
+        newname: &str,
+        flags: u32,
+    ) -> Result<()> {
+        let req = Request::new(Opcode::Rename2, parent)
+            .arg(&Rename2In {
+                newdir: newparent,
+                flags,
+                padding: 0,
+            })
+            .name(name.as_bytes())
+            .name(newname.as_bytes());
+        self.call_empty(&req)?;
+        let old = self.names.remove(&(parent, name.as_bytes().to_vec()));
+        let new = self.names.remove(&(newparent, newname.as_bytes().to_vec()));
+        if let Some(node) = old {
+            self.names
+                .insert((newparent, newname.as_bytes().to_vec()), node);
+        }
+        if let (Some(node), true) = (new, flags & RENAME_EXCHANGE != 0) {
+            self.names.insert((parent, name.as_bytes().to_vec()), node);
+        }
+        Ok(())
+    }
+
+    /// LINK: a new name `newparent/newname` for `node`.
+    pub fn link(&mut self, node: NodeId, newparent: NodeId, newname: &str) -> Result<NodeId> {
+        let req = Request::new(Opcode::Link, newparent)
+            .arg(&LinkIn { oldnodeid: node })
+            .name(newname.as_bytes());
+        let entry = self.entry_reply(&req)?;
+        let node = self.instantiate(&req, &entry)?;
+        self.names
+            .insert((newparent, newname.as_bytes().to_vec()), node);
+        Ok(node)
+    }
+
+    /// RMDIR.
+    pub fn rmdir(&mut self, parent: NodeId, name: &str) -> Result<()> {
+        let req = Request::new(Opcode::Rmdir, parent).name(name.as_bytes());
+        self.call_empty(&req)?;
+        if let Some(node) = self.names.remove(&(parent, name.as_bytes().to_vec())) {
+            self.forget(node)?;
+        }
+        Ok(())
+    }
+
+    /// SYMLINK `parent/name` → `target`.
+    pub fn symlink(&mut self, parent: NodeId, name: &str, target: &str) -> Result<NodeId> {
+        let req = Request::new(Opcode::Symlink, parent)
+            .name(name.as_bytes())
+            .name(target.as_bytes());
+        let entry = self.entry_reply(&req)?;
+        let node = self.instantiate(&req, &entry)?;
+        self.names.insert((parent, name.as_bytes().to_vec()), node);
+        Ok(node)
+    }
+
+    /// Sends any request and returns the reply as it came (error or payload): for tests
+    /// of requests the model has no operation for, or that a kernel would never send.
+    pub fn call_raw(&mut self, req: &Request) -> Result<Reply> {
+        self.call(req)
+    }
+
+    /// The server's process id, when this kernel started it.
+    pub fn server_pid(&self) -> Option<u32> {
+        match &self.link {
+            Link::Own(session) => session.server_pid(),
+            Link::Shared(_) => None,
+        }
+    }
+
     /// Names in a directory (OPENDIR, READDIR until empty, RELEASEDIR), without . and ..
     pub fn readdir(&mut self, dir: NodeId) -> Result<Vec<String>> {
         let req = Request::new(Opcode::Opendir, dir).arg(&OpenIn {

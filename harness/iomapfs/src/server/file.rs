@@ -50,11 +50,10 @@ impl Server {
             return Err(Errno(libc::EROFS));
         }
         if trunc && inode.mode() & libc::S_IFMT == libc::S_IFREG && inode.size() != 0 {
-            self.truncate(&mut meta, ino, &mut inode, 0)?;
             let t = now();
             inode.set_mtime(t);
             inode.set_ctime(t);
-            meta.fs()?.write_inode(ino, &inode)?;
+            self.truncate(&mut meta, ino, &mut inode, 0)?;
         }
         // Reads served from the page cache never reach us, so when the next read is due
         // to update atime, drop the cache at this open: that read then comes here.
@@ -181,8 +180,14 @@ impl Server {
         Ok(())
     }
 
-    /// Sets the size, freeing blocks past it and zeroing the tail of the new last block.
-    /// Caller holds the inode's data lock exclusively and writes the inode afterwards.
+    /// Sets the size, freeing blocks past it and zeroing the tail of the new last block,
+    /// and writes `inode` (with whatever else the caller changed in it). Caller holds the
+    /// inode's data lock exclusively.
+    ///
+    /// Shrinking is ext4's orphan truncate: the inode goes on the orphan list, the new size
+    /// is written, then the blocks past it are freed and the inode leaves the list. A
+    /// failure before the size is written changes nothing; after it, the truncate counts as
+    /// done, and blocks it could not free are freed by the next mount's orphan processing.
     pub(crate) fn truncate(
         &self,
         meta: &mut Meta,
@@ -196,17 +201,51 @@ impl Server {
         }
         let old = inode.size();
         let bs = self.block_size as u64;
-        let edge = size.min(old);
-        // In iomap mode the kernel has zeroed the partial block already (ZERO mappings).
-        if !edge.is_multiple_of(bs) && self.moves_data() {
-            let block_end = edge.div_ceil(bs) * bs;
-            let pieces = engine::map(fs, ino, inode, edge, block_end - edge)?;
-            self.data.zero(&pieces, edge, block_end)?;
+        let frees = size < old && fs.next_data(ino, inode, size.div_ceil(bs))?.is_some();
+        if frees {
+            fs.orphan_add(ino)?;
         }
-        if size < old {
-            engine::truncate_blocks(fs, ino, inode, size)?;
+        // Growing: the old EOF block's tail is zero on disk already (the invariant); it is
+        // zeroed again first in case. Shrinking: after the size, the new EOF block's tail.
+        // In iomap mode the kernel zeroes partial blocks itself (ZERO mappings).
+        if size > old {
+            self.zero_tail(fs, ino, inode, old)?;
         }
         inode.set_size(size);
+        if let Err(e) = fs.write_inode(ino, inode) {
+            if frees {
+                let _ = fs.orphan_del(ino);
+            }
+            return Err(e.into());
+        }
+        if size < old {
+            self.zero_tail(fs, ino, inode, size)?;
+        }
+        if frees {
+            if let Err(e) = engine::truncate_blocks(fs, ino, inode, size) {
+                tracing::warn!(
+                    ino,
+                    "cannot free the blocks a truncate released ({e}); the next mount frees them"
+                );
+                return Ok(());
+            }
+            if let Err(e) = fs.orphan_del(ino) {
+                tracing::warn!(ino, "a truncated inode stays on the orphan list: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Zeroes the on-disk bytes of the block holding `at` from `at` to its end (classic
+    /// mode: the server moves the data).
+    fn zero_tail(&self, fs: &ext2fs::Fs, ino: Ino, inode: &Inode, at: u64) -> Result<(), Errno> {
+        let bs = self.block_size as u64;
+        if at.is_multiple_of(bs) || !self.moves_data() {
+            return Ok(());
+        }
+        let block_end = at.div_ceil(bs) * bs;
+        let pieces = engine::map(fs, ino, inode, at, block_end - at)?;
+        self.data.zero(&pieces, at, block_end)?;
         Ok(())
     }
 

@@ -140,7 +140,6 @@ impl Server {
             if s_isdir(inode.mode()) {
                 return Err(Errno(libc::EISDIR));
             }
-            self.truncate(&mut meta, ino, &mut inode, arg.size)?;
             inode.set_mtime(t);
         }
         if valid & FATTR_CTIME != 0 {
@@ -151,7 +150,12 @@ impl Server {
         } else {
             inode.set_ctime(t);
         }
-        meta.fs()?.write_inode(ino, &inode)?;
+        // One inode write carries every attribute (the size change writes it itself).
+        if valid & FATTR_SIZE != 0 {
+            self.truncate(&mut meta, ino, &mut inode, arg.size)?;
+        } else {
+            meta.fs()?.write_inode(ino, &inode)?;
+        }
         Ok(self.attr_out(ino, &inode))
     }
 
