@@ -761,6 +761,15 @@ impl Kernel {
         self.call(req)
     }
 
+    /// Hangs up without DESTROY (after the server was told to stop some other way) and
+    /// waits for it to exit successfully.
+    pub fn hang_up(self) -> Result<()> {
+        match self.link {
+            Link::Own(session) => session.finish(),
+            Link::Shared(shared) => shared.finish(),
+        }
+    }
+
     /// The server's process id, when this kernel started it.
     pub fn server_pid(&self) -> Option<u32> {
         match &self.link {

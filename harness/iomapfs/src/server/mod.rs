@@ -134,10 +134,10 @@ impl Meta {
         self.fs.as_mut().ok_or(Errno(libc::EIO))
     }
 
-    /// The filesystem, for a change: EROFS when it is mounted read-only.
+    /// The filesystem, for a change: EROFS when it is mounted read-only or errored.
     pub fn writable(&mut self) -> Result<&mut Fs, Errno> {
         let fs = self.fs()?;
-        if fs.read_only() {
+        if fs.read_only() || fs.is_errored() {
             return Err(Errno(libc::EROFS));
         }
         Ok(fs)
@@ -207,6 +207,9 @@ pub struct Server {
     block_size: u32,
     /// ext4's largest file size for this filesystem (EFBIG beyond it).
     max_file_size: u64,
+    /// The inode numbers a node id may name: the root, and `first_ino..=inodes_count`.
+    first_ino: Ino,
+    inodes_count: Ino,
     data_locks: Vec<RwLock<()>>,
     opts: MountOptions,
     /// Negotiated at INIT.
@@ -233,7 +236,8 @@ pub struct Server {
 impl Server {
     pub fn new(fs: Fs, data: std::fs::File, opts: MountOptions) -> Self {
         let block_size = fs.block_size();
-        let max_file_size = fs.info().max_file_size;
+        let info = fs.info();
+        let max_file_size = info.max_file_size;
         let errored = fs.is_errored();
         #[allow(unused_mut)]
         let mut fs = fs;
@@ -260,6 +264,8 @@ impl Server {
             data: DataDevice::new(data, block_size),
             block_size,
             max_file_size,
+            first_ino: info.first_ino,
+            inodes_count: info.inodes_count,
             data_locks: (0..DATA_LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
             opts,
             iomap: AtomicBool::new(false),
@@ -416,6 +422,12 @@ impl Server {
 
     fn dispatch(&self, req: &Request<'_>, transport: &dyn Transport) -> Option<Reply> {
         let nodeid = req.header.nodeid;
+        // A node id names an inode we handed out; a reserved or impossible number never is
+        // one (the journal, the resize inode, ...): stale, and nothing is read for it.
+        let valid = |ino: Ino| {
+            ino == ext2fs::ROOT_INO || (self.first_ino..=self.inodes_count).contains(&ino)
+        };
+        let ino_of = |nodeid: u64| ino_of(nodeid).filter(|&i| valid(i));
         let ino = || ino_of(nodeid).ok_or(Errno(libc::ESTALE));
         if self.opts.debug {
             tracing::debug!(unique = req.header.unique, nodeid, "{:?}", req.op);
