@@ -182,6 +182,7 @@ impl Fs {
         let with_ctx = |e: Error| Error::new(e.code(), format!("{}: {}", ctx(), e.context()));
 
         fs.check_openable(read_write).map_err(with_ctx)?;
+        fs.check_device_size(&cpath).map_err(with_ctx)?;
         // Like ext4_check_descriptors: bitmaps and inode tables where they may be, not
         // overlapping, before anything is read through them or written to them.
         // SAFETY: open handle.
@@ -247,6 +248,31 @@ impl Fs {
         }
         if u32::from(sb.s_state) & sys::EXT2_VALID_FS == 0 {
             return needs_fsck("the filesystem was not cleanly unmounted");
+        }
+        Ok(())
+    }
+
+    /// Like ext4's "bad geometry" check: a filesystem larger than its device would have
+    /// blocks allocated (and written) past the device's end.
+    fn check_device_size(&self, path: &std::ffi::CStr) -> Result<()> {
+        let mut device_blocks: sys::blk64_t = 0;
+        // SAFETY: a valid C string; the result is a plain integer.
+        let rc = unsafe {
+            sys::ext2fs_get_device_size2(
+                path.as_ptr(),
+                self.block_size() as i32,
+                &mut device_blocks,
+            )
+        };
+        check(rc, "reading the device size")?;
+        if self.blocks_count() > device_blocks {
+            return Err(Error::new(
+                i64::from(sys::EXT2_ET_FILESYSTEM_CORRUPTED),
+                format!(
+                    "the superblock claims {} blocks, but the device holds {device_blocks}; run `e2fsck -f`",
+                    self.blocks_count()
+                ),
+            ));
         }
         Ok(())
     }

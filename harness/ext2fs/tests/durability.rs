@@ -416,3 +416,21 @@ fn set_entry_retargets_a_name_in_place() {
     fs.close().unwrap();
     fsck_clean(&img.path);
 }
+
+#[test]
+fn a_filesystem_larger_than_its_device_is_refused() {
+    require_tools!();
+    let img = mkfs(16, &["-b", "4096"]);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img.path)
+        .unwrap();
+    f.set_len(12 << 20).unwrap();
+    for rw in [false, true] {
+        let err = Fs::open(&img.path, rw)
+            .err()
+            .expect("blocks past the end of the device");
+        assert_eq!(err.errno(), libc::EUCLEAN, "{err}");
+        assert!(err.to_string().contains("device holds"), "{err}");
+    }
+}

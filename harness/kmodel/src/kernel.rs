@@ -392,6 +392,11 @@ impl Kernel {
         lock(&self.device).counts.clone()
     }
 
+    /// Every file data write so far, `(device offset, length)` in bytes.
+    pub fn data_writes(&self) -> Vec<(u64, u64)> {
+        lock(&self.device).written.clone()
+    }
+
     /// Every DEV_INVAL range `(offset, length)` so far, in bytes, in arrival order.
     pub fn invalidated(&self) -> Vec<(u64, u64)> {
         lock(&self.device).invalidated.clone()

@@ -47,6 +47,18 @@ impl Server {
             entries.len() < 4096
         })?;
         for (child, name, ftype, next) in entries {
+            if name.contains(&b'/') || name.contains(&0) {
+                // The kernel refuses a whole READDIR reply over one such name (EIO); a
+                // corrupt entry is left out instead, and the filesystem errored.
+                self.mark_errored(
+                    &mut meta,
+                    &format!(
+                        "directory {ino} has an entry named {:?}",
+                        String::from_utf8_lossy(&name)
+                    ),
+                );
+                continue;
+            }
             let dot = name == b"." || name == b"..";
             let fits = if plus {
                 if dot {
