@@ -328,3 +328,32 @@ fn a_corrupt_extent_never_sends_data_onto_metadata() {
     img.read_exact_at(&mut after, last * 4096).unwrap();
     assert!(before == after, "the inode table block was written");
 }
+
+#[test]
+fn destroy_closes_even_when_an_orphan_cannot_be_freed() {
+    // An orphan that is still open when the filesystem gets errored cannot be freed any
+    // more (changes are refused): unmount must close the filesystem all the same, leaving
+    // the orphan on the on-disk list for e2fsck or the next mount.
+    let fx = Fixture::new(32 << 20, 4096, &["fault=panic_in_mkdir"]);
+    let mut k = fx.mount();
+    let f = k.create(FUSE_ROOT_ID, "open", 0o644).unwrap();
+    k.write_direct(f, 0, &pattern(8192), 0).unwrap();
+    let ino = k.inode(f).unwrap().attr.ino;
+    let req = Request::new(Opcode::Unlink, FUSE_ROOT_ID).name(b"open");
+    assert_eq!(k.call_raw(&req).unwrap().error, 0);
+    assert_eq!(errno(k.mkdir(FUSE_ROOT_ID, "boom", 0o755)), EIO);
+    k.destroy()
+        .expect("DESTROY is answered and the server exits cleanly");
+    assert!(
+        fx.server_logs().contains("stays on the orphan list"),
+        "{}",
+        fx.server_logs()
+    );
+    assert_eq!(first_orphan(&fx.spec.image), Some(ino));
+    assert_eq!(state(&fx.spec.image), "not clean with errors");
+    let (code, out) = run("e2fsck", &["-fy"], &fx.spec.image);
+    assert!(code <= 1, "{out}");
+    assert_eq!(first_orphan(&fx.spec.image), None);
+    let (code, out) = run("e2fsck", &["-fn"], &fx.spec.image);
+    assert_eq!(code, 0, "{out}");
+}
