@@ -422,7 +422,19 @@ impl Fs {
     /// check it (system zone, bitmap) before handing it a directory to change.
     fn check_dir_mapping(&self, dir: Ino) -> Result<()> {
         let inode = self.dir_inode(dir)?;
-        self.dir_blocks(dir, &inode).map(drop)
+        let blocks = self.dir_blocks(dir, &inode)?;
+        if self.is_hashed(&inode) {
+            // The index too: libext2fs follows it to insert and remove entries.
+            let root_pblk = blocks
+                .first()
+                .copied()
+                .flatten()
+                .ok_or_else(|| corrupt(dir, "no root block"))?;
+            let mut root = vec![0u8; self.block_size() as usize];
+            self.read_dir_block(dir, root_pblk, &mut root)?;
+            self.dx_leaves(dir, &blocks, &root)?;
+        }
+        Ok(())
     }
 
     /// Points the existing entry `name` of `dir` at `ino` (of type `ftype`) in place: one
@@ -689,7 +701,27 @@ impl Fs {
         let mut hash_version = i32::from(root[INFO + 4]);
         let info_len = usize::from(root[INFO + 5]);
         let levels = root[INFO + 6];
-        if info_len != 8 || levels > 3 {
+        let unused_flags = root[INFO + 7];
+        let reserved_zero = le32(root, INFO);
+        // e2fsck's "invalid root node" rules: libext2fs' indexed insert trusts the root.
+        let max_levels = if self.has_incompat(sys::EXT4_FEATURE_INCOMPAT_LARGEDIR) {
+            3
+        } else {
+            2
+        };
+        let known_hash = [
+            sys::EXT2_HASH_LEGACY,
+            sys::EXT2_HASH_HALF_MD4,
+            sys::EXT2_HASH_TEA,
+            sys::EXT2_HASH_SIPHASH,
+        ]
+        .contains(&(hash_version as u32));
+        if info_len != 8
+            || levels >= max_levels
+            || reserved_zero != 0
+            || unused_flags & 1 != 0
+            || !known_hash
+        {
             return Err(corrupt(dir, "bad index root"));
         }
         if hash_version <= sys::EXT2_HASH_TEA as i32
@@ -714,6 +746,14 @@ impl Fs {
         reads: &mut usize,
     ) -> Result<()> {
         if levels == 0 {
+            // Every leaf must be a block the directory has: libext2fs' indexed insert
+            // trusts the index (and allocates before it finds a bad pointer).
+            if entries
+                .iter()
+                .any(|&(_, lblk)| blocks.get(lblk as usize).copied().flatten().is_none())
+            {
+                return Err(corrupt(dir, "index points outside"));
+            }
             leaves.extend(entries);
             if leaves.len() > blocks.len() {
                 return Err(corrupt(

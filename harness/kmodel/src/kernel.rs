@@ -1043,6 +1043,32 @@ impl Kernel {
         }
     }
 
+    /// Unmount as the kernel does it when writeback fails (a filesystem that went
+    /// read-only, an I/O error): dirty pages that cannot be written are dropped, every
+    /// inode is still closed and forgotten, and DESTROY is sent all the same.
+    pub fn destroy_despite_errors(mut self) -> Result<()> {
+        let mut nodes: Vec<NodeId> = self.inodes.keys().copied().collect();
+        nodes.sort_unstable();
+        for &node in &nodes {
+            if self.writeback(node).is_err() {
+                if let Some(inode) = self.inodes.get_mut(&node) {
+                    inode.dirty.clear();
+                }
+            }
+            let _ = self.release(node);
+        }
+        for node in nodes {
+            if node != FUSE_ROOT_ID {
+                let _ = self.forget(node);
+            }
+        }
+        self.call_empty(&Request::new(Opcode::Destroy, 0))?;
+        match self.link {
+            Link::Own(session) => session.finish(),
+            Link::Shared(shared) => shared.finish(),
+        }
+    }
+
     /// What unmount does for this kernel's inodes: write back, close and forget them all.
     /// (A thread of a shared mount calls this before the mount's DESTROY.)
     pub fn close_all(&mut self) -> Result<()> {

@@ -489,7 +489,7 @@ fn run_one(cfg: &FuzzConfig, base: &Base, seed: u64, dir: &Path) -> Result<Outco
         Ok(mut k) => {
             let result = exercise(&mut k, &mut rng, classic);
             let writes = k.data_writes();
-            let destroyed = k.destroy();
+            let destroyed = k.destroy_despite_errors();
             let requests = result.map_err(context)?;
             if let Err(e) = destroyed {
                 let text = e.to_string();
