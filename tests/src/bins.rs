@@ -15,8 +15,9 @@ pub struct IomapfsBins {
     pub helper: PathBuf,
 }
 
-/// Builds `cargo build -p iomapfs --bins` (debug profile, the configured target dir) on
-/// first use and returns the executables cargo reports.
+/// Builds `cargo build -p iomapfs --bins --features fault-injection` (debug profile, the
+/// configured target dir; the same build kmodel's tests use, so the two never replace each
+/// other's binary) on first use and returns the executables cargo reports.
 pub fn iomapfs_bins() -> Result<&'static IomapfsBins> {
     static BINS: OnceLock<Result<IomapfsBins, String>> = OnceLock::new();
     BINS.get_or_init(|| build().map_err(|e| format!("{e:#}")))
@@ -35,12 +36,14 @@ fn build() -> Result<IomapfsBins> {
         "-p",
         "iomapfs",
         "--bins",
+        "--features",
+        "fault-injection",
         "--message-format=json-render-diagnostics",
     ]);
     let out = cmd.output().context("cannot run cargo to build iomapfs")?;
     if !out.status.success() {
         bail!(
-            "`cargo build -p iomapfs --bins` failed ({}):\n{}",
+            "`cargo build -p iomapfs --bins --features fault-injection` failed ({}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );

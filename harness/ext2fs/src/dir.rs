@@ -317,10 +317,14 @@ impl Fs {
             ));
         }
         self.link_raw(dir, &cname, ino, ftype)?;
-        self.touch_dir(dir)
+        // The entry changed; the directory's times are not worth failing for.
+        let _ = self.touch_dir(dir);
+        Ok(())
     }
 
     fn link_raw(&mut self, dir: Ino, name: &CString, ino: Ino, ftype: FileType) -> Result<()> {
+        self.step("adding a directory entry")?;
+        self.check_dir_mapping(dir)?;
         let code = ftype.dirent_code() as i32;
         // SAFETY: NUL-terminated name; open read-write handle.
         let mut rc = unsafe { sys::ext2fs_link(self.ptr(), dir, name.as_ptr(), ino, code) };
@@ -354,6 +358,7 @@ impl Fs {
             ));
         }
         let inode = self.dir_inode(dir)?;
+        self.check_dir_mapping(dir)?;
         let not_found =
             || Error::from_errno(libc::ENOENT, format!("unlinking from directory {dir}"));
         if self.is_hashed(&inode) {
@@ -367,7 +372,9 @@ impl Fs {
             let rc = unsafe { sys::ext2fs_unlink(self.ptr(), dir, cname.as_ptr(), ino, 0) };
             check(rc, format!("removing an entry from directory {dir}"))?;
         }
-        self.touch_dir(dir)
+        // The entry changed; the directory's times are not worth failing for.
+        let _ = self.touch_dir(dir);
+        Ok(())
     }
 
     /// Removes an entry from its block as libext2fs does: the previous entry absorbs its
@@ -408,7 +415,92 @@ impl Fs {
         let now = Timestamp::now();
         d.set_mtime(now);
         d.set_ctime(now);
-        self.write_inode(dir, &d)
+        self.put_inode(dir, &d)
+    }
+
+    /// libext2fs walks and rewrites directory blocks through the directory's own mapping:
+    /// check it (system zone, bitmap) before handing it a directory to change.
+    fn check_dir_mapping(&self, dir: Ino) -> Result<()> {
+        let inode = self.dir_inode(dir)?;
+        let blocks = self.dir_blocks(dir, &inode)?;
+        if self.is_hashed(&inode) {
+            // The index too: libext2fs follows it to insert and remove entries.
+            let root_pblk = blocks
+                .first()
+                .copied()
+                .flatten()
+                .ok_or_else(|| corrupt(dir, "no root block"))?;
+            let mut root = vec![0u8; self.block_size() as usize];
+            self.read_dir_block(dir, root_pblk, &mut root)?;
+            self.dx_leaves(dir, &blocks, &root)?;
+        }
+        Ok(())
+    }
+
+    /// Points the existing entry `name` of `dir` at `ino` (of type `ftype`) in place: one
+    /// directory block write, so the name never disappears (rename over an existing name,
+    /// RENAME_EXCHANGE). Link counts are the caller's business.
+    pub fn set_entry(&mut self, dir: Ino, name: &[u8], ino: Ino, ftype: FileType) -> Result<()> {
+        self.check_rw("replacing a directory entry")?;
+        check_name(name)?;
+        if name == b"." || name == b".." {
+            return Err(Error::from_errno(
+                libc::EINVAL,
+                "cannot retarget \".\" or \"..\"",
+            ));
+        }
+        self.check_ino(ino, "replacing a directory entry")?;
+        let inode = self.dir_inode(dir)?;
+        let found = if self.is_hashed(&inode) {
+            self.find_hashed(dir, &inode, name)?
+        } else {
+            self.find_linear(dir, &inode, name)?
+        };
+        let found = found.ok_or_else(|| {
+            Error::from_errno(
+                libc::ENOENT,
+                format!("replacing an entry of directory {dir}"),
+            )
+        })?;
+        let mut buf = vec![0u8; self.block_size() as usize];
+        self.read_dir_block(dir, found.pblk, &mut buf)?;
+        buf[found.off..found.off + 4].copy_from_slice(&ino.to_le_bytes());
+        if self.has_filetype() {
+            buf[found.off + 7] = ftype.dirent_code() as u8;
+        }
+        // SAFETY: `buf` is one block long; libext2fs recomputes the block checksum.
+        let rc = unsafe {
+            sys::ext2fs_write_dir_block4(self.ptr(), found.pblk, buf.as_mut_ptr().cast(), 0, dir)
+        };
+        check(rc, format!("writing a block of directory {dir}"))?;
+        // The entry changed; the directory's times are not worth failing for.
+        let _ = self.touch_dir(dir);
+        Ok(())
+    }
+
+    /// Finds `name` in a linear directory by scanning its blocks.
+    fn find_linear(&self, dir: Ino, inode: &Inode, name: &[u8]) -> Result<Option<Found>> {
+        let filetype = self.has_filetype();
+        let mut buf = vec![0u8; self.block_size() as usize];
+        for pblk in self.dir_blocks(dir, inode)?.into_iter().flatten() {
+            self.read_dir_block(dir, pblk, &mut buf)?;
+            let mut found = None;
+            parse_block(&buf, filetype, |e| {
+                if e.ino != 0 && e.name == name {
+                    found = Some(Found {
+                        ino: e.ino,
+                        pblk,
+                        off: e.off,
+                    });
+                }
+                found.is_none()
+            })
+            .map_err(|what| corrupt(dir, what))?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
     }
 
     fn dir_inode(&self, dir: Ino) -> Result<Inode> {
@@ -609,7 +701,27 @@ impl Fs {
         let mut hash_version = i32::from(root[INFO + 4]);
         let info_len = usize::from(root[INFO + 5]);
         let levels = root[INFO + 6];
-        if info_len != 8 || levels > 3 {
+        let unused_flags = root[INFO + 7];
+        let reserved_zero = le32(root, INFO);
+        // e2fsck's "invalid root node" rules: libext2fs' indexed insert trusts the root.
+        let max_levels = if self.has_incompat(sys::EXT4_FEATURE_INCOMPAT_LARGEDIR) {
+            3
+        } else {
+            2
+        };
+        let known_hash = [
+            sys::EXT2_HASH_LEGACY,
+            sys::EXT2_HASH_HALF_MD4,
+            sys::EXT2_HASH_TEA,
+            sys::EXT2_HASH_SIPHASH,
+        ]
+        .contains(&(hash_version as u32));
+        if info_len != 8
+            || levels >= max_levels
+            || reserved_zero != 0
+            || unused_flags & 1 != 0
+            || !known_hash
+        {
             return Err(corrupt(dir, "bad index root"));
         }
         if hash_version <= sys::EXT2_HASH_TEA as i32
@@ -634,6 +746,14 @@ impl Fs {
         reads: &mut usize,
     ) -> Result<()> {
         if levels == 0 {
+            // Every leaf must be a block the directory has: libext2fs' indexed insert
+            // trusts the index (and allocates before it finds a bad pointer).
+            if entries
+                .iter()
+                .any(|&(_, lblk)| blocks.get(lblk as usize).copied().flatten().is_none())
+            {
+                return Err(corrupt(dir, "index points outside"));
+            }
             leaves.extend(entries);
             if leaves.len() > blocks.len() {
                 return Err(corrupt(
@@ -734,6 +854,7 @@ impl Fs {
 
     /// Allocates one block near the inode's group and marks it in use.
     fn alloc_block(&mut self, ino: Ino) -> Result<u64> {
+        self.step("allocating a block")?;
         let goal = self.inode_group_first_block(ino);
         let mut blk: sys::blk64_t = 0;
         // SAFETY: open read-write handle; `blk` receives the result.
@@ -783,20 +904,43 @@ impl Fs {
         let parent_links = self.links_after_mkdir(&pinode)?;
         let mode = sys::LINUX_S_IFDIR | (mode & 0o7777);
         let ino = self.new_inode(parent, mode)?;
-        let res = self
-            .mkdir_contents(ino, parent, mode, uid, gid)
-            .and_then(|()| self.link_raw(parent, &cname, ino, FileType::Dir));
-        if let Err(e) = res {
-            let _ = self.free_inode(ino);
+        if let Err(e) = self.mkdir_contents(ino, parent, mode, uid, gid) {
+            self.undo_new_inode(ino);
             return Err(e);
         }
+        // The parent counts the new ".." before a name points at the directory: a failure
+        // in between leaves a link too many (what e2fsck repairs), never one too few.
         let mut p = self.read_inode(parent)?;
+        let old_links = p.links();
         p.set_links(parent_links);
         let now = Timestamp::now();
         p.set_mtime(now);
         p.set_ctime(now);
-        self.write_inode(parent, &p)?;
+        if let Err(e) = self.write_inode(parent, &p) {
+            self.undo_new_inode(ino);
+            return Err(e);
+        }
+        if let Err(e) = self.link_raw(parent, &cname, ino, FileType::Dir) {
+            // Re-read: a failed link may still have grown the directory.
+            let undone = self.read_inode(parent).and_then(|mut p| {
+                p.set_links(old_links);
+                self.put_inode(parent, &p)
+            });
+            if undone.is_err() {
+                self.mark_error();
+            }
+            self.undo_new_inode(ino);
+            return Err(e);
+        }
         Ok(ino)
+    }
+
+    /// Frees an inode a failed create allocated; if even that fails, the filesystem holds
+    /// an inode nothing names and is marked errored for e2fsck.
+    pub(crate) fn undo_new_inode(&mut self, ino: Ino) {
+        if self.free_inode(ino).is_err() {
+            self.mark_error();
+        }
     }
 
     fn mkdir_contents(
@@ -819,6 +963,7 @@ impl Fs {
             return Err(e);
         }
         // The block checksum covers the inode's generation, so the inode goes first.
+        self.step("writing a directory block")?;
         let mut block: *mut c_char = ptr::null_mut();
         // SAFETY: libext2fs allocates a block-sized buffer with "." and ".." for us.
         check(
@@ -909,10 +1054,11 @@ impl Fs {
             .symlink_contents(ino, target, uid, gid)
             .and_then(|()| self.link_raw(parent, &cname, ino, FileType::Symlink));
         if let Err(e) = res {
-            let _ = self.free_inode(ino);
+            self.undo_new_inode(ino);
             return Err(e);
         }
-        self.touch_dir(parent)?;
+        // The name is in place: the directory's times are not worth failing for.
+        let _ = self.touch_dir(parent);
         Ok(ino)
     }
 
@@ -931,6 +1077,10 @@ impl Fs {
         let blk = self.alloc_block(ino)?;
         let mut data = vec![0u8; self.block_size() as usize];
         data[..target.len()].copy_from_slice(target);
+        if let Err(e) = self.step("writing a symlink block") {
+            self.block_alloc_stats(blk, -1);
+            return Err(e);
+        }
         // SAFETY: `data` is one block long.
         let rc =
             unsafe { sys::io_channel_write_blk64((*self.ptr()).io, blk, 1, data.as_ptr().cast()) };

@@ -3,6 +3,9 @@
 //! stale cached copy of a freed metadata block must not be written back over new data).
 //! Only the single-block callback is used: the range callback of libext2fs 1.47.0 reports
 //! the end of the run with a count of zero.
+//!
+//! The same log records which block groups' bitmaps and descriptors changed (allocations
+//! and frees of blocks and inodes), so that `commit` writes only those groups.
 
 use crate::fs::Fs;
 use crate::sys;
@@ -11,6 +14,8 @@ use crate::sys;
 #[derive(Default)]
 pub(crate) struct FreedLog {
     runs: Vec<(u64, u64)>,
+    /// Groups whose bitmaps or descriptor changed since the last commit.
+    pub(crate) groups: std::collections::BTreeSet<u32>,
 }
 
 impl FreedLog {
@@ -28,13 +33,15 @@ unsafe fn log_of(fs: sys::ext2_filsys) -> Option<&'static mut FreedLog> {
 }
 
 unsafe extern "C" fn on_block(fs: sys::ext2_filsys, blk: sys::blk64_t, inuse: core::ffi::c_int) {
-    if inuse < 0 {
-        if let Some(log) = unsafe { log_of(fs) } {
+    if let Some(log) = unsafe { log_of(fs) } {
+        if inuse < 0 {
             log.push(blk, 1);
         }
+        // SAFETY: `fs` is the open handle libext2fs calls us for.
+        log.groups
+            .insert(unsafe { sys::ext2fs_group_of_blk2(fs, blk) });
     }
 }
-
 
 impl Fs {
     /// Starts logging freed blocks into `log` (owned by this `Fs`, stable address).
@@ -43,7 +50,11 @@ impl Fs {
         // SAFETY: open handle; the Box is reclaimed in `drop_freed_log`.
         unsafe {
             (*self.ptr()).priv_data = log.cast();
-            sys::ext2fs_set_block_alloc_stats_callback(self.ptr(), Some(on_block), std::ptr::null_mut());
+            sys::ext2fs_set_block_alloc_stats_callback(
+                self.ptr(),
+                Some(on_block),
+                std::ptr::null_mut(),
+            );
         }
     }
 
@@ -67,6 +78,44 @@ impl Fs {
         // SAFETY: open handle.
         if let Some(log) = unsafe { log_of(self.ptr()) } {
             log.push(blk, num);
+        }
+        self.note_block_groups(blk, num);
+    }
+
+    /// Records the groups of a block run this crate allocated or freed as changed.
+    pub(crate) fn note_block_groups(&self, blk: u64, num: u64) {
+        let fs = self.ptr();
+        // SAFETY: open handle.
+        if let Some(log) = unsafe { log_of(fs) } {
+            if num == 0 {
+                return;
+            }
+            // SAFETY: open handle; block numbers within the filesystem.
+            let (first, last) = unsafe {
+                (
+                    sys::ext2fs_group_of_blk2(fs, blk),
+                    sys::ext2fs_group_of_blk2(fs, blk + num - 1),
+                )
+            };
+            log.groups.extend(first..=last);
+        }
+    }
+
+    /// Records the group of an inode this crate allocated or freed as changed.
+    pub(crate) fn note_inode_group(&self, ino: crate::inode::Ino) {
+        let per_group = self.sb().s_inodes_per_group.max(1);
+        // SAFETY: open handle.
+        if let Some(log) = unsafe { log_of(self.ptr()) } {
+            log.groups.insert((ino - 1) / per_group);
+        }
+    }
+
+    /// The groups recorded as changed since the last call.
+    pub(crate) fn take_dirty_groups(&mut self) -> std::collections::BTreeSet<u32> {
+        // SAFETY: open handle.
+        match unsafe { log_of(self.ptr()) } {
+            Some(log) => std::mem::take(&mut log.groups),
+            None => Default::default(),
         }
     }
 

@@ -121,6 +121,15 @@ pub struct Fs {
     read_only: bool,
     /// The on-disk state was changed to "mounted" and must be restored at close.
     mounted: bool,
+    /// Corruption was found or a change could not be completed nor undone: EXT2_ERROR_FS is
+    /// set, changes are refused, and close leaves the filesystem marked not clean.
+    errored: bool,
+    /// Blocks no file may map: superblocks, descriptors, bitmaps, inode tables, journal.
+    pub(crate) zone: crate::zone::SystemZone,
+    /// What `commit` wrote last, per group (see `commit.rs`).
+    pub(crate) committed: Vec<crate::commit::GroupState>,
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+    pub(crate) faults: crate::fault::Faults,
 }
 
 // SAFETY: the ext2_filsys and everything it points to are owned by this handle and only used
@@ -164,19 +173,35 @@ impl Fs {
             raw: Some(raw),
             read_only: !read_write,
             mounted: false,
+            errored: false,
+            zone: Default::default(),
+            committed: Vec::new(),
+            faults: Default::default(),
         };
         fs.install_freed_log();
+        let with_ctx = |e: Error| Error::new(e.code(), format!("{}: {}", ctx(), e.context()));
 
-        fs.check_openable(read_write)
-            .map_err(|e| Error::new(e.code(), format!("{}: {}", ctx(), e.context())))?;
+        fs.check_openable(read_write).map_err(with_ctx)?;
+        fs.check_device_size(&cpath).map_err(with_ctx)?;
+        // Like ext4_check_descriptors: bitmaps and inode tables where they may be, not
+        // overlapping, before anything is read through them or written to them.
+        // SAFETY: open handle.
+        check(
+            unsafe { sys::ext2fs_check_desc(fs.ptr()) },
+            "the group descriptors are corrupt; run `e2fsck -f`",
+        )
+        .map_err(with_ctx)?;
+        fs.zone = crate::zone::SystemZone::build(&fs).map_err(with_ctx)?;
         if read_write {
             // SAFETY: open handle.
             check(
                 unsafe { sys::ext2fs_read_bitmaps(fs.ptr()) },
                 format!("{}: reading bitmaps", ctx()),
             )?;
-            fs.mark_mounted()
-                .map_err(|e| Error::new(e.code(), format!("{}: {}", ctx(), e.context())))?;
+            fs.mark_mounted().map_err(with_ctx)?;
+            fs.committed = fs.group_states();
+            fs.protect_system_zone();
+            fs.process_orphans().map_err(with_ctx)?;
         }
         Ok(fs)
     }
@@ -224,8 +249,30 @@ impl Fs {
         if u32::from(sb.s_state) & sys::EXT2_VALID_FS == 0 {
             return needs_fsck("the filesystem was not cleanly unmounted");
         }
-        if sb.s_last_orphan != 0 {
-            return needs_fsck("orphan inodes are pending");
+        Ok(())
+    }
+
+    /// Like ext4's "bad geometry" check: a filesystem larger than its device would have
+    /// blocks allocated (and written) past the device's end.
+    fn check_device_size(&self, path: &std::ffi::CStr) -> Result<()> {
+        let mut device_blocks: sys::blk64_t = 0;
+        // SAFETY: a valid C string; the result is a plain integer.
+        let rc = unsafe {
+            sys::ext2fs_get_device_size2(
+                path.as_ptr(),
+                self.block_size() as i32,
+                &mut device_blocks,
+            )
+        };
+        check(rc, "reading the device size")?;
+        if self.blocks_count() > device_blocks {
+            return Err(Error::new(
+                i64::from(sys::EXT2_ET_FILESYSTEM_CORRUPTED),
+                format!(
+                    "the superblock claims {} blocks, but the device holds {device_blocks}; run `e2fsck -f`",
+                    self.blocks_count()
+                ),
+            ));
         }
         Ok(())
     }
@@ -255,7 +302,7 @@ impl Fs {
         unsafe { &*(*self.ptr()).super_ }
     }
 
-    fn sb_mut(&mut self) -> &mut sys::ext2_super_block {
+    pub(crate) fn sb_mut(&mut self) -> &mut sys::ext2_super_block {
         // SAFETY: as in `sb`; `&mut self` gives exclusive access.
         unsafe { &mut *(*self.ptr()).super_ }
     }
@@ -278,12 +325,80 @@ impl Fs {
         self.sb().s_feature_compat & bit != 0
     }
 
+    /// Refuses a change on a read-only or errored filesystem; otherwise one fault step.
     pub(crate) fn check_rw(&self, what: &'static str) -> Result<()> {
         if self.read_only {
-            Err(Error::new(i64::from(sys::EXT2_ET_RO_FILSYS), what))
-        } else {
-            Ok(())
+            return Err(Error::new(i64::from(sys::EXT2_ET_RO_FILSYS), what));
         }
+        if self.errored {
+            return Err(Error::new(
+                i64::from(sys::EXT2_ET_RO_FILSYS),
+                format!("{what}: the filesystem has errors and is read-only until `e2fsck -f` repairs it"),
+            ));
+        }
+        self.step(what)
+    }
+
+    /// Records an error the way ext4 does with errors=remount-ro: EXT2_ERROR_FS, the error
+    /// count and times in the superblock, written at once (best effort), and every later
+    /// change refused. Close then leaves the filesystem not clean, so it is checked.
+    pub fn mark_error(&mut self) {
+        if self.errored {
+            return;
+        }
+        self.errored = true;
+        let now = Timestamp::now().sec as u32;
+        let sb = self.sb_mut();
+        sb.s_state |= sys::EXT2_ERROR_FS as u16;
+        sb.s_error_count = sb.s_error_count.saturating_add(1);
+        if sb.s_first_error_time == 0 {
+            sb.s_first_error_time = now;
+        }
+        sb.s_last_error_time = now;
+        self.mark_super_dirty();
+        if !self.read_only {
+            // If this fails too, close writes it again.
+            let _ = self.write_super();
+        }
+    }
+
+    /// Whether [`Fs::mark_error`] was called (or the filesystem was opened with errors).
+    pub fn is_errored(&self) -> bool {
+        self.errored
+    }
+
+    /// Writes the primary superblock as it is in memory (checksum updated), and records it
+    /// as written so a later `ext2fs_flush` (which writes only the bytes that changed since
+    /// the last write) stays correct.
+    pub(crate) fn write_super(&mut self) -> Result<()> {
+        let fs = self.ptr();
+        // SAFETY: open read-write handle; the superblock and orig_super are owned by it and
+        // SUPERBLOCK_SIZE (1024) bytes long. The channel's block size is restored after the
+        // 1 KiB write at byte 1024, as libext2fs' write_primary_superblock does.
+        unsafe {
+            check(
+                sys::ext2fs_superblock_csum_set(fs, (*fs).super_),
+                "checksumming the superblock",
+            )?;
+            let io = (*fs).io;
+            let set_blksize = (*(*io).manager).set_blksize;
+            if let Some(set) = set_blksize {
+                check(set(io, 1024), "writing the superblock")?;
+            }
+            let rc = sys::io_channel_write_blk64(io, 1, -1024, (*fs).super_ as *const _);
+            if let Some(set) = set_blksize {
+                set(io, (*fs).blocksize as i32);
+            }
+            check(rc, "writing the superblock")?;
+            if !(*fs).orig_super.is_null() {
+                ptr::copy_nonoverlapping(
+                    (*fs).super_ as *const u8,
+                    (*fs).orig_super as *mut u8,
+                    1024,
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Writes the superblock, group descriptors and bitmaps if they changed, then asks the
@@ -331,7 +446,10 @@ impl Fs {
                 return Ok(());
             }
             let sb = &mut *(*fs).super_;
-            sb.s_state |= sys::EXT2_VALID_FS as u16;
+            // An errored filesystem is never marked clean: the next mount must check it.
+            if !self.errored {
+                sb.s_state |= sys::EXT2_VALID_FS as u16;
+            }
             (*fs).flags |= (sys::EXT2_FLAG_DIRTY | sys::EXT2_FLAG_CHANGED) as i32;
             let rc = sys::ext2fs_close2(fs, 0);
             if rc != 0 {
@@ -404,9 +522,31 @@ impl Fs {
         }
     }
 
-    fn check_ino(&self, ino: Ino, what: &'static str) -> Result<()> {
-        if ino == 0 || ino > self.sb().s_inodes_count {
-            return Err(Error::new(i64::from(sys::EXT2_ET_BAD_INODE_NUM), what));
+    /// Whether an inode number may name a file, as ext4's `ext4_valid_inum`: the root, or
+    /// one from the first non-reserved inode to the last. The reserved ones (bad blocks,
+    /// the journal, the resize inode, ...) are never served, whoever names them.
+    pub fn is_valid_ino(&self, ino: Ino) -> bool {
+        let sb = self.sb();
+        ino == crate::inode::ROOT_INO || (ino >= self.first_ino() && ino <= sb.s_inodes_count)
+    }
+
+    fn first_ino(&self) -> Ino {
+        let sb = self.sb();
+        if sb.s_rev_level == 0 {
+            sys::EXT2_GOOD_OLD_FIRST_INO
+        } else {
+            sb.s_first_ino
+        }
+    }
+
+    /// Refuses an inode number no file can have: a corrupt directory entry or orphan list
+    /// (EUCLEAN), like ext4's "iget: illegal inode #".
+    pub(crate) fn check_ino(&self, ino: Ino, what: &'static str) -> Result<()> {
+        if !self.is_valid_ino(ino) {
+            return Err(Error::new(
+                i64::from(sys::EXT2_ET_FILESYSTEM_CORRUPTED),
+                format!("{what}: inode {ino} is reserved or out of range"),
+            ));
         }
         Ok(())
     }
@@ -414,6 +554,17 @@ impl Fs {
     /// Reads the whole large inode (fields beyond a 128-byte on-disk inode read as zero).
     pub fn read_inode(&self, ino: Ino) -> Result<Inode> {
         self.check_ino(ino, "reading inode")?;
+        self.read_inode_unchecked(ino)
+    }
+
+    /// `read_inode` for the crate's own use of reserved inodes (the journal's mapping).
+    pub(crate) fn read_inode_unchecked(&self, ino: Ino) -> Result<Inode> {
+        if ino == 0 || ino > self.sb().s_inodes_count {
+            return Err(Error::new(
+                i64::from(sys::EXT2_ET_BAD_INODE_NUM),
+                format!("reading inode {ino}"),
+            ));
+        }
         let mut inode = Inode::zeroed();
         let size = std::mem::size_of::<sys::ext2_inode_large>() as i32;
         // SAFETY: the buffer is a whole ext2_inode_large; libext2fs copies at most `size` bytes.
@@ -427,6 +578,11 @@ impl Fs {
     /// the inode's `i_extra_isize` are written; in-inode extended attributes are preserved.
     pub fn write_inode(&mut self, ino: Ino, inode: &Inode) -> Result<()> {
         self.check_rw("writing inode")?;
+        self.put_inode(ino, inode)
+    }
+
+    /// `write_inode` as a part of a larger change (no fault step of its own).
+    pub(crate) fn put_inode(&mut self, ino: Ino, inode: &Inode) -> Result<()> {
         self.check_ino(ino, "writing inode")?;
         let mut copy = *inode;
         let len = copy.fixed_len().min(self.inode_size()) as i32;
@@ -445,6 +601,17 @@ impl Fs {
             sys::ext2fs_new_inode(self.ptr(), dir, mode as i32, ptr::null_mut(), &mut ino)
         };
         check(rc, "allocating an inode")?;
+        self.check_ino(ino, "allocating an inode")?;
+        // A corrupt bitmap must not hand out a live inode (that would cross-link two files).
+        let old = self.read_inode(ino)?;
+        if old.links() != 0 && old.mode() != 0 && old.dtime() == 0 {
+            // SAFETY: open read-write handle; `ino` is in range.
+            unsafe { sys::ext2fs_mark_generic_bmap((*self.ptr()).inode_map, u64::from(ino)) };
+            return Err(Error::new(
+                i64::from(sys::EXT2_ET_FILESYSTEM_CORRUPTED),
+                format!("the inode bitmap marks inode {ino} free, but it is in use"),
+            ));
+        }
         // Zero links and no blocks, but the mode, so that freeing it fixes the right counters.
         let mut blank = Inode::zeroed();
         blank.set_mode(mode);
@@ -455,6 +622,7 @@ impl Fs {
         let is_dir = i32::from(mode & sys::LINUX_S_IFMT == sys::LINUX_S_IFDIR);
         // SAFETY: `ino` is a valid, currently free inode number.
         unsafe { sys::ext2fs_inode_alloc_stats2(self.ptr(), ino, 1, is_dir) };
+        self.note_inode_group(ino);
         Ok(ino)
     }
 
@@ -504,9 +672,10 @@ impl Fs {
         check(rc, format!("writing new inode {ino}"))
     }
 
-    /// Frees an inode whose last link is gone: its extended attributes (EA block reference,
-    /// EA inodes), all its blocks, and the inode itself (links 0, dtime set). Works for
-    /// directories too; the caller unlinks names and fixes the parent's link count.
+    /// Frees an inode whose last link is gone: all its blocks, its extended attributes (EA
+    /// block reference, EA inodes), its place on the orphan list, and the inode itself
+    /// (links 0, dtime set). Works for directories too; the caller unlinks names and fixes
+    /// the parent's link count. Interrupted, it can be called again to finish.
     pub fn free_inode(&mut self, ino: Ino) -> Result<()> {
         self.check_rw("freeing an inode")?;
         self.check_ino(ino, "freeing an inode")?;
@@ -514,20 +683,7 @@ impl Fs {
             // Values stored in EA inodes hold references that only the xattr code drops.
             self.remove_all_xattrs(ino)?;
         }
-        let mut inode = self.read_inode(ino)?;
-        let ctx = || format!("freeing inode {ino}");
-        // SAFETY: `inode` is a whole large inode; the call updates i_file_acl and i_blocks in it.
-        let rc = unsafe { sys::ext2fs_free_ext_attr(self.ptr(), ino, &mut inode.raw) };
-        check(rc, ctx())?;
-        // Frees all data and tree blocks (a fast symlink has none); writes the inode.
-        self.punch(ino, &mut inode, 0, None)?;
-        let is_dir = i32::from(inode.is_dir());
-        inode.set_links(0);
-        inode.raw.i_dtime = Timestamp::now().sec as u32;
-        self.write_inode(ino, &inode)?;
-        // SAFETY: `ino` is in use and now empty.
-        unsafe { sys::ext2fs_inode_alloc_stats2(self.ptr(), ino, -1, is_dir) };
-        Ok(())
+        self.release_inode(ino)
     }
 
     /// Marks `blk` in use (bitmap, group and superblock counters).

@@ -355,16 +355,56 @@ unsafe extern "C" fn collect_blocks(
 }
 
 impl Fs {
-    fn check_pblk(&self, pblk: u64, len: u64, ino: Ino) -> Result<()> {
+    /// Refuses a mapping no file can have: outside the filesystem, over the system zone
+    /// (superblocks, descriptors, bitmaps, inode tables, journal; ext4's block_validity),
+    /// or, when the bitmaps are loaded, over blocks they mark free. So a corrupt extent can
+    /// never make data or a metadata update land on metadata or on free space.
+    pub(crate) fn check_pblk(&self, pblk: u64, len: u64, ino: Ino) -> Result<()> {
         let first = u64::from(self.sb().s_first_data_block);
         let end = pblk.checked_add(len);
-        if pblk < first || end.is_none_or(|e| e > self.blocks_count()) {
-            return Err(Error::new(
+        let bad = |why: &str| {
+            Err(Error::new(
                 i64::from(sys::EXT2_ET_EXTENT_LEAF_BAD),
-                format!("inode {ino} maps blocks {pblk}+{len} outside the filesystem"),
-            ));
+                format!("inode {ino} maps blocks {pblk}+{len} {why}"),
+            ))
+        };
+        if pblk < first || end.is_none_or(|e| e > self.blocks_count()) {
+            return bad("outside the filesystem");
+        }
+        if self.zone.overlaps(pblk, len) {
+            return bad(
+                "over filesystem metadata (superblock, descriptors, bitmaps or inode table)",
+            );
+        }
+        if !self.blocks_in_use(pblk, len) {
+            return bad("that the block bitmap marks free");
         }
         Ok(())
+    }
+
+    /// Whether every block of the run is marked in use (true when bitmaps are not loaded).
+    fn blocks_in_use(&self, pblk: u64, len: u64) -> bool {
+        // SAFETY: open handle; block_map is null until ext2fs_read_bitmaps.
+        let map = unsafe { (*self.ptr()).block_map };
+        if map.is_null() || len == 0 {
+            return true;
+        }
+        let mut out = 0u64;
+        // SAFETY: a valid bitmap and an in-range run (checked by the caller).
+        let rc = unsafe {
+            sys::ext2fs_find_first_zero_generic_bmap(map, pblk, pblk + len - 1, &mut out)
+        };
+        rc != 0
+    }
+
+    /// Checks a single metadata block an inode points at (its xattr block).
+    pub(crate) fn check_meta_block(&self, blk: u64, ino: Ino) -> Result<()> {
+        self.check_pblk(blk, 1, ino).map_err(|e| {
+            Error::new(
+                i64::from(sys::EXT2_ET_BAD_EA_BLOCK_NUM),
+                format!("inode {ino}: xattr block {blk} is invalid: {}", e.context()),
+            )
+        })
     }
 
     fn has_valid_blocks(&self, inode: &Inode) -> bool {
@@ -671,7 +711,7 @@ impl Fs {
             ));
         }
         let res = self.fill_holes(ino, inode, lblk, end);
-        let written = self.write_inode(ino, inode);
+        let written = self.put_inode(ino, inode);
         res.and(written)
     }
 
@@ -779,6 +819,7 @@ impl Fs {
         // SAFETY: the run came from new_range; `inode` is the inode being extended.
         unsafe {
             sys::ext2fs_block_alloc_stats_range(self.ptr(), pblk, len as u32, 1);
+            self.note_block_groups(pblk, len);
             let rc = sys::ext2fs_iblk_add_blocks(self.ptr(), inode, len);
             if rc != 0 {
                 sys::ext2fs_block_alloc_stats_range(self.ptr(), pblk, len as u32, -1);
@@ -817,7 +858,7 @@ impl Fs {
         // writing the inode as it goes.
         let rc =
             unsafe { sys::ext2fs_fallocate(self.ptr(), 0, ino, inode.as_mut_ptr(), !0, lblk, len) };
-        let written = self.write_inode(ino, inode);
+        let written = self.put_inode(ino, inode);
         check(rc, format!("allocating blocks for inode {ino}"))?;
         written
     }
@@ -834,7 +875,7 @@ impl Fs {
             return Ok(());
         }
         let res = self.convert_range(ino, inode, lblk, end.min(EXTENT_LBLK_LIMIT));
-        let written = self.write_inode(ino, inode);
+        let written = self.put_inode(ino, inode);
         res.and(written)
     }
 
@@ -924,6 +965,17 @@ impl Fs {
         end: Option<u64>,
     ) -> Result<()> {
         self.check_rw("punching blocks")?;
+        self.punch_blocks(ino, inode, start, end)
+    }
+
+    /// `punch` as a part of a larger change (no fault step of its own).
+    pub(crate) fn punch_blocks(
+        &mut self,
+        ino: Ino,
+        inode: &mut Inode,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<()> {
         let last = end.unwrap_or(u64::MAX);
         if start > last {
             return Err(Error::from_errno(libc::EINVAL, "punch range is empty"));
@@ -961,7 +1013,7 @@ impl Fs {
             };
             check(rc, format!("truncating inode {ino}"))
         };
-        let written = self.write_inode(ino, inode);
+        let written = self.put_inode(ino, inode);
         res.and(written)
     }
 

@@ -66,6 +66,12 @@ struct Handle {
 
 impl Handle {
     fn open(fs: &Fs, ino: Ino) -> Result<Handle> {
+        // The xattr block is read, and rewritten in place when it is not shared: it must
+        // be a block this inode may own, never metadata (a corrupt i_file_acl).
+        let acl_block = fs.read_inode(ino)?.file_acl();
+        if acl_block != 0 {
+            fs.check_meta_block(acl_block, ino)?;
+        }
         let mut h = ptr::null_mut();
         // SAFETY: open filesystem; `h` receives an owned handle.
         check(
@@ -261,7 +267,7 @@ impl Fs {
     fn touch_ctime(&mut self, ino: Ino) -> Result<()> {
         let mut inode = self.read_inode(ino)?;
         inode.set_ctime(Timestamp::now());
-        self.write_inode(ino, &inode)
+        self.put_inode(ino, &inode)
     }
 }
 

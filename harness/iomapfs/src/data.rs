@@ -14,7 +14,10 @@ pub struct DataDevice {
 
 impl DataDevice {
     pub fn new(file: File, block_size: u32) -> Self {
-        Self { file, block_size: block_size as u64 }
+        Self {
+            file,
+            block_size: block_size as u64,
+        }
     }
 
     pub fn file(&self) -> &File {
@@ -27,7 +30,9 @@ impl DataDevice {
         let end = pos + buf.len() as u64;
         buf.fill(0);
         for p in pieces {
-            let Backing::Data { addr } = p.backing else { continue };
+            let Backing::Data { addr } = p.backing else {
+                continue;
+            };
             let (from, to) = (p.offset.max(pos), p.end().min(end));
             if from >= to {
                 continue;
@@ -58,7 +63,9 @@ impl DataDevice {
                     self.file.write_all_at(&block, addr + (b_from - p.offset))?;
                 }
                 Backing::Hole => {
-                    return Err(io::Error::other("write into a hole that begin_write did not fill"))
+                    return Err(io::Error::other(
+                        "write into a hole that begin_write did not fill",
+                    ))
                 }
             }
         }
@@ -68,11 +75,58 @@ impl DataDevice {
     /// Writes zeroes over the file bytes `[from, to)` where they are backed by written data.
     pub fn zero(&self, pieces: &[Piece], from: u64, to: u64) -> io::Result<()> {
         for p in pieces {
-            let Backing::Data { addr } = p.backing else { continue };
+            let Backing::Data { addr } = p.backing else {
+                continue;
+            };
             let (a, b) = (p.offset.max(from), p.end().min(to));
             if a < b {
                 let zeros = vec![0u8; (b - a) as usize];
                 self.file.write_all_at(&zeros, addr + (a - p.offset))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the blocks a write filled in unwritten pieces of `[pos, end)` are on
+    /// the device (written and acknowledged, `sync_file_range`): only then may their
+    /// conversion to written extents be written, or a crash could expose what the blocks
+    /// held before (another file's deleted data). Overwrites of written data need no wait.
+    /// The device cache is flushed by the next sync (fsync, commit, unmount).
+    pub fn sync_unwritten(&self, pieces: &[Piece], pos: u64, end: u64) -> io::Result<()> {
+        let bs = self.block_size;
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for p in pieces {
+            let Backing::Unwritten { addr } = p.backing else {
+                continue;
+            };
+            let (from, to) = (p.offset.max(pos), p.end().min(end));
+            if from >= to {
+                continue;
+            }
+            // The whole blocks `write` wrote, padding included.
+            let start = addr + (from / bs * bs - p.offset);
+            let stop = addr + (to.div_ceil(bs) * bs - p.offset);
+            match ranges.last_mut() {
+                Some(last) if last.1 == start => last.1 = stop,
+                _ => ranges.push((start, stop)),
+            }
+        }
+        use std::os::fd::AsRawFd;
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        for (start, stop) in ranges {
+            // SAFETY: plain syscall on our own descriptor.
+            let rc = unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    start as i64,
+                    (stop - start) as i64,
+                    flags,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
             }
         }
         Ok(())
@@ -99,9 +153,21 @@ mod tests {
     fn reads_zero_for_holes_and_unwritten() {
         let dev = device(8192);
         let pieces = [
-            Piece { offset: 0, len: 1024, backing: Backing::Data { addr: 4096 } },
-            Piece { offset: 1024, len: 1024, backing: Backing::Hole },
-            Piece { offset: 2048, len: 1024, backing: Backing::Unwritten { addr: 5120 } },
+            Piece {
+                offset: 0,
+                len: 1024,
+                backing: Backing::Data { addr: 4096 },
+            },
+            Piece {
+                offset: 1024,
+                len: 1024,
+                backing: Backing::Hole,
+            },
+            Piece {
+                offset: 2048,
+                len: 1024,
+                backing: Backing::Unwritten { addr: 5120 },
+            },
         ];
         let mut buf = vec![1u8; 3000];
         dev.read(&pieces, 10, &mut buf).unwrap();
@@ -112,21 +178,35 @@ mod tests {
     #[test]
     fn unwritten_writes_are_zero_padded_to_blocks() {
         let dev = device(8192);
-        let pieces = [Piece { offset: 0, len: 2048, backing: Backing::Unwritten { addr: 2048 } }];
+        let pieces = [Piece {
+            offset: 0,
+            len: 2048,
+            backing: Backing::Unwritten { addr: 2048 },
+        }];
         dev.write(&pieces, 100, &[7u8; 1000]).unwrap();
         let mut raw = vec![0u8; 8192];
         dev.file.read_exact_at(&mut raw, 0).unwrap();
-        assert!(raw[..2048].iter().all(|&b| b == 0xAA), "outside the mapping untouched");
+        assert!(
+            raw[..2048].iter().all(|&b| b == 0xAA),
+            "outside the mapping untouched"
+        );
         assert!(raw[2048..2148].iter().all(|&b| b == 0), "head padding");
         assert!(raw[2148..3148].iter().all(|&b| b == 7), "payload");
         assert!(raw[3148..4096].iter().all(|&b| b == 0), "tail padding");
-        assert!(raw[4096..].iter().all(|&b| b == 0xAA), "past the blocks untouched");
+        assert!(
+            raw[4096..].iter().all(|&b| b == 0xAA),
+            "past the blocks untouched"
+        );
     }
 
     #[test]
     fn written_data_is_patched_in_place() {
         let dev = device(8192);
-        let pieces = [Piece { offset: 0, len: 1024, backing: Backing::Data { addr: 1024 } }];
+        let pieces = [Piece {
+            offset: 0,
+            len: 1024,
+            backing: Backing::Data { addr: 1024 },
+        }];
         dev.write(&pieces, 10, &[5u8; 4]).unwrap();
         let mut raw = vec![0u8; 1024];
         dev.file.read_exact_at(&mut raw, 1024).unwrap();
@@ -136,7 +216,11 @@ mod tests {
     #[test]
     fn a_hole_in_a_write_is_an_error_not_a_panic() {
         let dev = device(4096);
-        let pieces = [Piece { offset: 0, len: 1024, backing: Backing::Hole }];
+        let pieces = [Piece {
+            offset: 0,
+            len: 1024,
+            backing: Backing::Hole,
+        }];
         assert!(dev.write(&pieces, 0, &[1u8; 10]).is_err());
     }
 }

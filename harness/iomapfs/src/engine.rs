@@ -80,10 +80,17 @@ pub fn begin_write(
     let bs = fs.block_size() as u64;
     let (first, end) = block_span(pos, len, bs);
     let pieces = map(fs, ino, inode, pos, len)?;
-    let hole_blocks: u64 = pieces.iter().filter(|p| p.backing == Backing::Hole).map(|p| p.len / bs).sum();
+    let hole_blocks: u64 = pieces
+        .iter()
+        .filter(|p| p.backing == Backing::Hole)
+        .map(|p| p.len / bs)
+        .sum();
     if hole_blocks > 0 {
         if fs.free_blocks() < hole_blocks + CONVERSION_RESERVE_BLOCKS {
-            return Err(ext2fs::Error::from_errno(libc::ENOSPC, "no room to allocate and later convert the write"));
+            return Err(ext2fs::Error::from_errno(
+                libc::ENOSPC,
+                "no room to allocate and later convert the write",
+            ));
         }
         fs.allocate_unwritten(ino, inode, first, end - first)?;
         return map(fs, ino, inode, pos, len);
@@ -91,26 +98,34 @@ pub fn begin_write(
     Ok(pieces)
 }
 
-/// Completes a write: the unwritten pieces it filled become written data. Sizes and
-/// times are the caller's business.
+/// Completes a write: the unwritten pieces it filled become written data. Each conversion
+/// writes `inode` as it is, so set its size and times first: they reach the disk with the
+/// first conversion. Returns whether anything was converted (and so written).
 pub fn end_write(
     fs: &mut Fs,
     ino: Ino,
     inode: &mut Inode,
     pieces: &[Piece],
-) -> ext2fs::Result<()> {
+) -> ext2fs::Result<bool> {
     let bs = fs.block_size() as u64;
+    let mut converted = false;
     for p in pieces {
         if let Backing::Unwritten { .. } = p.backing {
             fs.mark_written(ino, inode, p.offset / bs, p.len / bs)?;
+            converted = true;
         }
     }
-    Ok(())
+    Ok(converted)
 }
 
 /// Frees every block wholly past `new_size`. The partial last block is kept; the caller
 /// zeroes its tail so the bytes past EOF stay zero on disk.
-pub fn truncate_blocks(fs: &mut Fs, ino: Ino, inode: &mut Inode, new_size: u64) -> ext2fs::Result<()> {
+pub fn truncate_blocks(
+    fs: &mut Fs,
+    ino: Ino,
+    inode: &mut Inode,
+    new_size: u64,
+) -> ext2fs::Result<()> {
     let bs = fs.block_size() as u64;
     fs.punch(ino, inode, new_size.div_ceil(bs), None)
 }
@@ -125,6 +140,9 @@ mod tests {
         assert_eq!(block_span(0, 1, 4096), (0, 1));
         assert_eq!(block_span(4095, 2, 4096), (0, 2));
         assert_eq!(block_span(8192, 4096, 4096), (2, 3));
-        assert_eq!(block_span(u64::MAX - 10, 100, 4096).0, (u64::MAX - 10) / 4096);
+        assert_eq!(
+            block_span(u64::MAX - 10, 100, 4096).0,
+            (u64::MAX - 10) / 4096
+        );
     }
 }

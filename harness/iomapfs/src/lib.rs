@@ -8,6 +8,7 @@
 pub mod attr;
 pub mod data;
 pub mod engine;
+pub mod fault;
 pub mod helper;
 pub mod lock;
 pub mod mount;

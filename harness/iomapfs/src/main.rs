@@ -42,7 +42,10 @@ fn main() {
     // Installed as /sbin/mount.fuse.SUBTYPE or /sbin/mount.fuseblk.SUBTYPE (a link to this
     // binary), mount(8) runs us with its helper calling convention.
     let argv0 = std::env::args_os().next().unwrap_or_default();
-    let as_helper = matches!(iomapfs::helper::invocation(&argv0), Ok(Invocation::Helper { .. }));
+    let as_helper = matches!(
+        iomapfs::helper::invocation(&argv0),
+        Ok(Invocation::Helper { .. })
+    );
     let cli = match iomapfs::helper::invocation(&argv0) {
         Ok(Invocation::Server) => Cli::parse(),
         Ok(Invocation::Helper { name, preset }) => {
@@ -68,7 +71,7 @@ fn main() {
     };
     init_logging(&opts, as_helper);
     if let Some(fault) = opts.fault {
-        tracing::warn!("FAULT INJECTION ACTIVE ({fault:?}): this server corrupts data on purpose");
+        tracing::warn!("FAULT INJECTION ACTIVE ({fault:?}): this server misbehaves on purpose");
     }
     if let Err(e) = run(&cli, opts) {
         eprintln!("iomapfs: {e:#}");
@@ -112,7 +115,11 @@ fn preen(source: &std::path::Path) -> Result<()> {
         Some(0) => Ok(()),
         Some(1 | 2) => {
             // Info, not a warning: a mount helper's stderr is the caller's output.
-            tracing::info!("e2fsck -p repaired {}: {}", source.display(), String::from_utf8_lossy(&out.stdout).trim());
+            tracing::info!(
+                "e2fsck -p repaired {}: {}",
+                source.display(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            );
             Ok(())
         }
         _ => anyhow::bail!(
@@ -154,6 +161,7 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
         );
         server.attach(transport.clone(), true);
         first_request(&server, transport.as_ref())?;
+        stop_on_signals(server.clone(), transport.clone(), None)?;
         return session::serve(server, transport, threads);
     }
 
@@ -187,7 +195,57 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
     if !cli.foreground {
         daemonize(log.as_deref())?;
     }
+    // After the fork: threads do not survive it.
+    stop_on_signals(
+        server.clone(),
+        transport.clone(),
+        Some(mounted.mountpoint.clone()),
+    )?;
     session::serve(server, transport, threads)
+}
+
+/// SIGTERM, SIGINT and SIGHUP (a shutdown, `timeout`, a closed terminal) stop the server
+/// cleanly: everything is synced at once, then the filesystem is unmounted (lazily if it
+/// is busy: serving goes on until the last open file is closed), which ends the session
+/// and closes the filesystem. A second signal closes the filesystem and exits at once.
+/// The signals are blocked in every thread and taken by one waiting thread, so no
+/// handler runs in signal context.
+fn stop_on_signals(
+    server: Arc<Server>,
+    transport: Arc<dyn Transport>,
+    mountpoint: Option<std::path::PathBuf>,
+) -> Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(sig);
+    }
+    // Blocked here, before the workers start, so every thread inherits the mask.
+    set.thread_block()
+        .context("cannot block SIGTERM/SIGINT/SIGHUP")?;
+    std::thread::Builder::new()
+        .name("iomapfs-signals".into())
+        .spawn(move || {
+            let mut stopping = false;
+            while let Ok(sig) = set.wait() {
+                if stopping {
+                    tracing::warn!("{sig} again: closing the filesystem and exiting now");
+                    let code = i32::from(server.shutdown().is_err());
+                    std::process::exit(code);
+                }
+                stopping = true;
+                tracing::info!("{sig}: syncing, then unmounting");
+                if let Err(e) = server.sync() {
+                    tracing::warn!("sync on {sig} failed: {e:?}");
+                }
+                match &mountpoint {
+                    Some(mnt) => mount::unmount_for_stop(mnt),
+                    None => transport.close(),
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
 }
 
 /// Reads and answers the kernel's INIT.

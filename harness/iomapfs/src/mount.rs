@@ -162,6 +162,23 @@ pub fn detach(mountpoint: &Path) {
     let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
 }
 
+/// Unmounts on a stop signal: a plain unmount (which for `fuseblk` waits for DESTROY, that
+/// the worker threads answer), or, if files are still open, a lazy one: the mount leaves
+/// the namespace now and the session ends when the last user is gone.
+pub fn unmount_for_stop(mountpoint: &Path) {
+    match nix::mount::umount2(mountpoint, nix::mount::MntFlags::empty()) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EBUSY) => {
+            tracing::warn!(
+                "{} is busy: detached; serving goes on until its last open file is closed",
+                mountpoint.display()
+            );
+            detach(mountpoint);
+        }
+        Err(e) => tracing::error!("cannot unmount {}: {e}", mountpoint.display()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

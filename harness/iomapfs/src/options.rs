@@ -53,6 +53,9 @@ impl std::str::FromStr for FlavorChoice {
     }
 }
 
+/// ext4's default commit interval.
+pub const DEFAULT_COMMIT_SECS: u64 = 5;
+
 /// The subtype shown after `fuse.`/`fuseblk.` when none is given.
 pub const DEFAULT_SUBTYPE: &str = "iomapfs";
 
@@ -73,34 +76,7 @@ pub fn validate_subtype(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A deliberate bug, for proving that the kernel model catches each kind (tests only).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// iomap mappings point one block past the data.
-    MapOffByOneBlock,
-    /// IOEND leaves written unwritten extents unconverted.
-    SkipUnwrittenConversion,
-    /// IOEND/END forget to persist a size that grew.
-    LoseAppendSize,
-    /// FUSE_NOTIFY_IOMAP_DEV_INVAL goes out after the metadata lock is released, late
-    /// (the order before issue 18), so another request can be handed a freed block first.
-    LateDevInval,
-}
-
-impl std::str::FromStr for Fault {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "map_off_by_one_block" => Ok(Self::MapOffByOneBlock),
-            "skip_unwritten_conversion" => Ok(Self::SkipUnwrittenConversion),
-            "lose_append_size" => Ok(Self::LoseAppendSize),
-            "late_dev_inval" => Ok(Self::LateDevInval),
-            other => Err(format!(
-                "fault={other}: expected map_off_by_one_block, skip_unwritten_conversion, lose_append_size or late_dev_inval"
-            )),
-        }
-    }
-}
+pub use crate::fault::Fault;
 
 /// Everything `-o` can say, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,8 +100,10 @@ pub struct MountOptions {
     pub attr_timeout: u64,
     /// Where a daemonized server writes its log (otherwise the log is dropped).
     pub log: Option<PathBuf>,
-    /// A deliberate bug to inject (tests of the kernel model only).
+    /// A deliberate bug or failure to inject (builds with the `fault-injection` feature).
     pub fault: Option<Fault>,
+    /// Seconds between commits of the allocation metadata (ext4's `commit=`).
+    pub commit: u64,
     /// The mount type is `fuse.SUBTYPE` or `fuseblk.SUBTYPE`.
     pub subtype: String,
     pub flavor: FlavorChoice,
@@ -149,6 +127,7 @@ impl Default for MountOptions {
             attr_timeout: 1,
             log: None,
             fault: None,
+            commit: DEFAULT_COMMIT_SECS,
             subtype: DEFAULT_SUBTYPE.to_string(),
             flavor: FlavorChoice::Auto,
             lock_timeout: 30,
@@ -179,8 +158,10 @@ Mount options (-o, comma separated):
   lock_timeout=SECS      wait this long for another holder of the source's flock
                          (another server, a fsck wrapper) before failing (default 30)
   log=PATH               append the log of a daemonized server to PATH
-  fault=NAME             TESTS ONLY: inject a bug (map_off_by_one_block,
-                         skip_unwritten_conversion, lose_append_size, late_dev_inval)
+  commit=SECS            write changed allocation metadata and sync every SECS seconds
+                         (default 5, as ext4; 0 means the default)
+  fault=NAME             TESTS ONLY, in builds with the fault-injection feature:
+                         inject a bug or a failure (see src/fault.rs)
   debug                  log every request (also: RUST_LOG=iomapfs=debug)
   Generic flags accepted as mount(8) passes them: dev nodev suid nosuid exec noexec
   atime noatime relatime strictatime nodiratime sync async dirsync lazytime
@@ -207,10 +188,12 @@ impl MountOptions {
             v.ok_or_else(|| format!("option `{key}` needs a value"))
         }
         let flag = |set: bool, bit: libc::c_ulong, flags: &mut u64| {
+            #[allow(clippy::useless_conversion)] // c_ulong is u64 here, not everywhere
+            let bit = u64::from(bit);
             if set {
-                *flags |= bit as u64
+                *flags |= bit
             } else {
-                *flags &= !(bit as u64)
+                *flags &= !bit
             }
         };
         match key {
@@ -236,7 +219,13 @@ impl MountOptions {
                     .map_err(|_| format!("{key}: expected whole seconds"))?
             }
             "mode_file" => self.mode_file = Some(PathBuf::from(need(key, value)?)),
-            "fault" => self.fault = Some(need(key, value)?.parse()?),
+            "fault" => self.fault = Some(crate::fault::parse(need(key, value)?)?),
+            "commit" => {
+                let secs: u64 = need(key, value)?
+                    .parse()
+                    .map_err(|_| format!("{key}: expected whole seconds"))?;
+                self.commit = if secs == 0 { DEFAULT_COMMIT_SECS } else { secs };
+            }
             "log" => self.log = Some(PathBuf::from(need(key, value)?)),
             "fsname" => self.fsname = Some(need(key, value)?.to_string()),
             "subtype" => {
@@ -290,7 +279,7 @@ mod tests {
         assert!(o.read_only && o.allow_other && !o.default_permissions);
         assert_eq!(o.iomap, IomapPolicy::Off);
         assert_eq!(o.threads, 2);
-        assert_eq!(o.ms_flags, (libc::MS_NOSUID | libc::MS_NODEV) as u64);
+        assert_eq!(o.ms_flags, libc::MS_NOSUID | libc::MS_NODEV);
     }
 
     #[test]
@@ -314,6 +303,7 @@ mod tests {
             ("subtype", "needs a value"),
             ("flavor=blk", "expected auto, fuse or fuseblk"),
             ("lock_timeout=-1", "whole seconds"),
+            ("commit=soon", "whole seconds"),
         ] {
             let err = MountOptions::parse([bad]).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
@@ -327,7 +317,12 @@ mod tests {
             (d.subtype.as_str(), d.flavor, d.lock_timeout),
             ("iomapfs", FlavorChoice::Auto, 30)
         );
-        assert_eq!(MountOptions::parse(["subtype=x,nosubtype"]).unwrap().subtype, "");
+        assert_eq!(
+            MountOptions::parse(["subtype=x,nosubtype"])
+                .unwrap()
+                .subtype,
+            ""
+        );
         let o = MountOptions::parse(["subtype=ext4,flavor=fuseblk", "lock_timeout=0,flavor=fuse"])
             .unwrap();
         assert_eq!(o.subtype, "ext4");
@@ -336,6 +331,17 @@ mod tests {
         assert_eq!(
             MountOptions::parse(["subtype=A_z-9"]).unwrap().subtype,
             "A_z-9"
+        );
+    }
+
+    #[test]
+    fn commit_interval() {
+        assert_eq!(MountOptions::parse([""]).unwrap().commit, 5);
+        assert_eq!(MountOptions::parse(["commit=30"]).unwrap().commit, 30);
+        assert_eq!(
+            MountOptions::parse(["commit=0"]).unwrap().commit,
+            5,
+            "0 is ext4's default"
         );
     }
 }

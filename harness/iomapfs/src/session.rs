@@ -18,10 +18,16 @@ pub fn buffer_size() -> usize {
 /// they carry a readable `unique`, and otherwise dropped with a log line.
 pub fn handle_one(server: &Server, transport: &dyn Transport, bytes: &[u8]) -> io::Result<()> {
     match fuse_wire::request::parse(bytes) {
-        Ok(req) => match server.handle(&req, transport) {
-            Some(reply) => send_reply(transport, req.header.unique, reply),
-            None => Ok(()),
-        },
+        Ok(req) => {
+            let sent = match server.handle(&req, transport) {
+                Some(reply) => send_reply(transport, req.header.unique, reply),
+                None => Ok(()),
+            };
+            if matches!(req.op, fuse_wire::request::Op::Destroy) {
+                server.mark_finished();
+            }
+            sent
+        }
         Err(e) => {
             tracing::warn!("malformed request: {e}");
             match e.unique() {
@@ -56,9 +62,14 @@ pub fn send_notification(transport: &dyn Transport, code: i32, payload: &[u8]) -
     send(transport, 0, code, payload)
 }
 
-/// Serves requests until the session ends, with `threads` readers, then flushes and
-/// closes the filesystem.
-pub fn serve(server: Arc<Server>, transport: Arc<dyn Transport>, threads: usize) -> anyhow::Result<()> {
+/// Serves requests until the session ends, with `threads` readers and a committer, then
+/// flushes and closes the filesystem.
+pub fn serve(
+    server: Arc<Server>,
+    transport: Arc<dyn Transport>,
+    threads: usize,
+) -> anyhow::Result<()> {
+    let committer = Committer::start(server.clone())?;
     let mut workers = Vec::new();
     for i in 1..threads.max(1) {
         let t = match transport.for_worker() {
@@ -83,9 +94,15 @@ pub fn serve(server: Arc<Server>, transport: Arc<dyn Transport>, threads: usize)
             Ok(Ok(())) => {}
         }
     }
+    committer.stop();
     let closed = server.shutdown();
     main_result?;
-    closed.map_err(|Errno(e)| anyhow::anyhow!("closing the filesystem failed: {}", io::Error::from_raw_os_error(e)))
+    closed.map_err(|Errno(e)| {
+        anyhow::anyhow!(
+            "closing the filesystem failed: {}",
+            io::Error::from_raw_os_error(e)
+        )
+    })
 }
 
 fn worker_loop(server: &Server, transport: &dyn Transport) -> io::Result<()> {
@@ -103,4 +120,34 @@ fn worker_loop(server: &Server, transport: &dyn Transport) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The thread that commits metadata every `commit=` seconds while the session lasts.
+struct Committer {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Committer {
+    fn start(server: Arc<Server>) -> io::Result<Committer> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let interval = server.commit_interval();
+        let thread = std::thread::Builder::new()
+            .name("iomapfs-commit".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(interval)
+                {
+                    server.commit_if_changed();
+                }
+            })?;
+        Ok(Committer { stop, thread })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        if self.thread.join().is_err() {
+            tracing::error!("the commit thread panicked");
+        }
+    }
 }

@@ -55,6 +55,8 @@ pub struct Device {
     pub counts: HashMap<i32, u64>,
     /// Every DEV_INVAL range `(offset, length)` in bytes, in arrival order.
     pub invalidated: Vec<(u64, u64)>,
+    /// Every file data write the kernel made, `(device offset, length)` in bytes.
+    pub written: Vec<(u64, u64)>,
     /// Device block → the file data the kernel wrote there.
     owners: HashMap<u64, Owner>,
     /// Device block → the message number of the latest DEV_INVAL covering it.
@@ -71,6 +73,7 @@ impl Device {
             block_size,
             counts: HashMap::new(),
             invalidated: Vec::new(),
+            written: Vec::new(),
             owners: HashMap::new(),
             last_inval: HashMap::new(),
             failures: Vec::new(),
@@ -167,6 +170,7 @@ impl Device {
         seq: u64,
         mapping: &str,
     ) -> Result<()> {
+        self.written.push((addr, len));
         let bs = self.block_size;
         let (first, end) = (addr / bs, (addr + len).div_ceil(bs));
         for b in first..end {

@@ -392,6 +392,11 @@ impl Kernel {
         lock(&self.device).counts.clone()
     }
 
+    /// Every file data write so far, `(device offset, length)` in bytes.
+    pub fn data_writes(&self) -> Vec<(u64, u64)> {
+        lock(&self.device).written.clone()
+    }
+
     /// Every DEV_INVAL range `(offset, length)` so far, in bytes, in arrival order.
     pub fn invalidated(&self) -> Vec<(u64, u64)> {
         lock(&self.device).invalidated.clone()
@@ -691,6 +696,93 @@ impl Kernel {
         Ok(())
     }
 
+    /// RENAME2 `parent/name` to `newparent/newname` with `RENAME_*` flags. The kernel's
+    /// dentries follow (an exchange swaps them; a replaced target is dropped).
+    pub fn rename(
+        &mut self,
+        parent: NodeId,
+        name: &str,
+        newparent: NodeId,
+        newname: &str,
+        flags: u32,
+    ) -> Result<()> {
+        let req = Request::new(Opcode::Rename2, parent)
+            .arg(&Rename2In {
+                newdir: newparent,
+                flags,
+                padding: 0,
+            })
+            .name(name.as_bytes())
+            .name(newname.as_bytes());
+        self.call_empty(&req)?;
+        let old = self.names.remove(&(parent, name.as_bytes().to_vec()));
+        let new = self.names.remove(&(newparent, newname.as_bytes().to_vec()));
+        if let Some(node) = old {
+            self.names
+                .insert((newparent, newname.as_bytes().to_vec()), node);
+        }
+        if let (Some(node), true) = (new, flags & RENAME_EXCHANGE != 0) {
+            self.names.insert((parent, name.as_bytes().to_vec()), node);
+        }
+        Ok(())
+    }
+
+    /// LINK: a new name `newparent/newname` for `node`.
+    pub fn link(&mut self, node: NodeId, newparent: NodeId, newname: &str) -> Result<NodeId> {
+        let req = Request::new(Opcode::Link, newparent)
+            .arg(&LinkIn { oldnodeid: node })
+            .name(newname.as_bytes());
+        let entry = self.entry_reply(&req)?;
+        let node = self.instantiate(&req, &entry)?;
+        self.names
+            .insert((newparent, newname.as_bytes().to_vec()), node);
+        Ok(node)
+    }
+
+    /// RMDIR.
+    pub fn rmdir(&mut self, parent: NodeId, name: &str) -> Result<()> {
+        let req = Request::new(Opcode::Rmdir, parent).name(name.as_bytes());
+        self.call_empty(&req)?;
+        if let Some(node) = self.names.remove(&(parent, name.as_bytes().to_vec())) {
+            self.forget(node)?;
+        }
+        Ok(())
+    }
+
+    /// SYMLINK `parent/name` → `target`.
+    pub fn symlink(&mut self, parent: NodeId, name: &str, target: &str) -> Result<NodeId> {
+        let req = Request::new(Opcode::Symlink, parent)
+            .name(name.as_bytes())
+            .name(target.as_bytes());
+        let entry = self.entry_reply(&req)?;
+        let node = self.instantiate(&req, &entry)?;
+        self.names.insert((parent, name.as_bytes().to_vec()), node);
+        Ok(node)
+    }
+
+    /// Sends any request and returns the reply as it came (error or payload): for tests
+    /// of requests the model has no operation for, or that a kernel would never send.
+    pub fn call_raw(&mut self, req: &Request) -> Result<Reply> {
+        self.call(req)
+    }
+
+    /// Hangs up without DESTROY (after the server was told to stop some other way) and
+    /// waits for it to exit successfully.
+    pub fn hang_up(self) -> Result<()> {
+        match self.link {
+            Link::Own(session) => session.finish(),
+            Link::Shared(shared) => shared.finish(),
+        }
+    }
+
+    /// The server's process id, when this kernel started it.
+    pub fn server_pid(&self) -> Option<u32> {
+        match &self.link {
+            Link::Own(session) => session.server_pid(),
+            Link::Shared(_) => None,
+        }
+    }
+
     /// Names in a directory (OPENDIR, READDIR until empty, RELEASEDIR), without . and ..
     pub fn readdir(&mut self, dir: NodeId) -> Result<Vec<String>> {
         let req = Request::new(Opcode::Opendir, dir).arg(&OpenIn {
@@ -945,6 +1037,32 @@ impl Kernel {
         self.disk
             .sync_all()
             .map_err(|e| Error::io("sync the image", e))?;
+        match self.link {
+            Link::Own(session) => session.finish(),
+            Link::Shared(shared) => shared.finish(),
+        }
+    }
+
+    /// Unmount as the kernel does it when writeback fails (a filesystem that went
+    /// read-only, an I/O error): dirty pages that cannot be written are dropped, every
+    /// inode is still closed and forgotten, and DESTROY is sent all the same.
+    pub fn destroy_despite_errors(mut self) -> Result<()> {
+        let mut nodes: Vec<NodeId> = self.inodes.keys().copied().collect();
+        nodes.sort_unstable();
+        for &node in &nodes {
+            if self.writeback(node).is_err() {
+                if let Some(inode) = self.inodes.get_mut(&node) {
+                    inode.dirty.clear();
+                }
+            }
+            let _ = self.release(node);
+        }
+        for node in nodes {
+            if node != FUSE_ROOT_ID {
+                let _ = self.forget(node);
+            }
+        }
+        self.call_empty(&Request::new(Opcode::Destroy, 0))?;
         match self.link {
             Link::Own(session) => session.finish(),
             Link::Shared(shared) => shared.finish(),

@@ -21,7 +21,9 @@
 //! - [`oracle`]: expected file contents;
 //! - [`image`]: mkfs, e2fsck, ext4-view;
 //! - [`random`]: seeded random sequences; [`random::concurrent`] runs several at once on one
-//!   connection, as a kernel's many tasks do (`kmodel --threads N`).
+//!   connection, as a kernel's many tasks do (`kmodel --threads N`);
+//! - [`fuzz`]: seeded image mutation: corrupt metadata, serve, walk, read, write; no panic,
+//!   hang, violation or write outside used blocks (`kmodel --fuzz N`, `KMODEL_FUZZ_IMAGES`).
 //!
 //! Running: `cargo test -p kmodel` (the tests build iomapfs themselves). `KMODEL_SEED=N`
 //! replays one random seed, `KMODEL_OPS=N` sets the operations per seed, `KMODEL_SERVER`
@@ -31,6 +33,7 @@
 pub mod cache;
 pub mod device;
 pub mod error;
+pub mod fuzz;
 pub mod image;
 pub mod iomap;
 pub mod kernel;

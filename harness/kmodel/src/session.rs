@@ -173,6 +173,11 @@ impl Session {
         self.send(req).map(|_| ())
     }
 
+    /// The server's process id, when this session started it.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn send(&mut self, req: &Request) -> Result<u64> {
         // Kernel uniques are even; odd ones are reserved for interrupts.
         self.unique += 2;

@@ -29,7 +29,7 @@ pub struct Acl(Vec<Entry>);
 
 impl Acl {
     pub fn parse(value: &[u8]) -> Option<Acl> {
-        if value.len() < 4 || (value.len() - 4) % 8 != 0 {
+        if value.len() < 4 || !(value.len() - 4).is_multiple_of(8) {
             return None;
         }
         if u32::from_le_bytes(value[..4].try_into().ok()?) != VERSION {

@@ -47,6 +47,18 @@ impl Server {
             entries.len() < 4096
         })?;
         for (child, name, ftype, next) in entries {
+            if name.contains(&b'/') || name.contains(&0) {
+                // The kernel refuses a whole READDIR reply over one such name (EIO); a
+                // corrupt entry is left out instead, and the filesystem errored.
+                self.mark_errored(
+                    &mut meta,
+                    &format!(
+                        "directory {ino} has an entry named {:?}",
+                        String::from_utf8_lossy(&name)
+                    ),
+                );
+                continue;
+            }
             let dot = name == b"." || name == b"..";
             let fits = if plus {
                 if dot {
@@ -55,13 +67,25 @@ impl Server {
                     entry.attr.ino = child as u64;
                     buf.push_plus(&entry, next, dtype(ftype), &name)
                 } else {
-                    let inode = meta.fs()?.read_inode(child)?;
-                    let entry = self.entry_out_peek(child, &inode);
-                    let fits = buf.push_plus(&entry, next, dtype(ftype), &name);
-                    if fits {
-                        *meta.lookups.entry(child).or_insert(0) += 1;
+                    match meta.fs()?.read_inode(child) {
+                        Ok(inode) => {
+                            let entry = self.entry_out_peek(child, &inode);
+                            let fits = buf.push_plus(&entry, next, dtype(ftype), &name);
+                            if fits {
+                                *meta.lookups.entry(child).or_insert(0) += 1;
+                            }
+                            fits
+                        }
+                        Err(e) if e.errno() == libc::EUCLEAN => {
+                            // An entry naming a reserved or impossible inode: listed, but
+                            // without attributes (nodeid 0), so the kernel never gets it.
+                            self.mark_errored(&mut meta, &format!("directory {ino}: {e}"));
+                            let mut entry = fuse_wire::structs::EntryOut::default();
+                            entry.attr.ino = child as u64;
+                            buf.push_plus(&entry, next, dtype(ftype), &name)
+                        }
+                        Err(e) => return Err(e.into()),
                     }
-                    fits
                 }
             } else {
                 buf.push(child as u64, next, dtype(ftype), &name)
@@ -95,8 +119,10 @@ impl Server {
         let mut meta = self.meta();
         let inode = meta.fs()?.read_inode(ino)?;
         let attr = crate::attr::to_attr(ino, &inode, self.block_size, self.attr_flags());
-        let mut out = StatxOut::default();
-        out.attr_valid = self.opts.attr_timeout;
+        let mut out = StatxOut {
+            attr_valid: self.opts.attr_timeout,
+            ..Default::default()
+        };
         let st = &mut out.stat;
         st.mask = libc::STATX_BASIC_STATS;
         st.blksize = attr.blksize;
@@ -107,7 +133,11 @@ impl Server {
         st.ino = attr.ino;
         st.size = attr.size;
         st.blocks = attr.blocks;
-        let ts = |t: ext2fs::Timestamp| fuse_wire::structs::SxTime { tv_sec: t.sec, tv_nsec: t.nsec, __reserved: 0 };
+        let ts = |t: ext2fs::Timestamp| fuse_wire::structs::SxTime {
+            tv_sec: t.sec,
+            tv_nsec: t.nsec,
+            __reserved: 0,
+        };
         st.atime = ts(inode.atime());
         if let Some(b) = inode.crtime() {
             st.btime = ts(b);

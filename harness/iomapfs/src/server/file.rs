@@ -50,11 +50,10 @@ impl Server {
             return Err(Errno(libc::EROFS));
         }
         if trunc && inode.mode() & libc::S_IFMT == libc::S_IFREG && inode.size() != 0 {
-            self.truncate(&mut meta, ino, &mut inode, 0)?;
             let t = now();
             inode.set_mtime(t);
             inode.set_ctime(t);
-            meta.fs()?.write_inode(ino, &inode)?;
+            self.truncate(&mut meta, ino, &mut inode, 0)?;
         }
         // Reads served from the page cache never reach us, so when the next read is due
         // to update atime, drop the cache at this open: that read then comes here.
@@ -62,10 +61,17 @@ impl Server {
         Ok(bytes(&self.open_out_keeping(keep_cache)))
     }
 
-    pub(super) fn create(&self, req: &Request<'_>, parent: Ino, name: &[u8], arg: &CreateIn) -> Reply {
+    pub(super) fn create(
+        &self,
+        req: &Request<'_>,
+        parent: Ino,
+        name: &[u8],
+        arg: &CreateIn,
+    ) -> Reply {
         let mut meta = self.meta();
         let mode = libc::S_IFREG | (arg.mode & 0o7777);
-        let (ino, inode) = self.make_node(&mut meta, req, parent, Some(name), mode, arg.umask, 0)?;
+        let (ino, inode) =
+            self.make_node(&mut meta, req, parent, Some(name), mode, arg.umask, 0)?;
         let entry = self.entry_out(&mut meta, ino, &inode);
         let mut out = bytes(&entry);
         out.extend_from_slice(&bytes(&self.open_out()));
@@ -85,6 +91,11 @@ impl Server {
     }
 
     pub(super) fn read(&self, ino: Ino, pos: u64, size: u32) -> Reply {
+        // The kernel never asks for more than max_pages at once; a bigger request must not
+        // make us allocate up to 4 GiB for its reply.
+        if size > super::MAX_READ {
+            return Err(Errno(libc::EINVAL));
+        }
         let _data = self.data_lock(ino).read();
         let (pieces, len) = {
             let mut meta = self.meta();
@@ -114,34 +125,48 @@ impl Server {
                 return Err(Errno(libc::EFBIG));
             }
             if len == 0 {
-                return Ok(bytes(&WriteOut { size: 0, padding: 0 }));
+                return Ok(bytes(&WriteOut {
+                    size: 0,
+                    padding: 0,
+                }));
             }
             let old_size = inode.size();
-            (engine::begin_write(fs, ino, &mut inode, pos, len)?, old_size)
+            (
+                engine::begin_write(fs, ino, &mut inode, pos, len)?,
+                old_size,
+            )
         };
         if pos > old_size {
             self.zero_past_eof(ino, old_size)?;
         }
         self.data.write(&pieces, pos, data)?;
+        // The data must be on the device before a conversion can make it readable.
+        self.data.sync_unwritten(&pieces, pos, end)?;
         let mut meta = self.meta();
         let fs = meta.fs()?;
         let mut inode = fs.read_inode(ino)?;
-        engine::end_write(fs, ino, &mut inode, &pieces)?;
         if end > inode.size() {
             inode.set_size(end);
         }
         let t = now();
         inode.set_mtime(t);
         inode.set_ctime(t);
-        fs.write_inode(ino, &inode)?;
-        Ok(bytes(&WriteOut { size: len as u32, padding: 0 }))
+        // Size and times go in the same inode write as the conversion, never after it:
+        // converted blocks past i_size would be an inconsistency.
+        if !engine::end_write(fs, ino, &mut inode, &pieces)? {
+            fs.write_inode(ino, &inode)?;
+        }
+        Ok(bytes(&WriteOut {
+            size: len as u32,
+            padding: 0,
+        }))
     }
 
     /// Zeroes the on-disk bytes of the EOF block past `size`, so growing the file never
     /// exposes stale bytes. Caller holds the inode's data lock.
     fn zero_past_eof(&self, ino: Ino, size: u64) -> Result<(), Errno> {
         let bs = self.block_size as u64;
-        if size % bs == 0 || !self.moves_data() {
+        if size.is_multiple_of(bs) || !self.moves_data() {
             return Ok(());
         }
         let block_end = size.div_ceil(bs) * bs;
@@ -155,26 +180,72 @@ impl Server {
         Ok(())
     }
 
-    /// Sets the size, freeing blocks past it and zeroing the tail of the new last block.
-    /// Caller holds the inode's data lock exclusively and writes the inode afterwards.
-    pub(crate) fn truncate(&self, meta: &mut Meta, ino: Ino, inode: &mut Inode, size: u64) -> Result<(), Errno> {
+    /// Sets the size, freeing blocks past it and zeroing the tail of the new last block,
+    /// and writes `inode` (with whatever else the caller changed in it). Caller holds the
+    /// inode's data lock exclusively.
+    ///
+    /// Shrinking is ext4's orphan truncate: the inode goes on the orphan list, the new size
+    /// is written, then the blocks past it are freed and the inode leaves the list. A
+    /// failure before the size is written changes nothing; after it, the truncate counts as
+    /// done, and blocks it could not free are freed by the next mount's orphan processing.
+    pub(crate) fn truncate(
+        &self,
+        meta: &mut Meta,
+        ino: Ino,
+        inode: &mut Inode,
+        size: u64,
+    ) -> Result<(), Errno> {
         let fs = meta.writable()?;
         if size > self.max_file_size {
             return Err(Errno(libc::EFBIG));
         }
         let old = inode.size();
         let bs = self.block_size as u64;
-        let edge = size.min(old);
-        // In iomap mode the kernel has zeroed the partial block already (ZERO mappings).
-        if edge % bs != 0 && self.moves_data() {
-            let block_end = edge.div_ceil(bs) * bs;
-            let pieces = engine::map(fs, ino, inode, edge, block_end - edge)?;
-            self.data.zero(&pieces, edge, block_end)?;
+        let frees = size < old && fs.next_data(ino, inode, size.div_ceil(bs))?.is_some();
+        if frees {
+            fs.orphan_add(ino)?;
         }
-        if size < old {
-            engine::truncate_blocks(fs, ino, inode, size)?;
+        // Growing: the old EOF block's tail is zero on disk already (the invariant); it is
+        // zeroed again first in case. Shrinking: after the size, the new EOF block's tail.
+        // In iomap mode the kernel zeroes partial blocks itself (ZERO mappings).
+        if size > old {
+            self.zero_tail(fs, ino, inode, old)?;
         }
         inode.set_size(size);
+        if let Err(e) = fs.write_inode(ino, inode) {
+            if frees {
+                let _ = fs.orphan_del(ino);
+            }
+            return Err(e.into());
+        }
+        if size < old {
+            self.zero_tail(fs, ino, inode, size)?;
+        }
+        if frees {
+            if let Err(e) = engine::truncate_blocks(fs, ino, inode, size) {
+                tracing::warn!(
+                    ino,
+                    "cannot free the blocks a truncate released ({e}); the next mount frees them"
+                );
+                return Ok(());
+            }
+            if let Err(e) = fs.orphan_del(ino) {
+                tracing::warn!(ino, "a truncated inode stays on the orphan list: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Zeroes the on-disk bytes of the block holding `at` from `at` to its end (classic
+    /// mode: the server moves the data).
+    fn zero_tail(&self, fs: &ext2fs::Fs, ino: Ino, inode: &Inode, at: u64) -> Result<(), Errno> {
+        let bs = self.block_size as u64;
+        if at.is_multiple_of(bs) || !self.moves_data() {
+            return Ok(());
+        }
+        let block_end = at.div_ceil(bs) * bs;
+        let pieces = engine::map(fs, ino, inode, at, block_end - at)?;
+        self.data.zero(&pieces, at, block_end)?;
         Ok(())
     }
 
@@ -221,7 +292,13 @@ impl Server {
             if full_first < full_end {
                 fs.punch(ino, &mut inode, full_first, Some(full_end - 1))?;
                 if zero {
-                    engine::begin_write(fs, ino, &mut inode, full_first * bs, (full_end - full_first) * bs)?;
+                    engine::begin_write(
+                        fs,
+                        ino,
+                        &mut inode,
+                        full_first * bs,
+                        (full_end - full_first) * bs,
+                    )?;
                 }
             }
         } else {

@@ -11,6 +11,8 @@ use crate::options::IomapPolicy;
 
 /// Largest WRITE payload we ask for; requests are read into buffers of this plus headroom.
 pub const MAX_WRITE: u32 = 1 << 20;
+/// Largest READ the kernel sends (max_pages pages); bigger requests are refused.
+pub const MAX_READ: u32 = MAX_WRITE;
 
 /// Capabilities the server wants when the kernel offers them.
 const WANTED: u64 = FUSE_ASYNC_READ
@@ -31,7 +33,11 @@ const WANTED: u64 = FUSE_ASYNC_READ
 impl Server {
     pub(super) fn init(&self, arg: &InitIn) -> Reply {
         if arg.major != KERNEL_VERSION {
-            tracing::error!("kernel speaks FUSE {}.{}, this server speaks 7.x", arg.major, arg.minor);
+            tracing::error!(
+                "kernel speaks FUSE {}.{}, this server speaks 7.x",
+                arg.major,
+                arg.minor
+            );
             return Err(Errno(libc::EPROTO));
         }
         if arg.minor < MIN_SUPPORTED_MINOR {
@@ -92,7 +98,11 @@ impl Server {
         self.iomap.store(use_iomap, Ordering::Relaxed);
         self.proto_minor.store(arg.minor, Ordering::Relaxed);
         let (flags_lo, flags_hi) = split_init_flags(flags);
-        let minor = if use_iomap { IOMAP_MINOR } else { KERNEL_MINOR_VERSION.min(arg.minor.max(MIN_SUPPORTED_MINOR)) };
+        let minor = if use_iomap {
+            IOMAP_MINOR
+        } else {
+            KERNEL_MINOR_VERSION.min(arg.minor.max(MIN_SUPPORTED_MINOR))
+        };
         tracing::info!(
             "connected: kernel FUSE 7.{}, replying 7.{minor}, mode {}",
             arg.minor,

@@ -9,14 +9,14 @@ use std::sync::atomic::Ordering;
 use ext2fs::Ino;
 use fuse_wire::iomap::*;
 use fuse_wire::structs::{
-    IomapBeginIn, IomapBeginOut, IomapConfigIn, IomapConfigOut, IomapEndIn, IomapIo,
-    IomapIoendIn, IomapIoendOut,
+    IomapBeginIn, IomapBeginOut, IomapConfigIn, IomapConfigOut, IomapEndIn, IomapIo, IomapIoendIn,
+    IomapIoendOut,
 };
 use zerocopy::IntoBytes;
 
 use super::{bytes, Errno, Reply, Server};
 use crate::engine::{self, Backing, Piece};
-use crate::options::Fault;
+use crate::fault::Fault;
 
 /// ext4 keeps timestamps from 1901 to 2446 when inodes have the extra time fields.
 const EXT4_TIME_MIN: i64 = i32::MIN as i64;
@@ -29,22 +29,35 @@ impl Server {
     fn io_of(&self, p: &Piece, flags: u16) -> IomapIo {
         let dev = self.backing_dev.load(Ordering::Relaxed);
         let (type_, addr, dev) = match p.backing {
-            Backing::Hole => (FUSE_IOMAP_TYPE_HOLE, FUSE_IOMAP_NULL_ADDR, FUSE_IOMAP_DEV_NULL),
+            Backing::Hole => (
+                FUSE_IOMAP_TYPE_HOLE,
+                FUSE_IOMAP_NULL_ADDR,
+                FUSE_IOMAP_DEV_NULL,
+            ),
             Backing::Data { addr } => (FUSE_IOMAP_TYPE_MAPPED, addr, dev),
             Backing::Unwritten { addr } => (FUSE_IOMAP_TYPE_UNWRITTEN, addr, dev),
         };
         let flags = if p.backing == Backing::Hole { 0 } else { flags };
-        IomapIo { offset: p.offset, length: p.len, addr, type_, flags, dev }
+        IomapIo {
+            offset: p.offset,
+            length: p.len,
+            addr,
+            type_,
+            flags,
+            dev,
+        }
     }
 
     pub(super) fn iomap_config(&self, _arg: &IomapConfigIn) -> Reply {
         let dev = {
             let transport = self.transport.get().ok_or(Errno(libc::EIO))?;
             use std::os::fd::AsRawFd;
-            transport.backing_open(self.data.file().as_raw_fd()).map_err(|e| {
-                tracing::error!("cannot register the device for iomap: {e}");
-                Errno(e.raw_os_error().unwrap_or(libc::EIO))
-            })?
+            transport
+                .backing_open(self.data.file().as_raw_fd())
+                .map_err(|e| {
+                    tracing::error!("cannot register the device for iomap: {e}");
+                    Errno(e.raw_os_error().unwrap_or(libc::EIO))
+                })?
         };
         self.backing_dev.store(dev, Ordering::Relaxed);
         let mut meta = self.meta();
@@ -61,16 +74,31 @@ impl Server {
             s_uuid_len: 16,
             s_blocksize: info.block_size,
             s_max_links: 65000,
-            s_time_gran: if info.inode_size > 128 { 1 } else { 1_000_000_000 },
+            s_time_gran: if info.inode_size > 128 {
+                1
+            } else {
+                1_000_000_000
+            },
             s_time_min: EXT4_TIME_MIN,
-            s_time_max: if info.inode_size > 128 { EXT4_TIME_MAX_EXTRA } else { EXT4_TIME_MAX },
+            s_time_max: if info.inode_size > 128 {
+                EXT4_TIME_MAX_EXTRA
+            } else {
+                EXT4_TIME_MAX
+            },
             s_maxbytes: info.max_file_size as i64,
             ..Default::default()
         };
-        let label = if info.label.is_empty() { b"iomapfs".to_vec() } else { info.label.clone() };
+        let label = if info.label.is_empty() {
+            b"iomapfs".to_vec()
+        } else {
+            info.label.clone()
+        };
         let n = label.len().min(out.s_id.len() - 1);
         out.s_id[..n].copy_from_slice(&label[..n]);
-        tracing::info!("iomap: device registered as backing id {dev}, block size {}", info.block_size);
+        tracing::info!(
+            "iomap: device registered as backing id {dev}, block size {}",
+            info.block_size
+        );
         Ok(out.as_bytes()[..CONFIG_REPLY_LEN].to_vec())
     }
 
@@ -115,7 +143,7 @@ impl Server {
             flags |= FUSE_IOMAP_F_ATOMIC_BIO;
         }
         let mut read = self.io_of(first, flags);
-        if self.opts.fault == Some(Fault::MapOffByOneBlock) && read.addr != FUSE_IOMAP_NULL_ADDR {
+        if self.fault() == Some(Fault::MapOffByOneBlock) && read.addr != FUSE_IOMAP_NULL_ADDR {
             read.addr += self.block_size as u64;
         }
         let out = IomapBeginOut {
@@ -158,7 +186,7 @@ impl Server {
         let mut inode = Self::regular(&mut meta, ino)?;
         let fs = meta.fs()?;
         let mut dirty = false;
-        let lose_size = self.opts.fault == Some(Fault::LoseAppendSize);
+        let lose_size = self.fault() == Some(Fault::LoseAppendSize);
         if arg.map.flags & FUSE_IOMAP_F_SIZE_CHANGED != 0 && written > 0 && !lose_size {
             let end = arg.pos + written;
             if end > inode.size() {
@@ -173,7 +201,10 @@ impl Server {
             let end = range_end.div_ceil(bs) * bs;
             if keep < end {
                 let unused = engine::map(fs, ino, &inode, keep, end - keep)?;
-                for p in unused.iter().filter(|p| matches!(p.backing, Backing::Unwritten { .. })) {
+                for p in unused
+                    .iter()
+                    .filter(|p| matches!(p.backing, Backing::Unwritten { .. }))
+                {
                     fs.punch(ino, &mut inode, p.offset / bs, Some(p.end() / bs - 1))?;
                     dirty = true;
                 }
@@ -187,28 +218,48 @@ impl Server {
 
     pub(super) fn iomap_ioend(&self, ino: Ino, arg: &IomapIoendIn) -> Reply {
         if arg.error != 0 {
-            tracing::warn!(ino, pos = arg.pos, "kernel reports a write error {}", arg.error);
-            return Err(Errno(arg.error.checked_neg().filter(|e| *e > 0).unwrap_or(libc::EIO)));
+            tracing::warn!(
+                ino,
+                pos = arg.pos,
+                "kernel reports a write error {}",
+                arg.error
+            );
+            return Err(Errno(
+                arg.error
+                    .checked_neg()
+                    .filter(|e| *e > 0)
+                    .unwrap_or(libc::EIO),
+            ));
         }
         if arg.flags & FUSE_IOMAP_IOEND_SHARED != 0 {
-            // ext4 never hands out out-of-place (COW) mappings.
-            return Err(Errno(libc::EUCLEAN));
+            // ext4 never hands out out-of-place (COW) mappings: the request contradicts
+            // what we answered (not a corrupt filesystem, so not EUCLEAN).
+            return Err(Errno(libc::EINVAL));
         }
         let mut meta = self.meta();
         let mut inode = Self::regular(&mut meta, ino)?;
         let fs = meta.fs()?;
-        let end = arg.pos.checked_add(arg.written).ok_or(Errno(libc::EINVAL))?;
-        let convert = self.opts.fault != Some(Fault::SkipUnwrittenConversion);
-        if arg.written > 0 && arg.flags & FUSE_IOMAP_IOEND_UNWRITTEN != 0 && convert {
-            let pieces = engine::map(fs, ino, &inode, arg.pos, arg.written)?;
-            engine::end_write(fs, ino, &mut inode, &pieces)?;
-        }
-        let lose_size = self.opts.fault == Some(Fault::LoseAppendSize);
+        let end = arg
+            .pos
+            .checked_add(arg.written)
+            .ok_or(Errno(libc::EINVAL))?;
+        // The size goes in the same inode write as the conversion (see engine::end_write).
+        let lose_size = self.fault() == Some(Fault::LoseAppendSize);
         if arg.flags & FUSE_IOMAP_IOEND_APPEND != 0 && end > inode.size() && !lose_size {
             inode.set_size(end);
         }
-        fs.write_inode(ino, &inode)?;
-        Ok(bytes(&IomapIoendOut { newsize: inode.size() }))
+        let convert = self.fault() != Some(Fault::SkipUnwrittenConversion);
+        let mut written = false;
+        if arg.written > 0 && arg.flags & FUSE_IOMAP_IOEND_UNWRITTEN != 0 && convert {
+            let pieces = engine::map(fs, ino, &inode, arg.pos, arg.written)?;
+            written = engine::end_write(fs, ino, &mut inode, &pieces)?;
+        }
+        if !written {
+            fs.write_inode(ino, &inode)?;
+        }
+        Ok(bytes(&IomapIoendOut {
+            newsize: inode.size(),
+        }))
     }
 
     /// FREEZE_FS: make everything durable; the kernel stops writes meanwhile.

@@ -13,9 +13,10 @@ mod file;
 mod init;
 mod iomap;
 mod node;
+mod undo;
 mod xattr;
 
-pub use init::MAX_WRITE;
+pub use init::{MAX_READ, MAX_WRITE};
 
 use std::collections::{HashMap, HashSet};
 use std::mem::ManuallyDrop;
@@ -30,7 +31,8 @@ use zerocopy::{Immutable, IntoBytes};
 
 use crate::attr::{ino_of, nodeid_of, to_attr};
 use crate::data::DataDevice;
-use crate::options::{Fault, IomapPolicy, MountOptions};
+use crate::fault::Fault;
+use crate::options::{IomapPolicy, MountOptions};
 use crate::transport::Transport;
 
 /// A POSIX error number to answer a request with.
@@ -81,6 +83,24 @@ fn modifies(op: &Op<'_>) -> bool {
     )
 }
 
+/// Requests that change the filesystem, refused (EROFS) once it is errored: like
+/// `modifies`, but reads through iomap (IOMAP_BEGIN/END without a write) go on.
+fn changes(op: &Op<'_>) -> bool {
+    match op {
+        Op::IomapBegin(arg) => fuse_wire::iomap::is_write_op(arg.opflags),
+        Op::IomapEnd(arg) => fuse_wire::iomap::is_write_op(arg.opflags),
+        other => modifies(other),
+    }
+}
+
+/// Requests the kernel expects no reply to.
+fn no_reply(op: &Op<'_>) -> bool {
+    matches!(
+        op,
+        Op::Forget(_) | Op::BatchForget { .. } | Op::Interrupt(_)
+    )
+}
+
 /// Which I/O path the kernel and the server agreed on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -114,10 +134,10 @@ impl Meta {
         self.fs.as_mut().ok_or(Errno(libc::EIO))
     }
 
-    /// The filesystem, for a change: EROFS when it is mounted read-only.
+    /// The filesystem, for a change: EROFS when it is mounted read-only or errored.
     pub fn writable(&mut self) -> Result<&mut Fs, Errno> {
         let fs = self.fs()?;
-        if fs.read_only() {
+        if fs.read_only() || fs.is_errored() {
             return Err(Errno(libc::EROFS));
         }
         Ok(fs)
@@ -161,7 +181,7 @@ impl Drop for MetaGuard<'_> {
             .as_mut()
             .map(Fs::take_freed)
             .unwrap_or_default();
-        if self.server.opts.fault == Some(Fault::LateDevInval) && !runs.is_empty() {
+        if self.server.fault() == Some(Fault::LateDevInval) && !runs.is_empty() {
             // Test-only: the old order (unlock, then notify), with a window wide enough for
             // kmodel's concurrent mode to be handed a freed block first.
             // SAFETY: dropped exactly once, here; the guard is not used after this.
@@ -187,6 +207,9 @@ pub struct Server {
     block_size: u32,
     /// ext4's largest file size for this filesystem (EFBIG beyond it).
     max_file_size: u64,
+    /// The inode numbers a node id may name: the root, and `first_ino..=inodes_count`.
+    first_ino: Ino,
+    inodes_count: Ino,
     data_locks: Vec<RwLock<()>>,
     opts: MountOptions,
     /// Negotiated at INIT.
@@ -197,6 +220,11 @@ pub struct Server {
     finished: AtomicBool,
     /// Set by SHUTDOWN_FS: changes are refused from then on.
     shut_down: AtomicBool,
+    /// A change was requested since the last periodic commit.
+    changed: AtomicBool,
+    /// Set when the filesystem is found corrupt or a request panicked: changes are
+    /// refused (EROFS) as after ext4's errors=remount-ro; EXT2_ERROR_FS is on disk.
+    errored: AtomicBool,
     /// Whether iomap can work here: the data device can be registered with the kernel.
     iomap_capable: AtomicBool,
     /// The kernel's id for our device in iomap mappings.
@@ -208,12 +236,36 @@ pub struct Server {
 impl Server {
     pub fn new(fs: Fs, data: std::fs::File, opts: MountOptions) -> Self {
         let block_size = fs.block_size();
-        let max_file_size = fs.info().max_file_size;
+        let info = fs.info();
+        let max_file_size = info.max_file_size;
+        let errored = fs.is_errored();
+        #[allow(unused_mut)]
+        let mut fs = fs;
+        #[cfg(feature = "fault-injection")]
+        if let Some(Fault::FailStep {
+            step,
+            errno,
+            sticky,
+        }) = opts.fault
+        {
+            fs.inject_failure(ext2fs::FailPlan {
+                step,
+                errno,
+                sticky,
+            });
+        }
         Self {
-            meta: Mutex::new(Meta { fs: Some(fs), lookups: HashMap::new(), orphans: HashSet::new(), dircache: Default::default() }),
+            meta: Mutex::new(Meta {
+                fs: Some(fs),
+                lookups: HashMap::new(),
+                orphans: HashSet::new(),
+                dircache: Default::default(),
+            }),
             data: DataDevice::new(data, block_size),
             block_size,
             max_file_size,
+            first_ino: info.first_ino,
+            inodes_count: info.inodes_count,
             data_locks: (0..DATA_LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
             opts,
             iomap: AtomicBool::new(false),
@@ -221,6 +273,8 @@ impl Server {
             next_fh: AtomicU64::new(1),
             finished: AtomicBool::new(false),
             shut_down: AtomicBool::new(false),
+            changed: AtomicBool::new(false),
+            errored: AtomicBool::new(errored),
             iomap_capable: AtomicBool::new(false),
             backing_dev: AtomicU32::new(0),
             transport: OnceLock::new(),
@@ -252,12 +306,44 @@ impl Server {
 
     /// The metadata lock. Dropping the guard tells the kernel about blocks freed under it
     /// before the lock is released (see [`MetaGuard`]).
+    ///
+    /// A request that panicked while holding it may have left libext2fs' state half
+    /// changed: the lock is still handed out (reads go on, and DESTROY must close), but the
+    /// filesystem is errored first, so nothing changes it any more.
     pub(crate) fn meta(&self) -> MetaGuard<'_> {
-        // A panic while holding the lock must not wedge every other request.
-        let guard = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = match self.meta.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => {
+                let mut guard = poisoned.into_inner();
+                self.mark_errored(&mut guard, "a request panicked while changing metadata");
+                guard
+            }
+        };
         MetaGuard {
             guard: ManuallyDrop::new(guard),
             server: self,
+        }
+    }
+
+    /// Errors the filesystem (see `errored`), once, with the reason in the log.
+    fn mark_errored(&self, meta: &mut Meta, why: &str) {
+        if !self.errored.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                "the filesystem is errored ({why}): changes are refused from now on, and it \
+                 stays marked with errors until `e2fsck -f` repairs it"
+            );
+        }
+        if let Some(fs) = meta.fs.as_mut() {
+            fs.mark_error();
+        }
+    }
+
+    /// The fault this server injects (always `None` without the `fault-injection` feature).
+    pub(crate) fn fault(&self) -> Option<Fault> {
+        if cfg!(feature = "fault-injection") {
+            self.opts.fault
+        } else {
+            None
         }
     }
 
@@ -302,14 +388,58 @@ impl Server {
     }
 
     /// Handles one request. `None` means the request gets no reply (FORGET, INTERRUPT).
+    ///
+    /// A handler that panics does not leave the kernel waiting: the request gets EIO, the
+    /// panic is logged, and the filesystem is errored (its state may be half changed).
     pub fn handle(&self, req: &Request<'_>, transport: &dyn Transport) -> Option<Reply> {
+        let run = std::panic::AssertUnwindSafe(|| self.dispatch(req, transport));
+        match std::panic::catch_unwind(run) {
+            Ok(reply) => {
+                if let Some(Err(Errno(libc::EUCLEAN))) = &reply {
+                    self.mark_errored(
+                        &mut self.meta(),
+                        &format!("corruption found serving {:?}", req.opcode()),
+                    );
+                }
+                reply
+            }
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                tracing::error!(
+                    unique = req.header.unique,
+                    "{:?} panicked: {what}",
+                    req.opcode()
+                );
+                self.mark_errored(&mut self.meta(), "a request panicked");
+                (!no_reply(&req.op)).then_some(Err(Errno(libc::EIO)))
+            }
+        }
+    }
+
+    fn dispatch(&self, req: &Request<'_>, transport: &dyn Transport) -> Option<Reply> {
         let nodeid = req.header.nodeid;
+        // A node id names an inode we handed out; a reserved or impossible number never is
+        // one (the journal, the resize inode, ...): stale, and nothing is read for it.
+        let valid = |ino: Ino| {
+            ino == ext2fs::ROOT_INO || (self.first_ino..=self.inodes_count).contains(&ino)
+        };
+        let ino_of = |nodeid: u64| ino_of(nodeid).filter(|&i| valid(i));
         let ino = || ino_of(nodeid).ok_or(Errno(libc::ESTALE));
         if self.opts.debug {
             tracing::debug!(unique = req.header.unique, nodeid, "{:?}", req.op);
         }
         if self.shut_down.load(Ordering::Relaxed) && modifies(&req.op) {
             return Some(Err(Errno(libc::EIO)));
+        }
+        if self.errored.load(Ordering::SeqCst) && changes(&req.op) {
+            return Some(Err(Errno(libc::EROFS)));
+        }
+        if modifies(&req.op) {
+            self.changed.store(true, Ordering::Relaxed);
         }
         let reply = match &req.op {
             Op::Init(arg) => self.init(arg),
@@ -329,11 +459,20 @@ impl Server {
             Op::Setattr(arg) => ino().and_then(|i| self.setattr(i, arg)),
             Op::Readlink => ino().and_then(|i| self.readlink(i)),
             Op::Symlink { name, target } => ino().and_then(|p| self.symlink(req, p, name, target)),
-            Op::Mknod { arg, name } => ino().and_then(|p| self.mknod(req, p, name, arg.mode, arg.rdev, arg.umask)),
-            Op::Mkdir { arg, name } => ino().and_then(|p| self.mkdir(req, p, name, arg.mode, arg.umask)),
+            Op::Mknod { arg, name } => {
+                ino().and_then(|p| self.mknod(req, p, name, arg.mode, arg.rdev, arg.umask))
+            }
+            Op::Mkdir { arg, name } => {
+                ino().and_then(|p| self.mkdir(req, p, name, arg.mode, arg.umask))
+            }
             Op::Unlink { name } => ino().and_then(|p| self.unlink(p, name)),
             Op::Rmdir { name } => ino().and_then(|p| self.rmdir(p, name)),
-            Op::Rename { newdir, flags, oldname, newname } => ino().and_then(|p| {
+            Op::Rename {
+                newdir,
+                flags,
+                oldname,
+                newname,
+            } => ino().and_then(|p| {
                 let np = ino_of(*newdir).ok_or(Errno(libc::ESTALE))?;
                 self.rename(p, oldname, np, newname, *flags)
             }),
@@ -368,11 +507,15 @@ impl Server {
             Op::Readdir(arg) => ino().and_then(|i| self.readdir(i, arg.offset, arg.size, false)),
             Op::Readdirplus(arg) => ino().and_then(|i| self.readdir(i, arg.offset, arg.size, true)),
             Op::Statfs => self.statfs(),
-            Op::Setxattr { arg, name, value } => ino().and_then(|i| self.setxattr(i, name, value, arg.flags)),
+            Op::Setxattr { arg, name, value } => {
+                ino().and_then(|i| self.setxattr(i, name, value, arg.flags))
+            }
             Op::Getxattr { arg, name } => ino().and_then(|i| self.getxattr(i, name, arg.size)),
             Op::Listxattr(arg) => ino().and_then(|i| self.listxattr(i, arg.size)),
             Op::Removexattr { name } => ino().and_then(|i| self.removexattr(i, name)),
-            Op::Fallocate(arg) => ino().and_then(|i| self.fallocate(i, arg.offset, arg.length, arg.mode)),
+            Op::Fallocate(arg) => {
+                ino().and_then(|i| self.fallocate(i, arg.offset, arg.length, arg.mode))
+            }
             Op::Lseek(arg) => ino().and_then(|i| self.lseek(i, arg.offset, arg.whence)),
             Op::Ioctl { arg, .. } => ino().and_then(|i| self.ioctl(i, arg)),
             Op::Statx(_) => ino().and_then(|i| self.statx(i)),
@@ -397,13 +540,18 @@ impl Server {
         if runs.is_empty() || self.mode() != Mode::Iomap || dev == 0 {
             return;
         }
-        let Some(transport) = self.transport.get() else { return };
+        let Some(transport) = self.transport.get() else {
+            return;
+        };
         let bs = self.block_size as u64;
         for &(blk, n) in runs {
             let payload = fuse_wire::structs::IomapDevInvalOut {
                 dev,
                 reserved: 0,
-                range: fuse_wire::structs::Range { offset: blk * bs, length: n * bs },
+                range: fuse_wire::structs::Range {
+                    offset: blk * bs,
+                    length: n * bs,
+                },
             };
             if let Err(e) = crate::session::send_notification(
                 transport.as_ref(),
@@ -458,7 +606,12 @@ impl Server {
         if meta.lookups.contains_key(&ino) || !meta.orphans.remove(&ino) {
             return Ok(());
         }
-        Self::free_unlinked(meta, ino)
+        let freed = Self::free_unlinked(meta, ino);
+        if freed.is_err() {
+            // Still on the on-disk orphan list: tried again at unmount, or the next mount.
+            meta.orphans.insert(ino);
+        }
+        freed
     }
 
     /// Frees `ino` if nothing links to it any more.
@@ -474,38 +627,86 @@ impl Server {
         Ok(())
     }
 
-    /// Flushes metadata and data to the device.
-    fn sync(&self) -> Reply {
+    /// Makes everything durable: the changed allocation metadata (bitmaps and descriptors
+    /// of the groups that changed, the superblock) is written, then one `fdatasync` of the
+    /// device carries it, the inodes and directories (written when they changed) and the
+    /// file data. Not `ext2fs_flush`'s rewrite of every bitmap and every backup.
+    pub fn sync(&self) -> Reply {
         {
             let mut meta = self.meta();
             let fs = meta.fs()?;
             if !fs.read_only() {
-                fs.flush()?;
+                fs.commit()?;
             }
         }
         self.data.sync()?;
         Ok(Vec::new())
     }
 
-    /// Frees orphans, flushes and closes the filesystem. Idempotent.
+    /// ext4's commit interval (`-o commit=`).
+    pub fn commit_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.opts.commit)
+    }
+
+    /// The periodic commit: if anything changed since the last one, `sync`. Metadata then
+    /// never stays only in memory for longer than the interval.
+    pub fn commit_if_changed(&self) {
+        if !self.changed.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        match self.sync() {
+            Ok(_) => tracing::debug!("periodic commit done"),
+            // Closed (after DESTROY) or read-only: nothing to do.
+            Err(Errno(libc::EIO | libc::EROFS)) if self.meta().fs.is_none() => {}
+            Err(Errno(e)) => tracing::warn!(
+                "periodic commit failed: {}",
+                std::io::Error::from_raw_os_error(e)
+            ),
+        }
+    }
+
+    /// Frees orphans, flushes and closes the filesystem. Idempotent. The filesystem is
+    /// closed whatever else fails. An orphan that cannot be freed stays on the on-disk
+    /// orphan list for the next mount to free: logged, not an error. Returns the first
+    /// error of closing and syncing.
     pub fn shutdown(&self) -> Result<(), Errno> {
         let mut meta = self.meta();
-        let Some(_) = meta.fs.as_ref() else { return Ok(()) };
+        let Some(_) = meta.fs.as_ref() else {
+            return Ok(());
+        };
         meta.lookups.clear();
         meta.dircache.clear();
+        let mut first_error = None;
         let orphans: Vec<Ino> = meta.orphans.drain().collect();
         for ino in orphans {
-            Self::free_unlinked(&mut meta, ino)?;
+            if let Err(e) = Self::free_unlinked(&mut meta, ino) {
+                tracing::warn!(ino, "cannot free an unlinked inode at unmount ({e:?}): it stays on the orphan list for the next mount");
+            }
         }
         let fs = meta.fs.take().expect("checked above");
-        fs.close()?;
-        self.data.sync()?;
-        Ok(())
+        #[cfg(feature = "fault-injection")]
+        if let Some(Fault::FailStep { .. }) = self.fault() {
+            // Tests read this to know whether the failure they planned was reached.
+            tracing::info!("fault injection: {} steps taken", fs.steps_taken());
+        }
+        if let Err(e) = fs.close() {
+            tracing::error!("closing the filesystem failed: {e}");
+            first_error.get_or_insert(e.into());
+        }
+        if let Err(e) = self.data.sync() {
+            first_error.get_or_insert(e.into());
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     fn destroy(&self) -> Reply {
-        let result = self.shutdown();
+        // `finished` is set by the session once this reply is sent: a worker that saw it
+        // earlier would close the connection under the reply.
+        self.shutdown().map(|_| Vec::new())
+    }
+
+    /// The session ends: DESTROY has been answered.
+    pub fn mark_finished(&self) {
         self.finished.store(true, Ordering::Relaxed);
-        result.map(|_| Vec::new())
     }
 }

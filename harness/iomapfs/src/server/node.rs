@@ -5,6 +5,7 @@ use fuse_wire::consts::*;
 use fuse_wire::request::Request;
 use fuse_wire::structs::SetattrIn;
 
+use super::undo::{Undo, Undos};
 use super::{bytes, Errno, Meta, Reply, Server};
 use crate::attr::now;
 
@@ -41,7 +42,13 @@ impl Server {
     /// leaves it to the server): never with noatime (nodiratime for directories) or on a
     /// read-only filesystem, always with strictatime, otherwise by relatime's rule: when
     /// atime is not after mtime or ctime, or is a day old.
-    pub(crate) fn touch_atime(&self, meta: &mut Meta, ino: Ino, inode: &mut Inode, dir: bool) -> Result<(), Errno> {
+    pub(crate) fn touch_atime(
+        &self,
+        meta: &mut Meta,
+        ino: Ino,
+        inode: &mut Inode,
+        dir: bool,
+    ) -> Result<(), Errno> {
         if self.atime_due(meta, inode, dir) {
             inode.set_atime(now());
             meta.writable()?.write_inode(ino, inode)?;
@@ -62,21 +69,6 @@ impl Server {
             || key(a) <= key(m)
             || key(a) <= key(c)
             || now().sec.saturating_sub(a.sec) >= 24 * 3600
-    }
-
-    /// Adjusts a directory's link count (and times) when a subdirectory comes or goes;
-    /// libext2fs already dated the directory for the name change itself.
-    fn touch_dir(meta: &mut Meta, dir: Ino, links_delta: i32) -> Result<(), Errno> {
-        let fs = meta.fs()?;
-        let mut inode = fs.read_inode(dir)?;
-        let t = now();
-        inode.set_mtime(t);
-        inode.set_ctime(t);
-        if links_delta != 0 {
-            inode.set_links((inode.links() as i32 + links_delta).clamp(0, u16::MAX as i32) as u16);
-        }
-        fs.write_inode(dir, &inode)?;
-        Ok(())
     }
 
     pub(super) fn lookup(&self, parent: Ino, name: &[u8]) -> Reply {
@@ -131,26 +123,39 @@ impl Server {
         if valid & FATTR_ATIME_NOW != 0 {
             inode.set_atime(t);
         } else if valid & FATTR_ATIME != 0 {
-            inode.set_atime(Timestamp { sec: arg.atime as i64, nsec: arg.atimensec });
+            inode.set_atime(Timestamp {
+                sec: arg.atime as i64,
+                nsec: arg.atimensec,
+            });
         }
         if valid & FATTR_MTIME_NOW != 0 {
             inode.set_mtime(t);
         } else if valid & FATTR_MTIME != 0 {
-            inode.set_mtime(Timestamp { sec: arg.mtime as i64, nsec: arg.mtimensec });
+            inode.set_mtime(Timestamp {
+                sec: arg.mtime as i64,
+                nsec: arg.mtimensec,
+            });
         }
         if valid & FATTR_SIZE != 0 {
             if s_isdir(inode.mode()) {
                 return Err(Errno(libc::EISDIR));
             }
-            self.truncate(&mut meta, ino, &mut inode, arg.size)?;
             inode.set_mtime(t);
         }
         if valid & FATTR_CTIME != 0 {
-            inode.set_ctime(Timestamp { sec: arg.ctime as i64, nsec: arg.ctimensec });
+            inode.set_ctime(Timestamp {
+                sec: arg.ctime as i64,
+                nsec: arg.ctimensec,
+            });
         } else {
             inode.set_ctime(t);
         }
-        meta.fs()?.write_inode(ino, &inode)?;
+        // One inode write carries every attribute (the size change writes it itself).
+        if valid & FATTR_SIZE != 0 {
+            self.truncate(&mut meta, ino, &mut inode, arg.size)?;
+        } else {
+            meta.fs()?.write_inode(ino, &inode)?;
+        }
         Ok(self.attr_out(ino, &inode))
     }
 
@@ -166,7 +171,12 @@ impl Server {
 
     /// Owner and group of a new inode: the caller's, or the directory's group when the
     /// directory is setgid (and then new directories inherit setgid too).
-    fn new_owner(meta: &mut Meta, req: &Request<'_>, parent: Ino, mode: u32) -> Result<(u32, u32, u32), Errno> {
+    fn new_owner(
+        meta: &mut Meta,
+        req: &Request<'_>,
+        parent: Ino,
+        mode: u32,
+    ) -> Result<(u32, u32, u32), Errno> {
         let dir = Self::read_dir_inode(meta, parent)?;
         let mut mode = mode;
         let gid = if dir.mode() & libc::S_ISGID != 0 {
@@ -181,6 +191,8 @@ impl Server {
     }
 
     /// Allocates, fills and links a new non-directory inode; returns it with one lookup.
+    /// Without a name (O_TMPFILE) the inode goes on the orphan list instead.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn make_node(
         &self,
         meta: &mut Meta,
@@ -216,22 +228,39 @@ impl Server {
         if matches!(mode & libc::S_IFMT, libc::S_IFCHR | libc::S_IFBLK) {
             inode.set_rdev(rdev);
         }
-        fs.write_new_inode(ino, &inode)?;
-        set_acls(fs, ino, &acls)?;
-        if let Some(name) = name {
-            if let Err(e) = fs.link(parent, name, ino, FileType::from_mode(mode)) {
-                inode.set_links(0);
-                let _ = fs.write_inode(ino, &inode);
-                let _ = fs.free_inode(ino);
-                return Err(e.into());
+        // The inode is complete before a name points at it; until then, freeing it undoes all.
+        let made = fs
+            .write_new_inode(ino, &inode)
+            .and_then(|()| {
+                set_acls(fs, ino, &acls)
+                    .map_err(|Errno(e)| ext2fs::Error::from_errno(e, "setting ACLs"))
+            })
+            .and_then(|()| match name {
+                Some(name) => fs.link(parent, name, ino, FileType::from_mode(mode)),
+                None => fs.orphan_add(ino),
+            });
+        if let Err(e) = made {
+            if meta.fs()?.free_inode(ino).is_err() {
+                self.mark_errored(meta, "an inode of a failed create could not be freed");
             }
+            return Err(e.into());
+        }
+        if let Some(name) = name {
             meta.dircache.added(parent, name, ino);
         }
         let inode = meta.fs()?.read_inode(ino)?;
         Ok((ino, inode))
     }
 
-    pub(super) fn mknod(&self, req: &Request<'_>, parent: Ino, name: &[u8], mode: u32, rdev: u32, umask: u32) -> Reply {
+    pub(super) fn mknod(
+        &self,
+        req: &Request<'_>,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        umask: u32,
+    ) -> Reply {
         match mode & libc::S_IFMT {
             libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK => {}
             _ => return Err(Errno(libc::EINVAL)),
@@ -242,10 +271,18 @@ impl Server {
         Ok(bytes(&out))
     }
 
-    pub(super) fn mkdir(&self, req: &Request<'_>, parent: Ino, name: &[u8], mode: u32, umask: u32) -> Reply {
+    pub(super) fn mkdir(
+        &self,
+        req: &Request<'_>,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+    ) -> Reply {
         check_name(name)?;
         let mut meta = self.meta();
-        let (uid, gid, mode) = Self::new_owner(&mut meta, req, parent, libc::S_IFDIR | (mode & 0o7777))?;
+        let (uid, gid, mode) =
+            Self::new_owner(&mut meta, req, parent, libc::S_IFDIR | (mode & 0o7777))?;
         if meta.find(parent, name)?.is_some() {
             return Err(Errno(libc::EEXIST));
         }
@@ -255,23 +292,44 @@ impl Server {
             return Err(Errno(libc::EMLINK));
         }
         let (mode, acls) = inherit_acls(fs, parent, mode, umask)?;
+        // libext2fs' mkdir undoes itself when one of its steps fails.
         let ino = fs.mkdir(parent, name, mode, uid, gid)?;
-        set_acls(fs, ino, &acls)?;
+        if self.fault() == Some(crate::fault::Fault::PanicInMkdir) {
+            panic!("fault panic_in_mkdir: mkdir of inode {ino} panics holding the metadata lock");
+        }
+        if let Err(e) = set_acls(fs, ino, &acls) {
+            self.undo_mkdir(&mut meta, parent, name, ino);
+            return Err(e);
+        }
         meta.dircache.added(parent, name, ino);
-        let fs = meta.fs()?;
-        let mut inode = fs.read_inode(ino)?;
-        let t = now();
-        inode.set_atime(t);
-        inode.set_mtime(t);
-        inode.set_ctime(t);
-        inode.set_crtime(t);
-        // The generation seeds the checksums of the blocks mkdir already wrote: keep it.
-        fs.write_inode(ino, &inode)?;
+        let inode = meta.fs()?.read_inode(ino)?;
         let out = self.entry_out(&mut meta, ino, &inode);
         Ok(bytes(&out))
     }
 
-    pub(super) fn symlink(&self, req: &Request<'_>, parent: Ino, name: &[u8], target: &[u8]) -> Reply {
+    /// Removes a directory `mkdir` just made (its ACLs could not be set).
+    fn undo_mkdir(&self, meta: &mut Meta, parent: Ino, name: &[u8], ino: Ino) {
+        let undone = meta.fs().and_then(|fs| {
+            fs.unlink(parent, name)?;
+            let mut p = fs.read_inode(parent)?;
+            if p.links() > 2 {
+                p.set_links(p.links() - 1);
+            }
+            fs.write_inode(parent, &p)?;
+            Ok(fs.free_inode(ino)?)
+        });
+        if undone.is_err() {
+            self.mark_errored(meta, "a failed mkdir could not be undone");
+        }
+    }
+
+    pub(super) fn symlink(
+        &self,
+        req: &Request<'_>,
+        parent: Ino,
+        name: &[u8],
+        target: &[u8],
+    ) -> Reply {
         check_name(name)?;
         if target.is_empty() {
             return Err(Errno(libc::ENOENT));
@@ -285,31 +343,26 @@ impl Server {
             return Err(Errno(libc::EEXIST));
         }
         let fs = meta.writable()?;
+        // libext2fs' symlink undoes itself when one of its steps fails; it sets all times.
         let ino = fs.symlink(parent, name, target, uid, gid)?;
         meta.dircache.added(parent, name, ino);
-        let fs = meta.fs()?;
-        let mut inode = fs.read_inode(ino)?;
-        let ctime = inode.ctime();
-        inode.set_crtime(ctime);
-        fs.write_inode(ino, &inode)?;
+        let inode = meta.fs()?.read_inode(ino)?;
         let out = self.entry_out(&mut meta, ino, &inode);
         Ok(bytes(&out))
     }
 
-    /// Drops one link to `ino`; an inode left with no links is freed now, or when the
-    /// kernel forgets it if it still holds references.
-    fn drop_link(&self, meta: &mut Meta, ino: Ino, is_dir: bool) -> Result<(), Errno> {
-        let fs = meta.fs()?;
-        let mut inode = fs.read_inode(ino)?;
-        let links = if is_dir { 0 } else { inode.links().saturating_sub(1) };
-        inode.set_links(links);
-        inode.set_ctime(now());
-        fs.write_inode(ino, &inode)?;
-        if links == 0 {
-            meta.orphans.insert(ino);
-            self.free_if_orphan(meta, ino)?;
+    /// The inode just lost its last name (it is on the orphan list already): it is freed
+    /// now, or when the kernel forgets it if the kernel still holds it. A failure to free
+    /// is logged, not returned — the name is gone, and the orphan list keeps the inode for
+    /// the next attempt (forget, unmount, or the next mount).
+    fn orphaned(&self, meta: &mut Meta, ino: Ino) {
+        meta.orphans.insert(ino);
+        if let Err(e) = self.free_if_orphan(meta, ino) {
+            tracing::warn!(
+                ino,
+                "cannot free an unlinked inode now ({e:?}); it stays on the orphan list"
+            );
         }
-        Ok(())
     }
 
     pub(super) fn unlink(&self, parent: Ino, name: &[u8]) -> Reply {
@@ -317,12 +370,33 @@ impl Server {
         Self::read_dir_inode(&mut meta, parent)?;
         let ino = meta.find(parent, name)?.ok_or(Errno(libc::ENOENT))?;
         let fs = meta.writable()?;
-        if s_isdir(fs.read_inode(ino)?.mode()) {
+        let mut inode = fs.read_inode(ino)?;
+        if s_isdir(inode.mode()) {
             return Err(Errno(libc::EISDIR));
         }
-        fs.unlink(parent, name)?;
+        let ftype = FileType::from_mode(inode.mode());
+        let last = inode.links() <= 1;
+        let mut undo = Undos::default();
+        let steps = (|| -> Result<(), ext2fs::Error> {
+            // On the orphan list before it can be nameless; the name goes before the count.
+            if last {
+                fs.orphan_add(ino)?;
+                undo.push(Undo::OrphanDel(ino));
+            }
+            fs.unlink(parent, name)?;
+            undo.push(Undo::Link(parent, name.to_vec(), ino, ftype));
+            inode.set_links(inode.links().saturating_sub(1));
+            inode.set_ctime(now());
+            fs.write_inode(ino, &inode)
+        })();
+        if let Err(e) = steps {
+            undo.rollback(self, &mut meta, "unlink");
+            return Err(e.into());
+        }
         meta.dircache.removed(parent, name);
-        self.drop_link(&mut meta, ino, false)?;
+        if last {
+            self.orphaned(&mut meta, ino);
+        }
         Ok(Vec::new())
     }
 
@@ -337,18 +411,33 @@ impl Server {
         Self::read_dir_inode(&mut meta, parent)?;
         let ino = meta.find(parent, name)?.ok_or(Errno(libc::ENOENT))?;
         let fs = meta.writable()?;
-        if !s_isdir(fs.read_inode(ino)?.mode()) {
+        let mut inode = fs.read_inode(ino)?;
+        if !s_isdir(inode.mode()) {
             return Err(Errno(libc::ENOTDIR));
         }
         if !fs.is_dir_empty(ino)? {
             return Err(Errno(libc::ENOTEMPTY));
         }
-        fs.unlink(parent, name)?;
+        let mut undo = Undos::default();
+        let steps = (|| -> Result<(), Errno> {
+            fs.orphan_add(ino)?;
+            undo.push(Undo::OrphanDel(ino));
+            fs.unlink(parent, name)?;
+            undo.push(Undo::Link(parent, name.to_vec(), ino, FileType::Dir));
+            // The removed directory's ".." no longer links the parent.
+            adjust_links(fs, parent, -1)?;
+            undo.push(Undo::Links(parent, 1));
+            inode.set_links(0);
+            inode.set_ctime(now());
+            Ok(fs.write_inode(ino, &inode)?)
+        })();
+        if let Err(e) = steps {
+            undo.rollback(self, &mut meta, "rmdir");
+            return Err(e);
+        }
         meta.dircache.removed(parent, name);
         meta.dircache.forget_dir(ino);
-        // The removed directory's ".." no longer links the parent.
-        Self::touch_dir(&mut meta, parent, -1)?;
-        self.drop_link(&mut meta, ino, true)?;
+        self.orphaned(&mut meta, ino);
         Ok(Vec::new())
     }
 
@@ -367,18 +456,42 @@ impl Server {
         if inode.links() >= LINK_MAX {
             return Err(Errno(libc::EMLINK));
         }
-        fs.link(parent, name, ino, FileType::from_mode(inode.mode()))?;
+        let was_orphan = inode.links() == 0;
+        let mut undo = Undos::default();
+        let steps = (|| -> Result<(), ext2fs::Error> {
+            // The count goes up before the name appears: never fewer links than names.
+            inode.set_links(inode.links() + 1);
+            inode.set_ctime(now());
+            fs.write_inode(ino, &inode)?;
+            undo.push(Undo::Links(ino, -1));
+            fs.link(parent, name, ino, FileType::from_mode(inode.mode()))
+        })();
+        if let Err(e) = steps {
+            undo.rollback(self, &mut meta, "link");
+            return Err(e.into());
+        }
+        if was_orphan {
+            // An O_TMPFILE inode gets its first name. Left on the list by a failure here, it
+            // is harmless: the next mount sees it has links and only trims it to its size.
+            if let Err(e) = fs.orphan_del(ino) {
+                tracing::warn!(ino, "cannot take a linked inode off the orphan list: {e}");
+            }
+        }
         meta.dircache.added(parent, name, ino);
-        let fs = meta.fs()?;
-        inode.set_links(inode.links() + 1);
-        inode.set_ctime(now());
-        fs.write_inode(ino, &inode)?;
         meta.orphans.remove(&ino);
+        let inode = meta.fs()?.read_inode(ino)?;
         let out = self.entry_out(&mut meta, ino, &inode);
         Ok(bytes(&out))
     }
 
-    pub(super) fn rename(&self, old_dir: Ino, old_name: &[u8], new_dir: Ino, new_name: &[u8], flags: u32) -> Reply {
+    pub(super) fn rename(
+        &self,
+        old_dir: Ino,
+        old_name: &[u8],
+        new_dir: Ino,
+        new_name: &[u8],
+        flags: u32,
+    ) -> Reply {
         check_name(old_name)?;
         check_name(new_name)?;
         if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
@@ -393,40 +506,57 @@ impl Server {
         let dst = meta.find(new_dir, new_name)?;
         let fs = meta.writable()?;
         let src_inode = fs.read_inode(src)?;
-        let src_is_dir = s_isdir(src_inode.mode());
         let src_type = FileType::from_mode(src_inode.mode());
+        let src_is_dir = src_type == FileType::Dir;
+        let cross = old_dir != new_dir;
 
         if flags & RENAME_EXCHANGE != 0 {
             let dst = dst.ok_or(Errno(libc::ENOENT))?;
-            let dst_inode = fs.read_inode(dst)?;
-            let dst_is_dir = s_isdir(dst_inode.mode());
-            fs.unlink(old_dir, old_name)?;
-            fs.unlink(new_dir, new_name)?;
-            fs.link(old_dir, old_name, dst, FileType::from_mode(dst_inode.mode()))?;
-            fs.link(new_dir, new_name, src, src_type)?;
+            let dst_type = FileType::from_mode(fs.read_inode(dst)?.mode());
+            let mut undo = Undos::default();
+            let steps = (|| -> Result<(), Errno> {
+                // Each directory gains the other's "..": counts go up first, down last.
+                let into_new = i32::from(src_is_dir) - i32::from(dst_type == FileType::Dir);
+                let (grows, shrinks) = if into_new > 0 {
+                    (new_dir, old_dir)
+                } else {
+                    (old_dir, new_dir)
+                };
+                if cross && into_new != 0 {
+                    adjust_links(fs, grows, 1)?;
+                    undo.push(Undo::Links(grows, -1));
+                }
+                // The two entries swap inode numbers in place: no name is ever missing.
+                fs.set_entry(old_dir, old_name, dst, dst_type)?;
+                undo.push(Undo::SetEntry(old_dir, old_name.to_vec(), src, src_type));
+                fs.set_entry(new_dir, new_name, src, src_type)?;
+                undo.push(Undo::SetEntry(new_dir, new_name.to_vec(), dst, dst_type));
+                if cross {
+                    if src_is_dir {
+                        fs.set_dotdot(src, new_dir)?;
+                        undo.push(Undo::Dotdot(src, old_dir));
+                    }
+                    if dst_type == FileType::Dir {
+                        fs.set_dotdot(dst, old_dir)?;
+                        undo.push(Undo::Dotdot(dst, new_dir));
+                    }
+                    if into_new != 0 {
+                        adjust_links(fs, shrinks, -1)?;
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(e) = steps {
+                undo.rollback(self, &mut meta, "rename (exchange)");
+                return Err(e);
+            }
             meta.dircache.added(old_dir, old_name, dst);
             meta.dircache.added(new_dir, new_name, src);
-            let fs = meta.fs()?;
-            if old_dir != new_dir {
-                if src_is_dir {
-                    fs.set_dotdot(src, new_dir)?;
-                }
-                if dst_is_dir {
-                    fs.set_dotdot(dst, old_dir)?;
-                }
-                let delta = src_is_dir as i32 - dst_is_dir as i32;
-                Self::touch_dir(&mut meta, old_dir, -delta)?;
-                Self::touch_dir(&mut meta, new_dir, delta)?;
-            }
-            for ino in [src, dst] {
-                let fs = meta.fs()?;
-                let mut inode = fs.read_inode(ino)?;
-                inode.set_ctime(now());
-                fs.write_inode(ino, &inode)?;
-            }
+            touch_ctimes(&mut meta, &[src, dst]);
             return Ok(Vec::new());
         }
 
+        let mut replaced = None;
         if let Some(dst) = dst {
             if flags & RENAME_NOREPLACE != 0 {
                 return Err(Errno(libc::EEXIST));
@@ -434,37 +564,108 @@ impl Server {
             if dst == src {
                 return Ok(Vec::new());
             }
-            let dst_is_dir = s_isdir(fs.read_inode(dst)?.mode());
+            let dst_inode = fs.read_inode(dst)?;
+            let dst_is_dir = s_isdir(dst_inode.mode());
             match (src_is_dir, dst_is_dir) {
                 (true, false) => return Err(Errno(libc::ENOTDIR)),
                 (false, true) => return Err(Errno(libc::EISDIR)),
                 (true, true) if !fs.is_dir_empty(dst)? => return Err(Errno(libc::ENOTEMPTY)),
                 _ => {}
             }
-            fs.unlink(new_dir, new_name)?;
-            meta.dircache.removed(new_dir, new_name);
-            if dst_is_dir {
-                meta.dircache.forget_dir(dst);
-                Self::touch_dir(&mut meta, new_dir, -1)?;
-            }
-            self.drop_link(&mut meta, dst, dst_is_dir)?;
+            replaced = Some((dst, dst_inode));
         }
-        let fs = meta.fs()?;
-        fs.unlink(old_dir, old_name)?;
-        fs.link(new_dir, new_name, src, src_type)?;
+        let mut undo = Undos::default();
+        let steps = (|| -> Result<(), Errno> {
+            // A replaced inode that loses its last link is on the orphan list first.
+            let dst_last = replaced
+                .as_ref()
+                .is_some_and(|(_, i)| s_isdir(i.mode()) || i.links() <= 1);
+            if let (Some((dst, _)), true) = (&replaced, dst_last) {
+                fs.orphan_add(*dst)?;
+                undo.push(Undo::OrphanDel(*dst));
+            }
+            // A directory moving in counts for its new parent before it is there.
+            if src_is_dir && cross {
+                adjust_links(fs, new_dir, 1)?;
+                undo.push(Undo::Links(new_dir, -1));
+            }
+            // The new name first (or the replaced name retargeted in place), then the old
+            // name goes: a failure between leaves both names, never none.
+            match &replaced {
+                Some((dst, dst_inode)) => {
+                    fs.set_entry(new_dir, new_name, src, src_type)?;
+                    let dst_type = FileType::from_mode(dst_inode.mode());
+                    undo.push(Undo::SetEntry(new_dir, new_name.to_vec(), *dst, dst_type));
+                }
+                None => {
+                    fs.link(new_dir, new_name, src, src_type)?;
+                    undo.push(Undo::Unlink(new_dir, new_name.to_vec()));
+                }
+            }
+            fs.unlink(old_dir, old_name)?;
+            undo.push(Undo::Link(old_dir, old_name.to_vec(), src, src_type));
+            if src_is_dir && cross {
+                fs.set_dotdot(src, new_dir)?;
+                undo.push(Undo::Dotdot(src, old_dir));
+                adjust_links(fs, old_dir, -1)?;
+                undo.push(Undo::Links(old_dir, 1));
+            }
+            if let Some((dst, mut dst_inode)) = replaced {
+                if s_isdir(dst_inode.mode()) {
+                    // The replaced directory's ".." no longer links the new parent.
+                    adjust_links(fs, new_dir, -1)?;
+                    undo.push(Undo::Links(new_dir, 1));
+                    dst_inode.set_links(0);
+                } else {
+                    dst_inode.set_links(dst_inode.links().saturating_sub(1));
+                }
+                dst_inode.set_ctime(now());
+                fs.write_inode(dst, &dst_inode)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = steps {
+            undo.rollback(self, &mut meta, "rename");
+            return Err(e);
+        }
         meta.dircache.removed(old_dir, old_name);
         meta.dircache.added(new_dir, new_name, src);
-        let fs = meta.fs()?;
-        if src_is_dir && old_dir != new_dir {
-            fs.set_dotdot(src, new_dir)?;
-            Self::touch_dir(&mut meta, old_dir, -1)?;
-            Self::touch_dir(&mut meta, new_dir, 1)?;
+        if let Some((dst, dst_inode)) = replaced {
+            if s_isdir(dst_inode.mode()) {
+                meta.dircache.forget_dir(dst);
+            }
+            if meta.fs()?.read_inode(dst)?.links() == 0 {
+                self.orphaned(&mut meta, dst);
+            }
         }
-        let fs = meta.fs()?;
-        let mut inode = fs.read_inode(src)?;
-        inode.set_ctime(now());
-        fs.write_inode(src, &inode)?;
+        touch_ctimes(&mut meta, &[src]);
         Ok(Vec::new())
+    }
+}
+
+/// Adds `delta` to a directory's link count and dates it (a subdirectory came or went;
+/// libext2fs already dated it for the name change itself).
+fn adjust_links(fs: &mut ext2fs::Fs, dir: Ino, delta: i32) -> Result<(), Errno> {
+    let mut inode = fs.read_inode(dir)?;
+    let t = now();
+    inode.set_mtime(t);
+    inode.set_ctime(t);
+    inode.set_links((i32::from(inode.links()) + delta).clamp(0, i32::from(u16::MAX)) as u16);
+    fs.write_inode(dir, &inode)?;
+    Ok(())
+}
+
+/// Sets the ctime of inodes a rename changed. The rename is done: a failure here is logged.
+fn touch_ctimes(meta: &mut Meta, inos: &[Ino]) {
+    for &ino in inos {
+        let done = meta.fs().and_then(|fs| {
+            let mut inode = fs.read_inode(ino)?;
+            inode.set_ctime(now());
+            Ok(fs.write_inode(ino, &inode)?)
+        });
+        if let Err(e) = done {
+            tracing::warn!(ino, "cannot update the ctime after a rename: {e:?}");
+        }
     }
 }
 
@@ -481,7 +682,12 @@ type InheritedAcls = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// The mode and ACLs of a new inode in `parent`: the directory's default ACL when it has
 /// one (directories also inherit it as their own default), else the caller's umask.
-fn inherit_acls(fs: &ext2fs::Fs, parent: Ino, mode: u32, umask: u32) -> Result<(u32, InheritedAcls), Errno> {
+fn inherit_acls(
+    fs: &ext2fs::Fs,
+    parent: Ino,
+    mode: u32,
+    umask: u32,
+) -> Result<(u32, InheritedAcls), Errno> {
     let Some(default) = fs.xattr_get(parent, super::acl::DEFAULT)? else {
         return Ok((mode & !(umask & 0o777), (None, None)));
     };

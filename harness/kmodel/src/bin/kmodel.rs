@@ -1,5 +1,6 @@
 //! `kmodel --server PATH [--seed N] [--ops N] [--threads N]`: run one random sequence (or N
 //! at once, concurrent mode) against a fresh image, for manual use and replaying a seed.
+//! `kmodel --fuzz N [--seed S]`: serve N mutated images (the image fuzzer).
 
 use std::path::PathBuf;
 
@@ -44,6 +45,9 @@ struct Cli {
     /// operations on its own files, on one connection (no remounts).
     #[arg(long)]
     threads: Option<usize>,
+    /// Image fuzzing: serve N mutated images (seeds --seed, --seed + 1, ...), two at a time.
+    #[arg(long, value_name = "N")]
+    fuzz: Option<u64>,
 }
 
 fn main() -> Result<()> {
@@ -58,6 +62,30 @@ fn main() -> Result<()> {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
+    if let Some(count) = cli.fuzz {
+        let workdir = match cli.workdir {
+            Some(dir) => dir,
+            None => std::env::temp_dir().join(format!("kmodel-fuzz-{seed}")),
+        };
+        println!(
+            "fuzzing {count} images from seed {seed} in {}",
+            workdir.display()
+        );
+        let cfg = kmodel::fuzz::FuzzConfig {
+            server,
+            seed,
+            count,
+            jobs: 2,
+            reply_timeout: std::time::Duration::from_secs(10),
+            workdir,
+        };
+        let report = kmodel::fuzz::fuzz(&cfg).map_err(anyhow::Error::msg)?;
+        println!("{report}");
+        if !report.findings.is_empty() {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let mut cfg = kmodel::RunConfig::new(server, seed, cli.ops);
     if let Some(bs) = cli.block_size {
         cfg.block_size = bs;

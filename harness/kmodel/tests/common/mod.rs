@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use kmodel::{Kernel, ServerSpec};
 
-/// Builds `iomapfs` once (`cargo build -p iomapfs --bins`) and returns its path;
-/// `KMODEL_SERVER=PATH` tests another build instead.
+/// Builds `iomapfs` once (`cargo build -p iomapfs --bins --features fault-injection`: the
+/// tests inject faults) and returns its path; `KMODEL_SERVER=PATH` tests another build.
 pub fn server_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -18,11 +18,22 @@ pub fn server_binary() -> PathBuf {
         }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "iomapfs", "--bins"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "iomapfs",
+                "--bins",
+                "--features",
+                "fault-injection",
+            ])
             .current_dir(&root)
             .status()
             .expect("run cargo build -p iomapfs");
-        assert!(status.success(), "cargo build -p iomapfs --bins failed");
+        assert!(
+            status.success(),
+            "cargo build -p iomapfs --bins --features fault-injection failed"
+        );
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"));
