@@ -469,6 +469,25 @@ impl Fs {
         self.read_only
     }
 
+    /// Where inode `ino` lives on the device: (byte offset, length), so a caller can wait
+    /// for that inode's write alone (`sync_file_range`). `None` for a number out of range.
+    pub fn inode_byte_range(&self, ino: Ino) -> Option<(u64, u64)> {
+        let sb = self.sb();
+        let per_group = u64::from(sb.s_inodes_per_group);
+        let index = u64::from(ino).checked_sub(1)?;
+        if per_group == 0 || u64::from(ino) > u64::from(sb.s_inodes_count) {
+            return None;
+        }
+        let group = u32::try_from(index / per_group).ok()?;
+        let size = self.inode_size() as u64;
+        // SAFETY: open handle, group below the group count (ino <= s_inodes_count).
+        let table = unsafe { sys::ext2fs_inode_table_loc(self.ptr(), group) };
+        let offset = table
+            .checked_mul(u64::from(self.block_size()))?
+            .checked_add((index % per_group).checked_mul(size)?)?;
+        Some((offset, size))
+    }
+
     pub(crate) fn inode_size(&self) -> usize {
         let sb = self.sb();
         if sb.s_rev_level == 0 {

@@ -283,6 +283,18 @@ impl Inode {
         self.raw.i_flags & sys::EXT4_EXTENTS_FL != 0
     }
 
+    /// Depth of the extent tree (0: every extent in the inode itself; more: the extents
+    /// live in separate blocks), or `None` when the file does not use extents.
+    pub fn extent_depth(&self) -> Option<u16> {
+        if !self.uses_extents() {
+            return None;
+        }
+        // ext3_extent_header: magic, entries, max, depth (little-endian u16s) in i_block.
+        let header = self.raw.i_block[1];
+        let magic = (self.raw.i_block[0] & 0xffff) as u16;
+        (magic == 0xf30a).then_some((header >> 16) as u16)
+    }
+
     /// Deletion time (seconds), set when the inode is freed.
     pub fn dtime(&self) -> u32 {
         self.raw.i_dtime

@@ -556,3 +556,36 @@ fn freed_blocks_are_logged_for_invalidation() {
     fs.close().unwrap();
     fsck_clean(&img.path);
 }
+
+/// Where an inode lives on the device (debugfs `imap` is the oracle), and how deep its
+/// extent tree is: the write path orders the size before conversions in a separate tree.
+#[test]
+fn inode_location_and_extent_depth() {
+    if !have_tools() {
+        return;
+    }
+    let img = mkfs(64, &["-b", "1024", "-N", "4096"]);
+    let mut fs = Fs::open(&img.path, true).unwrap();
+    let ino = create_file(&mut fs, ROOT_INO, b"f", 0o644);
+    let mut inode = fs.read_inode(ino).unwrap();
+    assert_eq!(inode.extent_depth(), Some(0), "a new file keeps its extents in the inode");
+    // Every other block: more extents than the inode holds (4), so the tree grows a level.
+    for b in (0..40).step_by(2) {
+        fs.allocate_unwritten(ino, &mut inode, b, 1).unwrap();
+    }
+    assert!(inode.extent_depth().unwrap() >= 1, "{:?}", inode.extent_depth());
+    fs.close().unwrap();
+    let fs = Fs::open(&img.path, false).unwrap();
+    for n in [2, ino, 4096] {
+        let (offset, len) = fs.inode_byte_range(n).unwrap();
+        let imap = debugfs(&img.path, &format!("imap <{n}>"));
+        // "located at block 35, offset 0x0100"
+        let at = imap.split("located at block ").nth(1).unwrap();
+        let block: u64 = at.split(',').next().unwrap().trim().parse().unwrap();
+        let off = u64::from_str_radix(at.split("offset 0x").nth(1).unwrap().trim(), 16).unwrap();
+        assert_eq!(offset, block * 1024 + off, "inode {n}: {imap}");
+        assert_eq!(len, 256);
+    }
+    assert_eq!(fs.inode_byte_range(0), None);
+    assert_eq!(fs.inode_byte_range(4097), None);
+}

@@ -111,23 +111,28 @@ impl DataDevice {
                 _ => ranges.push((start, stop)),
             }
         }
+        for (start, stop) in ranges {
+            self.sync_range(start, stop - start)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the device's dirty pages in `[start, start + len)` and waits for them (the
+    /// device cache is flushed by the next sync). Metadata written through libext2fs shares
+    /// the device's page cache, so this orders metadata writes too.
+    pub fn sync_range(&self, start: u64, len: u64) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
             | libc::SYNC_FILE_RANGE_WRITE
             | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-        for (start, stop) in ranges {
-            // SAFETY: plain syscall on our own descriptor.
-            let rc = unsafe {
-                libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    start as i64,
-                    (stop - start) as i64,
-                    flags,
-                )
-            };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
+        let (start, len) = (
+            i64::try_from(start).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+            i64::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+        );
+        // SAFETY: plain syscall on our own descriptor.
+        let rc = unsafe { libc::sync_file_range(self.file.as_raw_fd(), start, len, flags) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
         }
         Ok(())
     }

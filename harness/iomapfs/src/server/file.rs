@@ -145,14 +145,26 @@ impl Server {
         let mut meta = self.meta();
         let fs = meta.fs()?;
         let mut inode = fs.read_inode(ino)?;
-        if end > inode.size() {
+        let grows = end > inode.size();
+        if grows {
             inode.set_size(end);
         }
         let t = now();
         inode.set_mtime(t);
         inode.set_ctime(t);
-        // Size and times go in the same inode write as the conversion, never after it:
-        // converted blocks past i_size would be an inconsistency.
+        // Converted blocks past i_size are an inconsistency e2fsck -p refuses to repair. With
+        // the extents in the inode, size and conversion go in one inode write; with an
+        // extent tree in its own blocks (written apart from the inode, in any order), the
+        // new size must be on the device before the conversion is written.
+        let converts = pieces
+            .iter()
+            .any(|p| matches!(p.backing, Backing::Unwritten { .. }));
+        if grows && converts && inode.extent_depth().is_some_and(|d| d > 0) {
+            fs.write_inode(ino, &inode)?;
+            if let Some((offset, len)) = fs.inode_byte_range(ino) {
+                self.data.sync_range(offset, len)?;
+            }
+        }
         if !engine::end_write(fs, ino, &mut inode, &pieces)? {
             fs.write_inode(ino, &inode)?;
         }

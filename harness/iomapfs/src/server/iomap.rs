@@ -245,12 +245,22 @@ impl Server {
             .ok_or(Errno(libc::EINVAL))?;
         // The size goes in the same inode write as the conversion (see engine::end_write).
         let lose_size = self.fault() == Some(Fault::LoseAppendSize);
-        if arg.flags & FUSE_IOMAP_IOEND_APPEND != 0 && end > inode.size() && !lose_size {
+        let grows = arg.flags & FUSE_IOMAP_IOEND_APPEND != 0 && end > inode.size();
+        if grows && !lose_size {
             inode.set_size(end);
         }
         let convert = self.fault() != Some(Fault::SkipUnwrittenConversion);
         let mut written = false;
-        if arg.written > 0 && arg.flags & FUSE_IOMAP_IOEND_UNWRITTEN != 0 && convert {
+        let converts = arg.written > 0 && arg.flags & FUSE_IOMAP_IOEND_UNWRITTEN != 0;
+        // With the extents in their own blocks, the new size reaches the device first (as in
+        // the classic write path): converted blocks past i_size would be an inconsistency.
+        if grows && converts && inode.extent_depth().is_some_and(|d| d > 0) {
+            fs.write_inode(ino, &inode)?;
+            if let Some((offset, len)) = fs.inode_byte_range(ino) {
+                self.data.sync_range(offset, len)?;
+            }
+        }
+        if converts && convert {
             let pieces = engine::map(fs, ino, &inode, arg.pos, arg.written)?;
             written = engine::end_write(fs, ino, &mut inode, &pieces)?;
         }
