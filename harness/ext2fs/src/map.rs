@@ -534,6 +534,7 @@ impl Fs {
         end: u64,
         max_runs: usize,
     ) -> Result<Vec<(u64, u64, u64)>> {
+        self.check_indirect_roots(ino, inode)?;
         let ppb = u64::from(self.block_size() / 4);
         let addressable = 12 + ppb + ppb * ppb + ppb * ppb * ppb;
         let end = end.min(addressable);
@@ -837,6 +838,22 @@ impl Fs {
         self.log_freed(pblk, len);
     }
 
+    /// The single, double and triple indirect blocks of a block-mapped inode: libext2fs
+    /// reads and rewrites them when it maps, allocates or frees, so they must be blocks
+    /// the inode may own (never metadata). (Pointers inside them are data blocks, checked
+    /// where they are mapped.)
+    fn check_indirect_roots(&self, ino: Ino, inode: &Inode) -> Result<()> {
+        if inode.uses_extents() || !self.has_valid_blocks(inode) {
+            return Ok(());
+        }
+        for &blk in &inode.raw.i_block[sys::EXT2_IND_BLOCK as usize..sys::EXT2_N_BLOCKS as usize] {
+            if blk != 0 {
+                self.check_pblk(u64::from(blk), 1, ino)?;
+            }
+        }
+        Ok(())
+    }
+
     fn allocate_block_mapped(
         &mut self,
         ino: Ino,
@@ -844,6 +861,7 @@ impl Fs {
         lblk: u64,
         len: u64,
     ) -> Result<()> {
+        self.check_indirect_roots(ino, inode)?;
         if inode.raw.i_flags & sys::EXT4_INLINE_DATA_FL != 0 {
             return Err(Error::from_errno(
                 libc::EOPNOTSUPP,
@@ -999,6 +1017,7 @@ impl Fs {
         } else if end.is_some() {
             self.punch_block_mapped(ino, inode, start, last.saturating_add(1))
         } else {
+            self.check_indirect_roots(ino, inode)?;
             // Truncation: ext2fs_punch is correct for an open-ended range.
             // SAFETY: our inode; libext2fs frees blocks and edits the mapping in it.
             let rc = unsafe {

@@ -434,3 +434,65 @@ fn a_filesystem_larger_than_its_device_is_refused() {
         assert!(err.to_string().contains("device holds"), "{err}");
     }
 }
+
+#[test]
+fn an_indirect_block_over_metadata_is_refused() {
+    require_tools!();
+    let img = mkfs(
+        16,
+        &["-b", "1024", "-O", "^extent,^64bit,^flex_bg,^metadata_csum"],
+    );
+    let mut fs = Fs::open(&img.path, true).unwrap();
+    let f = create_file(&mut fs, ROOT_INO, b"f", 0o644);
+    write_data(&mut fs, &img.path, f, &[5u8; 20 * 1024]);
+    fs.close().unwrap();
+    let stats = debugfs(&img.path, "stats");
+    let itable: u64 = stats
+        .split("inode table at ")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // i_block[12], the single indirect block, is 40 + 48 bytes into the inode.
+    let imap = debugfs(&img.path, &format!("imap <{f}>"));
+    let block: u64 = imap
+        .split("located at block ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let hex: String = imap
+        .split("offset 0x")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    let at = block * 1024 + u64::from_str_radix(&hex, 16).unwrap() + 88;
+    let dev = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img.path)
+        .unwrap();
+    dev.write_all_at(&(itable as u32 + 2).to_le_bytes(), at)
+        .unwrap();
+    let mut fs = Fs::open(&img.path, true).unwrap();
+    let mut inode = fs.read_inode(f).unwrap();
+    assert_eq!(fs.map(f, &inode, 12, 1).unwrap_err().errno(), libc::EUCLEAN);
+    assert_eq!(
+        fs.allocate_unwritten(f, &mut inode, 30, 1)
+            .unwrap_err()
+            .errno(),
+        libc::EUCLEAN
+    );
+    assert_eq!(
+        fs.punch(f, &mut inode, 5, None).unwrap_err().errno(),
+        libc::EUCLEAN
+    );
+}

@@ -71,7 +71,9 @@ impl Acl {
 
     /// True when the ACL says no more than the mode bits do (then it is not stored).
     pub fn is_equivalent_to_mode(&self) -> bool {
-        self.0.iter().all(|e| matches!(e.tag, USER_OBJ | GROUP_OBJ | OTHER))
+        self.0
+            .iter()
+            .all(|e| matches!(e.tag, USER_OBJ | GROUP_OBJ | OTHER))
     }
 
     /// The permission bits an access ACL implies: owner, mask (or group) and other.
@@ -115,12 +117,23 @@ mod tests {
     use super::*;
 
     fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
-        Acl(entries.iter().map(|&(tag, perm, id)| Entry { tag, perm, id }).collect()).to_bytes()
+        Acl(entries
+            .iter()
+            .map(|&(tag, perm, id)| Entry { tag, perm, id })
+            .collect())
+        .to_bytes()
     }
 
     #[test]
     fn mode_follows_the_mask() {
-        let a = Acl::parse(&acl(&[(USER_OBJ, 6, 0), (USER, 6, 1234), (GROUP_OBJ, 4, 0), (MASK, 6, 0), (OTHER, 0, 0)])).unwrap();
+        let a = Acl::parse(&acl(&[
+            (USER_OBJ, 6, 0),
+            (USER, 6, 1234),
+            (GROUP_OBJ, 4, 0),
+            (MASK, 6, 0),
+            (OTHER, 0, 0),
+        ]))
+        .unwrap();
         assert!(!a.is_equivalent_to_mode());
         assert_eq!(a.mode_bits(), 0o660);
     }
@@ -136,9 +149,24 @@ mod tests {
     fn malformed_values_are_refused() {
         assert!(Acl::parse(b"").is_none());
         assert!(Acl::parse(&[1, 0, 0, 0]).is_none(), "wrong version");
-        assert!(Acl::parse(&acl(&[(USER_OBJ, 7, 0), (OTHER, 0, 0)])).is_none(), "no group");
-        assert!(Acl::parse(&acl(&[(USER_OBJ, 7, 0), (USER, 7, 5), (GROUP_OBJ, 0, 0), (OTHER, 0, 0)])).is_none(), "named entry without mask");
-        assert!(Acl::parse(&acl(&[(USER_OBJ, 9, 0), (GROUP_OBJ, 0, 0), (OTHER, 0, 0)])).is_none(), "bad perm");
+        assert!(
+            Acl::parse(&acl(&[(USER_OBJ, 7, 0), (OTHER, 0, 0)])).is_none(),
+            "no group"
+        );
+        assert!(
+            Acl::parse(&acl(&[
+                (USER_OBJ, 7, 0),
+                (USER, 7, 5),
+                (GROUP_OBJ, 0, 0),
+                (OTHER, 0, 0)
+            ]))
+            .is_none(),
+            "named entry without mask"
+        );
+        assert!(
+            Acl::parse(&acl(&[(USER_OBJ, 9, 0), (GROUP_OBJ, 0, 0), (OTHER, 0, 0)])).is_none(),
+            "bad perm"
+        );
         let mut odd = acl(&[(USER_OBJ, 7, 0), (GROUP_OBJ, 0, 0), (OTHER, 0, 0)]);
         odd.push(0);
         assert!(Acl::parse(&odd).is_none(), "trailing byte");
@@ -146,10 +174,21 @@ mod tests {
 
     #[test]
     fn inheritance_masks_both_ways() {
-        let mut d = Acl::parse(&acl(&[(USER_OBJ, 7, 0), (USER, 7, 1234), (GROUP_OBJ, 5, 0), (MASK, 7, 0), (OTHER, 5, 0)])).unwrap();
+        let mut d = Acl::parse(&acl(&[
+            (USER_OBJ, 7, 0),
+            (USER, 7, 1234),
+            (GROUP_OBJ, 5, 0),
+            (MASK, 7, 0),
+            (OTHER, 5, 0),
+        ]))
+        .unwrap();
         let mode = d.create_masq(libc::S_IFREG | 0o644);
         assert_eq!(mode & 0o777, 0o644);
         assert_eq!(d.mode_bits(), 0o644);
-        assert_eq!(d.perm(USER), Some(7), "named entries are limited by the mask, not changed");
+        assert_eq!(
+            d.perm(USER),
+            Some(7),
+            "named entries are limited by the mask, not changed"
+        );
     }
 }

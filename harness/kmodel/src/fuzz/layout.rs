@@ -15,6 +15,8 @@ pub struct Geometry {
     reserved_gdt: u64,
     itable_blocks: u64,
     sparse_super: bool,
+    /// META_BG: descriptor blocks from this one on live in their meta group's first group.
+    first_meta_bg: Option<u64>,
 }
 
 const BLOCK_UNINIT: u16 = 0x2;
@@ -56,11 +58,10 @@ impl Geometry {
         };
         let desc_size = if is64 { le16(sb, 0xFE)?.max(64) } else { 32 };
         let first_data = le32(sb, 0x14)?;
-        // META_BG puts descriptors elsewhere: not needed for the fuzzer's images.
         let meta_bg = incompat & 0x10 != 0;
         // A superblock may claim more blocks than the image has: only the image's count.
         let blocks = blocks.min(img.len() as u64 / block_size);
-        if meta_bg || per_group == 0 || first_data >= blocks || desc_size > block_size {
+        if per_group == 0 || first_data >= blocks || desc_size > block_size {
             return None;
         }
         let groups = (blocks - first_data).div_ceil(per_group);
@@ -76,6 +77,11 @@ impl Geometry {
                 .saturating_mul(inode_size)
                 .div_ceil(block_size),
             sparse_super: ro_compat & 0x1 != 0,
+            first_meta_bg: if meta_bg {
+                Some(le32(sb, 0x100)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -92,13 +98,32 @@ impl Geometry {
         })
     }
 
+    fn descs_per_block(&self) -> u64 {
+        self.block_size / self.desc_size
+    }
+
+    /// Where descriptor block `d` lives, as `ext2fs_descriptor_block_loc2` says.
+    fn desc_block(&self, d: u64) -> u64 {
+        match self.first_meta_bg {
+            Some(first) if d >= first => {
+                let g = d * self.descs_per_block();
+                self.first_data + g * self.per_group + u64::from(self.has_super(g))
+            }
+            _ => self.first_data + 1 + d,
+        }
+    }
+
     fn desc<'a>(&self, img: &'a [u8], g: u64) -> Option<&'a [u8]> {
-        let at = (self.first_data + 1) * self.block_size + g * self.desc_size;
+        let per = self.descs_per_block();
+        let at =
+            self.desc_block(g / per).checked_mul(self.block_size)? + (g % per) * self.desc_size;
         img.get(at as usize..at.checked_add(self.desc_size)? as usize)
     }
 
+    /// Descriptor blocks after each superblock (the old layout's part under META_BG).
     fn desc_blocks(&self) -> u64 {
-        (self.groups * self.desc_size).div_ceil(self.block_size)
+        let all = (self.groups * self.desc_size).div_ceil(self.block_size);
+        self.first_meta_bg.map_or(all, |first| first.min(all))
     }
 
     /// The block, inode bitmap and inode table locations of group `g` and its flags.
@@ -127,6 +152,15 @@ impl Geometry {
             let start = self.first_data + g * self.per_group;
             if g > 0 && self.has_super(g) {
                 out.push((start, start.saturating_add(gdt)));
+            }
+            // META_BG: a descriptor block (and its backups) in the first, second and last
+            // group of each meta group.
+            let per = self.descs_per_block();
+            if let Some(first) = self.first_meta_bg {
+                if g / per >= first && [0, 1, per - 1].contains(&(g % per)) {
+                    let at = start + u64::from(self.has_super(g));
+                    out.push((at, at + 1));
+                }
             }
             if let Some((bb, ib, it, _)) = self.group(img, g) {
                 let one = |b: u64| (b, b.saturating_add(1));
