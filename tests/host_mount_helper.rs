@@ -36,16 +36,43 @@ fn preen_body(_t: &dyn Target) -> Result<()> {
     let bins = iomapfs_bins()?;
     let (_dir, image, mnt) = scratch_image(64)?;
     // What a crash leaves: the on-disk state still says "mounted" (not valid).
-    cmd::run("debugfs", &[Path::new("-w"), Path::new("-R"), Path::new("ssv state 0"), &image])?;
-    let mount = |opts: &str| std::process::Command::new(&bins.server).args(["-o", opts]).arg(&image).arg(&mnt).output();
+    cmd::run(
+        "debugfs",
+        &[
+            Path::new("-w"),
+            Path::new("-R"),
+            Path::new("ssv state 0"),
+            &image,
+        ],
+    )?;
+    let mount = |opts: &str| {
+        std::process::Command::new(&bins.server)
+            .args(["-o", opts])
+            .arg(&image)
+            .arg(&mnt)
+            .output()
+    };
     let refused = mount("rw")?;
-    ensure!(!refused.status.success(), "an unclean filesystem was mounted read-write");
+    ensure!(
+        !refused.status.success(),
+        "an unclean filesystem was mounted read-write"
+    );
     let err = String::from_utf8_lossy(&refused.stderr);
-    ensure!(err.contains("not cleanly unmounted") && err.contains("e2fsck"), "{err}");
-    ensure!(mount_fstype(&mnt).is_none(), "nothing is mounted after the refusal");
+    ensure!(
+        err.contains("not cleanly unmounted") && err.contains("e2fsck"),
+        "{err}"
+    );
+    ensure!(
+        mount_fstype(&mnt).is_none(),
+        "nothing is mounted after the refusal"
+    );
 
     let preened = mount("rw,preen")?;
-    ensure!(preened.status.success(), "-o preen: {}", String::from_utf8_lossy(&preened.stderr));
+    ensure!(
+        preened.status.success(),
+        "-o preen: {}",
+        String::from_utf8_lossy(&preened.stderr)
+    );
     let mut guard = MountGuard(mnt.clone(), true);
     let pid = server_pid(&mnt).context("no iomapfs daemon serves the mount")?;
     std::fs::write(mnt.join("after"), b"preened")?;
@@ -232,7 +259,10 @@ fn daemonized_body(_t: &dyn Target) -> Result<()> {
     let start = std::time::Instant::now();
     loop {
         match cmd::run(unmount.0, &args) {
-            Err(e) if format!("{e:#}").contains("busy") && start.elapsed() < Duration::from_secs(10) => {
+            Err(e)
+                if format!("{e:#}").contains("busy")
+                    && start.elapsed() < Duration::from_secs(10) =>
+            {
                 std::thread::sleep(Duration::from_millis(50));
             }
             r => break r.map(drop)?,

@@ -66,7 +66,7 @@ fn smoke_suite_passes_under_iomapfs() {
     // Each test that mounted iomapfs reports what its server negotiated (smoke/fsck only
     // checks the unmounted disk).
     for t in result.tests.iter().filter(|t| t.name != "smoke/fsck") {
-        assert_eq!(t.server_modes, [mode.clone()], "{}", t.name);
+        assert_eq!(t.server_modes, std::slice::from_ref(&mode), "{}", t.name);
     }
     let ready = result.boot_to_ready_ms.expect("boot-to-ready measured");
     eprintln!(

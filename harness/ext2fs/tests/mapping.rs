@@ -5,7 +5,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{create_file, debugfs, debugfs_bytes, fsck_clean, have_tools, mkfs, write_data, Rng, S_IFREG};
+use common::{
+    create_file, debugfs, debugfs_bytes, fsck_clean, have_tools, mkfs, write_data, Rng, S_IFREG,
+};
 use ext2fs::{Fs, Inode, MapKind, Mapping, ROOT_INO};
 
 /// Leaf extents as debugfs shows them: (logical start, length, physical start, unwritten).
@@ -538,10 +540,21 @@ fn freed_blocks_are_logged_for_invalidation() {
     let freed = fs.take_freed();
     let total: u64 = freed.iter().map(|r| r.1).sum();
     assert_eq!(total, 64, "every punched block is logged: {freed:?}");
-    assert!(freed.iter().any(|&(start, n)| start <= first && first < start + n), "{freed:?} misses {first}");
+    assert!(
+        freed
+            .iter()
+            .any(|&(start, n)| start <= first && first < start + n),
+        "{freed:?} misses {first}"
+    );
     assert!(fs.take_freed().is_empty(), "taking empties the log");
     // A metadata block: an xattr too big for the inode goes to its own block.
-    fs.xattr_set(ino, b"user.big", &vec![7u8; 3000], ext2fs::XattrSetMode::Any).unwrap();
+    fs.xattr_set(
+        ino,
+        b"user.big",
+        &vec![7u8; 3000],
+        ext2fs::XattrSetMode::Any,
+    )
+    .unwrap();
     let xblock = fs.read_inode(ino).unwrap().file_acl();
     assert_ne!(xblock, 0, "the xattr went to an external block");
     let _ = fs.take_freed();
@@ -552,7 +565,10 @@ fn freed_blocks_are_logged_for_invalidation() {
     fs.write_inode(ino, &gone).unwrap();
     fs.free_inode(ino).unwrap();
     let freed = fs.take_freed();
-    assert!(freed.contains(&(xblock, 1)), "the xattr block {xblock} is logged: {freed:?}");
+    assert!(
+        freed.contains(&(xblock, 1)),
+        "the xattr block {xblock} is logged: {freed:?}"
+    );
     fs.close().unwrap();
     fsck_clean(&img.path);
 }
@@ -568,12 +584,20 @@ fn inode_location_and_extent_depth() {
     let mut fs = Fs::open(&img.path, true).unwrap();
     let ino = create_file(&mut fs, ROOT_INO, b"f", 0o644);
     let mut inode = fs.read_inode(ino).unwrap();
-    assert_eq!(inode.extent_depth(), Some(0), "a new file keeps its extents in the inode");
+    assert_eq!(
+        inode.extent_depth(),
+        Some(0),
+        "a new file keeps its extents in the inode"
+    );
     // Every other block: more extents than the inode holds (4), so the tree grows a level.
     for b in (0..40).step_by(2) {
         fs.allocate_unwritten(ino, &mut inode, b, 1).unwrap();
     }
-    assert!(inode.extent_depth().unwrap() >= 1, "{:?}", inode.extent_depth());
+    assert!(
+        inode.extent_depth().unwrap() >= 1,
+        "{:?}",
+        inode.extent_depth()
+    );
     fs.close().unwrap();
     let fs = Fs::open(&img.path, false).unwrap();
     for n in [2, ino, 4096] {

@@ -29,8 +29,13 @@ pub fn nodeid_of(ino: Ino) -> u64 {
 
 /// Now, as an ext4 timestamp.
 pub fn now() -> Timestamp {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    Timestamp { sec: d.as_secs() as i64, nsec: d.subsec_nanos() }
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        sec: d.as_secs() as i64,
+        nsec: d.subsec_nanos(),
+    }
 }
 
 /// The FUSE view of an inode. `flags` carries FUSE_ATTR_* bits (iomap mode sets some).

@@ -63,7 +63,11 @@ impl Transport for DevFuse {
         let on: u32 = 1;
         // SAFETY: SET_NOFS reads one u32 (0 or 1) from the pointer.
         let rc = unsafe {
-            libc::ioctl(self.file.as_raw_fd(), fuse_wire::iomap::FUSE_DEV_IOC_SET_NOFS as _, &on as *const u32)
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                fuse_wire::iomap::FUSE_DEV_IOC_SET_NOFS as _,
+                &on as *const u32,
+            )
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());
@@ -115,7 +119,10 @@ impl Transport for DevFuse {
 /// Asks the kernel which iomap features this process could use (`FUSE_DEV_IOC_IOMAP_SUPPORT`);
 /// `None` when the kernel does not know the ioctl (no FUSE iomap series).
 pub fn probe_iomap_support(dev_fuse: &File) -> Option<u64> {
-    let mut out = fuse_wire::structs::IomapSupport { flags: 0, padding: 0 };
+    let mut out = fuse_wire::structs::IomapSupport {
+        flags: 0,
+        padding: 0,
+    };
     // SAFETY: IOMAP_SUPPORT writes one fuse_iomap_support through the pointer.
     let rc = unsafe {
         libc::ioctl(
@@ -155,7 +162,10 @@ impl KernelSocket {
         unsafe {
             let mut addr: libc::sockaddr_un = std::mem::zeroed();
             if bytes.len() >= addr.sun_path.len() {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path too long"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "socket path too long",
+                ));
             }
             addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
             for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
@@ -172,12 +182,19 @@ impl KernelSocket {
             {
                 return Err(io::Error::last_os_error());
             }
-            let conn = libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC);
+            let conn = libc::accept4(
+                fd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            );
             if conn < 0 {
                 return Err(io::Error::last_os_error());
             }
             drop(listener);
-            Ok(Self { conn: Arc::new(std::os::fd::OwnedFd::from_raw_fd(conn)) })
+            Ok(Self {
+                conn: Arc::new(std::os::fd::OwnedFd::from_raw_fd(conn)),
+            })
         }
     }
 }
@@ -186,7 +203,8 @@ impl Transport for KernelSocket {
     fn receive(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         loop {
             // SAFETY: recv into a buffer we own, bounded by its length.
-            let n = unsafe { libc::recv(self.conn.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n =
+                unsafe { libc::recv(self.conn.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n > 0 {
                 return Ok(Some(n as usize));
             }
@@ -222,7 +240,9 @@ impl Transport for KernelSocket {
     }
 
     fn for_worker(&self) -> io::Result<Arc<dyn Transport>> {
-        Ok(Arc::new(KernelSocket { conn: self.conn.clone() }))
+        Ok(Arc::new(KernelSocket {
+            conn: self.conn.clone(),
+        }))
     }
 
     /// The model has no kernel to register with: answer as a kernel's first id would.

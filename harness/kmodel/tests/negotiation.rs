@@ -129,7 +129,8 @@ fn every_session_appends_its_mode_to_the_mode_log() {
     let log = fx.dir.path().join("modes");
     // nextest runs each test in its own process: the variable reaches only our servers.
     std::env::set_var("IOMAPFS_MODE_LOG", &log);
-    let k = Kernel::mount_offering(&fx.spec, TIMEOUT, InitOffer::MAINLINE_7_3_URING).expect("mount");
+    let k =
+        Kernel::mount_offering(&fx.spec, TIMEOUT, InitOffer::MAINLINE_7_3_URING).expect("mount");
     k.destroy().expect("unmount");
     let k = Kernel::mount_offering(&fx.spec, TIMEOUT, InitOffer::IOMAP).expect("mount");
     k.destroy().expect("unmount");

@@ -20,7 +20,13 @@ pub struct DirCache {
 
 impl DirCache {
     /// Looks `name` up in `dir`, through the index when the directory has (or deserves) one.
-    pub fn lookup(&mut self, fs: &Fs, dir: Ino, dir_size: u64, name: &[u8]) -> ext2fs::Result<Option<Ino>> {
+    pub fn lookup(
+        &mut self,
+        fs: &Fs,
+        dir: Ino,
+        dir_size: u64,
+        name: &[u8],
+    ) -> ext2fs::Result<Option<Ino>> {
         if let Some(names) = self.dirs.get(&dir) {
             return Ok(names.get(name).copied());
         }

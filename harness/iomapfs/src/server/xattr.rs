@@ -16,7 +16,10 @@ fn check_name(name: &[u8]) -> Result<(), Errno> {
     }
     // ext4 stores only these namespaces.
     const KNOWN: [&[u8]; 4] = [b"user.", b"trusted.", b"security.", b"system."];
-    if !KNOWN.iter().any(|p| name.starts_with(p) && name.len() > p.len()) {
+    if !KNOWN
+        .iter()
+        .any(|p| name.starts_with(p) && name.len() > p.len())
+    {
         return Err(Errno(libc::EOPNOTSUPP));
     }
     Ok(())
@@ -26,7 +29,10 @@ fn check_name(name: &[u8]) -> Result<(), Errno> {
 /// they fit, ERANGE otherwise.
 fn sized(value: Vec<u8>, size: u32) -> Reply {
     if size == 0 {
-        Ok(bytes(&GetxattrOut { size: value.len() as u32, padding: 0 }))
+        Ok(bytes(&GetxattrOut {
+            size: value.len() as u32,
+            padding: 0,
+        }))
     } else if value.len() > size as usize {
         Err(Errno(libc::ERANGE))
     } else {
@@ -59,7 +65,10 @@ impl Server {
     pub(super) fn getxattr(&self, ino: Ino, name: &[u8], size: u32) -> Reply {
         check_name(name)?;
         let mut meta = self.meta();
-        let value = meta.fs()?.xattr_get(ino, name)?.ok_or(Errno(libc::ENODATA))?;
+        let value = meta
+            .fs()?
+            .xattr_get(ino, name)?
+            .ok_or(Errno(libc::ENODATA))?;
         sized(value, size)
     }
 
@@ -84,7 +93,14 @@ impl Server {
 
     /// Stores an ACL and keeps the mode in step with an access ACL (which is not stored
     /// at all when the mode says everything it says).
-    fn set_acl(&self, fs: &mut ext2fs::Fs, ino: Ino, name: &[u8], value: &[u8], mode: XattrSetMode) -> Reply {
+    fn set_acl(
+        &self,
+        fs: &mut ext2fs::Fs,
+        ino: Ino,
+        name: &[u8],
+        value: &[u8],
+        mode: XattrSetMode,
+    ) -> Reply {
         let acl = super::acl::Acl::parse(value).ok_or(Errno(libc::EINVAL))?;
         let is_dir = fs.read_inode(ino)?.mode() & libc::S_IFMT == libc::S_IFDIR;
         if name == super::acl::DEFAULT && !is_dir {
