@@ -10,19 +10,7 @@ use common::{create_file, debugfs, mkfs, write_data};
 use ext2fs::{Fs, XattrSetMode, ROOT_INO};
 
 fn inode_offset(img: &Path, ino: u32, block_size: u64) -> u64 {
-    let imap = debugfs(img, &format!("imap <{ino}>"));
-    let block: u64 = imap
-        .split("located at block ")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let offset = u64::from_str_radix(imap.split("offset 0x").nth(1).unwrap().trim(), 16).unwrap();
-    block * block_size + offset
+    test_support::e2fs::inode_offset(img, u64::from(ino), block_size)
 }
 
 fn poke(img: &Path, offset: u64, bytes: &[u8]) {

@@ -164,19 +164,7 @@ fn reserved_inodes_are_never_served() {
 /// Points `name`'s first extent (depth-0 tree in the inode) at `pblk` with debugfs-free
 /// pokes: the inode's i_block starts 40 bytes in; the first extent's start_lo is at 20..24.
 fn point_first_extent_at(img: &Path, fs_block_size: u64, ino: u32, pblk: u32) {
-    let imap = debugfs(img, &format!("imap <{ino}>"));
-    let block: u64 = imap
-        .split("located at block ")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let offset = u64::from_str_radix(imap.split("offset 0x").nth(1).unwrap().trim(), 16).unwrap();
-    let at = block * fs_block_size + offset + 40 + 20;
+    let at = test_support::e2fs::inode_offset(img, u64::from(ino), fs_block_size) + 40 + 20;
     let f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
     f.write_all_at(&pblk.to_le_bytes(), at).unwrap();
 }
@@ -457,25 +445,7 @@ fn an_indirect_block_over_metadata_is_refused() {
         .parse()
         .unwrap();
     // i_block[12], the single indirect block, is 40 + 48 bytes into the inode.
-    let imap = debugfs(&img.path, &format!("imap <{f}>"));
-    let block: u64 = imap
-        .split("located at block ")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let hex: String = imap
-        .split("offset 0x")
-        .nth(1)
-        .unwrap()
-        .chars()
-        .take_while(char::is_ascii_hexdigit)
-        .collect();
-    let at = block * 1024 + u64::from_str_radix(&hex, 16).unwrap() + 88;
+    let at = test_support::e2fs::inode_offset(&img.path, u64::from(f), 1024) + 88;
     let dev = std::fs::OpenOptions::new()
         .write(true)
         .open(&img.path)

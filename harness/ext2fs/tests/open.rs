@@ -5,7 +5,7 @@ mod common;
 use std::os::unix::fs::FileExt;
 use std::process::Command;
 
-use common::{create_file, debugfs, fsck_clean, mkfs, S_IFREG};
+use common::{create_file, fsck_clean, mkfs, S_IFREG};
 use ext2fs::{Fs, Timestamp, XattrSetMode, ROOT_INO};
 
 fn dumpe2fs_field(path: &std::path::Path, field: &str) -> String {
@@ -187,18 +187,7 @@ fn metadata_writes_are_not_cached() {
     fs.write_inode(ino, &inode).unwrap();
 
     // Locate the inode on disk with debugfs, then read it with a plain pread, fs still open.
-    let imap = debugfs(&img.path, &format!("imap <{ino}>"));
-    let block: u64 = imap
-        .split("located at block ")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let offset = u64::from_str_radix(imap.split("offset 0x").nth(1).unwrap().trim(), 16).unwrap();
+    let (block, offset) = test_support::e2fs::inode_location(&img.path, u64::from(ino));
     let mut raw = [0u8; 128];
     std::fs::File::open(&img.path)
         .unwrap()

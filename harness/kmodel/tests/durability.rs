@@ -263,25 +263,7 @@ fn reserved_inodes_are_never_served() {
 
 /// Byte offset of inode `ino`'s first extent's physical start (depth-0 tree, no csum).
 fn first_extent_start(image: &Path, ino: u64, bs: u64) -> u64 {
-    let (_, imap) = run("debugfs", &["-R", &format!("imap <{ino}>")], image);
-    let block: u64 = imap
-        .split("located at block ")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let hex: String = imap
-        .split("offset 0x")
-        .nth(1)
-        .unwrap()
-        .chars()
-        .take_while(char::is_ascii_hexdigit)
-        .collect();
-    let offset = u64::from_str_radix(&hex, 16).unwrap();
+    let (block, offset) = test_support::e2fs::inode_location(image, ino);
     // i_block is 40 bytes into the inode; the first extent's start_lo 20 bytes into i_block.
     block * bs + offset + 40 + 20
 }

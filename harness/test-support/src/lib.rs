@@ -6,6 +6,7 @@
 //! `SKIP: <test>: <reason>` line and the test returns early. Tests that need something CI
 //! can never have are `#[ignore = "needs ..."]` instead, so reports say ignored.
 
+pub mod e2fs;
 pub mod needs;
 
 pub use needs::{in_ci, needs, needs_all};
