@@ -160,10 +160,10 @@ pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
     };
     let mut tests = vec![];
     for name in &suites {
-        let suite = vm::suites::find(name).ok_or_else(|| {
+        let suite = suites::find(name).ok_or_else(|| {
             usage(format!(
                 "unknown suite `{name}` (known: {})",
-                vm::suites::names().join(", ")
+                suites::names().join(", ")
             ))
         })?;
         tests.extend(suite.plan_tests(args.timeout));
@@ -171,10 +171,7 @@ pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
     if args.timeout == Some(0) {
         return Err(usage("--timeout must be at least 1 second"));
     }
-    tests.extend(vm::suites::run_commands(
-        &args.run,
-        args.timeout.unwrap_or(300),
-    ));
+    tests.extend(suites::run_commands(&args.run, args.timeout.unwrap_or(300)));
     let mut env = vec![];
     for kv in &args.env {
         let (k, v) = kv
@@ -215,7 +212,7 @@ pub fn needs_server(args: &VmTestArgs) -> bool {
     }
     args.suites
         .iter()
-        .any(|s| vm::suites::find(s).is_some_and(|s| s.needs_server))
+        .any(|s| suites::find(s).is_some_and(|s| s.needs_server))
         || !args.run.is_empty()
 }
 
