@@ -11,7 +11,9 @@ pub mod policy;
 mod summary;
 
 pub use junit::junit_xml;
-pub use model::{Finding, FindingKind, RunResult, Severity, TestResult, Verdict, RESULTS_SCHEMA};
+pub use model::{
+    Finding, FindingKind, RunResult, ServerFacts, Severity, TestResult, Verdict, RESULTS_SCHEMA,
+};
 pub use policy::{apply_findings, conclude, counts_as_pass, fails_run, run_verdict, Baseline};
 pub use summary::{summary_markdown, summary_text};
 
@@ -34,6 +36,8 @@ pub enum ReportError {
         path: String,
         source: serde_json::Error,
     },
+    #[error("{path} is a results file of schema v{found}; this harness reads v{RESULTS_SCHEMA}")]
+    Schema { path: String, found: u64 },
     #[error("cannot build JUnit XML: {0}")]
     Junit(String),
 }
@@ -73,10 +77,20 @@ pub fn read_json(path: &Path) -> Result<RunResult, ReportError> {
         path: path.display().to_string(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|source| ReportError::Parse {
+    let parse_err = |source| ReportError::Parse {
         path: path.display().to_string(),
         source,
-    })
+    };
+    // The version first: another layout is named as such, not as a missing field.
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(parse_err)?;
+    let found = value.get("schema").and_then(serde_json::Value::as_u64);
+    if found != Some(u64::from(RESULTS_SCHEMA)) {
+        return Err(ReportError::Schema {
+            path: path.display().to_string(),
+            found: found.unwrap_or(0),
+        });
+    }
+    serde_json::from_value(value).map_err(parse_err)
 }
 
 pub fn write_junit(run: &RunResult, path: &Path) -> Result<(), ReportError> {

@@ -167,10 +167,8 @@ fn link(target: &Path, rel: &str) -> Value {
 fn started(tests: usize) -> EventBody {
     EventBody::RunStarted {
         kernel: "6.12.0-fake".into(),
-        iomapfs_version: None,
         e2fsprogs_version: None,
-        server_mode: None,
-        server_error: None,
+        server: None,
         agent_start_ms: 900,
         boot_to_ready_ms: 1000,
         setup_ms: 0,
@@ -336,7 +334,7 @@ fn garbage_events_make_a_passing_run_an_infra_error() {
         .collect();
     let mut s = vec![ev(started(1)), raw_ev(&random), raw_ev(b"\n")];
     s.push(raw_ev(
-        b"{\"v\":1,\"t_ms\":1,\"type\":\"log\",\"message\":\"caf\xc3\"}\n",
+        b"{\"v\":2,\"t_ms\":1,\"type\":\"log\",\"message\":\"caf\xc3\"}\n",
     ));
     s.push(raw_ev(b"\0\n"));
     // 3 MiB without a newline, in pieces, then the end of that line.
@@ -345,7 +343,7 @@ fn garbage_events_make_a_passing_run_an_infra_error() {
     }
     s.push(raw_ev(b"}\n"));
     s.push(raw_ev(
-        b"{\"v\":2,\"t_ms\":1,\"type\":\"log\",\"message\":\"from the future\"}\n",
+        b"{\"v\":3,\"t_ms\":1,\"type\":\"log\",\"message\":\"from the future\"}\n",
     ));
     s.extend(good_run(&["t/1"]).into_iter().skip(1));
     let (r, dir) = run(&f, &plan(&["t/1"]), quick(), &[s]);
@@ -372,7 +370,7 @@ fn garbage_events_make_a_passing_run_an_infra_error() {
     );
     assert!(log.contains("\\x00"), "{log}");
     assert!(log.contains("event line longer than 65536 bytes"), "{log}");
-    assert!(log.contains("event of schema v2 (host speaks v1)"), "{log}");
+    assert!(log.contains("event of schema v3 (host speaks v2)"), "{log}");
     assert!(log.contains("from the future"), "{log}");
 }
 
@@ -453,10 +451,8 @@ fn absurd_numbers_do_not_overflow() {
     let s = vec![
         ev(EventBody::RunStarted {
             kernel: "6.12.0-fake\u{1b}[2J".into(),
-            iomapfs_version: None,
             e2fsprogs_version: None,
-            server_mode: None,
-            server_error: None,
+            server: None,
             agent_start_ms: u64::MAX,
             boot_to_ready_ms: u64::MAX,
             setup_ms: u64::MAX,
@@ -496,7 +492,11 @@ fn absurd_numbers_do_not_overflow() {
         r.tests[0].reason.as_deref().unwrap().len() < 10_000,
         "a guest's reason is cut short"
     );
-    assert_eq!(r.tests[0].server_modes, ["iomap", "classic"]);
+    let server = r
+        .server
+        .as_ref()
+        .expect("the modes are kept in the server section");
+    assert_eq!(server.modes_of("t/1"), ["iomap", "classic"]);
     let back = report::read_json(&dir.join("results.json")).unwrap();
     assert_eq!(back.boot_to_ready_ms, Some(u64::MAX));
 }

@@ -34,7 +34,7 @@ c, _ = srv.accept()
 mode = os.environ["FAKE_MODE"]
 out = open(ev, "a", buffering=1)
 def emit(**body):
-    body["v"] = 1
+    body["v"] = 2
     body["t_ms"] = int(time.monotonic() * 1000)
     out.write(json.dumps(body) + "\n")
 def console(line):
@@ -42,8 +42,8 @@ def console(line):
 console("[    0.000000] Linux version 6.12.0 (fake)")
 if mode == "boot-hang":
     time.sleep(600)
-emit(type="run_started", kernel="6.12.0-fake", iomapfs_version=None, e2fsprogs_version=None,
-     server_mode=None, server_error=None, agent_start_ms=900, boot_to_ready_ms=1000, setup_ms=0,
+emit(type="run_started", kernel="6.12.0-fake", e2fsprogs_version=None,
+     server=None, agent_start_ms=900, boot_to_ready_ms=1000, setup_ms=0,
      tests=len(plan["tests"]))
 for t in plan["tests"]:
     name = t["name"]
