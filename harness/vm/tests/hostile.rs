@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use events::{Event, EventBody, Plan, PlanTest, TestStatus};
 use report::{FindingKind, RunResult, Verdict};
 use serde_json::{json, Value};
-use vm::{Accel, Limits, Machine, RunDir, VmSpec};
+use vm::{Limits, RunDir, VmSpec};
+
+mod common;
 
 /// Plays `<script>[boot]`: a list of steps, one key each. Bytes are hex, so anything
 /// (invalid UTF-8, NUL, no newline) can be sent.
@@ -73,41 +75,13 @@ struct Fixture {
 }
 
 fn fixture() -> Option<Fixture> {
-    if !test_support::needs(test_support::needs::tool("python3")) {
-        return None;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, mut spec) = common::fake_vm(FAKE_QEMU)?;
     let p = |n: &str| tmp.path().join(n);
-    std::fs::write(p("fake-qemu"), FAKE_QEMU).unwrap();
-    std::fs::set_permissions(
-        p("fake-qemu"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    for f in ["kernel", "image", "agent"] {
-        std::fs::write(p(f), f).unwrap();
-    }
     let outside = p("outside");
     std::fs::create_dir_all(outside.join("dir")).unwrap();
     std::fs::write(outside.join("precious"), "host file\n").unwrap();
     std::fs::write(outside.join("dir/file"), "another\n").unwrap();
-    let spec = VmSpec {
-        qemu: p("fake-qemu"),
-        kernel: p("kernel"),
-        image: p("image"),
-        agent: p("agent"),
-        server_bins: vec![],
-        machine: Machine::Microvm,
-        accel: Accel::Tcg,
-        accel_note: None,
-        cpus: 1,
-        memory_mb: 256,
-        test_disk_mb: 1,
-        scratch_disk_mb: 0,
-        extra_cmdline: vec![format!("fake_script={}", p("script.json").display())],
-        format_test_disk: None,
-        extra_disks: vec![],
-    };
+    spec.extra_cmdline = vec![format!("fake_script={}", p("script.json").display())];
     Some(Fixture { tmp, spec, outside })
 }
 

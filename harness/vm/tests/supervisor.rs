@@ -2,13 +2,14 @@
 //! same channels: console socket, event file, pidfile), so guest deaths, stalls
 //! and boot failures are checked deterministically and fast.
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use events::{Plan, PlanTest};
 use report::{FindingKind, Verdict};
-use vm::{Accel, Limits, Machine, RunDir, VmSpec};
+use vm::{Limits, RunDir, VmSpec};
+
+mod common;
 
 const FAKE_QEMU: &str = r#"#!/usr/bin/env python3
 import json, os, socket, sys, time
@@ -75,39 +76,8 @@ struct Fixture {
 }
 
 fn fixture() -> Option<Fixture> {
-    // python3 runs the fake QEMU.
-    if !test_support::needs(test_support::needs::tool("python3")) {
-        return None;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let p = |n: &str| tmp.path().join(n);
-    std::fs::write(p("fake-qemu"), FAKE_QEMU).unwrap();
-    Command::new("chmod")
-        .arg("+x")
-        .arg(p("fake-qemu"))
-        .status()
-        .unwrap();
-    for f in ["kernel", "image", "agent"] {
-        std::fs::write(p(f), f).unwrap();
-    }
-    let spec = VmSpec {
-        qemu: p("fake-qemu"),
-        kernel: p("kernel"),
-        image: p("image"),
-        agent: p("agent"),
-        server_bins: vec![],
-        machine: Machine::Microvm,
-        accel: Accel::Tcg,
-        accel_note: None,
-        cpus: 1,
-        memory_mb: 256,
-        test_disk_mb: 1,
-        scratch_disk_mb: 0,
-        extra_cmdline: vec![],
-        format_test_disk: None,
-        extra_disks: vec![],
-    };
-    let runs = p("runs");
+    let (tmp, spec) = common::fake_vm(FAKE_QEMU)?;
+    let runs = tmp.path().join("runs");
     Some(Fixture {
         _tmp: tmp,
         spec,
