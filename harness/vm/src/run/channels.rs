@@ -2,6 +2,7 @@
 //! port to (tailed), the serial console (a socket, copied to console.log and to the
 //! supervisor by a thread), sysrq over the console for a hung guest, and appending to
 //! run-directory files the guest could have replaced with links.
+use nix::fcntl::OFlag;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -152,7 +153,7 @@ pub(super) fn append_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
         .open(path)?;
     f.write_all(bytes)
 }

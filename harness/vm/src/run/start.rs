@@ -292,7 +292,7 @@ pub(super) fn spawn_qemu(
     // SAFETY: prctl is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
             Ok(())
         });
     }
@@ -308,9 +308,10 @@ pub(super) struct QemuGuard {
 impl QemuGuard {
     pub(super) fn kill(&mut self) {
         if !self.done {
-            // SAFETY: signalling the process group we created.
-            unsafe {
-                libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+            // The process group we created (QEMU is its leader).
+            if let Ok(pid) = i32::try_from(self.child.id()) {
+                let pgid = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
             }
             let _ = self.child.kill();
             let _ = self.child.wait();
