@@ -328,5 +328,32 @@ mod tests {
         assert_eq!(t.accepted, None);
         let back = serde_json::to_string(&TestResult::new("a", Verdict::Passed)).unwrap();
         assert!(!back.contains("accepted"), "{back}");
+
+        // A v1 results.json (a kept baseline) reads as v2, iomapfs' fields in `server`;
+        // another version is refused by name.
+        let dir = tempfile::tempdir().unwrap();
+        let mut v1 = serde_json::to_value(RunResult::empty("old")).unwrap();
+        let run = v1.as_object_mut().unwrap();
+        run.remove("server");
+        run.insert("schema".into(), 1.into());
+        run.insert("server_mode".into(), "iomap".into());
+        run.insert("iomapfs_version".into(), "0.1.0".into());
+        let mut t = serde_json::to_value(TestResult::new("a", Verdict::Passed)).unwrap();
+        t["server_modes"] = serde_json::json!(["iomap"]);
+        run.insert("tests".into(), serde_json::json!([t]));
+        let path = dir.path().join("results.json");
+        std::fs::write(&path, v1.to_string()).unwrap();
+        let read = crate::read_json(&path).unwrap();
+        let server = read.server.unwrap();
+        assert_eq!(server.mode.as_deref(), Some("iomap"));
+        assert_eq!(server.version.as_deref(), Some("0.1.0"));
+        assert_eq!(server.modes_of("a"), ["iomap"]);
+        v1["schema"] = 99.into();
+        std::fs::write(&path, v1.to_string()).unwrap();
+        let e = crate::read_json(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("results schema v99 is not one this harness reads"),
+            "{e}"
+        );
     }
 }
