@@ -16,26 +16,8 @@ mod common;
 
 /// Plays `<script>[boot]`: a list of steps, one key each. Bytes are hex, so anything
 /// (invalid UTF-8, NUL, no newline) can be sent.
-const FAKE_QEMU: &str = r#"#!/usr/bin/env python3
-import json, os, shutil, socket, sys, time
-args = sys.argv[1:]
-def opts(a):
-    return dict(kv.split("=", 1) for kv in a.split(",")[1:] if "=" in kv)
-con = ev = pid = share = script = None
-for i, a in enumerate(args):
-    if a.startswith("socket,id=con,"):
-        con = opts(a)["path"]
-    if a.startswith("file,id=events,"):
-        ev = opts(a)["path"]
-    if a.startswith("local,id=share,"):
-        share = opts(a)["path"]
-    if a == "-pidfile":
-        pid = args[i + 1]
-    if a == "-append":
-        for w in args[i + 1].split():
-            if w.startswith("fake_script="):
-                script = w.split("=", 1)[1]
-open(pid, "w").write(str(os.getpid()))
+/// After `common::fake_vm`'s argument parsing.
+const FAKE_QEMU: &str = r#"
 counter = script + ".boots"
 boot = int(open(counter).read()) + 1 if os.path.exists(counter) else 1
 open(counter, "w").write(str(boot))

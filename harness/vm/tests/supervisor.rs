@@ -11,22 +11,8 @@ use vm::{Limits, RunDir, VmSpec};
 
 mod common;
 
-const FAKE_QEMU: &str = r#"#!/usr/bin/env python3
-import json, os, socket, sys, time
-args = sys.argv[1:]
-def opts(a):
-    return dict(kv.split("=", 1) for kv in a.split(",")[1:] if "=" in kv)
-con = ev = pid = share = None
-for i, a in enumerate(args):
-    if a.startswith("socket,id=con,"):
-        con = opts(a)["path"]
-    if a.startswith("file,id=events,"):
-        ev = opts(a)["path"]
-    if a.startswith("local,id=share,"):
-        share = opts(a)["path"]
-    if a == "-pidfile":
-        pid = args[i + 1]
-open(pid, "w").write(str(os.getpid()))
+/// After `common::fake_vm`'s argument parsing.
+const FAKE_QEMU: &str = r#"
 plan = json.load(open(os.path.join(share, "plan.json")))
 srv = socket.socket(socket.AF_UNIX)
 srv.bind(con)
