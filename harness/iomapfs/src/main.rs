@@ -258,11 +258,9 @@ fn first_request(server: &Server, transport: &dyn Transport) -> Result<()> {
     if !matches!(req.op, fuse_wire::request::Op::Init(_)) {
         bail!("expected INIT as the first request, got {:?}", req.op);
     }
-    let reply = server
-        .handle(&req, transport)
-        .expect("INIT always gets a reply");
+    let reply = iomapfs::dispatch::handle(server, &req).expect("INIT always gets a reply");
     let refused = reply.is_err();
-    session::send_reply(transport, req.header.unique, reply)?;
+    iomapfs::reply::send(transport, req.header.unique, &reply)?;
     if refused {
         bail!("the mount was refused during INIT (see the log above)");
     }
