@@ -288,16 +288,9 @@ fn daemonize(log: Option<&std::path::Path>) -> Result<()> {
             .open(path)?,
         None => null.try_clone()?,
     };
-    use std::os::fd::AsRawFd;
-    for (src, dst) in [
-        (null.as_raw_fd(), 0),
-        (null.as_raw_fd(), 1),
-        (err.as_raw_fd(), 2),
-    ] {
-        // SAFETY: dup2 onto the standard descriptors of this (still single-threaded) process.
-        if unsafe { libc::dup2(src, dst) } < 0 {
-            return Err(std::io::Error::last_os_error()).context("dup2 failed");
-        }
-    }
+    use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
+    dup2_stdin(&null).context("dup2 onto stdin failed")?;
+    dup2_stdout(&null).context("dup2 onto stdout failed")?;
+    dup2_stderr(&err).context("dup2 onto stderr failed")?;
     Ok(())
 }

@@ -151,8 +151,8 @@ impl Server {
         }
         st.ctime = ts(inode.ctime());
         st.mtime = ts(inode.mtime());
-        st.rdev_major = libc::major(attr.rdev as u64) as u32;
-        st.rdev_minor = libc::minor(attr.rdev as u64) as u32;
+        st.rdev_major = nix::sys::stat::major(attr.rdev as u64) as u32;
+        st.rdev_minor = nix::sys::stat::minor(attr.rdev as u64) as u32;
         Ok(out)
     }
 }
