@@ -130,3 +130,81 @@ fn send_message(
     slices.extend(parts.iter().map(|p| IoSlice::new(p)));
     transport.send(&slices)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use fuse_wire::reply::parse_reply;
+
+    use super::*;
+
+    /// Keeps every message sent, as one byte vector each.
+    #[derive(Default)]
+    struct Capture(Mutex<Vec<Vec<u8>>>);
+
+    impl Transport for Capture {
+        fn receive(&self, _: &mut [u8]) -> io::Result<Option<usize>> {
+            Ok(None)
+        }
+        fn send(&self, parts: &[IoSlice<'_>]) -> io::Result<()> {
+            let msg = parts.iter().flat_map(|p| p.iter().copied()).collect();
+            self.0.lock().unwrap().push(msg);
+            Ok(())
+        }
+        fn for_worker(&self) -> io::Result<Arc<dyn Transport>> {
+            Ok(Arc::new(Capture::default()))
+        }
+        fn backing_open(&self, _: std::os::fd::RawFd) -> io::Result<u32> {
+            Ok(1)
+        }
+    }
+
+    fn encode(reply: Result<Reply, Errno>) -> Vec<u8> {
+        let t = Capture::default();
+        send(&t, 7, &reply).unwrap();
+        t.0.into_inner().unwrap().pop().unwrap()
+    }
+
+    #[test]
+    fn typed_replies_encode_as_the_kernel_reads_them() {
+        let entry = EntryOut {
+            nodeid: 5,
+            ..Default::default()
+        };
+        let open = OpenOut {
+            fh: 9,
+            ..Default::default()
+        };
+        let msg = encode(Ok(Reply::Create(entry, open)));
+        let view = parse_reply(&msg).unwrap();
+        assert_eq!((view.header.unique, view.header.error), (7, 0));
+        assert_eq!(view.payload, [entry.as_bytes(), open.as_bytes()].concat());
+
+        let msg = encode(Ok(Reply::IoctlU64(0x1122)));
+        let payload = parse_reply(&msg).unwrap().payload.to_vec();
+        let ioctl_len = std::mem::size_of::<IoctlOut>();
+        assert_eq!(payload.len(), ioctl_len + 8);
+        assert_eq!(payload[ioctl_len..], 0x1122u64.to_ne_bytes());
+
+        let msg = encode(Ok(Reply::IomapConfig(IomapConfigOut::default())));
+        assert_eq!(
+            parse_reply(&msg).unwrap().payload.len(),
+            IOMAP_CONFIG_OUT_SHORT_LEN
+        );
+
+        let msg = encode(Ok(Reply::Empty));
+        assert_eq!(msg.len(), OUT_HEADER_LEN);
+    }
+
+    #[test]
+    fn errors_are_a_header_with_the_negated_errno() {
+        let msg = encode(Err(Errno(libc::ENOENT)));
+        let view = parse_reply(&msg).unwrap();
+        assert_eq!(view.header.error, -libc::ENOENT);
+        assert!(view.payload.is_empty());
+        // Out of the kernel's range: EIO, never a reply the kernel rejects.
+        let msg = encode(Err(Errno(4096)));
+        assert_eq!(parse_reply(&msg).unwrap().header.error, -libc::EIO);
+    }
+}
