@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use nix::mount::MsFlags;
+
 use crate::sys::mount;
 
 const NEWROOT: &str = "/newroot";
@@ -26,10 +28,10 @@ pub fn switch_to_image() -> Result<(), String> {
         return Ok(());
     }
     if !Path::new("/dev/null").exists() {
-        mount("devtmpfs", "/dev", "devtmpfs", 0, "")?;
+        mount("devtmpfs", "/dev", "devtmpfs", MsFlags::empty(), "")?;
     }
-    mount("proc", "/proc", "proc", 0, "")?;
-    mount("sysfs", "/sys", "sysfs", 0, "")?;
+    mount("proc", "/proc", "proc", MsFlags::empty(), "")?;
+    mount("sysfs", "/sys", "sysfs", MsFlags::empty(), "")?;
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let root = cmdline_opt(&cmdline, "root").unwrap_or_else(|| "serial:root".into());
     let fstype = cmdline_opt(&cmdline, "rootfstype").unwrap_or_else(|| "ext4".into());
@@ -45,26 +47,21 @@ pub fn switch_to_image() -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    mount(&root, NEWROOT, &fstype, 0, "")?;
+    mount(&root, NEWROOT, &fstype, MsFlags::empty(), "")?;
     mount(
         events::SHARE_TAG,
         &format!("{NEWROOT}{}", events::SHARE_MOUNT),
         "9p",
-        0,
+        MsFlags::empty(),
         "trans=virtio,version=9p2000.L,msize=524288,cache=none",
     )?;
-    mount("/dev", &format!("{NEWROOT}/dev"), "", libc::MS_MOVE, "")?;
-    // SAFETY: plain path syscalls with valid C strings.
-    unsafe {
-        libc::umount2(c"/proc".as_ptr(), libc::MNT_DETACH);
-        libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH);
-    }
+    mount("/dev", &format!("{NEWROOT}/dev"), "", MsFlags::MS_MOVE, "")?;
+    crate::sys::detach("/proc");
+    crate::sys::detach("/sys");
     std::env::set_current_dir(NEWROOT).map_err(|e| format!("chdir {NEWROOT}: {e}"))?;
-    mount(".", "/", "", libc::MS_MOVE, "")?;
-    // SAFETY: chroot(".") after moving the new root onto "/".
-    if unsafe { libc::chroot(c".".as_ptr()) } != 0 {
-        return Err(format!("chroot: {}", std::io::Error::last_os_error()));
-    }
+    mount(".", "/", "", MsFlags::MS_MOVE, "")?;
+    // chroot(".") after moving the new root onto "/".
+    nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
     Ok(())
 }
@@ -89,24 +86,36 @@ pub fn mount_basics() -> Result<(), String> {
     if std::process::id() != 1 {
         return Ok(());
     }
-    mount("proc", "/proc", "proc", 0, "")?;
-    mount("sysfs", "/sys", "sysfs", 0, "")?;
+    mount("proc", "/proc", "proc", MsFlags::empty(), "")?;
+    mount("sysfs", "/sys", "sysfs", MsFlags::empty(), "")?;
     if !Path::new("/dev/null").exists() {
-        mount("devtmpfs", "/dev", "devtmpfs", 0, "")?;
+        mount("devtmpfs", "/dev", "devtmpfs", MsFlags::empty(), "")?;
     }
     mount(
         "devpts",
         "/dev/pts",
         "devpts",
-        0,
+        MsFlags::empty(),
         "gid=5,mode=620,ptmxmode=666",
     )?;
-    mount("tmpfs", "/dev/shm", "tmpfs", 0, "mode=1777")?;
-    mount("tmpfs", "/tmp", "tmpfs", 0, "mode=1777")?;
-    mount("tmpfs", "/run", "tmpfs", 0, "mode=755")?;
+    mount("tmpfs", "/dev/shm", "tmpfs", MsFlags::empty(), "mode=1777")?;
+    mount("tmpfs", "/tmp", "tmpfs", MsFlags::empty(), "mode=1777")?;
+    mount("tmpfs", "/run", "tmpfs", MsFlags::empty(), "mode=755")?;
     // Best effort: not every kernel has these.
-    let _ = mount("debugfs", "/sys/kernel/debug", "debugfs", 0, "");
-    let _ = mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, "");
+    let _ = mount(
+        "debugfs",
+        "/sys/kernel/debug",
+        "debugfs",
+        MsFlags::empty(),
+        "",
+    );
+    let _ = mount(
+        "fusectl",
+        "/sys/fs/fuse/connections",
+        "fusectl",
+        MsFlags::empty(),
+        "",
+    );
     let _ = std::fs::write("/proc/sys/kernel/hostname", "harness\n");
     // /dev/fd and friends, which bash process substitution needs.
     let _ = std::os::unix::fs::symlink("/proc/self/fd", "/dev/fd");
@@ -120,10 +129,8 @@ pub fn mount_basics() -> Result<(), String> {
 /// on every machine type, with or without ACPI.
 pub fn power_off() -> ! {
     crate::sys::sync();
-    // SAFETY: reboot with a valid command; it does not return on success.
-    unsafe {
-        libc::reboot(libc::LINUX_REBOOT_CMD_RESTART);
-    }
+    // Does not return on success.
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
     // If even that failed there is nothing left to do but wait to be killed.
     loop {
         std::thread::sleep(Duration::from_secs(3600));

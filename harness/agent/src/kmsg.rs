@@ -12,7 +12,7 @@ impl KmsgSlice {
     pub fn start() -> Self {
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NONBLOCK)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
             .open("/dev/kmsg")
             .ok()
             .and_then(|mut f| f.seek(SeekFrom::End(0)).ok().map(|_| f));
@@ -31,7 +31,7 @@ impl KmsgSlice {
                 Ok(0) => break,
                 Ok(n) => out.push_str(&format_record(&String::from_utf8_lossy(&buf[..n]))),
                 // EPIPE: records were overwritten; keep reading from the next one.
-                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EPIPE as i32) => continue,
                 Err(_) => break, // EAGAIN: end of the log.
             }
         }

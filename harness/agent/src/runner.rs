@@ -7,6 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use events::{EventBody, Plan, PlanTest, TestStatus};
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
 use crate::emit::Emitter;
 use crate::kmsg::KmsgSlice;
@@ -238,16 +241,15 @@ fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) 
 }
 
 /// Reap every finished child (PID 1 inherits orphans); return `pid`'s status if it ended.
-fn reap(pid: i32) -> Option<i32> {
+fn reap(pid: i32) -> Option<WaitStatus> {
     let mut found = None;
     loop {
-        let mut status = 0;
-        // SAFETY: waitpid with a valid status pointer.
-        let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if r <= 0 {
-            return found;
-        }
-        if r == pid {
+        // No child (ECHILD) or none finished: done.
+        let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return found,
+            Ok(status) => status,
+        };
+        if status.pid() == Some(Pid::from_raw(pid)) {
             found = Some(status);
         }
     }
@@ -258,7 +260,7 @@ pub fn reap_orphans() {
     let _ = reap(0);
 }
 
-fn wait_for(pid: i32, limit: Duration) -> Option<i32> {
+fn wait_for(pid: i32, limit: Duration) -> Option<WaitStatus> {
     let end = Instant::now() + limit;
     while Instant::now() < end {
         if let Some(s) = reap(pid) {
@@ -269,21 +271,16 @@ fn wait_for(pid: i32, limit: Duration) -> Option<i32> {
     None
 }
 
-fn decode_wait(status: i32) -> (Option<i32>, Option<i32>) {
-    if libc::WIFEXITED(status) {
-        (Some(libc::WEXITSTATUS(status)), None)
-    } else if libc::WIFSIGNALED(status) {
-        (None, Some(libc::WTERMSIG(status)))
-    } else {
-        (None, None)
+fn decode_wait(status: WaitStatus) -> (Option<i32>, Option<i32>) {
+    match status {
+        WaitStatus::Exited(_, code) => (Some(code), None),
+        WaitStatus::Signaled(_, sig, _) => (None, Some(sig as i32)),
+        _ => (None, None),
     }
 }
 
 fn kill_group(pgid: i32) {
-    // SAFETY: kill with a negative pid signals the process group.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
 }
 
 /// A counter that grows while the test's process group does anything: CPU
@@ -346,11 +343,8 @@ fn stat_fields_after_comm(stat: &str) -> Option<Vec<&str>> {
 /// Leave no mount of a test behind for the next one.
 fn cleanup_mounts() {
     for m in [setup::TEST_DIR, setup::SCRATCH_MNT] {
-        let Ok(c) = std::ffi::CString::new(m) else {
-            continue;
-        };
-        // SAFETY: valid C string; failure (not mounted) is fine.
-        while unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {}
+        // Until it fails: nothing (more) is mounted there.
+        while sys::detach(m) {}
     }
 }
 

@@ -230,11 +230,14 @@ pub fn interactive_shell(plan: &Plan) {
         .envs(test_env(plan))
         .env("PS1", "[vm \\w]# ");
     cmd.stdin(i).stdout(o).stderr(e).current_dir("/root");
+    // TIOCSCTTY takes an int by value; nix has the constant only through libc.
+    nix::ioctl_write_int_bad!(tiocsctty, nix::libc::TIOCSCTTY);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            libc::setsid();
-            libc::ioctl(0, libc::TIOCSCTTY, 1);
+            let _ = nix::unistd::setsid();
+            // SAFETY: fd 0 is the console we just set as stdin; 1 = steal it if needed.
+            let _ = tiocsctty(0, 1);
             Ok(())
         });
     }

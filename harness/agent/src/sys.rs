@@ -1,54 +1,34 @@
 //! Small wrappers over system calls the agent needs.
-use std::ffi::CString;
 use std::io::Write;
+
+use nix::mount::MsFlags;
+use nix::time::{clock_gettime, clock_settime, ClockId};
 
 /// Milliseconds since boot (CLOCK_BOOTTIME), the guest's own clock.
 pub fn boottime_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    // CLOCK_BOOTTIME always exists on Linux; 0 if it somehow failed.
+    let ts = clock_gettime(ClockId::CLOCK_BOOTTIME).unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    ts.tv_sec() as u64 * 1000 + ts.tv_nsec() as u64 / 1_000_000
 }
 
+/// mount(2); an empty `fstype` or `data` is passed as NULL.
 pub fn mount(
     src: &str,
     target: &str,
     fstype: &str,
-    flags: libc::c_ulong,
+    flags: MsFlags,
     data: &str,
 ) -> Result<(), String> {
     let _ = std::fs::create_dir_all(target);
-    let c = |s: &str| CString::new(s).map_err(|e| e.to_string());
-    let (src_c, target_c, fstype_c, data_c) = (c(src)?, c(target)?, c(fstype)?, c(data)?);
-    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe {
-        libc::mount(
-            src_c.as_ptr(),
-            target_c.as_ptr(),
-            if fstype.is_empty() {
-                std::ptr::null()
-            } else {
-                fstype_c.as_ptr()
-            },
-            flags,
-            if data.is_empty() {
-                std::ptr::null()
-            } else {
-                data_c.as_ptr().cast()
-            },
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(format!(
-            "mount {src} on {target} ({fstype}): {}",
-            std::io::Error::last_os_error()
-        ))
-    }
+    let fstype_opt = (!fstype.is_empty()).then_some(fstype);
+    let data_opt = (!data.is_empty()).then_some(data);
+    nix::mount::mount(Some(src), target, fstype_opt, flags, data_opt)
+        .map_err(|e| format!("mount {src} on {target} ({fstype}): {e}"))
+}
+
+/// umount2(MNT_DETACH); true if something was unmounted.
+pub fn detach(target: &str) -> bool {
+    nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH).is_ok()
 }
 
 /// Write a line straight to the console (for failures before the event port works).
@@ -84,8 +64,7 @@ pub fn kernel_release() -> String {
 }
 
 pub fn sync() {
-    // SAFETY: sync has no arguments and cannot fail.
-    unsafe { libc::sync() };
+    nix::unistd::sync();
 }
 
 /// Set the wall clock (the guest may have no RTC). Best effort.
@@ -93,10 +72,6 @@ pub fn set_clock(unix_secs: u64) {
     if unix_secs == 0 {
         return;
     }
-    let ts = libc::timespec {
-        tv_sec: unix_secs as libc::time_t,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_settime reads the timespec we own.
-    unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) };
+    let ts = nix::sys::time::TimeSpec::new(unix_secs as _, 0);
+    let _ = clock_settime(ClockId::CLOCK_REALTIME, ts);
 }

@@ -129,6 +129,7 @@ impl DataDevice {
             i64::try_from(start).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
             i64::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
         );
+        // libc, not nix: nix has no sync_file_range.
         // SAFETY: plain syscall on our own descriptor.
         let rc = unsafe { libc::sync_file_range(self.file.as_raw_fd(), start, len, flags) };
         if rc != 0 {

@@ -2,17 +2,22 @@
 //! FUSE iomap extension.
 //!
 //! Layout: `options` parses `-o`; `mount` talks to mount(2); `transport` carries requests
-//! (/dev/fuse or a socket); `session` runs the request loop; `server` implements the
-//! operations; `engine` maps file ranges to the device; `data` moves file bytes.
+//! (/dev/fuse or a socket); `session` runs the request loop; `dispatch` routes each decoded
+//! request to its operation and `reply` encodes the typed answer; `server` holds the
+//! filesystem state and implements the operations (errors are `errno::Errno`); `engine`
+//! maps file ranges to the device; `data` moves file bytes.
 
 pub mod attr;
 pub mod data;
+pub mod dispatch;
 pub mod engine;
+pub mod errno;
 pub mod fault;
 pub mod helper;
 pub mod lock;
 pub mod mount;
 pub mod options;
+pub mod reply;
 pub mod server;
 pub mod session;
 pub mod transport;

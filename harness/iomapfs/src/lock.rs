@@ -7,33 +7,34 @@
 //! after the parent exits.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 /// How often a waiting server retries the lock.
 const RETRY: Duration = Duration::from_millis(20);
 
-/// Takes `LOCK_EX` on `source`, waiting up to `timeout`. Keep the returned file open for
-/// as long as the source is served.
-pub fn lock_source(source: &Path, timeout: Duration) -> Result<File> {
+/// Takes `LOCK_EX` on `source`, waiting up to `timeout`. Keep the returned lock for as
+/// long as the source is served (dropping it unlocks).
+pub fn lock_source(source: &Path, timeout: Duration) -> Result<Flock<File>> {
     // Read-only: closing a block device opened for writing makes udev re-probe it.
-    let file = File::open(source)
+    let mut file = File::open(source)
         .with_context(|| format!("cannot open {} to lock it", source.display()))?;
     let start = Instant::now();
     let mut said_waiting = false;
     loop {
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(file);
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(err).with_context(|| format!("flock {}", source.display()));
-        }
+        file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => return Ok(locked),
+            Err((file, Errno::EWOULDBLOCK)) => file,
+            Err((_, e)) => {
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("flock {}", source.display()))
+            }
+        };
         if start.elapsed() >= timeout {
             bail!(
                 "{} is locked by {}; gave up after lock_timeout={}s (another iomapfs may \

@@ -258,11 +258,9 @@ fn first_request(server: &Server, transport: &dyn Transport) -> Result<()> {
     if !matches!(req.op, fuse_wire::request::Op::Init(_)) {
         bail!("expected INIT as the first request, got {:?}", req.op);
     }
-    let reply = server
-        .handle(&req, transport)
-        .expect("INIT always gets a reply");
+    let reply = iomapfs::dispatch::handle(server, &req).expect("INIT always gets a reply");
     let refused = reply.is_err();
-    session::send_reply(transport, req.header.unique, reply)?;
+    iomapfs::reply::send(transport, req.header.unique, &reply)?;
     if refused {
         bail!("the mount was refused during INIT (see the log above)");
     }
@@ -290,16 +288,9 @@ fn daemonize(log: Option<&std::path::Path>) -> Result<()> {
             .open(path)?,
         None => null.try_clone()?,
     };
-    use std::os::fd::AsRawFd;
-    for (src, dst) in [
-        (null.as_raw_fd(), 0),
-        (null.as_raw_fd(), 1),
-        (err.as_raw_fd(), 2),
-    ] {
-        // SAFETY: dup2 onto the standard descriptors of this (still single-threaded) process.
-        if unsafe { libc::dup2(src, dst) } < 0 {
-            return Err(std::io::Error::last_os_error()).context("dup2 failed");
-        }
-    }
+    use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
+    dup2_stdin(&null).context("dup2 onto stdin failed")?;
+    dup2_stdout(&null).context("dup2 onto stdout failed")?;
+    dup2_stderr(&err).context("dup2 onto stderr failed")?;
     Ok(())
 }

@@ -1,65 +1,16 @@
-//! The request loop: read, decode, handle, reply, on one or more threads.
+//! The request loop: read a request, hand it to `dispatch`, on one or more threads.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::Arc;
 
-use fuse_wire::structs::OutHeader;
-use zerocopy::IntoBytes;
-
-use crate::server::{Errno, Reply, Server};
+use crate::dispatch::handle_one;
+use crate::errno::Errno;
+use crate::server::Server;
 use crate::transport::Transport;
 
 /// Size of one request buffer: the largest WRITE plus headers.
 pub fn buffer_size() -> usize {
     fuse_wire::consts::request_buffer_size(crate::server::MAX_WRITE)
-}
-
-/// Decodes and answers one request. Malformed requests are answered with an error when
-/// they carry a readable `unique`, and otherwise dropped with a log line.
-pub fn handle_one(server: &Server, transport: &dyn Transport, bytes: &[u8]) -> io::Result<()> {
-    match fuse_wire::request::parse(bytes) {
-        Ok(req) => {
-            let sent = match server.handle(&req, transport) {
-                Some(reply) => send_reply(transport, req.header.unique, reply),
-                None => Ok(()),
-            };
-            if matches!(req.op, fuse_wire::request::Op::Destroy) {
-                server.mark_finished();
-            }
-            sent
-        }
-        Err(e) => {
-            tracing::warn!("malformed request: {e}");
-            match e.unique() {
-                Some(unique) => send_reply(transport, unique, Err(Errno(e.errno()))),
-                None => Ok(()),
-            }
-        }
-    }
-}
-
-/// Sends a reply (or error) for request `unique`.
-pub fn send_reply(transport: &dyn Transport, unique: u64, reply: Reply) -> io::Result<()> {
-    let (error, payload) = match &reply {
-        Ok(bytes) => (0, bytes.as_slice()),
-        Err(Errno(e)) => (-e, &[][..]),
-    };
-    send(transport, unique, error, payload)
-}
-
-/// Writes one message: an out header (length, error or notify code, unique) and the payload.
-fn send(transport: &dyn Transport, unique: u64, error: i32, payload: &[u8]) -> io::Result<()> {
-    let header = OutHeader {
-        len: (std::mem::size_of::<OutHeader>() + payload.len()) as u32,
-        error,
-        unique,
-    };
-    transport.send(&[IoSlice::new(header.as_bytes()), IoSlice::new(payload)])
-}
-
-/// Sends a notification (unique 0, the code in the error field).
-pub fn send_notification(transport: &dyn Transport, code: i32, payload: &[u8]) -> io::Result<()> {
-    send(transport, 0, code, payload)
 }
 
 /// Serves requests until the session ends, with `threads` readers and a committer, then

@@ -3,8 +3,13 @@
 
 use std::fs::File;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, AddressFamily, Backlog, MsgFlags, Shutdown, SockFlag, SockType, UnixAddr,
+};
 
 /// One FUSE connection as the server sees it.
 pub trait Transport: Send + Sync {
@@ -37,14 +42,32 @@ impl DevFuse {
     }
 }
 
+/// The /dev/fuse ioctls, with the request numbers from `fuse_wire` (the one place they
+/// are defined). Each reads or writes exactly the type named.
+mod ioctl {
+    use fuse_wire::structs::{BackingMap, IomapSupport};
+    nix::ioctl_write_ptr_bad!(set_nofs, fuse_wire::iomap::FUSE_DEV_IOC_SET_NOFS, u32);
+    nix::ioctl_write_ptr_bad!(clone, fuse_wire::consts::FUSE_DEV_IOC_CLONE, u32);
+    nix::ioctl_write_ptr_bad!(
+        backing_open,
+        fuse_wire::consts::FUSE_DEV_IOC_BACKING_OPEN,
+        BackingMap
+    );
+    nix::ioctl_read_bad!(
+        iomap_support,
+        fuse_wire::iomap::FUSE_DEV_IOC_IOMAP_SUPPORT,
+        IomapSupport
+    );
+}
+
 impl Transport for DevFuse {
     fn receive(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         loop {
             match nix::unistd::read(&self.file, buf) {
                 Ok(n) => return Ok(Some(n)),
                 // The request was interrupted before we read it, or a signal arrived.
-                Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EINTR) => continue,
-                Err(nix::errno::Errno::ENODEV) => return Ok(None),
+                Err(Errno::ENOENT | Errno::EINTR) => continue,
+                Err(Errno::ENODEV) => return Ok(None),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -54,24 +77,14 @@ impl Transport for DevFuse {
         match nix::sys::uio::writev(&self.file, parts) {
             Ok(_) => Ok(()),
             // The request was interrupted and the kernel no longer waits for it.
-            Err(nix::errno::Errno::ENOENT) => Ok(()),
+            Err(Errno::ENOENT) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
 
     fn set_nofs(&self) -> io::Result<()> {
-        let on: u32 = 1;
-        // SAFETY: SET_NOFS reads one u32 (0 or 1) from the pointer.
-        let rc = unsafe {
-            libc::ioctl(
-                self.file.as_raw_fd(),
-                fuse_wire::iomap::FUSE_DEV_IOC_SET_NOFS as _,
-                &on as *const u32,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // SAFETY: SET_NOFS reads one u32 (0 or 1) from the pointer, which lives for the call.
+        unsafe { ioctl::set_nofs(self.file.as_raw_fd(), &1u32) }?;
         Ok(())
     }
 
@@ -82,16 +95,7 @@ impl Transport for DevFuse {
             .open("/dev/fuse")?;
         let session_fd: u32 = self.file.as_raw_fd() as u32;
         // SAFETY: FUSE_DEV_IOC_CLONE reads one u32 (the session's fd) from the pointer.
-        let rc = unsafe {
-            libc::ioctl(
-                clone.as_raw_fd(),
-                fuse_wire::consts::FUSE_DEV_IOC_CLONE as _,
-                &session_fd as *const u32,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        unsafe { ioctl::clone(clone.as_raw_fd(), &session_fd) }?;
         Ok(Arc::new(DevFuse { file: clone }))
     }
 
@@ -101,18 +105,9 @@ impl Transport for DevFuse {
             flags: fuse_wire::iomap::FUSE_BACKING_TYPE_IOMAP,
             padding: 0,
         };
-        // SAFETY: BACKING_OPEN reads a fuse_backing_map and returns the id or -1.
-        let rc = unsafe {
-            libc::ioctl(
-                self.file.as_raw_fd(),
-                fuse_wire::consts::FUSE_DEV_IOC_BACKING_OPEN as _,
-                &map as *const fuse_wire::structs::BackingMap,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(rc as u32)
+        // SAFETY: BACKING_OPEN reads a fuse_backing_map and returns the id.
+        let id = unsafe { ioctl::backing_open(self.file.as_raw_fd(), &map) }?;
+        Ok(id as u32)
     }
 }
 
@@ -124,28 +119,20 @@ pub fn probe_iomap_support(dev_fuse: &File) -> Option<u64> {
         padding: 0,
     };
     // SAFETY: IOMAP_SUPPORT writes one fuse_iomap_support through the pointer.
-    let rc = unsafe {
-        libc::ioctl(
-            dev_fuse.as_raw_fd(),
-            fuse_wire::iomap::FUSE_DEV_IOC_IOMAP_SUPPORT as _,
-            &mut out as *mut fuse_wire::structs::IomapSupport,
-        )
-    };
-    (rc == 0).then_some(out.flags)
+    let rc = unsafe { ioctl::iomap_support(dev_fuse.as_raw_fd(), &mut out) };
+    rc.is_ok().then_some(out.flags)
 }
 
 /// A Unix SOCK_SEQPACKET connection whose peer plays the kernel: each packet it sends is one
 /// request exactly as /dev/fuse would deliver it, each packet back is one reply or
 /// notification. Used by the kernel model and for replaying recorded sessions.
 pub struct KernelSocket {
-    conn: Arc<std::os::fd::OwnedFd>,
+    conn: Arc<OwnedFd>,
 }
 
 impl KernelSocket {
     /// Creates the socket at `path`, waits for one peer and returns the connection.
     pub fn accept_one(path: &std::path::Path) -> io::Result<Self> {
-        use std::os::fd::FromRawFd;
-        use std::os::unix::ffi::OsStrExt;
         use std::os::unix::fs::FileTypeExt;
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             if !meta.file_type().is_socket() {
@@ -156,87 +143,58 @@ impl KernelSocket {
             }
             std::fs::remove_file(path)?;
         }
-        let bytes = path.as_os_str().as_bytes();
-        // SAFETY: plain socket calls on descriptors we own; sockaddr_un is zeroed and the
-        // path length is checked against its buffer.
-        unsafe {
-            let mut addr: libc::sockaddr_un = std::mem::zeroed();
-            if bytes.len() >= addr.sun_path.len() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "socket path too long",
-                ));
+        let addr = UnixAddr::new(path).map_err(|e| match e {
+            Errno::ENAMETOOLONG => {
+                io::Error::new(io::ErrorKind::InvalidInput, "socket path too long")
             }
-            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-            for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-                *d = *s as libc::c_char;
-            }
-            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let listener = std::os::fd::OwnedFd::from_raw_fd(fd);
-            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-            if libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len) != 0
-                || libc::listen(fd, 1) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            let conn = libc::accept4(
-                fd,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_CLOEXEC,
-            );
-            if conn < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            drop(listener);
-            Ok(Self {
-                conn: Arc::new(std::os::fd::OwnedFd::from_raw_fd(conn)),
-            })
-        }
+            e => e.into(),
+        })?;
+        let listener = socket::socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        socket::bind(listener.as_raw_fd(), &addr)?;
+        socket::listen(&listener, Backlog::new(1)?)?;
+        let conn = socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC)?;
+        // SAFETY: accept4 returned a new descriptor that nothing else owns.
+        let conn = unsafe { OwnedFd::from_raw_fd(conn) };
+        Ok(Self {
+            conn: Arc::new(conn),
+        })
     }
 }
 
 impl Transport for KernelSocket {
     fn receive(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         loop {
-            // SAFETY: recv into a buffer we own, bounded by its length.
-            let n =
-                unsafe { libc::recv(self.conn.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n > 0 {
-                return Ok(Some(n as usize));
-            }
-            if n == 0 {
-                return Ok(None);
-            }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::ECONNRESET | libc::ENOTCONN | libc::ESHUTDOWN) => return Ok(None),
-                _ => return Err(err),
+            match socket::recv(self.conn.as_raw_fd(), buf, MsgFlags::empty()) {
+                Ok(0) => return Ok(None),
+                Ok(n) => return Ok(Some(n)),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECONNRESET | Errno::ENOTCONN | Errno::ESHUTDOWN) => return Ok(None),
+                Err(e) => return Err(e.into()),
             }
         }
     }
 
     fn send(&self, parts: &[IoSlice<'_>]) -> io::Result<()> {
-        // SAFETY: msghdr points at the caller's IoSlices (layout-compatible with iovec).
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = parts.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = parts.len() as _;
-        let n = unsafe { libc::sendmsg(self.conn.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                // The peer is gone: the same as an unmounted /dev/fuse.
-                Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN) => {
-                    Err(io::Error::from_raw_os_error(libc::ENODEV))
-                }
-                _ => Err(err),
-            };
+        let sent = socket::sendmsg::<UnixAddr>(
+            self.conn.as_raw_fd(),
+            parts,
+            &[],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        );
+        match sent {
+            Ok(_) => Ok(()),
+            // The peer is gone: the same as an unmounted /dev/fuse.
+            Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => {
+                Err(io::Error::from_raw_os_error(Errno::ENODEV as i32))
+            }
+            Err(e) => Err(e.into()),
         }
-        Ok(())
     }
 
     fn for_worker(&self) -> io::Result<Arc<dyn Transport>> {
@@ -251,7 +209,7 @@ impl Transport for KernelSocket {
     }
 
     fn close(&self) {
-        // SAFETY: shutdown on our own descriptor; wakes threads blocked in recv.
-        unsafe { libc::shutdown(self.conn.as_raw_fd(), libc::SHUT_RDWR) };
+        // Wakes threads blocked in recv.
+        let _ = socket::shutdown(self.conn.as_raw_fd(), Shutdown::Both);
     }
 }

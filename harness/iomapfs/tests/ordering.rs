@@ -15,28 +15,9 @@ use ext2fs::{FailPlan, FileType, Fs, Inode, MapKind, ROOT_INO};
 use fuse_wire::structs::{InHeader, WriteIn};
 use iomapfs::options::MountOptions;
 use iomapfs::server::Server;
-use iomapfs::transport::Transport;
 use zerocopy::IntoBytes;
 
 const BS: u64 = 4096;
-
-/// The replies go nowhere: the test reads `handle`'s return value.
-struct NoTransport;
-
-impl Transport for NoTransport {
-    fn receive(&self, _: &mut [u8]) -> std::io::Result<Option<usize>> {
-        Ok(None)
-    }
-    fn send(&self, _: &[std::io::IoSlice<'_>]) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn for_worker(&self) -> std::io::Result<std::sync::Arc<dyn Transport>> {
-        Ok(std::sync::Arc::new(NoTransport))
-    }
-    fn backing_open(&self, _: std::os::fd::RawFd) -> std::io::Result<u32> {
-        Ok(1)
-    }
-}
 
 /// Dirty and under-writeback pages of `[off, off + len)` of the file, by cachestat(2)
 /// (Linux 6.5); `None` where the kernel lacks it.
@@ -84,10 +65,7 @@ fn write_request(nodeid: u64, offset: u64, data: &[u8]) -> Vec<u8> {
 fn write(server: &Server, ino: u32, offset: u64, data: &[u8]) -> Result<(), i32> {
     let bytes = write_request(u64::from(ino), offset, data);
     let req = fuse_wire::request::parse(&bytes).expect("a well-formed WRITE");
-    match server
-        .handle(&req, &NoTransport)
-        .expect("WRITE gets a reply")
-    {
+    match iomapfs::dispatch::handle(server, &req).expect("WRITE gets a reply") {
         Ok(_) => Ok(()),
         Err(e) => Err(e.0),
     }

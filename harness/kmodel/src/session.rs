@@ -5,14 +5,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
+use nix::errno::Errno;
+use nix::sys::socket::{self, AddressFamily, MsgFlags, Shutdown, SockFlag, SockType, UnixAddr};
 
 use crate::error::{Error, Result};
 use crate::wire::{Reply, Request};
@@ -106,12 +107,10 @@ impl Session {
 
     /// Wraps an already connected SEQPACKET socket (a fake server in tests).
     pub fn with_socket(sock: OwnedFd, reply_timeout: Duration) -> Result<Session> {
-        rustix::net::sockopt::set_socket_timeout(
-            &sock,
-            rustix::net::sockopt::Timeout::Recv,
-            Some(reply_timeout),
-        )
-        .map_err(|e| Error::io("set the socket's receive timeout", e.into()))?;
+        use nix::sys::time::{TimeVal, TimeValLike};
+        let timeout = TimeVal::microseconds(reply_timeout.as_micros().min(i64::MAX as u128) as i64);
+        socket::setsockopt(&sock, socket::sockopt::ReceiveTimeout, &timeout)
+            .map_err(|e| Error::io("set the socket's receive timeout", e.into()))?;
         Ok(Session {
             sock,
             child: None,
@@ -183,7 +182,7 @@ impl Session {
         self.unique += 2;
         let bytes = req.encode(self.unique);
         *self.counts.entry(format!("{:?}", req.opcode)).or_default() += 1;
-        match rustix::net::send(&self.sock, &bytes, SendFlags::NOSIGNAL) {
+        match socket::send(self.sock.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL) {
             Ok(n) if n == bytes.len() => Ok(self.unique),
             Ok(n) => Err(Error::Server(format!(
                 "short send of {}: {n} of {} bytes",
@@ -195,7 +194,7 @@ impl Session {
     }
 
     fn receive(&mut self, req: &Request) -> Result<Vec<u8>> {
-        match rustix::net::recv(&self.sock, &mut self.buf[..], RecvFlags::TRUNC) {
+        match recv_trunc(&self.sock, &mut self.buf[..]) {
             Ok((_, 0)) => Err(self.dead(&format!(
                 "the server hung up while {} waited for its reply",
                 req.summary()
@@ -206,7 +205,7 @@ impl Session {
                 self.buf.len()
             ))),
             Ok((n, _)) => Ok(self.buf[..n].to_vec()),
-            Err(rustix::io::Errno::AGAIN) => Err(self.dead(&format!(
+            Err(Errno::EAGAIN) => Err(self.dead(&format!(
                 "no reply to {} within the reply timeout (server hung?)",
                 req.summary()
             ))),
@@ -234,7 +233,7 @@ impl Session {
 
     /// After DESTROY: hang up and wait for the server to exit successfully.
     pub fn finish(mut self) -> Result<()> {
-        let _ = rustix::net::shutdown(&self.sock, rustix::net::Shutdown::Both);
+        let _ = socket::shutdown(self.sock.as_raw_fd(), Shutdown::Both);
         let log_tail = self.log_tail();
         match self.child.take() {
             Some(child) => wait_for_exit(child, &log_tail),
@@ -337,7 +336,7 @@ fn read_loop(sock: &OwnedFd, inner: &SharedInner) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut received = 0u64;
     loop {
-        let n = match rustix::net::recv(sock, &mut buf[..], RecvFlags::TRUNC) {
+        let n = match recv_trunc(sock, &mut buf[..]) {
             Ok((_, 0)) => break,
             Ok((n, full)) if full > n => {
                 lock(&inner.trouble).push(Error::Server(format!(
@@ -347,7 +346,7 @@ fn read_loop(sock: &OwnedFd, inner: &SharedInner) {
             }
             Ok((n, _)) => n,
             // The receive timeout only bounds each wait; callers time out on their own.
-            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
+            Err(Errno::EAGAIN | Errno::EINTR) => continue,
             Err(_) => break,
         };
         received += 1;
@@ -439,7 +438,7 @@ impl SharedSession {
         *lock(&self.counts)
             .entry(format!("{:?}", req.opcode))
             .or_default() += 1;
-        match rustix::net::send(&*self.sock, &bytes, SendFlags::NOSIGNAL) {
+        match socket::send(self.sock.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL) {
             Ok(n) if n == bytes.len() => Ok(()),
             Ok(n) => Err(Error::Server(format!(
                 "short send of {}: {n} of {} bytes",
@@ -483,7 +482,7 @@ impl SharedSession {
     }
 
     fn stop_reader(&self) {
-        let _ = rustix::net::shutdown(&*self.sock, rustix::net::Shutdown::Both);
+        let _ = socket::shutdown(self.sock.as_raw_fd(), Shutdown::Both);
         if let Some(reader) = lock(&self.reader).take() {
             let _ = reader.join();
         }
@@ -511,18 +510,17 @@ impl Drop for Session {
 
 /// Connects to `path` once the server listens there; fails early if the server exits.
 fn connect_when_ready(path: &Path, child: &mut Child) -> std::result::Result<OwnedFd, String> {
-    let addr =
-        SocketAddrUnix::new(path).map_err(|e| format!("socket path {}: {e}", path.display()))?;
+    let addr = UnixAddr::new(path).map_err(|e| format!("socket path {}: {e}", path.display()))?;
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        let sock = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
+        let sock = socket::socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
             None,
         )
         .map_err(|e| format!("cannot create a SEQPACKET socket: {e}"))?;
-        match rustix::net::connect(&sock, &addr) {
+        match socket::connect(sock.as_raw_fd(), &addr) {
             Ok(()) => return Ok(sock),
             Err(e) => {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -544,13 +542,20 @@ fn connect_when_ready(path: &Path, child: &mut Child) -> std::result::Result<Own
 
 /// A connected pair for tests that play the server themselves.
 pub fn socket_pair() -> Result<(OwnedFd, OwnedFd)> {
-    rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
+    socket::socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
         None,
+        SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| Error::io("socketpair", e.into()))
+}
+
+/// Receives one packet: `(bytes copied, the packet's full length)`. With MSG_TRUNC a
+/// SEQPACKET recv returns the full length even when the buffer was too small for it.
+fn recv_trunc(sock: &OwnedFd, buf: &mut [u8]) -> nix::Result<(usize, usize)> {
+    let full = socket::recv(sock.as_raw_fd(), buf, MsgFlags::MSG_TRUNC)?;
+    Ok((full.min(buf.len()), full))
 }
 
 /// The last lines of a server log, prefixed for appending to a message.

@@ -2,9 +2,9 @@
 
 use ext2fs::{FileType, Ino};
 use fuse_wire::reply::DirentBuf;
-use fuse_wire::structs::{Kstatfs, StatfsOut, StatxOut};
+use fuse_wire::structs::{Kstatfs, OpenOut, StatfsOut, StatxOut};
 
-use super::{bytes, Reply, Server};
+use super::{Errno, Server};
 use crate::attr::nodeid_of;
 
 /// d_type values (DT_*) for readdir.
@@ -22,18 +22,24 @@ fn dtype(t: FileType) -> u32 {
 }
 
 impl Server {
-    pub(super) fn opendir(&self, ino: Ino, _flags: u32) -> Reply {
+    pub(crate) fn opendir(&self, ino: Ino, _flags: u32) -> Result<OpenOut, Errno> {
         let mut meta = self.meta();
         Self::read_dir_inode(&mut meta, ino)?;
-        Ok(bytes(&fuse_wire::structs::OpenOut {
+        Ok(OpenOut {
             fh: 0,
             // Directory contents may be cached between opens: only we change them.
             open_flags: fuse_wire::consts::FOPEN_CACHE_DIR | fuse_wire::consts::FOPEN_KEEP_CACHE,
             ..Default::default()
-        }))
+        })
     }
 
-    pub(super) fn readdir(&self, ino: Ino, cookie: u64, size: u32, plus: bool) -> Reply {
+    pub(crate) fn readdir(
+        &self,
+        ino: Ino,
+        cookie: u64,
+        size: u32,
+        plus: bool,
+    ) -> Result<DirentBuf, Errno> {
         let mut meta = self.meta();
         let mut dir = Self::read_dir_inode(&mut meta, ino)?;
         if cookie == 0 {
@@ -95,10 +101,10 @@ impl Server {
             }
         }
         let _ = nodeid_of;
-        Ok(buf.into_bytes())
+        Ok(buf)
     }
 
-    pub(super) fn statfs(&self) -> Reply {
+    pub(crate) fn statfs(&self) -> Result<StatfsOut, Errno> {
         let mut meta = self.meta();
         let info = meta.fs()?.info();
         let st = Kstatfs {
@@ -112,10 +118,10 @@ impl Server {
             frsize: info.block_size,
             ..Default::default()
         };
-        Ok(bytes(&StatfsOut { st }))
+        Ok(StatfsOut { st })
     }
 
-    pub(super) fn statx(&self, ino: Ino) -> Reply {
+    pub(crate) fn statx(&self, ino: Ino) -> Result<StatxOut, Errno> {
         let mut meta = self.meta();
         let inode = meta.fs()?.read_inode(ino)?;
         let attr = crate::attr::to_attr(ino, &inode, self.block_size, self.attr_flags());
@@ -145,8 +151,8 @@ impl Server {
         }
         st.ctime = ts(inode.ctime());
         st.mtime = ts(inode.mtime());
-        st.rdev_major = libc::major(attr.rdev as u64) as u32;
-        st.rdev_minor = libc::minor(attr.rdev as u64) as u32;
-        Ok(bytes(&out))
+        st.rdev_major = nix::sys::stat::major(attr.rdev as u64) as u32;
+        st.rdev_minor = nix::sys::stat::minor(attr.rdev as u64) as u32;
+        Ok(out)
     }
 }

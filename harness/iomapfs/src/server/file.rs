@@ -5,9 +5,9 @@ use std::sync::atomic::Ordering;
 use ext2fs::{Ino, Inode};
 use fuse_wire::consts::*;
 use fuse_wire::request::Request;
-use fuse_wire::structs::{CreateIn, IoctlIn, IoctlOut, LseekOut, OpenOut, WriteOut};
+use fuse_wire::structs::{CreateIn, EntryOut, IoctlIn, LseekOut, OpenOut, WriteOut};
 
-use super::{bytes, Errno, Meta, Reply, Server};
+use super::{Errno, Meta, Server};
 use crate::attr::now;
 use crate::engine::{self, Backing};
 
@@ -40,7 +40,7 @@ impl Server {
         }
     }
 
-    pub(super) fn open(&self, ino: Ino, flags: u32) -> Reply {
+    pub(crate) fn open(&self, ino: Ino, flags: u32) -> Result<OpenOut, Errno> {
         let trunc = flags & libc::O_TRUNC as u32 != 0;
         let _data = trunc.then(|| self.data_lock(ino).write());
         let mut meta = self.meta();
@@ -58,39 +58,40 @@ impl Server {
         // Reads served from the page cache never reach us, so when the next read is due
         // to update atime, drop the cache at this open: that read then comes here.
         let keep_cache = !self.atime_due(&mut meta, &inode, false);
-        Ok(bytes(&self.open_out_keeping(keep_cache)))
+        Ok(self.open_out_keeping(keep_cache))
     }
 
-    pub(super) fn create(
+    pub(crate) fn create(
         &self,
         req: &Request<'_>,
         parent: Ino,
         name: &[u8],
         arg: &CreateIn,
-    ) -> Reply {
+    ) -> Result<(EntryOut, OpenOut), Errno> {
         let mut meta = self.meta();
         let mode = libc::S_IFREG | (arg.mode & 0o7777);
         let (ino, inode) =
             self.make_node(&mut meta, req, parent, Some(name), mode, arg.umask, 0)?;
         let entry = self.entry_out(&mut meta, ino, &inode);
-        let mut out = bytes(&entry);
-        out.extend_from_slice(&bytes(&self.open_out()));
-        Ok(out)
+        Ok((entry, self.open_out()))
     }
 
     /// O_TMPFILE: an inode with no name, freed when the kernel forgets it unless linked.
-    pub(super) fn tmpfile(&self, req: &Request<'_>, parent: Ino, arg: &CreateIn) -> Reply {
+    pub(crate) fn tmpfile(
+        &self,
+        req: &Request<'_>,
+        parent: Ino,
+        arg: &CreateIn,
+    ) -> Result<(EntryOut, OpenOut), Errno> {
         let mut meta = self.meta();
         let mode = libc::S_IFREG | (arg.mode & 0o7777);
         let (ino, inode) = self.make_node(&mut meta, req, parent, None, mode, arg.umask, 0)?;
         meta.orphans.insert(ino);
         let entry = self.entry_out(&mut meta, ino, &inode);
-        let mut out = bytes(&entry);
-        out.extend_from_slice(&bytes(&self.open_out()));
-        Ok(out)
+        Ok((entry, self.open_out()))
     }
 
-    pub(super) fn read(&self, ino: Ino, pos: u64, size: u32) -> Reply {
+    pub(crate) fn read(&self, ino: Ino, pos: u64, size: u32) -> Result<Vec<u8>, Errno> {
         // The kernel never asks for more than max_pages at once; a bigger request must not
         // make us allocate up to 4 GiB for its reply.
         if size > super::MAX_READ {
@@ -113,7 +114,7 @@ impl Server {
         Ok(buf)
     }
 
-    pub(super) fn write(&self, ino: Ino, pos: u64, data: &[u8]) -> Reply {
+    pub(crate) fn write(&self, ino: Ino, pos: u64, data: &[u8]) -> Result<WriteOut, Errno> {
         let len = data.len() as u64;
         let end = pos.checked_add(len).ok_or(Errno(libc::EFBIG))?;
         let _data = self.data_lock(ino).write();
@@ -125,10 +126,10 @@ impl Server {
                 return Err(Errno(libc::EFBIG));
             }
             if len == 0 {
-                return Ok(bytes(&WriteOut {
+                return Ok(WriteOut {
                     size: 0,
                     padding: 0,
-                }));
+                });
             }
             let old_size = inode.size();
             (
@@ -168,10 +169,10 @@ impl Server {
         if !engine::end_write(fs, ino, &mut inode, &pieces)? {
             fs.write_inode(ino, &inode)?;
         }
-        Ok(bytes(&WriteOut {
+        Ok(WriteOut {
             size: len as u32,
             padding: 0,
-        }))
+        })
     }
 
     /// Zeroes the on-disk bytes of the EOF block past `size`, so growing the file never
@@ -261,7 +262,7 @@ impl Server {
         Ok(())
     }
 
-    pub(super) fn fallocate(&self, ino: Ino, pos: u64, len: u64, mode: u32) -> Reply {
+    pub(crate) fn fallocate(&self, ino: Ino, pos: u64, len: u64, mode: u32) -> Result<(), Errno> {
         let end = pos.checked_add(len).ok_or(Errno(libc::EFBIG))?;
         if len == 0 {
             return Err(Errno(libc::EINVAL));
@@ -330,10 +331,10 @@ impl Server {
             inode.set_mtime(t);
         }
         meta.fs()?.write_inode(ino, &inode)?;
-        Ok(Vec::new())
+        Ok(())
     }
 
-    pub(super) fn lseek(&self, ino: Ino, pos: u64, whence: u32) -> Reply {
+    pub(crate) fn lseek(&self, ino: Ino, pos: u64, whence: u32) -> Result<LseekOut, Errno> {
         if whence != SEEK_DATA && whence != SEEK_HOLE {
             return Err(Errno(libc::EINVAL));
         }
@@ -359,13 +360,13 @@ impl Server {
         if whence == SEEK_DATA && offset >= size {
             return Err(Errno(libc::ENXIO));
         }
-        Ok(bytes(&LseekOut { offset }))
+        Ok(LseekOut { offset })
     }
 
     /// FUSE_IOCTL: only FS_IOC_GETVERSION, the inode generation (as ext4 answers it). The
     /// kernel sends file ioctls "restricted": the argument's size comes from the command
-    /// number, so the reply is the 8-byte `long` right after `fuse_ioctl_out`.
-    pub(super) fn ioctl(&self, ino: Ino, arg: &IoctlIn) -> Reply {
+    /// number, so the reply is the 8-byte `long` (returned here) right after `fuse_ioctl_out`.
+    pub(crate) fn ioctl(&self, ino: Ino, arg: &IoctlIn) -> Result<u64, Errno> {
         const FS_IOC_GETVERSION: u32 = 0x8008_7601; // _IOR('v', 1, long)
         if arg.cmd != FS_IOC_GETVERSION || arg.flags & FUSE_IOCTL_UNRESTRICTED != 0 {
             return Err(Errno(libc::ENOTTY));
@@ -375,8 +376,6 @@ impl Server {
         }
         let mut meta = self.meta();
         let generation = meta.fs()?.read_inode(ino)?.generation();
-        let mut out = bytes(&IoctlOut::default());
-        out.extend_from_slice(&u64::from(generation).to_le_bytes());
-        Ok(out)
+        Ok(u64::from(generation))
     }
 }

@@ -6,7 +6,7 @@ use fuse_wire::consts::*;
 use fuse_wire::iomap::{init_bit43_meaning, offers_iomap, FUSE_IOMAP, IOMAP_MINOR};
 use fuse_wire::structs::{InitIn, InitOut};
 
-use super::{bytes, Errno, Reply, Server};
+use super::{Errno, Server};
 use crate::options::IomapPolicy;
 
 /// Largest WRITE payload we ask for; requests are read into buffers of this plus headroom.
@@ -31,7 +31,7 @@ const WANTED: u64 = FUSE_ASYNC_READ
     | FUSE_INIT_EXT;
 
 impl Server {
-    pub(super) fn init(&self, arg: &InitIn) -> Reply {
+    pub(crate) fn init(&self, arg: &InitIn) -> Result<InitOut, Errno> {
         if arg.major != KERNEL_VERSION {
             tracing::error!(
                 "kernel speaks FUSE {}.{}, this server speaks 7.x",
@@ -132,7 +132,7 @@ impl Server {
             flags2: flags_hi,
             ..Default::default()
         };
-        Ok(bytes(&out))
+        Ok(out)
     }
 }
 

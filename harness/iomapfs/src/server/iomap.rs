@@ -6,24 +6,20 @@
 
 use std::sync::atomic::Ordering;
 
+use super::{Errno, Server};
+use crate::engine::{self, Backing, Piece};
+use crate::fault::Fault;
 use ext2fs::Ino;
 use fuse_wire::iomap::*;
 use fuse_wire::structs::{
     IomapBeginIn, IomapBeginOut, IomapConfigIn, IomapConfigOut, IomapEndIn, IomapIo, IomapIoendIn,
     IomapIoendOut,
 };
-use zerocopy::IntoBytes;
-
-use super::{bytes, Errno, Reply, Server};
-use crate::engine::{self, Backing, Piece};
-use crate::fault::Fault;
 
 /// ext4 keeps timestamps from 1901 to 2446 when inodes have the extra time fields.
 const EXT4_TIME_MIN: i64 = i32::MIN as i64;
 const EXT4_TIME_MAX_EXTRA: i64 = 0x3_7fff_ffff;
 const EXT4_TIME_MAX: i64 = i32::MAX as i64;
-/// `fuse_iomap_config_out` up to and including `s_maxbytes`: we use no mapping cache.
-const CONFIG_REPLY_LEN: usize = 96;
 
 impl Server {
     fn io_of(&self, p: &Piece, flags: u16) -> IomapIo {
@@ -48,7 +44,7 @@ impl Server {
         }
     }
 
-    pub(super) fn iomap_config(&self, _arg: &IomapConfigIn) -> Reply {
+    pub(crate) fn iomap_config(&self, _arg: &IomapConfigIn) -> Result<IomapConfigOut, Errno> {
         let dev = {
             let transport = self.transport.get().ok_or(Errno(libc::EIO))?;
             use std::os::fd::AsRawFd;
@@ -99,10 +95,10 @@ impl Server {
             "iomap: device registered as backing id {dev}, block size {}",
             info.block_size
         );
-        Ok(out.as_bytes()[..CONFIG_REPLY_LEN].to_vec())
+        Ok(out)
     }
 
-    pub(super) fn iomap_begin(&self, ino: Ino, arg: &IomapBeginIn) -> Reply {
+    pub(crate) fn iomap_begin(&self, ino: Ino, arg: &IomapBeginIn) -> Result<IomapBeginOut, Errno> {
         let op = arg.opflags;
         if arg.count == 0 || arg.pos.checked_add(arg.count).is_none() {
             return Err(Errno(libc::EINVAL));
@@ -162,10 +158,10 @@ impl Server {
             Ok(()),
             "iomap_begin reply fails the kernel's rules"
         );
-        Ok(bytes(&out))
+        Ok(out)
     }
 
-    pub(super) fn iomap_end(&self, ino: Ino, arg: &IomapEndIn) -> Reply {
+    pub(crate) fn iomap_end(&self, ino: Ino, arg: &IomapEndIn) -> Result<(), Errno> {
         // As for BEGIN: the kernel never sends an empty or wrapping range; never trust it.
         let Some(range_end) = arg.pos.checked_add(arg.count).filter(|_| arg.count > 0) else {
             return Err(Errno(libc::EINVAL));
@@ -175,7 +171,7 @@ impl Server {
             return Err(Errno(libc::EINVAL));
         }
         if !is_write_op(arg.opflags) {
-            return Ok(Vec::new());
+            return Ok(());
         }
         // A write mapping past the largest file was never handed out (BEGIN: EFBIG); this
         // also keeps the block rounding below far from overflow.
@@ -213,10 +209,10 @@ impl Server {
         if dirty {
             fs.write_inode(ino, &inode)?;
         }
-        Ok(Vec::new())
+        Ok(())
     }
 
-    pub(super) fn iomap_ioend(&self, ino: Ino, arg: &IomapIoendIn) -> Reply {
+    pub(crate) fn iomap_ioend(&self, ino: Ino, arg: &IomapIoendIn) -> Result<IomapIoendOut, Errno> {
         if arg.error != 0 {
             tracing::warn!(
                 ino,
@@ -267,20 +263,20 @@ impl Server {
         if !written {
             fs.write_inode(ino, &inode)?;
         }
-        Ok(bytes(&IomapIoendOut {
+        Ok(IomapIoendOut {
             newsize: inode.size(),
-        }))
+        })
     }
 
     /// FREEZE_FS: make everything durable; the kernel stops writes meanwhile.
-    pub(super) fn freeze(&self) -> Reply {
+    pub(crate) fn freeze(&self) -> Result<(), Errno> {
         self.sync()
     }
 
     /// SHUTDOWN_FS: persist what we can, then refuse further changes.
-    pub(super) fn shutdown_fs(&self) -> Reply {
+    pub(crate) fn shutdown_fs(&self) -> Result<(), Errno> {
         let _ = self.sync();
         self.shut_down.store(true, Ordering::Relaxed);
-        Ok(Vec::new())
+        Ok(())
     }
 }

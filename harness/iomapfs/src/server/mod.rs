@@ -1,4 +1,5 @@
-//! The filesystem server: FUSE requests in, ext4 changes and replies out.
+//! The filesystem state and its operations: each operation takes decoded arguments and
+//! returns a typed result (`crate::dispatch` routes requests here and encodes the replies).
 //!
 //! Locking: `meta` (libext2fs and the in-memory inode bookkeeping) is one mutex, held only
 //! for metadata work. File data moves outside it, serialised per inode by a striped
@@ -25,9 +26,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use ext2fs::{Fs, Ino, Inode};
-use fuse_wire::request::{Op, Request};
 use fuse_wire::structs::{AttrOut, EntryOut};
-use zerocopy::{Immutable, IntoBytes};
+use zerocopy::IntoBytes;
 
 use crate::attr::{ino_of, nodeid_of, to_attr};
 use crate::data::DataDevice;
@@ -35,71 +35,7 @@ use crate::fault::Fault;
 use crate::options::{IomapPolicy, MountOptions};
 use crate::transport::Transport;
 
-/// A POSIX error number to answer a request with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Errno(pub i32);
-
-impl From<ext2fs::Error> for Errno {
-    fn from(e: ext2fs::Error) -> Self {
-        tracing::debug!("libext2fs: {e}");
-        Errno(e.errno())
-    }
-}
-
-impl From<std::io::Error> for Errno {
-    fn from(e: std::io::Error) -> Self {
-        Errno(e.raw_os_error().unwrap_or(libc::EIO))
-    }
-}
-
-/// A reply payload, or the error to answer with.
-pub type Reply = Result<Vec<u8>, Errno>;
-
-pub(crate) fn bytes<T: IntoBytes + Immutable>(value: &T) -> Vec<u8> {
-    value.as_bytes().to_vec()
-}
-
-/// Requests that change the filesystem (refused after SHUTDOWN_FS).
-fn modifies(op: &Op<'_>) -> bool {
-    matches!(
-        op,
-        Op::Setattr(_)
-            | Op::Symlink { .. }
-            | Op::Mknod { .. }
-            | Op::Mkdir { .. }
-            | Op::Unlink { .. }
-            | Op::Rmdir { .. }
-            | Op::Rename { .. }
-            | Op::Link { .. }
-            | Op::Create { .. }
-            | Op::Tmpfile { .. }
-            | Op::Write { .. }
-            | Op::Setxattr { .. }
-            | Op::Removexattr { .. }
-            | Op::Fallocate(_)
-            | Op::IomapBegin(_)
-            | Op::IomapEnd(_)
-            | Op::IomapIoend(_)
-    )
-}
-
-/// Requests that change the filesystem, refused (EROFS) once it is errored: like
-/// `modifies`, but reads through iomap (IOMAP_BEGIN/END without a write) go on.
-fn changes(op: &Op<'_>) -> bool {
-    match op {
-        Op::IomapBegin(arg) => fuse_wire::iomap::is_write_op(arg.opflags),
-        Op::IomapEnd(arg) => fuse_wire::iomap::is_write_op(arg.opflags),
-        other => modifies(other),
-    }
-}
-
-/// Requests the kernel expects no reply to.
-fn no_reply(op: &Op<'_>) -> bool {
-    matches!(
-        op,
-        Op::Forget(_) | Op::BatchForget { .. } | Op::Interrupt(_)
-    )
-}
+pub use crate::errno::Errno;
 
 /// Which I/O path the kernel and the server agreed on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -304,6 +240,37 @@ impl Server {
         self.finished.load(Ordering::Relaxed)
     }
 
+    /// Whether a node id's inode number may name an inode we handed out: the root, or
+    /// `first_ino..=inodes_count` (never a reserved inode).
+    pub(crate) fn is_valid_ino(&self, ino: Ino) -> bool {
+        ino == ext2fs::ROOT_INO || (self.first_ino..=self.inodes_count).contains(&ino)
+    }
+
+    /// Errors the filesystem (see `mark_errored`), taking the metadata lock for it.
+    pub(crate) fn mark_errored_now(&self, why: &str) {
+        self.mark_errored(&mut self.meta(), why);
+    }
+
+    /// Set by SHUTDOWN_FS: changes are refused from then on.
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Relaxed)
+    }
+
+    /// Set when the filesystem is errored: changes are refused (EROFS).
+    pub(crate) fn is_errored(&self) -> bool {
+        self.errored.load(Ordering::SeqCst)
+    }
+
+    /// A change was requested: the next periodic commit has work.
+    pub(crate) fn note_change(&self) {
+        self.changed.store(true, Ordering::Relaxed);
+    }
+
+    /// `-o debug`: log every request.
+    pub(crate) fn debug(&self) -> bool {
+        self.opts.debug
+    }
+
     /// The metadata lock. Dropping the guard tells the kernel about blocks freed under it
     /// before the lock is released (see [`MetaGuard`]).
     ///
@@ -326,7 +293,7 @@ impl Server {
     }
 
     /// Errors the filesystem (see `errored`), once, with the reason in the log.
-    fn mark_errored(&self, meta: &mut Meta, why: &str) {
+    pub(crate) fn mark_errored(&self, meta: &mut Meta, why: &str) {
         if !self.errored.swap(true, Ordering::SeqCst) {
             tracing::error!(
                 "the filesystem is errored ({why}): changes are refused from now on, and it \
@@ -359,13 +326,13 @@ impl Server {
         }
     }
 
-    pub(crate) fn attr_out(&self, ino: Ino, inode: &Inode) -> Vec<u8> {
-        bytes(&AttrOut {
+    pub(crate) fn attr_out(&self, ino: Ino, inode: &Inode) -> AttrOut {
+        AttrOut {
             attr_valid: self.opts.attr_timeout,
             attr_valid_nsec: 0,
             dummy: 0,
             attr: to_attr(ino, inode, self.block_size, self.attr_flags()),
-        })
+        }
     }
 
     /// An entry reply; the kernel now holds one more lookup reference on `ino`.
@@ -385,151 +352,6 @@ impl Server {
             attr_valid_nsec: 0,
             attr: to_attr(ino, inode, self.block_size, self.attr_flags()),
         }
-    }
-
-    /// Handles one request. `None` means the request gets no reply (FORGET, INTERRUPT).
-    ///
-    /// A handler that panics does not leave the kernel waiting: the request gets EIO, the
-    /// panic is logged, and the filesystem is errored (its state may be half changed).
-    pub fn handle(&self, req: &Request<'_>, transport: &dyn Transport) -> Option<Reply> {
-        let run = std::panic::AssertUnwindSafe(|| self.dispatch(req, transport));
-        match std::panic::catch_unwind(run) {
-            Ok(reply) => {
-                if let Some(Err(Errno(libc::EUCLEAN))) = &reply {
-                    self.mark_errored(
-                        &mut self.meta(),
-                        &format!("corruption found serving {:?}", req.opcode()),
-                    );
-                }
-                reply
-            }
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".into());
-                tracing::error!(
-                    unique = req.header.unique,
-                    "{:?} panicked: {what}",
-                    req.opcode()
-                );
-                self.mark_errored(&mut self.meta(), "a request panicked");
-                (!no_reply(&req.op)).then_some(Err(Errno(libc::EIO)))
-            }
-        }
-    }
-
-    fn dispatch(&self, req: &Request<'_>, transport: &dyn Transport) -> Option<Reply> {
-        let nodeid = req.header.nodeid;
-        // A node id names an inode we handed out; a reserved or impossible number never is
-        // one (the journal, the resize inode, ...): stale, and nothing is read for it.
-        let valid = |ino: Ino| {
-            ino == ext2fs::ROOT_INO || (self.first_ino..=self.inodes_count).contains(&ino)
-        };
-        let ino_of = |nodeid: u64| ino_of(nodeid).filter(|&i| valid(i));
-        let ino = || ino_of(nodeid).ok_or(Errno(libc::ESTALE));
-        if self.opts.debug {
-            tracing::debug!(unique = req.header.unique, nodeid, "{:?}", req.op);
-        }
-        if self.shut_down.load(Ordering::Relaxed) && modifies(&req.op) {
-            return Some(Err(Errno(libc::EIO)));
-        }
-        if self.errored.load(Ordering::SeqCst) && changes(&req.op) {
-            return Some(Err(Errno(libc::EROFS)));
-        }
-        if modifies(&req.op) {
-            self.changed.store(true, Ordering::Relaxed);
-        }
-        let reply = match &req.op {
-            Op::Init(arg) => self.init(arg),
-            Op::Destroy => self.destroy(),
-            Op::Forget(arg) => {
-                self.forget(&[(nodeid, arg.nlookup)]);
-                return None;
-            }
-            Op::BatchForget { forgets } => {
-                let list: Vec<(u64, u64)> = forgets.iter().map(|f| (f.nodeid, f.nlookup)).collect();
-                self.forget(&list);
-                return None;
-            }
-            Op::Interrupt(_) => return None,
-            Op::Lookup { name } => ino().and_then(|p| self.lookup(p, name)),
-            Op::Getattr(_) => ino().and_then(|i| self.getattr(i)),
-            Op::Setattr(arg) => ino().and_then(|i| self.setattr(i, arg)),
-            Op::Readlink => ino().and_then(|i| self.readlink(i)),
-            Op::Symlink { name, target } => ino().and_then(|p| self.symlink(req, p, name, target)),
-            Op::Mknod { arg, name } => {
-                ino().and_then(|p| self.mknod(req, p, name, arg.mode, arg.rdev, arg.umask))
-            }
-            Op::Mkdir { arg, name } => {
-                ino().and_then(|p| self.mkdir(req, p, name, arg.mode, arg.umask))
-            }
-            Op::Unlink { name } => ino().and_then(|p| self.unlink(p, name)),
-            Op::Rmdir { name } => ino().and_then(|p| self.rmdir(p, name)),
-            Op::Rename {
-                newdir,
-                flags,
-                oldname,
-                newname,
-            } => ino().and_then(|p| {
-                let np = ino_of(*newdir).ok_or(Errno(libc::ESTALE))?;
-                self.rename(p, oldname, np, newname, *flags)
-            }),
-            Op::Link { arg, name } => ino().and_then(|p| {
-                let target = ino_of(arg.oldnodeid).ok_or(Errno(libc::ESTALE))?;
-                self.link(target, p, name)
-            }),
-            Op::Open(arg) => ino().and_then(|i| self.open(i, arg.flags)),
-            Op::Create { arg, name } => ino().and_then(|p| self.create(req, p, name, arg)),
-            Op::Tmpfile { arg, name: _ } => ino().and_then(|p| self.tmpfile(req, p, arg)),
-            Op::Read(arg) => ino().and_then(|i| self.read(i, arg.offset, arg.size)),
-            Op::Write { arg, data } if self.mode() == Mode::Iomap => {
-                // Every regular file is an iomap inode here (FUSE_ATTR_IOMAP, and no INLINE
-                // mappings are handed out), so the kernel writes file data with its own bios;
-                // a FUSE_WRITE means it does not treat the file as iomap (e.g. it misread
-                // the INIT). Writing through our buffered fd would race its bios and its
-                // truncate zeroing. EIO, not EOPNOTSUPP: the bytes did not reach the disk,
-                // and write(2) callers treat EIO as lost data, EOPNOTSUPP as a missing feature.
-                tracing::error!(
-                    nodeid,
-                    offset = arg.offset,
-                    len = data.len(),
-                    "FUSE_WRITE in iomap mode refused (EIO): the kernel should write iomap files itself"
-                );
-                Err(Errno(libc::EIO))
-            }
-            Op::Write { arg, data } => ino().and_then(|i| self.write(i, arg.offset, data)),
-            Op::Flush(_) | Op::Release(_) | Op::Releasedir(_) => Ok(Vec::new()),
-            Op::Fsync(_) | Op::Fsyncdir(_) => self.sync(),
-            Op::Syncfs(_) => self.sync(),
-            Op::Opendir(arg) => ino().and_then(|i| self.opendir(i, arg.flags)),
-            Op::Readdir(arg) => ino().and_then(|i| self.readdir(i, arg.offset, arg.size, false)),
-            Op::Readdirplus(arg) => ino().and_then(|i| self.readdir(i, arg.offset, arg.size, true)),
-            Op::Statfs => self.statfs(),
-            Op::Setxattr { arg, name, value } => {
-                ino().and_then(|i| self.setxattr(i, name, value, arg.flags))
-            }
-            Op::Getxattr { arg, name } => ino().and_then(|i| self.getxattr(i, name, arg.size)),
-            Op::Listxattr(arg) => ino().and_then(|i| self.listxattr(i, arg.size)),
-            Op::Removexattr { name } => ino().and_then(|i| self.removexattr(i, name)),
-            Op::Fallocate(arg) => {
-                ino().and_then(|i| self.fallocate(i, arg.offset, arg.length, arg.mode))
-            }
-            Op::Lseek(arg) => ino().and_then(|i| self.lseek(i, arg.offset, arg.whence)),
-            Op::Ioctl { arg, .. } => ino().and_then(|i| self.ioctl(i, arg)),
-            Op::Statx(_) => ino().and_then(|i| self.statx(i)),
-            Op::IomapConfig(arg) => self.iomap_config(arg),
-            Op::IomapBegin(arg) => ino().and_then(|i| self.iomap_begin(i, arg)),
-            Op::IomapEnd(arg) => ino().and_then(|i| self.iomap_end(i, arg)),
-            Op::IomapIoend(arg) => ino().and_then(|i| self.iomap_ioend(i, arg)),
-            Op::FreezeFs(_) => self.freeze(),
-            Op::UnfreezeFs => Ok(Vec::new()),
-            Op::ShutdownFs(_) => self.shutdown_fs(),
-            _ => Err(Errno(libc::ENOSYS)),
-        };
-        let _ = transport;
-        Some(reply)
     }
 
     /// Tells the kernel to drop freed blocks `(first, count)` from the device's page cache
@@ -553,10 +375,10 @@ impl Server {
                     length: n * bs,
                 },
             };
-            if let Err(e) = crate::session::send_notification(
+            if let Err(e) = crate::reply::send_notification(
                 transport.as_ref(),
                 fuse_wire::iomap::FUSE_NOTIFY_IOMAP_DEV_INVAL,
-                &bytes(&payload),
+                payload.as_bytes(),
             ) {
                 tracing::warn!("cannot send FUSE_NOTIFY_IOMAP_DEV_INVAL: {e}");
             }
@@ -581,7 +403,7 @@ impl Server {
     }
 
     /// Drops kernel references; frees inodes that were unlinked while referenced.
-    fn forget(&self, list: &[(u64, u64)]) {
+    pub(crate) fn forget(&self, list: &[(u64, u64)]) {
         let mut meta = self.meta();
         for &(nodeid, n) in list {
             let Some(ino) = ino_of(nodeid) else { continue };
@@ -631,7 +453,7 @@ impl Server {
     /// of the groups that changed, the superblock) is written, then one `fdatasync` of the
     /// device carries it, the inodes and directories (written when they changed) and the
     /// file data. Not `ext2fs_flush`'s rewrite of every bitmap and every backup.
-    pub fn sync(&self) -> Reply {
+    pub fn sync(&self) -> Result<(), Errno> {
         {
             let mut meta = self.meta();
             let fs = meta.fs()?;
@@ -640,7 +462,7 @@ impl Server {
             }
         }
         self.data.sync()?;
-        Ok(Vec::new())
+        Ok(())
     }
 
     /// ext4's commit interval (`-o commit=`).
@@ -699,10 +521,10 @@ impl Server {
         first_error.map_or(Ok(()), Err)
     }
 
-    fn destroy(&self) -> Reply {
+    pub(crate) fn destroy(&self) -> Result<(), Errno> {
         // `finished` is set by the session once this reply is sent: a worker that saw it
         // earlier would close the connection under the reply.
-        self.shutdown().map(|_| Vec::new())
+        self.shutdown()
     }
 
     /// The session ends: DESTROY has been answered.

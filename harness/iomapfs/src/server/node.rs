@@ -6,7 +6,9 @@ use fuse_wire::request::Request;
 use fuse_wire::structs::SetattrIn;
 
 use super::undo::{Undo, Undos};
-use super::{bytes, Errno, Meta, Reply, Server};
+use fuse_wire::structs::{AttrOut, EntryOut};
+
+use super::{Errno, Meta, Server};
 use crate::attr::now;
 
 /// ext4's limit on hard links to one inode.
@@ -71,7 +73,7 @@ impl Server {
             || now().sec.saturating_sub(a.sec) >= 24 * 3600
     }
 
-    pub(super) fn lookup(&self, parent: Ino, name: &[u8]) -> Reply {
+    pub(crate) fn lookup(&self, parent: Ino, name: &[u8]) -> Result<EntryOut, Errno> {
         if name.len() > NAME_MAX {
             return Err(Errno(libc::ENAMETOOLONG));
         }
@@ -79,23 +81,23 @@ impl Server {
         Self::read_dir_inode(&mut meta, parent)?;
         let Some(ino) = meta.find(parent, name)? else {
             // A negative entry the kernel may cache: only this mount changes names.
-            return Ok(bytes(&fuse_wire::structs::EntryOut {
+            return Ok(EntryOut {
                 entry_valid: self.opts.attr_timeout,
                 ..Default::default()
-            }));
+            });
         };
         let inode = meta.fs()?.read_inode(ino)?;
         let out = self.entry_out(&mut meta, ino, &inode);
-        Ok(bytes(&out))
+        Ok(out)
     }
 
-    pub(super) fn getattr(&self, ino: Ino) -> Reply {
+    pub(crate) fn getattr(&self, ino: Ino) -> Result<AttrOut, Errno> {
         let mut meta = self.meta();
         let inode = meta.fs()?.read_inode(ino)?;
         Ok(self.attr_out(ino, &inode))
     }
 
-    pub(super) fn setattr(&self, ino: Ino, arg: &SetattrIn) -> Reply {
+    pub(crate) fn setattr(&self, ino: Ino, arg: &SetattrIn) -> Result<AttrOut, Errno> {
         let valid = arg.valid;
         // Size changes move data: hold the inode's data lock before the metadata lock.
         let _data = (valid & FATTR_SIZE != 0).then(|| self.data_lock(ino).write());
@@ -159,7 +161,7 @@ impl Server {
         Ok(self.attr_out(ino, &inode))
     }
 
-    pub(super) fn readlink(&self, ino: Ino) -> Reply {
+    pub(crate) fn readlink(&self, ino: Ino) -> Result<Vec<u8>, Errno> {
         let mut meta = self.meta();
         let fs = meta.fs()?;
         let inode = fs.read_inode(ino)?;
@@ -252,7 +254,7 @@ impl Server {
         Ok((ino, inode))
     }
 
-    pub(super) fn mknod(
+    pub(crate) fn mknod(
         &self,
         req: &Request<'_>,
         parent: Ino,
@@ -260,7 +262,7 @@ impl Server {
         mode: u32,
         rdev: u32,
         umask: u32,
-    ) -> Reply {
+    ) -> Result<EntryOut, Errno> {
         match mode & libc::S_IFMT {
             libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK => {}
             _ => return Err(Errno(libc::EINVAL)),
@@ -268,17 +270,17 @@ impl Server {
         let mut meta = self.meta();
         let (ino, inode) = self.make_node(&mut meta, req, parent, Some(name), mode, umask, rdev)?;
         let out = self.entry_out(&mut meta, ino, &inode);
-        Ok(bytes(&out))
+        Ok(out)
     }
 
-    pub(super) fn mkdir(
+    pub(crate) fn mkdir(
         &self,
         req: &Request<'_>,
         parent: Ino,
         name: &[u8],
         mode: u32,
         umask: u32,
-    ) -> Reply {
+    ) -> Result<EntryOut, Errno> {
         check_name(name)?;
         let mut meta = self.meta();
         let (uid, gid, mode) =
@@ -304,7 +306,7 @@ impl Server {
         meta.dircache.added(parent, name, ino);
         let inode = meta.fs()?.read_inode(ino)?;
         let out = self.entry_out(&mut meta, ino, &inode);
-        Ok(bytes(&out))
+        Ok(out)
     }
 
     /// Removes a directory `mkdir` just made (its ACLs could not be set).
@@ -323,13 +325,13 @@ impl Server {
         }
     }
 
-    pub(super) fn symlink(
+    pub(crate) fn symlink(
         &self,
         req: &Request<'_>,
         parent: Ino,
         name: &[u8],
         target: &[u8],
-    ) -> Reply {
+    ) -> Result<EntryOut, Errno> {
         check_name(name)?;
         if target.is_empty() {
             return Err(Errno(libc::ENOENT));
@@ -348,7 +350,7 @@ impl Server {
         meta.dircache.added(parent, name, ino);
         let inode = meta.fs()?.read_inode(ino)?;
         let out = self.entry_out(&mut meta, ino, &inode);
-        Ok(bytes(&out))
+        Ok(out)
     }
 
     /// The inode just lost its last name (it is on the orphan list already): it is freed
@@ -365,7 +367,7 @@ impl Server {
         }
     }
 
-    pub(super) fn unlink(&self, parent: Ino, name: &[u8]) -> Reply {
+    pub(crate) fn unlink(&self, parent: Ino, name: &[u8]) -> Result<(), Errno> {
         let mut meta = self.meta();
         Self::read_dir_inode(&mut meta, parent)?;
         let ino = meta.find(parent, name)?.ok_or(Errno(libc::ENOENT))?;
@@ -397,10 +399,10 @@ impl Server {
         if last {
             self.orphaned(&mut meta, ino);
         }
-        Ok(Vec::new())
+        Ok(())
     }
 
-    pub(super) fn rmdir(&self, parent: Ino, name: &[u8]) -> Reply {
+    pub(crate) fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<(), Errno> {
         if name == b"." {
             return Err(Errno(libc::EINVAL));
         }
@@ -438,10 +440,10 @@ impl Server {
         meta.dircache.removed(parent, name);
         meta.dircache.forget_dir(ino);
         self.orphaned(&mut meta, ino);
-        Ok(Vec::new())
+        Ok(())
     }
 
-    pub(super) fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Reply {
+    pub(crate) fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Result<EntryOut, Errno> {
         check_name(name)?;
         let mut meta = self.meta();
         Self::read_dir_inode(&mut meta, parent)?;
@@ -481,17 +483,17 @@ impl Server {
         meta.orphans.remove(&ino);
         let inode = meta.fs()?.read_inode(ino)?;
         let out = self.entry_out(&mut meta, ino, &inode);
-        Ok(bytes(&out))
+        Ok(out)
     }
 
-    pub(super) fn rename(
+    pub(crate) fn rename(
         &self,
         old_dir: Ino,
         old_name: &[u8],
         new_dir: Ino,
         new_name: &[u8],
         flags: u32,
-    ) -> Reply {
+    ) -> Result<(), Errno> {
         check_name(old_name)?;
         check_name(new_name)?;
         if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
@@ -553,7 +555,7 @@ impl Server {
             meta.dircache.added(old_dir, old_name, dst);
             meta.dircache.added(new_dir, new_name, src);
             touch_ctimes(&mut meta, &[src, dst]);
-            return Ok(Vec::new());
+            return Ok(());
         }
 
         let mut replaced = None;
@@ -562,7 +564,7 @@ impl Server {
                 return Err(Errno(libc::EEXIST));
             }
             if dst == src {
-                return Ok(Vec::new());
+                return Ok(());
             }
             let dst_inode = fs.read_inode(dst)?;
             let dst_is_dir = s_isdir(dst_inode.mode());
@@ -639,7 +641,7 @@ impl Server {
             }
         }
         touch_ctimes(&mut meta, &[src]);
-        Ok(Vec::new())
+        Ok(())
     }
 }
 

@@ -3,8 +3,9 @@
 use ext2fs::{Ino, XattrSetMode};
 use fuse_wire::structs::GetxattrOut;
 
-use super::{bytes, Errno, Reply, Server};
+use super::{Errno, Server};
 use crate::attr::now;
+use crate::reply::Xattr;
 
 /// The kernel's limits (XATTR_NAME_MAX, XATTR_SIZE_MAX).
 const NAME_MAX: usize = 255;
@@ -27,21 +28,27 @@ fn check_name(name: &[u8]) -> Result<(), Errno> {
 
 /// Answers a get/list request: the size when the caller asked with size 0, the bytes when
 /// they fit, ERANGE otherwise.
-fn sized(value: Vec<u8>, size: u32) -> Reply {
+fn sized(value: Vec<u8>, size: u32) -> Result<Xattr, Errno> {
     if size == 0 {
-        Ok(bytes(&GetxattrOut {
+        Ok(Xattr::Size(GetxattrOut {
             size: value.len() as u32,
             padding: 0,
         }))
     } else if value.len() > size as usize {
         Err(Errno(libc::ERANGE))
     } else {
-        Ok(value)
+        Ok(Xattr::Value(value))
     }
 }
 
 impl Server {
-    pub(super) fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: u32) -> Reply {
+    pub(crate) fn setxattr(
+        &self,
+        ino: Ino,
+        name: &[u8],
+        value: &[u8],
+        flags: u32,
+    ) -> Result<(), Errno> {
         check_name(name)?;
         if value.len() > SIZE_MAX {
             return Err(Errno(libc::E2BIG));
@@ -59,10 +66,10 @@ impl Server {
         }
         fs.xattr_set(ino, name, value, mode)?;
         self.touch_ctime(fs, ino)?;
-        Ok(Vec::new())
+        Ok(())
     }
 
-    pub(super) fn getxattr(&self, ino: Ino, name: &[u8], size: u32) -> Reply {
+    pub(crate) fn getxattr(&self, ino: Ino, name: &[u8], size: u32) -> Result<Xattr, Errno> {
         check_name(name)?;
         let mut meta = self.meta();
         let value = meta
@@ -72,7 +79,7 @@ impl Server {
         sized(value, size)
     }
 
-    pub(super) fn listxattr(&self, ino: Ino, size: u32) -> Reply {
+    pub(crate) fn listxattr(&self, ino: Ino, size: u32) -> Result<Xattr, Errno> {
         let mut meta = self.meta();
         let mut list = Vec::new();
         for name in meta.fs()?.xattr_list(ino)? {
@@ -82,13 +89,13 @@ impl Server {
         sized(list, size)
     }
 
-    pub(super) fn removexattr(&self, ino: Ino, name: &[u8]) -> Reply {
+    pub(crate) fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<(), Errno> {
         check_name(name)?;
         let mut meta = self.meta();
         let fs = meta.writable()?;
         fs.xattr_remove(ino, name)?;
         self.touch_ctime(fs, ino)?;
-        Ok(Vec::new())
+        Ok(())
     }
 
     /// Stores an ACL and keeps the mode in step with an access ACL (which is not stored
@@ -100,7 +107,7 @@ impl Server {
         name: &[u8],
         value: &[u8],
         mode: XattrSetMode,
-    ) -> Reply {
+    ) -> Result<(), Errno> {
         let acl = super::acl::Acl::parse(value).ok_or(Errno(libc::EINVAL))?;
         let is_dir = fs.read_inode(ino)?.mode() & libc::S_IFMT == libc::S_IFDIR;
         if name == super::acl::DEFAULT && !is_dir {
@@ -121,7 +128,7 @@ impl Server {
         }
         inode.set_ctime(now());
         fs.write_inode(ino, &inode)?;
-        Ok(Vec::new())
+        Ok(())
     }
 
     fn touch_ctime(&self, fs: &mut ext2fs::Fs, ino: Ino) -> Result<(), Errno> {

@@ -5,7 +5,8 @@
 use crate::fill::mix;
 use crate::finding::{Finding, Findings, Kind};
 use crate::record::{make_record, record_len, scan, RecordId, Style, HEADER};
-use rustix::fs::{Mode, OFlags};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -90,10 +91,10 @@ pub fn create(
 
 fn create_one(root: &Path, seed: u64, i: u64) -> Result<u64, Finding> {
     let (path, rel) = place(root, i);
-    let fd = rustix::fs::open(
+    let fd = nix::fcntl::open(
         &path,
-        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::APPEND | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o644),
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
     )
     .map_err(|e| Finding::io(&rel, 0, "create", e))?;
     let k = records_of(seed, i);
@@ -106,7 +107,7 @@ fn create_one(root: &Path, seed: u64, i: u64) -> Result<u64, Finding> {
             },
             Style::Small,
         );
-        let n = rustix::io::write(&fd, &rec).map_err(|e| Finding::io(&rel, 0, "append", e))?;
+        let n = nix::unistd::write(&fd, &rec).map_err(|e| Finding::io(&rel, 0, "append", e))?;
         if n != rec.len() {
             return Err(Finding::new(
                 Kind::ShortIo,
@@ -117,7 +118,7 @@ fn create_one(root: &Path, seed: u64, i: u64) -> Result<u64, Finding> {
         }
     }
     if i & 7 == 0 {
-        rustix::fs::fsync(&fd).map_err(|e| Finding::io(&rel, 0, "fsync", e))?;
+        nix::unistd::fsync(&fd).map_err(|e| Finding::io(&rel, 0, "fsync", e))?;
     }
     Ok(k + 1)
 }

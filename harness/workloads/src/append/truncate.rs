@@ -6,9 +6,10 @@
 use crate::fill::mix;
 use crate::finding::{Finding, Findings, Kind};
 use crate::record::{record_len, scan, surviving_cuts, write_record, RecordId, Style};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rustix::fs::{Mode, OFlags};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,7 +58,7 @@ pub fn race(
             .collect();
         let truncater = s.spawn(|| -> Result<Vec<u64>, Finding> {
             let mut rng = ChaCha8Rng::seed_from_u64(mix(&[seed, 0x7c]));
-            let fd = rustix::fs::open(path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())
+            let fd = nix::fcntl::open(path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
                 .map_err(|e| Finding::io(name, 0, "open for truncate", e))?;
             let mut cuts = Vec::new();
             // Stop early enough that records follow the last cut.
@@ -65,7 +66,7 @@ pub fn race(
                 && running.load(Ordering::SeqCst) > 0
             {
                 std::thread::sleep(Duration::from_micros(rng.random_range(0..=2000)));
-                let size = rustix::fs::fstat(&fd)
+                let size = nix::sys::stat::fstat(&fd)
                     .map_err(|e| Finding::io(name, 0, "fstat", e))?
                     .st_size as u64;
                 let to = if rng.random_bool(0.25) {
@@ -73,7 +74,7 @@ pub fn race(
                 } else {
                     rng.random_range(0..=size)
                 };
-                rustix::fs::ftruncate(&fd, to)
+                nix::unistd::ftruncate(&fd, to as i64)
                     .map_err(|e| Finding::io(name, to, "ftruncate", e))?;
                 cuts.push(to);
                 epoch.fetch_add(1, Ordering::SeqCst);
@@ -115,9 +116,9 @@ fn append(
     appended: &AtomicU64,
 ) -> (u64, Vec<u64>, Option<Finding>) {
     let mut epochs = Vec::new();
-    let fd = match rustix::fs::open(
+    let fd = match nix::fcntl::open(
         path,
-        OFlags::WRONLY | OFlags::APPEND | OFlags::CLOEXEC,
+        OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CLOEXEC,
         Mode::empty(),
     ) {
         Ok(fd) => fd,
@@ -131,7 +132,7 @@ fn append(
         let mut buf = vec![0u8; record_len(seed, id, Style::Buffered)];
         write_record(&mut buf, seed, id);
         epochs.push(epoch.load(Ordering::SeqCst));
-        match rustix::io::write(&fd, &buf) {
+        match nix::unistd::write(&fd, &buf) {
             Ok(n) if n == buf.len() => {}
             Ok(n) => {
                 epochs.pop();

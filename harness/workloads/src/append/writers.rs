@@ -6,7 +6,8 @@ use super::acklog::Acker;
 use crate::align::AlignedBuf;
 use crate::finding::{Finding, Kind};
 use crate::record::{record_len, write_record, RecordId, Style};
-use rustix::fs::{Mode, OFlags};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use std::path::Path;
 use std::time::Instant;
 
@@ -51,15 +52,15 @@ pub fn run_writer(plan: &WriterPlan, writer: u32) -> WriterResult {
 
 fn write_all(plan: &WriterPlan, writer: u32, out: &mut WriterResult) -> Result<(), Finding> {
     let direct = matches!(plan.style, Style::Direct { .. });
-    let flags = OFlags::WRONLY
-        | OFlags::APPEND
-        | OFlags::CLOEXEC
+    let flags = OFlag::O_WRONLY
+        | OFlag::O_APPEND
+        | OFlag::O_CLOEXEC
         | if direct {
-            OFlags::DIRECT
+            OFlag::O_DIRECT
         } else {
-            OFlags::empty()
+            OFlag::empty()
         };
-    let fd = rustix::fs::open(plan.path, flags, Mode::empty())
+    let fd = nix::fcntl::open(plan.path, flags, Mode::empty())
         .map_err(|e| Finding::io(plan.name, 0, "open O_APPEND", e))?;
     let mut acker = match plan.ack_log {
         Some(p) => {
@@ -89,8 +90,8 @@ fn write_all(plan: &WriterPlan, writer: u32, out: &mut WriterResult) -> Result<(
         write_record(&mut buf, plan.seed, id);
         // One write(2) per record: O_APPEND makes each atomic with respect to the others.
         let n = loop {
-            match rustix::io::write(&fd, &buf) {
-                Err(rustix::io::Errno::INTR) => continue,
+            match nix::unistd::write(&fd, &buf) {
+                Err(nix::errno::Errno::EINTR) => continue,
                 r => {
                     break r.map_err(|e| {
                         Finding::io(
@@ -114,7 +115,7 @@ fn write_all(plan: &WriterPlan, writer: u32, out: &mut WriterResult) -> Result<(
         out.written = seq + 1;
         match plan.fsync_every {
             Some(k) if (seq + 1) % k == 0 => {
-                rustix::fs::fsync(&fd).map_err(|e| {
+                nix::unistd::fsync(&fd).map_err(|e| {
                     Finding::io(
                         plan.name,
                         0,
@@ -131,7 +132,7 @@ fn write_all(plan: &WriterPlan, writer: u32, out: &mut WriterResult) -> Result<(
     }
     if let (Some(k), n) = (plan.fsync_every, out.written) {
         if n > 0 && n % k != 0 {
-            rustix::fs::fsync(&fd).map_err(|e| {
+            nix::unistd::fsync(&fd).map_err(|e| {
                 Finding::io(plan.name, 0, &format!("final fsync of writer {writer}"), e)
             })?;
             out.fsyncs += 1;

@@ -3,8 +3,8 @@
 
 use super::io::{pread_full, pwrite_all, IoBuf};
 use io_uring::{opcode, types, IoUring};
-use rustix::fd::{AsRawFd, BorrowedFd};
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 pub struct Req {
     pub write: bool,

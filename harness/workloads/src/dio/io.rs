@@ -5,42 +5,52 @@ use super::model::FileModel;
 use crate::align::AlignedBuf;
 use crate::block::{check_unit, write_block};
 use crate::finding::{Finding, Findings, Kind};
-use rustix::fd::{AsFd, OwnedFd};
-use rustix::fs::{Mode, OFlags};
-use rustix::io::Errno;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 /// A step that stops its phase when the filesystem fails an operation.
 pub type Step<T> = std::result::Result<T, Finding>;
 
-pub fn open(path: &Path, flags: OFlags) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::from_raw_mode(0o644))
+pub fn open(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    nix::fcntl::open(
+        path,
+        flags | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
 }
 
 /// pwrite until all of `buf` is written; a zero-length write is an error.
-pub fn pwrite_all<Fd: AsFd>(fd: Fd, mut buf: &[u8], mut off: u64) -> rustix::io::Result<()> {
+pub fn pwrite_all<Fd: AsFd>(fd: Fd, mut buf: &[u8], mut off: u64) -> nix::Result<()> {
     while !buf.is_empty() {
-        match rustix::io::pwrite(&fd, buf, off) {
-            Ok(0) => return Err(Errno::IO),
+        match nix::sys::uio::pwrite(&fd, buf, offset(off)?) {
+            Ok(0) => return Err(Errno::EIO),
             Ok(n) => {
                 buf = &buf[n..];
                 off += n as u64;
             }
-            Err(Errno::INTR) => {}
+            Err(Errno::EINTR) => {}
             Err(e) => return Err(e),
         }
     }
     Ok(())
 }
 
+/// A file offset as the syscalls take it; EFBIG past `off_t`.
+pub fn offset(off: u64) -> nix::Result<i64> {
+    i64::try_from(off).map_err(|_| Errno::EFBIG)
+}
+
 /// pread into `buf` until it is full or EOF; returns the bytes read.
-pub fn pread_full<Fd: AsFd>(fd: Fd, buf: &mut [u8], off: u64) -> rustix::io::Result<usize> {
+pub fn pread_full<Fd: AsFd>(fd: Fd, buf: &mut [u8], off: u64) -> nix::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
-        match rustix::io::pread(&fd, &mut buf[done..], off + done as u64) {
+        match nix::sys::uio::pread(&fd, &mut buf[done..], offset(off + done as u64)?) {
             Ok(0) => break,
             Ok(n) => done += n,
-            Err(Errno::INTR) => {}
+            Err(Errno::EINTR) => {}
             Err(e) => return Err(e),
         }
     }
@@ -167,7 +177,7 @@ pub fn check_range<Fd: AsFd>(
 
 /// The size the filesystem reports must be the model's.
 pub fn check_size<Fd: AsFd>(fd: Fd, model: &FileModel, findings: &mut Findings) -> Step<()> {
-    let st = rustix::fs::fstat(fd).map_err(|e| Finding::io(&model.name, 0, "fstat", e))?;
+    let st = nix::sys::stat::fstat(fd).map_err(|e| Finding::io(&model.name, 0, "fstat", e))?;
     if st.st_size as u64 != model.size {
         findings.push(Finding::new(
             Kind::Size,

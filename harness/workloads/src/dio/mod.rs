@@ -18,10 +18,10 @@ use crate::finding::{Finding, Findings, Kind};
 use crate::summary::{PhaseSummary, Summary};
 use crate::{Error, RemountHook, Result};
 use io::Step;
+use nix::fcntl::OFlag;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rustix::fd::OwnedFd;
-use rustix::fs::OFlags;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -114,7 +114,7 @@ impl Ctx {
     pub fn create(&self, id: u32, name: &str, unit: u32) -> Step<DioFile> {
         let fd = io::open(
             &self.path(name),
-            OFlags::CREATE | OFlags::TRUNC | OFlags::RDWR | OFlags::DIRECT,
+            OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_RDWR | OFlag::O_DIRECT,
         )
         .map_err(|e| Finding::io(&rel(name), 0, "create with O_DIRECT", e))?;
         Ok(DioFile {
@@ -274,8 +274,8 @@ fn verify_into(
             .unwrap_or(&m.name);
         let path = root.join(name);
         // O_DIRECT when the target allows it, buffered otherwise.
-        let fd = match io::open(&path, OFlags::RDONLY | OFlags::DIRECT) {
-            Err(rustix::io::Errno::INVAL) => io::open(&path, OFlags::RDONLY),
+        let fd = match io::open(&path, OFlag::O_RDONLY | OFlag::O_DIRECT) {
+            Err(nix::errno::Errno::EINVAL) => io::open(&path, OFlag::O_RDONLY),
             r => r,
         };
         match fd {
@@ -327,8 +327,8 @@ fn prepare_dir(dir: &Path) -> Result<PathBuf> {
 
 /// Shrinks the space budget to half the free space, saying so.
 fn fit_budget(root: &Path, max_bytes: u64, notes: &mut Vec<String>) -> Result<u64> {
-    let st = rustix::fs::statvfs(root).map_err(|e| Error::at("statvfs", root, e))?;
-    let free = st.f_bavail * st.f_frsize;
+    let st = nix::sys::statvfs::statvfs(root).map_err(|e| Error::at("statvfs", root, e))?;
+    let free = st.blocks_available() * st.fragment_size();
     if max_bytes > free / 2 {
         let fit = (free / 2) & !((1 << 20) - 1);
         notes.push(format!(

@@ -8,33 +8,26 @@ use super::io::{
 use super::{Config, Ctx, DioFile};
 use crate::finding::{Finding, Findings, Kind};
 use crate::Result;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use rand::Rng;
-use rustix::fd::AsFd;
-use rustix::fs::OFlags;
-use rustix::io::Errno;
+use std::os::fd::AsFd;
 
 /// Records what the target accepts: the direct-I/O alignment statx reports, and whether a
 /// byte-aligned direct write is refused (EINVAL, as block filesystems do) or accepted (as
 /// FUSE may), in which case its bytes must still be right.
 pub(super) fn probe(ctx: &mut Ctx) -> Result<()> {
     let path = ctx.path("probe");
-    let fd = open(&path, OFlags::CREATE | OFlags::RDWR | OFlags::DIRECT).map_err(|e| match e {
-        Errno::INVAL => crate::Error::Config(format!(
-            "{} refuses O_DIRECT (EINVAL at open)",
-            ctx.root.display()
-        )),
-        e => crate::Error::at("create", &path, e),
-    })?;
-    match rustix::fs::statx(
-        &fd,
-        "",
-        rustix::fs::AtFlags::EMPTY_PATH,
-        rustix::fs::StatxFlags::DIOALIGN,
-    ) {
-        Ok(st)
-            if st.stx_mask & rustix::fs::StatxFlags::DIOALIGN.bits() != 0
-                && st.stx_dio_offset_align != 0 =>
-        {
+    let fd =
+        open(&path, OFlag::O_CREAT | OFlag::O_RDWR | OFlag::O_DIRECT).map_err(|e| match e {
+            Errno::EINVAL => crate::Error::Config(format!(
+                "{} refuses O_DIRECT (EINVAL at open)",
+                ctx.root.display()
+            )),
+            e => crate::Error::at("create", &path, e),
+        })?;
+    match statx_dioalign(&fd) {
+        Ok(st) if st.stx_mask & STATX_DIOALIGN != 0 && st.stx_dio_offset_align != 0 => {
             ctx.notes.push(format!(
                 "statx: direct I/O needs offsets aligned to {} and memory to {}",
                 st.stx_dio_offset_align, st.stx_dio_mem_align
@@ -48,13 +41,13 @@ pub(super) fn probe(ctx: &mut Ctx) -> Result<()> {
     // 100 bytes at offset 1000 from memory one byte past a page boundary.
     let mut buf = IoBuf::new(100, 1);
     crate::fill::fill(&mut buf, ctx.seed);
-    match rustix::io::pwrite(&fd, &buf, 1000) {
+    match nix::sys::uio::pwrite(&fd, &buf, 1000) {
         Ok(n) => {
             ctx.notes.push(format!(
                 "byte-aligned direct write (100 bytes at offset 1000): accepted ({n} bytes)"
             ));
             let plain =
-                open(&path, OFlags::RDONLY).map_err(|e| crate::Error::at("open", &path, e))?;
+                open(&path, OFlag::O_RDONLY).map_err(|e| crate::Error::at("open", &path, e))?;
             let mut back = vec![0u8; 1100];
             let got =
                 pread_full(&plain, &mut back, 0).map_err(|e| crate::Error::at("read", &path, e))?;
@@ -96,7 +89,7 @@ pub(super) fn sequential(ctx: &mut Ctx, space: u64, files: &mut Vec<DioFile>) ->
         ctx.phase.ops += 1;
         at += n;
     }
-    rustix::fs::fdatasync(&f.fd).map_err(|e| Finding::io(&f.model.name, 0, "fdatasync", e))?;
+    nix::unistd::fdatasync(&f.fd).map_err(|e| Finding::io(&f.model.name, 0, "fdatasync", e))?;
     // Up to one read past EOF, which must come back short.
     let (mut at, total) = (0, f.model.size / 4096);
     while at <= total {
@@ -223,9 +216,10 @@ pub(super) fn coherence(ctx: &mut Ctx, files: &mut Vec<DioFile>) -> Step<()> {
     let mut rng = ctx.rng(0xc0e);
     let mut f = ctx.create(4, "coherent", 4096)?;
     let len = UNITS * 4096;
-    rustix::fs::ftruncate(&f.fd, len).map_err(|e| Finding::io(&f.model.name, 0, "ftruncate", e))?;
+    nix::unistd::ftruncate(&f.fd, len as i64)
+        .map_err(|e| Finding::io(&f.model.name, 0, "ftruncate", e))?;
     f.model.truncate(len);
-    let buffered = open(&ctx.path("coherent"), OFlags::RDWR)
+    let buffered = open(&ctx.path("coherent"), OFlag::O_RDWR)
         .map_err(|e| Finding::io(&f.model.name, 0, "open", e))?;
     let map = Map::new(&buffered, len as usize)
         .map_err(|e| Finding::io(&f.model.name, 0, "mmap MAP_SHARED", e))?;
@@ -283,9 +277,9 @@ pub(super) fn coherence(ctx: &mut Ctx, files: &mut Vec<DioFile>) -> Step<()> {
 pub(super) fn sync_all(ctx: &mut Ctx, files: &[DioFile]) -> Step<()> {
     for (i, f) in files.iter().enumerate() {
         let r = if i % 2 == 0 {
-            rustix::fs::fsync(&f.fd)
+            nix::unistd::fsync(&f.fd)
         } else {
-            rustix::fs::fdatasync(&f.fd)
+            nix::unistd::fdatasync(&f.fd)
         };
         r.map_err(|e| {
             Finding::io(
@@ -308,36 +302,38 @@ struct Map {
 }
 
 impl Map {
-    fn new<Fd: AsFd>(fd: Fd, len: usize) -> rustix::io::Result<Self> {
-        use rustix::mm::{mmap, MapFlags, ProtFlags};
+    fn new<Fd: AsFd>(fd: Fd, len: usize) -> nix::Result<Self> {
+        use nix::sys::mman::{mmap, MapFlags, ProtFlags};
+        let length = std::num::NonZeroUsize::new(len).ok_or(Errno::EINVAL)?;
         // SAFETY: a fresh shared mapping of `len` bytes of a file we keep at that size;
         // only this struct touches it, and Drop unmaps it.
         let ptr = unsafe {
             mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
+                None,
+                length,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
                 fd,
                 0,
             )?
         };
         Ok(Self {
-            ptr: ptr.cast(),
+            ptr: ptr.as_ptr().cast(),
             len,
         })
     }
 
-    fn write(&self, off: usize, data: &[u8]) -> rustix::io::Result<()> {
+    fn write(&self, off: usize, data: &[u8]) -> nix::Result<()> {
         assert!(off + data.len() <= self.len);
         // SAFETY: in bounds of the live mapping (asserted above).
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(off), data.len());
             let page = off & !4095;
-            rustix::mm::msync(
-                self.ptr.add(page).cast(),
+            let start = std::ptr::NonNull::new_unchecked(self.ptr.add(page)).cast();
+            nix::sys::mman::msync(
+                start,
                 off + data.len() - page,
-                rustix::mm::MsyncFlags::SYNC,
+                nix::sys::mman::MsFlags::MS_SYNC,
             )
         }
     }
@@ -352,6 +348,31 @@ impl Map {
 impl Drop for Map {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly the mapping made in `new`.
-        let _ = unsafe { rustix::mm::munmap(self.ptr.cast(), self.len) };
+        if let Some(ptr) = std::ptr::NonNull::new(self.ptr) {
+            let _ = unsafe { nix::sys::mman::munmap(ptr.cast(), self.len) };
+        }
     }
+}
+
+/// `STATX_DIOALIGN` (Linux 6.1): the direct-I/O alignment fields are filled in.
+const STATX_DIOALIGN: u32 = 0x2000;
+
+/// statx(2) of an open file asking for the direct-I/O alignment. libc, not nix: nix has
+/// no statx.
+fn statx_dioalign(fd: &impl AsFd) -> nix::Result<libc::statx> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: statx is plain data; the kernel fills it for the call below.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: an empty C string with AT_EMPTY_PATH names the descriptor itself, and `st`
+    // lives for the call.
+    let rc = unsafe {
+        libc::statx(
+            fd.as_fd().as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            STATX_DIOALIGN,
+            &mut st,
+        )
+    };
+    Errno::result(rc).map(|_| st)
 }

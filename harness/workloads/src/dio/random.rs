@@ -6,10 +6,11 @@
 use super::io::{check_range, check_size, write_units, Step};
 use super::{Config, Ctx, DioFile};
 use crate::finding::Finding;
+use nix::errno::Errno;
+use nix::fcntl::FallocateFlags;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use rustix::fs::FallocateFlags;
-use rustix::io::Errno;
+use std::os::fd::OwnedFd;
 
 /// Which optional operations the target supports (learned on first refusal).
 struct Caps {
@@ -113,7 +114,7 @@ pub(super) fn sector_file(
 fn sector_dio_accepted(ctx: &mut Ctx) -> Step<bool> {
     let probe = ctx.create(0, "probe", 512)?;
     let buf = super::io::IoBuf::new(512, 512);
-    let r = rustix::io::pwrite(&probe.fd, &buf, 512);
+    let r = nix::sys::uio::pwrite(&probe.fd, &buf, 512);
     drop(probe);
     let _ = std::fs::remove_file(ctx.path("probe"));
     match r {
@@ -122,7 +123,7 @@ fn sector_dio_accepted(ctx: &mut Ctx) -> Step<bool> {
                 .push("512-byte-aligned direct writes (offset and memory): accepted".into());
             Ok(true)
         }
-        Err(Errno::INVAL) => {
+        Err(Errno::EINVAL) => {
             ctx.notes
                 .push("512-byte-aligned direct writes: refused (EINVAL)".into());
             Ok(false)
@@ -204,16 +205,16 @@ fn run_ops(ctx: &mut Ctx, files: &mut [DioFile], shape: &Shape, tag: u64) -> Ste
                 let (s, n) = clip(rng.random_range(0..span), rng.random_range(1..=64));
                 let keep = rng.random_bool(0.5);
                 let flags = if keep {
-                    FallocateFlags::KEEP_SIZE
+                    FallocateFlags::FALLOC_FL_KEEP_SIZE
                 } else {
                     FallocateFlags::empty()
                 };
-                match rustix::fs::fallocate(&f.fd, flags, s * unit, n * unit) {
+                match fallocate(&f.fd, flags, s * unit, n * unit) {
                     Ok(()) => {
                         f.model.allocate(s * unit, n * unit, keep);
                         prealloc[fi] = Some((s, n));
                     }
-                    Err(Errno::OPNOTSUPP) => {
+                    Err(Errno::EOPNOTSUPP) => {
                         caps.fallocate = false;
                         ctx.notes.push(format!(
                             "{}: fallocate is not supported (EOPNOTSUPP)",
@@ -243,10 +244,11 @@ fn run_ops(ctx: &mut Ctx, files: &mut [DioFile], shape: &Shape, tag: u64) -> Ste
             },
             Op::Punch if caps.punch => {
                 let (s, n) = clip(rng.random_range(0..span), rng.random_range(1..=32));
-                let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
-                match rustix::fs::fallocate(&f.fd, flags, s * unit, n * unit) {
+                let flags =
+                    FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+                match fallocate(&f.fd, flags, s * unit, n * unit) {
                     Ok(()) => f.model.zero(s * unit, n * unit),
-                    Err(Errno::OPNOTSUPP) => {
+                    Err(Errno::EOPNOTSUPP) => {
                         caps.punch = false;
                         ctx.notes.push(format!(
                             "{}: punching holes is not supported (EOPNOTSUPP)",
@@ -289,9 +291,9 @@ fn run_ops(ctx: &mut Ctx, files: &mut [DioFile], shape: &Shape, tag: u64) -> Ste
             }
             Op::Sync => {
                 let r = if rng.random_bool(0.5) {
-                    rustix::fs::fsync(&f.fd)
+                    nix::unistd::fsync(&f.fd)
                 } else {
-                    rustix::fs::fdatasync(&f.fd)
+                    nix::unistd::fdatasync(&f.fd)
                 };
                 r.map_err(|e| Finding::io(&f.model.name, 0, "fsync/fdatasync", e))?;
             }
@@ -302,8 +304,15 @@ fn run_ops(ctx: &mut Ctx, files: &mut [DioFile], shape: &Shape, tag: u64) -> Ste
 }
 
 fn truncate(f: &mut DioFile, size: u64) -> Step<()> {
-    rustix::fs::ftruncate(&f.fd, size)
+    super::io::offset(size)
+        .and_then(|size| nix::unistd::ftruncate(&f.fd, size))
         .map_err(|e| Finding::io(&f.model.name, size, "ftruncate", e))?;
     f.model.truncate(size);
     Ok(())
+}
+
+/// fallocate(2) with the workload's unsigned offsets (EFBIG past `off_t`).
+fn fallocate(fd: &OwnedFd, flags: FallocateFlags, off: u64, len: u64) -> nix::Result<()> {
+    use super::io::offset;
+    nix::fcntl::fallocate(fd, flags, offset(off)?, offset(len)?)
 }
