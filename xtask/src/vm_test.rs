@@ -770,7 +770,7 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     let with_server = needs_server(args);
     let mut plan = build_plan(args, with_server)?;
     let mut prepared = prepare(&args.vm, with_server, ui)?;
-    let fstests = if args.fstests.enabled() {
+    let mut fstests = if args.fstests.enabled() {
         Some(prepare_fstests(args, &mut plan, &mut prepared, ui)?)
     } else {
         None
@@ -817,7 +817,20 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     };
     let cancel = cancel_flag();
     let mut printer = Printer::new(ui);
-    let mut result = vm::run_tests(spec, &plan, &limits, &dir, &mut |p| printer.on(p), &cancel)?;
+    let mut no_steps = vm::NoSteps;
+    let steps: &mut dyn vm::Steps = match &mut fstests {
+        Some(f) => &mut f.plan,
+        None => &mut no_steps,
+    };
+    let mut result = vm::run_tests_with_steps(
+        spec,
+        &plan,
+        &limits,
+        &dir,
+        steps,
+        &mut |p| printer.on(p),
+        &cancel,
+    )?;
     drop(printer);
     match &fstests {
         Some(f) => finish_fstests(args, f, &mode, &mut result, &dir.path)?,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use events::{Event, EventBody, Plan, TestStatus};
+use events::{Event, EventBody, Plan, PlanTest, TestStatus};
 use report::{Finding, RunResult, Severity, TestResult, Verdict, RESULTS_SCHEMA};
 
 use crate::console::{Seen, Watcher};
@@ -488,6 +488,8 @@ struct State {
     ready_info: Option<EventBody>,
     ready_at: Option<Instant>,
     current: Option<(String, Instant, u64)>,
+    /// The step of a running test the console announced last: (test, step, since).
+    step: Option<(String, String, Instant)>,
     started: Vec<String>,
     finished: Vec<TestResult>,
     run_finished: bool,
@@ -569,6 +571,32 @@ struct Session {
     protocol: Vec<String>,
     /// The test that was running when the guest died or hung.
     interrupted_test: Option<String>,
+    /// The step of that test the console last announced.
+    interrupted_step: Option<String>,
+}
+
+/// A test that runs many steps in one go (fstests: one `check` for a whole list, each
+/// test announced on the console) tells the supervisor how long each step may take, and
+/// what to run after a step took the guest down.
+pub trait Steps {
+    /// How long `step` of `test` may run before the guest counts as hung; `None` leaves
+    /// only the test's own timeout.
+    fn deadline(&self, test: &str, step: &str) -> Option<Duration>;
+    /// Plan tests to run, after a reboot, for what `test` did not get to when it crashed
+    /// or hung the guest (`step`: the step it was in, if one was announced).
+    fn continue_after(&mut self, test: &str, step: Option<&str>, dir: &RunDir) -> Vec<PlanTest>;
+}
+
+/// Tests without steps.
+pub struct NoSteps;
+
+impl Steps for NoSteps {
+    fn deadline(&self, _: &str, _: &str) -> Option<Duration> {
+        None
+    }
+    fn continue_after(&mut self, _: &str, _: Option<&str>, _: &RunDir) -> Vec<PlanTest> {
+        vec![]
+    }
 }
 
 /// Run the plan's tests in a VM and return the result. Never fails after the
@@ -583,7 +611,23 @@ pub fn run_tests(
     progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<RunResult, VmError> {
+    run_tests_with_steps(spec, plan, limits, dir, &mut NoSteps, progress, cancel)
+}
+
+/// [`run_tests`] for tests with steps: a step past its deadline is a hang, and after a
+/// crash or hang the tests `steps` names for the rest of the interrupted test run next.
+pub fn run_tests_with_steps(
+    spec: &VmSpec,
+    plan: &Plan,
+    limits: &Limits,
+    dir: &RunDir,
+    steps: &mut dyn Steps,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<RunResult, VmError> {
     plan.check().map_err(VmError::Plan)?;
+    // The plan grows when an interrupted test's rest is continued.
+    let mut plan = plan.clone();
     let t0 = Instant::now();
     let deadline = t0
         .checked_add(limits.run)
@@ -605,6 +649,7 @@ pub fn run_tests(
             dir,
             boots,
             deadline,
+            &*steps,
             progress,
             cancel,
         )?;
@@ -619,6 +664,37 @@ pub fn run_tests(
         findings.extend(s.findings);
         notes.extend(s.notes);
         protocol.extend(s.protocol);
+        let resumable = s.ready
+            && s.interrupted_test.is_some()
+            && matches!(s.stop, Stop::QemuDied(_) | Stop::Hung(_));
+        if let (true, Some(test)) = (resumable, &s.interrupted_test) {
+            let more = steps.continue_after(test, s.interrupted_step.as_deref(), dir);
+            let names: Vec<&str> = more.iter().map(|t| t.name.as_str()).collect();
+            let fresh = more
+                .iter()
+                .all(|t| !plan.tests.iter().any(|p| p.name == t.name));
+            match more
+                .iter()
+                .try_for_each(|t| events::check_test_name(&t.name))
+            {
+                Ok(()) if fresh && !more.is_empty() => {
+                    let at = plan
+                        .tests
+                        .iter()
+                        .position(|t| &t.name == test)
+                        .map_or(plan.tests.len(), |i| i + 1);
+                    let msg = format!("{test}: its rest continues as {}", names.join(", "));
+                    progress(Progress::Log { message: &msg });
+                    plan.tests.splice(at..at, more);
+                }
+                Ok(()) if more.is_empty() => {}
+                Ok(()) => notes.push(format!(
+                    "{test}: continuation {} ignored (a test of that name exists)",
+                    names.join(", ")
+                )),
+                Err(e) => notes.push(format!("{test}: continuation ignored: {e}")),
+            }
+        }
         let done: std::collections::HashSet<&str> =
             tests.iter().map(|t: &TestResult| t.name.as_str()).collect();
         remaining = plan
@@ -627,9 +703,6 @@ pub fn run_tests(
             .filter(|t| !done.contains(t.name.as_str()))
             .cloned()
             .collect();
-        let resumable = s.ready
-            && s.interrupted_test.is_some()
-            && matches!(s.stop, Stop::QemuDied(_) | Stop::Hung(_));
         if !resumable
             || remaining.is_empty()
             || boots > limits.reboots
@@ -656,7 +729,7 @@ pub fn run_tests(
             planted.join(", ")
         ));
     }
-    let mut out = finish_with(result, dir, t0, tests, findings, plan, notes, protocol);
+    let mut out = finish_with(result, dir, t0, tests, findings, &plan, notes, protocol);
     // A run that never got going, or that the user stopped, is the harness's
     // failure whatever the tests say; so is a guest that died outside a test.
     let never_ready = boots == 1 && !last_ready && !matches!(last_stop, Stop::None);
@@ -688,6 +761,7 @@ fn run_session(
     dir: &RunDir,
     boot_no: u32,
     deadline: Instant,
+    steps: &dyn Steps,
     progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<Session, VmError> {
@@ -728,6 +802,7 @@ fn run_session(
         notes: vec![],
         protocol: vec![],
         interrupted_test: None,
+        interrupted_step: None,
     };
     // From the end of what earlier boots wrote (QEMU appends), taken before QEMU starts:
     // a fast guest may send its first events before the console is even attached.
@@ -768,6 +843,7 @@ fn run_session(
         ready_info: None,
         ready_at: None,
         current: None,
+        step: None,
         started: vec![],
         finished: vec![],
         run_finished: false,
@@ -787,8 +863,14 @@ fn run_session(
         // Console first, so findings are attributed before test_finished moves on.
         while let Ok(chunk) = console_rx.try_recv() {
             for seen in watcher.feed(&chunk) {
-                if let Seen::Event(line) = seen {
-                    handle_line(&line, &mut st, &mut watcher, progress);
+                match seen {
+                    Seen::Event(line) => handle_line(&line, &mut st, &mut watcher, progress),
+                    // The console's own idea of the test: its events may not be read yet.
+                    Seen::Step {
+                        test: Some(test),
+                        step,
+                    } => st.step = Some((test, step, Instant::now())),
+                    _ => {}
                 }
             }
         }
@@ -856,6 +938,21 @@ fn run_session(
                     "{name} not finished {}s after it started",
                     limit.as_secs()
                 ));
+            }
+            if let Some((test, step, at)) = &st.step {
+                let limit = (test == name)
+                    .then(|| steps.deadline(test, step))
+                    .flatten()
+                    .map(|d| {
+                        d.saturating_mul(plan.slow_factor.clamp(1, u64::from(u32::MAX)) as u32)
+                            .saturating_add(limits.stall)
+                    });
+                if let Some(limit) = limit.filter(|l| now - *at > *l) {
+                    break Stop::Hung(format!(
+                        "{step} (in {name}) not finished {}s after it started",
+                        limit.as_secs()
+                    ));
+                }
             }
         }
         if now > deadline {
@@ -934,6 +1031,11 @@ fn run_session(
     }
     // The test that was running when the guest died or hung.
     let interrupted_test = st.current.as_ref().map(|c| c.0.clone());
+    let interrupted_step = st
+        .step
+        .as_ref()
+        .filter(|(test, ..)| Some(test) == interrupted_test.as_ref())
+        .map(|(_, step, _)| step.clone());
     if let Some((name, at, _)) = st.current.take() {
         let (verdict, reason) = match &stop {
             Stop::Hung(why) => (Verdict::Hung, why.clone()),
@@ -984,6 +1086,7 @@ fn run_session(
         notes,
         protocol,
         interrupted_test,
+        interrupted_step,
     })
 }
 

@@ -1,7 +1,7 @@
 //! After the run: fstests' own results (each attempt's xunit result.xml) decide the verdict
 //! of every test the guest finished; crashes and hangs stay as the harness saw them, and
 //! kernel reports seen on the console while a test ran make it fail whatever xunit says.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use ::fstests::{Outcome, Status};
@@ -42,6 +42,20 @@ fn read_attempt(
     };
     // A report cut short by a crash may not parse; its finished tests are then lost too.
     Some(::fstests::parse_xunit(&text).map_err(|e| format!("{}: {e:#}", xml.display())))
+}
+
+/// The tests of `batch` with a result in its first attempt's report, or `None` once a
+/// rerun attempt started (the first attempt then finished them all). An unreadable
+/// report counts as no results.
+pub fn first_attempt_reported(run_dir: &Path, batch: &Batch) -> Option<BTreeSet<String>> {
+    let batch_dir = run_dir.join("tests").join(&batch.name);
+    if read_attempt(run_dir, &batch_dir, 1, &batch.section).is_some() {
+        return None;
+    }
+    Some(match read_attempt(run_dir, &batch_dir, 0, &batch.section) {
+        Some(Ok(outcomes)) => outcomes.into_iter().map(|o| o.test).collect(),
+        _ => BTreeSet::new(),
+    })
 }
 
 fn test_result(

@@ -1,5 +1,5 @@
-# Shared by every fstests test (vm-test --fstests). Each test is one `check` run, so a
-# crash or hang costs one test and the harness goes on with the next after a reboot.
+# Shared by every fstests batch (vm-test --fstests): one `check` run over a list. A
+# test that crashes or hangs the guest is blamed; after a reboot the rest runs on.
 # The host puts local.config in the share and the built fstests tree on the disk with
 # serial "fstests"; results go to $HARNESS_OUT, which the host reads even after a crash.
 FSTESTS=/var/lib/xfstests
