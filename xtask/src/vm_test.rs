@@ -626,6 +626,7 @@ fn finish_fstests(
     dir: &std::path::Path,
 ) -> Result<()> {
     use crate::fstests::collect;
+    let split = collect::time_split(result, dir, &f.plan.batches);
     let rewritten = collect::apply(result, dir, &f.plan.batches, &f.plan.flaky_ok);
     mode.apply(result);
     result.tests.extend(f.plan.expunged.iter().cloned());
@@ -667,6 +668,7 @@ fn finish_fstests(
         f.built.revision, rewritten
     ));
     md.push_str(&collect::summary_markdown(result, diff.as_ref()));
+    md.push_str(&collect::time_markdown(result, &split));
     report::write_file(&dir.join("summary.md"), &md)?;
     crate::fstests::save_durations(&crate::paths::cache_dir(), &result.tests)?;
     Ok(())
