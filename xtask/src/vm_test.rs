@@ -426,6 +426,8 @@ struct Printer {
     test_start: Instant,
     /// Half-minutes of the running test already reported (plain output).
     quiet_lines: u64,
+    /// The step the running test announced last (fstests: the test its `check` runs).
+    step: Option<String>,
 }
 
 impl Printer {
@@ -443,6 +445,7 @@ impl Printer {
             bar,
             test_start: Instant::now(),
             quiet_lines: 0,
+            step: None,
         }
     }
 
@@ -491,6 +494,7 @@ impl Printer {
             Progress::TestStarted { name, index, total } => {
                 self.test_start = Instant::now();
                 self.quiet_lines = 0;
+                self.step = None;
                 if self.bar.is_none() {
                     eprintln!("[{index}/{total}] {name} ...");
                 }
@@ -510,6 +514,10 @@ impl Printer {
             }
             Progress::Heartbeat { test } => {
                 if let Some(t) = test {
+                    let t = match &self.step {
+                        Some(step) => format!("{t}: {step}"),
+                        None => t.to_string(),
+                    };
                     let secs = self.test_start.elapsed().as_secs();
                     self.status(format!("{t} ({secs} s)"));
                     // Plain output: a sign of life every half minute.
@@ -518,6 +526,15 @@ impl Printer {
                         eprintln!("    ... {t} still running ({secs} s)");
                     }
                 }
+            }
+            Progress::Step { test, step } => {
+                self.test_start = Instant::now();
+                self.quiet_lines = 0;
+                self.step = Some(step.to_string());
+                if self.bar.is_none() {
+                    eprintln!("    {test}: {step}");
+                }
+                self.status(format!("{test}: {step}"));
             }
             Progress::Log { message } => self.line(format!("    guest: {message}")),
             Progress::Finding { finding } => self.line(format!(

@@ -109,6 +109,11 @@ pub enum Progress<'a> {
     Finding {
         finding: &'a Finding,
     },
+    /// The running test announced a step (fstests: the next test of its `check` list).
+    Step {
+        test: &'a str,
+        step: &'a str,
+    },
     /// The guest stopped responding; the harness is capturing a task dump.
     Hang {
         test: Option<&'a str>,
@@ -869,7 +874,13 @@ fn run_session(
                     Seen::Step {
                         test: Some(test),
                         step,
-                    } => st.step = Some((test, step, Instant::now())),
+                    } => {
+                        progress(Progress::Step {
+                            test: &test,
+                            step: &step,
+                        });
+                        st.step = Some((test, step, Instant::now()));
+                    }
                     _ => {}
                 }
             }
