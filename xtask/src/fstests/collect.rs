@@ -278,8 +278,8 @@ pub fn time_markdown(run: &RunResult, split: &TimeSplit) -> String {
     format!(
         "\n### Where the time went\n\n| part | time | per test |\n|---|---|---|\n\
          | tests' own time ({} tests, fstests' figures) | {} | {} |\n\
-         | `check` around them ({} runs: start, set-up, checks between tests) | {} | {} |\n\
-         | boots, guest set-up, other tests ({} boots) | {} | {} |\n\
+         | `check` around them (start, set-up, checks between tests; `check` runs: {}) | {} | {} |\n\
+         | boots, guest set-up, other tests (boots: {}) | {} | {} |\n\
          | **harness overhead** (wall time {} minus the tests' own) | {} | **{}** |\n",
         split.tests,
         s(split.own_ms),
@@ -572,7 +572,7 @@ mod tests {
         let overhead = (460_000 - split.own_ms) as f64 / 1000.0 / 6.0;
         assert!(md.contains(&format!("**{overhead:.1} s**")), "{md}");
         assert!(
-            md.contains("| boots, guest set-up, other tests (1 boots) | 60.0 s |"),
+            md.contains("| boots, guest set-up, other tests (boots: 1) | 60.0 s |"),
             "{md}"
         );
     }

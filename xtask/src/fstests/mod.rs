@@ -316,17 +316,26 @@ impl vm::Steps for FstestsPlan {
         let b = &self.batches[i];
         // The test that took the guest down: the one the console announced last, else the
         // first without a result in the first attempt's report. Once reruns started, the
-        // first attempt ran them all.
+        // first attempt ran them all. Sets, not positions: a `check` without
+        // --exact-order runs its list in its own order.
         let Some(done) = collect::first_attempt_reported(&dir.path, b) else {
             return vec![];
         };
-        let down = step
-            .and_then(|s| b.ids.iter().position(|id| id == s))
-            .or_else(|| b.ids.iter().position(|id| !done.contains(id)));
-        let Some(down) = down.filter(|&d| d + 1 < b.ids.len()) else {
+        let Some(down) = step
+            .filter(|s| b.ids.iter().any(|id| id == s))
+            .map(str::to_string)
+            .or_else(|| b.ids.iter().find(|id| !done.contains(*id)).cloned())
+        else {
             return vec![];
         };
-        let rest = b.ids[down + 1..].to_vec();
+        let (kept, rest): (Vec<String>, Vec<String>) = b
+            .ids
+            .iter()
+            .cloned()
+            .partition(|id| done.contains(id) || *id == down);
+        if rest.is_empty() {
+            return vec![];
+        }
         // batch-001 continues as batch-001.2, batch-001.2 as batch-001.3.
         let (base, part) = b
             .name
@@ -338,8 +347,8 @@ impl vm::Steps for FstestsPlan {
             section: b.section.clone(),
             ids: rest,
         };
-        // The interrupted batch keeps its tests up to the one that went down.
-        self.batches[i].ids.truncate(down + 1);
+        // The interrupted batch keeps the tests it finished and the one that went down.
+        self.batches[i].ids = kept;
         self.add_batch(next);
         self.tests.last().cloned().into_iter().collect()
     }
@@ -715,6 +724,23 @@ mod tests {
         let more = p.continue_after("fstests/iomapfs-4k/batch-001.2", Some("generic/005"), &dir);
         assert_eq!(more[0].name, "fstests/iomapfs-4k/batch-001.3");
         assert_eq!(p.batches[2].ids, ["generic/006"]);
+        // check ran its own order (no --exact-order): 005 went down after only 001 had
+        // finished, so 002 and 006 are what is left, whatever their place in the list.
+        let mut q = plan(
+            &args,
+            tree.path(),
+            expunge.path(),
+            "6.12.0",
+            Mode::Classic,
+            &durations,
+            2,
+        )
+        .unwrap();
+        let more = q.continue_after(b1, Some("generic/005"), &dir);
+        assert!(more[0]
+            .command
+            .ends_with("fstests_run iomapfs-4k 1 generic/002 generic/006"));
+        assert_eq!(q.batches[0].ids, ["generic/001", "generic/005"]);
         // Nothing after the last test, and nothing once reruns started.
         assert!(p
             .continue_after("fstests/iomapfs-4k/batch-001.3", Some("generic/006"), &dir)

@@ -75,6 +75,10 @@ fstests_run() {
     shift 2
     local tests=("$@")
     fstests_setup || { echo "fstests setup failed"; return 3; }
+    # The host's order, so "the tests after the one that crashed" means the same to both
+    # (check sorts its list otherwise; trees older than 2021 lack the option).
+    local order=()
+    grep -q -- '--exact-order' "$FSTESTS/check" && order=(--exact-order)
     for attempt in $(seq 0 "$loops"); do
         local out="$HARNESS_OUT/attempt-$attempt"
         mkdir -p "$out"
@@ -87,7 +91,7 @@ fstests_run() {
             echo 'PS4="+ \${EPOCHREALTIME} "' > /run/fstests-ps4
             check=(env BASH_ENV=/run/fstests-ps4 BASH_XTRACEFD=7 bash -x ./check)
         fi
-        (cd "$FSTESTS" && RESULT_BASE="$out" "${check[@]}" -s "$section" -R xunit "${tests[@]}" 7>"$out/xtrace.log") 2>&1 |
+        (cd "$FSTESTS" && RESULT_BASE="$out" "${check[@]}" -s "$section" -R xunit "${order[@]}" "${tests[@]}" 7>"$out/xtrace.log") 2>&1 |
             tee "$out/check.out"
         local rc=${PIPESTATUS[0]}
         fstests_release
