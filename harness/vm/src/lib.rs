@@ -1,6 +1,7 @@
 //! Host side of `vm-test`: boots QEMU with the kernel, the image and the agent,
 //! follows the event stream and the console, enforces timeouts, and turns what
-//! happened into a [`report::RunResult`].
+//! happened into a [`report::RunResult`]. QEMU supervision only: which tests run is the
+//! caller's plan (the suite catalogue is the `suites` crate).
 pub mod accel;
 pub mod console;
 pub mod framing;
@@ -16,4 +17,3 @@ pub use run::{
     run_shell, run_tests, run_tests_with_steps, Limits, NoSteps, Progress, Steps, VmError, VmSpec,
 };
 pub use rundir::RunDir;
-pub mod suites;

@@ -282,7 +282,7 @@ impl FstestsPlan {
             name: batch.name.clone(),
             command: format!(
                 "{}\nfstests_run {} {} {}",
-                vm::suites::FSTESTS_PRELUDE,
+                suites::FSTESTS_PRELUDE,
                 batch.section,
                 self.loops,
                 batch.ids.join(" ")
