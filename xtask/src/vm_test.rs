@@ -423,6 +423,8 @@ struct Printer {
     test_start: Instant,
     /// Half-minutes of the running test already reported (plain output).
     quiet_lines: u64,
+    /// The step the running test announced last (fstests: the test its `check` runs).
+    step: Option<String>,
 }
 
 impl Printer {
@@ -440,6 +442,7 @@ impl Printer {
             bar,
             test_start: Instant::now(),
             quiet_lines: 0,
+            step: None,
         }
     }
 
@@ -491,6 +494,7 @@ impl Printer {
             Progress::TestStarted { name, index, total } => {
                 self.test_start = Instant::now();
                 self.quiet_lines = 0;
+                self.step = None;
                 if self.bar.is_none() {
                     eprintln!("[{index}/{total}] {name} ...");
                 }
@@ -510,6 +514,10 @@ impl Printer {
             }
             Progress::Heartbeat { test } => {
                 if let Some(t) = test {
+                    let t = match &self.step {
+                        Some(step) => format!("{t}: {step}"),
+                        None => t.to_string(),
+                    };
                     let secs = self.test_start.elapsed().as_secs();
                     self.status(format!("{t} ({secs} s)"));
                     // Plain output: a sign of life every half minute.
@@ -518,6 +526,15 @@ impl Printer {
                         eprintln!("    ... {t} still running ({secs} s)");
                     }
                 }
+            }
+            Progress::Step { test, step } => {
+                self.test_start = Instant::now();
+                self.quiet_lines = 0;
+                self.step = Some(step.to_string());
+                if self.bar.is_none() {
+                    eprintln!("    {test}: {step}");
+                }
+                self.status(format!("{test}: {step}"));
             }
             Progress::Log { message } => self.line(format!("    guest: {message}")),
             Progress::Finding { finding } => self.line(format!(
@@ -626,6 +643,7 @@ fn finish_fstests(
     dir: &std::path::Path,
 ) -> Result<()> {
     use crate::fstests::collect;
+    let split = collect::time_split(result, dir, &f.plan.batches);
     let rewritten = collect::apply(result, dir, &f.plan.batches, &f.plan.flaky_ok);
     mode.apply(result);
     result.tests.extend(f.plan.expunged.iter().cloned());
@@ -667,6 +685,7 @@ fn finish_fstests(
         f.built.revision, rewritten
     ));
     md.push_str(&collect::summary_markdown(result, diff.as_ref()));
+    md.push_str(&collect::time_markdown(result, &split));
     report::write_file(&dir.join("summary.md"), &md)?;
     crate::fstests::save_durations(&crate::paths::cache_dir(), &result.tests)?;
     Ok(())
@@ -768,7 +787,7 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     let with_server = needs_server(args);
     let mut plan = build_plan(args, with_server)?;
     let mut prepared = prepare(&args.vm, with_server, ui)?;
-    let fstests = if args.fstests.enabled() {
+    let mut fstests = if args.fstests.enabled() {
         Some(prepare_fstests(args, &mut plan, &mut prepared, ui)?)
     } else {
         None
@@ -815,7 +834,20 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     };
     let cancel = cancel_flag();
     let mut printer = Printer::new(ui);
-    let mut result = vm::run_tests(spec, &plan, &limits, &dir, &mut |p| printer.on(p), &cancel)?;
+    let mut no_steps = vm::NoSteps;
+    let steps: &mut dyn vm::Steps = match &mut fstests {
+        Some(f) => &mut f.plan,
+        None => &mut no_steps,
+    };
+    let mut result = vm::run_tests_with_steps(
+        spec,
+        &plan,
+        &limits,
+        &dir,
+        steps,
+        &mut |p| printer.on(p),
+        &cancel,
+    )?;
     drop(printer);
     match &fstests {
         Some(f) => finish_fstests(args, f, &mode, &mut result, &dir.path)?,

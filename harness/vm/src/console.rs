@@ -122,6 +122,12 @@ pub enum Seen {
     /// The agent marked the start of a test.
     TestStarted(String),
     TestFinished(String),
+    /// A step of the running test (`test`, as the console knows it) started: fstests'
+    /// `run fstests ID at ...` kernel log line (one `check` over a list announces each).
+    Step {
+        test: Option<String>,
+        step: String,
+    },
     /// An event the agent had to send on the console (no event port): the line's bytes
     /// after the prefix, for the event reader to check like any other event line.
     Event(Line),
@@ -232,7 +238,10 @@ impl Watcher {
             if let Some(id) = rest.split_whitespace().next() {
                 self.close();
                 self.subtest = Some(id.to_string());
-                return None;
+                return Some(Seen::Step {
+                    test: self.current_test.clone(),
+                    step: id.to_string(),
+                });
             }
         }
         let kind = classify(&text);
@@ -470,7 +479,24 @@ mod tests {
 [   51.0] harness-agent: test_finished fstests/iomapfs-4k/batch-001
 [   52.0] WARNING: CPU: 1 PID: 9 at fs/fuse/file.c:1 f+0x0/0x1
 ";
-        let (_, f) = watch(console);
+        let (seen, f) = watch(console);
+        // Each announced test is a step the supervisor can put a deadline on.
+        let steps: Vec<_> = seen
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Step { test, step } => Some((test.as_deref(), step.as_str())),
+                _ => None,
+            })
+            .collect();
+        let batch = Some("fstests/iomapfs-4k/batch-001");
+        assert_eq!(
+            steps,
+            [
+                (batch, "generic/001"),
+                (batch, "generic/002"),
+                (batch, "generic/003")
+            ]
+        );
         let got: Vec<_> = f
             .iter()
             .map(|f| (f.kind, f.test.as_deref(), f.subtest.as_deref()))

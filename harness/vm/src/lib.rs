@@ -13,5 +13,7 @@ pub mod rundir;
 
 pub use accel::{AccelChoice, AccelDecision};
 pub use qemu::{Accel, Machine};
-pub use run::{run_shell, run_tests, Limits, Progress, VmError, VmSpec};
+pub use run::{
+    run_shell, run_tests, run_tests_with_steps, Limits, NoSteps, Progress, Steps, VmError, VmSpec,
+};
 pub use rundir::RunDir;

@@ -36,6 +36,17 @@ for t in plan["tests"]:
     name = t["name"]
     emit(type="test_started", name=name, timeout_s=t["timeout_s"])
     console("[    1.100000] harness-agent: test_started " + name)
+    if name == "t/1" and mode.startswith("step-"):
+        # One test running steps (fstests' check over a list): s/1 passes, s/2 goes down.
+        console("[    1.110000] run fstests s/1 at 2026-01-01 00:00:00")
+        console("[    1.120000] run fstests s/2 at 2026-01-01 00:00:01")
+        if mode == "step-crash":
+            console("[    1.200000] Kernel panic - not syncing: Fatal exception")
+            sys.exit(0)
+        # Alive (heartbeats go on) but the step never ends.
+        for _ in range(1200):
+            emit(type="heartbeat", test=name, progress=1)
+            time.sleep(0.5)
     if name == "t/1" and mode == "stall":
         emit(type="heartbeat", test=name, progress=1)
         time.sleep(600)
@@ -96,6 +107,41 @@ fn run(f: &Fixture, mode: &str, limits: Limits) -> (report::RunResult, PathBuf) 
     let cancel = AtomicBool::new(false);
     let r = vm::run_tests(&f.spec, &plan(), &limits, &dir, &mut |_| {}, &cancel).unwrap();
     (r, dir.path)
+}
+
+/// Steps of test t/1: s/1, s/2, s/3, s/4, with a deadline of 1 s each; what follows a
+/// step that went down runs as t/1.2.
+#[derive(Default)]
+struct FourSteps {
+    continued: Vec<(String, Option<String>)>,
+}
+
+impl vm::Steps for FourSteps {
+    fn deadline(&self, test: &str, step: &str) -> Option<Duration> {
+        (test == "t/1" && step.starts_with("s/")).then_some(Duration::from_secs(1))
+    }
+    fn continue_after(&mut self, test: &str, step: Option<&str>, _: &RunDir) -> Vec<PlanTest> {
+        self.continued.push((test.into(), step.map(Into::into)));
+        vec![PlanTest {
+            name: "t/1.2".into(),
+            command: "true".into(),
+            timeout_s: 1,
+        }]
+    }
+}
+
+fn run_steps(f: &Fixture, mode: &str, steps: &mut FourSteps) -> report::RunResult {
+    std::env::set_var("FAKE_MODE", mode);
+    let dir = RunDir::create(&f.runs).unwrap();
+    let mut plan = plan();
+    // Longer than a step's deadline, so the step's deadline is what ends it.
+    plan.tests[0].timeout_s = 60;
+    let limits = Limits {
+        reboots: 2,
+        ..quick()
+    };
+    let cancel = AtomicBool::new(false);
+    vm::run_tests_with_steps(&f.spec, &plan, &limits, &dir, steps, &mut |_| {}, &cancel).unwrap()
 }
 
 fn fake_alive(dir: &Path) -> bool {
@@ -203,6 +249,63 @@ fn supervisor_verdicts() {
     assert_eq!(r.tests[0].verdict, Verdict::Hung);
     assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
     assert!(!fake_alive(&dir), "fake QEMU left running");
+
+    // A step past its deadline while the guest is alive: the test is hung in that step,
+    // long before its own timeout, and its rest runs after a reboot.
+    let t0 = Instant::now();
+    let mut steps = FourSteps::default();
+    let r = run_steps(&f, "step-stall", &mut steps);
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    assert_eq!(
+        steps.continued,
+        [("t/1".to_string(), Some("s/2".to_string()))]
+    );
+    let got: Vec<(&str, Verdict)> = r
+        .tests
+        .iter()
+        .map(|t| (t.name.as_str(), t.verdict))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("t/1", Verdict::Hung),
+            ("t/1.2", Verdict::Failed),
+            ("t/2", Verdict::Failed)
+        ],
+        "{r:#?}"
+    );
+    assert!(
+        r.tests[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("s/2 (in t/1)"),
+        "{:?}",
+        r.tests[0].reason
+    );
+    assert_eq!(r.boots, 2);
+
+    // The guest dies in a step: the continuation names that step, and runs next.
+    let mut steps = FourSteps::default();
+    let r = run_steps(&f, "step-crash", &mut steps);
+    assert_eq!(
+        steps.continued,
+        [("t/1".to_string(), Some("s/2".to_string()))]
+    );
+    let got: Vec<(&str, Verdict)> = r
+        .tests
+        .iter()
+        .map(|t| (t.name.as_str(), t.verdict))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("t/1", Verdict::Crashed),
+            ("t/1.2", Verdict::Failed),
+            ("t/2", Verdict::Failed)
+        ],
+        "{r:#?}"
+    );
 
     // Never ready: an infrastructure error with the end of the console.
     let (r, dir) = run(&f, "boot-hang", quick());

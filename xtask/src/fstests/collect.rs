@@ -1,7 +1,7 @@
 //! After the run: fstests' own results (each attempt's xunit result.xml) decide the verdict
 //! of every test the guest finished; crashes and hangs stay as the harness saw them, and
 //! kernel reports seen on the console while a test ran make it fail whatever xunit says.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use ::fstests::{Outcome, Status};
@@ -42,6 +42,20 @@ fn read_attempt(
     };
     // A report cut short by a crash may not parse; its finished tests are then lost too.
     Some(::fstests::parse_xunit(&text).map_err(|e| format!("{}: {e:#}", xml.display())))
+}
+
+/// The tests of `batch` with a result in its first attempt's report, or `None` once a
+/// rerun attempt started (the first attempt then finished them all). An unreadable
+/// report counts as no results.
+pub fn first_attempt_reported(run_dir: &Path, batch: &Batch) -> Option<BTreeSet<String>> {
+    let batch_dir = run_dir.join("tests").join(&batch.name);
+    if read_attempt(run_dir, &batch_dir, 1, &batch.section).is_some() {
+        return None;
+    }
+    Some(match read_attempt(run_dir, &batch_dir, 0, &batch.section) {
+        Some(Ok(outcomes)) => outcomes.into_iter().map(|o| o.test).collect(),
+        _ => BTreeSet::new(),
+    })
 }
 
 fn test_result(
@@ -215,6 +229,73 @@ pub fn apply(
     }
     run.tests = out;
     reported
+}
+
+/// Where the fstests part of a run's time went: the tests' own time (fstests' figures,
+/// every attempt) against the `check` runs' wall time around them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TimeSplit {
+    /// Tests fstests reported a time for.
+    pub tests: usize,
+    pub own_ms: u64,
+    /// `check` runs and their wall time (start, set-up, checks between tests, wrap-up).
+    pub checks: usize,
+    pub checks_ms: u64,
+}
+
+/// The time split of the batches in `run`, read before [`apply`] replaces them.
+pub fn time_split(run: &RunResult, run_dir: &Path, batches: &[Batch]) -> TimeSplit {
+    let mut split = TimeSplit::default();
+    for t in &run.tests {
+        let Some(b) = batches.iter().find(|b| b.name == t.name) else {
+            continue;
+        };
+        let batch_dir = run_dir.join("tests").join(&b.name);
+        let mut attempt = 0;
+        while let Some(a) = read_attempt(run_dir, &batch_dir, attempt, &b.section) {
+            attempt += 1;
+            split.checks += 1;
+            for o in a.iter().flatten().filter(|o| b.ids.contains(&o.test)) {
+                split.tests += usize::from(attempt == 1);
+                // A float cast saturates; a guest's absurd figure must not overflow.
+                let ms = o.seconds.map_or(0, |s| (s * 1000.0) as u64);
+                split.own_ms = split.own_ms.saturating_add(ms);
+            }
+        }
+        split.checks_ms = split.checks_ms.saturating_add(t.duration_ms);
+    }
+    split
+}
+
+/// The harness's own overhead next to the tests' time, for summary.md.
+pub fn time_markdown(run: &RunResult, split: &TimeSplit) -> String {
+    let s = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
+    let per_test = |ms: u64| match split.tests {
+        0 => "-".to_string(),
+        n => format!("{:.1} s", ms as f64 / 1000.0 / n as f64),
+    };
+    let check_ms = split.checks_ms.saturating_sub(split.own_ms);
+    let outside_ms = run.duration_ms.saturating_sub(split.checks_ms);
+    let overhead_ms = run.duration_ms.saturating_sub(split.own_ms);
+    format!(
+        "\n### Where the time went\n\n| part | time | per test |\n|---|---|---|\n\
+         | tests' own time ({} tests, fstests' figures) | {} | {} |\n\
+         | `check` around them (start, set-up, checks between tests; `check` runs: {}) | {} | {} |\n\
+         | boots, guest set-up, other tests (boots: {}) | {} | {} |\n\
+         | **harness overhead** (wall time {} minus the tests' own) | {} | **{}** |\n",
+        split.tests,
+        s(split.own_ms),
+        per_test(split.own_ms),
+        split.checks,
+        s(check_ms),
+        per_test(check_ms),
+        run.boots,
+        s(outside_ms),
+        per_test(outside_ms),
+        s(run.duration_ms),
+        s(overhead_ms),
+        per_test(overhead_ms),
+    )
 }
 
 /// The first changed lines of a .out.bad diff, for the one-line reason.
@@ -447,6 +528,53 @@ mod tests {
         let md = summary_markdown(&run, None);
         assert!(
             md.contains("| flaky | 1 |") && md.contains("| skipped | 1 |"),
+            "{md}"
+        );
+    }
+
+    /// The tests' own time (xunit) against the `check` runs' wall time and the run's.
+    #[test]
+    fn the_time_split_separates_the_harness_from_the_tests() {
+        let run_dir = run_dir_with(&[("batch-001", 0, "xunit/result.xml")]);
+        let b = batch(
+            "batch-001",
+            &[
+                "generic/001",
+                "generic/002",
+                "generic/005",
+                "generic/010",
+                "generic/019",
+                "generic/034",
+            ],
+        );
+        let mut t = result("fstests/ext4_4k/batch-001", Verdict::Failed);
+        t.duration_ms = 400_000;
+        let run = RunResult {
+            tests: vec![t],
+            duration_ms: 460_000,
+            boots: 1,
+            ..empty_run()
+        };
+        let split = time_split(&run, run_dir.path(), &[b]);
+        let xml = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../harness/fstests/tests/fixtures/xunit/result.xml"),
+        )
+        .unwrap();
+        let own: f64 = ::fstests::parse_xunit(&xml)
+            .unwrap()
+            .iter()
+            .filter_map(|o| o.seconds)
+            .sum();
+        assert_eq!(split.tests, 6);
+        assert_eq!(split.checks, 1);
+        assert_eq!(split.own_ms, (own * 1000.0) as u64);
+        assert_eq!(split.checks_ms, 400_000);
+        let md = time_markdown(&run, &split);
+        let overhead = (460_000 - split.own_ms) as f64 / 1000.0 / 6.0;
+        assert!(md.contains(&format!("**{overhead:.1} s**")), "{md}");
+        assert!(
+            md.contains("| boots, guest set-up, other tests (boots: 1) | 60.0 s |"),
             "{md}"
         );
     }

@@ -8,6 +8,7 @@ pub mod source;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ::fstests::{Catalog, ExpungeList, Kind, Mode, Scheme, Section, Selection};
 use anyhow::{Context as _, Result};
@@ -53,10 +54,11 @@ pub struct FstestsArgs {
     /// Rerun a failing test up to N more times; a later pass labels it flaky (like check -L).
     #[arg(long = "fstests-loops", value_name = "N", default_value_t = 1)]
     pub loops: u32,
-    /// Run up to N tests per `check` (default 1). check's own start costs ~40 s under
-    /// TCG, so batches are much faster; but a crash then also leaves the rest of its batch
-    /// not run (reported as such).
-    #[arg(long = "fstests-batch", value_name = "N", default_value_t = 1)]
+    /// Tests per `check` run: `all` (the default: one `check` for each section's whole
+    /// list) or N. check's own start costs ~40 s under TCG, so `1` (every test in its own
+    /// `check`) is slowest. Isolation holds either way: a test that crashes or hangs the
+    /// guest gets that verdict, and after a reboot the rest of its list runs on.
+    #[arg(long = "fstests-batch", value_name = "N|all", default_value = "all", value_parser = parse_batch)]
     pub batch: usize,
     /// Run only the K-th of N equal slices of the expanded test list (1-based), e.g. 2/4.
     #[arg(long = "fstests-shard", value_name = "K/N")]
@@ -75,6 +77,17 @@ pub struct FstestsArgs {
     /// `kind = "flaky"`, a reason and a link (harness/fstests/EXPUNGE.md).
     #[arg(long = "accept-flaky", value_name = "TEST", num_args = 0..=1, require_equals = true, default_missing_value = ALL_TESTS)]
     pub accept_flaky: Vec<String>,
+}
+
+/// `--fstests-batch`: a positive number, or `all` (0: the whole list).
+fn parse_batch(s: &str) -> Result<usize, String> {
+    match s {
+        "all" => Ok(0),
+        _ => match s.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("expected a positive number or `all`, got `{s}`")),
+        },
+    }
 }
 
 /// `--accept-flaky` without a value: every test.
@@ -250,6 +263,95 @@ pub struct FstestsPlan {
     pub flaky_ok: BTreeMap<String, String>,
     /// Tests of the selection that other shards run (not missing from this one).
     pub other_shards: BTreeSet<String>,
+    /// `--fstests-loops`, for the batches that continue an interrupted one.
+    pub loops: u32,
+    /// How long each test may run (test id -> deadline).
+    pub deadlines: BTreeMap<String, Duration>,
+}
+
+impl FstestsPlan {
+    /// Add a batch and its plan test: one `check` run of its tests, then the reruns.
+    fn add_batch(&mut self, batch: Batch) {
+        // Each attempt gets the sum of the tests' deadlines.
+        let deadline: u64 = batch
+            .ids
+            .iter()
+            .map(|id| self.deadlines.get(id).map_or(0, Duration::as_secs))
+            .sum();
+        self.tests.push(PlanTest {
+            name: batch.name.clone(),
+            command: format!(
+                "{}\nfstests_run {} {} {}",
+                suites::FSTESTS_PRELUDE,
+                batch.section,
+                self.loops,
+                batch.ids.join(" ")
+            ),
+            timeout_s: deadline.saturating_mul(1 + u64::from(self.loops)),
+        });
+        self.batches.push(batch);
+    }
+}
+
+/// The supervisor's view of a batch: each fstests test is a step with its own deadline,
+/// and a crash or hang in one continues with the tests after it in a new batch.
+impl vm::Steps for FstestsPlan {
+    fn deadline(&self, test: &str, step: &str) -> Option<Duration> {
+        let b = self.batches.iter().find(|b| b.name == test)?;
+        // A batch of one has the plan test's own timeout.
+        (b.ids.len() > 1 && b.ids.iter().any(|id| id == step))
+            .then(|| self.deadlines.get(step).copied())
+            .flatten()
+    }
+
+    fn continue_after(
+        &mut self,
+        test: &str,
+        step: Option<&str>,
+        dir: &vm::RunDir,
+    ) -> Vec<PlanTest> {
+        let Some(i) = self.batches.iter().position(|b| b.name == test) else {
+            return vec![];
+        };
+        let b = &self.batches[i];
+        // The test that took the guest down: the one the console announced last, else the
+        // first without a result in the first attempt's report. Once reruns started, the
+        // first attempt ran them all. Sets, not positions: a `check` without
+        // --exact-order runs its list in its own order.
+        let Some(done) = collect::first_attempt_reported(&dir.path, b) else {
+            return vec![];
+        };
+        let Some(down) = step
+            .filter(|s| b.ids.iter().any(|id| id == s))
+            .map(str::to_string)
+            .or_else(|| b.ids.iter().find(|id| !done.contains(*id)).cloned())
+        else {
+            return vec![];
+        };
+        let (kept, rest): (Vec<String>, Vec<String>) = b
+            .ids
+            .iter()
+            .cloned()
+            .partition(|id| done.contains(id) || *id == down);
+        if rest.is_empty() {
+            return vec![];
+        }
+        // batch-001 continues as batch-001.2, batch-001.2 as batch-001.3.
+        let (base, part) = b
+            .name
+            .rsplit_once('.')
+            .and_then(|(base, n)| Some((base.to_string(), n.parse::<u32>().ok()?)))
+            .unwrap_or_else(|| (b.name.clone(), 1));
+        let next = Batch {
+            name: format!("{base}.{}", part + 1),
+            section: b.section.clone(),
+            ids: rest,
+        };
+        // The interrupted batch keeps the tests it finished and the one that went down.
+        self.batches[i].ids = kept;
+        self.add_batch(next);
+        self.tests.last().cloned().into_iter().collect()
+    }
 }
 
 /// Guest test name of one fstests test in one section.
@@ -341,10 +443,15 @@ pub fn plan(
             .iter()
             .flat_map(|s| other_shards.iter().map(|id| test_name(&s.name, id)))
             .collect(),
+        loops: args.loops,
+        deadlines: ids
+            .iter()
+            .map(|id| {
+                let d = ::fstests::deadline(durations.get(id).copied(), slow_factor);
+                (id.clone(), d)
+            })
+            .collect(),
     };
-    if args.batch == 0 {
-        return Err(usage("--fstests-batch must be at least 1"));
-    }
     for section in &sections {
         let ctx = ::fstests::Context {
             kernel_release,
@@ -379,29 +486,19 @@ pub fn plan(
                 }
             }
         }
-        for (k, chunk) in to_run.chunks(args.batch).enumerate() {
-            let name = if args.batch == 1 {
+        // 0: the whole list in one `check`.
+        let size = if args.batch == 0 {
+            to_run.len().max(1)
+        } else {
+            args.batch
+        };
+        for (k, chunk) in to_run.chunks(size).enumerate() {
+            let name = if size == 1 {
                 test_name(&section.name, &chunk[0])
             } else {
                 format!("fstests/{}/batch-{:03}", section.name, k + 1)
             };
-            // Each attempt gets the sum of the tests' deadlines.
-            let deadline: u64 = chunk
-                .iter()
-                .map(|id| ::fstests::deadline(durations.get(id).copied(), slow_factor).as_secs())
-                .sum();
-            plan.tests.push(PlanTest {
-                name: name.clone(),
-                command: format!(
-                    "{}\nfstests_run {} {} {}",
-                    suites::FSTESTS_PRELUDE,
-                    section.name,
-                    args.loops,
-                    chunk.join(" ")
-                ),
-                timeout_s: deadline.saturating_mul(1 + u64::from(args.loops)),
-            });
-            plan.batches.push(Batch {
+            plan.add_batch(Batch {
                 name,
                 section: section.name.clone(),
                 ids: chunk.to_vec(),
@@ -548,6 +645,120 @@ mod tests {
         assert!(q.other_shards.contains("fstests/iomapfs-4k/generic/001"));
         assert!(!q.other_shards.contains("fstests/iomapfs-4k/generic/002"));
         assert!(p.other_shards.is_empty());
+    }
+
+    fn parse(argv: &[&str]) -> Result<FstestsArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: FstestsArgs,
+        }
+        let argv = std::iter::once("vm-test").chain(argv.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(argv).map(|c| c.a)
+    }
+
+    /// By default one `check` runs the whole list; each test is a step with its deadline,
+    /// and a crash continues with the tests after the one that went down.
+    #[test]
+    fn one_check_for_the_list_continues_after_a_crash() {
+        use vm::Steps as _;
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../harness/fstests/tests/fixtures");
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tree.path().join("tests/generic")).unwrap();
+        std::fs::copy(
+            fx.join("group-lists/generic/group.list"),
+            tree.path().join("tests/generic/group.list"),
+        )
+        .unwrap();
+        let expunge = tempfile::tempdir().unwrap();
+        let args = parse(&[
+            "--fstests",
+            "generic/001 generic/002 generic/005 generic/006",
+        ])
+        .unwrap();
+        let durations = BTreeMap::from([("generic/002".to_string(), 10)]);
+        let mut p = plan(
+            &args,
+            tree.path(),
+            expunge.path(),
+            "6.12.0",
+            Mode::Classic,
+            &durations,
+            2,
+        )
+        .unwrap();
+        let names: Vec<&str> = p.tests.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["fstests/iomapfs-4k/batch-001"]);
+        assert_eq!(p.batches[0].ids.len(), 4);
+        // 10 s remembered, slow factor 2: max(120, 10 * 2 * 3 + 60); unknown: 900 s.
+        let b1 = "fstests/iomapfs-4k/batch-001";
+        assert_eq!(
+            p.deadline(b1, "generic/002"),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            p.deadline(b1, "generic/005"),
+            Some(Duration::from_secs(900))
+        );
+        assert_eq!(p.deadline(b1, "generic/999"), None);
+        assert_eq!(
+            p.tests[0].timeout_s,
+            (120 + 3 * 900) * 2,
+            "sum of deadlines, per attempt"
+        );
+
+        let runs = tempfile::tempdir().unwrap();
+        let dir = vm::RunDir::create(runs.path()).unwrap();
+        let report = dir.path.join(format!("tests/{b1}/attempt-0/iomapfs-4k"));
+        std::fs::create_dir_all(&report).unwrap();
+        std::fs::copy(fx.join("interrupted/result.xml"), report.join("result.xml")).unwrap();
+        // No step seen: the first test without a result (generic/002) went down.
+        let more = p.continue_after(b1, None, &dir);
+        assert_eq!(more.len(), 1);
+        assert_eq!(more[0].name, "fstests/iomapfs-4k/batch-001.2");
+        assert!(more[0]
+            .command
+            .ends_with("fstests_run iomapfs-4k 1 generic/005 generic/006"));
+        assert_eq!(p.batches[0].ids, ["generic/001", "generic/002"]);
+        // The console named the step: that one went down; the continuation continues.
+        let more = p.continue_after("fstests/iomapfs-4k/batch-001.2", Some("generic/005"), &dir);
+        assert_eq!(more[0].name, "fstests/iomapfs-4k/batch-001.3");
+        assert_eq!(p.batches[2].ids, ["generic/006"]);
+        // check ran its own order (no --exact-order): 005 went down after only 001 had
+        // finished, so 002 and 006 are what is left, whatever their place in the list.
+        let mut q = plan(
+            &args,
+            tree.path(),
+            expunge.path(),
+            "6.12.0",
+            Mode::Classic,
+            &durations,
+            2,
+        )
+        .unwrap();
+        let more = q.continue_after(b1, Some("generic/005"), &dir);
+        assert!(more[0]
+            .command
+            .ends_with("fstests_run iomapfs-4k 1 generic/002 generic/006"));
+        assert_eq!(q.batches[0].ids, ["generic/001", "generic/005"]);
+        // Nothing after the last test, and nothing once reruns started.
+        assert!(p
+            .continue_after("fstests/iomapfs-4k/batch-001.3", Some("generic/006"), &dir)
+            .is_empty());
+        std::fs::create_dir_all(dir.path.join(format!("tests/{b1}/attempt-1"))).unwrap();
+        p.batches[0].ids = ["generic/001", "generic/002", "generic/005"]
+            .map(String::from)
+            .to_vec();
+        assert!(p.continue_after(b1, Some("generic/002"), &dir).is_empty());
+        assert!(p
+            .continue_after("fstests/iomapfs-4k/no-such", None, &dir)
+            .is_empty());
+        // One test per `check` on request, and `all` by name.
+        assert_eq!(parse(&["--fstests-batch", "1"]).unwrap().batch, 1);
+        assert_eq!(parse(&["--fstests-batch", "all"]).unwrap().batch, 0);
+        for bad in ["0", "-1", "some"] {
+            assert!(parse(&["--fstests-batch", bad]).is_err(), "{bad}");
+        }
     }
 
     /// A flaky entry runs its test and accepts a flaky result; --accept-flaky names others.

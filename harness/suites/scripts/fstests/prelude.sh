@@ -1,5 +1,5 @@
-# Shared by every fstests test (vm-test --fstests). Each test is one `check` run, so a
-# crash or hang costs one test and the harness goes on with the next after a reboot.
+# Shared by every fstests batch (vm-test --fstests): one `check` run over a list. A
+# test that crashes or hangs the guest is blamed; after a reboot the rest runs on.
 # The host puts local.config in the share and the built fstests tree on the disk with
 # serial "fstests"; results go to $HARNESS_OUT, which the host reads even after a crash.
 FSTESTS=/var/lib/xfstests
@@ -75,6 +75,10 @@ fstests_run() {
     shift 2
     local tests=("$@")
     fstests_setup || { echo "fstests setup failed"; return 3; }
+    # The host's order, so "the tests after the one that crashed" means the same to both
+    # (check sorts its list otherwise; trees older than 2021 lack the option).
+    local order=()
+    grep -q -- '--exact-order' "$FSTESTS/check" && order=(--exact-order)
     for attempt in $(seq 0 "$loops"); do
         local out="$HARNESS_OUT/attempt-$attempt"
         mkdir -p "$out"
@@ -87,7 +91,7 @@ fstests_run() {
             echo 'PS4="+ \${EPOCHREALTIME} "' > /run/fstests-ps4
             check=(env BASH_ENV=/run/fstests-ps4 BASH_XTRACEFD=7 bash -x ./check)
         fi
-        (cd "$FSTESTS" && RESULT_BASE="$out" "${check[@]}" -s "$section" -R xunit "${tests[@]}" 7>"$out/xtrace.log") 2>&1 |
+        (cd "$FSTESTS" && RESULT_BASE="$out" "${check[@]}" -s "$section" -R xunit "${order[@]}" "${tests[@]}" 7>"$out/xtrace.log") 2>&1 |
             tee "$out/check.out"
         local rc=${PIPESTATUS[0]}
         fstests_release

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use events::Plan;
+use events::{Plan, PlanTest};
 use report::{Finding, RunResult, TestResult};
 
 use crate::console::Watcher;
@@ -123,6 +123,11 @@ pub enum Progress<'a> {
     Finding {
         finding: &'a Finding,
     },
+    /// The running test announced a step (fstests: the next test of its `check` list).
+    Step {
+        test: &'a str,
+        step: &'a str,
+    },
     /// The guest stopped responding; the harness is capturing a task dump.
     Hang {
         test: Option<&'a str>,
@@ -156,7 +161,47 @@ pub fn run_tests(
     progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<RunResult, VmError> {
+    run_tests_with_steps(spec, plan, limits, dir, &mut NoSteps, progress, cancel)
+}
+
+/// A test that runs many steps in one go (fstests: one `check` for a whole list, each
+/// test announced on the console) tells the supervisor how long each step may take, and
+/// what to run after a step took the guest down.
+pub trait Steps {
+    /// How long `step` of `test` may run before the guest counts as hung; `None` leaves
+    /// only the test's own timeout.
+    fn deadline(&self, test: &str, step: &str) -> Option<Duration>;
+    /// Plan tests to run, after a reboot, for what `test` did not get to when it crashed
+    /// or hung the guest (`step`: the step it was in, if one was announced).
+    fn continue_after(&mut self, test: &str, step: Option<&str>, dir: &RunDir) -> Vec<PlanTest>;
+}
+
+/// Tests without steps.
+pub struct NoSteps;
+
+impl Steps for NoSteps {
+    fn deadline(&self, _: &str, _: &str) -> Option<Duration> {
+        None
+    }
+    fn continue_after(&mut self, _: &str, _: Option<&str>, _: &RunDir) -> Vec<PlanTest> {
+        vec![]
+    }
+}
+
+/// [`run_tests`] for tests with steps: a step past its deadline is a hang, and after a
+/// crash or hang the tests `steps` names for the rest of the interrupted test run next.
+pub fn run_tests_with_steps(
+    spec: &VmSpec,
+    plan: &Plan,
+    limits: &Limits,
+    dir: &RunDir,
+    steps: &mut dyn Steps,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<RunResult, VmError> {
     plan.check().map_err(VmError::Plan)?;
+    // The plan grows when an interrupted test's rest is continued.
+    let mut plan = plan.clone();
     let t0 = Instant::now();
     let deadline = t0
         .checked_add(limits.run)
@@ -179,6 +224,7 @@ pub fn run_tests(
             dir,
             boots,
             deadline,
+            &*steps,
             progress,
             cancel,
         )?;
@@ -194,6 +240,13 @@ pub fn run_tests(
         notes.extend(s.notes);
         protocol.extend(s.protocol);
         test_modes.extend(s.test_modes);
+        let resumable = s.ready
+            && s.interrupted_test.is_some()
+            && matches!(s.stop, Stop::QemuDied(_) | Stop::Hung(_));
+        if let (true, Some(test)) = (resumable, &s.interrupted_test) {
+            let more = steps.continue_after(test, s.interrupted_step.as_deref(), dir);
+            continue_plan(&mut plan, test, more, &mut notes, progress);
+        }
         let done: std::collections::HashSet<&str> =
             tests.iter().map(|t: &TestResult| t.name.as_str()).collect();
         remaining = plan
@@ -202,9 +255,6 @@ pub fn run_tests(
             .filter(|t| !done.contains(t.name.as_str()))
             .cloned()
             .collect();
-        let resumable = s.ready
-            && s.interrupted_test.is_some()
-            && matches!(s.stop, Stop::QemuDied(_) | Stop::Hung(_));
         if !resumable
             || remaining.is_empty()
             || boots > limits.reboots
@@ -235,10 +285,50 @@ pub fn run_tests(
             planted.join(", ")
         ));
     }
-    let mut out = finish_with(result, dir, t0, tests, findings, plan, notes, protocol);
+    let mut out = finish_with(result, dir, t0, tests, findings, &plan, notes, protocol);
     verdict::overrule(&mut out, &last_stop, last_ready, boots);
     let _ = report::write_all(&out, &dir.path);
     Ok(out)
+}
+
+/// Put the tests that continue `test` right after it in the plan; names must be valid and
+/// new (a note says why not).
+fn continue_plan(
+    plan: &mut Plan,
+    test: &str,
+    more: Vec<PlanTest>,
+    notes: &mut Vec<String>,
+    progress: &mut dyn FnMut(Progress),
+) {
+    if more.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = more.iter().map(|t| t.name.as_str()).collect();
+    let taken = more
+        .iter()
+        .any(|t| plan.tests.iter().any(|p| p.name == t.name));
+    if let Err(e) = more
+        .iter()
+        .try_for_each(|t| events::check_test_name(&t.name))
+    {
+        notes.push(format!("{test}: continuation ignored: {e}"));
+        return;
+    }
+    if taken {
+        notes.push(format!(
+            "{test}: continuation {} ignored (a test of that name exists)",
+            names.join(", ")
+        ));
+        return;
+    }
+    let msg = format!("{test}: its rest continues as {}", names.join(", "));
+    progress(Progress::Log { message: &msg });
+    let at = plan
+        .tests
+        .iter()
+        .position(|t| t.name == test)
+        .map_or(plan.tests.len(), |i| i + 1);
+    plan.tests.splice(at..at, more);
 }
 
 /// One boot: start, poll until it stops, wind down, and what it produced. Never fails
@@ -251,6 +341,7 @@ fn run_session(
     dir: &RunDir,
     boot_no: u32,
     deadline: Instant,
+    steps: &dyn Steps,
     progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<Session, VmError> {
@@ -278,6 +369,7 @@ fn run_session(
         &mut findings,
         limits,
         plan,
+        steps,
         deadline,
         started,
         progress,

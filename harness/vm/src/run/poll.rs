@@ -14,7 +14,7 @@ use crate::console::{Seen, Watcher};
 use super::channels::capture_task_dump;
 use super::protocol::{handle_line, State};
 use super::start::Started;
-use super::{Limits, Progress};
+use super::{Limits, Progress, Steps};
 
 /// Why the supervisor stopped the guest early.
 pub(super) enum Stop {
@@ -35,6 +35,7 @@ pub(super) fn poll(
     findings: &mut Vec<Finding>,
     limits: &Limits,
     plan: &Plan,
+    steps: &dyn Steps,
     deadline: Instant,
     started: Instant,
     progress: &mut dyn FnMut(Progress),
@@ -79,7 +80,9 @@ pub(super) fn poll(
         if cancel.load(Ordering::SeqCst) {
             return Stop::Interrupted;
         }
-        if let Some(stop) = past_a_deadline(st, limits, plan, deadline, started, run_finished_at) {
+        if let Some(stop) =
+            past_a_deadline(st, limits, plan, steps, deadline, started, run_finished_at)
+        {
             return stop;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -96,19 +99,32 @@ fn drain_console(
 ) {
     while let Ok(chunk) = rx.try_recv() {
         for seen in watcher.feed(&chunk) {
-            if let Seen::Event(line) = seen {
-                handle_line(&line, st, watcher, progress);
+            match seen {
+                Seen::Event(line) => handle_line(&line, st, watcher, progress),
+                // The console's own idea of the test: its events may not be read yet.
+                Seen::Step {
+                    test: Some(test),
+                    step,
+                } => {
+                    progress(Progress::Step {
+                        test: &test,
+                        step: &step,
+                    });
+                    st.step = Some((test, step, Instant::now()));
+                }
+                _ => {}
             }
         }
     }
 }
 
 /// The host's deadlines: boot, shutdown after run_finished, heartbeats, the running
-/// test's own timeout (plus a margin), the whole run.
+/// test's own timeout (plus a margin) and its step's, the whole run.
 fn past_a_deadline(
     st: &State,
     limits: &Limits,
     plan: &Plan,
+    steps: &dyn Steps,
     deadline: Instant,
     started: Instant,
     run_finished_at: Option<Instant>,
@@ -136,6 +152,9 @@ fn past_a_deadline(
                 "{name} not finished {}s after it started",
                 limit.as_secs()
             )));
+        }
+        if let Some(stop) = step_past_its_deadline(st, name, limits, plan, steps, now) {
+            return Some(stop);
         }
     }
     if now > deadline {
@@ -193,4 +212,28 @@ pub(super) fn wind_down(
     }
     findings.extend(watcher.finish());
     run_reason
+}
+
+/// The running test's announced step past its own deadline (scaled like the test's
+/// timeout, plus the stall margin): the guest is hung in that step.
+fn step_past_its_deadline(
+    st: &State,
+    running: &str,
+    limits: &Limits,
+    plan: &Plan,
+    steps: &dyn Steps,
+    now: Instant,
+) -> Option<Stop> {
+    let (test, step, at) = st.step.as_ref().filter(|(test, ..)| test == running)?;
+    let scale = u32::try_from(plan.slow_factor.max(1)).unwrap_or(u32::MAX);
+    let limit = steps
+        .deadline(test, step)?
+        .saturating_mul(scale)
+        .saturating_add(limits.stall);
+    (now - *at > limit).then(|| {
+        Stop::Hung(format!(
+            "{step} (in {test}) not finished {}s after it started",
+            limit.as_secs()
+        ))
+    })
 }

@@ -24,6 +24,8 @@ pub(super) struct State {
     pub(super) ready_info: Option<EventBody>,
     pub(super) ready_at: Option<Instant>,
     pub(super) current: Option<(String, Instant, u64)>,
+    /// The step of a running test the console announced last: (test, step, since).
+    pub(super) step: Option<(String, String, Instant)>,
     pub(super) started: Vec<String>,
     pub(super) finished: Vec<TestResult>,
     pub(super) run_finished: bool,
@@ -45,6 +47,7 @@ impl State {
             ready_info: None,
             ready_at: None,
             current: None,
+            step: None,
             started: vec![],
             finished: vec![],
             run_finished: false,

@@ -26,6 +26,8 @@ pub(super) struct Session {
     pub(super) protocol: Vec<String>,
     /// The test that was running when the guest died or hung.
     pub(super) interrupted_test: Option<String>,
+    /// The step of that test the console announced last.
+    pub(super) interrupted_step: Option<String>,
     /// The server modes each finished test reported.
     pub(super) test_modes: Vec<(String, Vec<String>)>,
 }
@@ -41,6 +43,7 @@ pub(super) fn failed_start(result: RunResult) -> Session {
         notes: vec![],
         protocol: vec![],
         interrupted_test: None,
+        interrupted_step: None,
         test_modes: vec![],
     }
 }
@@ -92,6 +95,11 @@ pub(super) fn session_result(
     }
     // The test that was running when the guest died or hung.
     let interrupted_test = st.current.as_ref().map(|c| c.0.clone());
+    let interrupted_step = st
+        .step
+        .as_ref()
+        .filter(|(test, ..)| Some(test) == interrupted_test.as_ref())
+        .map(|(_, step, _)| step.clone());
     if let Some((name, at, _)) = st.current.take() {
         let (verdict, reason) = match &stop {
             Stop::Hung(why) => (Verdict::Hung, why.clone()),
@@ -142,6 +150,7 @@ pub(super) fn session_result(
         notes,
         protocol,
         interrupted_test,
+        interrupted_step,
         test_modes: std::mem::take(&mut st.test_modes),
     }
 }
