@@ -1,8 +1,8 @@
 //! The `cargo xtask kernel` subcommand: flags in, paths and reports out.
 
-use super::{configure_kernel, ensure_kernel, kconfig, ConfigReport, KernelArgs, KernelOptions};
-use crate::ui::Ui;
 use anyhow::Result;
+use kernel::{configure_kernel, ensure_kernel, kconfig, ConfigReport, KernelArgs, KernelOptions};
+use plumbing::ui::Ui;
 use std::collections::BTreeSet;
 
 /// Build the kernel under test (or only resolve and verify its config).

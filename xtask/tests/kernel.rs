@@ -5,11 +5,11 @@
 //! first time on a 2-core machine, then served from the shared cache
 //! (`$FUSE_IOMAP_HARNESS_CACHE` or ~/.cache/fuse-iomap-harness).
 
+use kernel::{ensure_kernel, kconfig, KernelArgs, KernelOptions};
+use plumbing::ui::Ui;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use xtask::kernel::{ensure_kernel, kconfig, KernelArgs, KernelOptions};
-use xtask::ui::Ui;
 
 fn xtask(args: &[&str]) -> (i32, String, Duration) {
     let t = Instant::now();
@@ -155,7 +155,7 @@ fn default_profile_builds_reuses_and_boots() {
     );
     assert_eq!(
         info.config_hash,
-        xtask::util::sha256_file(&k.config).unwrap()
+        plumbing::util::sha256_file(&k.config).unwrap()
     );
     assert!(info
         .source_identity
@@ -181,7 +181,7 @@ fn default_profile_builds_reuses_and_boots() {
     // Every symbol of base.config is in the built kernel's config.
     let base = kconfig::Fragment::load(
         "base",
-        &xtask::paths::workspace_root().join("kernel-config/base.config"),
+        &plumbing::paths::workspace_root().join("kernel-config/base.config"),
     )
     .unwrap();
     let cfg = kconfig::parse_config(&std::fs::read_to_string(&k.config).unwrap());
@@ -197,7 +197,7 @@ fn default_profile_builds_reuses_and_boots() {
         "no-op took {:?}",
         t.elapsed()
     );
-    let latest = xtask::kernel::latest_dir("default");
+    let latest = kernel::latest_dir("default");
     assert_eq!(
         latest.canonicalize().unwrap(),
         k.dir.canonicalize().unwrap()

@@ -8,9 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
+use plumbing::ui::Ui;
 use report::{FindingKind, Verdict};
-use xtask::ui::Ui;
-use xtask::vm_test::{run, VmTestArgs};
+use runner::vm_test::{run, VmTestArgs};
 
 #[derive(Parser)]
 struct Cli {

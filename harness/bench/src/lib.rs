@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::error::usage;
-use crate::ui::Ui;
-use crate::util::which;
+use plumbing::error::usage;
+use plumbing::ui::Ui;
+use plumbing::util::which;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchCommand {
@@ -97,7 +97,7 @@ fn server(b: &ServerBench, ui: &Ui) -> Result<()> {
     if b.targets.contains(&Target::Fuse2fs) && which("fuse2fs").is_none() {
         return Err(usage("fuse2fs is missing: apt-get install fuse2fs"));
     }
-    let root = crate::paths::workspace_root();
+    let root = plumbing::paths::workspace_root();
     let work = b
         .work_dir
         .clone()

@@ -1,14 +1,14 @@
 //! The exit-code contract with `git bisect run`, for plain
 //! `git bisect run ... vm-test --bisect-exit-codes` and `bisect --script`.
 
-use crate::error::{exit_code, EXIT_TEST_FAILURES, EXIT_USAGE};
-use crate::ui::Ui;
-use crate::vm_test::VmTestArgs;
+use plumbing::error::{exit_code, EXIT_TEST_FAILURES, EXIT_USAGE};
+use plumbing::ui::Ui;
+use runner::vm_test::VmTestArgs;
 
 /// `cargo xtask vm-test --bisect-exit-codes`: vm-test's exit codes turned
 /// into `git bisect run`'s (0 good, 1 bad, 125 skip, 128 stop).
 pub fn vm_test_for_git_bisect(args: &VmTestArgs, ui: &Ui) -> i32 {
-    match crate::vm_test::main(args, ui) {
+    match runner::vm_test::main(args, ui) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");

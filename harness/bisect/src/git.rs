@@ -5,7 +5,7 @@ use std::path::Path;
 
 /// Run git in `dir` and return its trimmed stdout; the error carries stderr.
 pub fn out(dir: &Path, args: &[&str]) -> Result<String> {
-    let stdout = crate::util::git(dir, args)?;
+    let stdout = plumbing::util::git(dir, args)?;
     Ok(String::from_utf8_lossy(&stdout).trim().to_string())
 }
 

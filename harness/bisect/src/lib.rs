@@ -18,14 +18,14 @@ pub use contract::{git_code_for_exit, script_text, vm_test_for_git_bisect};
 pub use state::{Role, State, StepRecord, StepVerdict};
 pub use step::StepArgs;
 
-use crate::error::usage;
-use crate::kernel::{KernelArgs, KernelOptions, SourceSpec};
-use crate::ui::Ui;
-use crate::util::{sanitize, Lock};
-use crate::vm_test::VmTestArgs;
 use anyhow::{Context, Result};
 use clap::Parser;
+use kernel::{KernelArgs, KernelOptions, SourceSpec};
 use origin::{ensure_clone, origin, resolve};
+use plumbing::error::usage;
+use plumbing::ui::Ui;
+use plumbing::util::{sanitize, Lock};
+use runner::vm_test::VmTestArgs;
 use state::Rev;
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -181,14 +181,14 @@ pub fn main(args: &BisectArgs, ui: &Ui) -> Result<()> {
     };
     let origin = origin(args)?;
     let vm = vm_test_args(&args.vm_test)?;
-    crate::vm_test::build_plan(&vm, crate::vm_test::needs_server(&vm))?;
+    runner::vm_test::build_plan(&vm, runner::vm_test::needs_server(&vm))?;
     let name = args.name.clone().unwrap_or_else(|| origin.default_name());
     if name.is_empty() || sanitize(&name) != name {
         return Err(usage(format!(
             "--name `{name}`: use letters, digits, `.`, `-`, `_`, `+`"
         )));
     }
-    let dir = crate::paths::cache_dir().join("bisect").join(&name);
+    let dir = plumbing::paths::cache_dir().join("bisect").join(&name);
     let _lock = Lock::acquire(&dir.join(".lock"), || {
         ui.note(format!(
             "waiting for another bisect using {}",

@@ -3,11 +3,11 @@
 use super::git;
 use super::state::Rev;
 use super::BisectArgs;
-use crate::error::usage;
-use crate::kernel::{KernelOptions, SourceSpec};
-use crate::ui::Ui;
-use crate::util::{sanitize, sha256_hex};
 use anyhow::{Context, Result};
+use kernel::{KernelOptions, SourceSpec};
+use plumbing::error::usage;
+use plumbing::ui::Ui;
+use plumbing::util::{sanitize, sha256_hex};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,9 +1,9 @@
 //! What a bisect remembers between runs (state.json in its directory) and
 //! the report made from it (report.md, also printed).
 
-use crate::ui::fmt_duration;
-use crate::util::write_atomic;
 use anyhow::{Context, Result};
+use plumbing::ui::fmt_duration;
+use plumbing::util::write_atomic;
 use report::Verdict;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -4,10 +4,10 @@
 
 use super::state::{Attempt, Role, State, StepRecord, StepVerdict};
 use super::{git, BisectArgs};
-use crate::error::UsageError;
-use crate::ui::{fmt_duration, Ui};
 use anyhow::{Context, Result};
 use clap::Parser;
+use plumbing::error::UsageError;
+use plumbing::ui::{fmt_duration, Ui};
 use report::{RunResult, Verdict};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -83,7 +83,7 @@ fn step(args: &StepArgs, ui: &Ui) -> Result<StepVerdict> {
 
     let opts = super::kernel_options(&bisect, wt, &state.name)?;
     let tb = Instant::now();
-    let built = crate::kernel::ensure_kernel(&opts, ui);
+    let built = kernel::ensure_kernel(&opts, ui);
     rec.build_s = tb.elapsed().as_secs_f64();
     let image = match built {
         Ok(k) => {
@@ -113,7 +113,7 @@ fn step(args: &StepArgs, ui: &Ui) -> Result<StepVerdict> {
     for i in 1..=tries {
         let ta = Instant::now();
         let mut interrupted = false;
-        let attempt = match crate::vm_test::run(&vm_args, ui) {
+        let attempt = match runner::vm_test::run(&vm_args, ui) {
             Ok((result, run_dir)) => {
                 interrupted = result
                     .reason

@@ -1,6 +1,6 @@
 use super::origin::Origin;
 use super::*;
-use crate::error::{exit_code, EXIT_USAGE};
+use plumbing::error::{exit_code, EXIT_USAGE};
 
 #[derive(Parser)]
 struct Cli {
@@ -71,7 +71,7 @@ fn vm_test_selection_excludes_kernel_choices() {
     assert_eq!(ok.suites, ["smoke"]);
     assert_eq!(ok.timeout, Some(30));
     // A bisect of an iomap regression can demand iomap at every step.
-    assert_eq!(ok.expect_mode, Some(crate::vm_test::ExpectModeArg::Iomap));
+    assert_eq!(ok.expect_mode, Some(runner::vm_test::ExpectModeArg::Iomap));
     for bad in [
         &["--kernel-image", "/boot/vmlinuz"][..],
         &["--source-dir", "."],
@@ -149,7 +149,7 @@ fn kernel_options_build_the_worktree_under_its_own_name() {
         }
     );
     assert_eq!(o.profile, "bisect-x");
-    assert_eq!(o.iomap, crate::kernel::IomapMode::Off);
+    assert_eq!(o.iomap, kernel::IomapMode::Off);
 }
 
 #[test]
@@ -158,7 +158,7 @@ fn exit_codes_for_git() {
     assert_eq!(git_code_for_exit(1), 1);
     assert_eq!(git_code_for_exit(2), 128);
     assert_eq!(git_code_for_exit(3), 125);
-    assert_eq!(git_code_for_exit(crate::error::EXIT_NOTHING_PASSED), 125);
+    assert_eq!(git_code_for_exit(plumbing::error::EXIT_NOTHING_PASSED), 125);
     let s = script_text();
     for want in [
         "125 skip",

@@ -7,10 +7,10 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::error::usage;
-use crate::image::{dir_to_ext4, ensure_rootfs, run_streaming};
-use crate::ui::Ui;
-use crate::util::git;
+use guest_image::{dir_to_ext4, ensure_rootfs, run_streaming};
+use plumbing::error::usage;
+use plumbing::ui::Ui;
+use plumbing::util::git;
 
 /// Bump when the way fstests is built changes (invalidates every cached build).
 const BUILD_FORMAT: &str = "fstests-build-v1";
@@ -127,11 +127,11 @@ fn walk(base: &Path, dir: &Path, key: &mut Vec<u8>) -> Result<()> {
 
 /// Fetch `git_ref` of `url` (shallow) into a cached repository and check it out there.
 fn checkout_git(url: &str, git_ref: &str, cache: &Path, ui: &Ui) -> Result<Checkout> {
-    let name = crate::util::sha256_hex(url.as_bytes());
+    let name = plumbing::util::sha256_hex(url.as_bytes());
     let repo = cache
         .join("fstests")
         .join("git")
-        .join(crate::util::short(&name));
+        .join(plumbing::util::short(&name));
     std::fs::create_dir_all(&repo)?;
     if !repo.join(".git").exists() {
         git(&repo, &["init", "-q"])?;
@@ -164,7 +164,7 @@ pub fn ensure_built(source: &Source, cache: &Path, jobs: usize, ui: &Ui) -> Resu
         Source::Dir(d) => checkout_dir(d)?,
         Source::Git { url, git_ref } => checkout_git(url, git_ref, cache, ui)?,
     };
-    let images = crate::paths::workspace_root().join("images");
+    let images = plumbing::paths::workspace_root().join("images");
     let (root, root_key) = ensure_rootfs(&images, "fstests-build", cache, ui)?;
     let mut h = Sha256::new();
     for part in [
@@ -175,8 +175,8 @@ pub fn ensure_built(source: &Source, cache: &Path, jobs: usize, ui: &Ui) -> Resu
         h.update(part);
         h.update([0]);
     }
-    let digest = crate::util::hex(&h.finalize());
-    let key = crate::util::short(&digest);
+    let digest = plumbing::util::hex(&h.finalize());
+    let key = plumbing::util::short(&digest);
     let out = cache.join("fstests").join("builds").join(key);
     let built = Built {
         image: out.join("fstests.ext4"),
@@ -190,7 +190,7 @@ pub fn ensure_built(source: &Source, cache: &Path, jobs: usize, ui: &Ui) -> Resu
         ));
         return Ok(built);
     }
-    let _lock = crate::util::Lock::acquire(&cache.join("fstests").join("build.lock"), || {
+    let _lock = plumbing::util::Lock::acquire(&cache.join("fstests").join("build.lock"), || {
         ui.note("fstests: waiting for another build of fstests")
     })?;
     if built.image.is_file() {
@@ -243,7 +243,7 @@ pub fn ensure_built(source: &Source, cache: &Path, jobs: usize, ui: &Ui) -> Resu
     std::fs::write(out.join("revision"), &checkout.revision)?;
     ui.note(format!(
         "fstests: built in {}",
-        crate::ui::fmt_duration(t0.elapsed())
+        plumbing::ui::fmt_duration(t0.elapsed())
     ));
     Ok(built)
 }
@@ -296,7 +296,7 @@ mod tests {
     fn a_directory_without_check_is_a_usage_error() {
         let d = tempfile::tempdir().unwrap();
         let e = checkout_dir(d.path()).err().unwrap();
-        assert_eq!(crate::error::exit_code(&e), crate::error::EXIT_USAGE);
+        assert_eq!(plumbing::error::exit_code(&e), plumbing::error::EXIT_USAGE);
         assert!(format!("{e}").contains("not an fstests tree"));
     }
 

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ::fstests::{Outcome, Status};
+use crate::{Outcome, Status};
 
-use super::Batch;
+use crate::plan::Batch;
 use report::{Finding, RunResult, TestResult, Verdict};
 
 /// Largest fstests report file the host reads from the guest's share.
@@ -41,7 +41,7 @@ fn read_attempt(
         )));
     };
     // A report cut short by a crash may not parse; its finished tests are then lost too.
-    Some(::fstests::parse_xunit(&text).map_err(|e| format!("{}: {e:#}", xml.display())))
+    Some(crate::parse_xunit(&text).map_err(|e| format!("{}: {e:#}", xml.display())))
 }
 
 fn test_result(
@@ -122,7 +122,7 @@ pub fn apply(
         let mut blamed = false;
         let mut results = vec![];
         for id in &b.ids {
-            let name = super::test_name(&b.section, id);
+            let name = crate::plan::test_name(&b.section, id);
             let outcomes: Vec<&Outcome> = attempts
                 .iter()
                 .filter_map(|a| a.as_ref().ok())
@@ -189,7 +189,7 @@ pub fn apply(
             // Artifacts of every attempt, relative to the run directory.
             for a in 0..attempts.len() {
                 let rd = batch_dir.join(format!("attempt-{a}")).join(&b.section);
-                for p in ::fstests::artifacts(&rd, id) {
+                for p in crate::artifacts(&rd, id) {
                     if let Ok(rel) = p.strip_prefix(run_dir) {
                         r.artifacts.push(rel.display().to_string());
                     }
@@ -262,7 +262,7 @@ pub fn slowest(run: &RunResult, n: usize) -> Vec<&TestResult> {
 }
 
 /// The fstests part of summary.md: counts, slowest tests, baseline comparison.
-pub fn summary_markdown(run: &RunResult, diff: Option<&::fstests::Diff>) -> String {
+pub fn summary_markdown(run: &RunResult, diff: Option<&crate::Diff>) -> String {
     let mut md = String::from("\n## fstests\n\n| verdict | tests |\n|---|---|\n");
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for t in run.tests.iter().filter(|t| t.name.starts_with("fstests/")) {
@@ -320,7 +320,7 @@ mod tests {
                 result("fstests/iomapfs-4k/generic/003", Verdict::Expunged),
                 result("smoke/mount", Verdict::Failed),
             ],
-            ..crate::fstests::collect::tests::empty_run()
+            ..crate::collect::tests::empty_run()
         };
         let s = statuses(&run);
         assert_eq!(s.len(), 3);
@@ -333,7 +333,7 @@ mod tests {
     /// directory: the verdicts, reasons and artifacts come from it.
     #[test]
     fn real_results_become_verdicts() {
-        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../harness/fstests/tests/fixtures");
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let run_dir = tempfile::tempdir().unwrap();
         let put = |test: &str, attempt: u32, xml: Option<&str>| {
             let d = run_dir
@@ -453,7 +453,7 @@ mod tests {
     /// fstests report) gives the finished tests; the next one crashed, the rest did not run.
     #[test]
     fn a_crash_in_a_batch_blames_the_first_unreported_test() {
-        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../harness/fstests/tests/fixtures");
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let run_dir = tempfile::tempdir().unwrap();
         let d = run_dir
             .path()
@@ -542,7 +542,7 @@ mod tests {
 
     /// A run directory with real fstests reports: `(test, attempt, fixture xml)`.
     fn run_dir_with(reports: &[(&str, u32, &str)]) -> tempfile::TempDir {
-        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../harness/fstests/tests/fixtures");
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let run_dir = tempfile::tempdir().unwrap();
         for (batch, attempt, xml) in reports {
             let d = run_dir.path().join(format!(
@@ -791,8 +791,7 @@ mod tests {
     fn a_linked_report_is_not_read() {
         let run_dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
-        let fx = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../harness/fstests/tests/fixtures/xunit/result.xml");
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/xunit/result.xml");
         std::fs::copy(fx, outside.path().join("result.xml")).unwrap();
         let d = run_dir
             .path()

@@ -3,20 +3,17 @@
 //!
 //! The parsing, selection, expunge and baseline rules are in the `fstests` crate; this
 //! module is the orchestration around a vm-test run.
-pub mod collect;
-pub mod source;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use ::fstests::{Catalog, ExpungeList, Kind, Mode, Scheme, Section, Selection};
+use crate::{Catalog, ExpungeList, Kind, Mode, Scheme, Section, Selection};
 use anyhow::{Context as _, Result};
 use events::PlanTest;
 use report::{TestResult, Verdict};
 use serde::Deserialize;
 
-use crate::error::usage;
-pub use source::{Built, Source};
+pub use crate::build::{Built, Source};
+use plumbing::error::usage;
 
 /// Upstream fstests and the commit the harness was last checked against.
 pub const DEFAULT_GIT: &str = "https://git.kernel.org/pub/scm/fs/xfs/xfstests-dev.git";
@@ -129,7 +126,7 @@ impl FstestsArgs {
     pub fn accepts_flaky(&self, id: &str) -> Option<String> {
         self.accept_flaky
             .iter()
-            .find(|p| *p == ALL_TESTS || ::fstests::names_test(p, id))
+            .find(|p| *p == ALL_TESTS || crate::names_test(p, id))
             .map(|p| {
                 if p == ALL_TESTS {
                     "--accept-flaky".to_string()
@@ -329,7 +326,7 @@ pub fn plan(
         other_shards = others.into_iter().map(|(_, t)| t).collect();
     }
     let expunges = ExpungeList::load_dir(expunge_dir)?;
-    let local_config = ::fstests::try_render_local_config(&known_sections(scheme, mode))?;
+    let local_config = crate::try_render_local_config(&known_sections(scheme, mode))?;
     let mut plan = FstestsPlan {
         tests: vec![],
         batches: vec![],
@@ -346,7 +343,7 @@ pub fn plan(
         return Err(usage("--fstests-batch must be at least 1"));
     }
     for section in &sections {
-        let ctx = ::fstests::Context {
+        let ctx = crate::Context {
             kernel_release,
             mode,
             section: &section.name,
@@ -388,7 +385,7 @@ pub fn plan(
             // Each attempt gets the sum of the tests' deadlines.
             let deadline: u64 = chunk
                 .iter()
-                .map(|id| ::fstests::deadline(durations.get(id).copied(), slow_factor).as_secs())
+                .map(|id| crate::deadline(durations.get(id).copied(), slow_factor).as_secs())
                 .sum();
             plan.tests.push(PlanTest {
                 name: name.clone(),
@@ -425,8 +422,8 @@ mod tests {
         for bad in ["0/4", "5/4", "x", "1/0"] {
             a.shard = Some(bad.into());
             assert_eq!(
-                crate::error::exit_code(&a.shard().unwrap_err()),
-                crate::error::EXIT_USAGE,
+                plumbing::error::exit_code(&a.shard().unwrap_err()),
+                plumbing::error::EXIT_USAGE,
                 "{bad}"
             );
         }
@@ -451,8 +448,7 @@ mod tests {
     /// The real generic group list (633 quick tests), an expunge file, a shard, batches.
     #[test]
     fn the_plan_expands_expunges_shards_and_batches() {
-        let fx = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../harness/fstests/tests/fixtures/group-lists");
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/group-lists");
         let tree = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(tree.path().join("tests/generic")).unwrap();
         std::fs::copy(
@@ -553,8 +549,7 @@ mod tests {
     /// A flaky entry runs its test and accepts a flaky result; --accept-flaky names others.
     #[test]
     fn flaky_entries_and_flags_accept_flakes_by_name() {
-        let fx = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../harness/fstests/tests/fixtures/group-lists");
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/group-lists");
         let tree = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(tree.path().join("tests/generic")).unwrap();
         std::fs::copy(

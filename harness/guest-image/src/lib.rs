@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::error::usage;
-use crate::ui::Ui;
+use plumbing::error::usage;
+use plumbing::ui::Ui;
 
 /// Bump when the way images are built changes (invalidates every cached image).
 const BUILD_FORMAT: &str = "image-v1";
@@ -72,7 +72,7 @@ impl Recipe {
         // The sources file's content (not just its name) decides what we get.
         h.update(std::fs::read(&self.mirror).unwrap_or_default());
         h.update(tool_version("mmdebstrap", "--version").as_bytes());
-        crate::util::short(&crate::util::hex(&h.finalize())).to_string()
+        plumbing::util::short(&plumbing::util::hex(&h.finalize())).to_string()
     }
 
     pub fn image_path(&self, cache_dir: &Path) -> PathBuf {
@@ -144,7 +144,7 @@ pub fn ensure_image(images_dir: &Path, name: &str, cache_dir: &Path, ui: &Ui) ->
         return Ok(path);
     }
     // Parallel test processes must not build the same image twice.
-    let _lock = crate::util::Lock::acquire(
+    let _lock = plumbing::util::Lock::acquire(
         &cache_dir.join("images").join(format!("{name}.lock")),
         || ui.note(format!("image `{name}`: waiting for another build of it")),
     )?;
@@ -170,7 +170,7 @@ pub fn ensure_rootfs(
     if done.is_file() {
         return Ok((root, key));
     }
-    let _lock = crate::util::Lock::acquire(
+    let _lock = plumbing::util::Lock::acquire(
         &cache_dir.join("rootfs").join(format!("{name}.lock")),
         || ui.note(format!("root `{name}`: waiting for another build of it")),
     )?;
@@ -197,7 +197,7 @@ fn check_build_tools(ui: &Ui) -> Result<()> {
     if nix::unistd::geteuid().as_raw() != 0 {
         bail!("building the guest image needs root (mmdebstrap --mode=root and mke2fs -d keep file ownership)");
     }
-    crate::host::ensure(&[crate::host::Job::Image], ui)
+    hostsetup::ensure(&[hostsetup::Job::Image], ui)
 }
 
 fn build(recipe: &Recipe, out: &Path, ui: &Ui) -> Result<()> {
@@ -365,12 +365,12 @@ mod tests {
     fn unknown_recipe_is_a_usage_error() {
         let dir = tempfile::tempdir().unwrap();
         let e = Recipe::load(dir.path(), "nope").unwrap_err();
-        assert_eq!(crate::error::exit_code(&e), crate::error::EXIT_USAGE);
+        assert_eq!(plumbing::error::exit_code(&e), plumbing::error::EXIT_USAGE);
     }
 
     #[test]
     fn the_default_recipe_exists() {
-        let r = Recipe::load(&crate::paths::workspace_root().join("images"), "default").unwrap();
+        let r = Recipe::load(&plumbing::paths::workspace_root().join("images"), "default").unwrap();
         for p in ["e2fsprogs", "libext2fs2", "fio", "xfsprogs", "util-linux"] {
             assert!(r.packages.iter().any(|x| x == p), "{p} missing");
         }
@@ -390,8 +390,8 @@ pub struct ImageArgs {
 }
 
 pub fn main(args: &ImageArgs, ui: &Ui) -> Result<()> {
-    let images = crate::paths::workspace_root().join("images");
-    let cache = crate::paths::cache_dir();
+    let images = plumbing::paths::workspace_root().join("images");
+    let cache = plumbing::paths::cache_dir();
     if args.rebuild {
         let recipe = Recipe::load(&images, &args.name)?;
         let _ = std::fs::remove_file(recipe.image_path(&cache));
@@ -402,7 +402,7 @@ pub fn main(args: &ImageArgs, ui: &Ui) -> Result<()> {
         "image `{}`: {} ({})",
         args.name,
         path.display(),
-        crate::ui::fmt_duration(t0.elapsed())
+        plumbing::ui::fmt_duration(t0.elapsed())
     ));
     println!("{}", path.display());
     Ok(())

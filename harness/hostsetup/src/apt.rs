@@ -1,10 +1,10 @@
 //! Debian's package tools: what is installed, installing what is missing with apt-get as
 //! root, and the exact commands to run when we are not root.
 
-use crate::error::usage;
-use crate::ui::Ui;
-use crate::util::which;
 use anyhow::{Context, Result};
+use plumbing::error::usage;
+use plumbing::ui::Ui;
+use plumbing::util::which;
 use std::path::Path;
 
 /// A package to install, optionally from a named suite (`qemu-system-x86/bookworm-backports`).

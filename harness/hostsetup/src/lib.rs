@@ -7,9 +7,9 @@ pub mod apt;
 pub mod qemu;
 pub mod tools;
 
-use crate::ui::Ui;
 use anyhow::Result;
 use apt::{Install, Package};
+use plumbing::ui::Ui;
 
 /// A job of the harness, by what it needs from the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +92,7 @@ pub fn plan(jobs: &[Job]) -> Result<Install> {
             continue;
         }
         let present = match probe {
-            Probe::Program(p) => crate::util::which(p).is_some() || in_sbin(p),
+            Probe::Program(p) => plumbing::util::which(p).is_some() || in_sbin(p),
             Probe::Installed => apt::dpkg_version(package)?.is_some(),
         };
         if !present {
@@ -162,7 +162,7 @@ pub const ALL_JOBS: &[Job] = &[
 
 pub fn setup(args: &SetupArgs, ui: &Ui) -> Result<()> {
     let mut install = plan(ALL_JOBS)?;
-    let kernel_source = crate::profile::HarnessConfig::load_default()?
+    let kernel_source = profile::HarnessConfig::load_default()?
         .profile(None)?
         .kernel
         .debian_package
@@ -182,7 +182,7 @@ pub fn setup(args: &SetupArgs, ui: &Ui) -> Result<()> {
             ui.step("every package and pinned tool the harness needs is installed");
             return Ok(());
         }
-        return Err(crate::error::usage(format!(
+        return Err(plumbing::error::usage(format!(
             "missing packages: {}
 missing pinned tools: {}
   install them with `cargo xtask setup` as root, or by hand:

@@ -4,8 +4,8 @@
 //! through its own sources entry; ARCHITECTURE.md ("Decisions") says why.
 
 use super::apt::{self, Install, Package};
-use crate::ui::Ui;
 use anyhow::{bail, Context, Result};
+use plumbing::ui::Ui;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -27,12 +27,12 @@ const PAIR: &[&str] = &[
 ];
 
 pub fn default_binary() -> PathBuf {
-    crate::util::which(BINARY).unwrap_or_else(|| PathBuf::from(BINARY))
+    plumbing::util::which(BINARY).unwrap_or_else(|| PathBuf::from(BINARY))
 }
 
 /// What to install for a working QEMU, or `None` when one is on PATH.
 pub fn plan() -> Result<Option<Install>> {
-    if crate::util::which(BINARY).is_some() {
+    if plumbing::util::which(BINARY).is_some() {
         return Ok(None);
     }
     Ok(Some(install_for(apt::codename().as_deref())))
@@ -61,7 +61,7 @@ pub fn install_for(codename: Option<&str>) -> Install {
 pub fn probe(qemu: &Path, ui: &Ui) -> Result<()> {
     let key =
         identity(qemu).with_context(|| format!("QEMU ({}) is not installed", qemu.display()))?;
-    let stamp = crate::paths::cache_dir().join("qemu-probe.ok");
+    let stamp = plumbing::paths::cache_dir().join("qemu-probe.ok");
     if std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
         return Ok(());
     }
@@ -89,7 +89,7 @@ fn identity(qemu: &Path) -> Result<String> {
     let path = if qemu.components().count() > 1 {
         qemu.to_path_buf()
     } else {
-        crate::util::which(&qemu.to_string_lossy()).context("not on PATH")?
+        plumbing::util::which(&qemu.to_string_lossy()).context("not on PATH")?
     };
     let meta = std::fs::metadata(&path).with_context(|| path.display().to_string())?;
     let mtime = meta

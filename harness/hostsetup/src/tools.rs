@@ -2,8 +2,8 @@
 //! installed from their authors' registries: cargo-nextest and bindgen-cli from crates.io
 //! (into ~/.cargo/bin), check-jsonschema from PyPI (into a venv in the harness cache).
 
-use crate::ui::Ui;
 use anyhow::{bail, Context, Result};
+use plumbing::ui::Ui;
 use std::path::PathBuf;
 
 /// A tool installed with `cargo install --locked`.
@@ -41,7 +41,7 @@ pub const CHECK_JSONSCHEMA: (&str, &str) = ("check-jsonschema", "0.39.0");
 impl CargoTool {
     /// The installed version, if any.
     pub fn installed(&self) -> Option<String> {
-        let exe = crate::util::which(self.exe)?;
+        let exe = plumbing::util::which(self.exe)?;
         let out = duct::cmd(exe, self.version_args)
             .stdout_capture()
             .stderr_null()
@@ -96,7 +96,7 @@ impl CargoTool {
 
 /// The venv the Python tools live in.
 fn venv() -> PathBuf {
-    crate::paths::cache_dir().join("tools").join("venv")
+    plumbing::paths::cache_dir().join("tools").join("venv")
 }
 
 /// check-jsonschema's executable (installed or not).
@@ -122,7 +122,7 @@ pub fn ensure_check_jsonschema(ui: &Ui) -> Result<()> {
         "installing {name} {version} (pip, into {})",
         venv().display()
     ));
-    let python = crate::util::which("python3").context("python3 is not installed")?;
+    let python = plumbing::util::which("python3").context("python3 is not installed")?;
     duct::cmd!(python, "-m", "venv", "--clear", venv())
         .stdout_null()
         .run()

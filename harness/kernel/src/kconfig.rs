@@ -2,8 +2,8 @@
 //! requested symbols, verification of a final .config, and the diff between
 //! two configs. Pure functions; the make/merge steps live in `configure`.
 
-use crate::error::usage;
 use anyhow::Result;
+use plumbing::error::usage;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 

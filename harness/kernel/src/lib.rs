@@ -6,7 +6,7 @@
 //! - [`ensure_kernel`]: source, series, config, verify, build (or reuse);
 //! - [`configure_kernel`]: the same up to a verified .config, no build.
 //!
-//! Cache layout (under [`crate::paths::cache_dir`]):
+//! Cache layout (under [`plumbing::paths::cache_dir`]):
 //! ```text
 //! sources/debian/<pkg>_<version>/    unpacked Debian linux-source tarball
 //! sources/tarball/<sha16>/           unpacked tarballs
@@ -21,22 +21,20 @@
 //! kernel/<profile>-latest -> <key>   the last kernel built for a profile
 //! ```
 
-pub mod cli;
 pub mod kconfig;
 mod make;
 pub mod series;
 pub mod source;
 
-pub use cli::KernelCommand;
 pub use series::{SeriesInfo, SeriesSpec};
 pub use source::SourceSpec;
 
-use crate::error::usage;
-use crate::profile::{HarnessConfig, Profile};
-use crate::ui::{fmt_duration, Ui};
-use crate::util::{sanitize, sha256_file, sha256_hex, short, which, write_atomic, Lock};
 use anyhow::{Context, Result};
 use kconfig::{Change, Config, Fragment};
+use plumbing::error::usage;
+use plumbing::ui::{fmt_duration, Ui};
+use plumbing::util::{sanitize, sha256_file, sha256_hex, short, which, write_atomic, Lock};
+use profile::{HarnessConfig, Profile};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
@@ -52,18 +50,8 @@ pub const IOMAP_SYMBOL: &str = "CONFIG_FUSE_IOMAP";
 /// Bump when the build procedure changes, to invalidate cached builds.
 const KEY_VERSION: &str = "kernel-build-v1";
 
-/// What to do about FUSE iomap support in the kernel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum IomapMode {
-    /// The tree must have CONFIG_FUSE_IOMAP; fail before building if not.
-    Required,
-    /// Enable it when the tree has it; record whether it did.
-    #[default]
-    Auto,
-    /// Build without it (explicitly disabled if the tree has it).
-    Off,
-}
+/// Re-exported: harness.toml profiles name the mode too, so the type lives in `profile`.
+pub use profile::IomapMode;
 
 /// Kernel source and config flags. vm-test and bisect flatten this into
 /// their own commands (`#[command(flatten)]`); flags override the profile.
@@ -300,7 +288,7 @@ impl KernelOptions {
             fragments,
             iomap: args.iomap.unwrap_or(k.iomap),
             jobs,
-            cache_dir: crate::paths::cache_dir(),
+            cache_dir: plumbing::paths::cache_dir(),
         })
     }
 }
@@ -390,7 +378,7 @@ fn select_fragments(
             }
             if !refs.iter().any(|f| f.name == IOMAP_FRAGMENT) {
                 let at = usize::from(refs.first().is_some_and(|f| f.name == "base"));
-                let dir = crate::paths::workspace_root().join("kernel-config");
+                let dir = plumbing::paths::workspace_root().join("kernel-config");
                 refs.insert(
                     at,
                     FragmentRef {
@@ -481,7 +469,7 @@ fn plan(opts: &KernelOptions, ui: &Ui) -> Result<Plan> {
     let t0 = Instant::now();
     let cache = &opts.cache_dir;
     ui.step(format!("kernel for profile `{}`", opts.profile));
-    crate::host::ensure(&[crate::host::Job::KernelBuild], ui)?;
+    hostsetup::ensure(&[hostsetup::Job::KernelBuild], ui)?;
     let series = opts
         .series
         .as_ref()
@@ -796,7 +784,7 @@ fn update_latest(cache: &Path, profile: &str, key: &str) -> Result<()> {
 
 /// `<cache>/kernel/<profile>-latest`: the last kernel built for a profile.
 pub fn latest_dir(profile: &str) -> PathBuf {
-    crate::paths::cache_dir()
+    plumbing::paths::cache_dir()
         .join("kernel")
         .join(format!("{}-latest", sanitize(profile)))
 }

@@ -3,8 +3,8 @@
 
 use super::kconfig::Fragment;
 use super::ARCH;
-use crate::ui::Ui;
 use anyhow::{Context, Result};
+use plumbing::ui::Ui;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

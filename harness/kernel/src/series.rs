@@ -2,10 +2,10 @@
 //! fetched with b4; applied with `git am` on a scratch branch or with
 //! `patch -p1` on a plain tree. A patch that does not apply is named.
 
-use crate::error::usage;
-use crate::ui::Ui;
-use crate::util::{sha256_hex, short, which};
 use anyhow::{Context, Result};
+use plumbing::error::usage;
+use plumbing::ui::Ui;
+use plumbing::util::{sha256_hex, short, which};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -379,14 +379,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ui = Ui::plain();
         let err = load(&SeriesSpec::Path(dir.path().to_path_buf()), dir.path(), &ui).unwrap_err();
-        assert_eq!(crate::error::exit_code(&err), 2);
+        assert_eq!(plumbing::error::exit_code(&err), 2);
         let err = load(
             &SeriesSpec::Path(dir.path().join("nope.mbox")),
             dir.path(),
             &ui,
         )
         .unwrap_err();
-        assert_eq!(crate::error::exit_code(&err), 2);
+        assert_eq!(plumbing::error::exit_code(&err), 2);
     }
 
     fn git(dir: &Path, args: &[&str]) {
@@ -450,7 +450,7 @@ mod tests {
             "one\nTWO\n"
         );
         let err = apply_git(&mk(&bad), &repo, &ui).unwrap_err();
-        assert_eq!(crate::error::exit_code(&err), 2);
+        assert_eq!(plumbing::error::exit_code(&err), 2);
         assert!(
             err.to_string()
                 .contains("patch 1 \"[PATCH] bad one\" failed"),

@@ -3,11 +3,11 @@
 //! applied in a clone or copy inside the cache.
 
 use super::series::{self, Series, SeriesInfo};
-use crate::error::usage;
-use crate::host::apt as deps;
-use crate::ui::Ui;
-use crate::util::{sanitize, sha256_file, sha256_hex, short};
 use anyhow::{Context, Result};
+use hostsetup::apt as deps;
+use plumbing::error::usage;
+use plumbing::ui::Ui;
+use plumbing::util::{sanitize, sha256_file, sha256_hex, short};
 use std::path::{Path, PathBuf};
 
 /// Where the kernel source comes from.
@@ -285,7 +285,7 @@ fn with_plain_series(
 }
 
 fn git_out(dir: &Path, args: &[&str]) -> Result<String> {
-    let stdout = crate::util::git(dir, args)?;
+    let stdout = plumbing::util::git(dir, args)?;
     Ok(String::from_utf8_lossy(&stdout).trim().to_string())
 }
 
@@ -551,8 +551,8 @@ fn local_tree(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{exit_code, EXIT_USAGE};
-    use crate::kernel::series::{split_mbox, Series};
+    use crate::series::{split_mbox, Series};
+    use plumbing::error::{exit_code, EXIT_USAGE};
 
     fn git(dir: &Path, args: &[&str]) {
         let st = std::process::Command::new("git")
@@ -639,13 +639,10 @@ mod tests {
         assert!(!p.in_place);
         assert!(p.tree.starts_with(&cache));
         assert!(
-            crate::kernel::tree_has_iomap(&p.tree),
+            crate::tree_has_iomap(&p.tree),
             "series applied in the cache copy"
         );
-        assert!(
-            !crate::kernel::tree_has_iomap(&tree),
-            "user's tree untouched"
-        );
+        assert!(!crate::tree_has_iomap(&tree), "user's tree untouched");
         assert_eq!(
             p.identity,
             format!("git:{}@{rev}", tree.canonicalize().unwrap().display())
@@ -688,13 +685,13 @@ mod tests {
         let plain = prepare(&spec, None, &cache, &ui).unwrap();
         assert!(!plain.in_place);
         assert!(plain.tree.starts_with(cache.join("sources/checkouts")));
-        assert!(!crate::kernel::tree_has_iomap(&plain.tree));
+        assert!(!crate::tree_has_iomap(&plain.tree));
         let rev = plain.revision.clone().unwrap();
         assert_eq!(plain.identity, format!("git:{url}@{rev}"));
 
         let patched = prepare(&spec, Some(&iomap_series()), &cache, &ui).unwrap();
         assert_ne!(patched.tree, plain.tree);
-        assert!(crate::kernel::tree_has_iomap(&patched.tree));
+        assert!(crate::tree_has_iomap(&patched.tree));
         assert_ne!(patched.revision.unwrap(), rev, "the series adds a commit");
         // The identity (and so the cache key) names the fetched commit.
         assert_eq!(patched.identity, plain.identity);
@@ -723,8 +720,8 @@ mod tests {
         };
         let p = prepare(&spec, Some(&iomap_series()), &cache, &ui).unwrap();
         assert!(p.tree.starts_with(cache.join("sources/patched")));
-        assert!(crate::kernel::tree_has_iomap(&p.tree));
-        assert!(!crate::kernel::tree_has_iomap(&tree));
+        assert!(crate::tree_has_iomap(&p.tree));
+        assert!(!crate::tree_has_iomap(&tree));
 
         let err = prepare(
             &SourceSpec::Dir {
@@ -771,6 +768,6 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("git.kernel.org cannot be reached"), "{msg}");
         assert!(msg.contains("--source-dir"), "{msg}");
-        assert_eq!(exit_code(&e), crate::error::EXIT_INFRA);
+        assert_eq!(exit_code(&e), plumbing::error::EXIT_INFRA);
     }
 }

@@ -1,14 +1,14 @@
 //! Unit tests: option resolution, iomap fragment selection, cache keys.
 
 use super::*;
-use crate::error::{exit_code, EXIT_USAGE};
-use crate::profile::HarnessConfig;
+use plumbing::error::{exit_code, EXIT_USAGE};
+use profile::HarnessConfig;
 
 fn cfg(text: &str) -> HarnessConfig {
     HarnessConfig::parse(
         text,
         Path::new("harness.toml"),
-        &crate::paths::workspace_root(),
+        &plumbing::paths::workspace_root(),
     )
     .unwrap()
 }
@@ -31,7 +31,7 @@ fn resolve(profile: &str, args: &KernelArgs) -> Result<KernelOptions> {
 
 #[test]
 fn profile_fields_resolve() {
-    let root = crate::paths::workspace_root();
+    let root = plumbing::paths::workspace_root();
     let o = resolve("default", &KernelArgs::default()).unwrap();
     assert_eq!(
         o.source,
@@ -356,9 +356,10 @@ fn undefined_symbols_matter_only_when_the_harness_needs_them() {
         IomapMode::Auto
     ));
     // Every runtime symbol is requested by the default fragments.
-    let base =
-        std::fs::read_to_string(crate::paths::workspace_root().join("kernel-config/base.config"))
-            .unwrap();
+    let base = std::fs::read_to_string(
+        plumbing::paths::workspace_root().join("kernel-config/base.config"),
+    )
+    .unwrap();
     for s in RUNTIME_SYMBOLS {
         assert!(
             base.contains(&format!("CONFIG_{s}=y")),

@@ -4,9 +4,13 @@ use std::path::PathBuf;
 
 /// The workspace root (where harness.toml and kernel-config/ live).
 pub fn workspace_root() -> PathBuf {
-    // xtask/ is a direct child of the workspace root.
+    // This crate lives at harness/plumbing/ under the workspace root.
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+    manifest
+        .ancestors()
+        .nth(2)
+        .map(PathBuf::from)
+        .unwrap_or(manifest)
 }
 
 /// The harness cache, outside the checkout so fresh clones on one machine

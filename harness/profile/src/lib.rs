@@ -2,13 +2,26 @@
 //! here) and any number of other tables (`image`, `suites`, ...) that the
 //! subcommands owning them read with [`Profile::section`].
 
-use crate::error::usage;
-use crate::kernel::IomapMode;
 use anyhow::{Context, Result};
+use plumbing::error::usage;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// What to do about FUSE iomap support in the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IomapMode {
+    /// The tree must have CONFIG_FUSE_IOMAP; fail before building if not.
+    Required,
+    /// Enable it when the tree has it; record whether it did.
+    #[default]
+    Auto,
+    /// Build without it (explicitly disabled if the tree has it).
+    Off,
+}
 
 /// The profile used when none is named.
 pub const DEFAULT_PROFILE: &str = "default";
@@ -68,7 +81,7 @@ fn default_fragments() -> Vec<String> {
 impl HarnessConfig {
     /// harness.toml at the workspace root.
     pub fn load_default() -> Result<HarnessConfig> {
-        Self::load(&crate::paths::workspace_root().join("harness.toml"))
+        Self::load(&plumbing::paths::workspace_root().join("harness.toml"))
     }
 
     pub fn load(path: &Path) -> Result<HarnessConfig> {
@@ -192,7 +205,7 @@ impl KernelProfile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{exit_code, EXIT_USAGE};
+    use plumbing::error::{exit_code, EXIT_USAGE};
 
     fn parse(text: &str) -> Result<HarnessConfig> {
         HarnessConfig::parse(text, Path::new("harness.toml"), Path::new("/ws"))

@@ -21,7 +21,7 @@ pub struct VmProfile {
 
 /// The profile's `[vm]` section (empty when it has none).
 pub fn vm_profile(profile: Option<&str>) -> Result<VmProfile> {
-    let config = crate::profile::HarnessConfig::load_default()?;
+    let config = profile::HarnessConfig::load_default()?;
     Ok(config.profile(profile)?.section("vm")?.unwrap_or_default())
 }
 
@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn every_profile_vm_section_parses() {
-        let config = crate::profile::HarnessConfig::load_default().unwrap();
+        let config = profile::HarnessConfig::load_default().unwrap();
         for name in config.profiles.keys() {
             vm_profile(Some(name)).unwrap_or_else(|e| panic!("profile {name}: {e:#}"));
         }

@@ -5,9 +5,9 @@
 
 use anyhow::Result;
 
-use crate::kernel::{BuiltKernel, IomapMode, KernelOptions};
-use crate::ui::Ui;
 use crate::vm_test::{spec_from_flags, AccelArg, VmTestArgs};
+use kernel::{BuiltKernel, IomapMode, KernelOptions};
+use plumbing::ui::Ui;
 
 pub fn main(args: &VmTestArgs, ui: &Ui) -> Result<()> {
     let vm = &args.vm;
@@ -19,7 +19,7 @@ pub fn main(args: &VmTestArgs, ui: &Ui) -> Result<()> {
         ),
         None => {
             let opts = KernelOptions::resolve(vm.profile.as_deref(), &vm.kernel)?;
-            match BuiltKernel::load(&crate::kernel::latest_dir(&opts.profile)) {
+            match BuiltKernel::load(&kernel::latest_dir(&opts.profile)) {
                 Ok(k) => (
                     k.vmlinux.clone(),
                     Some(k.info.iomap_present),
@@ -44,12 +44,12 @@ pub fn main(args: &VmTestArgs, ui: &Ui) -> Result<()> {
         }
     };
     let recipe =
-        crate::image::Recipe::load(&crate::paths::workspace_root().join("images"), &vm.image)?;
+        guest_image::Recipe::load(&plumbing::paths::workspace_root().join("images"), &vm.image)?;
     let accel = match vm.accel {
         AccelArg::Kvm => vm::Accel::Kvm,
         AccelArg::Auto | AccelArg::Tcg => vm::Accel::Tcg,
     };
-    let image = recipe.image_path(&crate::paths::cache_dir());
+    let image = recipe.image_path(&plumbing::paths::cache_dir());
     let spec = vm::VmSpec {
         agent: "<run>/boot/agent".into(),
         ..spec_from_flags(vm, kernel, kernel_iomap, image, accel)?

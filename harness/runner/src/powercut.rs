@@ -15,9 +15,9 @@ use clap::Parser;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::error::TestFailures;
-use crate::ui::Ui;
 use crate::vm_test::{VmArgs, VmTestArgs};
+use plumbing::error::TestFailures;
+use plumbing::ui::Ui;
 
 #[derive(clap::Args, Debug)]
 pub struct PowercutArgs {
@@ -62,7 +62,9 @@ impl Cycle {
 
 pub fn main(args: &PowercutArgs, ui: &Ui) -> Result<()> {
     if args.max_cut < args.min_cut {
-        return Err(crate::error::usage("--max-cut must not be below --min-cut"));
+        return Err(plumbing::error::usage(
+            "--max-cut must not be below --min-cut",
+        ));
     }
     let seed = args.seed.unwrap_or_else(rand::random);
     ui.step(format!(

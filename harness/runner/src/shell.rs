@@ -3,8 +3,8 @@ use anyhow::{Context, Result};
 use events::Plan;
 use vm::RunDir;
 
-use crate::ui::Ui;
 use crate::vm_test::{prepare, runs_root, server_setup, VmArgs};
+use plumbing::ui::Ui;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct VmShellArgs {

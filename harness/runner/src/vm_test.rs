@@ -13,9 +13,9 @@ use report::policy::ExpectMode;
 use report::{RunResult, Verdict};
 use vm::{AccelChoice, Limits, Machine, Progress, RunDir, VmSpec};
 
-use crate::error::{usage, NothingPassed, TestFailures};
-use crate::kernel::{ensure_kernel, KernelArgs, KernelOptions};
-use crate::ui::Ui;
+use kernel::{ensure_kernel, KernelArgs, KernelOptions};
+use plumbing::error::{usage, NothingPassed, TestFailures};
+use plumbing::ui::Ui;
 
 /// VM flags shared by vm-test and vm-shell.
 #[derive(clap::Args, Clone, Debug)]
@@ -118,7 +118,7 @@ pub struct VmTestArgs {
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
     #[command(flatten)]
-    pub fstests: crate::fstests::FstestsArgs,
+    pub fstests: fstests::plan::FstestsArgs,
     #[command(flatten)]
     pub vm: VmArgs,
 }
@@ -144,10 +144,10 @@ pub fn target_dir() -> PathBuf {
             if p.is_absolute() {
                 p
             } else {
-                crate::paths::workspace_root().join(p)
+                plumbing::paths::workspace_root().join(p)
             }
         })
-        .unwrap_or_else(|| crate::paths::workspace_root().join("target"))
+        .unwrap_or_else(|| plumbing::paths::workspace_root().join("target"))
 }
 
 /// Build the plan from the flags; usage errors for unknown suites or bad values.
@@ -221,21 +221,21 @@ pub fn needs_server(args: &VmTestArgs) -> bool {
 
 /// Resolve the kernel, image, agent and server; decide the accelerator.
 pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
-    let images = crate::paths::workspace_root().join("images");
+    let images = plumbing::paths::workspace_root().join("images");
     // Check the recipe name and QEMU before spending minutes on a kernel.
-    crate::image::Recipe::load(&images, &vm.image)?;
+    guest_image::Recipe::load(&images, &vm.image)?;
     // QEMU (installed when missing and we are root) and the packages the guest binaries
     // build with, before spending minutes on a kernel.
     let mut jobs = vec![];
-    if vm.qemu == std::path::Path::new(crate::host::qemu::BINARY) {
-        jobs.push(crate::host::Job::Vm);
+    if vm.qemu == std::path::Path::new(hostsetup::qemu::BINARY) {
+        jobs.push(hostsetup::Job::Vm);
     }
     if with_server {
-        jobs.push(crate::host::Job::GuestBinaries);
+        jobs.push(hostsetup::Job::GuestBinaries);
     }
-    crate::host::ensure(&jobs, ui)?;
-    if vm.qemu != std::path::Path::new(crate::host::qemu::BINARY) {
-        crate::host::qemu::probe(&vm.qemu, ui)?;
+    hostsetup::ensure(&jobs, ui)?;
+    if vm.qemu != std::path::Path::new(hostsetup::qemu::BINARY) {
+        hostsetup::qemu::probe(&vm.qemu, ui)?;
     }
     let (kernel, kernel_release, kernel_iomap) = match &vm.kernel_image {
         Some(p) => {
@@ -275,9 +275,9 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
             )
         }
     };
-    let cache = crate::paths::cache_dir();
+    let cache = plumbing::paths::cache_dir();
     ui.step(format!("image: `{}`", vm.image));
-    let image = crate::image::ensure_image(&images, &vm.image, &cache, ui)?;
+    let image = guest_image::ensure_image(&images, &vm.image, &cache, ui)?;
     ui.step("guest agent (static)");
     let agent = build_agent()?;
     let server_bins = if with_server {
@@ -349,7 +349,7 @@ pub fn spec_from_flags(
 fn cargo() -> std::process::Command {
     let mut c =
         std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    c.current_dir(crate::paths::workspace_root());
+    c.current_dir(plumbing::paths::workspace_root());
     c
 }
 
@@ -558,8 +558,8 @@ fn cancel_flag() -> Arc<AtomicBool> {
 
 /// fstests chosen for this run: the plan's tests, the expunged ones, the config.
 struct FstestsRun {
-    plan: crate::fstests::FstestsPlan,
-    built: crate::fstests::Built,
+    plan: fstests::plan::FstestsPlan,
+    built: fstests::plan::Built,
 }
 
 /// Build fstests (cached), expand the selection, add its tests and its disk.
@@ -569,8 +569,8 @@ fn prepare_fstests(
     prepared: &mut Prepared,
     ui: &Ui,
 ) -> Result<FstestsRun> {
-    use crate::fstests as f;
-    let config = crate::profile::HarnessConfig::load_default()?;
+    use fstests::plan as f;
+    let config = profile::HarnessConfig::load_default()?;
     let profile: f::FstestsProfile = config
         .profile(args.vm.profile.as_deref())?
         .section("fstests")?
@@ -578,15 +578,15 @@ fn prepare_fstests(
     let source = args.fstests.source(&profile)?;
     // Check the selection's syntax before a build.
     args.fstests.selection()?;
-    let cache = crate::paths::cache_dir();
+    let cache = plumbing::paths::cache_dir();
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let built = f::source::ensure_built(&source, &cache, jobs, ui)?;
+    let built = fstests::build::ensure_built(&source, &cache, jobs, ui)?;
     // fstests mounts in one mode (iomap=on or off), the one the expunges are chosen for.
     let mode = match fstests_mode(expected_mode(args)?, prepared.kernel_iomap) {
         ExpectMode::Iomap => ::fstests::Mode::Iomap,
         _ => ::fstests::Mode::Classic,
     };
-    let expunge_dir = crate::paths::workspace_root()
+    let expunge_dir = plumbing::paths::workspace_root()
         .join("images")
         .join(&args.vm.image)
         .join("expunge");
@@ -625,7 +625,7 @@ fn finish_fstests(
     result: &mut RunResult,
     dir: &std::path::Path,
 ) -> Result<()> {
-    use crate::fstests::collect;
+    use fstests::collect;
     let rewritten = collect::apply(result, dir, &f.plan.batches, &f.plan.flaky_ok);
     mode.apply(result);
     result.tests.extend(f.plan.expunged.iter().cloned());
@@ -637,7 +637,7 @@ fn finish_fstests(
     let diff = match &args.fstests.baseline {
         Some(p) => {
             let base = report::read_json(p)
-                .map_err(|e| crate::error::usage(format!("--baseline: {e}")))?;
+                .map_err(|e| plumbing::error::usage(format!("--baseline: {e}")))?;
             let mut d = ::fstests::compare(&collect::statuses(&base), &collect::statuses(result));
             // The baseline covers every shard: the other shards' tests are not missing.
             d.missing.retain(|t| !f.plan.other_shards.contains(t));
@@ -668,7 +668,7 @@ fn finish_fstests(
     ));
     md.push_str(&collect::summary_markdown(result, diff.as_ref()));
     report::write_file(&dir.join("summary.md"), &md)?;
-    crate::fstests::save_durations(&crate::paths::cache_dir(), &result.tests)?;
+    fstests::plan::save_durations(&plumbing::paths::cache_dir(), &result.tests)?;
     Ok(())
 }
 
@@ -682,7 +682,7 @@ pub fn expected_mode(args: &VmTestArgs) -> Result<ExpectMode> {
         None => {
             let opts = KernelOptions::resolve(args.vm.profile.as_deref(), &args.vm.kernel)?;
             match opts.iomap {
-                crate::kernel::IomapMode::Required => ExpectMode::Iomap,
+                kernel::IomapMode::Required => ExpectMode::Iomap,
                 _ => ExpectMode::Any,
             }
         }
@@ -838,7 +838,7 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
 /// The `vm-test` subcommand: run, print the summary, map the verdict to an error kind.
 pub fn main(args: &VmTestArgs, ui: &Ui) -> Result<()> {
     if args.dry_run {
-        return crate::vm_dry_run::main(args, ui);
+        return crate::dry_run::main(args, ui);
     }
     let (result, dir) = run(args, ui)?;
     eprint!("{}", report::summary_text(&result));
@@ -913,7 +913,7 @@ mod tests {
     /// Each run verdict leaves vm-test with its exit code (README: Verdicts).
     #[test]
     fn every_run_verdict_has_its_exit_code() {
-        use crate::error::exit_code;
+        use plumbing::error::exit_code;
         let code = |v: Verdict| {
             let mut r = RunResult::empty("t");
             r.verdict = v;
@@ -957,7 +957,7 @@ mod tests {
 
     #[test]
     fn bad_input_is_a_usage_error() {
-        use crate::error::{exit_code, EXIT_USAGE};
+        use plumbing::error::{exit_code, EXIT_USAGE};
         let e = build_plan(&parse(&["--suite", "nope"]), false).unwrap_err();
         assert_eq!(exit_code(&e), EXIT_USAGE);
         assert!(format!("{e}").contains("unknown suite `nope`"));

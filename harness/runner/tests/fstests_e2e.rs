@@ -2,17 +2,17 @@
 //! tests over iomapfs, read fstests' own reports back. fstests cannot be downloaded here
 //! and is not packaged, so the test is ignored unless run with a tree:
 //!
-//!   FUSE_IOMAP_HARNESS_FSTESTS_SRC=~/xfstests cargo nextest run -p xtask --test fstests_e2e \
+//!   FUSE_IOMAP_HARNESS_FSTESTS_SRC=~/xfstests cargo nextest run -p runner --test fstests_e2e \
 //!       --run-ignored all
 //!
 //! (CI checks the parsing, expunges, plans and verdict rules on real fstests output in
-//! `harness/fstests` and `xtask::fstests`.)
+//! `harness/fstests`.)
 use std::path::PathBuf;
 
 use clap::Parser;
+use plumbing::ui::Ui;
 use report::Verdict;
-use xtask::ui::Ui;
-use xtask::vm_test::{run, VmTestArgs};
+use runner::vm_test::{run, VmTestArgs};
 
 #[derive(Parser)]
 struct Cli {

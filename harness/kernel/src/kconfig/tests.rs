@@ -1,12 +1,12 @@
-//! Tests on real kconfig output: the files under xtask/testdata/kconfig were
+//! Tests on real kconfig output: the files under harness/kernel/testdata/kconfig were
 //! written by Linux 6.12's kconfig (`make tinyconfig`, merge_config.sh,
 //! `make olddefconfig`), see testdata/kconfig/README.
 
 use super::*;
 
 fn testdata(name: &str) -> PathBuf {
-    crate::paths::workspace_root()
-        .join("xtask/testdata/kconfig")
+    plumbing::paths::workspace_root()
+        .join("harness/kernel/testdata/kconfig")
         .join(name)
 }
 
@@ -24,7 +24,7 @@ fn fragment(name: &str, text: &str) -> Fragment {
 }
 
 fn repo_fragment(name: &str) -> Fragment {
-    let path = crate::paths::workspace_root()
+    let path = plumbing::paths::workspace_root()
         .join("kernel-config")
         .join(format!("{name}.config"));
     Fragment::load(name, &path).unwrap()
@@ -74,7 +74,10 @@ fn fragment_load_error_names_file_and_line() {
     let p = dir.path().join("bad.config");
     std::fs::write(&p, "CONFIG_OK=y\nnonsense\n").unwrap();
     let err = Fragment::load("bad", &p).unwrap_err();
-    assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_USAGE);
+    assert_eq!(
+        plumbing::error::exit_code(&err),
+        plumbing::error::EXIT_USAGE
+    );
     assert!(err.to_string().contains("bad.config:2"), "{err}");
 }
 
