@@ -8,11 +8,12 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use xshell::{cmd, Shell};
 
 use plumbing::error::usage;
 use plumbing::ui::Ui;
@@ -104,11 +105,12 @@ fn server(b: &ServerBench, ui: &Ui) -> Result<()> {
         .unwrap_or_else(|| root.join("target/harness/bench"));
     std::fs::create_dir_all(&work)?;
     ui.step("building iomapfs (release)");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-q", "-p", "iomapfs"])
-        .current_dir(&root)
-        .status()?;
-    if !status.success() {
+    // A release build takes minutes: a supervised child (duct).
+    let built = duct::cmd!(env!("CARGO"), "build", "--release", "-q", "-p", "iomapfs")
+        .dir(&root)
+        .unchecked()
+        .run()?;
+    if !built.status.success() {
         bail!("cargo build --release -p iomapfs failed");
     }
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
@@ -116,6 +118,7 @@ fn server(b: &ServerBench, ui: &Ui) -> Result<()> {
         .unwrap_or_else(|| root.join("target"));
     let iomapfs = target_dir.join("release/iomapfs");
 
+    let sh = Shell::new()?;
     let mut rows: Vec<Row> = Vec::new();
     for &target in &b.targets {
         ui.step(format!("measuring {}", target.name()));
@@ -128,13 +131,13 @@ fn server(b: &ServerBench, ui: &Ui) -> Result<()> {
         let unmounted = mount.unmount();
         let results = results?;
         unmounted?;
-        let fsck = Command::new("e2fsck")
-            .args(["-fn"])
-            .arg(&image)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        if !fsck.success() {
+        let fsck = cmd!(sh, "e2fsck -fn {image}")
+            .quiet()
+            .ignore_status()
+            .ignore_stdout()
+            .ignore_stderr()
+            .output()?;
+        if !fsck.status.success() {
             ui.warn(format!(
                 "e2fsck -fn found problems after the {} run",
                 target.name()
@@ -162,21 +165,15 @@ fn server(b: &ServerBench, ui: &Ui) -> Result<()> {
 fn make_image(path: &Path, mib: u64) -> Result<()> {
     let _ = std::fs::remove_file(path);
     File::create(path)?.set_len(mib << 20)?;
-    let ok = Command::new("mkfs.ext4")
-        .args([
-            "-F",
-            "-q",
-            "-O",
-            "^inline_data",
-            "-b",
-            "4096",
-            "-E",
-            "lazy_itable_init=0,lazy_journal_init=0",
-        ])
-        .arg(path)
-        .status()?
-        .success();
-    if !ok {
+    let sh = Shell::new()?;
+    let made = cmd!(
+        sh,
+        "mkfs.ext4 -F -q -O ^inline_data -b 4096 -E lazy_itable_init=0,lazy_journal_init=0 {path}"
+    )
+    .quiet()
+    .ignore_status()
+    .output()?;
+    if !made.status.success() {
         bail!("mkfs.ext4 {} failed", path.display());
     }
     Ok(())
@@ -185,7 +182,7 @@ fn make_image(path: &Path, mib: u64) -> Result<()> {
 /// A mounted target, unmounted (and its server waited for) on `unmount`.
 struct Mounted {
     mnt: PathBuf,
-    server: Option<Child>,
+    server: Option<duct::Handle>,
     loop_dev: Option<String>,
 }
 
@@ -198,87 +195,88 @@ impl Mounted {
         };
         match target {
             Target::Ext4 => {
-                let out = Command::new("losetup")
-                    .args(["--find", "--show"])
-                    .arg(image)
+                let sh = Shell::new()?;
+                let out = cmd!(sh, "losetup --find --show {image}")
+                    .quiet()
+                    .ignore_status()
                     .output()?;
                 if !out.status.success() {
                     bail!("losetup failed: {}", String::from_utf8_lossy(&out.stderr));
                 }
                 let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
                 m.loop_dev = Some(dev.clone());
-                let ok = Command::new("mount")
-                    .args(["-t", "ext4", &dev])
-                    .arg(mnt)
-                    .status()?
-                    .success();
-                if !ok {
+                let mounted = cmd!(sh, "mount -t ext4 {dev} {mnt}")
+                    .quiet()
+                    .ignore_status()
+                    .output()?;
+                if !mounted.status.success() {
                     bail!("mount -t ext4 {dev} failed");
                 }
             }
             Target::Fuse2fs => {
                 m.server = Some(
-                    Command::new("fuse2fs")
-                        .arg(image)
-                        .arg(mnt)
-                        .args(["-f", "-o", "fakeroot"])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()?,
+                    duct::cmd!("fuse2fs", image, mnt, "-f", "-o", "fakeroot")
+                        .stdout_null()
+                        .stderr_null()
+                        .unchecked()
+                        .start()?,
                 );
-                wait_mounted(mnt, m.server.as_mut())?;
+                wait_mounted(mnt, m.server.as_ref())?;
             }
             Target::Iomapfs => {
                 m.server = Some(
-                    Command::new(iomapfs)
-                        .arg("-f")
-                        .arg(image)
-                        .arg(mnt)
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()?,
+                    duct::cmd!(iomapfs, "-f", image, mnt)
+                        .stdout_null()
+                        .stderr_null()
+                        .unchecked()
+                        .start()?,
                 );
-                wait_mounted(mnt, m.server.as_mut())?;
+                wait_mounted(mnt, m.server.as_ref())?;
             }
         }
         Ok(m)
     }
 
     fn unmount(mut self) -> Result<()> {
-        let ok = Command::new("umount").arg(&self.mnt).status()?.success();
-        if let Some(mut child) = self.server.take() {
+        let sh = Shell::new()?;
+        let mnt = &self.mnt;
+        let umount = cmd!(sh, "umount {mnt}").quiet().ignore_status().output()?;
+        if let Some(server) = self.server.take() {
             let deadline = Instant::now() + Duration::from_secs(60);
-            while child.try_wait()?.is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    bail!("the FUSE server did not exit after umount");
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if server.wait_deadline(deadline)?.is_none() {
+                let _ = server.kill();
+                bail!("the FUSE server did not exit after umount");
             }
         }
         if let Some(dev) = self.loop_dev.take() {
-            let _ = Command::new("losetup").args(["-d", &dev]).status();
+            let _ = cmd!(sh, "losetup -d {dev}").quiet().ignore_status().run();
         }
-        if !ok {
-            bail!("umount {} failed", self.mnt.display());
+        if !umount.status.success() {
+            bail!(
+                "umount {} failed: {}",
+                self.mnt.display(),
+                String::from_utf8_lossy(&umount.stderr).trim()
+            );
         }
         Ok(())
     }
 }
 
-fn wait_mounted(mnt: &Path, child: Option<&mut Child>) -> Result<()> {
+fn wait_mounted(mnt: &Path, child: Option<&duct::Handle>) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mnt = std::fs::canonicalize(mnt)?;
     let needle = format!(" {} ", mnt.display());
-    let mut child = child;
     loop {
         let mounts = std::fs::read_to_string("/proc/self/mounts")?;
         if mounts.lines().any(|l| l.contains(&needle)) {
             return Ok(());
         }
-        if let Some(c) = child.as_deref_mut() {
-            if let Some(status) = c.try_wait()? {
-                bail!("the server exited ({status}) before the mount appeared");
+        if let Some(c) = child {
+            if let Some(out) = c.try_wait()? {
+                bail!(
+                    "the server exited ({}) before the mount appeared",
+                    out.status
+                );
             }
         }
         if Instant::now() > deadline {
@@ -295,7 +293,10 @@ fn drop_caches() {
     let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
 }
 
-/// Runs one fio job and returns (MB/s, IOPS) of its read or write side.
+/// Runs one fio job and returns (MB/s, IOPS) of its read or write side. The rows compare
+/// buffered with O_DIRECT I/O on one file, which the job files of `workloads::fio` do not
+/// cover, so the job is given on the command line; its report is read by
+/// `workloads::fio::parse`, the one reader of fio's JSON.
 fn fio(dir: &Path, name: &str, args: &[String]) -> Result<(f64, f64)> {
     let out = Command::new("fio")
         .arg(format!("--name={name}"))
@@ -314,18 +315,8 @@ fn fio(dir: &Path, name: &str, args: &[String]) -> Result<(f64, f64)> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing fio's JSON")?;
-    let job = &v["jobs"][0];
-    let side = if job["write"]["bw_bytes"].as_f64().unwrap_or(0.0) > 0.0 {
-        &job["write"]
-    } else {
-        &job["read"]
-    };
-    let bw = side["bw_bytes"]
-        .as_f64()
-        .context("fio JSON has no bw_bytes")?;
-    let iops = side["iops"].as_f64().unwrap_or(0.0);
-    Ok((bw / 1e6, iops))
+    let r = workloads::fio::parse(name, &String::from_utf8_lossy(&out.stdout))?;
+    Ok((r.mb_s, r.iops))
 }
 
 type Figures = Vec<(&'static str, &'static str, f64)>;

@@ -27,9 +27,7 @@ use plumbing::ui::Ui;
 use plumbing::util::{sanitize, Lock};
 use runner::vm_test::VmTestArgs;
 use state::Rev;
-use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
 /// Find the first bad commit between a good and a bad one.
@@ -318,13 +316,13 @@ fn run_step(dir: &Path, wt: &Path, role: Role) -> Result<i32> {
     let role = clap::ValueEnum::to_possible_value(&role)
         .map(|p| p.get_name().to_string())
         .unwrap_or_default();
-    let status = Command::new(exe)
-        .args(["bisect-step", "--role", &role, "--state"])
-        .arg(dir)
-        .current_dir(wt)
-        .status()
+    // A step builds a kernel and boots VMs: a supervised child (duct).
+    let out = duct::cmd!(exe, "bisect-step", "--role", &role, "--state", dir)
+        .dir(wt)
+        .unchecked()
+        .run()
         .context("running bisect-step")?;
-    Ok(status.code().unwrap_or(step::GIT_ABORT))
+    Ok(out.status.code().unwrap_or(step::GIT_ABORT))
 }
 
 /// Good must pass and bad must fail before bisecting means anything.
@@ -412,17 +410,22 @@ fn bisect_run(dir: &Path, wt: &Path, ui: &Ui) -> Result<State> {
             dir.display()
         ));
         // git's own chatter goes to stderr with ours; stdout is for the report.
-        let stderr = std::io::stderr().as_fd().try_clone_to_owned()?;
-        let status = Command::new("git")
-            .arg("-C")
-            .arg(wt)
-            .args(["bisect", "run"])
-            .arg(&exe)
-            .args(["bisect-step", "--state"])
-            .arg(dir)
-            .stdout(Stdio::from(stderr))
-            .status()
-            .context("running git bisect run")?;
+        let status = duct::cmd!(
+            "git",
+            "-C",
+            wt,
+            "bisect",
+            "run",
+            &exe,
+            "bisect-step",
+            "--state",
+            dir
+        )
+        .stdout_to_stderr()
+        .unchecked()
+        .run()
+        .context("running git bisect run")?
+        .status;
         log = git::bisect_log(wt).unwrap_or_default();
         stopped = (!status.success()).then(|| status.to_string());
     }

@@ -9,7 +9,6 @@ use plumbing::error::usage;
 use plumbing::ui::Ui;
 use plumbing::util::{sanitize, sha256_hex};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Where the repository to bisect comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,13 +99,18 @@ pub fn ensure_clone(origin: &Origin, wt: &Path, ui: &Ui) -> Result<()> {
         origin.describe(),
         wt.display()
     ));
-    let mut cmd = Command::new("git");
-    cmd.args(["clone", "-q", "--no-checkout"]);
-    match origin {
-        Origin::Local(p) => cmd.arg("--shared").arg(p),
-        Origin::Url(u) => cmd.arg("--filter=blob:none").arg(u),
+    // A clone of a kernel from a URL takes minutes: a supervised child (duct), not a
+    // short shell step.
+    let (how, from) = match origin {
+        Origin::Local(p) => ("--shared", p.as_os_str().to_owned()),
+        Origin::Url(u) => ("--filter=blob:none", u.into()),
     };
-    let out = cmd.arg(wt).output().context("running git clone")?;
+    let out = duct::cmd!("git", "clone", "-q", "--no-checkout", how, from, wt)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .context("running git clone")?;
     if !out.status.success() {
         let _ = std::fs::remove_dir_all(wt);
         anyhow::bail!(

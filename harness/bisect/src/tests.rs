@@ -1,6 +1,7 @@
 use super::origin::Origin;
 use super::*;
 use plumbing::error::{exit_code, EXIT_USAGE};
+use std::process::{Command, Stdio};
 
 #[derive(Parser)]
 struct Cli {

@@ -2,7 +2,6 @@
 //! in a chroot of the `fstests-build` root (same Debian release as the guest image), cached
 //! by source revision, then packed into an ext4 disk the guest mounts.
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -219,8 +218,15 @@ pub fn ensure_built(source: &Source, cache: &Path, jobs: usize, ui: &Ui) -> Resu
          exec chroot {root} /bin/sh -c 'cd /build/src && make -j{jobs}'",
         root = shell_quote(&root.to_string_lossy())
     );
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+    let cmd = duct::cmd!(
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script
+    );
     let mut activity = ui.activity("make");
     run_streaming(cmd, &log, |line| {
         let l = line.trim();
@@ -251,34 +257,32 @@ pub fn ensure_built(source: &Source, cache: &Path, jobs: usize, ui: &Ui) -> Resu
 /// Copy the source (tracked and untracked-but-not-ignored files of a git tree, or the
 /// whole directory without results/) with tar, keeping modes.
 fn copy_tree(c: &Checkout, dst: &Path) -> Result<()> {
-    let mut tar = Command::new("tar");
-    tar.arg("-C").arg(&c.dir).args(["-cf", "-"]);
-    if c.files.is_some() {
-        tar.args(["--null", "-T", "-"]);
-    } else {
-        tar.args(["--exclude=./results", "--exclude=./.git", "."]);
-    }
-    let mut pack = tar
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("starting tar")?;
-    let stdout = pack.stdout.take().context("tar stdout")?;
-    let unpack = Command::new("tar")
-        .arg("-C")
-        .arg(dst)
-        .args(["-xf", "-"])
-        .stdin(stdout)
-        .spawn()?;
-    if let Some(files) = &c.files {
-        use std::io::Write;
-        let mut stdin = pack.stdin.take().context("tar stdin")?;
-        stdin.write_all(files)?;
-    } else {
-        drop(pack.stdin.take());
-    }
-    let (a, b) = (pack.wait()?, unpack.wait_with_output()?);
-    if !a.success() || !b.status.success() {
+    let mut pack: Vec<std::ffi::OsString> =
+        vec!["-C".into(), c.dir.clone().into(), "-cf".into(), "-".into()];
+    let list = match &c.files {
+        Some(files) => {
+            pack.extend(["--null".into(), "-T".into(), "-".into()]);
+            files.clone()
+        }
+        None => {
+            pack.extend([
+                "--exclude=./results".into(),
+                "--exclude=./.git".into(),
+                ".".into(),
+            ]);
+            Vec::new()
+        }
+    };
+    // A pipeline over a whole source tree: supervised children (duct).
+    let ok = duct::cmd("tar", pack)
+        .stdin_bytes(list)
+        .pipe(duct::cmd!("tar", "-C", dst, "-xf", "-"))
+        .unchecked()
+        .run()
+        .context("running tar")?
+        .status
+        .success();
+    if !ok {
         bail!("copying {} to {} failed", c.dir.display(), dst.display());
     }
     Ok(())
@@ -291,6 +295,7 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     #[test]
     fn a_directory_without_check_is_a_usage_error() {

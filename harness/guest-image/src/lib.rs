@@ -5,7 +5,6 @@
 //! Runs never write the cached image: QEMU opens it with `snapshot=on`.
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -129,8 +128,12 @@ fn host_mirror() -> String {
 }
 
 fn tool_version(tool: &str, flag: &str) -> String {
-    Command::new(tool)
-        .arg(flag)
+    let Ok(sh) = xshell::Shell::new() else {
+        return String::new();
+    };
+    xshell::cmd!(sh, "{tool} {flag}")
+        .quiet()
+        .ignore_status()
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
@@ -242,31 +245,38 @@ fn build(recipe: &Recipe, out: &Path, ui: &Ui) -> Result<()> {
 /// An ext4 image holding `dir` (`mke2fs -d`), half again its size plus room; returns MiB.
 pub fn dir_to_ext4(dir: &Path, img: &Path, label: &str, log: &Path) -> Result<u64> {
     let size_mb = dir_size(dir) / (1024 * 1024) * 3 / 2 + 256;
-    let mut mk = Command::new("mke2fs");
-    mk.args(["-q", "-t", "ext4", "-L", label, "-d"])
-        .arg(dir)
-        .arg(img)
-        .arg(format!("{size_mb}M"));
+    let mk = duct::cmd!(
+        "mke2fs",
+        "-q",
+        "-t",
+        "ext4",
+        "-L",
+        label,
+        "-d",
+        dir,
+        img,
+        format!("{size_mb}M")
+    );
     run_streaming(mk, log, |_| {}).context("mke2fs -d failed")?;
     Ok(size_mb)
 }
 
 fn debootstrap(recipe: &Recipe, root: &Path, log: &Path, ui: &Ui) -> Result<()> {
-    let mut cmd = Command::new("mmdebstrap");
-    cmd.args(["--variant=minbase", "--mode=root", "--verbose"])
-        .arg(format!("--include={}", recipe.packages.join(",")))
-        .args([
-            "--dpkgopt=path-exclude=/usr/share/man/*",
-            "--dpkgopt=path-exclude=/usr/share/doc/*",
-        ])
-        .args([
-            "--dpkgopt=path-exclude=/usr/share/locale/*",
-            "--dpkgopt=path-exclude=/usr/share/info/*",
-        ]);
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--variant=minbase".into(),
+        "--mode=root".into(),
+        "--verbose".into(),
+        format!("--include={}", recipe.packages.join(",")).into(),
+        "--dpkgopt=path-exclude=/usr/share/man/*".into(),
+        "--dpkgopt=path-exclude=/usr/share/doc/*".into(),
+        "--dpkgopt=path-exclude=/usr/share/locale/*".into(),
+        "--dpkgopt=path-exclude=/usr/share/info/*".into(),
+    ];
     if let Some(hook) = &recipe.hook {
-        cmd.arg(format!("--customize-hook=sh {} \"$1\"", hook.display()));
+        args.push(format!("--customize-hook=sh {} \"$1\"", hook.display()).into());
     }
-    cmd.arg(&recipe.suite).arg(root).arg(&recipe.mirror);
+    args.extend([(&recipe.suite).into(), root.into(), (&recipe.mirror).into()]);
+    let cmd = duct::cmd("mmdebstrap", args);
     let mut activity = ui.activity("mmdebstrap");
     run_streaming(cmd, log, |line| {
         if line.starts_with("I: ") {
@@ -278,36 +288,32 @@ fn debootstrap(recipe: &Recipe, root: &Path, log: &Path, ui: &Ui) -> Result<()> 
     Ok(())
 }
 
-/// Run a command, saving its output to `log` and passing each line to `each`.
-pub fn run_streaming(mut cmd: Command, log: &Path, mut each: impl FnMut(&str)) -> Result<()> {
+/// Run a long-lived child (mmdebstrap, mke2fs, a build), saving its output to `log` and
+/// passing each line to `each`. stdout and stderr come through one pipe, so the log keeps
+/// the order in which the tool wrote them.
+pub fn run_streaming(cmd: duct::Expression, log: &Path, mut each: impl FnMut(&str)) -> Result<()> {
     use std::io::Write;
     let mut logf = std::fs::File::create(log)?;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let reader = cmd
+        .stdin_null()
+        .stderr_to_stdout()
+        .unchecked()
+        .reader()
         .with_context(|| format!("starting {cmd:?}"))?;
-    let stdout = child.stdout.take();
-    let out_thread = std::thread::spawn(move || {
-        let mut v = vec![];
-        if let Some(s) = stdout {
-            for line in BufReader::new(s).lines().map_while(Result::ok) {
-                v.push(line);
-            }
-        }
-        v
-    });
-    if let Some(err) = child.stderr.take() {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = writeln!(logf, "{line}");
-            each(&line);
-        }
+    let mut lines = BufReader::new(&reader);
+    let mut line = Vec::new();
+    while lines.read_until(b'\n', &mut line)? > 0 {
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches('\n');
+        let _ = writeln!(logf, "{text}");
+        each(text);
+        line.clear();
     }
-    for line in out_thread.join().unwrap_or_default() {
-        let _ = writeln!(logf, "{line}");
-    }
-    let status = child.wait()?;
+    // At EOF the child has been waited for.
+    let status = reader
+        .try_wait()?
+        .map(|o| o.status)
+        .context("the child closed its output but did not exit")?;
     if !status.success() {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(15).collect();

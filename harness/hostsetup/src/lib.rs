@@ -173,7 +173,7 @@ pub fn setup(args: &SetupArgs, ui: &Ui) -> Result<()> {
         }
     }
     if args.check {
-        let tools: Vec<String> = [&tools::NEXTEST, &tools::BINDGEN]
+        let tools: Vec<String> = [&tools::NEXTEST, &tools::BINDGEN, &tools::MACHETE]
             .iter()
             .filter(|t| t.installed().as_deref() != Some(t.version))
             .map(|t| format!("{}@{}", t.krate, t.version))
@@ -201,6 +201,7 @@ missing pinned tools: {}
     qemu::probe(&qemu::default_binary(), ui)?;
     tools::NEXTEST.ensure(ui)?;
     tools::BINDGEN.ensure(ui)?;
+    tools::MACHETE.ensure(ui)?;
     tools::ensure_check_jsonschema(ui)?;
     ui.step("the host has everything the harness and its tests need");
     Ok(())

@@ -1,5 +1,6 @@
 //! Tools the tests run that Debian does not package at the version we need, pinned and
-//! installed from their authors' registries: cargo-nextest and bindgen-cli from crates.io
+//! installed from their authors' registries: cargo-nextest, bindgen-cli and cargo-machete
+//! from crates.io
 //! (into ~/.cargo/bin), check-jsonschema from PyPI (into a venv in the harness cache).
 
 use anyhow::{bail, Context, Result};
@@ -32,6 +33,15 @@ pub const BINDGEN: CargoTool = CargoTool {
     exe: "bindgen",
     version_args: &["--version"],
     version_prefix: "bindgen ",
+};
+
+/// Finds dependencies a crate declares but does not use (.ci/run's lint step).
+pub const MACHETE: CargoTool = CargoTool {
+    krate: "cargo-machete",
+    version: "0.9.2",
+    exe: "cargo-machete",
+    version_args: &["--version"],
+    version_prefix: "",
 };
 
 /// Validates the GitHub workflows against GitHub's schema (actionlint, the usual tool,

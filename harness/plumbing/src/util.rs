@@ -93,10 +93,10 @@ impl Lock {
 
 /// Run `git -C dir ARGS` and return its raw stdout; a failure carries git's stderr.
 pub fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
-    let o = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
+    let sh = xshell::Shell::new().context("running git")?;
+    let o = xshell::cmd!(sh, "git -C {dir} {args...}")
+        .quiet()
+        .ignore_status()
         .output()
         .context("running git")?;
     if !o.status.success() {
