@@ -110,18 +110,14 @@ pub fn dpkg_version(pkg: &str) -> Result<Option<String>> {
     if which("dpkg-query").is_none() {
         return Ok(None);
     }
-    let out = duct::cmd!(
-        "dpkg-query",
-        "-W",
-        "-f",
-        "${db:Status-Abbrev}|${Version}",
-        pkg
-    )
-    .stdout_capture()
-    .stderr_null()
-    .unchecked()
-    .run()
-    .context("running dpkg-query")?;
+    let sh = xshell::Shell::new().context("running dpkg-query")?;
+    let format = "${db:Status-Abbrev}|${Version}";
+    let out = xshell::cmd!(sh, "dpkg-query -W -f {format} {pkg}")
+        .quiet()
+        .ignore_status()
+        .ignore_stderr()
+        .output()
+        .context("running dpkg-query")?;
     let text = String::from_utf8_lossy(&out.stdout);
     match text.split_once('|') {
         Some((status, version)) if out.status.success() && status.starts_with("ii") => {
@@ -133,7 +129,9 @@ pub fn dpkg_version(pkg: &str) -> Result<Option<String>> {
 
 /// Files a Debian package installed.
 pub fn dpkg_files(pkg: &str) -> Result<Vec<String>> {
-    let out = duct::cmd!("dpkg", "-L", pkg)
+    let sh = xshell::Shell::new()?;
+    let out = xshell::cmd!(sh, "dpkg -L {pkg}")
+        .quiet()
         .read()
         .with_context(|| format!("listing files of {pkg}"))?;
     Ok(out.lines().map(str::to_string).collect())

@@ -459,7 +459,9 @@ struct Plan {
 }
 
 fn compiler_version() -> Result<String> {
-    let out = duct::cmd!("gcc", "--version")
+    let sh = xshell::Shell::new()?;
+    let out = xshell::cmd!(sh, "gcc --version")
+        .quiet()
         .read()
         .context("running gcc --version")?;
     Ok(out.lines().next().unwrap_or("").trim().to_string())
