@@ -4,14 +4,14 @@
 //! in the shared file exactly once, untorn, in its appender's order, with nothing else.
 
 use anyhow::{anyhow, ensure, Context, Result};
-use e2e::sys::{fill_pattern, pread_vec, pwrite_all, AlignedBuf};
-use e2e::{FsSpec, SparseData, Target, TestFs};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rustix::fs::{Mode, OFlags};
 use std::path::Path;
+use test_support::sys::{fill_pattern, pread_vec, pwrite_all, AlignedBuf};
+use test_support::{FsSpec, SparseData, Target, TestFs};
 
-e2e::target_tests!(writers_and_appenders);
+test_support::target_tests!(writers_and_appenders);
 
 const SEED: u64 = 0xc0cc_0e11_0000_0001;
 const WRITERS: usize = 4;

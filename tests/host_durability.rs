@@ -3,14 +3,15 @@
 //! file needs — a few blocks, not every bitmap and every superblock backup.
 
 use anyhow::{bail, ensure, Context, Result};
-use e2e::bins::iomapfs_bins;
-use e2e::cmd::{self, e2fsck_clean, mkfs_ext4};
-use e2e::target::{lazy_unmount, mount_fstype, wait_timeout};
-use e2e::Expected;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use test_support::bins::iomapfs_bins;
+use test_support::cmd;
+use test_support::e2fs::{e2fsck_clean, mkfs_ext4};
+use test_support::mount::{lazy_unmount, mount_fstype, wait_timeout};
+use test_support::Expected;
 
 /// Whether this machine can run these tests (root, /dev/fuse, e2fsprogs; a failure in CI).
 fn can_run(extra: &[&str]) -> bool {
@@ -134,7 +135,7 @@ fn stop_signals_sync_unmount_and_close_cleanly() {
         let mut expected = Expected::default();
         expected.file("f", data.clone());
         expected.dir("d");
-        e2e::oracle::verify_image(&image, &expected).unwrap();
+        test_support::oracle::verify_image(&image, &expected).unwrap();
     }
 }
 
@@ -173,7 +174,7 @@ fn a_busy_mount_is_detached_and_served_until_its_last_file_closes() {
     e2fsck_clean(&image).unwrap();
     let mut expected = Expected::default();
     expected.file("held", b"before the signal\nafter the signal\n".to_vec());
-    e2e::oracle::verify_image(&image, &expected).unwrap();
+    test_support::oracle::verify_image(&image, &expected).unwrap();
 }
 
 /// Sectors written to a block device so far (/sys/block/NAME/stat, field 7).

@@ -4,30 +4,31 @@
 //! `iomapfs IMG MNT` without -f, which must return only once the mount is live.
 
 use anyhow::{bail, ensure, Context, Result};
-use e2e::bins::iomapfs_bins;
-use e2e::cmd::{self, e2fsck_clean, mkfs_ext4};
-use e2e::oracle::verify_image;
-use e2e::sys::pattern;
-use e2e::target::{lazy_unmount, mount_fstype};
-use e2e::{Expected, Iomapfs, Target};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use test_support::bins::iomapfs_bins;
+use test_support::cmd;
+use test_support::e2fs::{e2fsck_clean, mkfs_ext4};
+use test_support::mount::{lazy_unmount, mount_fstype};
+use test_support::oracle::verify_image;
+use test_support::sys::pattern;
+use test_support::{Expected, Iomapfs, Target};
 
 const HELPER_LINK: &str = "/sbin/mount.fuse.iomapfs";
 
 #[test]
 fn mount_helper_block_device() {
-    e2e::run(&Iomapfs, mount_helper_body);
+    test_support::run(&Iomapfs, mount_helper_body);
 }
 
 #[test]
 fn daemonized_image_mount() {
-    e2e::run(&Iomapfs, daemonized_body);
+    test_support::run(&Iomapfs, daemonized_body);
 }
 
 #[test]
 fn preen_repairs_an_unclean_filesystem() {
-    e2e::run(&Iomapfs, preen_body);
+    test_support::run(&Iomapfs, preen_body);
 }
 
 /// A filesystem a crash left "not clean" is refused read-write, unless `-o preen` runs
@@ -76,7 +77,7 @@ fn preen_body(_t: &dyn Target) -> Result<()> {
     let mut guard = MountGuard(mnt.clone(), true);
     let pid = server_pid(&mnt).context("no iomapfs daemon serves the mount")?;
     std::fs::write(mnt.join("after"), b"preened")?;
-    e2e::target::umount(&mnt)?;
+    test_support::mount::umount(&mnt)?;
     guard.1 = false;
     wait_exit(pid, Duration::from_secs(20))?;
     e2fsck_clean(&image)?;
@@ -201,7 +202,7 @@ fn mount_helper_body(_t: &dyn Target) -> Result<()> {
     std::fs::write(mnt.join("dir/small"), b"small file")?;
     std::os::unix::fs::symlink("hello", mnt.join("link"))?;
 
-    e2e::target::umount(&mnt)?;
+    test_support::mount::umount(&mnt)?;
     guard.1 = false;
     // Immediately: the kernel waited for the server's DESTROY reply, which comes only after
     // everything is flushed and the device closed.
@@ -255,7 +256,7 @@ fn daemonized_body(_t: &dyn Target) -> Result<()> {
     let mut args: Vec<&std::ffi::OsStr> = unmount.1.iter().map(|s| s.as_ref()).collect();
     args.push(mnt.as_os_str());
     // Busy for a moment while another process (an image build's mount namespace, a
-    // scanner) holds the mount: retry as e2e::target::umount does.
+    // scanner) holds the mount: retry as test_support::mount::umount does.
     let start = std::time::Instant::now();
     loop {
         match cmd::run(unmount.0, &args) {

@@ -11,29 +11,30 @@
 //! (`mount.fuse.ext4`, ...) are links in a temporary directory, run directly.
 
 use anyhow::{bail, ensure, Context, Result};
-use e2e::bins::iomapfs_bins;
-use e2e::cmd::{self, e2fsck_clean, find_tool, mkfs_ext4};
-use e2e::oracle::verify_image;
-use e2e::sys::pattern;
-use e2e::target::{lazy_unmount, mount_fstype, umount};
-use e2e::{Expected, Iomapfs, Target};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use test_support::bins::iomapfs_bins;
+use test_support::cmd::{self, find_tool};
+use test_support::e2fs::{e2fsck_clean, mkfs_ext4};
+use test_support::mount::{lazy_unmount, mount_fstype, umount};
+use test_support::oracle::verify_image;
+use test_support::sys::pattern;
+use test_support::{Expected, Iomapfs, Target};
 
 #[test]
 fn helper_names_pick_the_mount_type() {
-    e2e::run(&Iomapfs, mount_types_body);
+    test_support::run(&Iomapfs, mount_types_body);
 }
 
 #[test]
 fn fuse_flavor_umount_then_flock_waits_for_the_server() {
-    e2e::run(&Iomapfs, flock_after_umount_body);
+    test_support::run(&Iomapfs, flock_after_umount_body);
 }
 
 #[test]
 fn second_server_on_a_locked_source_fails_after_lock_timeout() {
-    e2e::run(&Iomapfs, second_server_body);
+    test_support::run(&Iomapfs, second_server_body);
 }
 
 /// A loop device over a fresh ext4 image, a mount point, and helper links, in a temp dir.

@@ -4,11 +4,6 @@
 //! and says why.
 
 use anyhow::{ensure, Context, Result};
-use e2e::sys::{
-    as_user, drop_caches, expect_errno, expect_io_errno, pattern, pread_vec, pwrite_all,
-    AlignedBuf, UserOp,
-};
-use e2e::{Expect, FsSpec, SparseData, Target, TestFs};
 use rustix::fd::OwnedFd;
 use rustix::fs::{
     AtFlags, FallocateFlags, FileType, Mode, OFlags, RenameFlags, SeekFrom, StatxFlags, Timespec,
@@ -21,8 +16,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
+use test_support::sys::{
+    aligned_copy, as_user, drop_caches, expect_errno, expect_io_errno, pattern, pread_vec,
+    pwrite_all, AlignedBuf, UserOp,
+};
+use test_support::{Expect, FsSpec, SparseData, Target, TestFs};
 
-e2e::target_tests!(
+test_support::target_tests!(
     lookup_and_getattr,
     setattr_mode_and_owner,
     truncate_up_and_down,
@@ -943,7 +943,7 @@ fn direct_io(t: &dyn Target) -> Result<()> {
     let buffered = open(&f, OFlags::RDWR, 0)?;
     let mut model = SparseData::new();
     for (tag, off) in [(30u64, 0u64), (31, MIB), (32, 2 * MIB + 65536)] {
-        let buf = AlignedBuf::from_slice(&pattern(tag, 65536));
+        let buf = aligned_copy(&pattern(tag, 65536));
         pwrite_all(&dio, &buf, off)?;
         model.write(off, &buf);
         let mut back = AlignedBuf::new(65536);
@@ -964,7 +964,7 @@ fn direct_io(t: &dyn Target) -> Result<()> {
     let mut back = AlignedBuf::new(4096);
     rustix::io::pread(&dio, &mut back[..], 8192)?;
     assert_eq!(&back[..], &b[..], "direct read after buffered write");
-    let d = AlignedBuf::from_slice(&pattern(34, 4096));
+    let d = aligned_copy(&pattern(34, 4096));
     pwrite_all(&dio, &d, 0)?;
     model.write(0, &d);
     assert_eq!(
@@ -976,7 +976,7 @@ fn direct_io(t: &dyn Target) -> Result<()> {
     // Misaligned direct I/O: ext4 refuses it. Classic FUSE does not check alignment
     // (fs/fuse/file.c fuse_direct_IO hands any iovec to the server), so there it must work
     // and write exactly those bytes.
-    let odd = AlignedBuf::from_slice(&pattern(35, 1024));
+    let odd = aligned_copy(&pattern(35, 1024));
     let r = rustix::io::pwrite(&dio, &odd[1..513], 3);
     if fs.is_fuse() {
         assert_eq!(r?, 512, "FUSE: misaligned O_DIRECT write");
@@ -1014,7 +1014,7 @@ fn append_writes(t: &dyn Target) -> Result<()> {
     )?;
     let mut expect = Vec::new();
     for tag in 40..43 {
-        let buf = AlignedBuf::from_slice(&pattern(tag, 4096));
+        let buf = aligned_copy(&pattern(tag, 4096));
         assert_eq!(rustix::io::write(&dio, &buf)?, 4096);
         expect.extend_from_slice(&buf);
     }
@@ -1318,7 +1318,7 @@ fn xattr_namespaces(t: &dyn Target) -> Result<()> {
 }
 
 fn getfacl(p: &Path) -> Result<Vec<String>> {
-    let out = e2e::cmd::run(
+    let out = test_support::cmd::run(
         "getfacl",
         &[
             std::ffi::OsStr::new("-n"),
@@ -1338,7 +1338,7 @@ fn getfacl(p: &Path) -> Result<Vec<String>> {
 fn setfacl(args: &[&str], p: &Path) -> Result<()> {
     let mut a: Vec<&std::ffi::OsStr> = args.iter().map(|s| s.as_ref()).collect();
     a.push(p.as_os_str());
-    e2e::cmd::run("setfacl", &a).map(drop)
+    test_support::cmd::run("setfacl", &a).map(drop)
 }
 
 fn posix_acls(t: &dyn Target) -> Result<()> {

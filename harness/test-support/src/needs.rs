@@ -42,7 +42,7 @@ pub fn needs_all(checks: impl IntoIterator<Item = Option<String>>) -> bool {
 
 /// Missing unless the test runs as root.
 pub fn root() -> Option<String> {
-    (!rustix::process::geteuid().is_root()).then(|| "needs root".to_owned())
+    (!nix::unistd::geteuid().is_root()).then(|| "needs root".to_owned())
 }
 
 /// Missing unless `/dev/fuse` can be opened for reading and writing.

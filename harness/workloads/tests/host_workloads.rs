@@ -2,15 +2,13 @@
 //! iomapfs on the host kernel's FUSE — each ending with a remount and full re-verification,
 //! a clean `e2fsck -fn` and an ext4-view read of the image.
 
-mod common;
-
 use anyhow::{ensure, Result};
-use common::Fx;
-use e2e::Target;
 use std::time::{Duration, Instant};
+use test_support::Target;
+use test_support::{FsSpec, TestFs};
 use workloads::{append, dio, fio, BoxError, Summary};
 
-e2e::target_tests!(
+test_support::target_tests!(
     dio_workload,
     dio_workload_1k_blocks,
     append_buffered_truncate_small_files,
@@ -39,7 +37,7 @@ fn dio_workload(t: &dyn Target) -> Result<()> {
         ops: 1200,
         queue_depth: 8,
     };
-    dio_on(t, Fx::new(t, 256)?, &cfg)
+    dio_on(t, TestFs::new(t, FsSpec::plain(256))?, &cfg)
 }
 
 /// 1 KiB blocks: every 4 KiB unit spans four blocks, every sector write is sub-block.
@@ -52,12 +50,22 @@ fn dio_workload_1k_blocks(t: &dyn Target) -> Result<()> {
         ops: 800,
         queue_depth: 16,
     };
-    dio_on(t, Fx::with_block_size(t, 128, 1024)?, &cfg)
+    dio_on(
+        t,
+        TestFs::new(
+            t,
+            FsSpec {
+                block_size: 1024,
+                ..FsSpec::plain(128)
+            },
+        )?,
+        &cfg,
+    )
 }
 
-fn dio_on(t: &dyn Target, mut fx: Fx, cfg: &dio::Config) -> Result<()> {
+fn dio_on(t: &dyn Target, mut fx: TestFs, cfg: &dio::Config) -> Result<()> {
     let start = Instant::now();
-    let mnt = fx.mnt.clone();
+    let mnt = fx.mnt().to_path_buf();
     let mut remounts = 0;
     let mut hook = || -> Result<(), BoxError> {
         remounts += 1;
@@ -90,19 +98,19 @@ fn dio_on(t: &dyn Target, mut fx: Fx, cfg: &dio::Config) -> Result<()> {
 }
 
 fn append_buffered_truncate_small_files(t: &dyn Target) -> Result<()> {
-    let mut fx = Fx::new(t, 256)?;
+    let mut fx = TestFs::new(t, FsSpec::plain(256))?;
     let cfg = append::Config {
         seed: 0xa99_0001,
         writers: 4,
         records: 300,
         truncate: true,
         small_files: 2000,
-        ack_log: Some(fx.outside("ack.log")),
+        ack_log: Some(fx.scratch().join("ack.log")),
         duration: Duration::from_secs(60),
         ..append::Config::default()
     };
     let start = Instant::now();
-    let mnt = fx.mnt.clone();
+    let mnt = fx.mnt().to_path_buf();
     let mut hook = || -> Result<(), BoxError> { fx.remount().map_err(|e| e.to_string().into()) };
     let s = append::run(&mnt, &cfg, Some(&mut hook))?;
     report(
@@ -124,7 +132,7 @@ fn append_buffered_truncate_small_files(t: &dyn Target) -> Result<()> {
 }
 
 fn append_direct(t: &dyn Target) -> Result<()> {
-    let mut fx = Fx::new(t, 128)?;
+    let mut fx = TestFs::new(t, FsSpec::plain(128))?;
     let cfg = append::Config {
         seed: 0xa99_0002,
         writers: 4,
@@ -135,7 +143,7 @@ fn append_direct(t: &dyn Target) -> Result<()> {
         ..append::Config::default()
     };
     let start = Instant::now();
-    let mnt = fx.mnt.clone();
+    let mnt = fx.mnt().to_path_buf();
     let mut hook = || -> Result<(), BoxError> { fx.remount().map_err(|e| e.to_string().into()) };
     let s = append::run(&mnt, &cfg, Some(&mut hook))?;
     report(
@@ -160,7 +168,7 @@ fn fio_jobs(t: &dyn Target) -> Result<()> {
     if !test_support::needs(test_support::needs::tool("fio")) {
         return Ok(());
     }
-    let fx = Fx::new(t, 256)?;
+    let fx = TestFs::new(t, FsSpec::plain(256))?;
     let opts = fio::FioOptions {
         runtime: 1,
         size: "16m".into(),
@@ -169,7 +177,7 @@ fn fio_jobs(t: &dyn Target) -> Result<()> {
             .to_vec(),
     };
     let start = Instant::now();
-    let results = fio::run(&fx.mnt, &opts)?;
+    let results = fio::run(fx.mnt(), &opts)?;
     eprintln!("{} fio ({:.1?}): {results:#?}", t.name(), start.elapsed());
     ensure!(results.len() == 3);
     for r in &results {

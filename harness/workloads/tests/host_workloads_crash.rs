@@ -6,29 +6,28 @@
 //! "Acknowledged" means logged before the crash began; for iomapfs also every ack logged
 //! at all (see the end of the test for why the control differs).
 
-mod common;
-
 use anyhow::{bail, ensure, Context, Result};
-use common::{e2fsck_repair, fsck_fixes, Fx};
-use e2e::bins::iomapfs_bins;
-use e2e::target::{lazy_unmount, mount_fstype, umount};
-use e2e::{Iomapfs, MountOptions, Target};
 use std::fs::File;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use test_support::bins::iomapfs_bins;
+use test_support::e2fs::{e2fsck_repair, fsck_fixes};
+use test_support::mount::{lazy_unmount, mount_fstype, umount};
+use test_support::{FsSpec, TestFs};
+use test_support::{Iomapfs, MountOptions, Target};
 use workloads::{append, Summary};
 
-e2e::target_tests!(crash_keeps_acknowledged_appends);
+test_support::target_tests!(crash_keeps_acknowledged_appends);
 
 const SEED: u64 = 0xc4a5_0001;
 /// Acknowledgements to wait for before the crash.
 const ACKS_BEFORE_CRASH: usize = 60;
 
 fn crash_keeps_acknowledged_appends(t: &dyn Target) -> Result<()> {
-    let mut fx = Fx::unmounted(t, 128)?;
-    let ack = fx.outside("ack.log");
-    let before = fx.outside("ack-before-crash.log");
+    let mut fx = TestFs::unmounted(t, FsSpec::plain(128))?;
+    let ack = fx.scratch().join("ack.log");
+    let before = fx.scratch().join("ack-before-crash.log");
     let cfg = append::Config {
         seed: SEED,
         writers: 4,
@@ -49,7 +48,7 @@ fn crash_keeps_acknowledged_appends(t: &dyn Target) -> Result<()> {
     if server.is_none() {
         fx.mount()?;
     }
-    let mnt = fx.mnt.clone();
+    let mnt = fx.mnt().to_path_buf();
     let run = std::thread::scope(|s| -> Result<Summary> {
         let writers = s.spawn(|| append::run(&mnt, &cfg, None));
         let acks = wait_for_acks(&ack, ACKS_BEFORE_CRASH, Duration::from_secs(20));
@@ -82,11 +81,11 @@ fn crash_keeps_acknowledged_appends(t: &dyn Target) -> Result<()> {
     // Unmount what is left.
     match server {
         Some(_) => {
-            if umount(&fx.mnt).is_err() {
-                lazy_unmount(&fx.mnt);
+            if umount(fx.mnt()).is_err() {
+                lazy_unmount(fx.mnt());
             }
             ensure!(
-                mount_fstype(&fx.mnt).is_none(),
+                mount_fstype(fx.mnt()).is_none(),
                 "the dead mount is still there"
             );
             let reason = refuses_unclean(&fx)?;
@@ -96,7 +95,7 @@ fn crash_keeps_acknowledged_appends(t: &dyn Target) -> Result<()> {
         }
         None => fx.unmount()?,
     }
-    let (code, report) = e2fsck_repair(&fx.image)?;
+    let (code, report) = e2fsck_repair(fx.image())?;
     let fixes = fsck_fixes(&report);
     eprintln!(
         "{}: e2fsck -fy exit {code}, {} lines of repairs:\n  {}",
@@ -107,7 +106,7 @@ fn crash_keeps_acknowledged_appends(t: &dyn Target) -> Result<()> {
     eprintln!("{report}");
 
     fx.mount()?;
-    let v = append::verify_acked(&fx.mnt, &before, false)?;
+    let v = append::verify_acked(fx.mnt(), &before, false)?;
     eprintln!(
         "{} after recovery ({:.1?}), acknowledged before the crash:\n{}",
         t.name(),
@@ -123,7 +122,7 @@ fn crash_keeps_acknowledged_appends(t: &dyn Target) -> Result<()> {
     // fsync returns success only once the server replied, so for iomapfs all must hold.
     // Kernel ext4 may return success from an fsync racing FS_IOC_SHUTDOWN(NOLOGFLUSH) (the
     // journal is aborted under it), so for the control this is reported, not asserted.
-    let all = append::verify_acked(&fx.mnt, &ack, false)?;
+    let all = append::verify_acked(fx.mnt(), &ack, false)?;
     eprintln!(
         "{}: every acknowledgement, including those logged during the crash:\n{}",
         t.name(),
@@ -140,20 +139,20 @@ fn crash_keeps_acknowledged_appends(t: &dyn Target) -> Result<()> {
 }
 
 /// `iomapfs -f IMG MNT` as our own child, so the test can kill it.
-fn spawn_server(fx: &Fx) -> Result<Child> {
+fn spawn_server(fx: &TestFs) -> Result<Child> {
     let server = &iomapfs_bins()?.server;
-    let log = File::create(&fx.log)?;
+    let log = File::create(fx.log_path())?;
     let mut child = Command::new(server)
         .args(["-f", "-o", "rw"])
-        .arg(&fx.image)
-        .arg(&fx.mnt)
+        .arg(fx.image())
+        .arg(fx.mnt())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
         .with_context(|| format!("start {}", server.display()))?;
     let start = Instant::now();
-    while mount_fstype(&fx.mnt).as_deref() != Some("fuse.iomapfs") {
+    while mount_fstype(fx.mnt()).as_deref() != Some("fuse.iomapfs") {
         if let Some(st) = child.try_wait()? {
             bail!(
                 "iomapfs exited ({st}) before mounting:\n{}",
@@ -214,9 +213,9 @@ fn shutdown_fs(mnt: &Path) -> Result<()> {
 /// it refuses because the superblock says "not clean"; a kill in the middle of a superblock
 /// update can also leave the superblock's checksum wrong (libext2fs rewrites only the
 /// changed fields, in several writes), which it refuses too. Returns the reason.
-fn refuses_unclean(fx: &Fx) -> Result<String> {
-    let log = fx.outside("refused.log");
-    match Iomapfs.mount(&fx.image, &fx.mnt, &MountOptions::default(), &log) {
+fn refuses_unclean(fx: &TestFs) -> Result<String> {
+    let log = fx.scratch().join("refused.log");
+    match Iomapfs.mount(fx.image(), fx.mnt(), &MountOptions::default(), &log) {
         Ok(m) => {
             let _ = m.unmount();
             bail!("iomapfs mounted read-write a filesystem left unclean by a killed server (before e2fsck)")

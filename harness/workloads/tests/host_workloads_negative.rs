@@ -1,25 +1,24 @@
 //! The verifiers can fail: damage planted behind the filesystem's back (or a record taken
 //! out) must come back as the specific finding, on both targets.
 
-mod common;
-
 use anyhow::{ensure, Context, Result};
-use common::{physical_block, Fx};
-use e2e::Target;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
+use test_support::e2fs::physical_block;
+use test_support::Target;
+use test_support::{FsSpec, TestFs};
 use workloads::block::{write_block, BlockId};
 use workloads::record::{make_record, RecordId};
 use workloads::{append, dio, Kind};
 
-e2e::target_tests!(
+test_support::target_tests!(
     corrupt_byte_is_found,
     stale_block_is_found,
     dropped_record_is_found
 );
 
 /// A small dio run whose manifest the tests tamper against.
-fn small_dio(fx: &Fx, seed: u64) -> Result<dio::Manifest> {
+fn small_dio(fx: &TestFs, seed: u64) -> Result<dio::Manifest> {
     let cfg = dio::Config {
         seed,
         duration: Duration::from_secs(20),
@@ -28,7 +27,7 @@ fn small_dio(fx: &Fx, seed: u64) -> Result<dio::Manifest> {
         ops: 200,
         queue_depth: 4,
     };
-    let r = dio::run(&fx.mnt, &cfg, None)?;
+    let r = dio::run(fx.mnt(), &cfg, None)?;
     ensure!(
         r.summary.passed,
         "the untouched run already has findings:\n{}",
@@ -39,28 +38,28 @@ fn small_dio(fx: &Fx, seed: u64) -> Result<dio::Manifest> {
 
 /// Overwrites `bytes` at file offset `off` (inside one 4 KiB block) of `/path` directly in
 /// the unmounted image.
-fn poke_image(fx: &Fx, path: &str, off: u64, bytes: &[u8]) -> Result<u64> {
-    let phys = physical_block(&fx.image, path, off / 4096)?;
+fn poke_image(fx: &TestFs, path: &str, off: u64, bytes: &[u8]) -> Result<u64> {
+    let phys = physical_block(fx.image(), path, off / 4096)?;
     let at = phys * 4096 + off % 4096;
     let img = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(&fx.image)?;
+        .open(fx.image())?;
     img.write_all_at(bytes, at)
-        .with_context(|| format!("pwrite at {at} of {}", fx.image.display()))?;
+        .with_context(|| format!("pwrite at {at} of {}", fx.image().display()))?;
     img.sync_all()?;
     Ok(at)
 }
 
-fn read_image(fx: &Fx, path: &str, off: u64, len: usize) -> Result<Vec<u8>> {
-    let phys = physical_block(&fx.image, path, off / 4096)?;
+fn read_image(fx: &TestFs, path: &str, off: u64, len: usize) -> Result<Vec<u8>> {
+    let phys = physical_block(fx.image(), path, off / 4096)?;
     let mut b = vec![0u8; len];
-    std::fs::File::open(&fx.image)?.read_exact_at(&mut b, phys * 4096 + off % 4096)?;
+    std::fs::File::open(fx.image())?.read_exact_at(&mut b, phys * 4096 + off % 4096)?;
     Ok(b)
 }
 
 fn corrupt_byte_is_found(t: &dyn Target) -> Result<()> {
-    let mut fx = Fx::new(t, 64)?;
+    let mut fx = TestFs::new(t, FsSpec::plain(64))?;
     let m = small_dio(&fx, 0xbad_0001)?;
     let f = m
         .files
@@ -82,7 +81,7 @@ fn corrupt_byte_is_found(t: &dyn Target) -> Result<()> {
         t.name()
     );
     fx.mount()?;
-    let s = dio::verify(&fx.mnt, &m)?;
+    let s = dio::verify(fx.mnt(), &m)?;
     eprintln!("{}", s.render());
     ensure!(
         s.findings_total == 1,
@@ -99,12 +98,12 @@ fn corrupt_byte_is_found(t: &dyn Target) -> Result<()> {
     fx.unmount()?;
     poke_image(&fx, "/wl-dio/seq", off, &[old])?;
     fx.mount()?;
-    ensure!(dio::verify(&fx.mnt, &m)?.passed);
+    ensure!(dio::verify(fx.mnt(), &m)?.passed);
     fx.finish()
 }
 
 fn stale_block_is_found(t: &dyn Target) -> Result<()> {
-    let mut fx = Fx::new(t, 64)?;
+    let mut fx = TestFs::new(t, FsSpec::plain(64))?;
     let m = small_dio(&fx, 0xbad_0002)?;
     // A unit overwritten at least once in the random phase, reverted to an older generation.
     let (f, unit_off, generation) = m
@@ -134,7 +133,7 @@ fn stale_block_is_found(t: &dyn Target) -> Result<()> {
         f.name
     );
     fx.mount()?;
-    let s = dio::verify(&fx.mnt, &m)?;
+    let s = dio::verify(fx.mnt(), &m)?;
     eprintln!("{}", s.render());
     ensure!(
         s.findings_total == 1,
@@ -165,13 +164,13 @@ fn stale_block_is_found(t: &dyn Target) -> Result<()> {
     );
     poke_image(&fx, &path, unit_off, &current)?;
     fx.mount()?;
-    ensure!(dio::verify(&fx.mnt, &m)?.passed);
+    ensure!(dio::verify(fx.mnt(), &m)?.passed);
     fx.finish()
 }
 
 fn dropped_record_is_found(t: &dyn Target) -> Result<()> {
-    let mut fx = Fx::new(t, 64)?;
-    let ack = fx.outside("ack.log");
+    let mut fx = TestFs::new(t, FsSpec::plain(64))?;
+    let ack = fx.scratch().join("ack.log");
     let seed = 0xbad_0003;
     let cfg = append::Config {
         seed,
@@ -180,9 +179,9 @@ fn dropped_record_is_found(t: &dyn Target) -> Result<()> {
         ack_log: Some(ack.clone()),
         ..append::Config::default()
     };
-    let s = append::run(&fx.mnt, &cfg, None)?;
+    let s = append::run(fx.mnt(), &cfg, None)?;
     ensure!(s.passed, "{}", s.render());
-    let log = fx.mnt.join("wl-append/shared.log");
+    let log = fx.mnt().join("wl-append/shared.log");
     let data = std::fs::read(&log)?;
     // Take out a record from the middle of the file, one that is not its writer's last:
     // a fast target can run one writer to its end before the others start.
@@ -200,7 +199,7 @@ fn dropped_record_is_found(t: &dyn Target) -> Result<()> {
     cut.extend_from_slice(&data[victim.offset as usize + victim.len..]);
     std::fs::write(&log, &cut)?;
     fx.remount()?;
-    let v = append::verify_acked(&fx.mnt, &ack, true)?;
+    let v = append::verify_acked(fx.mnt(), &ack, true)?;
     eprintln!(
         "{}: dropped writer {} seq {} at {}\n{}",
         t.name(),
@@ -245,7 +244,7 @@ fn dropped_record_is_found(t: &dyn Target) -> Result<()> {
         "{size}"
     );
     // The acknowledged-only check (the crash verifier) finds the same loss.
-    let v = append::verify_acked(&fx.mnt, &ack, false)?;
+    let v = append::verify_acked(fx.mnt(), &ack, false)?;
     ensure!(
         v.findings_total == 1 && v.findings[0].kind == Kind::MissingRecord,
         "{}",

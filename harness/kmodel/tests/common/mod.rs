@@ -2,51 +2,22 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use kmodel::{Kernel, ServerSpec};
 
-/// Builds `iomapfs` once (`cargo build -p iomapfs --bins --features fault-injection`: the
-/// tests inject faults) and returns its path; `KMODEL_SERVER=PATH` tests another build.
+/// The iomapfs the tests drive: test-support's build (`cargo build -p iomapfs --bins
+/// --features fault-injection`: the tests inject faults); `KMODEL_SERVER=PATH` tests another
+/// build.
 pub fn server_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(path) = std::env::var_os("KMODEL_SERVER") {
-            return PathBuf::from(path);
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "iomapfs",
-                "--bins",
-                "--features",
-                "fault-injection",
-            ])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo build -p iomapfs");
-        assert!(
-            status.success(),
-            "cargo build -p iomapfs --bins --features fault-injection failed"
-        );
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let target = if target.is_absolute() {
-            target
-        } else {
-            root.join(target)
-        };
-        let bin = target.join("debug").join("iomapfs");
-        assert!(bin.is_file(), "{} was not built", bin.display());
-        bin
-    })
-    .clone()
+    if let Some(path) = std::env::var_os("KMODEL_SERVER") {
+        return PathBuf::from(path);
+    }
+    match test_support::bins::iomapfs_bins() {
+        Ok(bins) => bins.server.clone(),
+        Err(e) => panic!("{e:#}"),
+    }
 }
 
 /// A fresh image and a server spec for it, in a temporary directory.

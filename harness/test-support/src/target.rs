@@ -3,15 +3,15 @@
 
 use crate::bins::iomapfs_bins;
 use crate::cmd::{self, find_tool};
+use crate::mount::{lazy_unmount, mount_fstype, read_log, umount, wait_timeout};
 use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(10);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
-const BUSY_RETRY: Duration = Duration::from_secs(3);
 
 #[derive(Clone, Debug, Default)]
 pub struct MountOptions {
@@ -42,7 +42,7 @@ pub trait Mounted {
 }
 
 fn common_prerequisites() -> Option<String> {
-    if rustix::process::geteuid().as_raw() != 0 {
+    if !nix::unistd::geteuid().is_root() {
         return Some("needs root (mount, losetup, mknod)".into());
     }
     ["mkfs.ext4", "e2fsck", "mount", "umount", "losetup"]
@@ -70,8 +70,11 @@ impl Target for KernelExt4 {
                 .lines()
                 .any(|l| l.split_whitespace().last() == Some("ext4"));
             // ext4 may be a module that mount(8) loads on demand.
+            let release = nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default();
             let module = Path::new("/lib/modules")
-                .join(rustix::system::uname().release().to_string_lossy().as_ref())
+                .join(release)
                 .join("kernel/fs/ext4");
             (!has_ext4 && !module.exists()).then(|| "the kernel has no ext4".into())
         })
@@ -262,69 +265,4 @@ impl Drop for FuseMount {
             let _ = self.child.wait();
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------
-
-/// `umount MNT`, retried for a while if the mount is busy: under `cargo test` the tests
-/// are threads of one process, and a child another test forks (as_user, or any Command
-/// between fork and exec) briefly holds copies of every open descriptor.
-pub fn umount(mnt: &Path) -> Result<()> {
-    let start = Instant::now();
-    loop {
-        match cmd::run("umount", &[mnt]) {
-            Err(e) if format!("{e:#}").contains("busy") && start.elapsed() < BUSY_RETRY => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            r => return r.map(drop),
-        }
-    }
-}
-
-/// `umount`, and `umount -l` if that fails (a test that panicked may leave files open).
-pub fn lazy_unmount(mnt: &Path) {
-    if cmd::run("umount", &[mnt]).is_err() {
-        let _ = cmd::run("umount", &[Path::new("-l"), mnt]);
-    }
-}
-
-/// The filesystem type /proc/self/mountinfo gives for the mount on `mnt`, if any.
-pub fn mount_fstype(mnt: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = mnt.to_str()?;
-    // Fields: id parent major:minor root mountpoint opts [optional...] - fstype source sbopts
-    info.lines().rev().find_map(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        if fields.get(4) != Some(&want) {
-            return None;
-        }
-        let dash = fields.iter().position(|f| *f == "-")?;
-        fields.get(dash + 1).map(|s| s.to_string())
-    })
-}
-
-pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait()? {
-            return Ok(Some(s));
-        }
-        if start.elapsed() > timeout {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-pub fn read_log(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    // Keep failure messages readable: the tail is what explains a failure.
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = &lines[lines.len().saturating_sub(60)..];
-    format!(
-        "--- server log {} (last {} lines) ---\n{}",
-        log.display(),
-        tail.len(),
-        tail.join("\n")
-    )
 }

@@ -2,10 +2,10 @@
 //! xattrs, modes) for the random-operation test. Each mutation applies POSIX/Linux rules
 //! and returns the errno the kernel would give, so real results can be compared with it.
 
-use crate::oracle::{Expect, Expected};
-use crate::sparse::SparseData;
 use rustix::io::Errno;
 use std::collections::BTreeMap;
+use test_support::oracle::{Expect, Expected};
+use test_support::sparse::SparseData;
 
 pub type Id = usize;
 const ROOT: Id = 0;

@@ -1,9 +1,10 @@
 //! `TestFs`: a fresh ext4 image in a private temp dir, mounted on a target. `finish` is the
 //! end of every test: unmount, `e2fsck -fn` clean, ext4-view comparison with `expected`.
 
-use crate::cmd::{e2fsck_clean, mkfs_ext4};
+use crate::e2fs::{e2fsck_clean, mkfs_ext4};
+use crate::mount::read_log;
 use crate::oracle::{verify_image, Expected};
-use crate::target::{read_log, MountOptions, Mounted, Target};
+use crate::target::{MountOptions, Mounted, Target};
 use anyhow::{Context, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,16 @@ impl Default for FsSpec {
 }
 
 impl FsSpec {
+    /// `size_mib`, 4 KiB blocks, read-write, no extra FUSE options (the workload tests).
+    pub fn plain(size_mib: u64) -> Self {
+        Self {
+            size_mib,
+            block_size: 4096,
+            mkfs_args: Vec::new(),
+            mount: MountOptions::default(),
+        }
+    }
+
     pub fn block_1k() -> Self {
         Self {
             block_size: 1024,
@@ -59,6 +70,13 @@ pub struct TestFs<'t> {
 impl<'t> TestFs<'t> {
     /// mkfs a new image and mount it.
     pub fn new(target: &'t dyn Target, spec: FsSpec) -> Result<Self> {
+        let mut fs = Self::unmounted(target, spec)?;
+        fs.mount()?;
+        Ok(fs)
+    }
+
+    /// mkfs a new image, not mounted yet.
+    pub fn unmounted(target: &'t dyn Target, spec: FsSpec) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("e2e-")
             .tempdir()
@@ -71,7 +89,7 @@ impl<'t> TestFs<'t> {
         std::fs::File::create(&image)?.set_len(spec.size_mib << 20)?;
         mkfs_ext4(&image, spec.block_size, &spec.mkfs_args)?;
         let log = dir.path().join("server.log");
-        let mut fs = Self {
+        Ok(Self {
             target,
             spec,
             image,
@@ -81,9 +99,7 @@ impl<'t> TestFs<'t> {
             finished: false,
             expected: Expected::default(),
             dir,
-        };
-        fs.mount()?;
-        Ok(fs)
+        })
     }
 
     pub fn target(&self) -> &'t dyn Target {
@@ -104,6 +120,10 @@ impl<'t> TestFs<'t> {
     /// A path inside the mounted filesystem.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mnt.join(rel.trim_start_matches('/'))
+    }
+    /// Where the server writes its log (nothing is written there for the kernel target).
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
     /// The tail of the server's log (empty for the kernel target).
     pub fn server_log(&self) -> String {
@@ -135,7 +155,8 @@ impl<'t> TestFs<'t> {
             .with_context(|| format!("{}: independent check of the image", self.target.name()))
     }
 
-    fn mount(&mut self) -> Result<()> {
+    /// Mounts the image with the spec's options (after `unmounted` or `unmount`).
+    pub fn mount(&mut self) -> Result<()> {
         let m = self
             .target
             .mount(&self.image, &self.mnt, &self.spec.mount, &self.log)?;
@@ -143,11 +164,17 @@ impl<'t> TestFs<'t> {
         Ok(())
     }
 
-    fn unmount_and_check(&mut self) -> Result<()> {
+    /// Unmounts, if mounted, so the test can touch the image behind the filesystem's back.
+    pub fn unmount(&mut self) -> Result<()> {
         if let Some(m) = self.mount.take() {
             m.unmount()
                 .with_context(|| format!("{}: unmount", self.target.name()))?;
         }
+        Ok(())
+    }
+
+    fn unmount_and_check(&mut self) -> Result<()> {
+        self.unmount()?;
         e2fsck_clean(&self.image).with_context(|| format!("{}: after unmount", self.target.name()))
     }
 }

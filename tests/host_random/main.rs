@@ -1,4 +1,4 @@
-//! Seeded random operations against an in-memory model (e2e::model), on both targets.
+//! Seeded random operations against an in-memory model (`model.rs`), on both targets.
 //! Every operation's outcome (data or errno) is compared with the model at once; every
 //! REMOUNT_EVERY operations the filesystem is remounted and checked file by file; at the end
 //! it is unmounted, e2fsck'd and read back with ext4-view.
@@ -7,9 +7,9 @@
 //! IOMAPFS_RANDOM_OPS sets the operations per seed (default 3,500: 10,500 per target).
 
 use anyhow::{bail, ensure, Context, Result};
-use e2e::model::{Kind, Model, Res, XattrFlag};
-use e2e::sys::{fill_pattern, pread_vec, pwrite_all, AlignedBuf};
-use e2e::{FsSpec, Target, TestFs};
+mod model;
+
+use model::{Kind, Model, Res, XattrFlag};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rustix::fd::OwnedFd;
@@ -20,8 +20,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use test_support::sys::{aligned_copy, fill_pattern, pread_vec, pwrite_all, AlignedBuf};
+use test_support::{FsSpec, Target, TestFs};
 
-e2e::target_tests!(random_fixed_seed_1, random_fixed_seed_2, random_time_seed);
+test_support::target_tests!(random_fixed_seed_1, random_fixed_seed_2, random_time_seed);
 
 const FIXED_SEEDS: [u64; 2] = [0x1a9f_5eed_0000_0001, 0x1a9f_5eed_0000_0002];
 const DEFAULT_OPS: usize = 3500;
@@ -333,7 +335,7 @@ impl Workload {
                 let off = self.offset(size, len) / 4096 * 4096;
                 self.note(i, format!("write O_DIRECT {path} off={off} len={len}"));
                 let data = self.data(len as usize);
-                let buf = AlignedBuf::from_slice(&data);
+                let buf = aligned_copy(&data);
                 let fd = open(&full, OFlags::WRONLY | OFlags::DIRECT, Mode::empty())?;
                 pwrite_all(&fd, &buf, off)?;
                 self.model

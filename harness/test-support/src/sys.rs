@@ -1,0 +1,193 @@
+//! Syscall helpers the test bodies share: aligned buffers for O_DIRECT, full-length
+//! pread/pwrite, errno assertions, running a syscall as another user, data patterns.
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::{open, OFlag, AT_FDCWD};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, setgroups, setresgid, setresuid, ForkResult, Gid, Uid};
+use rustix::io::Errno;
+use std::ffi::{CStr, CString};
+use std::fmt::Debug;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The O_DIRECT buffer is workloads' (one implementation for the workloads and the tests).
+pub use workloads::align::{AlignedBuf, ALIGN as DIO_ALIGN};
+
+/// An aligned copy of `data`.
+pub fn aligned_copy(data: &[u8]) -> AlignedBuf {
+    let mut b = AlignedBuf::new(data.len());
+    b.copy_from_slice(data);
+    b
+}
+
+/// pwrite until all of `buf` is written.
+pub fn pwrite_all<Fd: AsFd>(fd: Fd, mut buf: &[u8], mut off: u64) -> nix::Result<()> {
+    while !buf.is_empty() {
+        let n = nix::sys::uio::pwrite(&fd, buf, offset(off)?)?;
+        if n == 0 {
+            return Err(nix::errno::Errno::EIO);
+        }
+        buf = &buf[n..];
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// pread up to `len` bytes at `off`; shorter only at EOF.
+pub fn pread_vec<Fd: AsFd>(fd: Fd, len: usize, off: u64) -> nix::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        let n = nix::sys::uio::pread(&fd, &mut buf[done..], offset(off + done as u64)?)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    buf.truncate(done);
+    Ok(buf)
+}
+
+/// A file offset as off_t; EOVERFLOW past its range, as the kernel would answer.
+fn offset(off: u64) -> nix::Result<i64> {
+    i64::try_from(off).map_err(|_| nix::errno::Errno::EOVERFLOW)
+}
+
+/// Fails unless `r` is the error `want`.
+pub fn expect_errno<T: Debug>(r: rustix::io::Result<T>, want: Errno, what: &str) -> Result<()> {
+    match r {
+        Err(e) if e == want => Ok(()),
+        Err(e) => bail!("{what}: expected {want:?}, got {e:?}"),
+        Ok(v) => bail!("{what}: expected {want:?}, but it succeeded ({v:?})"),
+    }
+}
+
+/// Same for std::io results.
+pub fn expect_io_errno<T: Debug>(r: std::io::Result<T>, want: Errno, what: &str) -> Result<()> {
+    expect_errno(
+        r.map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO)),
+        want,
+        what,
+    )
+}
+
+/// Bytes that differ per `tag` and per position, so misplaced data is caught.
+pub fn pattern(tag: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    fill_pattern(&mut out, tag);
+    out
+}
+
+pub fn fill_pattern(buf: &mut [u8], tag: u64) {
+    let mut x = tag.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for chunk in buf.chunks_mut(8) {
+        // xorshift64*: cheap even in debug builds.
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let v = x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+/// Evicts clean dentries and inodes host-wide: a FUSE mount then receives FORGET and
+/// BATCH_FORGET for everything not in use, and the next access looks everything up again.
+pub fn drop_caches() -> Result<()> {
+    nix::unistd::sync();
+    std::fs::write("/proc/sys/vm/drop_caches", "2").context("write /proc/sys/vm/drop_caches")
+}
+
+/// One filesystem call made by another user (see `as_user`).
+#[derive(Debug)]
+pub enum UserOp {
+    OpenRead(PathBuf),
+    OpenWrite(PathBuf),
+    /// O_CREAT|O_EXCL, mode 0644.
+    Create(PathBuf),
+    Unlink(PathBuf),
+    Stat(PathBuf),
+    Chmod(PathBuf, u32),
+    Chown(PathBuf, u32, u32),
+    Mkdir(PathBuf),
+}
+
+/// Runs `op` in a forked child with uid/gid set to `uid`/`gid` and no supplementary
+/// groups. Returns `Ok(())` or the errno the call failed with.
+pub fn as_user(uid: u32, gid: u32, op: UserOp) -> Result<std::result::Result<(), Errno>> {
+    let path = |p: &Path| CString::new(p.as_os_str().as_bytes()).expect("no NUL in test paths");
+    // Everything the child needs is prepared before fork: after fork in a threaded process
+    // the child may only make raw syscalls (no allocation, no locks).
+    let (code, c_path, arg1, arg2) = match &op {
+        UserOp::OpenRead(p) => (0, path(p), 0, 0),
+        UserOp::OpenWrite(p) => (1, path(p), 0, 0),
+        UserOp::Create(p) => (2, path(p), 0, 0),
+        UserOp::Unlink(p) => (3, path(p), 0, 0),
+        UserOp::Stat(p) => (4, path(p), 0, 0),
+        UserOp::Chmod(p, m) => (5, path(p), *m, 0),
+        UserOp::Chown(p, u, g) => (6, path(p), *u, *g),
+        UserOp::Mkdir(p) => (7, path(p), 0, 0),
+    };
+    // SAFETY: the child makes only raw syscalls on data prepared before the fork, then _exit.
+    let child = match unsafe { fork() }.context("fork")? {
+        ForkResult::Child => {
+            let code = match as_user_child(uid, gid, code, &c_path, arg1, arg2) {
+                Ok(()) => 0,
+                Err(e) => e,
+            };
+            // SAFETY: _exit (which nix does not wrap) ends the child without running the
+            // parent's atexit handlers or destructors.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    let status = waitpid(child, None).context("waitpid")?;
+    match status {
+        WaitStatus::Exited(_, 0) => Ok(Ok(())),
+        WaitStatus::Exited(_, e) if e < 250 => Ok(Err(Errno::from_raw_os_error(e))),
+        other => bail!("child for {op:?} as uid {uid} failed to run ({other:?})"),
+    }
+}
+
+/// The child's side of [`as_user`]: drop to `uid`/`gid`, make one call. `Err(250)` means the
+/// credentials could not be set; any other error is the call's errno.
+fn as_user_child(uid: u32, gid: u32, code: u8, p: &CStr, arg1: u32, arg2: u32) -> Result<(), i32> {
+    use nix::sys::stat::Mode;
+    let (u, g) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    let creds = setgroups(&[])
+        .and(setresgid(g, g, g))
+        .and(setresuid(u, u, u));
+    creds.map_err(|_| 250)?;
+    let r = match code {
+        0 => open(p, OFlag::O_RDONLY, Mode::empty())
+            .and_then(|fd| nix::unistd::read(&fd, &mut [0u8; 16]).map(drop)),
+        1 => open(p, OFlag::O_WRONLY, Mode::empty()).map(drop),
+        2 => open(
+            p,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map(drop),
+        3 => nix::unistd::unlink(p),
+        4 => nix::sys::stat::stat(p).map(drop),
+        5 => nix::sys::stat::fchmodat(
+            AT_FDCWD,
+            p,
+            Mode::from_bits_truncate(arg1),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        ),
+        6 => nix::unistd::chown(p, Some(Uid::from_raw(arg1)), Some(Gid::from_raw(arg2))),
+        _ => nix::unistd::mkdir(p, Mode::from_bits_truncate(0o755)),
+    };
+    r.map_err(|e| (e as i32).min(249))
+}
+
+/// Reads a directory's names (without . and ..), as readdir returns them.
+pub fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("readdir {}", dir.display()))? {
+        names.push(e?.file_name().to_string_lossy().into_owned());
+    }
+    Ok(names)
+}
