@@ -409,16 +409,7 @@ fn unbuildable_endpoint_and_state_conflicts_are_reported() {
         std::fs::create_dir_all(tree.join(p).parent().unwrap()).unwrap();
         std::fs::write(tree.join(p), text).unwrap();
     }
-    let g = |args: &[&str]| {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(&tree)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let g = |args: &[&str]| test_support::git::GitRepo::open(&tree).git(args);
     g(&["init", "-q"]);
     g(&["add", "."]);
     g(&[

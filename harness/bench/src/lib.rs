@@ -179,7 +179,10 @@ fn make_image(path: &Path, mib: u64) -> Result<()> {
     Ok(())
 }
 
-/// A mounted target, unmounted (and its server waited for) on `unmount`.
+/// A mounted target, unmounted (and its server waited for) on `unmount`. Not
+/// test-support's targets: those mount a debug iomapfs built with fault injection (the
+/// tests' binary) and have no fuse2fs, while the bench measures the release build next to
+/// fuse2fs, and a program does not depend on the tests' library.
 struct Mounted {
     mnt: PathBuf,
     server: Option<duct::Handle>,

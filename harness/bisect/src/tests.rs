@@ -115,12 +115,7 @@ fn origin_needs_git_history() {
     .unwrap_err();
     assert!(format!("{e:#}").contains("leave out --ref"), "{e:#}");
 
-    let st = Command::new("git")
-        .args(["init", "-q", "--bare"])
-        .arg(d.path())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    test_support::git::GitRepo::open(d.path()).git(&["init", "-q", "--bare"]);
     let o = origin(&parse(&["--good", "a", "--bad", "b", "--source-dir", dir])).unwrap();
     assert_eq!(o, Origin::Local(d.path().canonicalize().unwrap()));
     let name = o.default_name();

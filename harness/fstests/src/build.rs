@@ -295,7 +295,7 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
+    use test_support::git::GitRepo;
 
     #[test]
     fn a_directory_without_check_is_a_usage_error() {
@@ -329,16 +329,7 @@ mod tests {
         std::fs::create_dir_all(p.join("common")).unwrap();
         std::fs::write(p.join("check"), "#!/bin/bash\n").unwrap();
         std::fs::write(p.join("common/rc"), "one\n").unwrap();
-        let g = |args: &[&str]| {
-            let out = Command::new("git")
-                .arg("-C")
-                .arg(p)
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "git {args:?}");
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
+        let g = |args: &[&str]| GitRepo::open(p).git(args);
         g(&["init", "-q"]);
         g(&["add", "."]);
         g(&[
@@ -386,14 +377,7 @@ mod tests {
         std::fs::write(p.join("check"), "#!/bin/bash\n").unwrap();
         std::fs::write(p.join("common/rc"), "x\n").unwrap();
         let g = |args: &[&str]| {
-            let ok = Command::new("git")
-                .arg("-C")
-                .arg(p)
-                .args(args)
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "git {args:?}");
+            GitRepo::open(p).git(args);
         };
         g(&["init", "-q"]);
         g(&["add", "."]);

@@ -390,13 +390,7 @@ mod tests {
     }
 
     fn git(dir: &Path, args: &[&str]) {
-        let st = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(st.success(), "git {args:?}");
+        test_support::git::GitRepo::open(dir).git(args);
     }
 
     /// Real git am / patch on a tiny tree: a good patch applies in both

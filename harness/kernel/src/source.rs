@@ -555,13 +555,7 @@ mod tests {
     use plumbing::error::{exit_code, EXIT_USAGE};
 
     fn git(dir: &Path, args: &[&str]) {
-        let st = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(st.success(), "git {args:?}");
+        test_support::git::GitRepo::open(dir).git(args);
     }
 
     /// A tiny tree that passes the kernel-tree check.
@@ -652,13 +646,8 @@ mod tests {
             vec!["[PATCH] fuse: add iomap"]
         );
         // The user's repository got no new branches or worktrees.
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&tree)
-            .args(["branch", "--list"])
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+        let branches = test_support::git::GitRepo::open(&tree).git(&["branch", "--list"]);
+        assert_eq!(branches.lines().count(), 1);
         // Reused on the second call.
         let again = prepare(&spec, Some(&s), &cache, &ui).unwrap();
         assert_eq!(again.tree, p.tree);
