@@ -8,7 +8,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -301,16 +300,20 @@ fn drop_caches() {
 /// cover, so the job is given on the command line; its report is read by
 /// `workloads::fio::parse`, the one reader of fio's JSON.
 fn fio(dir: &Path, name: &str, args: &[String]) -> Result<(f64, f64)> {
-    let out = Command::new("fio")
-        .arg(format!("--name={name}"))
-        .arg(format!("--directory={}", dir.display()))
-        .args([
-            "--output-format=json",
-            "--ioengine=psync",
-            "--group_reporting",
-        ])
-        .args(args)
-        .output()
+    let mut argv = vec![
+        format!("--name={name}"),
+        format!("--directory={}", dir.display()),
+        "--output-format=json".into(),
+        "--ioengine=psync".into(),
+        "--group_reporting".into(),
+    ];
+    argv.extend_from_slice(args);
+    // A job runs for seconds to minutes: a supervised child (duct).
+    let out = duct::cmd("fio", argv)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
         .context("running fio")?;
     if !out.status.success() {
         bail!(

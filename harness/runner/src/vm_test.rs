@@ -346,16 +346,21 @@ pub fn spec_from_flags(
     })
 }
 
-fn cargo() -> std::process::Command {
-    let mut c =
-        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    c.current_dir(plumbing::paths::workspace_root());
-    c
+/// `cargo ARGS` in the workspace: a release build takes minutes, a supervised child (duct).
+fn cargo(args: &[&str]) -> duct::Expression {
+    duct::cmd(
+        std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+        args,
+    )
+    .dir(plumbing::paths::workspace_root())
 }
 
-fn run_cargo(mut cmd: std::process::Command, what: &str) -> Result<()> {
+fn run_cargo(cmd: duct::Expression, what: &str) -> Result<()> {
     let out = cmd
-        .output()
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
         .with_context(|| format!("running cargo for {what}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -375,8 +380,7 @@ fn run_cargo(mut cmd: std::process::Command, what: &str) -> Result<()> {
 /// The static guest agent (glibc, crt-static; no musl needed).
 pub fn build_agent() -> Result<PathBuf> {
     const TRIPLE: &str = "x86_64-unknown-linux-gnu";
-    let mut c = cargo();
-    c.args([
+    let c = cargo(&[
         "build",
         "--quiet",
         "--release",
@@ -384,8 +388,8 @@ pub fn build_agent() -> Result<PathBuf> {
         "agent",
         "--target",
         TRIPLE,
-    ]);
-    c.env(
+    ])
+    .env(
         "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
         "-C target-feature=+crt-static -C strip=debuginfo",
     );
@@ -397,9 +401,8 @@ pub fn build_agent() -> Result<PathBuf> {
 
 /// iomapfs and its mount helper, built on the host (same Debian as the image).
 pub fn build_server() -> Result<Vec<PathBuf>> {
-    let mut c = cargo();
     // The workloads binary rides along: the dio and append suites run it in the guest.
-    c.args([
+    let c = cargo(&[
         "build",
         "--quiet",
         "--release",
