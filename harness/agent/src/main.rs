@@ -80,19 +80,22 @@ fn run(agent_start_ms: u64, pid1: bool) -> i32 {
     }
 
     let ready_ms = sys::boottime_ms();
-    let info = match &plan.server {
-        Some(s) => setup::prepare_server(s, &mut out).unwrap_or_else(|e| setup::ServerInfo {
+    let server = plan.server.as_ref().map(|s| {
+        let info = setup::prepare_server(s, &mut out).unwrap_or_else(|e| setup::ServerInfo {
             error: Some(e),
             ..Default::default()
-        }),
-        None => setup::ServerInfo::default(),
-    };
+        });
+        events::ServerFacts {
+            name: "iomapfs".into(),
+            version: info.version,
+            mode: info.mode,
+            error: info.error,
+        }
+    });
     out.emit(EventBody::RunStarted {
         kernel: sys::kernel_release(),
-        iomapfs_version: info.version,
         e2fsprogs_version: setup::e2fsprogs_version(),
-        server_mode: info.mode,
-        server_error: info.error,
+        server,
         agent_start_ms,
         boot_to_ready_ms: ready_ms,
         setup_ms: sys::boottime_ms().saturating_sub(ready_ms),

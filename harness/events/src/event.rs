@@ -1,7 +1,7 @@
 //! Events streamed by the guest agent, one JSON object per line.
 use serde::{Deserialize, Serialize};
 
-/// One line of the event stream: `{"v":1,"t_ms":123,"type":"test_started",...}`.
+/// One line of the event stream: `{"v":2,"t_ms":123,"type":"test_started",...}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Schema version ([`crate::SCHEMA_VERSION`]).
@@ -25,18 +25,31 @@ pub enum TestStatus {
     InfraError,
 }
 
+/// What the agent found out about the FUSE server it set up, before the first test.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerFacts {
+    /// The server's name (`iomapfs`).
+    pub name: String,
+    /// Its `--version`, if it answered.
+    pub version: Option<String>,
+    /// The mode its check mount negotiated, in the server's words (iomapfs: "iomap" or
+    /// "classic").
+    pub mode: Option<String>,
+    /// Why the server check failed, if it did.
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
     /// The agent is up and the guest is ready to run tests.
     RunStarted {
         kernel: String,
-        iomapfs_version: Option<String>,
         e2fsprogs_version: Option<String>,
-        /// "iomap" or "classic" as reported by the server's mode file, if the server ran.
-        server_mode: Option<String>,
-        /// Why the server check failed, if it did.
-        server_error: Option<String>,
+        /// The FUSE server under test, when the plan set one up (what it is is the
+        /// server's business: the harness only carries its facts).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server: Option<ServerFacts>,
         /// Guest uptime when the kernel started the agent (kernel boot time).
         #[serde(default)]
         agent_start_ms: u64,
@@ -65,8 +78,8 @@ pub enum EventBody {
         slow: bool,
         /// Human-readable reason for a non-pass.
         reason: Option<String>,
-        /// The mode every FUSE server mounted during the test negotiated ("iomap" or
-        /// "classic"), each once, in the order first seen.
+        /// The mode every FUSE server mounted during the test reported (its own word, e.g.
+        /// iomapfs' "iomap" or "classic"), each once, in the order first seen.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         server_modes: Vec<String>,
     },
@@ -129,14 +142,14 @@ mod tests {
         );
         let line = ev.to_line();
         assert!(line.contains(r#""type":"test_finished""#), "{line}");
-        assert!(line.contains(r#""v":1"#), "{line}");
+        assert!(line.contains(r#""v":2"#), "{line}");
         assert!(line.contains(r#""status":"hung""#), "{line}");
         assert_eq!(Event::from_line(&line).unwrap(), ev);
     }
 
     #[test]
     fn rejects_garbage() {
-        assert!(Event::from_line("{\"v\":1,\"t_ms\":0,\"type\":\"nope\"}").is_err());
+        assert!(Event::from_line("{\"v\":2,\"t_ms\":0,\"type\":\"nope\"}").is_err());
         assert!(Event::from_line("not json").is_err());
     }
 }

@@ -11,11 +11,13 @@
 mod event;
 mod plan;
 
-pub use event::{Event, EventBody, TestStatus};
+pub use event::{Event, EventBody, ServerFacts, TestStatus};
 pub use plan::{check_test_name, Plan, PlanTest, ServerSetup, MAX_TEST_NAME};
 
 /// Version of the plan and event schema. Bump on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+/// v2: the server's facts (name, version, mode, error) are one optional `server` section
+/// of `run_started`, no longer top-level fields named after iomapfs.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Name of the virtio-serial port the agent writes events to
 /// (appears in the guest as `/dev/virtio-ports/<name>`).

@@ -183,8 +183,6 @@ pub fn apply(
             if r.verdict == Verdict::Flaky {
                 r.accepted = flaky_ok.get(&r.name).cloned();
             }
-            // The guest records modes per `check` run: a batch's tests share them.
-            r.server_modes = t.server_modes.clone();
             report::apply_findings(&mut r);
             // Artifacts of every attempt, relative to the run directory.
             for a in 0..attempts.len() {
@@ -208,6 +206,10 @@ pub fn apply(
             )
         }) {
             r.duration_ms = t.duration_ms.saturating_sub(used_ms);
+        }
+        // The guest records modes per `check` run: a batch's tests share them.
+        if let Some(server) = run.server.as_mut() {
+            server.share_modes(&t.name, results.iter().map(|r| r.name.clone()));
         }
         out.extend(results);
     }

@@ -391,7 +391,7 @@ pub fn plan(
                 name: name.clone(),
                 command: format!(
                     "{}\nfstests_run {} {} {}",
-                    vm::suites::FSTESTS_PRELUDE,
+                    suites::FSTESTS_PRELUDE,
                     section.name,
                     args.loops,
                     chunk.join(" ")

@@ -19,8 +19,15 @@ pub fn junit_xml(run: &RunResult) -> Result<String, ReportError> {
         for (k, v) in [
             ("kernel", run.kernel_release.clone()),
             ("accel", Some(run.accel.clone())),
-            ("server_mode", run.server_mode.clone()),
-            ("iomapfs", run.iomapfs_version.clone()),
+            ("server", run.server.as_ref().map(|s| s.name.clone())),
+            (
+                "server_mode",
+                run.server.as_ref().and_then(|s| s.mode.clone()),
+            ),
+            (
+                "server_version",
+                run.server.as_ref().and_then(|s| s.version.clone()),
+            ),
             ("e2fsprogs", run.e2fsprogs_version.clone()),
         ] {
             if let Some(v) = v {

@@ -1,8 +1,11 @@
 //! The result model (serialised as results.json).
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-/// Version of the results.json layout.
-pub const RESULTS_SCHEMA: u32 = 1;
+/// Version of the results.json layout. v2: the FUSE server's facts (name, version, modes,
+/// the expected mode) are one optional `server` section ([`ServerFacts`]), no longer fields
+/// of the run and its tests named after iomapfs.
+pub const RESULTS_SCHEMA: u32 = 2;
 
 /// The verdict of one test or of a whole run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -143,10 +146,6 @@ pub struct TestResult {
     /// `flaky` (its reason and link) or `--accept-flaky`. None: it fails the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted: Option<String>,
-    /// The modes the FUSE servers mounted during this test negotiated ("iomap",
-    /// "classic"), as the guest reported them; empty when the test mounted none.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub server_modes: Vec<String>,
 }
 
 impl TestResult {
@@ -164,7 +163,6 @@ impl TestResult {
             artifacts: vec![],
             details: None,
             accepted: None,
-            server_modes: vec![],
         }
     }
 }
@@ -192,14 +190,10 @@ pub struct RunResult {
     pub kernel_image: String,
     pub kernel_release: Option<String>,
     pub image: String,
-    pub iomapfs_version: Option<String>,
     pub e2fsprogs_version: Option<String>,
-    pub server_mode: Option<String>,
-    pub server_error: Option<String>,
-    /// The server mode this run required (`--expect-mode`): "iomap" or "classic"; none
-    /// when any mode was accepted.
+    /// The FUSE server under test, when the run set one up or expected a mode of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected_mode: Option<String>,
+    pub server: Option<ServerFacts>,
     /// Guest uptime when the agent was ready (mounts done, plan read).
     pub boot_to_ready_ms: Option<u64>,
     /// Guest uptime when the kernel started the agent.
@@ -227,6 +221,52 @@ pub struct RunResult {
     pub baseline: Option<crate::policy::Baseline>,
 }
 
+/// Everything the run knows about the FUSE server under test, in one place: the rest of
+/// the result is the same for any filesystem. Modes are the server's own words (iomapfs:
+/// "iomap" or "classic").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerFacts {
+    /// The server's name (`iomapfs`); empty when none was set up.
+    pub name: String,
+    pub version: Option<String>,
+    /// The mode the guest's check mount negotiated.
+    pub mode: Option<String>,
+    /// Why the guest's server check failed, if it did.
+    pub error: Option<String>,
+    /// The mode this run required (`--expect-mode`); none when any mode was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_mode: Option<String>,
+    /// Per test, the modes the servers it mounted negotiated, each once, in the order
+    /// the guest reported them; a test that mounted none is absent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub test_modes: BTreeMap<String, Vec<String>>,
+}
+
+impl ServerFacts {
+    /// The modes `test` reported (empty when it mounted no server).
+    pub fn modes_of(&self, test: &str) -> &[String] {
+        self.test_modes.get(test).map_or(&[], Vec::as_slice)
+    }
+
+    /// Records `modes` for `test` (nothing when empty).
+    pub fn set_modes(&mut self, test: &str, modes: Vec<String>) {
+        if modes.is_empty() {
+            self.test_modes.remove(test);
+        } else {
+            self.test_modes.insert(test.to_owned(), modes);
+        }
+    }
+
+    /// The modes of `from` (a batch that ran several tests in one go) become those of
+    /// each of `to`.
+    pub fn share_modes(&mut self, from: &str, to: impl IntoIterator<Item = String>) {
+        let modes = self.test_modes.remove(from).unwrap_or_default();
+        for name in to {
+            self.set_modes(&name, modes.clone());
+        }
+    }
+}
+
 impl RunResult {
     /// A result with no tests and no facts yet (verdict `infra_error` until decided).
     pub fn empty(id: impl Into<String>) -> Self {
@@ -244,11 +284,8 @@ impl RunResult {
             kernel_image: String::new(),
             kernel_release: None,
             image: String::new(),
-            iomapfs_version: None,
             e2fsprogs_version: None,
-            server_mode: None,
-            server_error: None,
-            expected_mode: None,
+            server: None,
             boot_to_ready_ms: None,
             kernel_boot_ms: None,
             host_ready_ms: None,
@@ -291,5 +328,32 @@ mod tests {
         assert_eq!(t.accepted, None);
         let back = serde_json::to_string(&TestResult::new("a", Verdict::Passed)).unwrap();
         assert!(!back.contains("accepted"), "{back}");
+
+        // A v1 results.json (a kept baseline) reads as v2, iomapfs' fields in `server`;
+        // another version is refused by name.
+        let dir = tempfile::tempdir().unwrap();
+        let mut v1 = serde_json::to_value(RunResult::empty("old")).unwrap();
+        let run = v1.as_object_mut().unwrap();
+        run.remove("server");
+        run.insert("schema".into(), 1.into());
+        run.insert("server_mode".into(), "iomap".into());
+        run.insert("iomapfs_version".into(), "0.1.0".into());
+        let mut t = serde_json::to_value(TestResult::new("a", Verdict::Passed)).unwrap();
+        t["server_modes"] = serde_json::json!(["iomap"]);
+        run.insert("tests".into(), serde_json::json!([t]));
+        let path = dir.path().join("results.json");
+        std::fs::write(&path, v1.to_string()).unwrap();
+        let read = crate::read_json(&path).unwrap();
+        let server = read.server.unwrap();
+        assert_eq!(server.mode.as_deref(), Some("iomap"));
+        assert_eq!(server.version.as_deref(), Some("0.1.0"));
+        assert_eq!(server.modes_of("a"), ["iomap"]);
+        v1["schema"] = 99.into();
+        std::fs::write(&path, v1.to_string()).unwrap();
+        let e = crate::read_json(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("results schema v99 is not one this harness reads"),
+            "{e}"
+        );
     }
 }

@@ -140,6 +140,7 @@ impl ExpectMode {
 pub fn apply_expected_mode(
     t: &mut TestResult,
     expect: ExpectMode,
+    test_modes: &[String],
     run_mode: Option<&str>,
     why: &str,
 ) {
@@ -152,10 +153,10 @@ pub fn apply_expected_mode(
         return;
     }
     let want = expect.as_str();
-    let seen: Vec<&str> = if t.server_modes.is_empty() {
+    let seen: Vec<&str> = if test_modes.is_empty() {
         run_mode.into_iter().collect()
     } else {
-        t.server_modes.iter().map(String::as_str).collect()
+        test_modes.iter().map(String::as_str).collect()
     };
     let reason = match seen.iter().find(|m| **m != want) {
         Some(other) => format!("server ran {other}; expected {want}: {why}"),
@@ -169,13 +170,29 @@ pub fn apply_expected_mode(
     });
 }
 
-/// [`apply_expected_mode`] over a run's tests, then the run's verdict again.
-pub fn enforce_mode(run: &mut RunResult, expect: ExpectMode, why: &str) {
-    run.expected_mode = (expect != ExpectMode::Any).then(|| expect.as_str().to_string());
-    let run_mode = run.server_mode.clone();
-    for t in &mut run.tests {
-        apply_expected_mode(t, expect, run_mode.as_deref(), why);
+/// Records the expected mode in the run's server section and applies
+/// [`apply_expected_mode`] to every test, with the modes the server section holds.
+pub fn mark_expected_mode(run: &mut RunResult, expect: ExpectMode, why: &str) {
+    let expected = (expect != ExpectMode::Any).then(|| expect.as_str().to_string());
+    if expected.is_none() && run.server.is_none() {
+        return;
     }
+    let server = run.server.get_or_insert_with(Default::default);
+    server.expected_mode = expected;
+    for t in &mut run.tests {
+        apply_expected_mode(
+            t,
+            expect,
+            server.modes_of(&t.name),
+            server.mode.as_deref(),
+            why,
+        );
+    }
+}
+
+/// [`mark_expected_mode`], then the run's verdict again.
+pub fn enforce_mode(run: &mut RunResult, expect: ExpectMode, why: &str) {
+    mark_expected_mode(run, expect, why);
     conclude(run);
 }
 
@@ -310,10 +327,10 @@ mod tests {
     #[test]
     fn a_test_in_the_wrong_mode_fails_and_says_why() {
         let mut t = TestResult::new("smoke/mount", Verdict::Passed);
-        t.server_modes = vec!["classic".into()];
         apply_expected_mode(
             &mut t,
             ExpectMode::Iomap,
+            &["classic".into()],
             Some("iomap"),
             "the kernel did not offer FUSE_IOMAP",
         );
@@ -325,17 +342,17 @@ mod tests {
 
         // The run's server stands in for a test that mounted nothing itself.
         let mut t = TestResult::new("run/1", Verdict::Passed);
-        apply_expected_mode(&mut t, ExpectMode::Iomap, Some("classic"), "why");
+        apply_expected_mode(&mut t, ExpectMode::Iomap, &[], Some("classic"), "why");
         assert_eq!(t.verdict, Verdict::Failed);
         // No evidence at all is not a pass.
         let mut t = TestResult::new("run/1", Verdict::Passed);
-        apply_expected_mode(&mut t, ExpectMode::Classic, None, "why");
+        apply_expected_mode(&mut t, ExpectMode::Classic, &[], None, "why");
         assert_eq!(t.verdict, Verdict::Failed);
         assert!(t.reason.unwrap().contains("no server mode was reported"));
         // Mixed modes fail too.
         let mut t = TestResult::new("fstests/x", Verdict::Passed);
-        t.server_modes = vec!["iomap".into(), "classic".into()];
-        apply_expected_mode(&mut t, ExpectMode::Iomap, None, "why");
+        let modes = ["iomap".into(), "classic".into()];
+        apply_expected_mode(&mut t, ExpectMode::Iomap, &modes, None, "why");
         assert_eq!(t.verdict, Verdict::Failed);
     }
 
@@ -348,25 +365,30 @@ mod tests {
             (ExpectMode::Any, vec![]),
         ] {
             let mut t = TestResult::new("t", Verdict::Passed);
-            t.server_modes = modes.iter().map(|m| m.to_string()).collect();
-            apply_expected_mode(&mut t, expect, None, "why");
+            let modes: Vec<String> = modes.iter().map(|m| m.to_string()).collect();
+            apply_expected_mode(&mut t, expect, &modes, None, "why");
             assert_eq!(t.verdict, Verdict::Passed, "{expect:?} {modes:?}");
         }
         // A failing test keeps its own verdict and reason.
         let mut t = TestResult::new("t", Verdict::Crashed);
-        t.server_modes = vec!["classic".into()];
-        apply_expected_mode(&mut t, ExpectMode::Iomap, None, "why");
+        apply_expected_mode(&mut t, ExpectMode::Iomap, &["classic".into()], None, "why");
         assert_eq!(t.verdict, Verdict::Crashed);
     }
 
     #[test]
     fn enforcing_the_mode_decides_the_run_again() {
         let mut run = RunResult::empty("r");
-        run.server_mode = Some("classic".into());
+        run.server = Some(crate::ServerFacts {
+            mode: Some("classic".into()),
+            ..Default::default()
+        });
         run.tests = vec![TestResult::new("a", Verdict::Passed)];
         enforce_mode(&mut run, ExpectMode::Iomap, "why");
         assert_eq!(run.verdict, Verdict::Failed);
-        assert_eq!(run.expected_mode.as_deref(), Some("iomap"));
+        assert_eq!(
+            run.server.and_then(|s| s.expected_mode).as_deref(),
+            Some("iomap")
+        );
     }
     fn t(name: &str, v: Verdict) -> TestResult {
         TestResult::new(name, v)

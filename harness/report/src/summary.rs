@@ -48,18 +48,24 @@ pub fn summary_markdown(run: &RunResult) -> String {
         Some(n) => format!("{} ({n})", run.accel),
         None => run.accel.clone(),
     };
-    let server = match (&run.server_mode, &run.server_error) {
-        (Some(m), None) => format!("iomapfs {} in {m} mode", opt(&run.iomapfs_version)),
-        (m, Some(e)) => format!(
-            "iomapfs {} mode {}: {e}",
-            opt(&run.iomapfs_version),
-            m.as_deref().unwrap_or("unknown")
-        ),
-        (None, None) => "not used".into(),
-    };
-    let server = match &run.expected_mode {
-        Some(m) => format!("{server}; expected {m} (--expect-mode)"),
-        None => server,
+    let server = match &run.server {
+        None => "not used".into(),
+        Some(s) => {
+            let facts = match (&s.mode, &s.error) {
+                (Some(m), None) => format!("{} {} in {m} mode", s.name, opt(&s.version)),
+                (m, Some(e)) => format!(
+                    "{} {} mode {}: {e}",
+                    s.name,
+                    opt(&s.version),
+                    m.as_deref().unwrap_or("unknown")
+                ),
+                (None, None) => "not used".into(),
+            };
+            match &s.expected_mode {
+                Some(m) => format!("{facts}; expected {m} (--expect-mode)"),
+                None => facts,
+            }
+        }
     };
     let rows = [
         (
@@ -111,10 +117,9 @@ pub fn summary_markdown(run: &RunResult) -> String {
         if let Some(why) = &t.accepted {
             note = format!("accepted ({why}); {note}");
         }
-        let modes = if t.server_modes.is_empty() {
-            "-".to_string()
-        } else {
-            t.server_modes.join(", ")
+        let modes = match run.server.as_ref().map(|s| s.modes_of(&t.name)) {
+            Some(m) if !m.is_empty() => m.join(", "),
+            _ => "-".to_string(),
         };
         md.push_str(&format!(
             "| {} | {} | {} | {} | {} |\n",

@@ -21,7 +21,6 @@ fn sample() -> RunResult {
         artifacts: vec![format!("tests/{name}/stdout.log")],
         details: None,
         accepted: None,
-        server_modes: vec!["classic".into()],
     };
     let tests = vec![
         t("smoke/mount", Verdict::Passed, None, vec![]),
@@ -53,11 +52,18 @@ fn sample() -> RunResult {
         kernel_image: "/cache/bzImage".into(),
         kernel_release: Some("6.12.57".into()),
         image: "/cache/default.ext4".into(),
-        iomapfs_version: Some("0.1.0".into()),
         e2fsprogs_version: Some("1.47.0".into()),
-        server_mode: Some("classic".into()),
-        server_error: None,
-        expected_mode: None,
+        server: Some(ServerFacts {
+            name: "iomapfs".into(),
+            version: Some("0.1.0".into()),
+            mode: Some("classic".into()),
+            error: None,
+            expected_mode: None,
+            test_modes: tests
+                .iter()
+                .map(|t| (t.name.clone(), vec!["classic".to_string()]))
+                .collect(),
+        }),
         boot_to_ready_ms: Some(1800),
         kernel_boot_ms: Some(1200),
         host_ready_ms: Some(4000),
@@ -119,7 +125,7 @@ fn summary_names_every_test_and_the_crash() {
     // Each test's server mode, and the mode the run expected.
     assert!(md.contains("| smoke/mount | passed | classic |"), "{md}");
     let mut expecting = sample();
-    expecting.expected_mode = Some("iomap".into());
+    expecting.server.as_mut().unwrap().expected_mode = Some("iomap".into());
     let md = summary_markdown(&expecting);
     assert!(
         md.contains("in classic mode; expected iomap (--expect-mode)"),
@@ -143,6 +149,8 @@ fn fstests_verdicts_in_junit_and_the_run_verdict() {
         t.verdict = verdict;
         t.reason = Some(reason.into());
         t.details = details.map(str::to_string);
+        let server = run.server.as_mut().unwrap();
+        server.set_modes(name, server.modes_of(&run.tests[0].name).to_vec());
         run.tests.push(t);
     };
     add(

@@ -160,10 +160,10 @@ pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
     };
     let mut tests = vec![];
     for name in &suites {
-        let suite = vm::suites::find(name).ok_or_else(|| {
+        let suite = suites::find(name).ok_or_else(|| {
             usage(format!(
                 "unknown suite `{name}` (known: {})",
-                vm::suites::names().join(", ")
+                suites::names().join(", ")
             ))
         })?;
         tests.extend(suite.plan_tests(args.timeout));
@@ -171,10 +171,7 @@ pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
     if args.timeout == Some(0) {
         return Err(usage("--timeout must be at least 1 second"));
     }
-    tests.extend(vm::suites::run_commands(
-        &args.run,
-        args.timeout.unwrap_or(300),
-    ));
+    tests.extend(suites::run_commands(&args.run, args.timeout.unwrap_or(300)));
     let mut env = vec![];
     for kv in &args.env {
         let (k, v) = kv
@@ -215,7 +212,7 @@ pub fn needs_server(args: &VmTestArgs) -> bool {
     }
     args.suites
         .iter()
-        .any(|s| vm::suites::find(s).is_some_and(|s| s.needs_server))
+        .any(|s| suites::find(s).is_some_and(|s| s.needs_server))
         || !args.run.is_empty()
 }
 
@@ -475,13 +472,16 @@ impl Printer {
                 kernel_boot_ms,
                 setup_ms,
                 kernel,
-                server_mode,
-                server_error,
+                server,
             } => {
-                let server = match (server_mode, server_error) {
-                    (Some(m), None) => format!("; iomapfs in {m} mode"),
-                    (m, Some(e)) => format!("; iomapfs mode {}: {e}", m.unwrap_or("unknown")),
-                    (None, None) => String::new(),
+                let server = match server.map(|s| (s, &s.mode, &s.error)) {
+                    Some((s, Some(m), None)) => format!("; {} in {m} mode", s.name),
+                    Some((s, m, Some(e))) => format!(
+                        "; {} mode {}: {e}",
+                        s.name,
+                        m.as_deref().unwrap_or("unknown")
+                    ),
+                    _ => String::new(),
                 };
                 let s = |ms: u64| ms as f64 / 1000.0;
                 self.line(format!(
@@ -730,12 +730,7 @@ impl ModeCheck {
 
     /// Fails every test that ran in another mode (report's policy).
     pub fn apply(&self, result: &mut RunResult) {
-        result.expected_mode =
-            (self.expect != ExpectMode::Any).then(|| self.expect.as_str().into());
-        let run_mode = result.server_mode.clone();
-        for t in &mut result.tests {
-            report::policy::apply_expected_mode(t, self.expect, run_mode.as_deref(), &self.why);
-        }
+        report::policy::mark_expected_mode(result, self.expect, &self.why);
     }
 }
 
@@ -754,7 +749,10 @@ fn refuse_without_booting(
     result.kernel_image = prepared.spec.kernel.display().to_string();
     result.kernel_release = prepared.kernel_release.clone();
     result.image = prepared.image.display().to_string();
-    result.expected_mode = Some(expect.to_string());
+    result.server = Some(report::ServerFacts {
+        expected_mode: Some(expect.to_string()),
+        ..Default::default()
+    });
     for t in &plan.tests {
         let mut r = report::TestResult::new(&t.name, Verdict::Failed);
         r.reason = Some(format!(

@@ -63,11 +63,17 @@ fn smoke_suite_passes_under_iomapfs() {
     );
     assert_eq!(result.tests.len(), 5);
     assert!(result.tests.iter().all(|t| t.verdict == Verdict::Passed));
-    let mode = result.server_mode.clone().expect("server mode reported");
+    let server = result.server.as_ref().expect("server facts reported");
+    let mode = server.mode.clone().expect("server mode reported");
     // Each test that mounted iomapfs reports what its server negotiated (smoke/fsck only
     // checks the unmounted disk).
     for t in result.tests.iter().filter(|t| t.name != "smoke/fsck") {
-        assert_eq!(t.server_modes, std::slice::from_ref(&mode), "{}", t.name);
+        assert_eq!(
+            server.modes_of(&t.name),
+            std::slice::from_ref(&mode),
+            "{}",
+            t.name
+        );
     }
     let ready = result.boot_to_ready_ms.expect("boot-to-ready measured");
     eprintln!(
@@ -241,7 +247,10 @@ fn expecting_iomap_on_a_kernel_without_it_fails_before_booting() {
     assert_eq!(result.verdict, Verdict::Failed, "{result:?}");
     assert_eq!(result.verdict.exit_code(), 1);
     assert_eq!(result.boots, 0, "nothing booted");
-    assert_eq!(result.expected_mode.as_deref(), Some("iomap"));
+    assert_eq!(
+        result.server.and_then(|s| s.expected_mode).as_deref(),
+        Some("iomap")
+    );
     for t in &result.tests {
         let why = t.reason.as_deref().unwrap_or("");
         assert!(

@@ -1,6 +1,7 @@
 //! Host side of `vm-test`: boots QEMU with the kernel, the image and the agent,
 //! follows the event stream and the console, enforces timeouts, and turns what
-//! happened into a [`report::RunResult`].
+//! happened into a [`report::RunResult`]. QEMU supervision only: which tests run is the
+//! caller's plan (the suite catalogue is the `suites` crate).
 pub mod accel;
 pub mod console;
 pub mod framing;
@@ -14,4 +15,3 @@ pub use accel::{AccelChoice, AccelDecision};
 pub use qemu::{Accel, Machine};
 pub use run::{run_shell, run_tests, Limits, Progress, VmError, VmSpec};
 pub use rundir::RunDir;
-pub mod suites;

@@ -6,6 +6,7 @@
 //! it: [`RunDir::reclaim`] removes what the guest must not leave where the host writes,
 //! [`RunDir::artifacts_of`] lists only regular files, and [`read_guest_file`] reads only a
 //! regular file reached through real directories, up to a size cap.
+use nix::fcntl::OFlag;
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -186,7 +187,7 @@ pub fn read_guest_file(run_dir: &Path, path: &Path, cap: u64) -> io::Result<Vec<
     }
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
         .open(path)?;
     let mut bytes = vec![];
     f.take(cap.saturating_add(1)).read_to_end(&mut bytes)?;
@@ -250,10 +251,11 @@ mod tests {
             b"ok"
         );
         assert!(read_guest_file(&d.path, &t.join("stdout.log"), 1).is_err());
-        let fifo =
-            std::ffi::CString::new(t.join("fifo").into_os_string().into_encoded_bytes()).unwrap();
-        // SAFETY: a valid C string.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        nix::unistd::mkfifo(
+            &t.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
         assert!(
             read_guest_file(&d.path, &t.join("fifo"), 100).is_err(),
             "a FIFO would block the host"
@@ -269,15 +271,11 @@ mod tests {
         .unwrap();
         symlink(outside.path(), d.path.join("disks")).unwrap();
         std::fs::write(d.path.join("console.log"), "c").unwrap();
-        let fifo = std::ffi::CString::new(
-            d.path
-                .join("qemu.log")
-                .into_os_string()
-                .into_encoded_bytes(),
+        nix::unistd::mkfifo(
+            &d.path.join("qemu.log"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
         )
         .unwrap();
-        // SAFETY: a valid C string.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
         assert_eq!(
             d.reclaim(),
             ["boot/HARNESS_BOOT", "disks", "qemu.log", "results.json"]

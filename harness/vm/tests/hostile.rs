@@ -10,30 +10,14 @@ use std::time::{Duration, Instant};
 use events::{Event, EventBody, Plan, PlanTest, TestStatus};
 use report::{FindingKind, RunResult, Verdict};
 use serde_json::{json, Value};
-use vm::{Accel, Limits, Machine, RunDir, VmSpec};
+use vm::{Limits, RunDir, VmSpec};
+
+mod common;
 
 /// Plays `<script>[boot]`: a list of steps, one key each. Bytes are hex, so anything
 /// (invalid UTF-8, NUL, no newline) can be sent.
-const FAKE_QEMU: &str = r#"#!/usr/bin/env python3
-import json, os, shutil, socket, sys, time
-args = sys.argv[1:]
-def opts(a):
-    return dict(kv.split("=", 1) for kv in a.split(",")[1:] if "=" in kv)
-con = ev = pid = share = script = None
-for i, a in enumerate(args):
-    if a.startswith("socket,id=con,"):
-        con = opts(a)["path"]
-    if a.startswith("file,id=events,"):
-        ev = opts(a)["path"]
-    if a.startswith("local,id=share,"):
-        share = opts(a)["path"]
-    if a == "-pidfile":
-        pid = args[i + 1]
-    if a == "-append":
-        for w in args[i + 1].split():
-            if w.startswith("fake_script="):
-                script = w.split("=", 1)[1]
-open(pid, "w").write(str(os.getpid()))
+/// After `common::fake_vm`'s argument parsing.
+const FAKE_QEMU: &str = r#"
 counter = script + ".boots"
 boot = int(open(counter).read()) + 1 if os.path.exists(counter) else 1
 open(counter, "w").write(str(boot))
@@ -73,41 +57,13 @@ struct Fixture {
 }
 
 fn fixture() -> Option<Fixture> {
-    if !test_support::needs(test_support::needs::tool("python3")) {
-        return None;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, mut spec) = common::fake_vm(FAKE_QEMU)?;
     let p = |n: &str| tmp.path().join(n);
-    std::fs::write(p("fake-qemu"), FAKE_QEMU).unwrap();
-    std::fs::set_permissions(
-        p("fake-qemu"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    for f in ["kernel", "image", "agent"] {
-        std::fs::write(p(f), f).unwrap();
-    }
     let outside = p("outside");
     std::fs::create_dir_all(outside.join("dir")).unwrap();
     std::fs::write(outside.join("precious"), "host file\n").unwrap();
     std::fs::write(outside.join("dir/file"), "another\n").unwrap();
-    let spec = VmSpec {
-        qemu: p("fake-qemu"),
-        kernel: p("kernel"),
-        image: p("image"),
-        agent: p("agent"),
-        server_bins: vec![],
-        machine: Machine::Microvm,
-        accel: Accel::Tcg,
-        accel_note: None,
-        cpus: 1,
-        memory_mb: 256,
-        test_disk_mb: 1,
-        scratch_disk_mb: 0,
-        extra_cmdline: vec![format!("fake_script={}", p("script.json").display())],
-        format_test_disk: None,
-        extra_disks: vec![],
-    };
+    spec.extra_cmdline = vec![format!("fake_script={}", p("script.json").display())];
     Some(Fixture { tmp, spec, outside })
 }
 
@@ -167,10 +123,8 @@ fn link(target: &Path, rel: &str) -> Value {
 fn started(tests: usize) -> EventBody {
     EventBody::RunStarted {
         kernel: "6.12.0-fake".into(),
-        iomapfs_version: None,
         e2fsprogs_version: None,
-        server_mode: None,
-        server_error: None,
+        server: None,
         agent_start_ms: 900,
         boot_to_ready_ms: 1000,
         setup_ms: 0,
@@ -336,7 +290,7 @@ fn garbage_events_make_a_passing_run_an_infra_error() {
         .collect();
     let mut s = vec![ev(started(1)), raw_ev(&random), raw_ev(b"\n")];
     s.push(raw_ev(
-        b"{\"v\":1,\"t_ms\":1,\"type\":\"log\",\"message\":\"caf\xc3\"}\n",
+        b"{\"v\":2,\"t_ms\":1,\"type\":\"log\",\"message\":\"caf\xc3\"}\n",
     ));
     s.push(raw_ev(b"\0\n"));
     // 3 MiB without a newline, in pieces, then the end of that line.
@@ -345,7 +299,7 @@ fn garbage_events_make_a_passing_run_an_infra_error() {
     }
     s.push(raw_ev(b"}\n"));
     s.push(raw_ev(
-        b"{\"v\":2,\"t_ms\":1,\"type\":\"log\",\"message\":\"from the future\"}\n",
+        b"{\"v\":3,\"t_ms\":1,\"type\":\"log\",\"message\":\"from the future\"}\n",
     ));
     s.extend(good_run(&["t/1"]).into_iter().skip(1));
     let (r, dir) = run(&f, &plan(&["t/1"]), quick(), &[s]);
@@ -372,7 +326,7 @@ fn garbage_events_make_a_passing_run_an_infra_error() {
     );
     assert!(log.contains("\\x00"), "{log}");
     assert!(log.contains("event line longer than 65536 bytes"), "{log}");
-    assert!(log.contains("event of schema v2 (host speaks v1)"), "{log}");
+    assert!(log.contains("event of schema v3 (host speaks v2)"), "{log}");
     assert!(log.contains("from the future"), "{log}");
 }
 
@@ -453,10 +407,8 @@ fn absurd_numbers_do_not_overflow() {
     let s = vec![
         ev(EventBody::RunStarted {
             kernel: "6.12.0-fake\u{1b}[2J".into(),
-            iomapfs_version: None,
             e2fsprogs_version: None,
-            server_mode: None,
-            server_error: None,
+            server: None,
             agent_start_ms: u64::MAX,
             boot_to_ready_ms: u64::MAX,
             setup_ms: u64::MAX,
@@ -496,7 +448,11 @@ fn absurd_numbers_do_not_overflow() {
         r.tests[0].reason.as_deref().unwrap().len() < 10_000,
         "a guest's reason is cut short"
     );
-    assert_eq!(r.tests[0].server_modes, ["iomap", "classic"]);
+    let server = r
+        .server
+        .as_ref()
+        .expect("the modes are kept in the server section");
+    assert_eq!(server.modes_of("t/1"), ["iomap", "classic"]);
     let back = report::read_json(&dir.join("results.json")).unwrap();
     assert_eq!(back.boot_to_ready_ms, Some(u64::MAX));
 }

@@ -2,30 +2,17 @@
 //! same channels: console socket, event file, pidfile), so guest deaths, stalls
 //! and boot failures are checked deterministically and fast.
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use events::{Plan, PlanTest};
 use report::{FindingKind, Verdict};
-use vm::{Accel, Limits, Machine, RunDir, VmSpec};
+use vm::{Limits, RunDir, VmSpec};
 
-const FAKE_QEMU: &str = r#"#!/usr/bin/env python3
-import json, os, socket, sys, time
-args = sys.argv[1:]
-def opts(a):
-    return dict(kv.split("=", 1) for kv in a.split(",")[1:] if "=" in kv)
-con = ev = pid = share = None
-for i, a in enumerate(args):
-    if a.startswith("socket,id=con,"):
-        con = opts(a)["path"]
-    if a.startswith("file,id=events,"):
-        ev = opts(a)["path"]
-    if a.startswith("local,id=share,"):
-        share = opts(a)["path"]
-    if a == "-pidfile":
-        pid = args[i + 1]
-open(pid, "w").write(str(os.getpid()))
+mod common;
+
+/// After `common::fake_vm`'s argument parsing.
+const FAKE_QEMU: &str = r#"
 plan = json.load(open(os.path.join(share, "plan.json")))
 srv = socket.socket(socket.AF_UNIX)
 srv.bind(con)
@@ -34,7 +21,7 @@ c, _ = srv.accept()
 mode = os.environ["FAKE_MODE"]
 out = open(ev, "a", buffering=1)
 def emit(**body):
-    body["v"] = 1
+    body["v"] = 2
     body["t_ms"] = int(time.monotonic() * 1000)
     out.write(json.dumps(body) + "\n")
 def console(line):
@@ -42,8 +29,8 @@ def console(line):
 console("[    0.000000] Linux version 6.12.0 (fake)")
 if mode == "boot-hang":
     time.sleep(600)
-emit(type="run_started", kernel="6.12.0-fake", iomapfs_version=None, e2fsprogs_version=None,
-     server_mode=None, server_error=None, agent_start_ms=900, boot_to_ready_ms=1000, setup_ms=0,
+emit(type="run_started", kernel="6.12.0-fake", e2fsprogs_version=None,
+     server=None, agent_start_ms=900, boot_to_ready_ms=1000, setup_ms=0,
      tests=len(plan["tests"]))
 for t in plan["tests"]:
     name = t["name"]
@@ -75,39 +62,8 @@ struct Fixture {
 }
 
 fn fixture() -> Option<Fixture> {
-    // python3 runs the fake QEMU.
-    if !test_support::needs(test_support::needs::tool("python3")) {
-        return None;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let p = |n: &str| tmp.path().join(n);
-    std::fs::write(p("fake-qemu"), FAKE_QEMU).unwrap();
-    Command::new("chmod")
-        .arg("+x")
-        .arg(p("fake-qemu"))
-        .status()
-        .unwrap();
-    for f in ["kernel", "image", "agent"] {
-        std::fs::write(p(f), f).unwrap();
-    }
-    let spec = VmSpec {
-        qemu: p("fake-qemu"),
-        kernel: p("kernel"),
-        image: p("image"),
-        agent: p("agent"),
-        server_bins: vec![],
-        machine: Machine::Microvm,
-        accel: Accel::Tcg,
-        accel_note: None,
-        cpus: 1,
-        memory_mb: 256,
-        test_disk_mb: 1,
-        scratch_disk_mb: 0,
-        extra_cmdline: vec![],
-        format_test_disk: None,
-        extra_disks: vec![],
-    };
-    let runs = p("runs");
+    let (tmp, spec) = common::fake_vm(FAKE_QEMU)?;
+    let runs = tmp.path().join("runs");
     Some(Fixture {
         _tmp: tmp,
         spec,

@@ -1,4 +1,7 @@
-//! Named test suites: each expands into plan tests (shell scripts run by the agent).
+//! The suite catalogue: named test suites, each expanding into plan tests (shell scripts
+//! the guest agent runs with `bash -c`). The scripts live in `scripts/` and are embedded at
+//! build time, so the host ships them in the plan; `scripts/fstests/prelude.sh` is the
+//! guest side of `vm-test --fstests`.
 use events::PlanTest;
 
 /// A suite the harness knows.
@@ -11,11 +14,11 @@ pub struct Suite {
     prelude: &'static str,
 }
 
-const SMOKE_PRELUDE: &str = include_str!("../suites/smoke/prelude.sh");
-const WORKLOADS_PRELUDE: &str = include_str!("../suites/workloads/prelude.sh");
+const SMOKE_PRELUDE: &str = include_str!("../scripts/smoke/prelude.sh");
+const WORKLOADS_PRELUDE: &str = include_str!("../scripts/workloads/prelude.sh");
 /// Shell functions for fstests tests (`fstests_run SECTION LOOPS TEST...`); the host makes
 /// one plan test per fstests test or batch (xtask's `--fstests`).
-pub const FSTESTS_PRELUDE: &str = include_str!("../suites/fstests/prelude.sh");
+pub const FSTESTS_PRELUDE: &str = include_str!("../scripts/fstests/prelude.sh");
 
 pub const SUITES: &[Suite] = &[
 Suite {
@@ -24,11 +27,11 @@ Suite {
     needs_server: true,
     prelude: SMOKE_PRELUDE,
     tests: &[
-        ("mount", include_str!("../suites/smoke/mount.sh"), 60),
-        ("fileops", include_str!("../suites/smoke/fileops.sh"), 120),
-        ("dio", include_str!("../suites/smoke/dio.sh"), 120),
-        ("append", include_str!("../suites/smoke/append.sh"), 120),
-        ("fsck", include_str!("../suites/smoke/fsck.sh"), 60),
+        ("mount", include_str!("../scripts/smoke/mount.sh"), 60),
+        ("fileops", include_str!("../scripts/smoke/fileops.sh"), 120),
+        ("dio", include_str!("../scripts/smoke/dio.sh"), 120),
+        ("append", include_str!("../scripts/smoke/append.sh"), 120),
+        ("fsck", include_str!("../scripts/smoke/fsck.sh"), 60),
     ],
 },
 Suite {
@@ -36,7 +39,7 @@ Suite {
     about: "the dio workload: self-describing O_DIRECT blocks, sparse files, io_uring, mixed access, remount, e2fsck -fn",
     needs_server: true,
     prelude: WORKLOADS_PRELUDE,
-    tests: &[("workload", include_str!("../suites/workloads/dio.sh"), 600)],
+    tests: &[("workload", include_str!("../scripts/workloads/dio.sh"), 600)],
 },
 Suite {
     name: "append",
@@ -44,8 +47,8 @@ Suite {
     needs_server: true,
     prelude: WORKLOADS_PRELUDE,
     tests: &[
-        ("buffered", include_str!("../suites/workloads/buffered.sh"), 600),
-        ("direct", include_str!("../suites/workloads/direct.sh"), 600),
+        ("buffered", include_str!("../scripts/workloads/buffered.sh"), 600),
+        ("direct", include_str!("../scripts/workloads/direct.sh"), 600),
     ],
 },
 ];

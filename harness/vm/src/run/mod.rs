@@ -1,0 +1,323 @@
+//! One VM run, boot by boot. [`run_tests`] boots the guest; one boot (`run_session`) is:
+//!
+//! 1. session start (`start.rs`): lay out the run directory, start QEMU, attach to it;
+//! 2. the poll loop (`poll.rs`): read the console and the events (`channels.rs`), each event
+//!    line checked by the protocol (`protocol.rs`), until the guest finishes, dies or hangs,
+//!    or a deadline passes; then wind the boot down (task dump, kill);
+//! 3. verdict assembly (`verdict.rs`): what the boot produced, a `Session`.
+//!
+//! When a test took the guest down, [`run_tests`] boots again for the tests after it; at
+//! the end it assembles the run's result from every boot (`verdict::finish_with`) and
+//! writes results.json, junit.xml and summary.md.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use events::Plan;
+use report::{Finding, RunResult, TestResult};
+
+use crate::console::Watcher;
+use crate::qemu::{Accel, Console, Disk, Machine};
+use crate::rundir::RunDir;
+
+mod channels;
+mod poll;
+mod protocol;
+mod start;
+mod verdict;
+
+pub use start::planned_command;
+
+use poll::Stop;
+use protocol::State;
+use start::{prep, prepare, qemu_config, spawn_qemu};
+use verdict::{finish_with, Session};
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub qemu: PathBuf,
+    pub kernel: PathBuf,
+    pub image: PathBuf,
+    /// The static agent binary (becomes the guest's init).
+    pub agent: PathBuf,
+    /// Files copied into `<run>/bin/` (the FUSE server and its mount helper).
+    pub server_bins: Vec<PathBuf>,
+    pub machine: Machine,
+    pub accel: Accel,
+    pub accel_note: Option<String>,
+    pub cpus: u32,
+    pub memory_mb: u32,
+    pub test_disk_mb: u64,
+    pub scratch_disk_mb: u64,
+    /// Appended to the harness's kernel command line.
+    pub extra_cmdline: Vec<String>,
+    /// Format the test disk with mkfs.ext4 on the host, with these options
+    /// (native speed; the guest's e2fsprogs is the same release).
+    pub format_test_disk: Option<Vec<String>>,
+    /// More read-only inputs as virtio disks (e.g. the built fstests tree), booted as
+    /// snapshots so the cached files are never written; the guest finds each by serial.
+    pub extra_disks: Vec<Disk>,
+}
+
+/// Host-side deadlines. The agent enforces per-test timeouts itself; these
+/// catch a guest that stopped answering at all.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// From QEMU start to the agent's `run_started`.
+    pub boot: Duration,
+    /// The whole run.
+    pub run: Duration,
+    /// No event at all (heartbeats stopped) for this long: the guest is stuck.
+    pub stall: Duration,
+    /// From `run_finished` to QEMU's exit.
+    pub shutdown: Duration,
+    /// How long to collect the console after asking for a task dump.
+    pub dump_wait: Duration,
+    /// After a test crashed or hung the guest, boot again (at most this many
+    /// times in a run) to run the tests after it; 0 stops at the first crash.
+    pub reboots: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            boot: Duration::from_secs(120),
+            run: Duration::from_secs(3600),
+            stall: Duration::from_secs(45),
+            shutdown: Duration::from_secs(30),
+            dump_wait: Duration::from_secs(8),
+            reboots: 3,
+        }
+    }
+}
+
+/// Live progress for the caller's display.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    Booting {
+        qemu_args: &'a [String],
+    },
+    Ready {
+        boot_to_ready_ms: u64,
+        kernel_boot_ms: u64,
+        setup_ms: u64,
+        kernel: &'a str,
+        /// The server's facts, made fit for the terminal.
+        server: Option<&'a events::ServerFacts>,
+    },
+    TestStarted {
+        name: &'a str,
+        index: usize,
+        total: usize,
+    },
+    TestFinished {
+        result: &'a TestResult,
+    },
+    Heartbeat {
+        test: Option<&'a str>,
+    },
+    Log {
+        message: &'a str,
+    },
+    Finding {
+        finding: &'a Finding,
+    },
+    /// The guest stopped responding; the harness is capturing a task dump.
+    Hang {
+        test: Option<&'a str>,
+        why: &'a str,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("cannot prepare the run directory {path}: {source}")]
+    Prepare {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("bad plan: {0}")]
+    Plan(String),
+}
+
+/// File in the run directory that keeps every event protocol error with its line.
+pub const PROTOCOL_ERRORS_FILE: &str = "protocol-errors.log";
+
+/// Run the plan's tests in a VM and return the result. Never fails after the
+/// VM has been started: every problem becomes part of the verdict. When a test
+/// crashes or hangs the guest, the VM is booted again (up to `limits.reboots`
+/// times) for the tests after it.
+pub fn run_tests(
+    spec: &VmSpec,
+    plan: &Plan,
+    limits: &Limits,
+    dir: &RunDir,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<RunResult, VmError> {
+    plan.check().map_err(VmError::Plan)?;
+    let t0 = Instant::now();
+    let deadline = t0
+        .checked_add(limits.run)
+        .unwrap_or(t0 + Duration::from_secs(365 * 24 * 3600));
+    let mut remaining = plan.tests.clone();
+    let (mut tests, mut findings, mut notes, mut protocol) = (vec![], vec![], vec![], vec![]);
+    let mut test_modes = vec![];
+    let mut result: Option<RunResult> = None;
+    let mut boots = 0u32;
+    let (last_stop, last_ready) = loop {
+        boots += 1;
+        let session_plan = Plan {
+            tests: remaining.clone(),
+            ..plan.clone()
+        };
+        let s = run_session(
+            spec,
+            &session_plan,
+            limits,
+            dir,
+            boots,
+            deadline,
+            progress,
+            cancel,
+        )?;
+        match &mut result {
+            None => result = Some(s.result),
+            Some(r) => {
+                r.reason = s.result.reason;
+                r.console_excerpt = s.result.console_excerpt;
+            }
+        }
+        tests.extend(s.tests);
+        findings.extend(s.findings);
+        notes.extend(s.notes);
+        protocol.extend(s.protocol);
+        test_modes.extend(s.test_modes);
+        let done: std::collections::HashSet<&str> =
+            tests.iter().map(|t: &TestResult| t.name.as_str()).collect();
+        remaining = plan
+            .tests
+            .iter()
+            .filter(|t| !done.contains(t.name.as_str()))
+            .cloned()
+            .collect();
+        let resumable = s.ready
+            && s.interrupted_test.is_some()
+            && matches!(s.stop, Stop::QemuDied(_) | Stop::Hung(_));
+        if !resumable
+            || remaining.is_empty()
+            || boots > limits.reboots
+            || Instant::now() >= deadline
+        {
+            break (s.stop, s.ready);
+        }
+        let msg = format!(
+            "{} took the guest down; booting again for the {} remaining tests",
+            s.interrupted_test.as_deref().unwrap_or("a test"),
+            remaining.len()
+        );
+        progress(Progress::Log { message: &msg });
+    };
+    let Some(mut result) = result else {
+        return Err(VmError::Plan("no boot ran".into()));
+    };
+    result.boots = boots;
+    for (name, modes) in test_modes {
+        let server = result.server.get_or_insert_with(Default::default);
+        server.set_modes(&name, modes);
+    }
+    // What the last guest left where the host writes the results.
+    let planted = dir.reclaim();
+    if !planted.is_empty() {
+        protocol.push(format!(
+            "the guest left links or special files in the run directory (removed): {}",
+            planted.join(", ")
+        ));
+    }
+    let mut out = finish_with(result, dir, t0, tests, findings, plan, notes, protocol);
+    verdict::overrule(&mut out, &last_stop, last_ready, boots);
+    let _ = report::write_all(&out, &dir.path);
+    Ok(out)
+}
+
+/// One boot: start, poll until it stops, wind down, and what it produced. Never fails
+/// once QEMU is started: every problem becomes part of the session.
+#[allow(clippy::too_many_arguments)]
+fn run_session(
+    spec: &VmSpec,
+    plan: &Plan,
+    limits: &Limits,
+    dir: &RunDir,
+    boot_no: u32,
+    deadline: Instant,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<Session, VmError> {
+    // An earlier boot's guest may have left links where the host is about to write.
+    let planted = if boot_no > 1 { dir.reclaim() } else { vec![] };
+    let mut live = match start::start(spec, plan, dir, boot_no, progress)? {
+        Ok(live) => live,
+        Err(result) => return Ok(verdict::failed_start(result)),
+    };
+    let mut watcher = Watcher::new();
+    let mut findings: Vec<Finding> = vec![];
+    let mut st = State::new(plan);
+    if !planted.is_empty() {
+        let what = format!(
+            "the guest left links or special files in the run directory (removed): {}",
+            planted.join(", ")
+        );
+        st.protocol.push(what, None);
+    }
+    let started = Instant::now();
+    let stop = poll::poll(
+        &mut live,
+        &mut st,
+        &mut watcher,
+        &mut findings,
+        limits,
+        plan,
+        deadline,
+        started,
+        progress,
+        cancel,
+    );
+    let run_reason = poll::wind_down(
+        &mut live,
+        &stop,
+        &st,
+        &mut watcher,
+        &mut findings,
+        limits,
+        progress,
+    );
+    Ok(verdict::session_result(
+        live.result,
+        st,
+        stop,
+        run_reason,
+        &watcher,
+        findings,
+        dir,
+        boot_no,
+        started,
+        limits,
+    ))
+}
+
+/// Boot the same VM with an interactive shell on this terminal.
+pub fn run_shell(
+    spec: &VmSpec,
+    plan: &Plan,
+    dir: &RunDir,
+) -> Result<std::process::ExitStatus, VmError> {
+    let (boot, disks) = prepare(dir, spec, plan, 1)?;
+    let sockets = prep(
+        Path::new("/tmp"),
+        tempfile::Builder::new().prefix("harness-").tempdir(),
+    )?;
+    let cfg = qemu_config(dir, spec, boot, disks, Console::Stdio, sockets.path());
+    let mut child = prep(&dir.path, spawn_qemu(&cfg, &dir.path, true))?;
+    prep(&dir.path, child.wait())
+}

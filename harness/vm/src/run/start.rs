@@ -1,0 +1,370 @@
+//! Session start: lay out the run directory, build the QEMU configuration, start QEMU
+//! in its own process group, and attach to its channels.
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+
+use events::Plan;
+use report::{RunResult, RESULTS_SCHEMA};
+
+use crate::qemu::{Console, Disk, QemuConfig};
+use crate::rundir::RunDir;
+
+use super::channels::{attach_console, Tail};
+use super::{Progress, VmError, VmSpec};
+
+/// A started boot: QEMU, its channels, and the run's facts so far.
+pub(super) struct Started {
+    pub(super) qemu: QemuGuard,
+    pub(super) console_in: UnixStream,
+    pub(super) console_rx: Receiver<Vec<u8>>,
+    pub(super) events: Tail,
+    /// Where QEMU's QMP socket is (for the task dump of a hung guest); removed on drop.
+    pub(super) sockets: tempfile::TempDir,
+    pub(super) result: RunResult,
+}
+
+/// Prepares boot `boot_no` of the run and starts QEMU. `Ok(Err(result))`: QEMU could not
+/// be started or attached to; the result says why.
+pub(super) fn start(
+    spec: &VmSpec,
+    plan: &Plan,
+    dir: &RunDir,
+    boot_no: u32,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Result<Started, RunResult>, VmError> {
+    let (boot, disks) = prepare(dir, spec, plan, boot_no)?;
+    // Unix socket paths are limited to 108 bytes: keep them in a short temp dir.
+    let sockets = prep(
+        Path::new("/tmp"),
+        tempfile::Builder::new().prefix("harness-").tempdir(),
+    )?;
+    let console_sock = sockets.path().join("console.sock");
+    let cfg = qemu_config(
+        dir,
+        spec,
+        boot,
+        disks,
+        Console::Socket(console_sock.clone()),
+        sockets.path(),
+    );
+    let args = cfg.args();
+    prep(
+        &dir.path,
+        std::fs::write(
+            dir.path.join("qemu.cmdline"),
+            shell_words(&cfg.binary, &args),
+        ),
+    )?;
+    progress(Progress::Booting { qemu_args: &args });
+
+    let mut result = base_result(spec, dir, &cfg);
+    // From the end of what earlier boots wrote (QEMU appends), taken before QEMU starts:
+    // a fast guest may send its first events before the console is even attached.
+    let events = Tail::from_end(dir.path.join("events.jsonl"));
+    let mut qemu = match spawn_qemu(&cfg, &dir.path, false) {
+        Ok(child) => QemuGuard { child, done: false },
+        Err(e) => {
+            result.reason = Some(format!("cannot start {}: {e}", cfg.binary.display()));
+            return Ok(Err(result));
+        }
+    };
+    match attach_console(
+        &console_sock,
+        &dir.path.join("console.log"),
+        &mut qemu,
+        boot_no,
+    ) {
+        Ok((console_in, console_rx)) => Ok(Ok(Started {
+            qemu,
+            console_in,
+            console_rx,
+            events,
+            sockets,
+            result,
+        })),
+        Err(e) => {
+            let stderr =
+                std::fs::read_to_string(dir.path.join("qemu.stderr.log")).unwrap_or_default();
+            result.reason = Some(format!(
+                "{e}: {}",
+                stderr.trim().lines().last().unwrap_or("")
+            ));
+            Ok(Err(result))
+        }
+    }
+}
+
+pub(super) fn prep<T>(path: &Path, r: std::io::Result<T>) -> Result<T, VmError> {
+    r.map_err(|source| VmError::Prepare {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Lay out the run directory: plan, boot root with the agent, server binaries,
+/// fresh sparse disks.
+pub(super) fn prepare(
+    dir: &RunDir,
+    spec: &VmSpec,
+    plan: &Plan,
+    boot_no: u32,
+) -> Result<(PathBuf, Vec<Disk>), VmError> {
+    let p = &dir.path;
+    let mut plan = plan.clone();
+    plan.host_time_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    prep(p, std::fs::write(p.join(events::PLAN_FILE), plan.to_json()))?;
+    let boot = p.join("boot");
+    for d in ["dev", "proc", "sys", "newroot"] {
+        prep(&boot, std::fs::create_dir_all(boot.join(d)))?;
+    }
+    prep(
+        &boot,
+        std::fs::write(boot.join("HARNESS_BOOT"), "vm-test boot root\n"),
+    )?;
+    // A hard link is instant; copy across filesystems.
+    let agent_dst = boot.join("agent");
+    if !agent_dst.exists() && std::fs::hard_link(&spec.agent, &agent_dst).is_err() {
+        prep(&spec.agent, std::fs::copy(&spec.agent, &agent_dst))?;
+    }
+    if !spec.server_bins.is_empty() {
+        let bin = p.join("bin");
+        prep(&bin, std::fs::create_dir_all(&bin))?;
+        for b in &spec.server_bins {
+            let dst = bin.join(b.file_name().unwrap_or_default());
+            // Without debug info the binary is a fraction of the size to copy
+            // into the guest over 9p; symbols stay for backtraces.
+            let stripped = Command::new("objcopy")
+                .arg("--strip-debug")
+                .arg(b)
+                .arg(&dst)
+                .status();
+            if !stripped.is_ok_and(|s| s.success()) {
+                prep(b, std::fs::copy(b, &dst))?;
+            }
+        }
+    }
+    prep(&dir.tests_dir(), std::fs::create_dir_all(dir.tests_dir()))?;
+    let disks_dir = p.join("disks");
+    prep(&disks_dir, std::fs::create_dir_all(&disks_dir))?;
+    let mut disks = vec![root_disk(spec)];
+    for (name, mb) in fresh_disks(spec) {
+        let path = disks_dir.join(format!("{name}.img"));
+        if boot_no > 1 && path.exists() {
+            // Keep the disk the previous boot crashed with, for inspection.
+            let old = disks_dir.join(format!("{name}-boot{}.img", boot_no - 1));
+            prep(&path, std::fs::rename(&path, old))?;
+        }
+        let f = prep(&path, std::fs::File::create(&path))?;
+        prep(&path, f.set_len(mb * 1024 * 1024))?;
+        if let (Some(opts), "test") = (&spec.format_test_disk, name) {
+            let out = prep(
+                &path,
+                Command::new("mkfs.ext4")
+                    .args(["-F", "-q"])
+                    .args(opts)
+                    .arg(&path)
+                    .output(),
+            )?;
+            if !out.status.success() {
+                let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                return Err(VmError::Prepare {
+                    path: path.display().to_string(),
+                    source: std::io::Error::other(msg),
+                });
+            }
+        }
+        disks.push(Disk {
+            path,
+            serial: name.into(),
+            snapshot: false,
+        });
+    }
+    disks.extend(spec.extra_disks.iter().cloned());
+    Ok((boot, disks))
+}
+
+/// Build the QEMU configuration for a run directory.
+pub(super) fn qemu_config(
+    dir: &RunDir,
+    spec: &VmSpec,
+    boot: PathBuf,
+    disks: Vec<Disk>,
+    console: Console,
+    sockets: &Path,
+) -> QemuConfig {
+    let mut cmdline = QemuConfig::base_cmdline(spec.machine);
+    for extra in &spec.extra_cmdline {
+        cmdline.push(' ');
+        cmdline.push_str(extra);
+    }
+    QemuConfig {
+        binary: spec.qemu.clone(),
+        name: format!("harness-{}", dir.id),
+        machine: spec.machine,
+        accel: spec.accel,
+        cpus: spec.cpus,
+        memory_mb: spec.memory_mb,
+        kernel: spec.kernel.clone(),
+        cmdline,
+        disks,
+        boot_dir: boot,
+        share_dir: dir.path.clone(),
+        events_file: dir.path.join("events.jsonl"),
+        console,
+        qmp_socket: Some(sockets.join("qmp.sock")),
+        pid_file: Some(dir.path.join("qemu.pid")),
+    }
+}
+
+/// The guest's root: the cached image, booted as a snapshot so it is never written.
+fn root_disk(spec: &VmSpec) -> Disk {
+    Disk {
+        path: spec.image.clone(),
+        serial: "root".into(),
+        snapshot: true,
+    }
+}
+
+/// The fresh sparse disks a run attaches after the root (name = serial, size in MiB).
+fn fresh_disks(spec: &VmSpec) -> impl Iterator<Item = (&'static str, u64)> {
+    [
+        ("test", spec.test_disk_mb),
+        ("scratch", spec.scratch_disk_mb),
+    ]
+    .into_iter()
+    .filter(|(_, mb)| *mb > 0)
+}
+
+/// The QEMU command line a run of `spec` would use, its run directory shown as `<run>`
+/// (`vm-test --dry-run`: nothing is created or started).
+pub fn planned_command(spec: &VmSpec) -> Vec<String> {
+    let dir = RunDir {
+        id: "dry-run".into(),
+        path: PathBuf::from("<run>"),
+        started_at: String::new(),
+    };
+    let mut disks = vec![root_disk(spec)];
+    for (name, _) in fresh_disks(spec) {
+        disks.push(Disk {
+            path: dir.path.join("disks").join(format!("{name}.img")),
+            serial: name.into(),
+            snapshot: false,
+        });
+    }
+    disks.extend(spec.extra_disks.iter().cloned());
+    let console = Console::Socket(dir.path.join("console.sock"));
+    let cfg = qemu_config(&dir, spec, dir.path.join("boot"), disks, console, &dir.path);
+    std::iter::once(cfg.binary.display().to_string())
+        .chain(cfg.args())
+        .collect()
+}
+
+/// QEMU in its own process group (Ctrl-C on the terminal reaches only us),
+/// killed by the kernel if we die (PR_SET_PDEATHSIG).
+pub(super) fn spawn_qemu(
+    cfg: &QemuConfig,
+    dir: &Path,
+    interactive: bool,
+) -> std::io::Result<Child> {
+    let mut cmd = Command::new(&cfg.binary);
+    cmd.args(cfg.args()).current_dir(dir);
+    // Appended: a run may boot several times.
+    let log = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+    };
+    if interactive {
+        cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit());
+        cmd.stderr(log("qemu.log")?);
+    } else {
+        cmd.stdin(Stdio::null());
+        cmd.stdout(log("qemu.log")?);
+        cmd.stderr(log("qemu.stderr.log")?);
+        cmd.process_group(0);
+    }
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Kills QEMU (and anything in its process group) when dropped.
+pub(super) struct QemuGuard {
+    pub(super) child: Child,
+    pub(super) done: bool,
+}
+
+impl QemuGuard {
+    pub(super) fn kill(&mut self) {
+        if !self.done {
+            // The process group we created (QEMU is its leader).
+            if let Ok(pid) = i32::try_from(self.child.id()) {
+                let pgid = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.done = true;
+        }
+    }
+
+    pub(super) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        match self.child.try_wait() {
+            Ok(Some(s)) => {
+                self.done = true;
+                Some(s)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Drop for QemuGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn base_result(spec: &VmSpec, dir: &RunDir, cfg: &QemuConfig) -> RunResult {
+    RunResult {
+        schema: RESULTS_SCHEMA,
+        started_at: dir.started_at.clone(),
+        accel: spec.accel.as_str().into(),
+        accel_note: spec.accel_note.clone(),
+        machine: cfg.machine.as_str().into(),
+        kernel_image: spec.kernel.display().to_string(),
+        image: spec.image.display().to_string(),
+        boots: 1,
+        ..RunResult::empty(dir.id.clone())
+    }
+}
+
+fn shell_words(bin: &Path, args: &[String]) -> String {
+    let quote = |s: &str| {
+        if s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=,./:+".contains(c))
+        {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    };
+    let mut out = quote(&bin.display().to_string());
+    for a in args {
+        out.push(' ');
+        out.push_str(&quote(a));
+    }
+    out.push('\n');
+    out
+}
