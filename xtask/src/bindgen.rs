@@ -3,10 +3,10 @@
 //! harness/ext2fs/src/lib.rs ("Regenerating the bindings"; a test keeps the
 //! two in step). `--check` regenerates into a temp file and compares.
 
-use crate::error::{usage, TestFailures};
-use crate::ui::Ui;
-use crate::util::which;
 use anyhow::{Context, Result};
+use plumbing::error::{usage, TestFailures};
+use plumbing::ui::Ui;
+use plumbing::util::which;
 
 /// Output file, relative to the workspace root.
 pub const OUTPUT: &str = "harness/ext2fs/src/sys.rs";
@@ -49,7 +49,7 @@ pub fn run(cmd: &BindgenCommand, ui: &Ui) -> Result<()> {
             "bindgen is not installed; install it with `cargo install bindgen-cli`",
         ));
     }
-    let root = crate::paths::workspace_root();
+    let root = plumbing::paths::workspace_root();
     let tmp = tempfile_path(&root)?;
     let out = if cmd.check {
         tmp.clone()
@@ -105,7 +105,7 @@ mod tests {
     /// The command in ext2fs's crate docs, as words (quotes removed).
     fn documented_command() -> Vec<String> {
         let lib = std::fs::read_to_string(
-            crate::paths::workspace_root().join("harness/ext2fs/src/lib.rs"),
+            plumbing::paths::workspace_root().join("harness/ext2fs/src/lib.rs"),
         )
         .unwrap();
         let start = lib

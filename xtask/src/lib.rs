@@ -1,20 +1,6 @@
-//! fuse-iomap-harness developer tasks, as a library so subcommands (vm-test,
-//! bisect, ...) reuse each other's pieces. `main.rs` only parses and dispatches.
+//! The pieces of `cargo xtask` that are CLI glue rather than domain logic: the `kernel`
+//! subcommand's report printing and the bindgen regeneration. The domain logic lives in
+//! the harness/ crates (kernel, guest-image, fstests, runner, bisect, bench, hostsetup).
 
-pub mod bench;
 pub mod bindgen;
-pub mod bisect;
-pub mod boot_params;
-pub mod error;
-pub mod fstests;
-pub mod host;
-pub mod image;
-pub mod kernel;
-pub mod paths;
-pub mod powercut;
-pub mod profile;
-pub mod ui;
-pub mod util;
-pub mod vm_dry_run;
-pub mod vm_shell;
-pub mod vm_test;
+pub mod kernel_cmd;

@@ -2,8 +2,8 @@
 //! dispatches to the library; maps errors to the exit codes of DESIGN.md.
 
 use clap::{Parser, Subcommand};
-use xtask::error::exit_code;
-use xtask::ui::Ui;
+use plumbing::error::exit_code;
+use plumbing::ui::Ui;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "fuse-iomap-harness developer tasks")]
@@ -15,27 +15,27 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Build the kernel under test from a profile or flags, with a verified config.
-    Kernel(xtask::kernel::KernelCommand),
+    Kernel(xtask::kernel_cmd::KernelCommand),
     /// Benchmarks: `bench server` compares iomapfs, fuse2fs and kernel ext4.
-    Bench(xtask::bench::BenchCommand),
+    Bench(bench::BenchCommand),
     /// Regenerate harness/ext2fs/src/sys.rs with the bindgen CLI.
     Bindgen(xtask::bindgen::BindgenCommand),
     /// Boot the kernel in QEMU with iomapfs and run test suites; writes results under target/harness/runs/.
-    VmTest(Box<xtask::vm_test::VmTestArgs>),
+    VmTest(Box<runner::vm_test::VmTestArgs>),
     /// Boot the vm-test VM with an interactive shell on this terminal.
-    VmShell(xtask::vm_shell::VmShellArgs),
+    VmShell(runner::shell::VmShellArgs),
     /// Build (or show) the cached guest image.
-    Image(xtask::image::ImageArgs),
+    Image(guest_image::ImageArgs),
     /// Power cuts under load: kill the VM mid-workload, preen, verify every acknowledged write.
-    Powercut(xtask::powercut::PowercutArgs),
+    Powercut(runner::powercut::PowercutArgs),
     /// Install the Debian packages the harness and its tests need (QEMU included), or
     /// print the commands when not root.
-    Setup(xtask::host::SetupArgs),
+    Setup(hostsetup::SetupArgs),
     /// Find the kernel commit that broke a vm-test selection (git bisect, driven for you).
-    Bisect(Box<xtask::bisect::BisectArgs>),
+    Bisect(Box<bisect::BisectArgs>),
     /// One bisect step, run by `git bisect run` (internal).
     #[command(hide = true)]
-    BisectStep(xtask::bisect::StepArgs),
+    BisectStep(bisect::StepArgs),
 }
 
 fn main() {
@@ -43,20 +43,20 @@ fn main() {
     let cli = Cli::parse();
     let ui = Ui::detect();
     let result = match &cli.command {
-        Command::Kernel(cmd) => xtask::kernel::cli::run(cmd, &ui),
+        Command::Kernel(cmd) => xtask::kernel_cmd::run(cmd, &ui),
         Command::Bindgen(cmd) => xtask::bindgen::run(cmd, &ui),
-        Command::Bench(cmd) => xtask::bench::run(cmd, &ui),
+        Command::Bench(cmd) => bench::run(cmd, &ui),
         // These two answer `git bisect run` with its exit codes.
         Command::VmTest(args) if args.bisect_exit_codes => {
-            std::process::exit(xtask::bisect::vm_test_for_git_bisect(args, &ui))
+            std::process::exit(bisect::vm_test_for_git_bisect(args, &ui))
         }
-        Command::BisectStep(args) => std::process::exit(xtask::bisect::step::main(args, &ui)),
-        Command::VmTest(args) => xtask::vm_test::main(args, &ui),
-        Command::VmShell(args) => xtask::vm_shell::main(args, &ui),
-        Command::Image(args) => xtask::image::main(args, &ui),
-        Command::Setup(args) => xtask::host::setup(args, &ui),
-        Command::Powercut(args) => xtask::powercut::main(args, &ui),
-        Command::Bisect(args) => xtask::bisect::main(args, &ui),
+        Command::BisectStep(args) => std::process::exit(bisect::step::main(args, &ui)),
+        Command::VmTest(args) => runner::vm_test::main(args, &ui),
+        Command::VmShell(args) => runner::shell::main(args, &ui),
+        Command::Image(args) => guest_image::main(args, &ui),
+        Command::Setup(args) => hostsetup::setup(args, &ui),
+        Command::Powercut(args) => runner::powercut::main(args, &ui),
+        Command::Bisect(args) => bisect::main(args, &ui),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

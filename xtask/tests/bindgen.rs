@@ -11,8 +11,8 @@ fn xtask() -> Command {
 /// Against the bindgen version the committed file names (`cargo xtask setup` installs it).
 #[test]
 fn committed_bindings_are_up_to_date() {
-    let pinned = xtask::host::tools::BINDGEN.version;
-    let installed = xtask::host::tools::BINDGEN.installed();
+    let pinned = hostsetup::tools::BINDGEN.version;
+    let installed = hostsetup::tools::BINDGEN.installed();
     if !test_support::needs(
         (installed.as_deref() != Some(pinned))
             .then(|| format!("needs bindgen {pinned} (cargo xtask setup); found {installed:?}")),
@@ -20,7 +20,7 @@ fn committed_bindings_are_up_to_date() {
         return;
     }
     let committed =
-        std::fs::read_to_string(xtask::paths::workspace_root().join(xtask::bindgen::OUTPUT))
+        std::fs::read_to_string(plumbing::paths::workspace_root().join(xtask::bindgen::OUTPUT))
             .unwrap();
     assert!(
         committed.starts_with(&format!(

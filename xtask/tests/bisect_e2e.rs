@@ -13,10 +13,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use xtask::bisect::{Role, State, StepVerdict};
-use xtask::kernel::{source, KernelArgs, KernelOptions};
-use xtask::ui::Ui;
-use xtask::util::{sha256_hex, short, Lock};
+use bisect::{Role, State, StepVerdict};
+use kernel::{source, KernelArgs, KernelOptions};
+use plumbing::ui::Ui;
+use plumbing::util::{sha256_hex, short, Lock};
 
 /// Bump when the fixture's commits change.
 const FIXTURE_VERSION: &str = "bisect-fixture-v1";
@@ -229,8 +229,11 @@ fn xtask(args: &[&str], interrupt_after: Option<&str>) -> (i32, String, String, 
         if seen {
             std::thread::sleep(Duration::from_secs(5));
             eprintln!("test: sending SIGINT to the bisect's process group");
-            // SAFETY: kill(2) on a process group this test created.
-            unsafe { libc::kill(-pgid, libc::SIGINT) };
+            // A process group this test created.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGINT,
+            );
         }
     }
     let mut stdout = String::new();
@@ -241,7 +244,7 @@ fn xtask(args: &[&str], interrupt_after: Option<&str>) -> (i32, String, String, 
 }
 
 fn load_state(name: &str) -> State {
-    let dir = xtask::paths::cache_dir().join("bisect").join(name);
+    let dir = plumbing::paths::cache_dir().join("bisect").join(name);
     State::load(&dir).unwrap().expect("state.json")
 }
 
@@ -357,7 +360,7 @@ fn bisect_finds_the_commit_that_breaks_fuse_mounts_and_resumes_after_an_interrup
         "{bad:?}"
     );
     let report = std::fs::read_to_string(
-        xtask::paths::cache_dir()
+        plumbing::paths::cache_dir()
             .join("bisect")
             .join(&name)
             .join("report.md"),
@@ -406,16 +409,7 @@ fn unbuildable_endpoint_and_state_conflicts_are_reported() {
         std::fs::create_dir_all(tree.join(p).parent().unwrap()).unwrap();
         std::fs::write(tree.join(p), text).unwrap();
     }
-    let g = |args: &[&str]| {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(&tree)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let g = |args: &[&str]| test_support::git::GitRepo::open(&tree).git(args);
     g(&["init", "-q"]);
     g(&["add", "."]);
     g(&[
@@ -536,7 +530,7 @@ fn vm_test_bisect_exit_codes_follow_git_bisect_run() {
         Ok(k) => PathBuf::from(k),
         Err(_) => {
             let opts = KernelOptions::resolve(None, &KernelArgs::default()).unwrap();
-            xtask::kernel::ensure_kernel(&opts, &Ui::plain())
+            kernel::ensure_kernel(&opts, &Ui::plain())
                 .expect("the default kernel")
                 .vmlinux
         }

@@ -18,17 +18,18 @@ use test_support::needs::{needs, tool_from};
 const WORKFLOWS: [&str; 2] = [".github/workflows/ci.yml", ".github/workflows/nightly.yml"];
 
 fn root() -> PathBuf {
-    xtask::paths::workspace_root()
+    plumbing::paths::workspace_root()
 }
 
 /// shellcheck, or `None` (after `needs` decided: fail under CI, skip elsewhere).
 fn shellcheck() -> Option<PathBuf> {
-    needs(tool_from("shellcheck", "shellcheck")).then(|| xtask::util::which("shellcheck").unwrap())
+    needs(tool_from("shellcheck", "shellcheck"))
+        .then(|| plumbing::util::which("shellcheck").unwrap())
 }
 
 /// check-jsonschema as `cargo xtask setup` installs it.
 fn check_jsonschema() -> Option<PathBuf> {
-    let exe = xtask::host::tools::check_jsonschema();
+    let exe = hostsetup::tools::check_jsonschema();
     needs((!exe.is_file()).then(|| {
         format!(
             "needs check-jsonschema at {} (cargo xtask setup)",
@@ -521,7 +522,7 @@ fn hosts_are_set_up_by_xtask_setup_with_pinned_tools() {
         scripts.contains("--default-toolchain 1.95.0"),
         "the Rust toolchain is not pinned: {scripts}"
     );
-    let nextest = xtask::host::tools::NEXTEST.version;
+    let nextest = hostsetup::tools::NEXTEST.version;
     assert!(
         scripts.contains(&format!("get.nexte.st/{nextest}/linux")),
         "nextest is not pinned to {nextest}: {scripts}"
@@ -673,12 +674,12 @@ fn readme_example_profile_parses() {
         .nth(1)
         .and_then(|s| s.split("```").next())
         .expect("a toml block");
-    let cfg = xtask::profile::HarnessConfig::parse(toml, Path::new("README.md"), Path::new("/ws"))
+    let cfg = profile::HarnessConfig::parse(toml, Path::new("README.md"), Path::new("/ws"))
         .unwrap_or_else(|e| panic!("the README example does not parse: {e:#}"));
     let p = cfg.profile(Some("my-tree")).expect("profile my-tree");
     assert_eq!(p.kernel.source_dir.as_deref(), Some(Path::new("../linux")));
     assert!(p.kernel.series.is_some() && p.kernel.git_ref.is_some());
-    assert_eq!(p.kernel.iomap, xtask::kernel::IomapMode::Required);
+    assert_eq!(p.kernel.iomap, kernel::IomapMode::Required);
     assert_eq!(p.kernel.fragments.len(), 3);
     let fstests: Value =
         serde_yaml_ng::to_value(p.table.get("fstests").expect("[fstests] kept")).unwrap();

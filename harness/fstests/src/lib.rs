@@ -3,13 +3,19 @@
 //! tests a project expunges and why, how a run compares with a baseline, the local.config
 //! that describes our filesystems to fstests, and how long a test may take.
 //!
-//! Pure library: no VM, no processes, no I/O beyond reading files and directories.
+//! The parsers above are pure (no VM, no processes, no I/O beyond reading files). Three
+//! modules drive fstests for vm-test: [`build`] (clone and build fstests into an image),
+//! [`plan`] (the selection, expunges and shards one run executes) and [`collect`] (a run
+//! directory into verdicts).
 
 pub mod baseline;
+pub mod build;
+pub mod collect;
 pub mod config;
 pub mod durations;
 pub mod expunge;
 mod glob;
+pub mod plan;
 pub mod results;
 pub mod selection;
 

@@ -1,0 +1,1009 @@
+//! `cargo xtask vm-test`: kernel + image + agent + server -> QEMU -> verdict.
+//!
+//! Orchestration only: the VM, the channels and the verdicts live in the `vm`
+//! crate, the result files in `report`, the guest side in `agent`.
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use events::Plan;
+use report::policy::ExpectMode;
+use report::{RunResult, Verdict};
+use vm::{AccelChoice, Limits, Machine, Progress, RunDir, VmSpec};
+
+use kernel::{ensure_kernel, KernelArgs, KernelOptions};
+use plumbing::error::{usage, NothingPassed, TestFailures};
+use plumbing::ui::Ui;
+
+/// VM flags shared by vm-test and vm-shell.
+#[derive(clap::Args, Clone, Debug)]
+pub struct VmArgs {
+    /// Harness profile (harness.toml) that names the kernel to build.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Boot this kernel image (bzImage or vmlinux) instead of building one.
+    #[arg(long, value_name = "PATH")]
+    pub kernel_image: Option<PathBuf>,
+    /// Guest image recipe under images/.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub image: String,
+    /// Accelerator: auto probes KVM with a short boot and falls back to TCG.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
+    /// QEMU machine type.
+    #[arg(long, value_enum, default_value = "microvm")]
+    pub machine: MachineArg,
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+    /// Guest memory in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    pub memory: u32,
+    /// Size of the fresh sparse test disk in MiB (0: none).
+    #[arg(long, value_name = "MIB", default_value_t = 2048)]
+    pub test_disk: u64,
+    /// Size of the fresh sparse scratch disk in MiB (0: none).
+    #[arg(long, value_name = "MIB", default_value_t = 2048)]
+    pub scratch_disk: u64,
+    /// Extra kernel command-line arguments (repeatable).
+    #[arg(long = "append", value_name = "ARG")]
+    pub append: Vec<String>,
+    /// Do not build and install iomapfs in the guest.
+    #[arg(long)]
+    pub no_server: bool,
+    /// QEMU binary.
+    #[arg(long, value_name = "PATH", default_value = "qemu-system-x86_64")]
+    pub qemu: PathBuf,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpectModeArg {
+    Iomap,
+    Classic,
+    Any,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum MachineArg {
+    Microvm,
+    Pc,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct VmTestArgs {
+    /// Test suite to run (repeatable): smoke. Default: smoke, unless --run is given.
+    #[arg(long = "suite", value_name = "NAME")]
+    pub suites: Vec<String>,
+    /// Run a guest shell command as one test (repeatable), like `vng -- CMD`.
+    #[arg(long = "run", value_name = "CMD")]
+    pub run: Vec<String>,
+    /// Per-test timeout in seconds (overrides the suites' own; default for --run: 300).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Timeout of the whole run, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub run_timeout: u64,
+    /// Exit with `git bisect run`'s codes: 0 pass, 1 test failures, 125 (skip)
+    /// for build or infrastructure failures, 128 (stop) for usage errors.
+    #[arg(long)]
+    pub bisect_exit_codes: bool,
+    /// Print the QEMU command line the run would use (kernel command line included) and
+    /// exit, building and booting nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The FUSE server mode every test must run in; a test in another mode fails, saying
+    /// why. Default: iomap for profiles with `iomap = "required"`, else any.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub expect_mode: Option<ExpectModeArg>,
+    /// The guest counts as stuck after this many seconds without any event
+    /// (the agent sends a heartbeat every 2 s); the harness then captures a
+    /// task dump through sysrq and stops QEMU.
+    #[arg(long, value_name = "SECS", default_value_t = 45)]
+    pub stall_timeout: u64,
+    /// When a test crashes or hangs the guest, boot again (at most this many
+    /// times) to run the tests after it; 0 stops at the first crash.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub max_reboots: u32,
+    /// Environment for every test (repeatable), e.g. SMOKE_FSTYPE=ext4.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    #[command(flatten)]
+    pub fstests: fstests::plan::FstestsArgs,
+    #[command(flatten)]
+    pub vm: VmArgs,
+}
+
+/// Everything resolved before QEMU starts.
+pub struct Prepared {
+    pub spec: VmSpec,
+    pub kernel_release: Option<String>,
+    /// Whether the built kernel has FUSE iomap (unknown with --kernel-image).
+    pub kernel_iomap: Option<bool>,
+    pub image: PathBuf,
+}
+
+/// Where run directories go: `<target>/harness/runs`.
+pub fn runs_root() -> PathBuf {
+    target_dir().join("harness").join("runs")
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                plumbing::paths::workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| plumbing::paths::workspace_root().join("target"))
+}
+
+/// Build the plan from the flags; usage errors for unknown suites or bad values.
+pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
+    let default_smoke = args.suites.is_empty() && args.run.is_empty() && !args.fstests.enabled();
+    let suites: Vec<String> = if default_smoke {
+        vec!["smoke".into()]
+    } else {
+        args.suites.clone()
+    };
+    let mut tests = vec![];
+    for name in &suites {
+        let suite = suites::find(name).ok_or_else(|| {
+            usage(format!(
+                "unknown suite `{name}` (known: {})",
+                suites::names().join(", ")
+            ))
+        })?;
+        tests.extend(suite.plan_tests(args.timeout));
+    }
+    if args.timeout == Some(0) {
+        return Err(usage("--timeout must be at least 1 second"));
+    }
+    tests.extend(suites::run_commands(&args.run, args.timeout.unwrap_or(300)));
+    let mut env = vec![];
+    for kv in &args.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--env expects KEY=VALUE, got `{kv}`")))?;
+        env.push((k.to_string(), v.to_string()));
+    }
+    Ok(Plan {
+        v: events::SCHEMA_VERSION,
+        shell: false,
+        server: with_server.then(server_setup),
+        tests,
+        heartbeat_s: 2,
+        slow_factor: 3,
+        console_loglevel: 7,
+        host_time_unix: 0,
+        env,
+    })
+}
+
+pub fn server_setup() -> events::ServerSetup {
+    events::ServerSetup {
+        bin_dir: "bin".into(),
+        test_dev: "/dev/disk/by-id/virtio-test".into(),
+        scratch_dev: Some("/dev/disk/by-id/virtio-scratch".into()),
+        format: false,
+        mkfs_options: vec![],
+    }
+}
+
+/// Whether the selected tests need iomapfs in the guest.
+pub fn needs_server(args: &VmTestArgs) -> bool {
+    if args.vm.no_server {
+        return false;
+    }
+    if (args.suites.is_empty() && args.run.is_empty()) || args.fstests.enabled() {
+        return true;
+    }
+    args.suites
+        .iter()
+        .any(|s| suites::find(s).is_some_and(|s| s.needs_server))
+        || !args.run.is_empty()
+}
+
+/// Resolve the kernel, image, agent and server; decide the accelerator.
+pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
+    let images = plumbing::paths::workspace_root().join("images");
+    // Check the recipe name and QEMU before spending minutes on a kernel.
+    guest_image::Recipe::load(&images, &vm.image)?;
+    // QEMU (installed when missing and we are root) and the packages the guest binaries
+    // build with, before spending minutes on a kernel.
+    let mut jobs = vec![];
+    if vm.qemu == std::path::Path::new(hostsetup::qemu::BINARY) {
+        jobs.push(hostsetup::Job::Vm);
+    }
+    if with_server {
+        jobs.push(hostsetup::Job::GuestBinaries);
+    }
+    hostsetup::ensure(&jobs, ui)?;
+    if vm.qemu != std::path::Path::new(hostsetup::qemu::BINARY) {
+        hostsetup::qemu::probe(&vm.qemu, ui)?;
+    }
+    let (kernel, kernel_release, kernel_iomap) = match &vm.kernel_image {
+        Some(p) => {
+            let k = &vm.kernel;
+            if k.source_dir.is_some()
+                || k.git.is_some()
+                || k.tarball.is_some()
+                || k.debian_package.is_some()
+            {
+                return Err(usage(
+                    "--kernel-image cannot be combined with a kernel source flag",
+                ));
+            }
+            if !p.is_file() {
+                return Err(usage(format!(
+                    "kernel image {} does not exist",
+                    p.display()
+                )));
+            }
+            (std::fs::canonicalize(p)?, None, None)
+        }
+        None => {
+            let opts = KernelOptions::resolve(vm.profile.as_deref(), &vm.kernel)?;
+            ui.step(format!("kernel: profile `{}`", opts.profile));
+            let built = ensure_kernel(&opts, ui)?;
+            // The uncompressed vmlinux boots through its PVH entry point, with
+            // no decompression (slow under TCG); the bzImage works everywhere.
+            let image = if built.vmlinux.is_file() {
+                built.vmlinux.clone()
+            } else {
+                built.bzimage.clone()
+            };
+            (
+                image,
+                Some(built.info.kernel_release.clone()),
+                Some(built.info.iomap_present),
+            )
+        }
+    };
+    let cache = plumbing::paths::cache_dir();
+    ui.step(format!("image: `{}`", vm.image));
+    let image = guest_image::ensure_image(&images, &vm.image, &cache, ui)?;
+    ui.step("guest agent (static)");
+    let agent = build_agent()?;
+    let server_bins = if with_server {
+        ui.step("iomapfs (release build)");
+        build_server()?
+    } else {
+        vec![]
+    };
+    let choice = match vm.accel {
+        AccelArg::Auto => AccelChoice::Auto,
+        AccelArg::Kvm => AccelChoice::Kvm,
+        AccelArg::Tcg => AccelChoice::Tcg,
+    };
+    let decision = vm::accel::choose(choice, &vm.qemu, &kernel, &cache, Duration::from_secs(5))
+        .map_err(anyhow::Error::msg)?;
+    if decision.accel == vm::Accel::Tcg && choice == AccelChoice::Auto {
+        ui.warn(&decision.note);
+    }
+    let spec = VmSpec {
+        agent,
+        server_bins,
+        accel_note: Some(decision.note),
+        format_test_disk: with_server.then(Vec::new),
+        ..spec_from_flags(vm, kernel, kernel_iomap, image.clone(), decision.accel)?
+    };
+    Ok(Prepared {
+        spec,
+        kernel_release,
+        kernel_iomap,
+        image,
+    })
+}
+
+/// The VM the flags describe, with no agent, server or disk formatting yet: the machine,
+/// CPUs, memory, disks and the kernel command line (`boot_params`).
+pub fn spec_from_flags(
+    vm: &VmArgs,
+    kernel: PathBuf,
+    kernel_iomap: Option<bool>,
+    image: PathBuf,
+    accel: vm::Accel,
+) -> Result<VmSpec> {
+    Ok(VmSpec {
+        qemu: vm.qemu.clone(),
+        kernel,
+        image,
+        agent: PathBuf::new(),
+        server_bins: vec![],
+        machine: match vm.machine {
+            MachineArg::Microvm => Machine::Microvm,
+            MachineArg::Pc => Machine::Pc,
+        },
+        accel,
+        accel_note: None,
+        cpus: vm.cpus.max(1),
+        memory_mb: vm.memory.max(128),
+        test_disk_mb: vm.test_disk,
+        scratch_disk_mb: vm.scratch_disk,
+        extra_cmdline: crate::boot_params::extra_cmdline(
+            &crate::boot_params::vm_profile(vm.profile.as_deref())?,
+            kernel_iomap,
+            &vm.append,
+        ),
+        format_test_disk: None,
+        extra_disks: vec![],
+    })
+}
+
+/// `cargo ARGS` in the workspace: a release build takes minutes, a supervised child (duct).
+fn cargo(args: &[&str]) -> duct::Expression {
+    duct::cmd(
+        std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+        args,
+    )
+    .dir(plumbing::paths::workspace_root())
+}
+
+fn run_cargo(cmd: duct::Expression, what: &str) -> Result<()> {
+    let out = cmd
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .with_context(|| format!("running cargo for {what}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        bail!("building {what} failed:\n{}", tail.join("\n"));
+    }
+    Ok(())
+}
+
+/// The static guest agent (glibc, crt-static; no musl needed).
+pub fn build_agent() -> Result<PathBuf> {
+    const TRIPLE: &str = "x86_64-unknown-linux-gnu";
+    let c = cargo(&[
+        "build",
+        "--quiet",
+        "--release",
+        "--package",
+        "agent",
+        "--target",
+        TRIPLE,
+    ])
+    .env(
+        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+        "-C target-feature=+crt-static -C strip=debuginfo",
+    );
+    run_cargo(c, "the guest agent")?;
+    let bin = target_dir().join(TRIPLE).join("release").join("agent");
+    anyhow::ensure!(bin.is_file(), "agent binary missing at {}", bin.display());
+    Ok(bin)
+}
+
+/// iomapfs and its mount helper, built on the host (same Debian as the image).
+pub fn build_server() -> Result<Vec<PathBuf>> {
+    // The workloads binary rides along: the dio and append suites run it in the guest.
+    let c = cargo(&[
+        "build",
+        "--quiet",
+        "--release",
+        "--package",
+        "iomapfs",
+        "--package",
+        "workloads",
+        "--bins",
+    ]);
+    run_cargo(c, "iomapfs")?;
+    let dir = target_dir().join("release");
+    let bins: Vec<PathBuf> = ["iomapfs", "mount.fuse.iomapfs", "workloads"]
+        .iter()
+        .map(|b| dir.join(b))
+        .filter(|p| p.is_file())
+        .collect();
+    anyhow::ensure!(!bins.is_empty(), "no iomapfs binaries in {}", dir.display());
+    Ok(bins)
+}
+
+/// Prints progress: a spinner for the running test on a terminal, plain lines otherwise.
+struct Printer {
+    bar: Option<indicatif::ProgressBar>,
+    test_start: Instant,
+    /// Half-minutes of the running test already reported (plain output).
+    quiet_lines: u64,
+    /// The step the running test announced last (fstests: the test its `check` runs).
+    step: Option<String>,
+}
+
+impl Printer {
+    fn new(ui: &Ui) -> Self {
+        let bar = ui.is_fancy().then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        Printer {
+            bar,
+            test_start: Instant::now(),
+            quiet_lines: 0,
+            step: None,
+        }
+    }
+
+    fn line(&self, s: String) {
+        match &self.bar {
+            Some(b) => b.println(s),
+            None => eprintln!("{s}"),
+        }
+    }
+
+    fn status(&self, s: String) {
+        if let Some(b) = &self.bar {
+            b.set_message(s);
+        }
+    }
+
+    fn on(&mut self, p: Progress) {
+        match p {
+            Progress::Booting { .. } => {
+                if self.bar.is_none() {
+                    eprintln!("    booting");
+                }
+                self.status("booting".into());
+            }
+            Progress::Ready {
+                boot_to_ready_ms,
+                kernel_boot_ms,
+                setup_ms,
+                kernel,
+                server,
+            } => {
+                let server = match server.map(|s| (s, &s.mode, &s.error)) {
+                    Some((s, Some(m), None)) => format!("; {} in {m} mode", s.name),
+                    Some((s, m, Some(e))) => format!(
+                        "; {} mode {}: {e}",
+                        s.name,
+                        m.as_deref().unwrap_or("unknown")
+                    ),
+                    _ => String::new(),
+                };
+                let s = |ms: u64| ms as f64 / 1000.0;
+                self.line(format!(
+                    "    guest ready: boot-to-agent-ready {:.2} s (kernel {:.2} s), server setup {:.2} s; kernel {kernel}{server}",
+                    s(boot_to_ready_ms),
+                    s(kernel_boot_ms),
+                    s(setup_ms)
+                ));
+            }
+            Progress::TestStarted { name, index, total } => {
+                self.test_start = Instant::now();
+                self.quiet_lines = 0;
+                self.step = None;
+                if self.bar.is_none() {
+                    eprintln!("[{index}/{total}] {name} ...");
+                }
+                self.status(format!("[{index}/{total}] {name}"));
+            }
+            Progress::TestFinished { result } => {
+                let mut s = format!(
+                    "    {:<24} {:<8} {:>6.1} s",
+                    result.name,
+                    result.verdict.as_str(),
+                    result.duration_ms as f64 / 1000.0
+                );
+                if let Some(r) = &result.reason {
+                    s.push_str(&format!("  ({r})"));
+                }
+                self.line(s);
+            }
+            Progress::Heartbeat { test } => {
+                if let Some(t) = test {
+                    let t = match &self.step {
+                        Some(step) => format!("{t}: {step}"),
+                        None => t.to_string(),
+                    };
+                    let secs = self.test_start.elapsed().as_secs();
+                    self.status(format!("{t} ({secs} s)"));
+                    // Plain output: a sign of life every half minute.
+                    if self.bar.is_none() && secs / 30 > self.quiet_lines {
+                        self.quiet_lines = secs / 30;
+                        eprintln!("    ... {t} still running ({secs} s)");
+                    }
+                }
+            }
+            Progress::Step { test, step } => {
+                self.test_start = Instant::now();
+                self.quiet_lines = 0;
+                self.step = Some(step.to_string());
+                if self.bar.is_none() {
+                    eprintln!("    {test}: {step}");
+                }
+                self.status(format!("{test}: {step}"));
+            }
+            Progress::Log { message } => self.line(format!("    guest: {message}")),
+            Progress::Finding { finding } => self.line(format!(
+                "    KERNEL {:?} during {}: {}",
+                finding.kind,
+                finding.test.as_deref().unwrap_or("(no test)"),
+                finding.title
+            )),
+            Progress::Hang { test, why } => self.line(format!(
+                "    HANG during {}: {why}; capturing a task dump (sysrq) and stopping QEMU",
+                test.unwrap_or("(no test)")
+            )),
+        }
+    }
+}
+
+impl Drop for Printer {
+    fn drop(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// A flag set on SIGINT/SIGTERM (installed once per process).
+fn cancel_flag() -> Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let f = Arc::new(AtomicBool::new(false));
+        let g = f.clone();
+        // Failure (a handler already installed by an embedding program) only
+        // means Ctrl-C will kill us directly; QEMU still dies with us (PDEATHSIG).
+        let _ = ctrlc::set_handler(move || g.store(true, Ordering::SeqCst));
+        f
+    })
+    .clone()
+}
+
+/// fstests chosen for this run: the plan's tests, the expunged ones, the config.
+struct FstestsRun {
+    plan: fstests::plan::FstestsPlan,
+    built: fstests::plan::Built,
+}
+
+/// Build fstests (cached), expand the selection, add its tests and its disk.
+fn prepare_fstests(
+    args: &VmTestArgs,
+    plan: &mut Plan,
+    prepared: &mut Prepared,
+    ui: &Ui,
+) -> Result<FstestsRun> {
+    use fstests::plan as f;
+    let config = profile::HarnessConfig::load_default()?;
+    let profile: f::FstestsProfile = config
+        .profile(args.vm.profile.as_deref())?
+        .section("fstests")?
+        .unwrap_or_default();
+    let source = args.fstests.source(&profile)?;
+    // Check the selection's syntax before a build.
+    args.fstests.selection()?;
+    let cache = plumbing::paths::cache_dir();
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let built = fstests::build::ensure_built(&source, &cache, jobs, ui)?;
+    // fstests mounts in one mode (iomap=on or off), the one the expunges are chosen for.
+    let mode = match fstests_mode(expected_mode(args)?, prepared.kernel_iomap) {
+        ExpectMode::Iomap => ::fstests::Mode::Iomap,
+        _ => ::fstests::Mode::Classic,
+    };
+    let expunge_dir = plumbing::paths::workspace_root()
+        .join("images")
+        .join(&args.vm.image)
+        .join("expunge");
+    let fplan = f::plan(
+        &args.fstests,
+        &built.tree,
+        &expunge_dir,
+        prepared.kernel_release.as_deref().unwrap_or(""),
+        mode,
+        &f::load_durations(&cache),
+        plan.slow_factor as u32,
+    )?;
+    ui.step(format!(
+        "fstests {}: {} tests to run in {} ({} expunged); scheme {}",
+        built.revision,
+        fplan.tests.len(),
+        fplan.sections.join(", "),
+        fplan.expunged.len(),
+        args.fstests.scheme
+    ));
+    plan.tests.extend(fplan.tests.iter().cloned());
+    prepared.spec.extra_disks.push(vm::qemu::Disk {
+        path: built.image.clone(),
+        serial: "fstests".into(),
+        snapshot: true,
+    });
+    Ok(FstestsRun { plan: fplan, built })
+}
+
+/// Fold fstests' own results into the run, compare with a baseline, rewrite the reports.
+/// The verdicts follow `report::policy`.
+fn finish_fstests(
+    args: &VmTestArgs,
+    f: &FstestsRun,
+    mode: &ModeCheck,
+    result: &mut RunResult,
+    dir: &std::path::Path,
+) -> Result<()> {
+    use fstests::collect;
+    let split = collect::time_split(result, dir, &f.plan.batches);
+    let rewritten = collect::apply(result, dir, &f.plan.batches, &f.plan.flaky_ok);
+    mode.apply(result);
+    result.tests.extend(f.plan.expunged.iter().cloned());
+    if result.verdict == Verdict::NothingPassed {
+        // Said of the guest's tests alone; decided again below with the expunged ones.
+        result.reason = None;
+    }
+    report::conclude(result);
+    let diff = match &args.fstests.baseline {
+        Some(p) => {
+            let base = report::read_json(p)
+                .map_err(|e| plumbing::error::usage(format!("--baseline: {e}")))?;
+            let mut d = ::fstests::compare(&collect::statuses(&base), &collect::statuses(result));
+            // The baseline covers every shard: the other shards' tests are not missing.
+            d.missing.retain(|t| !f.plan.other_shards.contains(t));
+            d.failures_not_run
+                .retain(|t| !f.plan.other_shards.contains(t));
+            report::policy::judge_against_baseline(
+                result,
+                report::Baseline {
+                    path: p.display().to_string(),
+                    new_failures: d.new_failures.clone(),
+                    still_failing: d.still_failing.clone(),
+                    fixed: d.fixed.clone(),
+                    newly_not_run: d.newly_not_run.clone(),
+                    missing: d.missing.clone(),
+                    coverage_loss_accepted: args.fstests.accept_coverage_loss,
+                    may_replace: false,
+                },
+            );
+            Some(d)
+        }
+        None => None,
+    };
+    report::write_all(result, dir)?;
+    let mut md = std::fs::read_to_string(dir.join("summary.md")).unwrap_or_default();
+    md.push_str(&format!(
+        "\nfstests: {} ({} results read)\n",
+        f.built.revision, rewritten
+    ));
+    md.push_str(&collect::summary_markdown(result, diff.as_ref()));
+    md.push_str(&collect::time_markdown(result, &split));
+    report::write_file(&dir.join("summary.md"), &md)?;
+    fstests::plan::save_durations(&plumbing::paths::cache_dir(), &result.tests)?;
+    Ok(())
+}
+
+/// The server mode a run expects: `--expect-mode`, else iomap for a profile whose kernel
+/// must have iomap (`iomap = "required"`), else any.
+pub fn expected_mode(args: &VmTestArgs) -> Result<ExpectMode> {
+    Ok(match args.expect_mode {
+        Some(ExpectModeArg::Iomap) => ExpectMode::Iomap,
+        Some(ExpectModeArg::Classic) => ExpectMode::Classic,
+        Some(ExpectModeArg::Any) => ExpectMode::Any,
+        None => {
+            let opts = KernelOptions::resolve(args.vm.profile.as_deref(), &args.vm.kernel)?;
+            match opts.iomap {
+                kernel::IomapMode::Required => ExpectMode::Iomap,
+                _ => ExpectMode::Any,
+            }
+        }
+    })
+}
+
+/// The mode fstests mounts in: the expected one, or with `any` the one the kernel allows
+/// (iomap when it has FUSE iomap, which the VM boots enabled).
+fn fstests_mode(expect: ExpectMode, kernel_iomap: Option<bool>) -> ExpectMode {
+    match (expect, kernel_iomap) {
+        (ExpectMode::Any, Some(true)) => ExpectMode::Iomap,
+        (ExpectMode::Any, _) => ExpectMode::Classic,
+        (e, _) => e,
+    }
+}
+
+/// The expected mode of a run and why a server would run in the other one.
+pub struct ModeCheck {
+    pub expect: ExpectMode,
+    why: String,
+}
+
+impl ModeCheck {
+    fn new(expect: ExpectMode, prepared: &Prepared) -> ModeCheck {
+        let release = prepared.kernel_release.as_deref().unwrap_or("under test");
+        let why = match (expect, prepared.kernel_iomap) {
+            (ExpectMode::Iomap, Some(false)) => format!(
+                "the kernel did not offer FUSE_IOMAP: kernel {release} was built without CONFIG_FUSE_IOMAP"
+            ),
+            (ExpectMode::Iomap, _) => "the kernel did not offer FUSE_IOMAP (fuse.enable_iomap off, an INIT minor below the iomap minor, or a source that is not a block device)".into(),
+            _ => "the kernel offered FUSE_IOMAP and the server took it (mount with -o iomap=off for classic)".into(),
+        };
+        ModeCheck { expect, why }
+    }
+
+    /// Why no test can run in the expected mode, known before booting: an iomap run on a
+    /// kernel built without FUSE iomap.
+    fn impossible(&self, prepared: &Prepared) -> Option<String> {
+        (self.expect == ExpectMode::Iomap && prepared.kernel_iomap == Some(false))
+            .then(|| self.why.clone())
+    }
+
+    /// Fails every test that ran in another mode (report's policy).
+    pub fn apply(&self, result: &mut RunResult) {
+        report::policy::mark_expected_mode(result, self.expect, &self.why);
+    }
+}
+
+/// The result of a run that cannot meet its expected mode, without booting: every planned
+/// test failed with the reason (exit 1), written like any run's.
+fn refuse_without_booting(
+    plan: &Plan,
+    prepared: &Prepared,
+    dir: &RunDir,
+    mode: &ModeCheck,
+    why: &str,
+) -> Result<RunResult> {
+    let expect = mode.expect.as_str();
+    let mut result = RunResult::empty(&dir.id);
+    result.started_at = dir.started_at.clone();
+    result.kernel_image = prepared.spec.kernel.display().to_string();
+    result.kernel_release = prepared.kernel_release.clone();
+    result.image = prepared.image.display().to_string();
+    result.server = Some(report::ServerFacts {
+        expected_mode: Some(expect.to_string()),
+        ..Default::default()
+    });
+    for t in &plan.tests {
+        let mut r = report::TestResult::new(&t.name, Verdict::Failed);
+        r.reason = Some(format!(
+            "server would run classic; expected {expect}: {why} (not booted)"
+        ));
+        result.tests.push(r);
+    }
+    report::conclude(&mut result);
+    result.reason = Some(format!("expected {expect}: {why}"));
+    report::write_all(&result, &dir.path)?;
+    Ok(result)
+}
+
+/// Run the tests and return the result (and its run directory).
+pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
+    let with_server = needs_server(args);
+    let mut plan = build_plan(args, with_server)?;
+    let mut prepared = prepare(&args.vm, with_server, ui)?;
+    let mut fstests = if args.fstests.enabled() {
+        Some(prepare_fstests(args, &mut plan, &mut prepared, ui)?)
+    } else {
+        None
+    };
+    // Test names become paths in the run directory.
+    plan.check().map_err(usage)?;
+    let mode = ModeCheck::new(expected_mode(args)?, &prepared);
+    let spec = &prepared.spec;
+    let dir = RunDir::create(&runs_root()).context("creating the run directory")?;
+    if let Some(why) = mode.impossible(&prepared) {
+        return Ok((
+            refuse_without_booting(&plan, &prepared, &dir, &mode, &why)?,
+            dir.path,
+        ));
+    }
+    if let Some(f) = &fstests {
+        let d = dir.path.join("fstests");
+        std::fs::create_dir_all(&d)?;
+        std::fs::write(d.join("local.config"), &f.plan.local_config)?;
+    }
+    ui.step(format!(
+        "vm-test: {} tests; kernel {}; image {}; {}; {} with {} CPUs and {} MiB",
+        plan.tests.len(),
+        prepared
+            .kernel_release
+            .as_deref()
+            .unwrap_or(&spec.kernel.display().to_string()),
+        prepared
+            .image
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default(),
+        spec.accel.as_str().to_uppercase(),
+        spec.machine.as_str(),
+        spec.cpus,
+        spec.memory_mb
+    ));
+    ui.note(format!("run directory: {}", dir.path.display()));
+    let limits = Limits {
+        run: Duration::from_secs(args.run_timeout.max(1)),
+        stall: Duration::from_secs(args.stall_timeout.max(1)),
+        reboots: args.max_reboots,
+        ..Limits::default()
+    };
+    let cancel = cancel_flag();
+    let mut printer = Printer::new(ui);
+    let mut no_steps = vm::NoSteps;
+    let steps: &mut dyn vm::Steps = match &mut fstests {
+        Some(f) => &mut f.plan,
+        None => &mut no_steps,
+    };
+    let mut result = vm::run_tests_with_steps(
+        spec,
+        &plan,
+        &limits,
+        &dir,
+        steps,
+        &mut |p| printer.on(p),
+        &cancel,
+    )?;
+    drop(printer);
+    match &fstests {
+        Some(f) => finish_fstests(args, f, &mode, &mut result, &dir.path)?,
+        None if mode.expect != ExpectMode::Any => {
+            mode.apply(&mut result);
+            report::conclude(&mut result);
+            report::write_all(&result, &dir.path)?;
+        }
+        None => {}
+    }
+    // Keep the disks of a failed run for inspection; drop them otherwise.
+    if result.verdict == Verdict::Passed {
+        let _ = std::fs::remove_dir_all(dir.path.join("disks"));
+    }
+    Ok((result, dir.path))
+}
+
+/// The `vm-test` subcommand: run, print the summary, map the verdict to an error kind.
+pub fn main(args: &VmTestArgs, ui: &Ui) -> Result<()> {
+    if args.dry_run {
+        return crate::dry_run::main(args, ui);
+    }
+    let (result, dir) = run(args, ui)?;
+    eprint!("{}", report::summary_text(&result));
+    eprintln!("results: {}", dir.join("summary.md").display());
+    verdict_to_result(&result)
+}
+
+pub fn verdict_to_result(result: &RunResult) -> Result<()> {
+    match result.verdict.exit_code() {
+        0 => Ok(()),
+        1 => Err(TestFailures(format!(
+            "vm-test {}: {}",
+            result.id,
+            result.verdict.as_str()
+        ))
+        .into()),
+        4 => Err(NothingPassed(format!(
+            "vm-test {}: nothing passed: {}",
+            result.id,
+            result.reason.as_deref().unwrap_or("no test passed")
+        ))
+        .into()),
+        _ => bail!(
+            "vm-test {}: infrastructure failure: {}",
+            result.id,
+            result.reason.as_deref().unwrap_or("see console.log")
+        ),
+    }
+}
+
+/// Paths a test can look at after a run (used by the end-to-end tests).
+pub fn latest_run() -> PathBuf {
+    runs_root().join("latest")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: VmTestArgs,
+    }
+
+    fn parse(argv: &[&str]) -> VmTestArgs {
+        Cli::try_parse_from(std::iter::once("vm-test").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn default_is_smoke_with_server() {
+        let a = parse(&[]);
+        assert!(needs_server(&a));
+        let plan = build_plan(&a, true).unwrap();
+        assert_eq!(plan.tests[0].name, "smoke/mount");
+        assert!(plan.server.is_some());
+    }
+
+    #[test]
+    fn run_commands_and_timeouts() {
+        let a = parse(&["--run", "echo hi", "--timeout", "20", "--env", "A=b=c"]);
+        let plan = build_plan(&a, false).unwrap();
+        assert_eq!(plan.tests.len(), 1);
+        assert_eq!(plan.tests[0].timeout_s, 20);
+        assert_eq!(plan.env, vec![("A".to_string(), "b=c".to_string())]);
+        assert!(plan.server.is_none());
+    }
+
+    /// Each run verdict leaves vm-test with its exit code (README: Verdicts).
+    #[test]
+    fn every_run_verdict_has_its_exit_code() {
+        use plumbing::error::exit_code;
+        let code = |v: Verdict| {
+            let mut r = RunResult::empty("t");
+            r.verdict = v;
+            verdict_to_result(&r).map_or_else(|e| exit_code(&e), |()| 0)
+        };
+        assert_eq!(code(Verdict::Passed), 0);
+        for v in [
+            Verdict::Failed,
+            Verdict::Crashed,
+            Verdict::Hung,
+            Verdict::Flaky,
+        ] {
+            assert_eq!(code(v), 1, "{v:?}");
+        }
+        assert_eq!(code(Verdict::InfraError), 3);
+        assert_eq!(code(Verdict::NothingPassed), 4);
+    }
+
+    #[test]
+    fn flaky_and_coverage_acceptance_flags() {
+        let a = parse(&["--fstests", "-g quick"]);
+        assert_eq!(a.fstests.accepts_flaky("generic/002"), None);
+        let a = parse(&["--accept-flaky", "--fstests", "-g quick"]);
+        assert_eq!(
+            a.fstests.accepts_flaky("generic/002").as_deref(),
+            Some("--accept-flaky")
+        );
+        let a = parse(&["--accept-flaky=generic/00?", "--accept-flaky=xfs/1*"]);
+        assert_eq!(
+            a.fstests.accepts_flaky("generic/002").as_deref(),
+            Some("--accept-flaky=generic/00?")
+        );
+        assert_eq!(a.fstests.accepts_flaky("generic/010"), None);
+        assert!(a.fstests.accepts_flaky("xfs/123").is_some());
+        // Accepting lost coverage only means something against a baseline.
+        let no_base = Cli::try_parse_from(["vm-test", "--accept-coverage-loss"]);
+        assert!(no_base.is_err());
+        let a = parse(&["--baseline", "b.json", "--accept-coverage-loss"]);
+        assert!(a.fstests.accept_coverage_loss);
+    }
+
+    #[test]
+    fn bad_input_is_a_usage_error() {
+        use plumbing::error::{exit_code, EXIT_USAGE};
+        let e = build_plan(&parse(&["--suite", "nope"]), false).unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+        assert!(format!("{e}").contains("unknown suite `nope`"));
+        let e = build_plan(&parse(&["--run", "x", "--env", "novalue"]), false).unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+        let e = prepare(
+            &parse(&["--kernel-image", "/nonexistent/bzImage"]).vm,
+            false,
+            &Ui::plain(),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+        assert!(format!("{e}").contains("/nonexistent/bzImage"));
+    }
+}

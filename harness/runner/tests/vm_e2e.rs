@@ -1,0 +1,265 @@
+//! End-to-end tests of vm-test (`runner::vm_test::run`): real QEMU (TCG here), the default
+//! kernel profile and the default image. The first run builds the kernel and
+//! the image (cached afterwards); each test then takes well under two minutes.
+//!
+//! `HARNESS_KERNEL_IMAGE=/path/bzImage` uses that kernel instead of building one. The
+//! command-line checks are in xtask/tests/vm_e2e.rs.
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use clap::Parser;
+use plumbing::ui::Ui;
+use report::{FindingKind, Verdict};
+use runner::vm_test::{run, VmTestArgs};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: VmTestArgs,
+}
+
+/// None (after `needs`: a failure under CI, a SKIP line elsewhere) if this machine has no QEMU.
+fn vm_args(extra: &[&str]) -> Option<VmTestArgs> {
+    if !test_support::needs(test_support::needs::tool_from(
+        "qemu-system-x86_64",
+        "qemu-system-x86",
+    )) {
+        return None;
+    }
+    let mut argv = vec!["vm-test".to_string()];
+    if let Ok(k) = std::env::var("HARNESS_KERNEL_IMAGE") {
+        argv.extend(["--kernel-image".into(), k]);
+    }
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    Some(Cli::try_parse_from(argv).expect("valid arguments").args)
+}
+
+fn qemu_running(run_id: &str) -> bool {
+    // QEMU runs with `-name harness-<id>,process=harness-<id>`.
+    let out = Command::new("pgrep")
+        .args(["-f", "--", &format!("harness-{run_id},process=")])
+        .output()
+        .expect("pgrep runs");
+    match out.status.code() {
+        Some(0) => true,
+        Some(1) => false,
+        _ => panic!("pgrep failed: {}", String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
+#[test]
+fn smoke_suite_passes_under_iomapfs() {
+    let Some(args) = vm_args(&["--suite", "smoke"]) else {
+        return;
+    };
+    let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
+    eprint!("{}", report::summary_text(&result));
+    assert_eq!(
+        result.verdict,
+        Verdict::Passed,
+        "{}",
+        std::fs::read_to_string(dir.join("summary.md")).unwrap()
+    );
+    assert_eq!(result.tests.len(), 5);
+    assert!(result.tests.iter().all(|t| t.verdict == Verdict::Passed));
+    let server = result.server.as_ref().expect("server facts reported");
+    let mode = server.mode.clone().expect("server mode reported");
+    // Each test that mounted iomapfs reports what its server negotiated (smoke/fsck only
+    // checks the unmounted disk).
+    for t in result.tests.iter().filter(|t| t.name != "smoke/fsck") {
+        assert_eq!(
+            server.modes_of(&t.name),
+            std::slice::from_ref(&mode),
+            "{}",
+            t.name
+        );
+    }
+    let ready = result.boot_to_ready_ms.expect("boot-to-ready measured");
+    eprintln!(
+        "boot-to-agent-ready {ready} ms; VM run {:.1} s",
+        result.duration_ms as f64 / 1000.0
+    );
+    // The target is 120 s for a cached smoke run under TCG on an idle machine;
+    // CI runs other tests beside this one on two cores, so allow twice that.
+    assert!(
+        result.duration_ms < 240_000,
+        "smoke took {} ms",
+        result.duration_ms
+    );
+    for f in [
+        "results.json",
+        "junit.xml",
+        "summary.md",
+        "console.log",
+        "events.jsonl",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    for t in &result.tests {
+        assert!(
+            dir.join("tests").join(&t.name).join("dmesg.log").is_file(),
+            "{} dmesg",
+            t.name
+        );
+    }
+    let back = report::read_json(&dir.join("results.json")).unwrap();
+    assert_eq!(back.verdict, Verdict::Passed);
+    assert!(!qemu_running(&result.id));
+}
+
+/// The same checks on the kernel's own ext4: keeps the smoke scripts honest
+/// (a check that passes on iomapfs but fails on ext4 is a wrong check or a
+/// difference worth knowing).
+#[test]
+fn smoke_suite_passes_on_kernel_ext4_as_a_control() {
+    let Some(args) = vm_args(&["--suite", "smoke", "--env", "SMOKE_FSTYPE=ext4"]) else {
+        return;
+    };
+    let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
+    eprint!("{}", report::summary_text(&result));
+    assert_eq!(
+        result.verdict,
+        Verdict::Passed,
+        "{}",
+        std::fs::read_to_string(dir.join("summary.md")).unwrap()
+    );
+}
+
+#[test]
+fn guest_panic_is_classified_as_crashed_and_the_run_goes_on() {
+    let Some(args) = vm_args(&[
+        "--run",
+        "echo c > /proc/sysrq-trigger",
+        "--run",
+        "true",
+        "--no-server",
+    ]) else {
+        return;
+    };
+    let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
+    eprint!("{}", report::summary_text(&result));
+    assert_eq!(result.verdict, Verdict::Crashed);
+    let t = &result.tests[0];
+    assert_eq!(t.name, "run/1");
+    assert_eq!(t.verdict, Verdict::Crashed);
+    let panic = t
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::Panic)
+        .expect("a panic finding");
+    assert!(
+        panic.title.contains("sysrq triggered crash"),
+        "{}",
+        panic.title
+    );
+    assert!(!panic.excerpt.is_empty());
+    // The run went on in a second boot with the test after the crash.
+    assert_eq!(result.boots, 2);
+    assert_eq!(
+        result.tests[1].verdict,
+        Verdict::Passed,
+        "{:?}",
+        result.tests[1]
+    );
+    let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+    assert!(junit.contains("sysrq triggered crash"), "{junit}");
+    assert!(!qemu_running(&result.id));
+}
+
+#[test]
+fn a_sleeping_test_is_hung_within_its_deadline_and_no_qemu_is_left() {
+    let Some(args) = vm_args(&["--run", "sleep 600", "--timeout", "20", "--no-server"]) else {
+        return;
+    };
+    let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
+    eprint!("{}", report::summary_text(&result));
+    assert_eq!(
+        result.tests[0].verdict,
+        Verdict::Hung,
+        "{:?}",
+        result.tests[0]
+    );
+    assert_eq!(result.verdict, Verdict::Hung);
+    // The VM part (boot, 20 s timeout, shutdown), far from the 600 s the command asked for.
+    let vm_time = Duration::from_millis(result.duration_ms);
+    assert!(vm_time < Duration::from_secs(120), "took {vm_time:?}");
+    let d = result.tests[0].duration_ms;
+    assert!((20_000..40_000).contains(&d), "killed at {d} ms");
+    assert!(dir.join("tests/run/1/dmesg.log").is_file());
+    let pid: i32 =
+        std::fs::read_to_string(dir.join("qemu.pid")).map_or(0, |s| s.trim().parse().unwrap_or(0));
+    assert!(
+        pid == 0 || !Path::new(&format!("/proc/{pid}")).exists(),
+        "QEMU {pid} still running"
+    );
+    assert!(!qemu_running(&result.id));
+}
+
+/// The host-side path for a guest that stops answering: with a stall limit
+/// shorter than the heartbeat interval the host takes the guest for stuck,
+/// asks it for a task dump through sysrq on the serial line (QMP break + key),
+/// records it, and stops QEMU.
+#[test]
+fn an_unresponsive_guest_gets_a_sysrq_task_dump_and_is_stopped() {
+    let Some(args) = vm_args(&["--run", "sleep 60", "--stall-timeout", "1", "--no-server"]) else {
+        return;
+    };
+    let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
+    eprint!("{}", report::summary_text(&result));
+    assert_eq!(result.verdict, Verdict::Hung);
+    let t = &result.tests[0];
+    assert_eq!(t.verdict, Verdict::Hung);
+    assert!(
+        t.findings.iter().any(|f| f.kind == FindingKind::TaskDump),
+        "{:?}",
+        t.findings
+    );
+    let console = std::fs::read_to_string(dir.join("console.log")).unwrap();
+    assert!(
+        console.contains("sysrq: Show Blocked State"),
+        "no sysrq output in the console"
+    );
+    assert!(
+        console.contains("task:agent"),
+        "no task dump in the console"
+    );
+    assert!(
+        result.duration_ms < 60_000,
+        "stopped after {} ms",
+        result.duration_ms
+    );
+    assert!(!qemu_running(&result.id));
+}
+
+/// `--expect-mode iomap` on a kernel built without FUSE iomap fails every test before
+/// booting, saying why (exit 1); the run records the mode it expected.
+#[test]
+fn expecting_iomap_on_a_kernel_without_it_fails_before_booting() {
+    if std::env::var_os("HARNESS_KERNEL_IMAGE").is_some() {
+        // A given kernel's config is unknown: this is about the default profile's.
+        return;
+    }
+    let Some(args) = vm_args(&["--suite", "smoke", "--expect-mode", "iomap"]) else {
+        return;
+    };
+    let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
+    assert_eq!(result.verdict, Verdict::Failed, "{result:?}");
+    assert_eq!(result.verdict.exit_code(), 1);
+    assert_eq!(result.boots, 0, "nothing booted");
+    assert_eq!(
+        result.server.and_then(|s| s.expected_mode).as_deref(),
+        Some("iomap")
+    );
+    for t in &result.tests {
+        let why = t.reason.as_deref().unwrap_or("");
+        assert!(
+            why.contains("expected iomap: the kernel did not offer FUSE_IOMAP")
+                && why.contains("without CONFIG_FUSE_IOMAP"),
+            "{}: {why}",
+            t.name
+        );
+    }
+    let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(md.contains("expected iomap (--expect-mode)"), "{md}");
+}
