@@ -409,29 +409,11 @@ fn unbuildable_endpoint_and_state_conflicts_are_reported() {
         std::fs::create_dir_all(tree.join(p).parent().unwrap()).unwrap();
         std::fs::write(tree.join(p), text).unwrap();
     }
-    let g = |args: &[&str]| test_support::git::GitRepo::open(&tree).git(args);
-    g(&["init", "-q"]);
-    g(&["add", "."]);
-    g(&[
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@t",
-        "commit",
-        "-qm",
-        "one",
-    ]);
+    let repo = test_support::git::GitRepo::init(&tree);
+    repo.commit_all("one");
     std::fs::write(tree.join("README"), "two\n").unwrap();
-    g(&["add", "."]);
-    g(&[
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@t",
-        "commit",
-        "-qm",
-        "two",
-    ]);
+    repo.commit_all("two");
+    let g = |args: &[&str]| repo.git(args);
     let before = (
         g(&["for-each-ref"]),
         g(&["status", "--porcelain"]),

@@ -176,17 +176,7 @@ fn real_git_bisect_log_has_the_first_bad_line() {
     let mut shas = vec![];
     for i in 0..4 {
         std::fs::write(d.path().join("f"), format!("{i}\n")).unwrap();
-        g(&["add", "f"]);
-        g(&[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            &format!("commit {i}"),
-        ]);
-        shas.push(g(&["rev-parse", "HEAD"]));
+        shas.push(test_support::git::GitRepo::open(d.path()).commit_all(&format!("commit {i}")));
     }
     g(&["bisect", "start", &shas[3], &shas[0], "--"]);
     assert_eq!(

@@ -329,29 +329,10 @@ mod tests {
         std::fs::create_dir_all(p.join("common")).unwrap();
         std::fs::write(p.join("check"), "#!/bin/bash\n").unwrap();
         std::fs::write(p.join("common/rc"), "one\n").unwrap();
-        let g = |args: &[&str]| GitRepo::open(p).git(args);
-        g(&["init", "-q"]);
-        g(&["add", "."]);
-        g(&[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "one",
-        ]);
-        let first = g(&["rev-parse", "HEAD"]);
+        let repo = GitRepo::init(p);
+        let first = repo.commit_all("one");
         std::fs::write(p.join("common/rc"), "two\n").unwrap();
-        g(&[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qam",
-            "two",
-        ]);
+        repo.commit_all("two");
         let cache = tempfile::tempdir().unwrap();
         let url = p.to_str().unwrap();
         let c = checkout_git(url, &first, cache.path(), &Ui::plain()).unwrap();
@@ -376,20 +357,7 @@ mod tests {
         std::fs::create_dir_all(p.join("common")).unwrap();
         std::fs::write(p.join("check"), "#!/bin/bash\n").unwrap();
         std::fs::write(p.join("common/rc"), "x\n").unwrap();
-        let g = |args: &[&str]| {
-            GitRepo::open(p).git(args);
-        };
-        g(&["init", "-q"]);
-        g(&["add", "."]);
-        g(&[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "base",
-        ]);
+        GitRepo::init(p).commit_all("base");
         let clean = checkout_dir(p).unwrap();
         assert!(clean.revision.starts_with("git ") && !clean.revision.contains("uncommitted"));
         std::fs::write(p.join("common/rc"), "changed\n").unwrap();

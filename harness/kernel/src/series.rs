@@ -389,10 +389,6 @@ mod tests {
         assert_eq!(plumbing::error::exit_code(&err), 2);
     }
 
-    fn git(dir: &Path, args: &[&str]) {
-        test_support::git::GitRepo::open(dir).git(args);
-    }
-
     /// Real git am / patch on a tiny tree: a good patch applies in both
     /// modes, a bad one is named.
     #[test]
@@ -405,20 +401,7 @@ mod tests {
         let repo = dir.path().join("repo");
         std::fs::create_dir(&repo).unwrap();
         std::fs::write(repo.join("f.txt"), "one\ntwo\n").unwrap();
-        git(&repo, &["init", "-q"]);
-        git(&repo, &["add", "."]);
-        git(
-            &repo,
-            &[
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "commit",
-                "-qm",
-                "init",
-            ],
-        );
+        test_support::git::GitRepo::init(&repo).commit_all("init");
         let good = "From 0 Mon Sep 17 00:00:00 2001\nFrom: T <t@t>\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nSubject: [PATCH] change two\n\n---\n f.txt | 2 +-\n\ndiff --git a/f.txt b/f.txt\n--- a/f.txt\n+++ b/f.txt\n@@ -1,2 +1,2 @@\n one\n-two\n+TWO\n-- \n2.39\n\n";
         let bad = good
             .replace("change two", "bad one")

@@ -571,20 +571,7 @@ mod tests {
         )
         .unwrap();
         if as_git {
-            git(dir, &["init", "-q"]);
-            git(dir, &["add", "."]);
-            git(
-                dir,
-                &[
-                    "-c",
-                    "user.name=t",
-                    "-c",
-                    "user.email=t@t",
-                    "commit",
-                    "-qm",
-                    "base",
-                ],
-            );
+            test_support::git::GitRepo::init(dir).commit_all("base");
         }
     }
 
