@@ -14,7 +14,8 @@ use fuse_wire::Opcode;
 use kmodel::image::tool;
 use kmodel::wire::Request;
 use kmodel::Kernel;
-use rustix::process::{kill_process, Pid, Signal};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 const EIO: i32 = 5;
 const EINVAL: i32 = 22;
@@ -56,8 +57,10 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 fn signal(k: &Kernel, sig: Signal) {
-    let pid = Pid::from_raw(k.server_pid().expect("a spawned server") as i32).expect("a pid");
-    kill_process(pid, sig).expect("signal the server");
+    let pid = k.server_pid().expect("a spawned server");
+    // A positive pid only: kill(0) and kill(-n) would signal whole process groups.
+    let pid = i32::try_from(pid).ok().filter(|p| *p > 0).expect("a pid");
+    kill(Pid::from_raw(pid), sig).expect("signal the server");
 }
 
 fn errno(result: kmodel::Result<impl std::fmt::Debug>) -> i32 {
@@ -157,7 +160,7 @@ fn crash_after(commit: &str, wait: Duration) -> (i32, String) {
     k.write_direct(f, 0, &pattern(64 << 10), 0).unwrap();
     k.mkdir(FUSE_ROOT_ID, "d", 0o755).unwrap();
     std::thread::sleep(wait);
-    signal(&k, Signal::KILL);
+    signal(&k, Signal::SIGKILL);
     drop(k);
     run("e2fsck", &["-fn"], &fx.spec.image)
 }
@@ -181,7 +184,7 @@ fn metadata_is_committed_every_commit_interval() {
 
 #[test]
 fn stop_signals_sync_and_close_cleanly() {
-    for sig in [Signal::TERM, Signal::INT, Signal::HUP] {
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         let fx = Fixture::new(32 << 20, 4096, &[]);
         let mut k = fx.mount();
         let f = k.create(FUSE_ROOT_ID, "f", 0o644).unwrap();

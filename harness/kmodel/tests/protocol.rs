@@ -2,7 +2,7 @@
 //! reply that breaks it, and IOMAP_END / IOMAP_IOEND must be sent exactly when fuse sends
 //! them (§7.4, §7.5) — no more, no less, with the flags the kernel sets.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use fuse_wire::iomap::*;
 use fuse_wire::request::Op;
 use fuse_wire::structs::*;
 use kmodel::{Error, InitOffer, Kernel, NodeId, Session};
+use nix::sys::socket::{recv, send, MsgFlags};
 use zerocopy::IntoBytes;
 
 const BS: u64 = 4096;
@@ -43,9 +44,8 @@ fn fake_with_notes(mut handler: Handler, log: Arc<Mutex<Vec<Seen>>>, notes: Note
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 1 << 21];
         loop {
-            let n = match rustix::net::recv(&theirs, &mut buf[..], rustix::net::RecvFlags::empty())
-            {
-                Ok((n, _)) if n > 0 => n,
+            let n = match recv(theirs.as_raw_fd(), &mut buf[..], MsgFlags::empty()) {
+                Ok(n) if n > 0 => n,
                 _ => return,
             };
             let req = fuse_wire::parse(&buf[..n]).expect("kmodel sends well-formed requests");
@@ -63,9 +63,9 @@ fn fake_with_notes(mut handler: Handler, log: Arc<Mutex<Vec<Seen>>>, notes: Note
                 Err(errno) => fuse_wire::reply_err(unique, errno),
             };
             for note in std::mem::take(&mut *notes.lock().unwrap()) {
-                let _ = rustix::net::send(&theirs, &note, rustix::net::SendFlags::empty());
+                let _ = send(theirs.as_raw_fd(), &note, MsgFlags::empty());
             }
-            let _ = rustix::net::send(&theirs, &msg, rustix::net::SendFlags::empty());
+            let _ = send(theirs.as_raw_fd(), &msg, MsgFlags::empty());
             if matches!(req.op, Op::Destroy) {
                 return;
             }
@@ -632,9 +632,7 @@ fn dev_inval_notifications_are_checked() {
         // A relay that injects the notification in front of the GETATTR reply.
         let mut buf = vec![0u8; 1 << 21];
         loop {
-            let Ok((n, _)) =
-                rustix::net::recv(&theirs, &mut buf[..], rustix::net::RecvFlags::empty())
-            else {
+            let Ok(n) = recv(theirs.as_raw_fd(), &mut buf[..], MsgFlags::empty()) else {
                 return;
             };
             if n == 0 {
@@ -646,7 +644,7 @@ fn dev_inval_notifications_are_checked() {
             let forget = fuse_wire::parse(&buf[..n])
                 .map(|r| matches!(r.op, Op::Forget(_)))
                 .unwrap_or(false);
-            rustix::net::send(&inner, &buf[..n], rustix::net::SendFlags::empty()).unwrap();
+            send(inner.as_raw_fd(), &buf[..n], MsgFlags::empty()).unwrap();
             if forget {
                 continue;
             }
@@ -660,14 +658,12 @@ fn dev_inval_notifications_are_checked() {
                     },
                 };
                 let note = fuse_wire::notify(FUSE_NOTIFY_IOMAP_DEV_INVAL, inval.as_bytes());
-                rustix::net::send(&theirs, &note, rustix::net::SendFlags::empty()).unwrap();
+                send(theirs.as_raw_fd(), &note, MsgFlags::empty()).unwrap();
             }
-            let Ok((m, _)) =
-                rustix::net::recv(&inner, &mut buf[..], rustix::net::RecvFlags::empty())
-            else {
+            let Ok(m) = recv(inner.as_raw_fd(), &mut buf[..], MsgFlags::empty()) else {
                 return;
             };
-            rustix::net::send(&theirs, &buf[..m], rustix::net::SendFlags::empty()).unwrap();
+            send(theirs.as_raw_fd(), &buf[..m], MsgFlags::empty()).unwrap();
         }
     });
     let disk = tempfile::NamedTempFile::new().unwrap();
