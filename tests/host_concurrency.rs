@@ -4,9 +4,10 @@
 //! in the shared file exactly once, untorn, in its appender's order, with nothing else.
 
 use anyhow::{anyhow, ensure, Context, Result};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rustix::fs::{Mode, OFlags};
 use std::path::Path;
 use test_support::sys::{fill_pattern, pread_vec, pwrite_all, AlignedBuf};
 use test_support::{FsSpec, SparseData, Target, TestFs};
@@ -22,8 +23,8 @@ const RECORDS_PER_APPENDER: usize = 400;
 /// Not a multiple of 4096 on purpose: records straddle page and block boundaries.
 const RECORD: usize = 520;
 
-fn open(p: &Path, flags: OFlags) -> rustix::io::Result<rustix::fd::OwnedFd> {
-    rustix::fs::open(p, flags | OFlags::CLOEXEC, Mode::from_raw_mode(0o644))
+fn open(p: &Path, flags: OFlag) -> nix::Result<std::os::fd::OwnedFd> {
+    nix::fcntl::open(p, flags | OFlag::O_CLOEXEC, Mode::from_bits_retain(0o644))
 }
 
 /// Record `seq` of appender `who`: a header naming it, then bytes derived from both.
@@ -40,8 +41,8 @@ fn writer(dir: &Path, who: usize) -> Result<SparseData> {
     let path = dir.join(format!("w{who}"));
     let mut rng = ChaCha8Rng::seed_from_u64(SEED ^ who as u64);
     let buffered =
-        open(&path, OFlags::CREATE | OFlags::RDWR).with_context(|| format!("create w{who}"))?;
-    let direct = open(&path, OFlags::RDWR | OFlags::DIRECT)
+        open(&path, OFlag::O_CREAT | OFlag::O_RDWR).with_context(|| format!("create w{who}"))?;
+    let direct = open(&path, OFlag::O_RDWR | OFlag::O_DIRECT)
         .with_context(|| format!("open w{who} O_DIRECT"))?;
     let mut model = SparseData::new();
     for _ in 0..WRITES_PER_WRITER {
@@ -73,11 +74,11 @@ fn writer(dir: &Path, who: usize) -> Result<SparseData> {
 }
 
 fn appender(log: &Path, who: usize) -> Result<()> {
-    let fd = open(log, OFlags::WRONLY | OFlags::APPEND)
+    let fd = open(log, OFlag::O_WRONLY | OFlag::O_APPEND)
         .with_context(|| format!("appender {who}: open"))?;
     for seq in 0..RECORDS_PER_APPENDER {
         // One write(2) per record: O_APPEND makes each one atomic with respect to the others.
-        let n = rustix::io::write(&fd, &record(who, seq))
+        let n = nix::unistd::write(&fd, &record(who, seq))
             .with_context(|| format!("appender {who}: record {seq}"))?;
         ensure!(
             n == RECORD,

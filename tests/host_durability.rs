@@ -3,6 +3,8 @@
 //! file needs — a few blocks, not every bitmap and every superblock backup.
 
 use anyhow::{bail, ensure, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -69,9 +71,13 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn signal(&self, sig: rustix::process::Signal) -> Result<()> {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).context("pid")?;
-        rustix::process::kill_process(pid, sig)?;
+    fn signal(&self, sig: Signal) -> Result<()> {
+        // A positive pid only: kill(0) and kill(-n) would signal whole process groups.
+        let pid = i32::try_from(self.child.id())
+            .ok()
+            .filter(|p| *p > 0)
+            .context("pid")?;
+        kill(Pid::from_raw(pid), sig)?;
         Ok(())
     }
 
@@ -119,8 +125,7 @@ fn stop_signals_sync_unmount_and_close_cleanly() {
     if !can_run(&[]) {
         return;
     }
-    use rustix::process::Signal;
-    for sig in [Signal::TERM, Signal::INT, Signal::HUP] {
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         let dir = tempfile::tempdir().unwrap();
         let (image, mnt) = fresh(dir.path(), 64, 4096).unwrap();
         let mut server = Server::start(&image, &mnt, "rw", &dir.path().join("log")).unwrap();
@@ -149,7 +154,7 @@ fn a_busy_mount_is_detached_and_served_until_its_last_file_closes() {
     let mut server = Server::start(&image, &mnt, "rw", &dir.path().join("log")).unwrap();
     let mut open = std::fs::File::create(mnt.join("held")).unwrap();
     open.write_all(b"before the signal\n").unwrap();
-    server.signal(rustix::process::Signal::TERM).unwrap();
+    server.signal(Signal::SIGTERM).unwrap();
     // The mount leaves the namespace at once; the server goes on serving the open file.
     let start = Instant::now();
     while mount_fstype(&mnt).is_some() {
@@ -237,7 +242,7 @@ fn fsync_of_one_file_writes_what_that_file_needs() {
     }
     let file = mnt.join("appended");
     std::fs::write(&file, b"start").unwrap();
-    rustix::fs::sync();
+    nix::unistd::sync();
     let (times, kib) = appends_with_fsync(&dev.0, &file, 50).unwrap();
     let mut sorted = times.clone();
     sorted.sort_unstable();

@@ -10,17 +10,19 @@ use anyhow::{bail, ensure, Context, Result};
 mod model;
 
 use model::{Kind, Model, Res, XattrFlag};
+use nix::fcntl::{FallocateFlags, OFlag, RenameFlags, AT_FDCWD};
+use nix::sys::stat::Mode;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rustix::fd::OwnedFd;
-use rustix::fs::{FallocateFlags, Mode, OFlags, RenameFlags, XattrFlags, CWD};
-use rustix::io::Errno;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use test_support::sys::{aligned_copy, fill_pattern, pread_vec, pwrite_all, AlignedBuf};
+use test_support::sys::{
+    aligned_copy, errno_of, fill_pattern, pread_vec, pwrite_all, AlignedBuf, Link, SetXattr,
+};
 use test_support::{FsSpec, Target, TestFs};
 
 test_support::target_tests!(random_fixed_seed_1, random_fixed_seed_2, random_time_seed);
@@ -134,17 +136,16 @@ struct Workload {
 
 /// open(2) with O_CLOEXEC: tests run in parallel threads, and a descriptor inherited by
 /// another test's child (mount, e2fsck, the server) would keep this mount busy.
-fn open(p: &Path, flags: OFlags, mode: Mode) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::open(p, flags | OFlags::CLOEXEC, mode)
+fn open(p: &Path, flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {
+    nix::fcntl::open(p, flags | OFlag::O_CLOEXEC, mode)
 }
 
-fn to_res<T>(r: rustix::io::Result<T>) -> Res {
+fn to_res<T>(r: nix::Result<T>) -> Res {
     r.map(drop)
 }
 
 fn io_res<T>(r: std::io::Result<T>) -> Res {
-    r.map(drop)
-        .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))
+    r.map(drop).map_err(|e| errno_of(&e))
 }
 
 impl Workload {
@@ -305,8 +306,8 @@ impl Workload {
         let want = self.model.create(&path, 0o644);
         let got = to_res(open(
             &self.p(&path),
-            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY,
-            Mode::from_raw_mode(0o644),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY,
+            Mode::from_bits_retain(0o644),
         ));
         self.expect("create", want, got)
     }
@@ -322,7 +323,7 @@ impl Workload {
                 let off = self.offset(size, len);
                 self.note(i, format!("write {path} off={off} len={len}"));
                 let data = self.data(len as usize);
-                let fd = open(&full, OFlags::WRONLY, Mode::empty())?;
+                let fd = open(&full, OFlag::O_WRONLY, Mode::empty())?;
                 pwrite_all(&fd, &data, off)?;
                 self.model
                     .file_mut(&path)
@@ -336,7 +337,7 @@ impl Workload {
                 self.note(i, format!("write O_DIRECT {path} off={off} len={len}"));
                 let data = self.data(len as usize);
                 let buf = aligned_copy(&data);
-                let fd = open(&full, OFlags::WRONLY | OFlags::DIRECT, Mode::empty())?;
+                let fd = open(&full, OFlag::O_WRONLY | OFlag::O_DIRECT, Mode::empty())?;
                 pwrite_all(&fd, &buf, off)?;
                 self.model
                     .file_mut(&path)
@@ -350,10 +351,10 @@ impl Workload {
                     return Ok(());
                 }
                 let data = self.data(len as usize);
-                let fd = open(&full, OFlags::WRONLY | OFlags::APPEND, Mode::empty())?;
+                let fd = open(&full, OFlag::O_WRONLY | OFlag::O_APPEND, Mode::empty())?;
                 let mut done = 0;
                 while done < data.len() {
-                    done += rustix::io::write(&fd, &data[done..])?;
+                    done += nix::unistd::write(&fd, &data[done..])?;
                 }
                 self.model
                     .file_mut(&path)
@@ -372,8 +373,8 @@ impl Workload {
                     self.rng.random_range(0..=MAX_FILE)
                 };
                 self.note(i, format!("truncate {path} {size} -> {new}"));
-                let fd = open(&full, OFlags::WRONLY, Mode::empty())?;
-                rustix::fs::ftruncate(&fd, new)?;
+                let fd = open(&full, OFlag::O_WRONLY, Mode::empty())?;
+                nix::unistd::ftruncate(&fd, i64::try_from(new)?)?;
                 self.model.file_mut(&path).expect("a file").truncate(new);
             }
             "fallocate" => self.fallocate(i, &path, size)?,
@@ -385,15 +386,15 @@ impl Workload {
     fn fallocate(&mut self, i: usize, path: &str, size: u64) -> Result<()> {
         let modes = [
             ("default", FallocateFlags::empty()),
-            ("KEEP_SIZE", FallocateFlags::KEEP_SIZE),
+            ("KEEP_SIZE", FallocateFlags::FALLOC_FL_KEEP_SIZE),
             (
                 "PUNCH_HOLE|KEEP_SIZE",
-                FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+                FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
             ),
-            ("ZERO_RANGE", FallocateFlags::ZERO_RANGE),
+            ("ZERO_RANGE", FallocateFlags::FALLOC_FL_ZERO_RANGE),
             (
                 "ZERO_RANGE|KEEP_SIZE",
-                FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
+                FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
             ),
         ];
         let (name, mode) = modes[self.rng.random_range(0..modes.len())];
@@ -403,13 +404,15 @@ impl Workload {
             i,
             format!("fallocate {name} {path} off={off} len={len} (size {size})"),
         );
-        let fd = open(&self.p(path), OFlags::WRONLY, Mode::empty())?;
-        rustix::fs::fallocate(&fd, mode, off, len)?;
+        let fd = open(&self.p(path), OFlag::O_WRONLY, Mode::empty())?;
+        nix::fcntl::fallocate(&fd, mode, i64::try_from(off)?, i64::try_from(len)?)?;
         let d = self.model.file_mut(path).expect("a file");
-        if mode.intersects(FallocateFlags::PUNCH_HOLE | FallocateFlags::ZERO_RANGE) {
+        if mode
+            .intersects(FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_ZERO_RANGE)
+        {
             d.zero_range(off, len);
         }
-        if !mode.contains(FallocateFlags::KEEP_SIZE) && off + len > d.len() {
+        if !mode.contains(FallocateFlags::FALLOC_FL_KEEP_SIZE) && off + len > d.len() {
             d.truncate(off + len);
         }
         Ok(())
@@ -438,13 +441,14 @@ impl Workload {
         let got = if direct {
             let fd: OwnedFd = open(
                 &self.p(path),
-                OFlags::RDONLY | OFlags::DIRECT,
+                OFlag::O_RDONLY | OFlag::O_DIRECT,
                 Mode::empty(),
             )?;
             let mut buf = AlignedBuf::new(len as usize);
             let mut done = 0usize;
             while done < buf.len() {
-                let n = rustix::io::pread(&fd, &mut buf[done..], off + done as u64)?;
+                let n =
+                    nix::sys::uio::pread(&fd, &mut buf[done..], i64::try_from(off + done as u64)?)?;
                 if n == 0 {
                     break;
                 }
@@ -452,7 +456,7 @@ impl Workload {
             }
             buf[..done].to_vec()
         } else {
-            let fd = open(&self.p(path), OFlags::RDONLY, Mode::empty())?;
+            let fd = open(&self.p(path), OFlag::O_RDONLY, Mode::empty())?;
             pread_vec(&fd, len as usize, off)?
         };
         compare_bytes(&got, &want, off)
@@ -482,15 +486,15 @@ impl Workload {
         }
         let want = self.model.rename(&from, &to, noreplace);
         let flags = if noreplace {
-            RenameFlags::NOREPLACE
+            RenameFlags::RENAME_NOREPLACE
         } else {
             RenameFlags::empty()
         };
-        let got = to_res(rustix::fs::renameat_with(
-            CWD,
-            self.p(&from),
-            CWD,
-            self.p(&to),
+        let got = to_res(nix::fcntl::renameat2(
+            AT_FDCWD,
+            &self.p(&from),
+            AT_FDCWD,
+            &self.p(&to),
             flags,
         ));
         self.expect("rename", want, got)
@@ -523,12 +527,12 @@ impl Workload {
         };
         self.note(i, format!("link {from} -> {to}"));
         let want = self.model.link(&from, &to);
-        let got = to_res(rustix::fs::linkat(
-            CWD,
-            self.p(&from),
-            CWD,
-            self.p(&to),
-            rustix::fs::AtFlags::empty(),
+        let got = to_res(nix::unistd::linkat(
+            AT_FDCWD,
+            &self.p(&from),
+            AT_FDCWD,
+            &self.p(&to),
+            nix::fcntl::AtFlags::empty(),
         ));
         self.expect("link", want, got)
     }
@@ -556,7 +560,10 @@ impl Workload {
         let path = self.new_path(MAX_DEPTH - 1);
         self.note(i, format!("mkdir {path}"));
         let want = self.model.mkdir(&path, 0o755);
-        let got = to_res(rustix::fs::mkdir(self.p(&path), Mode::from_raw_mode(0o755)));
+        let got = to_res(nix::unistd::mkdir(
+            &self.p(&path),
+            Mode::from_bits_retain(0o755),
+        ));
         self.expect("mkdir", want, got)
     }
 
@@ -592,10 +599,10 @@ impl Workload {
             .collect();
         self.note(i, format!("symlink {path} ({len} bytes)"));
         let want = self.model.symlink(&target, &path);
-        let got = to_res(rustix::fs::symlinkat(
+        let got = to_res(nix::unistd::symlinkat(
             std::ffi::OsStr::from_bytes(&target),
-            CWD,
-            self.p(&path),
+            AT_FDCWD,
+            &self.p(&path),
         ));
         self.expect("symlink", want, got)
     }
@@ -610,7 +617,11 @@ impl Workload {
         if op == "removexattr" {
             self.note(i, format!("removexattr {path} {name}"));
             let want = self.model.removexattr(&path, name);
-            let got = to_res(rustix::fs::removexattr(self.p(&path), name));
+            let got = to_res(test_support::sys::removexattr(
+                &self.p(&path),
+                name,
+                Link::Follow,
+            ));
             return self.expect("removexattr", want, got);
         }
         // Four values of at most 700 bytes always fit one xattr block.
@@ -621,13 +632,19 @@ impl Workload {
         };
         let value = self.data(len);
         let (flag, flags) = match self.rng.random_range(0..3) {
-            0 => (XattrFlag::Any, XattrFlags::empty()),
-            1 => (XattrFlag::Create, XattrFlags::CREATE),
-            _ => (XattrFlag::Replace, XattrFlags::REPLACE),
+            0 => (XattrFlag::Any, SetXattr::Either),
+            1 => (XattrFlag::Create, SetXattr::Create),
+            _ => (XattrFlag::Replace, SetXattr::Replace),
         };
         self.note(i, format!("setxattr {path} {name} len={len} {flag:?}"));
         let want = self.model.setxattr(&path, name, &value, flag);
-        let got = to_res(rustix::fs::setxattr(self.p(&path), name, &value, flags));
+        let got = to_res(test_support::sys::setxattr(
+            &self.p(&path),
+            name,
+            &value,
+            flags,
+            Link::Follow,
+        ));
         self.expect("setxattr", want, got)
     }
 
@@ -646,7 +663,12 @@ impl Workload {
         }
         self.note(i, format!("chmod {path} {mode:o}"));
         let want = self.model.chmod(&path, mode);
-        let got = to_res(rustix::fs::chmod(self.p(&path), Mode::from_raw_mode(mode)));
+        let got = to_res(nix::sys::stat::fchmodat(
+            AT_FDCWD,
+            &self.p(&path),
+            Mode::from_bits_retain(mode),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        ));
         self.expect("chmod", want, got)
     }
 
@@ -713,7 +735,7 @@ impl Workload {
     fn check_xattrs(&self, path: &str, want: &BTreeMap<String, Vec<u8>>) -> Result<()> {
         let full = self.p(path);
         let mut buf = vec![0u8; 65536];
-        let n = rustix::fs::listxattr(&full, &mut buf[..])
+        let n = test_support::sys::listxattr(&full, &mut buf[..], Link::Follow)
             .with_context(|| format!("listxattr {path}"))?;
         let names: BTreeSet<String> = buf[..n]
             .split(|b| *b == 0)
@@ -726,7 +748,7 @@ impl Workload {
             "{path}: xattrs {names:?} but the model says {want_names:?}"
         );
         for (name, value) in want {
-            let n = rustix::fs::getxattr(&full, name.as_str(), &mut buf[..])
+            let n = test_support::sys::getxattr(&full, name, &mut buf[..], Link::Follow)
                 .with_context(|| format!("getxattr {path} {name}"))?;
             ensure!(
                 &buf[..n] == value.as_slice(),

@@ -2,7 +2,7 @@
 //! xattrs, modes) for the random-operation test. Each mutation applies POSIX/Linux rules
 //! and returns the errno the kernel would give, so real results can be compared with it.
 
-use rustix::io::Errno;
+use nix::errno::Errno;
 use std::collections::BTreeMap;
 use test_support::oracle::{Expect, Expected};
 use test_support::sparse::SparseData;
@@ -147,9 +147,9 @@ impl Model {
     /// The parent directory's id of a path to be created or removed.
     fn parent(&self, path: &str) -> Result<(Id, String), Errno> {
         let (dir, name) = split(path);
-        let id = self.lookup(dir).ok_or(Errno::NOENT)?;
+        let id = self.lookup(dir).ok_or(Errno::ENOENT)?;
         if !self.nodes[&id].is_dir() {
-            return Err(Errno::NOTDIR);
+            return Err(Errno::ENOTDIR);
         }
         Ok((id, name.to_string()))
     }
@@ -164,7 +164,7 @@ impl Model {
     fn add(&mut self, path: &str, node: Node) -> Res {
         let (dir, name) = self.parent(path)?;
         if self.lookup(path).is_some() {
-            return Err(Errno::EXIST);
+            return Err(Errno::EEXIST);
         }
         let id = self.next;
         self.next += 1;
@@ -203,13 +203,13 @@ impl Model {
     /// link(2): the old name must exist (ENOENT), the new must not (EEXIST), and
     /// directories cannot be linked (EPERM), in that order.
     pub fn link(&mut self, from: &str, to: &str) -> Res {
-        let id = self.lookup(from).ok_or(Errno::NOENT)?;
+        let id = self.lookup(from).ok_or(Errno::ENOENT)?;
         let (dir, name) = self.parent(to)?;
         if self.lookup(to).is_some() {
-            return Err(Errno::EXIST);
+            return Err(Errno::EEXIST);
         }
         if self.nodes[&id].is_dir() {
-            return Err(Errno::PERM);
+            return Err(Errno::EPERM);
         }
         self.nodes.get_mut(&id).expect("exists").links += 1;
         self.entries_mut(dir).insert(name, id);
@@ -217,53 +217,53 @@ impl Model {
     }
 
     pub fn unlink(&mut self, path: &str) -> Res {
-        let id = self.lookup(path).ok_or(Errno::NOENT)?;
+        let id = self.lookup(path).ok_or(Errno::ENOENT)?;
         if self.nodes[&id].is_dir() {
-            return Err(Errno::ISDIR);
+            return Err(Errno::EISDIR);
         }
         self.drop_name(path);
         Ok(())
     }
 
     pub fn rmdir(&mut self, path: &str) -> Res {
-        let id = self.lookup(path).ok_or(Errno::NOENT)?;
+        let id = self.lookup(path).ok_or(Errno::ENOENT)?;
         match &self.nodes[&id].kind {
-            Kind::Dir(e) if !e.is_empty() => Err(Errno::NOTEMPTY),
+            Kind::Dir(e) if !e.is_empty() => Err(Errno::ENOTEMPTY),
             Kind::Dir(_) => {
                 self.drop_name(path);
                 Ok(())
             }
-            _ => Err(Errno::NOTDIR),
+            _ => Err(Errno::ENOTDIR),
         }
     }
 
     /// rename(2), or renameat2 with RENAME_NOREPLACE, following the order of the
     /// kernel's checks (fs/namei.c do_renameat2, vfs_rename).
     pub fn rename(&mut self, from: &str, to: &str, noreplace: bool) -> Res {
-        let src = self.lookup(from).ok_or(Errno::NOENT)?;
+        let src = self.lookup(from).ok_or(Errno::ENOENT)?;
         let (to_dir, to_name) = self.parent(to)?;
         let dst = self.lookup(to);
         if noreplace && dst.is_some() {
-            return Err(Errno::EXIST);
+            return Err(Errno::EEXIST);
         }
         if from == to {
             return Ok(());
         }
         if is_below(to, from) {
-            return Err(Errno::INVAL);
+            return Err(Errno::EINVAL);
         }
         if is_below(from, to) {
-            return Err(Errno::NOTEMPTY);
+            return Err(Errno::ENOTEMPTY);
         }
         if let Some(dst) = dst {
             if dst == src {
                 return Ok(()); // two links to one inode: rename does nothing
             }
             match (&self.nodes[&src].kind, &self.nodes[&dst].kind) {
-                (Kind::Dir(_), Kind::Dir(e)) if !e.is_empty() => return Err(Errno::NOTEMPTY),
+                (Kind::Dir(_), Kind::Dir(e)) if !e.is_empty() => return Err(Errno::ENOTEMPTY),
                 (Kind::Dir(_), Kind::Dir(_)) => {}
-                (Kind::Dir(_), _) => return Err(Errno::NOTDIR),
-                (_, Kind::Dir(_)) => return Err(Errno::ISDIR),
+                (Kind::Dir(_), _) => return Err(Errno::ENOTDIR),
+                (_, Kind::Dir(_)) => return Err(Errno::EISDIR),
                 _ => {}
             }
             self.drop_name(to);
@@ -275,17 +275,17 @@ impl Model {
     }
 
     pub fn chmod(&mut self, path: &str, mode: u32) -> Res {
-        let id = self.lookup(path).ok_or(Errno::NOENT)?;
+        let id = self.lookup(path).ok_or(Errno::ENOENT)?;
         self.nodes.get_mut(&id).expect("exists").mode = mode & 0o7777;
         Ok(())
     }
 
     pub fn setxattr(&mut self, path: &str, name: &str, value: &[u8], flag: XattrFlag) -> Res {
-        let id = self.lookup(path).ok_or(Errno::NOENT)?;
+        let id = self.lookup(path).ok_or(Errno::ENOENT)?;
         let x = &mut self.nodes.get_mut(&id).expect("exists").xattrs;
         match (flag, x.contains_key(name)) {
-            (XattrFlag::Create, true) => Err(Errno::EXIST),
-            (XattrFlag::Replace, false) => Err(Errno::NODATA),
+            (XattrFlag::Create, true) => Err(Errno::EEXIST),
+            (XattrFlag::Replace, false) => Err(Errno::ENODATA),
             _ => {
                 x.insert(name.to_string(), value.to_vec());
                 Ok(())
@@ -294,10 +294,10 @@ impl Model {
     }
 
     pub fn removexattr(&mut self, path: &str, name: &str) -> Res {
-        let id = self.lookup(path).ok_or(Errno::NOENT)?;
+        let id = self.lookup(path).ok_or(Errno::ENOENT)?;
         match self.nodes.get_mut(&id).expect("exists").xattrs.remove(name) {
             Some(_) => Ok(()),
-            None => Err(Errno::NODATA),
+            None => Err(Errno::ENODATA),
         }
     }
 
@@ -331,11 +331,11 @@ mod tests {
         m.mkdir("a/b", 0o755).unwrap();
         m.create("a/b/f", 0o644).unwrap();
         m.create("g", 0o644).unwrap();
-        assert_eq!(m.rename("a", "a/b/x", false), Err(Errno::INVAL));
-        assert_eq!(m.rename("a/b/f", "a", false), Err(Errno::NOTEMPTY));
-        assert_eq!(m.rename("g", "a/b", false), Err(Errno::ISDIR));
-        assert_eq!(m.rename("a/b", "g", false), Err(Errno::NOTDIR));
-        assert_eq!(m.rename("g", "a/b/f", true), Err(Errno::EXIST));
+        assert_eq!(m.rename("a", "a/b/x", false), Err(Errno::EINVAL));
+        assert_eq!(m.rename("a/b/f", "a", false), Err(Errno::ENOTEMPTY));
+        assert_eq!(m.rename("g", "a/b", false), Err(Errno::EISDIR));
+        assert_eq!(m.rename("a/b", "g", false), Err(Errno::ENOTDIR));
+        assert_eq!(m.rename("g", "a/b/f", true), Err(Errno::EEXIST));
         m.link("g", "h").unwrap();
         assert_eq!(m.nlink(m.lookup("g").unwrap()), 2);
         assert_eq!(m.rename("g", "h", false), Ok(()));
@@ -343,10 +343,10 @@ mod tests {
         assert_eq!(m.rename("g", "a/b/f", false), Ok(()));
         assert_eq!(m.nlink(m.lookup("h").unwrap()), 2);
         assert_eq!(m.nlink(m.lookup("a").unwrap()), 3);
-        assert_eq!(m.rmdir("a"), Err(Errno::NOTEMPTY));
-        assert_eq!(m.unlink("a"), Err(Errno::ISDIR));
-        assert_eq!(m.link("a", "z"), Err(Errno::PERM));
-        assert_eq!(m.link("h", "a"), Err(Errno::EXIST));
+        assert_eq!(m.rmdir("a"), Err(Errno::ENOTEMPTY));
+        assert_eq!(m.unlink("a"), Err(Errno::EISDIR));
+        assert_eq!(m.link("a", "z"), Err(Errno::EPERM));
+        assert_eq!(m.link("h", "a"), Err(Errno::EEXIST));
         let paths: Vec<String> = m.paths().into_iter().map(|p| p.0).collect();
         assert_eq!(paths, ["a", "a/b", "a/b/f", "h"]);
     }

@@ -57,8 +57,10 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 fn signal(k: &Kernel, sig: Signal) {
-    let pid = Pid::from_raw(k.server_pid().expect("a spawned server") as i32);
-    kill(pid, sig).expect("signal the server");
+    let pid = k.server_pid().expect("a spawned server");
+    // A positive pid only: kill(0) and kill(-n) would signal whole process groups.
+    let pid = i32::try_from(pid).ok().filter(|p| *p > 0).expect("a pid");
+    kill(Pid::from_raw(pid), sig).expect("signal the server");
 }
 
 fn errno(result: kmodel::Result<impl std::fmt::Debug>) -> i32 {

@@ -1,11 +1,13 @@
 //! Syscall helpers the test bodies share: aligned buffers for O_DIRECT, full-length
-//! pread/pwrite, errno assertions, running a syscall as another user, data patterns.
+//! pread/pwrite, errno assertions, running a syscall as another user, data patterns, and
+//! the few calls nix does not wrap (xattrs, statx).
 
 use anyhow::{bail, Context, Result};
-use nix::fcntl::{open, OFlag, AT_FDCWD};
+use nix::errno::Errno;
+use nix::fcntl::{open, AtFlags, OFlag, AT_FDCWD};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, setgroups, setresgid, setresuid, ForkResult, Gid, Uid};
-use rustix::io::Errno;
+use nix::NixPath;
 use std::ffi::{CStr, CString};
 use std::fmt::Debug;
 use std::os::fd::AsFd;
@@ -27,7 +29,7 @@ pub fn pwrite_all<Fd: AsFd>(fd: Fd, mut buf: &[u8], mut off: u64) -> nix::Result
     while !buf.is_empty() {
         let n = nix::sys::uio::pwrite(&fd, buf, offset(off)?)?;
         if n == 0 {
-            return Err(nix::errno::Errno::EIO);
+            return Err(Errno::EIO);
         }
         buf = &buf[n..];
         off += n as u64;
@@ -52,11 +54,16 @@ pub fn pread_vec<Fd: AsFd>(fd: Fd, len: usize, off: u64) -> nix::Result<Vec<u8>>
 
 /// A file offset as off_t; EOVERFLOW past its range, as the kernel would answer.
 fn offset(off: u64) -> nix::Result<i64> {
-    i64::try_from(off).map_err(|_| nix::errno::Errno::EOVERFLOW)
+    i64::try_from(off).map_err(|_| Errno::EOVERFLOW)
+}
+
+/// The errno of a std::io error; EIO for an error that carries none.
+pub fn errno_of(e: &std::io::Error) -> Errno {
+    e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
 }
 
 /// Fails unless `r` is the error `want`.
-pub fn expect_errno<T: Debug>(r: rustix::io::Result<T>, want: Errno, what: &str) -> Result<()> {
+pub fn expect_errno<T: Debug>(r: nix::Result<T>, want: Errno, what: &str) -> Result<()> {
     match r {
         Err(e) if e == want => Ok(()),
         Err(e) => bail!("{what}: expected {want:?}, got {e:?}"),
@@ -66,11 +73,7 @@ pub fn expect_errno<T: Debug>(r: rustix::io::Result<T>, want: Errno, what: &str)
 
 /// Same for std::io results.
 pub fn expect_io_errno<T: Debug>(r: std::io::Result<T>, want: Errno, what: &str) -> Result<()> {
-    expect_errno(
-        r.map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO)),
-        want,
-        what,
-    )
+    expect_errno(r.map_err(|e| errno_of(&e)), want, what)
 }
 
 /// Bytes that differ per `tag` and per position, so misplaced data is caught.
@@ -145,7 +148,7 @@ pub fn as_user(uid: u32, gid: u32, op: UserOp) -> Result<std::result::Result<(),
     let status = waitpid(child, None).context("waitpid")?;
     match status {
         WaitStatus::Exited(_, 0) => Ok(Ok(())),
-        WaitStatus::Exited(_, e) if e < 250 => Ok(Err(Errno::from_raw_os_error(e))),
+        WaitStatus::Exited(_, e) if e < 250 => Ok(Err(Errno::from_raw(e))),
         other => bail!("child for {op:?} as uid {uid} failed to run ({other:?})"),
     }
 }
@@ -190,4 +193,130 @@ pub fn list_dir(dir: &Path) -> Result<Vec<String>> {
         names.push(e?.file_name().to_string_lossy().into_owned());
     }
     Ok(names)
+}
+
+// Calls nix does not wrap: the xattr family and statx. With `_exit` above, these are the
+// tests' only raw libc calls; each makes exactly the named syscall, errno as nix's.
+
+/// Whether an xattr call follows a final symlink (getxattr) or acts on the link itself
+/// (lgetxattr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    Follow,
+    NoFollow,
+}
+
+/// setxattr's flags argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetXattr {
+    /// 0: create or replace.
+    Either,
+    /// XATTR_CREATE: fail with EEXIST if the name exists.
+    Create,
+    /// XATTR_REPLACE: fail with ENODATA if it does not.
+    Replace,
+}
+
+/// getxattr/lgetxattr into `buf`; an empty `buf` asks for the value's size (size 0).
+pub fn getxattr(p: &Path, name: &str, buf: &mut [u8], link: Link) -> nix::Result<usize> {
+    let (ptr, len) = out_buf(buf);
+    let n = p.with_nix_path(|p| {
+        name.with_nix_path(|n| {
+            // SAFETY: NUL-terminated path and name; `ptr` is valid for `len` bytes.
+            unsafe {
+                match link {
+                    Link::Follow => libc::getxattr(p.as_ptr(), n.as_ptr(), ptr, len),
+                    Link::NoFollow => libc::lgetxattr(p.as_ptr(), n.as_ptr(), ptr, len),
+                }
+            }
+        })
+    })??;
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// listxattr/llistxattr into `buf` (NUL-separated names); an empty `buf` asks for the size.
+pub fn listxattr(p: &Path, buf: &mut [u8], link: Link) -> nix::Result<usize> {
+    let (ptr, len) = out_buf(buf);
+    let n = p.with_nix_path(|p| {
+        // SAFETY: a NUL-terminated path; `ptr` is valid for `len` bytes.
+        unsafe {
+            match link {
+                Link::Follow => libc::listxattr(p.as_ptr(), ptr.cast(), len),
+                Link::NoFollow => libc::llistxattr(p.as_ptr(), ptr.cast(), len),
+            }
+        }
+    })?;
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// setxattr/lsetxattr.
+pub fn setxattr(p: &Path, name: &str, value: &[u8], how: SetXattr, link: Link) -> nix::Result<()> {
+    let flags = match how {
+        SetXattr::Either => 0,
+        SetXattr::Create => libc::XATTR_CREATE,
+        SetXattr::Replace => libc::XATTR_REPLACE,
+    };
+    let v = value.as_ptr().cast();
+    let r = p.with_nix_path(|p| {
+        name.with_nix_path(|n| {
+            // SAFETY: NUL-terminated path and name; `value` is valid for its length.
+            unsafe {
+                match link {
+                    Link::Follow => libc::setxattr(p.as_ptr(), n.as_ptr(), v, value.len(), flags),
+                    Link::NoFollow => {
+                        libc::lsetxattr(p.as_ptr(), n.as_ptr(), v, value.len(), flags)
+                    }
+                }
+            }
+        })
+    })??;
+    Errno::result(r).map(drop)
+}
+
+/// removexattr/lremovexattr.
+pub fn removexattr(p: &Path, name: &str, link: Link) -> nix::Result<()> {
+    let r = p.with_nix_path(|p| {
+        name.with_nix_path(|n| {
+            // SAFETY: NUL-terminated path and name.
+            unsafe {
+                match link {
+                    Link::Follow => libc::removexattr(p.as_ptr(), n.as_ptr()),
+                    Link::NoFollow => libc::lremovexattr(p.as_ptr(), n.as_ptr()),
+                }
+            }
+        })
+    })??;
+    Errno::result(r).map(drop)
+}
+
+/// An output buffer for the kernel; NULL with size 0 for an empty one (a size query).
+fn out_buf(buf: &mut [u8]) -> (*mut libc::c_void, usize) {
+    if buf.is_empty() {
+        (std::ptr::null_mut(), 0)
+    } else {
+        (buf.as_mut_ptr().cast(), buf.len())
+    }
+}
+
+/// What statx(2) returns, and the mask bits the tests ask for.
+pub use libc::{statx as Statx, STATX_BASIC_STATS, STATX_BTIME};
+
+/// statx(2) of `p` relative to the working directory.
+pub fn statx(p: &Path, flags: AtFlags, mask: u32) -> nix::Result<Statx> {
+    let mut out = std::mem::MaybeUninit::<Statx>::zeroed();
+    let r = p.with_nix_path(|p| {
+        // SAFETY: a NUL-terminated path and a buffer of statx's size.
+        unsafe {
+            libc::statx(
+                libc::AT_FDCWD,
+                p.as_ptr(),
+                flags.bits(),
+                mask,
+                out.as_mut_ptr(),
+            )
+        }
+    })?;
+    Errno::result(r)?;
+    // SAFETY: zero-initialised, and statx succeeded and filled it.
+    Ok(unsafe { out.assume_init() })
 }
