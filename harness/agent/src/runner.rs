@@ -63,7 +63,8 @@ pub fn run_test(plan: &Plan, test: &PlanTest, out: &mut Emitter) -> TestStatus {
         timeout_s: test.timeout_s,
     });
     let started = Instant::now();
-    let _ = std::fs::remove_file(MODE_LOG);
+    let mode_log = dir.join(events::SERVER_MODES_FILE);
+    let _ = std::fs::remove_file(&mode_log);
 
     let outcome = spawn_and_watch(plan, test, &dir, out);
 
@@ -84,24 +85,11 @@ pub fn run_test(plan: &Plan, test: &PlanTest, out: &mut Emitter) -> TestStatus {
         signal: outcome.signal,
         slow: outcome.slow,
         reason: outcome.reason,
-        server_modes: modes_of_this_test(),
+        server_modes: events::parse_server_modes(
+            &std::fs::read_to_string(&mode_log).unwrap_or_default(),
+        ),
     });
     outcome.status
-}
-
-/// Every iomapfs server appends the mode it negotiated here (`IOMAPFS_MODE_LOG`), so the
-/// mounts a test makes itself, fstests' included, report their modes per test.
-const MODE_LOG: &str = "/tmp/harness-server-modes.log";
-
-fn modes_of_this_test() -> Vec<String> {
-    let text = std::fs::read_to_string(MODE_LOG).unwrap_or_default();
-    let mut modes: Vec<String> = vec![];
-    for line in text.lines().map(str::trim) {
-        if !line.is_empty() && !modes.iter().any(|m| m == line) && modes.len() < 8 {
-            modes.push(line.to_string());
-        }
-    }
-    modes
 }
 
 fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) -> Outcome {
@@ -131,7 +119,8 @@ fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) 
         .envs(setup::test_env(plan))
         .env("HARNESS_TEST", &test.name)
         .env("HARNESS_OUT", dir)
-        .env("IOMAPFS_MODE_LOG", MODE_LOG)
+        // Every iomapfs the test mounts (fstests' included) appends its mode here.
+        .env("IOMAPFS_MODE_LOG", dir.join(events::SERVER_MODES_FILE))
         .current_dir("/tmp")
         .stdin(Stdio::null())
         .stdout(stdout)

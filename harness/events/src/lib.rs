@@ -38,3 +38,19 @@ pub const CONSOLE_EVENT_PREFIX: &str = "HARNESS-EVENT ";
 /// Prefix of the marker lines the agent writes to /dev/kmsg so that console
 /// messages can be attributed to the test that was running.
 pub const KMSG_MARKER: &str = "harness-agent:";
+
+/// In a test's output directory in the share: every FUSE server the test mounted appends
+/// the mode it negotiated, one line each (the server is pointed at it by
+/// `IOMAPFS_MODE_LOG`). In the share, so the host still has it after a crash.
+pub const SERVER_MODES_FILE: &str = "server-modes.log";
+
+/// The modes in a [`SERVER_MODES_FILE`]: each non-empty line once, at most 8.
+pub fn parse_server_modes(text: &str) -> Vec<String> {
+    let mut modes: Vec<String> = vec![];
+    for line in text.lines().map(str::trim) {
+        if !line.is_empty() && !modes.iter().any(|m| m == line) && modes.len() < 8 {
+            modes.push(line.to_string());
+        }
+    }
+    modes
+}

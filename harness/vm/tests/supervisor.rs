@@ -41,6 +41,10 @@ for t in plan["tests"]:
         console("[    1.110000] run fstests s/1 at 2026-01-01 00:00:00")
         console("[    1.120000] run fstests s/2 at 2026-01-01 00:00:01")
         if mode == "step-crash":
+            # The test's server wrote its mode into the share before the guest died.
+            d = os.path.join(share, "tests", name)
+            os.makedirs(d, exist_ok=True)
+            open(os.path.join(d, "server-modes.log"), "w").write("classic\nnoise\nclassic\n")
             console("[    1.200000] Kernel panic - not syncing: Fatal exception")
             sys.exit(0)
         # Alive (heartbeats go on) but the step never ends.
@@ -306,6 +310,9 @@ fn supervisor_verdicts() {
         ],
         "{r:#?}"
     );
+    // It never reported its server's mode; the host read it from the share.
+    let server = r.server.as_ref().expect("server facts");
+    assert_eq!(server.modes_of("t/1"), ["classic"]);
 
     // Never ready: an infrastructure error with the end of the console.
     let (r, dir) = run(&f, "boot-hang", quick());

@@ -98,7 +98,7 @@ impl ProtocolErrors {
 
 /// The server modes a guest reported, reduced to the two the harness knows (each once):
 /// anything else is the guest's noise and is dropped.
-fn known_modes(reported: Vec<String>) -> Vec<String> {
+pub(super) fn known_modes(reported: Vec<String>) -> Vec<String> {
     let mut modes: Vec<String> = vec![];
     for m in reported.iter().take(64) {
         if matches!(m.as_str(), "iomap" | "classic") && !modes.contains(m) {

@@ -116,6 +116,11 @@ pub(super) fn session_result(
             }
             _ => (Verdict::InfraError, "unfinished".to_string()),
         };
+        // Its servers' modes, from the share: it never reported them itself.
+        let modes = interrupted_modes(dir, &name);
+        if !modes.is_empty() {
+            st.test_modes.push((name.clone(), modes));
+        }
         let mut t = TestResult::new(name, verdict);
         t.artifacts = dir.artifacts_of(&t.name);
         t.duration_ms = at.elapsed().as_millis() as u64;
@@ -248,4 +253,18 @@ pub(super) fn finish_with(
     }
     result.duration_ms = t0.elapsed().as_millis() as u64;
     result
+}
+
+/// The server modes a test that never finished left in its directory in the share, read
+/// like any guest file (no links, a small cap) and reduced to the modes the harness knows.
+fn interrupted_modes(dir: &RunDir, test: &str) -> Vec<String> {
+    let path = dir
+        .path
+        .join("tests")
+        .join(test)
+        .join(events::SERVER_MODES_FILE);
+    let Ok(bytes) = crate::rundir::read_guest_file(&dir.path, &path, 4096) else {
+        return vec![];
+    };
+    super::protocol::known_modes(events::parse_server_modes(&String::from_utf8_lossy(&bytes)))
 }
