@@ -18,17 +18,17 @@ const HELPER_LINK: &str = "/sbin/mount.fuse.iomapfs";
 
 #[test]
 fn mount_helper_block_device() {
-    test_support::run(&Iomapfs, mount_helper_body);
+    test_support::run(&Iomapfs::default(), mount_helper_body);
 }
 
 #[test]
 fn daemonized_image_mount() {
-    test_support::run(&Iomapfs, daemonized_body);
+    test_support::run(&Iomapfs::default(), daemonized_body);
 }
 
 #[test]
 fn preen_repairs_an_unclean_filesystem() {
-    test_support::run(&Iomapfs, preen_body);
+    test_support::run(&Iomapfs::default(), preen_body);
 }
 
 /// A filesystem a crash left "not clean" is refused read-write, unless `-o preen` runs

@@ -24,17 +24,17 @@ use test_support::{Expected, Iomapfs, Target};
 
 #[test]
 fn helper_names_pick_the_mount_type() {
-    test_support::run(&Iomapfs, mount_types_body);
+    test_support::run(&Iomapfs::default(), mount_types_body);
 }
 
 #[test]
 fn fuse_flavor_umount_then_flock_waits_for_the_server() {
-    test_support::run(&Iomapfs, flock_after_umount_body);
+    test_support::run(&Iomapfs::default(), flock_after_umount_body);
 }
 
 #[test]
 fn second_server_on_a_locked_source_fails_after_lock_timeout() {
-    test_support::run(&Iomapfs, second_server_body);
+    test_support::run(&Iomapfs::default(), second_server_body);
 }
 
 /// A loop device over a fresh ext4 image, a mount point, and helper links, in a temp dir.

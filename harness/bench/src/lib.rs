@@ -8,15 +8,16 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use xshell::{cmd, Shell};
 
 use plumbing::error::usage;
 use plumbing::ui::Ui;
 use plumbing::util::which;
+use test_support::e2fs::{e2fsck_clean, mkfs_ext4};
+use test_support::{Fuse2fs, Iomapfs, KernelExt4, MountOptions};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchCommand {
@@ -65,6 +66,15 @@ impl Target {
             Target::Ext4 => "ext4",
         }
     }
+
+    /// test-support's target for this column; iomapfs runs the release build at `iomapfs`.
+    fn mount_target(self, iomapfs: &Path) -> Box<dyn test_support::Target> {
+        match self {
+            Target::Iomapfs => Box::new(Iomapfs::with_server(iomapfs)),
+            Target::Fuse2fs => Box::new(Fuse2fs),
+            Target::Ext4 => Box::new(KernelExt4),
+        }
+    }
 }
 
 /// One measured figure: MB/s for streaming rows, IOPS or ops/s otherwise.
@@ -103,6 +113,22 @@ fn server(b: &ServerBench, ui: &Ui) -> Result<()> {
         .clone()
         .unwrap_or_else(|| root.join("target/harness/bench"));
     std::fs::create_dir_all(&work)?;
+    // Canonical: mountinfo, where test-support looks for the mounts, names them that way.
+    let work = std::fs::canonicalize(&work)?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let iomapfs = target_dir.join("release/iomapfs");
+    let targets: Vec<_> = b
+        .targets
+        .iter()
+        .map(|&t| (t, t.mount_target(&iomapfs)))
+        .collect();
+    for (target, fs) in &targets {
+        if let Some(why) = fs.missing_prerequisite() {
+            return Err(usage(format!("{}: {why}", target.name())));
+        }
+    }
     ui.step("building iomapfs (release)");
     // A release build takes minutes: a supervised child (duct).
     let built = duct::cmd!(env!("CARGO"), "build", "--release", "-q", "-p", "iomapfs")
@@ -112,31 +138,23 @@ fn server(b: &ServerBench, ui: &Ui) -> Result<()> {
     if !built.status.success() {
         bail!("cargo build --release -p iomapfs failed");
     }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let iomapfs = target_dir.join("release/iomapfs");
 
-    let sh = Shell::new()?;
     let mut rows: Vec<Row> = Vec::new();
-    for &target in &b.targets {
+    for (target, fs) in &targets {
+        let target = *target;
         ui.step(format!("measuring {}", target.name()));
         let image = work.join(format!("{}.img", target.name()));
         let mnt = work.join(format!("{}.mnt", target.name()));
+        // The FUSE server's output; a failed mount or unmount quotes its tail.
+        let log = work.join(format!("{}.log", target.name()));
         std::fs::create_dir_all(&mnt)?;
         make_image(&image, b.size_mib * 2 + 1024)?;
-        let mount = Mounted::new(target, &image, &mnt, &iomapfs)?;
+        let mount = fs.mount(&image, &mnt, &MountOptions::default(), &log)?;
         let results = measure(b, &mnt, ui);
         let unmounted = mount.unmount();
         let results = results?;
         unmounted?;
-        let fsck = cmd!(sh, "e2fsck -fn {image}")
-            .quiet()
-            .ignore_status()
-            .ignore_stdout()
-            .ignore_stderr()
-            .output()?;
-        if !fsck.status.success() {
+        if e2fsck_clean(&image).is_err() {
             ui.warn(format!(
                 "e2fsck -fn found problems after the {} run",
                 target.name()
@@ -161,134 +179,13 @@ fn server(b: &ServerBench, ui: &Ui) -> Result<()> {
     Ok(())
 }
 
+/// A fresh image of `mib` MiB, its inode tables and journal written out now so that no
+/// lazy init runs during the measurements.
 fn make_image(path: &Path, mib: u64) -> Result<()> {
     let _ = std::fs::remove_file(path);
     File::create(path)?.set_len(mib << 20)?;
-    let sh = Shell::new()?;
-    let made = cmd!(
-        sh,
-        "mkfs.ext4 -F -q -O ^inline_data -b 4096 -E lazy_itable_init=0,lazy_journal_init=0 {path}"
-    )
-    .quiet()
-    .ignore_status()
-    .output()?;
-    if !made.status.success() {
-        bail!("mkfs.ext4 {} failed", path.display());
-    }
-    Ok(())
-}
-
-/// A mounted target, unmounted (and its server waited for) on `unmount`. Not
-/// test-support's targets: those mount a debug iomapfs built with fault injection (the
-/// tests' binary) and have no fuse2fs, while the bench measures the release build next to
-/// fuse2fs, and a program does not depend on the tests' library.
-struct Mounted {
-    mnt: PathBuf,
-    server: Option<duct::Handle>,
-    loop_dev: Option<String>,
-}
-
-impl Mounted {
-    fn new(target: Target, image: &Path, mnt: &Path, iomapfs: &Path) -> Result<Self> {
-        let mut m = Mounted {
-            mnt: mnt.to_path_buf(),
-            server: None,
-            loop_dev: None,
-        };
-        match target {
-            Target::Ext4 => {
-                let sh = Shell::new()?;
-                let out = cmd!(sh, "losetup --find --show {image}")
-                    .quiet()
-                    .ignore_status()
-                    .output()?;
-                if !out.status.success() {
-                    bail!("losetup failed: {}", String::from_utf8_lossy(&out.stderr));
-                }
-                let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                m.loop_dev = Some(dev.clone());
-                let mounted = cmd!(sh, "mount -t ext4 {dev} {mnt}")
-                    .quiet()
-                    .ignore_status()
-                    .output()?;
-                if !mounted.status.success() {
-                    bail!("mount -t ext4 {dev} failed");
-                }
-            }
-            Target::Fuse2fs => {
-                m.server = Some(
-                    duct::cmd!("fuse2fs", image, mnt, "-f", "-o", "fakeroot")
-                        .stdout_null()
-                        .stderr_null()
-                        .unchecked()
-                        .start()?,
-                );
-                wait_mounted(mnt, m.server.as_ref())?;
-            }
-            Target::Iomapfs => {
-                m.server = Some(
-                    duct::cmd!(iomapfs, "-f", image, mnt)
-                        .stdout_null()
-                        .stderr_null()
-                        .unchecked()
-                        .start()?,
-                );
-                wait_mounted(mnt, m.server.as_ref())?;
-            }
-        }
-        Ok(m)
-    }
-
-    fn unmount(mut self) -> Result<()> {
-        let sh = Shell::new()?;
-        let mnt = &self.mnt;
-        let umount = cmd!(sh, "umount {mnt}").quiet().ignore_status().output()?;
-        if let Some(server) = self.server.take() {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            if server.wait_deadline(deadline)?.is_none() {
-                let _ = server.kill();
-                bail!("the FUSE server did not exit after umount");
-            }
-        }
-        if let Some(dev) = self.loop_dev.take() {
-            let _ = cmd!(sh, "losetup -d {dev}").quiet().ignore_status().run();
-        }
-        if !umount.status.success() {
-            bail!(
-                "umount {} failed: {}",
-                self.mnt.display(),
-                String::from_utf8_lossy(&umount.stderr).trim()
-            );
-        }
-        Ok(())
-    }
-}
-
-fn wait_mounted(mnt: &Path, child: Option<&duct::Handle>) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mnt = std::fs::canonicalize(mnt)?;
-    let needle = format!(" {} ", mnt.display());
-    loop {
-        let mounts = std::fs::read_to_string("/proc/self/mounts")?;
-        if mounts.lines().any(|l| l.contains(&needle)) {
-            return Ok(());
-        }
-        if let Some(c) = child {
-            if let Some(out) = c.try_wait()? {
-                bail!(
-                    "the server exited ({}) before the mount appeared",
-                    out.status
-                );
-            }
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{} did not appear in /proc/self/mounts within 20 s",
-                mnt.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let lazy_init_off = ["-E", "lazy_itable_init=0,lazy_journal_init=0"].map(String::from);
+    mkfs_ext4(path, 4096, &lazy_init_off)
 }
 
 fn drop_caches() {

@@ -30,7 +30,7 @@ pub mod testfs;
 pub use needs::{in_ci, needs, needs_all};
 pub use oracle::{Expect, Expected};
 pub use sparse::SparseData;
-pub use target::{Iomapfs, KernelExt4, MountOptions, Mounted, Target};
+pub use target::{Fuse2fs, Iomapfs, KernelExt4, MountOptions, Mounted, Target};
 pub use testfs::{FsSpec, TestFs};
 
 /// Runs one test body on `target`. If the machine cannot run that target (no root, no
@@ -58,7 +58,7 @@ macro_rules! target_tests {
             $( #[test] fn $name() { $crate::run(&$crate::KernelExt4, super::$name) } )*
         }
         mod iomapfs {
-            $( #[test] fn $name() { $crate::run(&$crate::Iomapfs, super::$name) } )*
+            $( #[test] fn $name() { $crate::run(&$crate::Iomapfs::default(), super::$name) } )*
         }
     };
 }

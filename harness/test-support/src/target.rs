@@ -1,5 +1,6 @@
 //! What a test mounts its image with: the kernel's own ext4 on a loop device (the control,
-//! so the expectations are real ext4 behaviour) or iomapfs on the host kernel's FUSE.
+//! so the expectations are real ext4 behaviour) or iomapfs on the host kernel's FUSE; and
+//! fuse2fs on FUSE, which the bench measures iomapfs against.
 
 use crate::bins::iomapfs_bins;
 use crate::cmd::{self, find_tool};
@@ -143,9 +144,28 @@ impl Drop for LoopMount {
 }
 
 // ---------------------------------------------------------------------------------------
-// iomapfs on the host kernel's FUSE.
+// FUSE servers on the host kernel: iomapfs, and fuse2fs as the bench's baseline.
 
-pub struct Iomapfs;
+fn fuse_prerequisites() -> Option<String> {
+    common_prerequisites()
+        .or_else(|| (!Path::new("/dev/fuse").exists()).then(|| "/dev/fuse does not exist".into()))
+}
+
+/// iomapfs on the host kernel's FUSE. `Iomapfs::default()` runs the tests' build (debug,
+/// with fault injection, built on first use); [`Iomapfs::with_server`] runs a given binary,
+/// such as the bench's release build.
+#[derive(Clone, Debug, Default)]
+pub struct Iomapfs {
+    server: Option<PathBuf>,
+}
+
+impl Iomapfs {
+    pub fn with_server(server: impl Into<PathBuf>) -> Self {
+        Iomapfs {
+            server: Some(server.into()),
+        }
+    }
+}
 
 impl Target for Iomapfs {
     fn name(&self) -> &'static str {
@@ -155,9 +175,7 @@ impl Target for Iomapfs {
         true
     }
     fn missing_prerequisite(&self) -> Option<String> {
-        common_prerequisites().or_else(|| {
-            (!Path::new("/dev/fuse").exists()).then(|| "/dev/fuse does not exist".into())
-        })
+        fuse_prerequisites()
     }
     fn mount(
         &self,
@@ -166,35 +184,24 @@ impl Target for Iomapfs {
         opts: &MountOptions,
         log: &Path,
     ) -> Result<Box<dyn Mounted>> {
-        let server = &iomapfs_bins()?.server;
+        let server = match &self.server {
+            Some(server) => server,
+            None => &iomapfs_bins()?.server,
+        };
         let mut o = vec![if opts.read_only { "ro" } else { "rw" }.to_string()];
         o.extend(opts.fuse_opts.iter().cloned());
         // Extra server options for debugging or fault injection, e.g. `debug,threads=1`.
         if let Ok(extra) = std::env::var("IOMAPFS_E2E_OPTS") {
             o.extend(extra.split(',').filter(|s| !s.is_empty()).map(String::from));
         }
-        let log_file = File::create(log).with_context(|| format!("create {}", log.display()))?;
         let mut cmd = Command::new(server);
         cmd.arg("-f")
             .arg("-o")
             .arg(o.join(","))
             .arg(image)
             .arg(mnt)
-            .env("NO_COLOR", "1") // plain text in the log that failures quote
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", server.display()))?;
-        let mut m = FuseMount {
-            child,
-            mnt: mnt.to_owned(),
-            log: log.to_owned(),
-            mounted: false,
-        };
-        m.wait_until_mounted(&cmd::describe(&cmd))?;
-        m.mounted = true;
+            .env("NO_COLOR", "1"); // plain text in the log that failures quote
+        let m = FuseMount::start(cmd, "iomapfs", mnt, log)?;
         match mount_fstype(mnt).as_deref() {
             Some("fuse.iomapfs") => Ok(Box::new(m)),
             other => {
@@ -204,14 +211,75 @@ impl Target for Iomapfs {
     }
 }
 
+/// Debian's fuse2fs (e2fsprogs) on the host kernel's FUSE, run as the bench compares it:
+/// `fuse2fs IMAGE MNT -f -o fakeroot`.
+pub struct Fuse2fs;
+
+impl Target for Fuse2fs {
+    fn name(&self) -> &'static str {
+        "fuse2fs"
+    }
+    fn is_fuse(&self) -> bool {
+        true
+    }
+    fn missing_prerequisite(&self) -> Option<String> {
+        fuse_prerequisites().or_else(|| {
+            find_tool("fuse2fs")
+                .is_none()
+                .then(|| "`fuse2fs` is not installed".into())
+        })
+    }
+    fn mount(
+        &self,
+        image: &Path,
+        mnt: &Path,
+        opts: &MountOptions,
+        log: &Path,
+    ) -> Result<Box<dyn Mounted>> {
+        let mut o = vec!["fakeroot".to_string()];
+        if opts.read_only {
+            o.push("ro".into());
+        }
+        o.extend(opts.fuse_opts.iter().cloned());
+        let mut cmd = Command::new("fuse2fs");
+        cmd.arg(image).arg(mnt).arg("-f").arg("-o").arg(o.join(","));
+        Ok(Box::new(FuseMount::start(cmd, "fuse2fs", mnt, log)?))
+    }
+}
+
+/// A FUSE server in the foreground (`-f`), its output in `log`.
 struct FuseMount {
     child: Child,
+    /// The server's name, for messages.
+    server: &'static str,
     mnt: PathBuf,
     log: PathBuf,
     mounted: bool,
 }
 
 impl FuseMount {
+    /// Starts `cmd` and waits until its mount appears on `mnt`.
+    fn start(mut cmd: Command, server: &'static str, mnt: &Path, log: &Path) -> Result<Self> {
+        let log_file = File::create(log).with_context(|| format!("create {}", log.display()))?;
+        cmd.stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        let line = cmd::describe(&cmd);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", cmd.get_program().to_string_lossy()))?;
+        let mut m = FuseMount {
+            child,
+            server,
+            mnt: mnt.to_owned(),
+            log: log.to_owned(),
+            mounted: false,
+        };
+        m.wait_until_mounted(&line)?;
+        m.mounted = true;
+        Ok(m)
+    }
+
     fn wait_until_mounted(&mut self, line: &str) -> Result<()> {
         let start = Instant::now();
         while mount_fstype(&self.mnt).is_none() {
@@ -237,18 +305,20 @@ impl Mounted for FuseMount {
     fn unmount(mut self: Box<Self>) -> Result<()> {
         umount(&self.mnt)?;
         self.mounted = false;
-        // An image file is mounted as fuse.iomapfs, for which the kernel sends no DESTROY:
-        // the server flushes and exits on its own after umount, and only then is the image
-        // complete. So wait for the process.
+        // An image file is mounted as plain FUSE (not fuseblk), for which the kernel sends
+        // no DESTROY: the server flushes and exits on its own after umount, and only then is
+        // the image complete. So wait for the process.
         let status = wait_timeout(&mut self.child, EXIT_TIMEOUT)?;
         match status {
             Some(s) if s.success() => Ok(()),
             Some(s) => bail!(
-                "iomapfs exited with {s} after umount:\n{}",
+                "{} exited with {s} after umount:\n{}",
+                self.server,
                 read_log(&self.log)
             ),
             None => bail!(
-                "iomapfs did not exit within {EXIT_TIMEOUT:?} of umount:\n{}",
+                "{} did not exit within {EXIT_TIMEOUT:?} of umount:\n{}",
+                self.server,
                 read_log(&self.log)
             ),
         }

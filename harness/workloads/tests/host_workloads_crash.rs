@@ -215,7 +215,7 @@ fn shutdown_fs(mnt: &Path) -> Result<()> {
 /// changed fields, in several writes), which it refuses too. Returns the reason.
 fn refuses_unclean(fx: &TestFs) -> Result<String> {
     let log = fx.scratch().join("refused.log");
-    match Iomapfs.mount(fx.image(), fx.mnt(), &MountOptions::default(), &log) {
+    match Iomapfs::default().mount(fx.image(), fx.mnt(), &MountOptions::default(), &log) {
         Ok(m) => {
             let _ = m.unmount();
             bail!("iomapfs mounted read-write a filesystem left unclean by a killed server (before e2fsck)")
