@@ -509,6 +509,19 @@ pub fn plan(
 mod tests {
     use super::*;
 
+    /// A tree with fstests' real generic group list (633 quick tests).
+    fn tree_with_generic_groups() -> tempfile::TempDir {
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/group-lists");
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tree.path().join("tests/generic")).unwrap();
+        std::fs::copy(
+            fx.join("generic/group.list"),
+            tree.path().join("tests/generic/group.list"),
+        )
+        .unwrap();
+        tree
+    }
+
     #[test]
     fn shards_and_sections_are_checked() {
         let mut a = FstestsArgs {
@@ -545,14 +558,7 @@ mod tests {
     /// The real generic group list (633 quick tests), an expunge file, a shard, batches.
     #[test]
     fn the_plan_expands_expunges_shards_and_batches() {
-        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/group-lists");
-        let tree = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(tree.path().join("tests/generic")).unwrap();
-        std::fs::copy(
-            fx.join("generic/group.list"),
-            tree.path().join("tests/generic/group.list"),
-        )
-        .unwrap();
+        let tree = tree_with_generic_groups();
         let expunge = tempfile::tempdir().unwrap();
         std::fs::write(
             expunge.path().join("iomapfs.toml"),
@@ -659,13 +665,7 @@ mod tests {
     fn one_check_for_the_list_continues_after_a_crash() {
         use vm::Steps as _;
         let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let tree = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(tree.path().join("tests/generic")).unwrap();
-        std::fs::copy(
-            fx.join("group-lists/generic/group.list"),
-            tree.path().join("tests/generic/group.list"),
-        )
-        .unwrap();
+        let tree = tree_with_generic_groups();
         let expunge = tempfile::tempdir().unwrap();
         let args = parse(&[
             "--fstests",
@@ -760,14 +760,7 @@ mod tests {
     /// A flaky entry runs its test and accepts a flaky result; --accept-flaky names others.
     #[test]
     fn flaky_entries_and_flags_accept_flakes_by_name() {
-        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/group-lists");
-        let tree = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(tree.path().join("tests/generic")).unwrap();
-        std::fs::copy(
-            fx.join("generic/group.list"),
-            tree.path().join("tests/generic/group.list"),
-        )
-        .unwrap();
+        let tree = tree_with_generic_groups();
         let expunge = tempfile::tempdir().unwrap();
         std::fs::write(
             expunge.path().join("flaky.toml"),
