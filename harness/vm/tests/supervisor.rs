@@ -148,6 +148,14 @@ fn run_steps(f: &Fixture, mode: &str, steps: &mut FourSteps) -> report::RunResul
     vm::run_tests_with_steps(&f.spec, &plan, &limits, &dir, steps, &mut |_| {}, &cancel).unwrap()
 }
 
+/// Each test's name and verdict, in the result's order.
+fn verdicts(r: &report::RunResult) -> Vec<(&str, Verdict)> {
+    r.tests
+        .iter()
+        .map(|t| (t.name.as_str(), t.verdict))
+        .collect()
+}
+
 fn fake_alive(dir: &Path) -> bool {
     let pid = std::fs::read_to_string(dir.join("qemu.pid")).unwrap_or_default();
     !pid.trim().is_empty() && Path::new(&format!("/proc/{}", pid.trim())).exists()
@@ -264,13 +272,8 @@ fn supervisor_verdicts() {
         steps.continued,
         [("t/1".to_string(), Some("s/2".to_string()))]
     );
-    let got: Vec<(&str, Verdict)> = r
-        .tests
-        .iter()
-        .map(|t| (t.name.as_str(), t.verdict))
-        .collect();
     assert_eq!(
-        got,
+        verdicts(&r),
         [
             ("t/1", Verdict::Hung),
             ("t/1.2", Verdict::Failed),
@@ -296,13 +299,8 @@ fn supervisor_verdicts() {
         steps.continued,
         [("t/1".to_string(), Some("s/2".to_string()))]
     );
-    let got: Vec<(&str, Verdict)> = r
-        .tests
-        .iter()
-        .map(|t| (t.name.as_str(), t.verdict))
-        .collect();
     assert_eq!(
-        got,
+        verdicts(&r),
         [
             ("t/1", Verdict::Crashed),
             ("t/1.2", Verdict::Failed),
