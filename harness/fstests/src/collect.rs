@@ -596,15 +596,8 @@ mod tests {
             tests: vec![result("smoke/mount", Verdict::Passed), crashed],
             ..empty_run()
         };
-        let ids = ["generic/001", "generic/003", "generic/011"]
-            .map(String::from)
-            .to_vec();
-        let batch = Batch {
-            name: "fstests/ext4_4k/batch-001".into(),
-            section: "ext4_4k".into(),
-            ids,
-        };
-        assert_eq!(apply(&mut run, run_dir.path(), &[batch], &none()), 1);
+        let b = batch("batch-001", &["generic/001", "generic/003", "generic/011"]);
+        assert_eq!(apply(&mut run, run_dir.path(), &[b], &none()), 1);
         let got: Vec<(&str, Verdict)> = run
             .tests
             .iter()
@@ -635,13 +628,8 @@ mod tests {
             tests: vec![never],
             ..empty_run()
         };
-        let ids = vec!["generic/020".to_string(), "generic/021".to_string()];
-        let batch = Batch {
-            name: "fstests/ext4_4k/batch-002".into(),
-            section: "ext4_4k".into(),
-            ids,
-        };
-        assert_eq!(apply(&mut run, run_dir.path(), &[batch], &none()), 0);
+        let b = batch("batch-002", &["generic/020", "generic/021"]);
+        assert_eq!(apply(&mut run, run_dir.path(), &[b], &none()), 0);
         assert_eq!(run.tests.len(), 2);
         assert!(run
             .tests
@@ -655,15 +643,8 @@ mod tests {
             tests: vec![stopped],
             ..empty_run()
         };
-        let ids = ["generic/001", "generic/003", "generic/011"]
-            .map(String::from)
-            .to_vec();
-        let batch = Batch {
-            name: "fstests/ext4_4k/batch-001".into(),
-            section: "ext4_4k".into(),
-            ids,
-        };
-        apply(&mut run, run_dir.path(), &[batch], &none());
+        let b = batch("batch-001", &["generic/001", "generic/003", "generic/011"]);
+        apply(&mut run, run_dir.path(), &[b], &none());
         assert_eq!(run.tests[1].verdict, Verdict::InfraError);
         assert_eq!(run.tests[1].reason.as_deref(), Some("interrupted (Ctrl-C)"));
         assert_eq!(run.tests[2].verdict, Verdict::NotRun);
