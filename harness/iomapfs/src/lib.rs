@@ -17,6 +17,8 @@ pub mod helper;
 pub mod lock;
 pub mod mount;
 pub mod options;
+pub mod record;
+pub mod replay;
 pub mod reply;
 pub mod server;
 pub mod session;
