@@ -89,3 +89,61 @@ impl KernelView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fuse_wire::iomap::{FUSE_IOMAP_OP_WRITE, FUSE_IOMAP_TYPE_MAPPED};
+    use fuse_wire::structs::{IomapBeginIn, IomapIo};
+    use zerocopy::IntoBytes;
+
+    fn begin(offset: u64, dev: u32) -> Vec<u8> {
+        let map = IomapIo {
+            offset,
+            length: 8192,
+            addr: 1 << 20,
+            type_: FUSE_IOMAP_TYPE_MAPPED,
+            flags: 0,
+            dev,
+        };
+        let out = IomapBeginOut {
+            read: map,
+            write: IomapIo::pure_overwrite(&map),
+        };
+        fuse_wire::reply_ok(2, &[out.as_bytes()])
+    }
+
+    #[test]
+    fn iomap_replies_are_held_to_the_kernel_rules() {
+        let op = Op::IomapBegin(IomapBeginIn {
+            opflags: FUSE_IOMAP_OP_WRITE,
+            pos: 4096,
+            count: 4096,
+            ..Default::default()
+        });
+        let mut view = KernelView::new(4096);
+        view.devices.push(1);
+        assert_eq!(view.check(&op, &begin(0, 1)), Ok(()));
+        let err = view.check(&op, &begin(512, 1)).unwrap_err();
+        assert!(err.contains("not aligned"), "{err}");
+        let err = view.check(&op, &begin(0, 2)).unwrap_err();
+        assert!(err.contains("not a registered iomap device"), "{err}");
+        let short = fuse_wire::reply_ok(2, &[&[0u8; 32]]);
+        let err = view.check(&op, &short).unwrap_err();
+        assert!(err.contains("exactly 64 bytes"), "{err}");
+        // An error reply carries no mapping.
+        assert_eq!(view.check(&op, &fuse_wire::reply_err(2, libc::EIO)), Ok(()));
+
+        // A CONFIG reply sets the block size later mappings are checked against.
+        let config = IomapConfigOut {
+            flags: FUSE_IOMAP_CONFIG_BLOCKSIZE,
+            s_blocksize: 1024,
+            ..Default::default()
+        };
+        let reply = fuse_wire::reply_ok(2, &[config.as_bytes()]);
+        view.check(&Op::IomapConfig(Default::default()), &reply)
+            .unwrap();
+        assert_eq!(view.blocksize, 1024);
+        assert_eq!(view.check(&op, &begin(0, 1)), Ok(()));
+    }
+}

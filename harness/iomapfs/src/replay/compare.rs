@@ -380,3 +380,168 @@ pub fn errno_name(error: i32) -> String {
         nix::errno::Errno::from_raw(error.saturating_neg())
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fuse_wire::reply::DirentBuf;
+    use fuse_wire::structs::{GetxattrIn, InitIn, ReadIn};
+    use zerocopy::IntoBytes;
+
+    fn entry(size: u64) -> EntryOut {
+        EntryOut {
+            nodeid: 12,
+            generation: 1,
+            attr: Attr {
+                ino: 12,
+                size,
+                mtime: 100,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn ok(parts: &[&[u8]]) -> Vec<u8> {
+        fuse_wire::reply_ok(2, parts)
+    }
+
+    const LOOKUP: Op<'static> = Op::Lookup { name: b"a" };
+
+    #[test]
+    fn times_generations_and_handles_are_left_out() {
+        let a = entry(5);
+        let mut b = entry(5);
+        b.generation = 99;
+        b.attr.mtime = 200;
+        b.attr.ctimensec = 7;
+        let (a, b) = (ok(&[a.as_bytes()]), ok(&[b.as_bytes()]));
+        assert_eq!(compare_reply(Some(&LOOKUP), &a, &b), None);
+
+        let open = |fh| OpenOut {
+            fh,
+            open_flags: 1,
+            backing_id: 0,
+        };
+        let create = Op::Create {
+            arg: Default::default(),
+            name: b"a",
+        };
+        let a = ok(&[entry(0).as_bytes(), open(1).as_bytes()]);
+        let b = ok(&[entry(0).as_bytes(), open(7).as_bytes()]);
+        assert_eq!(compare_reply(Some(&create), &a, &b), None);
+        let mut other = open(7);
+        other.open_flags = 3;
+        let c = ok(&[entry(0).as_bytes(), other.as_bytes()]);
+        let d = compare_reply(Some(&create), &a, &c).unwrap();
+        assert_eq!(d.field, "open_out.open_flags");
+        assert_eq!((d.recorded.as_str(), d.replayed.as_str()), ("1", "3"));
+    }
+
+    #[test]
+    fn the_first_differing_field_is_named_with_both_values() {
+        let a = ok(&[entry(5).as_bytes()]);
+        let b = ok(&[entry(4096).as_bytes()]);
+        let d = compare_reply(Some(&LOOKUP), &a, &b).unwrap();
+        assert_eq!(
+            d,
+            Difference {
+                field: "entry_out.attr.size".into(),
+                recorded: "5".into(),
+                replayed: "4096".into()
+            }
+        );
+
+        let err = fuse_wire::reply_err(2, libc::ENOENT);
+        let d = compare_reply(Some(&LOOKUP), &a, &err).unwrap();
+        assert_eq!(d.field, "error");
+        assert_eq!(d.replayed, "-2 (ENOENT)");
+        assert_eq!(d.recorded, "0 (success)");
+
+        let read = Op::Read(ReadIn::default());
+        let d = compare_reply(Some(&read), &ok(&[b"abcd"]), &ok(&[b"abXd"])).unwrap();
+        assert_eq!(d.field, "data byte 2");
+        let d = compare_reply(Some(&read), &ok(&[b"abcd"]), &ok(&[b"abc"])).unwrap();
+        assert_eq!(d.field, "data length");
+
+        let init = Op::Init(InitIn::default());
+        let out = InitOut {
+            max_write: 4096,
+            ..Default::default()
+        };
+        let d = compare_reply(
+            Some(&init),
+            &ok(&[InitOut::default().as_bytes()]),
+            &ok(&[out.as_bytes()]),
+        )
+        .unwrap();
+        assert_eq!(d.field, "init_out.max_write");
+
+        // A request that did not decode: the bytes are compared as they are.
+        assert_eq!(compare_reply(None, &a, &a), None);
+        let d = compare_reply(None, &a, &b).unwrap();
+        assert!(d.field.starts_with("data byte"), "{d}");
+
+        let size0 = Op::Listxattr(GetxattrIn::default());
+        let sized = |size| GetxattrOut { size, padding: 0 };
+        let d = compare_reply(
+            Some(&size0),
+            &ok(&[sized(3).as_bytes()]),
+            &ok(&[sized(4).as_bytes()]),
+        )
+        .unwrap();
+        assert_eq!(d.field, "getxattr_out.size");
+    }
+
+    #[test]
+    fn directory_listings_are_compared_entry_by_entry() {
+        let list = |names: &[&str], size: u64| {
+            let mut buf = DirentBuf::new(1 << 16);
+            for (i, n) in names.iter().enumerate() {
+                let mut e = entry(size);
+                e.generation = i as u64 * 17;
+                assert!(buf.push_plus(&e, i as u64 + 1, 8, n.as_bytes()));
+            }
+            ok(&[buf.as_bytes()])
+        };
+        let plus = Op::Readdirplus(ReadIn::default());
+        assert_eq!(
+            compare_reply(Some(&plus), &list(&["a", "b"], 1), &list(&["a", "b"], 1)),
+            None
+        );
+        let d = compare_reply(Some(&plus), &list(&["a", "b"], 1), &list(&["a", "c"], 1)).unwrap();
+        assert_eq!(d.field, "entry[1].name byte 0");
+        let d = compare_reply(Some(&plus), &list(&["a", "b"], 1), &list(&["a", "b"], 2)).unwrap();
+        assert_eq!(d.field, "entry[0].entry_out.attr.size");
+        let d = compare_reply(Some(&plus), &list(&["a", "b"], 1), &list(&["a"], 1)).unwrap();
+        assert_eq!(d.field, "payload length");
+        let d = compare_reply(Some(&plus), &list(&["a"], 1), &ok(&[b"junk"])).unwrap();
+        assert_eq!(d.field, "payload");
+        assert!(d.replayed.contains("not a valid listing"), "{d}");
+    }
+
+    #[test]
+    fn notifications_and_framing() {
+        let inval = |offset| {
+            let out = IomapDevInvalOut {
+                dev: 1,
+                reserved: 0,
+                range: Range {
+                    offset,
+                    length: 4096,
+                },
+            };
+            fuse_wire::notify(
+                fuse_wire::iomap::FUSE_NOTIFY_IOMAP_DEV_INVAL,
+                out.as_bytes(),
+            )
+        };
+        assert_eq!(compare_notification(&inval(0), &inval(0)), None);
+        let d = compare_notification(&inval(0), &inval(8192)).unwrap();
+        assert_eq!(d.field, "dev_inval.range.offset");
+        let d = compare_notification(&inval(0), &inval(0)[..20]).unwrap();
+        assert_eq!(d.field, "framing");
+        let d = compare_reply(Some(&LOOKUP), &[1, 2, 3], &inval(0)).unwrap();
+        assert!(d.recorded.starts_with("malformed"), "{d}");
+    }
+}

@@ -453,3 +453,29 @@ impl Transport for Capture {
         Ok(id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recorded_options_apply_less_outputs_and_faults() {
+        let mut meta = Meta::default();
+        meta.set(
+            "options",
+            "ro,record=/x.rec,record_max=1G,log=/l,mode_file=/m,preen,attr_timeout=7,fault=late_dev_inval",
+        );
+        let mut notes = Vec::new();
+        let opts = replay_options(&meta, &["threads=2".into()], &mut notes).unwrap();
+        assert!(opts.read_only && !opts.preen);
+        assert_eq!((opts.attr_timeout, opts.threads), (7, 2));
+        assert_eq!((opts.record, opts.log, opts.mode_file), (None, None, None));
+        assert_eq!(opts.fault, None);
+        assert!(notes[0].contains("fault=late_dev_inval"), "{notes:?}");
+
+        let opts = replay_options(&meta, &["rw".into(), "record=/y".into()], &mut notes).unwrap();
+        assert!(!opts.read_only, "the caller's words win");
+        assert_eq!(opts.record, None);
+        assert!(replay_options(&meta, &["bogus".into()], &mut notes).is_err());
+    }
+}

@@ -219,3 +219,93 @@ impl Schedule {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::format::tests::{frame, recording};
+    use crate::record::Frame;
+    use fuse_wire::structs::InHeader;
+
+    fn request(opcode: Opcode, unique: u64, args: &[u8]) -> Vec<u8> {
+        let header = InHeader {
+            opcode: opcode as u32,
+            unique,
+            nodeid: 1,
+            ..Default::default()
+        };
+        fuse_wire::encode_request(&header, &[args])
+    }
+
+    fn at(mut f: Frame, time_ns: u64) -> Frame {
+        f.time_ns = time_ns;
+        f
+    }
+
+    fn schedule(frames: &[Frame]) -> Schedule {
+        let bytes = recording(frames);
+        Schedule::new(Reader::new(std::io::Cursor::new(bytes)).unwrap())
+    }
+
+    fn all(s: &mut Schedule) -> Vec<Exchange> {
+        let mut out = Vec::new();
+        while let Some(ex) = s.next_exchange().unwrap() {
+            out.push(ex);
+        }
+        out
+    }
+
+    #[test]
+    fn notifications_go_to_the_request_their_thread_serves() {
+        let getattr = request(Opcode::Getattr, 2, &[0u8; 16]);
+        let forget = request(Opcode::Forget, 4, &[1u8; 8]);
+        let later = request(Opcode::Getattr, 6, &[0u8; 16]);
+        let mut s = schedule(&[
+            at(frame(Kind::Request, 1, 2, &getattr), 10),
+            at(frame(Kind::Request, 2, 4, &forget), 20),
+            at(frame(Kind::Notification, 2, 0, b"during forget"), 30),
+            at(frame(Kind::Notification, 1, 0, b"during getattr"), 40),
+            at(frame(Kind::BackingOpen, 1, 0, &5u32.to_le_bytes()), 45),
+            at(frame(Kind::Reply, 1, 2, b"reply 2"), 50),
+            at(frame(Kind::Notification, 1, 0, b"after its reply"), 55),
+            at(frame(Kind::Request, 2, 6, &later), 60),
+            at(frame(Kind::Reply, 2, 6, b"reply 6"), 70),
+            at(frame(Kind::End, 1, 0, &[]), 80),
+        ]);
+        let ex = all(&mut s);
+        assert_eq!(ex.iter().map(|e| e.unique).collect::<Vec<_>>(), [2, 4, 6]);
+        assert_eq!(ex[0].notifications, [b"during getattr".to_vec()]);
+        assert_eq!(ex[0].reply.as_deref(), Some(&b"reply 2"[..]));
+        assert!(ex[0].overlapped, "the FORGET arrived before its reply");
+        assert_eq!(ex[1].notifications, [b"during forget".to_vec()]);
+        assert_eq!((ex[1].reply.is_none(), ex[1].unanswered), (true, false));
+        assert!(ex[1].overlapped);
+        assert!(!ex[2].overlapped, "nothing else was in flight");
+        assert_eq!(s.outside, [b"after its reply".to_vec()]);
+        assert_eq!(s.backing_ids, [5]);
+        assert_eq!(s.ending, Some(Ending::Complete));
+    }
+
+    #[test]
+    fn a_truncated_recording_ends_and_a_reply_to_nobody_is_corrupt() {
+        let getattr = request(Opcode::Getattr, 2, &[0u8; 16]);
+        let mut bytes = recording(&[frame(Kind::Request, 1, 2, &getattr)]);
+        bytes.extend_from_slice(&[9, 0, 0]);
+        let mut s = Schedule::new(Reader::new(std::io::Cursor::new(bytes)).unwrap());
+        let ex = all(&mut s);
+        assert_eq!(ex.len(), 1);
+        assert!(ex[0].unanswered, "the recording ends before the reply");
+        assert!(
+            matches!(s.ending, Some(Ending::Truncated(_))),
+            "{:?}",
+            s.ending
+        );
+
+        let mut s = schedule(&[
+            frame(Kind::Request, 1, 2, &getattr),
+            frame(Kind::Reply, 1, 8, b"for whom?"),
+        ]);
+        let err = s.next_exchange().unwrap_err();
+        assert!(err.to_string().contains("unique 8"), "{err}");
+    }
+}
