@@ -100,7 +100,8 @@ fn main() {
         Ok(Invocation::Server) => {
             // `iomapfs replay ...` (a source file named `replay` is `./replay`).
             if std::env::args_os().nth(1).is_some_and(|a| a == "replay") {
-                replay_main(std::env::args_os().skip(1));
+                let name = std::ffi::OsString::from("iomapfs replay");
+                replay_main(std::iter::once(name).chain(std::env::args_os().skip(2)));
             }
             Cli::parse()
         }
