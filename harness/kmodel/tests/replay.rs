@@ -125,6 +125,19 @@ fn a_compressed_recording_replays_and_is_smaller() {
     assert_eq!(report.ending, Some(Ending::Complete));
     let magic = std::fs::read(&recording).unwrap()[..4].to_vec();
     assert_eq!(magic, [0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+
+    // The same session recorded plain.
+    let (fx, plain, _) = recorded_fixture("rec", &[]);
+    workload(&fx);
+    let (zst, plain) = (
+        std::fs::metadata(&recording).unwrap().len(),
+        std::fs::metadata(&plain).unwrap().len(),
+    );
+    println!("compressed {zst} bytes, plain {plain} bytes");
+    assert!(
+        zst * 2 < plain,
+        "compressed {zst} bytes, plain {plain} bytes"
+    );
 }
 
 #[test]
