@@ -113,13 +113,6 @@ impl Schedule {
         }
     }
 
-    /// Reads whatever frames are left (after the last exchange): the backing ids and the
-    /// notifications sent outside requests.
-    pub fn drain(&mut self) -> Result<(), ReadError> {
-        while self.next_exchange()?.is_some() {}
-        Ok(())
-    }
-
     fn pop(&mut self) -> Option<Exchange> {
         let mut p = self.pending.pop_front()?;
         let replied = p.replied_ns;
