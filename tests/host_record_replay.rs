@@ -54,6 +54,8 @@ fn record_and_replay_body(target: &dyn Target) -> Result<()> {
     spec.mount.fuse_opts = vec![
         format!("record={}", recording.display()),
         "threads=1".into(),
+        // The replay preens its copy as the server did its source.
+        "preen".into(),
     ];
     let mut fs = TestFs::unmounted(target, spec)?;
     let before = rec_dir.path().join("before.img");

@@ -18,6 +18,7 @@ pub mod helper;
 pub mod lock;
 pub mod mount;
 pub mod options;
+pub mod preen;
 pub mod record;
 pub mod replay;
 pub mod reply;

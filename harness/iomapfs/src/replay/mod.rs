@@ -125,9 +125,8 @@ impl std::fmt::Display for Report {
 }
 
 /// Words of the recorded `-o` list that must not apply to the replay's server: where
-/// output goes, and e2fsck (the recording started after it; the image given is the one
-/// the server opened).
-const NOT_REPLAYED: &[&str] = &["record", "record_max", "log", "mode_file", "preen"];
+/// its output goes. (`preen` does apply: the copy is preened as the source was.)
+const NOT_REPLAYED: &[&str] = &["record", "record_max", "log", "mode_file"];
 
 /// Replays `cfg.recording` against a fresh server on a copy of `cfg.image`. `Err` means
 /// the replay could not run (unreadable or corrupt recording, wrong image, ...); a
@@ -156,6 +155,9 @@ pub fn replay(cfg: &Config) -> Result<Report> {
             copy.path().display()
         )
     })?;
+    if opts.preen && !opts.read_only {
+        crate::preen::preen(copy.path())?;
+    }
     let fs = ext2fs::Fs::open(copy.path(), !opts.read_only)
         .with_context(|| format!("cannot open the ext4 filesystem of {}", cfg.image.display()))?;
     same_image(&meta, &fs.info(), &cfg.image)?;
@@ -467,7 +469,10 @@ mod tests {
         );
         let mut notes = Vec::new();
         let opts = replay_options(&meta, &["threads=2".into()], &mut notes).unwrap();
-        assert!(opts.read_only && !opts.preen);
+        assert!(
+            opts.read_only && opts.preen,
+            "the copy is preened as the source was"
+        );
         assert_eq!((opts.attr_timeout, opts.threads), (7, 2));
         assert_eq!((opts.record, opts.log, opts.mode_file), (None, None, None));
         assert_eq!(opts.fault, None);
