@@ -71,6 +71,7 @@ mod fs;
 mod inode;
 mod map;
 mod orphan;
+mod used;
 mod zone;
 #[allow(
     non_camel_case_types,

@@ -154,12 +154,14 @@ fn init_logging(opts: &MountOptions, as_helper: bool) {
         .init();
 }
 
-fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
+fn run(cli: &Cli, mut opts: MountOptions) -> Result<()> {
     // Held until the process exits (after the final flush), also by the daemonized child.
     let _lock = iomapfs::lock::lock_source(&cli.source, Duration::from_secs(opts.lock_timeout))?;
     if opts.preen && !opts.read_only {
         iomapfs::preen::preen(&cli.source)?;
     }
+    // A harness's IOMAPFS_RECORD_DIR: save the filesystem as it is now, then record.
+    iomapfs::record::harness::prepare(&cli.source, &mut opts);
     let fs = ext2fs::Fs::open(&cli.source, !opts.read_only).with_context(|| {
         format!(
             "cannot open the ext4 filesystem on {}",

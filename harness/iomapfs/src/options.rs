@@ -291,7 +291,7 @@ impl MountOptions {
 }
 
 /// `1024`, `64K`, `16M`, `1G` (powers of 1024).
-fn parse_bytes(s: &str) -> Option<u64> {
+pub(crate) fn parse_bytes(s: &str) -> Option<u64> {
     let (digits, shift) = match s.strip_suffix(['K', 'k']) {
         Some(d) => (d, 10),
         None => match s.strip_suffix(['M', 'm']) {

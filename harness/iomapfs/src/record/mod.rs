@@ -1,10 +1,14 @@
 //! Recording a FUSE session (`-o record=FILE`): every request, reply and notification
 //! with a monotonic timestamp, the server thread and the unique, in the versioned format
 //! RECORD.md describes. `format` is the file format and its reader, `recorder` writes it
-//! at the transport boundary. `crate::replay` plays a recording back.
+//! at the transport boundary, `snapshot` saves the filesystem a session starts from, and
+//! `harness` is how a test harness has every server record (`IOMAPFS_RECORD_DIR`).
+//! `crate::replay` plays a recording back.
 
 pub mod format;
+pub mod harness;
 pub mod recorder;
+pub mod snapshot;
 
 pub use format::{Frame, Kind, Meta, ReadError, Reader};
 pub use recorder::{Recorder, Recording, MIN_RECORD_MAX};

@@ -31,7 +31,8 @@ pub use schedule::Ending;
 pub struct Config {
     /// The recording (plain or `.zst`).
     pub recording: PathBuf,
-    /// The image the recorded server started from. It is copied; never changed.
+    /// The image the recorded server started from, or its snapshot
+    /// (`record::snapshot`). It is copied (a snapshot expanded); never changed.
     pub image: PathBuf,
     /// `-o` words for the replay's server after the recorded ones (later words win),
     /// e.g. a fault to check that the replay notices it.
@@ -148,13 +149,18 @@ pub fn replay(cfg: &Config) -> Result<Report> {
         .suffix(".img")
         .tempfile_in(&dir)
         .with_context(|| format!("cannot create a copy of the image in {}", dir.display()))?;
-    std::fs::copy(&cfg.image, copy.path()).with_context(|| {
-        format!(
-            "cannot copy {} to {}",
-            cfg.image.display(),
-            copy.path().display()
-        )
-    })?;
+    if crate::record::snapshot::is_snapshot(&cfg.image) {
+        crate::record::snapshot::expand(&cfg.image, copy.path())
+            .with_context(|| format!("cannot expand the snapshot {}", cfg.image.display()))?;
+    } else {
+        std::fs::copy(&cfg.image, copy.path()).with_context(|| {
+            format!(
+                "cannot copy {} to {}",
+                cfg.image.display(),
+                copy.path().display()
+            )
+        })?;
+    }
     if opts.preen && !opts.read_only {
         crate::preen::preen(copy.path())?;
     }
