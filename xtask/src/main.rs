@@ -22,6 +22,9 @@ enum Command {
     Bindgen(xtask::bindgen::BindgenCommand),
     /// Boot the kernel in QEMU with iomapfs and run test suites; writes results under target/harness/runs/.
     VmTest(Box<runner::vm_test::VmTestArgs>),
+    /// Replay the FUSE sessions a vm-test recorded for a failing test (exit 0: no
+    /// difference, 1: a difference, 2: nothing could be replayed).
+    Replay(runner::recordings::ReplayArgs),
     /// Boot the vm-test VM with an interactive shell on this terminal.
     VmShell(runner::shell::VmShellArgs),
     /// Build (or show) the cached guest image.
@@ -51,6 +54,7 @@ fn main() {
             std::process::exit(bisect::vm_test_for_git_bisect(args, &ui))
         }
         Command::BisectStep(args) => std::process::exit(bisect::step::main(args, &ui)),
+        Command::Replay(args) => std::process::exit(runner::recordings::replay_main(args)),
         Command::VmTest(args) => runner::vm_test::main(args, &ui),
         Command::VmShell(args) => runner::shell::main(args, &ui),
         Command::Image(args) => guest_image::main(args, &ui),

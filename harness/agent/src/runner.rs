@@ -65,6 +65,7 @@ pub fn run_test(plan: &Plan, test: &PlanTest, out: &mut Emitter) -> TestStatus {
     let started = Instant::now();
     let mode_log = dir.join(events::SERVER_MODES_FILE);
     let _ = std::fs::remove_file(&mode_log);
+    let _ = std::fs::remove_dir_all(dir.join(events::RECORDINGS_DIR));
 
     let outcome = spawn_and_watch(plan, test, &dir, out);
 
@@ -121,6 +122,9 @@ fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) 
         .env("HARNESS_OUT", dir)
         // Every iomapfs the test mounts (fstests' included) appends its mode here.
         .env("IOMAPFS_MODE_LOG", dir.join(events::SERVER_MODES_FILE))
+        // ... and records its session there, with a snapshot of the filesystem it opened.
+        .env("IOMAPFS_RECORD_DIR", dir.join(events::RECORDINGS_DIR))
+        .env("IOMAPFS_RECORD_MAX", events::RECORD_MAX)
         .current_dir("/tmp")
         .stdin(Stdio::null())
         .stdout(stdout)

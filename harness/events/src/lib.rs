@@ -44,6 +44,14 @@ pub const KMSG_MARKER: &str = "harness-agent:";
 /// `IOMAPFS_MODE_LOG`). In the share, so the host still has it after a crash.
 pub const SERVER_MODES_FILE: &str = "server-modes.log";
 
+/// In a test's output directory in the share: the sessions of every FUSE server the test
+/// started, each a recording and the snapshot of the filesystem it started from (the
+/// server is pointed at it by `IOMAPFS_RECORD_DIR`). The host keeps it only for tests
+/// that fail.
+pub const RECORDINGS_DIR: &str = "recordings";
+/// The bound on each recording (`IOMAPFS_RECORD_MAX`, uncompressed bytes).
+pub const RECORD_MAX: &str = "64M";
+
 /// The modes in a [`SERVER_MODES_FILE`]: each non-empty line once, at most 8.
 pub fn parse_server_modes(text: &str) -> Vec<String> {
     let mut modes: Vec<String> = vec![];

@@ -31,15 +31,13 @@ impl Fs {
         while at < end {
             let mut set = 0u64;
             // SAFETY: valid bitmap, range inside the filesystem; 0 means found.
-            if unsafe { sys::ext2fs_find_first_set_generic_bmap(map, at, end - 1, &mut set) } != 0
-            {
+            if unsafe { sys::ext2fs_find_first_set_generic_bmap(map, at, end - 1, &mut set) } != 0 {
                 break;
             }
             let mut clear = end;
             let mut out = 0u64;
             // SAFETY: as above.
-            if unsafe { sys::ext2fs_find_first_zero_generic_bmap(map, set, end - 1, &mut out) }
-                == 0
+            if unsafe { sys::ext2fs_find_first_zero_generic_bmap(map, set, end - 1, &mut out) } == 0
             {
                 clear = out;
             }

@@ -224,7 +224,10 @@ fn used_block_runs_are_the_bitmap() {
     let fs = Fs::open(&img.path, false).unwrap();
     let runs = fs.used_block_runs().unwrap();
     assert_eq!(runs[0].0, 0, "the boot block is included");
-    assert!(runs.windows(2).all(|w| w[0].1 < w[1].0), "sorted and merged");
+    assert!(
+        runs.windows(2).all(|w| w[0].1 < w[1].0),
+        "sorted and merged"
+    );
     let used: u64 = runs.iter().map(|(s, e)| e - s).sum();
     // 32 MiB of 1 KiB blocks: block 0 is outside the bitmap, the rest is used or free.
     assert_eq!(used, 32 * 1024 - fs.free_blocks());

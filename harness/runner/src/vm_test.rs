@@ -1001,6 +1001,8 @@ fn run_in(args: &VmTestArgs, resumed: Option<RunDir>, ui: &Ui) -> Result<(RunRes
             r
         }
     };
+    // The server's recorded sessions: kept for failing tests only.
+    crate::recordings::settle(&dir.path, &mut result).context("settling the recordings")?;
     // Keep the disks of a failed run for inspection; drop them otherwise.
     if result.verdict == Verdict::Passed {
         for j in &jobs {

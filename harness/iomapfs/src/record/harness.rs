@@ -47,7 +47,9 @@ fn record_into(dir: &Path, source: &Path, opts: &mut MountOptions) -> Result<()>
     let max = match std::env::var(RECORD_MAX_ENV) {
         Ok(v) => crate::options::parse_bytes(&v)
             .filter(|m| *m >= super::MIN_RECORD_MAX)
-            .with_context(|| format!("{RECORD_MAX_ENV}={v}: expected bytes (K, M, G), at least 64K"))?,
+            .with_context(|| {
+                format!("{RECORD_MAX_ENV}={v}: expected bytes (K, M, G), at least 64K")
+            })?,
         Err(_) => opts.record_max,
     };
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -91,5 +93,8 @@ fn reserve(dir: &Path) -> Result<(PathBuf, PathBuf)> {
             Err(e) => return Err(e).with_context(|| format!("creating {}", rec.display())),
         }
     }
-    anyhow::bail!("{MAX_SESSIONS} sessions already recorded in {}", dir.display())
+    anyhow::bail!(
+        "{MAX_SESSIONS} sessions already recorded in {}",
+        dir.display()
+    )
 }
