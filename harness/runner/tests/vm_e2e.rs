@@ -105,7 +105,51 @@ fn smoke_suite_passes_under_iomapfs() {
     }
     let back = report::read_json(&dir.join("results.json")).unwrap();
     assert_eq!(back.verdict, Verdict::Passed);
+    // Passing tests keep no recorded sessions (the servers recorded them).
+    for t in &result.tests {
+        let rec = dir.join("tests").join(&t.name).join("recordings");
+        assert!(!rec.exists(), "{} kept {}", t.name, rec.display());
+        assert!(t.artifacts.iter().all(|a| !a.contains("/recordings/")));
+    }
     assert!(!qemu_running(&result.id));
+}
+
+/// A failing test that wrote through iomapfs leaves its server's session and the snapshot
+/// of the filesystem it started from; replayed on the host, the session matches.
+#[test]
+fn a_failing_test_leaves_a_recording_that_replays_without_differences() {
+    let cmd = "mount -t fuse.iomapfs -o threads=1 $TEST_DEV $TEST_DIR && \
+               echo hello > $TEST_DIR/f && mkdir $TEST_DIR/d && \
+               dd if=/dev/urandom of=$TEST_DIR/d/g bs=64k count=16 status=none && \
+               rm $TEST_DIR/f && umount $TEST_DIR && false";
+    let Some(args) = vm_args(&["--run", cmd, "--timeout", "120"]) else {
+        return;
+    };
+    let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
+    eprint!("{}", report::summary_text(&result));
+    assert_eq!(result.tests[0].verdict, Verdict::Failed);
+    let name = result.tests[0].name.clone();
+    let sessions = runner::recordings::sessions(&dir, &name).expect("a recorded session");
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let rel = |p: &Path| p.strip_prefix(&dir).unwrap().display().to_string();
+    for f in [&sessions[0].recording, &sessions[0].snapshot] {
+        assert!(
+            result.tests[0].artifacts.contains(&rel(f)),
+            "{} is not an artifact",
+            rel(f)
+        );
+    }
+    let report = iomapfs::replay::replay(&iomapfs::replay::Config {
+        recording: sessions[0].recording.clone(),
+        image: sessions[0].snapshot.clone(),
+        options: vec![],
+        workdir: None,
+    })
+    .expect("the session replays");
+    eprintln!("{report}");
+    assert_eq!(report.finding, None, "{report}");
+    assert_eq!(report.ending, Some(iomapfs::replay::Ending::Complete));
+    assert!(report.requests > 10, "{report}");
 }
 
 /// The same checks on the kernel's own ext4: keeps the smoke scripts honest
