@@ -264,7 +264,9 @@ fn record(
     let Some(path) = server.options().record.as_ref() else {
         return Ok((transport, None));
     };
-    let recorder = Recorder::create(path, server.options().record_max, &info.meta())
+    let opts = server.options();
+    let flush_every = Duration::from_millis(opts.record_flush_ms);
+    let recorder = Recorder::create_with_flush(path, opts.record_max, &info.meta(), flush_every)
         .with_context(|| format!("cannot create the recording {}", path.display()))?;
     tracing::info!("recording the session to {}", path.display());
     let wrapped: Arc<dyn Transport> = Arc::new(Recording::new(transport, recorder.clone()));

@@ -113,6 +113,8 @@ pub struct MountOptions {
     pub record: Option<PathBuf>,
     /// Stop recording before the recording passes this many bytes (uncompressed).
     pub record_max: u64,
+    /// Milliseconds between flushes of a compressed recording (0: after every frame).
+    pub record_flush_ms: u64,
 }
 
 impl Default for MountOptions {
@@ -137,6 +139,7 @@ impl Default for MountOptions {
             lock_timeout: 30,
             record: None,
             record_max: crate::record::DEFAULT_RECORD_MAX,
+            record_flush_ms: 0,
         }
     }
 }
@@ -170,6 +173,9 @@ Mount options (-o, comma separated):
                          (FILE.zst: zstd-compressed); `iomapfs replay` plays it back
   record_max=BYTES       stop recording before FILE passes BYTES (uncompressed;
                          suffixes K, M, G; default 1G, at least 64K)
+  record_flush=MS        flush a compressed recording at most every MS milliseconds
+                         rather than after every frame (fewer, larger writes; a crash
+                         loses the frames since the last flush; default 0)
   fault=NAME             TESTS ONLY, in builds with the fault-injection feature:
                          inject a bug or a failure (see src/fault.rs)
   debug                  log every request (also: RUST_LOG=iomapfs=debug)
@@ -248,6 +254,11 @@ impl MountOptions {
                     return Err(format!("record_max={v}: at least {min} bytes"));
                 }
                 self.record_max = max;
+            }
+            "record_flush" => {
+                self.record_flush_ms = need(key, value)?
+                    .parse()
+                    .map_err(|_| format!("{key}: expected whole milliseconds"))?
             }
             "fsname" => self.fsname = Some(need(key, value)?.to_string()),
             "subtype" => {
@@ -344,6 +355,7 @@ mod tests {
             ("commit=soon", "whole seconds"),
             ("record", "needs a value"),
             ("record_max=lots", "expected bytes"),
+            ("record_flush=soon", "expected whole milliseconds"),
             ("record_max=1K", "at least 65536 bytes"),
             ("record_max=99999999999G", "expected bytes"),
         ] {

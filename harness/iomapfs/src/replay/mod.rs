@@ -127,7 +127,7 @@ impl std::fmt::Display for Report {
 
 /// Words of the recorded `-o` list that must not apply to the replay's server: where
 /// its output goes. (`preen` does apply: the copy is preened as the source was.)
-const NOT_REPLAYED: &[&str] = &["record", "record_max", "log", "mode_file"];
+const NOT_REPLAYED: &[&str] = &["record", "record_max", "record_flush", "log", "mode_file"];
 
 /// Replays `cfg.recording` against a fresh server on a copy of `cfg.image`. `Err` means
 /// the replay could not run (unreadable or corrupt recording, wrong image, ...); a
