@@ -1,7 +1,7 @@
 //! The filesystem as a recorded server found it (RECORD.md, "Snapshots"): the blocks in
 //! use that are not all zeroes, in one zstd stream, so a replay elsewhere starts from the
-//! same filesystem. A 2 GiB filesystem with little in it makes a snapshot of a few hundred
-//! KiB, where a copy of the device would be 2 GiB.
+//! same filesystem. A fresh 2 GiB filesystem makes a snapshot of a few KiB, where a copy of
+//! the device would be 2 GiB.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
