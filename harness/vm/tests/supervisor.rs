@@ -141,6 +141,27 @@ impl vm::Steps for FourSteps {
     }
 }
 
+/// A run the host stops (as Ctrl-C does) once t/2 started.
+fn stopped_in_t2(f: &Fixture) -> (report::RunResult, RunDir) {
+    std::env::set_var("FAKE_MODE", "slow-t2");
+    let dir = RunDir::create(&f.runs).unwrap();
+    let cancel = AtomicBool::new(false);
+    let r = vm::run_tests(
+        &f.spec,
+        &plan(),
+        &quick(),
+        &dir,
+        &mut |p| {
+            if let vm::Progress::TestStarted { name: "t/2", .. } = p {
+                cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        },
+        &cancel,
+    )
+    .unwrap();
+    (r, dir)
+}
+
 /// Steps whose stopped test t/2 keeps what it ran and continues as t/2.2.
 struct KeepsWhatRan;
 
@@ -342,22 +363,7 @@ fn supervisor_verdicts() {
 
     // The host stops the run (Ctrl-C) while t/2 runs; a resume runs t/2 alone, in a
     // second boot of the same run directory, and t/1 keeps its verdict.
-    std::env::set_var("FAKE_MODE", "slow-t2");
-    let dir = RunDir::create(&f.runs).unwrap();
-    let cancel = AtomicBool::new(false);
-    let r = vm::run_tests(
-        &f.spec,
-        &plan(),
-        &quick(),
-        &dir,
-        &mut |p| {
-            if let vm::Progress::TestStarted { name: "t/2", .. } = p {
-                cancel.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-        },
-        &cancel,
-    )
-    .unwrap();
+    let (r, dir) = stopped_in_t2(&f);
     assert_eq!(r.verdict, Verdict::InfraError, "{r:#?}");
     // The checkpoint is the host's: not in the directory the guest shares.
     assert!(!dir.host_state_dir().starts_with(&dir.path));
@@ -402,22 +408,7 @@ fn supervisor_verdicts() {
 
     // Steps that know what a stopped test finished: it keeps that (and the server modes
     // its mounts wrote), and its rest runs as a new test.
-    std::env::set_var("FAKE_MODE", "slow-t2");
-    let dir = RunDir::create(&f.runs).unwrap();
-    let cancel = AtomicBool::new(false);
-    vm::run_tests(
-        &f.spec,
-        &plan(),
-        &quick(),
-        &dir,
-        &mut |p| {
-            if let vm::Progress::TestStarted { name: "t/2", .. } = p {
-                cancel.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-        },
-        &cancel,
-    )
-    .unwrap();
+    let (_, dir) = stopped_in_t2(&f);
     std::env::set_var("FAKE_MODE", "normal");
     let r = vm::resume_tests_with_steps(
         &f.spec,
