@@ -6,6 +6,9 @@ use std::os::unix::fs::FileExt;
 
 use crate::engine::{Backing, Piece};
 
+/// Zeroes for padding partial blocks (ext4 blocks are at most 64 KiB).
+static ZEROES: [u8; 65536] = [0; 65536];
+
 /// The server's own descriptor of the device, used only for file data.
 pub struct DataDevice {
     file: File,
@@ -70,10 +73,19 @@ impl DataDevice {
             match p.backing {
                 Backing::Data { addr } => self.file.write_all_at(src, addr + (from - p.offset))?,
                 Backing::Unwritten { addr } => {
+                    // The payload as it is, and zeroes only for the partial blocks at
+                    // either end: no copy of the payload into a padded buffer.
                     let (b_from, b_to) = (from / bs * bs, to.div_ceil(bs) * bs);
-                    let mut block = vec![0u8; (b_to - b_from) as usize];
-                    block[(from - b_from) as usize..(to - b_from) as usize].copy_from_slice(src);
-                    self.file.write_all_at(&block, addr + (b_from - p.offset))?;
+                    let at = |off: u64| addr + (off - p.offset);
+                    if b_from < from {
+                        self.file
+                            .write_all_at(&ZEROES[..(from - b_from) as usize], at(b_from))?;
+                    }
+                    self.file.write_all_at(src, at(from))?;
+                    if to < b_to {
+                        self.file
+                            .write_all_at(&ZEROES[..(b_to - to) as usize], at(to))?;
+                    }
                 }
                 Backing::Hole => {
                     return Err(io::Error::other(
