@@ -79,6 +79,13 @@ impl Meta {
         Ok(fs)
     }
 
+    /// `writable`, with the directory index beside it (for `DirCache::link` and friends).
+    pub fn writable_indexed(&mut self) -> Result<(&mut Fs, &mut dircache::DirCache), Errno> {
+        self.writable()?;
+        let fs = self.fs.as_mut().ok_or(Errno(libc::EIO))?;
+        Ok((fs, &mut self.dircache))
+    }
+
     /// The inode `name` in directory `dir` names, through the directory index.
     pub fn find(&mut self, dir: Ino, name: &[u8]) -> Result<Option<Ino>, Errno> {
         let fs = self.fs.as_ref().ok_or(Errno(libc::EIO))?;
