@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use iomapfs::helper::Invocation;
-use iomapfs::options::{MountOptions, HELP};
-use iomapfs::server::Server;
+use iomapfs::options::{IomapPolicy, MountOptions, HELP};
+use iomapfs::server::{IomapReach, Server};
 use iomapfs::transport::{probe_iomap_support, DevFuse, KernelSocket, Transport};
 use iomapfs::{mount, session};
 
@@ -23,8 +23,8 @@ use iomapfs::{mount, session};
 struct Cli {
     /// ext4 image file or block device.
     source: PathBuf,
-    /// Directory to mount on (not used with --kernel-socket).
-    #[arg(required_unless_present = "kernel_socket")]
+    /// Directory to mount on (not used with --kernel-socket or --vhost-user-socket).
+    #[arg(required_unless_present_any = ["kernel_socket", "vhost_user_socket"])]
     mountpoint: Option<PathBuf>,
     /// Mount options, comma separated (repeatable).
     #[arg(short = 'o', value_name = "OPTIONS")]
@@ -36,6 +36,15 @@ struct Cli {
     /// it as if it were the kernel (one request per packet, one reply per packet).
     #[arg(long, value_name = "PATH", conflicts_with = "mountpoint")]
     kernel_socket: Option<PathBuf>,
+    /// Do not mount: be the vhost-user backend of QEMU's vhost-user-fs device (virtio-fs)
+    /// on the socket PATH; the guest mounts `-t virtiofs TAG`. Serves one QEMU until it
+    /// disconnects, in the foreground; `threads=N` request queues (classic FUSE only).
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with_all = ["mountpoint", "kernel_socket"]
+    )]
+    vhost_user_socket: Option<PathBuf>,
 }
 
 fn main() {
@@ -138,18 +147,11 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
     if opts.preen && !opts.read_only {
         preen(&cli.source)?;
     }
-    let fs = ext2fs::Fs::open(&cli.source, !opts.read_only).with_context(|| {
-        format!(
-            "cannot open the ext4 filesystem on {}",
-            cli.source.display()
-        )
-    })?;
+    if let Some(path) = &cli.vhost_user_socket {
+        return serve_virtiofs(&cli.source, path, opts);
+    }
+    let (fs, data) = open_source(&cli.source, opts.read_only)?;
     let block_size = fs.block_size();
-    let data = std::fs::OpenOptions::new()
-        .read(true)
-        .write(!opts.read_only)
-        .open(&cli.source)
-        .with_context(|| format!("cannot open {} for data I/O", cli.source.display()))?;
     let threads = opts.threads;
 
     if let Some(path) = &cli.kernel_socket {
@@ -159,9 +161,9 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
             KernelSocket::accept_one(path)
                 .with_context(|| format!("cannot serve the socket {}", path.display()))?,
         );
-        server.attach(transport.clone(), true);
+        server.attach(transport.clone(), IomapReach::Capable);
         first_request(&server, transport.as_ref())?;
-        stop_on_signals(server.clone(), transport.clone(), None)?;
+        stop_on_signals_of(server.clone(), transport.clone(), None)?;
         return session::serve(server, transport, threads);
     }
 
@@ -178,7 +180,12 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
     }
     let server = Arc::new(Server::new(fs, data, opts));
     let transport: Arc<dyn Transport> = Arc::new(DevFuse::new(mounted.dev_fuse));
-    server.attach(transport.clone(), is_blockdev);
+    let reach = if is_blockdev {
+        IomapReach::Capable
+    } else {
+        IomapReach::ImageFile
+    };
+    server.attach(transport.clone(), reach);
 
     // Answer INIT before going to the background, so a refused mount is reported here.
     if let Err(e) = first_request(&server, transport.as_ref()) {
@@ -196,12 +203,55 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
         daemonize(log.as_deref())?;
     }
     // After the fork: threads do not survive it.
-    stop_on_signals(
+    stop_on_signals_of(
         server.clone(),
         transport.clone(),
         Some(mounted.mountpoint.clone()),
     )?;
     session::serve(server, transport, threads)
+}
+
+/// The filesystem and the data fd on `source`.
+fn open_source(source: &std::path::Path, read_only: bool) -> Result<(ext2fs::Fs, std::fs::File)> {
+    let fs = ext2fs::Fs::open(source, !read_only)
+        .with_context(|| format!("cannot open the ext4 filesystem on {}", source.display()))?;
+    let data = std::fs::OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .open(source)
+        .with_context(|| format!("cannot open {} for data I/O", source.display()))?;
+    Ok((fs, data))
+}
+
+/// `--vhost-user-socket`: virtio-fs for a QEMU guest. The filesystem is opened now and
+/// again for each mount after a DESTROY; the flock and the preen are once per process.
+fn serve_virtiofs(
+    source: &std::path::Path,
+    socket: &std::path::Path,
+    opts: MountOptions,
+) -> Result<()> {
+    if opts.iomap == IomapPolicy::On {
+        bail!(
+            "iomap=on cannot work over virtio-fs: the guest kernel does iomap I/O only on the \
+             block device of a fuseblk mount; use iomap=auto or off"
+        );
+    }
+    let threads = opts.threads;
+    let source_path = source.to_path_buf();
+    let open = move || {
+        let (fs, data) = open_source(&source_path, opts.read_only)?;
+        Ok(Server::new(fs, data, opts.clone()))
+    };
+    let backend = iomapfs::vhost_user::VirtioFs::new(socket, Box::new(open), threads)?;
+    eprintln!(
+        "iomapfs: vhost-user-fs backend for {} waiting for QEMU on {}",
+        source.display(),
+        socket.display()
+    );
+    let stopper = backend.stopper();
+    let again = stopper.clone();
+    stop_on_signals(move || stopper.stop(), move || again.close_now().is_ok())?;
+    backend.serve()
 }
 
 /// SIGTERM, SIGINT and SIGHUP (a shutdown, `timeout`, a closed terminal) stop the server
@@ -211,9 +261,8 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
 /// The signals are blocked in every thread and taken by one waiting thread, so no
 /// handler runs in signal context.
 fn stop_on_signals(
-    server: Arc<Server>,
-    transport: Arc<dyn Transport>,
-    mountpoint: Option<std::path::PathBuf>,
+    stop: impl Fn() + Send + 'static,
+    close_now: impl Fn() -> bool + Send + 'static,
 ) -> Result<()> {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
@@ -230,22 +279,36 @@ fn stop_on_signals(
             while let Ok(sig) = set.wait() {
                 if stopping {
                     tracing::warn!("{sig} again: closing the filesystem and exiting now");
-                    let code = i32::from(server.shutdown().is_err());
-                    std::process::exit(code);
+                    std::process::exit(i32::from(!close_now()));
                 }
                 stopping = true;
-                tracing::info!("{sig}: syncing, then unmounting");
-                if let Err(e) = server.sync() {
-                    tracing::warn!("sync on {sig} failed: {e:?}");
-                }
-                match &mountpoint {
-                    Some(mnt) => mount::unmount_for_stop(mnt),
-                    None => transport.close(),
-                }
+                tracing::info!("{sig}: syncing, then stopping");
+                stop();
             }
         })
         .context("cannot start the signal thread")?;
     Ok(())
+}
+
+/// `stop_on_signals` for one server: sync, then unmount (or close the socket).
+fn stop_on_signals_of(
+    server: Arc<Server>,
+    transport: Arc<dyn Transport>,
+    mountpoint: Option<std::path::PathBuf>,
+) -> Result<()> {
+    let again = server.clone();
+    stop_on_signals(
+        move || {
+            if let Err(e) = server.sync() {
+                tracing::warn!("sync on a stop signal failed: {e:?}");
+            }
+            match &mountpoint {
+                Some(mnt) => mount::unmount_for_stop(mnt),
+                None => transport.close(),
+            }
+        },
+        move || again.shutdown().is_ok(),
+    )
 }
 
 /// Reads and answers the kernel's INIT.
