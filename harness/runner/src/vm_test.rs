@@ -117,6 +117,12 @@ pub struct VmTestArgs {
     /// Environment for every test (repeatable), e.g. SMOKE_FSTYPE=ext4.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Serve the test filesystem from the host over virtio-fs: iomapfs runs on the host as
+    /// QEMU's vhost-user-fs backend for the test disk, the guest mounts
+    /// `-t virtiofs test` (TEST_DEV=test, SMOKE_FSTYPE=virtiofs), and e2fsck checks the
+    /// image on the host after the run (`host/e2fsck`). Classic FUSE only.
+    #[arg(long, conflicts_with_all = ["no_server", "selection"])]
+    pub virtiofs: bool,
     #[command(flatten)]
     pub fstests: fstests::plan::FstestsArgs,
     #[command(flatten)]
@@ -173,6 +179,21 @@ pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
     }
     tests.extend(suites::run_commands(&args.run, args.timeout.unwrap_or(300)));
     let mut env = vec![];
+    if args.virtiofs {
+        if args.expect_mode == Some(ExpectModeArg::Iomap) {
+            return Err(usage(
+                "--virtiofs runs classic FUSE: the guest kernel does iomap I/O only on a fuseblk mount's block device",
+            ));
+        }
+        // The guest has no device to check: the host checks the image after the run.
+        tests.retain(|t| t.name != "smoke/fsck");
+        for (k, v) in [
+            ("SMOKE_FSTYPE", "virtiofs"),
+            ("TEST_DEV", vm::run::VIRTIOFS_TEST_TAG),
+        ] {
+            env.push((k.to_string(), v.to_string()));
+        }
+    }
     for kv in &args.env {
         let (k, v) = kv
             .split_once('=')
@@ -182,7 +203,8 @@ pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
     Ok(Plan {
         v: events::SCHEMA_VERSION,
         shell: false,
-        server: with_server.then(server_setup),
+        // Over virtio-fs the server runs on the host: nothing to install in the guest.
+        server: (with_server && !args.virtiofs).then(server_setup),
         tests,
         heartbeat_s: 2,
         slow_factor: 3,
@@ -340,6 +362,7 @@ pub fn spec_from_flags(
         ),
         format_test_disk: None,
         extra_disks: vec![],
+        virtiofs_server: None,
     })
 }
 
@@ -790,6 +813,16 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     let with_server = needs_server(args);
     let mut plan = build_plan(args, with_server)?;
     let mut prepared = prepare(&args.vm, with_server, ui)?;
+    if args.virtiofs {
+        let server = prepared
+            .spec
+            .server_bins
+            .iter()
+            .find(|b| b.file_name().is_some_and(|n| n == "iomapfs"))
+            .cloned()
+            .context("--virtiofs needs the iomapfs binary")?;
+        prepared.spec.virtiofs_server = Some(server);
+    }
     let mut fstests = if args.fstests.enabled() {
         Some(prepare_fstests(args, &mut plan, &mut prepared, ui)?)
     } else {
@@ -852,6 +885,14 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
         &cancel,
     )?;
     drop(printer);
+    if args.virtiofs {
+        // The backends have exited (each boot waits for its own), so the image is complete.
+        result
+            .tests
+            .push(host_fsck(&dir.path.join("disks").join("test.img")));
+        report::conclude(&mut result);
+        report::write_all(&result, &dir.path)?;
+    }
     match &fstests {
         Some(f) => finish_fstests(args, f, &mode, &mut result, &dir.path)?,
         None if mode.expect != ExpectMode::Any => {
@@ -866,6 +907,33 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
         let _ = std::fs::remove_dir_all(dir.path.join("disks"));
     }
     Ok((result, dir.path))
+}
+
+/// `e2fsck -fn` of a virtio-fs run's test image on the host, as the test `host/e2fsck`.
+fn host_fsck(image: &std::path::Path) -> report::TestResult {
+    let started = Instant::now();
+    let out = std::process::Command::new("e2fsck")
+        .arg("-fn")
+        .arg(image)
+        .output();
+    let (verdict, reason) = match out {
+        Ok(o) if o.status.success() => (Verdict::Passed, None),
+        Ok(o) => (
+            Verdict::Failed,
+            Some(format!(
+                "e2fsck -fn {} ({}): {}",
+                image.display(),
+                o.status,
+                String::from_utf8_lossy(&o.stdout).trim()
+            )),
+        ),
+        Err(e) => (Verdict::Failed, Some(format!("cannot run e2fsck: {e}"))),
+    };
+    report::TestResult {
+        duration_ms: started.elapsed().as_millis() as u64,
+        reason,
+        ..report::TestResult::new("host/e2fsck", verdict)
+    }
 }
 
 /// The `vm-test` subcommand: run, print the summary, map the verdict to an error kind.
@@ -931,6 +999,25 @@ mod tests {
         let plan = build_plan(&a, true).unwrap();
         assert_eq!(plan.tests[0].name, "smoke/mount");
         assert!(plan.server.is_some());
+    }
+
+    #[test]
+    fn virtiofs_mounts_the_tag_and_checks_on_the_host() {
+        let a = parse(&["--virtiofs"]);
+        assert!(needs_server(&a), "iomapfs is still built, for the host");
+        let plan = build_plan(&a, true).unwrap();
+        assert!(plan.server.is_none(), "nothing installed in the guest");
+        assert!(plan.tests.iter().all(|t| t.name != "smoke/fsck"));
+        assert!(plan.tests.iter().any(|t| t.name == "smoke/fileops"));
+        assert!(plan
+            .env
+            .contains(&("SMOKE_FSTYPE".to_string(), "virtiofs".to_string())));
+        assert!(plan
+            .env
+            .contains(&("TEST_DEV".to_string(), "test".to_string())));
+        let e = build_plan(&parse(&["--virtiofs", "--expect-mode", "iomap"]), true).unwrap_err();
+        assert!(format!("{e}").contains("classic FUSE"), "{e}");
+        assert!(Cli::try_parse_from(["vm-test", "--virtiofs", "--no-server"]).is_err());
     }
 
     #[test]
