@@ -108,7 +108,16 @@ where
     let mem = chain.memory();
     let mut reader =
         Reader::<()>::new(mem, chain.clone()).map_err(|e| ChainError::Memory(e.to_string()))?;
-    let mut request = vec![0u8; reader.available_bytes()];
+    // Checked again on what the reader holds: the guest may have changed the descriptor
+    // table since the walk above.
+    let len = reader.available_bytes();
+    if len > max_request {
+        return Err(ChainError::TooLong {
+            len: len as u64,
+            max: max_request,
+        });
+    }
+    let mut request = vec![0u8; len];
     reader
         .read_exact(&mut request)
         .map_err(|e| ChainError::Memory(e.to_string()))?;
@@ -257,9 +266,7 @@ impl Sessions {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("cannot open the filesystem again: {e:#}");
-                if let Err(d) = fuse_wire::request::parse(request) {
-                    tracing::debug!("and the request is malformed: {d}");
-                } else if let Ok(h) = fuse_wire::request::parse_header(request) {
+                if let Ok(h) = fuse_wire::request::parse_header(request) {
                     let _ = crate::reply::send(reply, h.unique, &Err(Errno(libc::EIO)));
                 }
                 return;
