@@ -338,6 +338,8 @@ impl Backend {
                 "IOMAPFS_MODE_LOG",
                 run.join(format!("virtiofs-{}.modes", share.tag)),
             )
+            // A log file, not a terminal: no colour codes.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log_file()?)
             .stderr(log_file()?)
