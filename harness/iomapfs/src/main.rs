@@ -242,16 +242,19 @@ fn serve_virtiofs(
         let (fs, data) = open_source(&source_path, opts.read_only)?;
         Ok(Server::new(fs, data, opts.clone()))
     };
-    let backend = iomapfs::vhost_user::VirtioFs::new(socket, Box::new(open), threads)?;
+    // The backend starts its queue and commit threads at once: they must inherit the mask.
+    block_stop_signals()?;
+    let backend = iomapfs::vhost_user::VirtioFs::new(Box::new(open), threads)?;
+    let stopper = backend.stopper();
+    let again = stopper.clone();
+    // Before the socket exists: whoever waits for it may signal us at once.
+    stop_on_signals(move || stopper.stop(), move || again.close_now().is_ok())?;
     eprintln!(
         "iomapfs: vhost-user-fs backend for {} waiting for QEMU on {}",
         source.display(),
         socket.display()
     );
-    let stopper = backend.stopper();
-    let again = stopper.clone();
-    stop_on_signals(move || stopper.stop(), move || again.close_now().is_ok())?;
-    backend.serve()
+    backend.serve(socket)
 }
 
 /// SIGTERM, SIGINT and SIGHUP (a shutdown, `timeout`, a closed terminal) stop the server
@@ -264,14 +267,8 @@ fn stop_on_signals(
     stop: impl Fn() + Send + 'static,
     close_now: impl Fn() -> bool + Send + 'static,
 ) -> Result<()> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        set.add(sig);
-    }
     // Blocked here, before the workers start, so every thread inherits the mask.
-    set.thread_block()
-        .context("cannot block SIGTERM/SIGINT/SIGHUP")?;
+    let set = block_stop_signals()?;
     std::thread::Builder::new()
         .name("iomapfs-signals".into())
         .spawn(move || {
@@ -288,6 +285,18 @@ fn stop_on_signals(
         })
         .context("cannot start the signal thread")?;
     Ok(())
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP in this thread (and the threads it starts after).
+fn block_stop_signals() -> Result<nix::sys::signal::SigSet> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(sig);
+    }
+    set.thread_block()
+        .context("cannot block SIGTERM/SIGINT/SIGHUP")?;
+    Ok(set)
 }
 
 /// `stop_on_signals` for one server: sync, then unmount (or close the socket).

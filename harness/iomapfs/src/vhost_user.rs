@@ -453,17 +453,16 @@ impl Stopper {
     }
 }
 
-/// A vhost-user-fs backend listening on its socket, the filesystem open.
+/// A vhost-user-fs backend with the filesystem open.
 pub struct VirtioFs {
     sessions: Arc<Sessions>,
     daemon: VhostUserDaemon<Arc<VirtioFsBackend>>,
-    listener: Listener,
     connection: Arc<Mutex<Option<vhost_user_backend::ShutdownHandle>>>,
 }
 
 impl VirtioFs {
-    /// Opens the filesystem and creates the socket at `socket` (replacing a stale one).
-    pub fn new(socket: &Path, open: OpenServer, request_queues: usize) -> anyhow::Result<Self> {
+    /// Opens the filesystem; nothing listens yet (`serve` does).
+    pub fn new(open: OpenServer, request_queues: usize) -> anyhow::Result<Self> {
         let sessions = Arc::new(Sessions::start(open)?);
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let backend = Arc::new(VirtioFsBackend {
@@ -473,12 +472,9 @@ impl VirtioFs {
         });
         let daemon = VhostUserDaemon::new("iomapfs-virtiofs".into(), backend, mem)
             .map_err(|e| anyhow::anyhow!("cannot start the vhost-user backend: {e}"))?;
-        let listener = Listener::new(socket, true)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", socket.display()))?;
         Ok(VirtioFs {
             sessions,
             daemon,
-            listener,
             connection: Arc::default(),
         })
     }
@@ -490,11 +486,13 @@ impl VirtioFs {
         }
     }
 
-    /// Waits for the frontend, serves it until it disconnects (or `Stopper::stop`), then
-    /// closes the filesystem.
-    pub fn serve(mut self) -> anyhow::Result<()> {
+    /// Creates the socket at `socket` (replacing a stale one), waits for the frontend,
+    /// serves it until it disconnects (or `Stopper::stop`), then closes the filesystem.
+    pub fn serve(mut self, socket: &Path) -> anyhow::Result<()> {
+        let mut listener = Listener::new(socket, true)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", socket.display()))?;
         self.daemon
-            .start(&mut self.listener)
+            .start(&mut listener)
             .map_err(|e| anyhow::anyhow!("vhost-user frontend: {e}"))?;
         tracing::info!("vhost-user frontend connected");
         *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = self.daemon.shutdown_handle();
