@@ -236,7 +236,7 @@ impl Sessions {
             open,
             current: Mutex::new(None),
         };
-        sessions.server()?;
+        sessions.server(true)?;
         Ok(sessions)
     }
 
@@ -244,11 +244,15 @@ impl Sessions {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The current session's server, opening the filesystem if the last one was destroyed.
-    fn server(&self) -> anyhow::Result<Arc<Server>> {
+    /// The current session's server; after a DESTROY, only an INIT (`reopen`) opens the
+    /// filesystem again: a late FORGET from the high-priority queue must not.
+    fn server(&self, reopen: bool) -> anyhow::Result<Option<Arc<Server>>> {
         let mut current = self.lock();
         if let Some(live) = current.as_ref() {
-            return Ok(live.server.clone());
+            return Ok(Some(live.server.clone()));
+        }
+        if !reopen {
+            return Ok(None);
         }
         let server = Arc::new((self.open)()?);
         server.attach(Arc::new(NoNotifications), IomapReach::VirtioFs);
@@ -257,19 +261,30 @@ impl Sessions {
             server: server.clone(),
             committer,
         });
-        Ok(server)
+        Ok(Some(server))
     }
 
     /// Answers one request.
     fn handle(&self, request: &[u8], reply: &dyn Transport) {
-        let server = match self.server() {
-            Ok(s) => s,
+        let header = fuse_wire::request::parse_header(request).ok();
+        let opcode = header.and_then(|h| fuse_wire::Opcode::try_from(h.opcode).ok());
+        let answer_eio = || {
+            use fuse_wire::Opcode::{BatchForget, Forget, Interrupt};
+            // The high-priority queue's requests get no reply, whatever happens.
+            let silent = matches!(opcode, Some(Forget | BatchForget | Interrupt));
+            if let (Some(h), false) = (header, silent) {
+                let _ = crate::reply::send(reply, h.unique, &Err(Errno(libc::EIO)));
+            }
+        };
+        let server = match self.server(opcode == Some(fuse_wire::Opcode::Init)) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                tracing::debug!("{opcode:?} after DESTROY, before a new INIT: not served");
+                return answer_eio();
+            }
             Err(e) => {
                 tracing::error!("cannot open the filesystem again: {e:#}");
-                if let Ok(h) = fuse_wire::request::parse_header(request) {
-                    let _ = crate::reply::send(reply, h.unique, &Err(Errno(libc::EIO)));
-                }
-                return;
+                return answer_eio();
             }
         };
         if let Err(e) = crate::dispatch::handle_one(&server, reply, request) {

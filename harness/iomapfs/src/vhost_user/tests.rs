@@ -276,6 +276,19 @@ fn init_over_virtio_fs_is_classic_and_a_remount_reopens_the_filesystem() {
     assert_eq!(OutHeader::read_from_prefix(&destroyed).unwrap().0.error, 0);
     assert!(sessions.lock().is_none());
     test_support::e2fs::e2fsck_clean(&dir.path().join("fs.img")).unwrap();
+    // A late FORGET from the high-priority queue does not reopen it; anything else but
+    // INIT is refused.
+    let forget = call(&sessions, &request(Opcode::Forget, 0, &1u64.to_ne_bytes()));
+    assert!(forget.is_empty());
+    assert!(
+        sessions.lock().is_none(),
+        "a FORGET reopened the filesystem"
+    );
+    let statfs = call(&sessions, &request(Opcode::Statfs, 6, &[]));
+    assert_eq!(
+        OutHeader::read_from_prefix(&statfs).unwrap().0.error,
+        -libc::EIO
+    );
     // The next mount's INIT opens it again.
     init(&sessions, 4);
     let statfs = call(&sessions, &request(Opcode::Statfs, 5, &[]));
