@@ -238,7 +238,14 @@ impl QemuConfig {
                 "-chardev",
                 &format!("socket,id=vfs{i},path={}", path(&share.socket)),
                 "-device",
-                &format!("{},chardev=vfs{i},tag={}", m.vhost_user_fs(), share.tag),
+                // A request queue per vCPU, up to the backend's default 4 (iomapfs
+                // `threads=4`): the guest maps each CPU to a queue.
+                &format!(
+                    "{},chardev=vfs{i},tag={},num-request-queues={}",
+                    m.vhost_user_fs(),
+                    share.tag,
+                    self.cpus.clamp(1, 4)
+                ),
             ]);
         }
         push(&[
@@ -368,7 +375,7 @@ mod tests {
             "{a}"
         );
         assert!(
-            a.contains("-chardev socket,id=vfs0,path=/tmp/h/test,,1.sock -device vhost-user-fs-device,chardev=vfs0,tag=test"),
+            a.contains("-chardev socket,id=vfs0,path=/tmp/h/test,,1.sock -device vhost-user-fs-device,chardev=vfs0,tag=test,num-request-queues=2"),
             "{a}"
         );
         c.machine = Machine::Pc;
