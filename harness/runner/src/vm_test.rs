@@ -180,9 +180,14 @@ pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
     tests.extend(suites::run_commands(&args.run, args.timeout.unwrap_or(300)));
     let mut env = vec![];
     if args.virtiofs {
-        if args.expect_mode == Some(ExpectModeArg::Iomap) {
+        if matches!(
+            args.expect_mode,
+            Some(ExpectModeArg::Iomap | ExpectModeArg::Classic)
+        ) {
             return Err(usage(
-                "--virtiofs runs classic FUSE: the guest kernel does iomap I/O only on a fuseblk mount's block device",
+                "--virtiofs runs classic FUSE (the guest kernel does iomap I/O only on a fuseblk \
+                 mount's block device), and its modes are the host backend's, not per test: \
+                 see virtiofs-test.modes and the run's server facts; leave out --expect-mode",
             ));
         }
         // The guest has no device to check: the host checks the image after the run.
@@ -720,6 +725,10 @@ fn finish_fstests(
 /// The server mode a run expects: `--expect-mode`, else iomap for a profile whose kernel
 /// must have iomap (`iomap = "required"`), else any.
 pub fn expected_mode(args: &VmTestArgs) -> Result<ExpectMode> {
+    if args.virtiofs {
+        // No per-test modes: the host's backend reports its own (`virtiofs_server_facts`).
+        return Ok(ExpectMode::Any);
+    }
     Ok(match args.expect_mode {
         Some(ExpectModeArg::Iomap) => ExpectMode::Iomap,
         Some(ExpectModeArg::Classic) => ExpectMode::Classic,
@@ -890,6 +899,7 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
         result
             .tests
             .push(host_fsck(&dir.path.join("disks").join("test.img")));
+        result.server = Some(virtiofs_server_facts(spec, &dir.path));
         report::conclude(&mut result);
         report::write_all(&result, &dir.path)?;
     }
@@ -907,6 +917,44 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
         let _ = std::fs::remove_dir_all(dir.path.join("disks"));
     }
     Ok((result, dir.path))
+}
+
+/// What the host's virtio-fs backend was: its version, and the mode its mounts negotiated
+/// (every guest mount appends one line to `virtiofs-test.modes`).
+fn virtiofs_server_facts(spec: &VmSpec, run: &std::path::Path) -> report::ServerFacts {
+    let version = spec.virtiofs_server.as_ref().and_then(|bin| {
+        let out = std::process::Command::new(bin)
+            .arg("--version")
+            .output()
+            .ok()?;
+        // "iomapfs 0.1.0" -> "0.1.0"
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace().last().map(str::to_string)
+    });
+    let modes = std::fs::read_to_string(run.join("virtiofs-test.modes")).unwrap_or_default();
+    let mut seen: Vec<&str> = modes.lines().collect();
+    seen.dedup();
+    let (mode, error) = match seen.as_slice() {
+        [] => (
+            None,
+            Some("no guest mount reached the host's virtio-fs backend".into()),
+        ),
+        [one] => (Some(one.to_string()), None),
+        more => (
+            None,
+            Some(format!(
+                "the backend's mounts negotiated {}",
+                more.join(", ")
+            )),
+        ),
+    };
+    report::ServerFacts {
+        name: "iomapfs (host, virtio-fs)".into(),
+        version,
+        mode,
+        error,
+        ..Default::default()
+    }
 }
 
 /// `e2fsck -fn` of a virtio-fs run's test image on the host, as the test `host/e2fsck`.
@@ -1015,8 +1063,11 @@ mod tests {
         assert!(plan
             .env
             .contains(&("TEST_DEV".to_string(), "test".to_string())));
-        let e = build_plan(&parse(&["--virtiofs", "--expect-mode", "iomap"]), true).unwrap_err();
-        assert!(format!("{e}").contains("classic FUSE"), "{e}");
+        for mode in ["iomap", "classic"] {
+            let e = build_plan(&parse(&["--virtiofs", "--expect-mode", mode]), true).unwrap_err();
+            assert!(format!("{e}").contains("classic FUSE"), "{e}");
+        }
+        assert!(build_plan(&parse(&["--virtiofs", "--expect-mode", "any"]), true).is_ok());
         assert!(Cli::try_parse_from(["vm-test", "--virtiofs", "--no-server"]).is_err());
     }
 

@@ -140,6 +140,8 @@ fn smoke_suite_passes_over_virtiofs() {
     let modes = std::fs::read_to_string(dir.join("virtiofs-test.modes")).unwrap();
     assert!(modes.lines().count() >= 9, "{modes}");
     assert!(modes.lines().all(|m| m == "classic"), "{modes}");
+    let server = result.server.as_ref().expect("the backend's facts");
+    assert_eq!(server.mode.as_deref(), Some("classic"), "{server:?}");
     assert!(!qemu_running(&result.id));
 }
 
