@@ -896,9 +896,7 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     drop(printer);
     if args.virtiofs {
         // The backends have exited (each boot waits for its own), so the image is complete.
-        result
-            .tests
-            .push(host_fsck(&dir.path.join("disks").join("test.img")));
+        result.tests.push(host_fsck(&dir.path.join("disks")));
         result.server = Some(virtiofs_server_facts(spec, &dir.path));
         report::conclude(&mut result);
         report::write_all(&result, &dir.path)?;
@@ -957,29 +955,53 @@ fn virtiofs_server_facts(spec: &VmSpec, run: &std::path::Path) -> report::Server
     }
 }
 
-/// `e2fsck -fn` of a virtio-fs run's test image on the host, as the test `host/e2fsck`.
-fn host_fsck(image: &std::path::Path) -> report::TestResult {
+/// `e2fsck -fn` on the host of every test image a virtio-fs run used (one per boot: after
+/// a crash the next boot gets a fresh one, `test-bootN.img` keeps the old), as the test
+/// `host/e2fsck`. A crashed guest must not leave the host's filesystem inconsistent either:
+/// the backend closes it when QEMU goes.
+fn host_fsck(disks: &std::path::Path) -> report::TestResult {
     let started = Instant::now();
-    let out = std::process::Command::new("e2fsck")
-        .arg("-fn")
-        .arg(image)
-        .output();
-    let (verdict, reason) = match out {
-        Ok(o) if o.status.success() => (Verdict::Passed, None),
-        Ok(o) => (
-            Verdict::Failed,
-            Some(format!(
+    let mut images: Vec<PathBuf> = std::fs::read_dir(disks)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("test") && n.ends_with(".img"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    images.sort();
+    let mut problems = vec![];
+    if images.is_empty() {
+        problems.push(format!("no test image in {}", disks.display()));
+    }
+    for image in &images {
+        match std::process::Command::new("e2fsck")
+            .arg("-fn")
+            .arg(image)
+            .output()
+        {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => problems.push(format!(
                 "e2fsck -fn {} ({}): {}",
                 image.display(),
                 o.status,
                 String::from_utf8_lossy(&o.stdout).trim()
             )),
-        ),
-        Err(e) => (Verdict::Failed, Some(format!("cannot run e2fsck: {e}"))),
+            Err(e) => problems.push(format!("cannot run e2fsck: {e}")),
+        }
+    }
+    let verdict = if problems.is_empty() {
+        Verdict::Passed
+    } else {
+        Verdict::Failed
     };
     report::TestResult {
         duration_ms: started.elapsed().as_millis() as u64,
-        reason,
+        reason: (!problems.is_empty()).then(|| problems.join("; ")),
         ..report::TestResult::new("host/e2fsck", verdict)
     }
 }
@@ -1069,6 +1091,37 @@ mod tests {
         }
         assert!(build_plan(&parse(&["--virtiofs", "--expect-mode", "any"]), true).is_ok());
         assert!(Cli::try_parse_from(["vm-test", "--virtiofs", "--no-server"]).is_err());
+    }
+
+    #[test]
+    fn host_fsck_checks_every_boots_test_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = host_fsck(dir.path());
+        assert_eq!(t.verdict, Verdict::Failed, "no image is no evidence");
+        let image = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::File::create(&p)
+                .unwrap()
+                .set_len(16 << 20)
+                .unwrap();
+            let ok = std::process::Command::new("mkfs.ext4")
+                .args(["-F", "-q"])
+                .arg(&p)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            p
+        };
+        image("test.img");
+        let old = image("test-boot1.img");
+        image("scratch.img");
+        assert_eq!(host_fsck(dir.path()).verdict, Verdict::Passed);
+        // Break the first boot's image: its superblock's magic.
+        let f = std::fs::OpenOptions::new().write(true).open(&old).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &[0, 0], 1024 + 56).unwrap();
+        let t = host_fsck(dir.path());
+        assert_eq!(t.verdict, Verdict::Failed);
+        assert!(t.reason.unwrap().contains("test-boot1.img"));
     }
 
     #[test]
