@@ -105,7 +105,7 @@ impl BisectArgs {
                 .and_then(|m| clap::ValueEnum::to_possible_value(&m))
                 .map(|p| p.get_name().to_string()),
         );
-        opt("-j", k.jobs.map(|j| j.to_string()));
+        opt("--make-jobs", k.make_jobs.map(|j| j.to_string()));
         opt("--retries", Some(self.retries.to_string()));
         opt("--name", self.name.clone());
         // `--debug` takes no value.
@@ -158,7 +158,7 @@ pub fn vm_test_args(argv: &[String]) -> Result<VmTestArgs> {
         || !k.fragments.is_empty()
         || k.debug
         || k.iomap.is_some()
-        || k.jobs.is_some();
+        || k.make_jobs.is_some();
     if kernel_flag {
         return Err(usage(
             "kernel options (--profile, --source-dir, --fragment, --kernel-image, ...) go before `--`; \

@@ -29,7 +29,7 @@ fn argv_replays_to_the_same_command_with_absolute_paths() {
         "--debug",
         "--iomap",
         "off",
-        "-j",
+        "--make-jobs",
         "3",
         "--retries",
         "2",
@@ -45,6 +45,7 @@ fn argv_replays_to_the_same_command_with_absolute_paths() {
     assert_eq!(at("--source-dir"), cwd.join("linux").display().to_string());
     assert_eq!(at("--fragment"), cwd.join("x.config").display().to_string());
     assert_eq!(at("--iomap"), "off");
+    assert_eq!(at("--make-jobs"), "3");
     assert_eq!(at("--retries"), "2");
     assert!(argv.contains(&"--debug".to_string()));
     assert_eq!(

@@ -243,6 +243,16 @@ pub struct TimeSplit {
     pub checks_ms: u64,
 }
 
+impl TimeSplit {
+    /// Another run's split added to this one (`vm-test --jobs`: one per VM).
+    pub fn add(&mut self, other: &TimeSplit) {
+        self.tests += other.tests;
+        self.own_ms = self.own_ms.saturating_add(other.own_ms);
+        self.checks += other.checks;
+        self.checks_ms = self.checks_ms.saturating_add(other.checks_ms);
+    }
+}
+
 /// The time split of the batches in `run`, read before [`apply`] replaces them.
 pub fn time_split(run: &RunResult, run_dir: &Path, batches: &[Batch]) -> TimeSplit {
     let mut split = TimeSplit::default();

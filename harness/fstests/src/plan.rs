@@ -241,14 +241,16 @@ pub fn selected_sections(args: &FstestsArgs, scheme: Scheme) -> Result<Vec<Secti
 }
 
 /// One plan test: a `check` run of one or more fstests tests of one section.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Batch {
     pub name: String,
     pub section: String,
     pub ids: Vec<String>,
 }
 
-/// What the host decided before the run: the tests to run and those expunged.
+/// What the host decided before the run: the tests to run and those expunged. Saved in
+/// the run's host state directory whenever its batches change, for `vm-test --resume`.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct FstestsPlan {
     pub tests: Vec<PlanTest>,
     pub batches: Vec<Batch>,
@@ -333,21 +335,99 @@ impl vm::Steps for FstestsPlan {
         if rest.is_empty() {
             return vec![];
         }
-        // batch-001 continues as batch-001.2, batch-001.2 as batch-001.3.
-        let (base, part) = b
+        // The interrupted batch keeps the tests it finished and the one that went down.
+        self.split(i, kept, rest, dir)
+    }
+
+    /// The host stopped the run during batch `test`: it keeps the tests fstests reported,
+    /// and the rest (the one that was running included) continue in a new batch.
+    fn resume(&mut self, test: &str, dir: &vm::RunDir) -> Option<Vec<PlanTest>> {
+        let i = self.batches.iter().position(|b| b.name == test)?;
+        let b = &self.batches[i];
+        // Once reruns started, the first attempt finished them all.
+        let done = crate::collect::first_attempt_reported(&dir.path, b)
+            .unwrap_or_else(|| b.ids.iter().cloned().collect());
+        if done.is_empty() {
+            return None;
+        }
+        let (kept, rest): (Vec<String>, Vec<String>) =
+            b.ids.iter().cloned().partition(|id| done.contains(id));
+        Some(self.split(i, kept, rest, dir))
+    }
+}
+
+impl FstestsPlan {
+    /// Batch `i` keeps `kept`; `rest` becomes the next part of it (batch-001 continues as
+    /// batch-001.2, batch-001.2 as batch-001.3), returned as its plan test. The plan is
+    /// saved for a later resume.
+    fn split(
+        &mut self,
+        i: usize,
+        kept: Vec<String>,
+        rest: Vec<String>,
+        dir: &vm::RunDir,
+    ) -> Vec<PlanTest> {
+        let b = &self.batches[i];
+        let (base, mut part) = b
             .name
             .rsplit_once('.')
             .and_then(|(base, n)| Some((base.to_string(), n.parse::<u32>().ok()?)))
             .unwrap_or_else(|| (b.name.clone(), 1));
-        let next = Batch {
-            name: format!("{base}.{}", part + 1),
-            section: b.section.clone(),
-            ids: rest,
-        };
-        // The interrupted batch keeps the tests it finished and the one that went down.
+        let section = b.section.clone();
         self.batches[i].ids = kept;
-        self.add_batch(next);
+        if rest.is_empty() {
+            self.save_or_warn(dir);
+            return vec![];
+        }
+        let name = loop {
+            part += 1;
+            let name = format!("{base}.{part}");
+            if !self.batches.iter().any(|b| b.name == name) {
+                break name;
+            }
+        };
+        self.add_batch(Batch {
+            name,
+            section,
+            ids: rest,
+        });
+        self.save_or_warn(dir);
         self.tests.last().cloned().into_iter().collect()
+    }
+
+    fn state_file(dir: &vm::RunDir) -> std::path::PathBuf {
+        dir.host_state_dir().join("fstests-plan.json")
+    }
+
+    /// Save the plan where `--resume` finds it (outside the guest's share).
+    pub fn save(&self, dir: &vm::RunDir) -> Result<()> {
+        let path = Self::state_file(dir);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(self)?)?;
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("saving the fstests plan {}", path.display()))?;
+        Ok(())
+    }
+
+    fn save_or_warn(&self, dir: &vm::RunDir) {
+        if let Err(e) = self.save(dir) {
+            eprintln!("warning: {e:#} (a --resume of this run would plan from scratch)");
+        }
+    }
+
+    /// The plan a run saved, if it saved one.
+    pub fn load(dir: &vm::RunDir) -> Result<Option<FstestsPlan>> {
+        let path = Self::state_file(dir);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .with_context(|| format!("reading the fstests plan {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
     }
 }
 

@@ -87,9 +87,9 @@ pub struct KernelArgs {
     /// FUSE iomap support: required, auto or off (default: the profile's).
     #[arg(long, value_enum)]
     pub iomap: Option<IomapMode>,
-    /// Parallel make jobs (default: CPUs + 1).
-    #[arg(short = 'j', long, value_name = "N")]
-    pub jobs: Option<usize>,
+    /// Parallel make jobs for the kernel build (default: CPUs + 1).
+    #[arg(long = "make-jobs", value_name = "N")]
+    pub make_jobs: Option<usize>,
 }
 
 /// A fragment to merge: its short name and file.
@@ -271,8 +271,8 @@ impl KernelOptions {
                 .unwrap_or_default();
             fragments.push(FragmentRef { name, path });
         }
-        let jobs = match args.jobs {
-            Some(0) => return Err(usage("-j must be at least 1")),
+        let jobs = match args.make_jobs {
+            Some(0) => return Err(usage("--make-jobs must be at least 1")),
             Some(n) => n,
             None => {
                 std::thread::available_parallelism()

@@ -70,7 +70,7 @@ fn flags_override_profile() {
         fragments: vec!["extra/my.config".into()],
         debug: true,
         iomap: Some(IomapMode::Off),
-        jobs: Some(7),
+        make_jobs: Some(7),
         ..Default::default()
     };
     let o = resolve("default", &args).unwrap();
@@ -136,7 +136,7 @@ fn bad_flag_combinations_are_usage_errors() {
     let err = resolve(
         "default",
         &KernelArgs {
-            jobs: Some(0),
+            make_jobs: Some(0),
             ..Default::default()
         },
     )
@@ -167,7 +167,7 @@ fn clap_rejects_two_sources() {
         "a",
         "--fragment",
         "b",
-        "-j",
+        "--make-jobs",
         "3",
         "--iomap",
         "off",

@@ -5,6 +5,8 @@
 
 pub mod boot_params;
 pub mod dry_run;
+pub mod parallel;
 pub mod powercut;
+pub mod resume;
 pub mod shell;
 pub mod vm_test;

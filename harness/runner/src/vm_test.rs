@@ -17,6 +17,8 @@ use kernel::{ensure_kernel, KernelArgs, KernelOptions};
 use plumbing::error::{usage, NothingPassed, TestFailures};
 use plumbing::ui::Ui;
 
+use crate::parallel;
+
 /// VM flags shared by vm-test and vm-shell.
 #[derive(clap::Args, Clone, Debug)]
 pub struct VmArgs {
@@ -123,6 +125,15 @@ pub struct VmTestArgs {
     /// image on the host after the run (`host/e2fsck`). Classic FUSE only.
     #[arg(long, conflicts_with_all = ["no_server", "selection"])]
     pub virtiofs: bool,
+    /// Run the fstests list on N VMs at once, each with its own disks and a slice of the
+    /// list, merged into one report (the run directory gets one `vm-K/` per VM).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub jobs: u32,
+    /// Go on with a run the host stopped (Ctrl-C, a kill, a reboot), with the flags it was
+    /// started with: finished tests keep their verdicts, the rest run. RUN: a run id, a
+    /// run directory, or `latest`.
+    #[arg(long, value_name = "RUN")]
+    pub resume: Option<String>,
     #[command(flatten)]
     pub fstests: fstests::plan::FstestsArgs,
     #[command(flatten)]
@@ -456,6 +467,8 @@ struct Printer {
     quiet_lines: u64,
     /// The step the running test announced last (fstests: the test its `check` runs).
     step: Option<String>,
+    /// The VM the progress at hand comes from (`--jobs`), 0-based.
+    job: Option<usize>,
 }
 
 impl Printer {
@@ -474,13 +487,25 @@ impl Printer {
             test_start: Instant::now(),
             quiet_lines: 0,
             step: None,
+            job: None,
         }
     }
 
     fn line(&self, s: String) {
+        let s = match self.job {
+            Some(k) => format!("vm{} {s}", k + 1),
+            None => s,
+        };
         match &self.bar {
             Some(b) => b.println(s),
             None => eprintln!("{s}"),
+        }
+    }
+
+    /// A line only plain output gets (a terminal has the spinner).
+    fn plain(&self, s: String) {
+        if self.bar.is_none() {
+            self.line(s);
         }
     }
 
@@ -490,12 +515,11 @@ impl Printer {
         }
     }
 
-    fn on(&mut self, p: Progress) {
+    fn on(&mut self, job: Option<usize>, p: Progress) {
+        self.job = job;
         match p {
             Progress::Booting { .. } => {
-                if self.bar.is_none() {
-                    eprintln!("    booting");
-                }
+                self.plain("    booting".into());
                 self.status("booting".into());
             }
             Progress::Ready {
@@ -526,9 +550,7 @@ impl Printer {
                 self.test_start = Instant::now();
                 self.quiet_lines = 0;
                 self.step = None;
-                if self.bar.is_none() {
-                    eprintln!("[{index}/{total}] {name} ...");
-                }
+                self.plain(format!("[{index}/{total}] {name} ..."));
                 self.status(format!("[{index}/{total}] {name}"));
             }
             Progress::TestFinished { result } => {
@@ -554,7 +576,7 @@ impl Printer {
                     // Plain output: a sign of life every half minute.
                     if self.bar.is_none() && secs / 30 > self.quiet_lines {
                         self.quiet_lines = secs / 30;
-                        eprintln!("    ... {t} still running ({secs} s)");
+                        self.plain(format!("    ... {t} still running ({secs} s)"));
                     }
                 }
             }
@@ -562,9 +584,7 @@ impl Printer {
                 self.test_start = Instant::now();
                 self.quiet_lines = 0;
                 self.step = Some(step.to_string());
-                if self.bar.is_none() {
-                    eprintln!("    {test}: {step}");
-                }
+                self.plain(format!("    {test}: {step}"));
                 self.status(format!("{test}: {step}"));
             }
             Progress::Log { message } => self.line(format!("    guest: {message}")),
@@ -604,16 +624,17 @@ fn cancel_flag() -> Arc<AtomicBool> {
     .clone()
 }
 
-/// fstests chosen for this run: the plan's tests, the expunged ones, the config.
+/// fstests for this run: the build, and one plan per VM (`--jobs`).
 struct FstestsRun {
-    plan: fstests::plan::FstestsPlan,
     built: fstests::plan::Built,
+    plans: Vec<fstests::plan::FstestsPlan>,
 }
 
-/// Build fstests (cached), expand the selection, add its tests and its disk.
+/// Build fstests (cached), expand the selection (one shard per job), attach its disk.
 fn prepare_fstests(
     args: &VmTestArgs,
-    plan: &mut Plan,
+    jobs: u32,
+    plan: &Plan,
     prepared: &mut Prepared,
     ui: &Ui,
 ) -> Result<FstestsRun> {
@@ -627,8 +648,8 @@ fn prepare_fstests(
     // Check the selection's syntax before a build.
     args.fstests.selection()?;
     let cache = plumbing::paths::cache_dir();
-    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let built = fstests::build::ensure_built(&source, &cache, jobs, ui)?;
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let built = fstests::build::ensure_built(&source, &cache, cpus, ui)?;
     // fstests mounts in one mode (iomap=on or off), the one the expunges are chosen for.
     let mode = match fstests_mode(expected_mode(args)?, prepared.kernel_iomap) {
         ExpectMode::Iomap => ::fstests::Mode::Iomap,
@@ -638,62 +659,97 @@ fn prepare_fstests(
         .join("images")
         .join(&args.vm.image)
         .join("expunge");
-    let fplan = f::plan(
-        &args.fstests,
-        &built.tree,
-        &expunge_dir,
-        prepared.kernel_release.as_deref().unwrap_or(""),
-        mode,
-        &f::load_durations(&cache),
-        plan.slow_factor as u32,
-    )?;
+    let durations = f::load_durations(&cache);
+    let mut plans = vec![];
+    for k in 1..=jobs {
+        let mut job_args = args.fstests.clone();
+        if jobs > 1 {
+            job_args.shard = Some(format!("{k}/{jobs}"));
+        }
+        plans.push(f::plan(
+            &job_args,
+            &built.tree,
+            &expunge_dir,
+            prepared.kernel_release.as_deref().unwrap_or(""),
+            mode,
+            &durations,
+            plan.slow_factor as u32,
+        )?);
+    }
+    let count = |f: fn(&f::FstestsPlan) -> usize| plans.iter().map(f).sum::<usize>();
     ui.step(format!(
-        "fstests {}: {} tests to run in {} ({} expunged); scheme {}",
+        "fstests {}: {} tests to run in {} ({} expunged){}; scheme {}",
         built.revision,
-        fplan.tests.len(),
-        fplan.sections.join(", "),
-        fplan.expunged.len(),
+        count(|p| p.batches.iter().map(|b| b.ids.len()).sum()),
+        plans[0].sections.join(", "),
+        count(|p| p.expunged.len()),
+        if jobs > 1 {
+            format!(" on {jobs} VMs")
+        } else {
+            String::new()
+        },
         args.fstests.scheme
     ));
-    plan.tests.extend(fplan.tests.iter().cloned());
     prepared.spec.extra_disks.push(vm::qemu::Disk {
         path: built.image.clone(),
         serial: "fstests".into(),
         snapshot: true,
     });
-    Ok(FstestsRun { plan: fplan, built })
+    Ok(FstestsRun { built, plans })
 }
 
-/// Fold fstests' own results into the run, compare with a baseline, rewrite the reports.
-/// The verdicts follow `report::policy`.
+/// Fold fstests' own results into each job's result (`collect`), merge the jobs, compare
+/// with a baseline, rewrite the reports. The verdicts follow `report::policy`.
 fn finish_fstests(
     args: &VmTestArgs,
     f: &FstestsRun,
+    jobs: &[parallel::Job],
+    results: Vec<(String, RunResult)>,
     mode: &ModeCheck,
-    result: &mut RunResult,
-    dir: &std::path::Path,
-) -> Result<()> {
+    run: &RunDir,
+) -> Result<RunResult> {
     use fstests::collect;
-    let split = collect::time_split(result, dir, &f.plan.batches);
-    let rewritten = collect::apply(result, dir, &f.plan.batches, &f.plan.flaky_ok);
-    mode.apply(result);
-    result.tests.extend(f.plan.expunged.iter().cloned());
+    let mut split = collect::TimeSplit::default();
+    let mut rewritten = 0;
+    let mut collected = vec![];
+    for ((name, mut r), job) in results.into_iter().zip(jobs) {
+        let Some(plan) = &job.fstests else { continue };
+        let s = collect::time_split(&r, &job.dir.path, &plan.batches);
+        split.add(&s);
+        rewritten += collect::apply(&mut r, &job.dir.path, &plan.batches, &plan.flaky_ok);
+        collected.push((name, r));
+    }
+    let mut result = parallel::merge(run, collected);
+    mode.apply(&mut result);
+    for job in jobs {
+        if let Some(plan) = &job.fstests {
+            result.tests.extend(plan.expunged.iter().cloned());
+        }
+    }
+    // With one job, the tests of the user's other --fstests-shard slices.
+    let other_shards = match jobs {
+        [only] => only
+            .fstests
+            .as_ref()
+            .map(|p| p.other_shards.clone())
+            .unwrap_or_default(),
+        _ => Default::default(),
+    };
     if result.verdict == Verdict::NothingPassed {
         // Said of the guest's tests alone; decided again below with the expunged ones.
         result.reason = None;
     }
-    report::conclude(result);
+    report::conclude(&mut result);
     let diff = match &args.fstests.baseline {
         Some(p) => {
             let base = report::read_json(p)
                 .map_err(|e| plumbing::error::usage(format!("--baseline: {e}")))?;
-            let mut d = ::fstests::compare(&collect::statuses(&base), &collect::statuses(result));
+            let mut d = ::fstests::compare(&collect::statuses(&base), &collect::statuses(&result));
             // The baseline covers every shard: the other shards' tests are not missing.
-            d.missing.retain(|t| !f.plan.other_shards.contains(t));
-            d.failures_not_run
-                .retain(|t| !f.plan.other_shards.contains(t));
+            d.missing.retain(|t| !other_shards.contains(t));
+            d.failures_not_run.retain(|t| !other_shards.contains(t));
             report::policy::judge_against_baseline(
-                result,
+                &mut result,
                 report::Baseline {
                     path: p.display().to_string(),
                     new_failures: d.new_failures.clone(),
@@ -709,17 +765,18 @@ fn finish_fstests(
         }
         None => None,
     };
-    report::write_all(result, dir)?;
+    let dir = &run.path;
+    report::write_all(&result, dir)?;
     let mut md = std::fs::read_to_string(dir.join("summary.md")).unwrap_or_default();
     md.push_str(&format!(
         "\nfstests: {} ({} results read)\n",
         f.built.revision, rewritten
     ));
-    md.push_str(&collect::summary_markdown(result, diff.as_ref()));
-    md.push_str(&collect::time_markdown(result, &split));
+    md.push_str(&collect::summary_markdown(&result, diff.as_ref()));
+    md.push_str(&collect::time_markdown(&result, &split));
     report::write_file(&dir.join("summary.md"), &md)?;
     fstests::plan::save_durations(&plumbing::paths::cache_dir(), &result.tests)?;
-    Ok(())
+    Ok(result)
 }
 
 /// The server mode a run expects: `--expect-mode`, else iomap for a profile whose kernel
@@ -819,8 +876,19 @@ fn refuse_without_booting(
 
 /// Run the tests and return the result (and its run directory).
 pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
+    run_in(args, None, ui)
+}
+
+/// [`run`] into a new run directory, or into `resumed` (`--resume`: the run goes on from
+/// its checkpoints).
+fn run_in(args: &VmTestArgs, resumed: Option<RunDir>, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     let with_server = needs_server(args);
-    let mut plan = build_plan(args, with_server)?;
+    let jobs = parallel::jobs(
+        args.jobs,
+        args.fstests.enabled(),
+        args.fstests.shard.is_some(),
+    )?;
+    let plan = build_plan(args, with_server)?;
     let mut prepared = prepare(&args.vm, with_server, ui)?;
     if args.virtiofs {
         let server = prepared
@@ -832,8 +900,8 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
             .context("--virtiofs needs the iomapfs binary")?;
         prepared.spec.virtiofs_server = Some(server);
     }
-    let mut fstests = if args.fstests.enabled() {
-        Some(prepare_fstests(args, &mut plan, &mut prepared, ui)?)
+    let fstests = if args.fstests.enabled() {
+        Some(prepare_fstests(args, jobs, &plan, &mut prepared, ui)?)
     } else {
         None
     };
@@ -841,21 +909,63 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
     plan.check().map_err(usage)?;
     let mode = ModeCheck::new(expected_mode(args)?, &prepared);
     let spec = &prepared.spec;
-    let dir = RunDir::create(&runs_root()).context("creating the run directory")?;
+    let resume = resumed.is_some();
+    let dir = match resumed {
+        Some(d) => d,
+        None => {
+            let d = RunDir::create(&runs_root()).context("creating the run directory")?;
+            if let Some(inv) = crate::resume::Invocation::of_this_process() {
+                inv.save(&d)?;
+            }
+            d
+        }
+    };
+    let mut jobs: Vec<parallel::Job> = (0..jobs)
+        .map(|k| -> Result<parallel::Job> {
+            let dir = parallel::job_dir(&dir, k, jobs).context("creating a VM's run directory")?;
+            let mut plan = plan.clone();
+            let fstests = match &fstests {
+                Some(f) => {
+                    let fresh = &f.plans[k as usize];
+                    plan.tests.extend(fresh.tests.iter().cloned());
+                    // A resumed run goes on with the batches as its crashes left them.
+                    let saved = if resume {
+                        fstests::plan::FstestsPlan::load(&dir)?
+                    } else {
+                        None
+                    };
+                    let p = match saved {
+                        Some(p) => p,
+                        None => {
+                            fresh.save(&dir)?;
+                            fstests::plan::FstestsPlan::load(&dir)?
+                                .context("reading back the fstests plan")?
+                        }
+                    };
+                    let d = dir.path.join("fstests");
+                    std::fs::create_dir_all(&d)?;
+                    std::fs::write(d.join("local.config"), &p.local_config)?;
+                    Some(p)
+                }
+                None => None,
+            };
+            Ok(parallel::Job { dir, plan, fstests })
+        })
+        .collect::<Result<_>>()?;
     if let Some(why) = mode.impossible(&prepared) {
+        let all = Plan {
+            tests: jobs.iter().flat_map(|j| j.plan.tests.clone()).collect(),
+            ..plan.clone()
+        };
         return Ok((
-            refuse_without_booting(&plan, &prepared, &dir, &mode, &why)?,
+            refuse_without_booting(&all, &prepared, &dir, &mode, &why)?,
             dir.path,
         ));
     }
-    if let Some(f) = &fstests {
-        let d = dir.path.join("fstests");
-        std::fs::create_dir_all(&d)?;
-        std::fs::write(d.join("local.config"), &f.plan.local_config)?;
-    }
     ui.step(format!(
-        "vm-test: {} tests; kernel {}; image {}; {}; {} with {} CPUs and {} MiB",
-        plan.tests.len(),
+        "vm-test{}: {} tests; kernel {}; image {}; {}; {} with {} CPUs and {} MiB{}",
+        if resume { " (resumed)" } else { "" },
+        jobs.iter().map(|j| j.plan.tests.len()).sum::<usize>(),
         prepared
             .kernel_release
             .as_deref()
@@ -868,7 +978,12 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
         spec.accel.as_str().to_uppercase(),
         spec.machine.as_str(),
         spec.cpus,
-        spec.memory_mb
+        spec.memory_mb,
+        if jobs.len() > 1 {
+            format!("; {} VMs", jobs.len())
+        } else {
+            String::new()
+        }
     ));
     ui.note(format!("run directory: {}", dir.path.display()));
     let limits = Limits {
@@ -878,42 +993,47 @@ pub fn run(args: &VmTestArgs, ui: &Ui) -> Result<(RunResult, PathBuf)> {
         ..Limits::default()
     };
     let cancel = cancel_flag();
-    let mut printer = Printer::new(ui);
-    let mut no_steps = vm::NoSteps;
-    let steps: &mut dyn vm::Steps = match &mut fstests {
-        Some(f) => &mut f.plan,
-        None => &mut no_steps,
-    };
-    let mut result = vm::run_tests_with_steps(
-        spec,
-        &plan,
-        &limits,
-        &dir,
-        steps,
-        &mut |p| printer.on(p),
-        &cancel,
-    )?;
-    drop(printer);
-    if args.virtiofs {
-        // The backends have exited (each boot waits for its own), so the image is complete.
-        result.tests.push(host_fsck(&dir.path.join("disks")));
-        result.server = Some(virtiofs_server_facts(spec, &dir.path));
-        report::conclude(&mut result);
-        report::write_all(&result, &dir.path)?;
-    }
-    match &fstests {
-        Some(f) => finish_fstests(args, f, &mode, &mut result, &dir.path)?,
-        None if mode.expect != ExpectMode::Any => {
-            mode.apply(&mut result);
-            report::conclude(&mut result);
-            report::write_all(&result, &dir.path)?;
+    let printer = std::sync::Mutex::new(Printer::new(ui));
+    // A poisoned printer only loses progress lines, never the run.
+    let progress = |job: Option<usize>, p: Progress| {
+        if let Ok(mut pr) = printer.lock() {
+            pr.on(job, p);
         }
-        None => {}
+    };
+    let outcomes = parallel::run_jobs(spec, &mut jobs, &limits, resume, &progress, &cancel);
+    drop(printer);
+    let mut results = vec![];
+    for (k, o) in outcomes.into_iter().enumerate() {
+        results.push((format!("vm-{}", k + 1), o?));
     }
+    let mut result = match &fstests {
+        Some(f) => finish_fstests(args, f, &jobs, results, &mode, &dir)?,
+        None => {
+            let mut r = parallel::merge(&dir, results);
+            if args.virtiofs {
+                // One VM (--jobs needs --fstests). Its backends have exited (each boot
+                // waits for its own), so the images are complete.
+                let run = &jobs[0].dir.path;
+                r.tests.push(host_fsck(&run.join("disks")));
+                r.server = Some(virtiofs_server_facts(spec, run));
+                report::conclude(&mut r);
+                report::write_all(&r, run)?;
+            }
+            if mode.expect != ExpectMode::Any {
+                mode.apply(&mut r);
+                report::conclude(&mut r);
+                report::write_all(&r, &dir.path)?;
+            }
+            r
+        }
+    };
     // Keep the disks of a failed run for inspection; drop them otherwise.
     if result.verdict == Verdict::Passed {
-        let _ = std::fs::remove_dir_all(dir.path.join("disks"));
+        for j in &jobs {
+            let _ = std::fs::remove_dir_all(j.dir.path.join("disks"));
+        }
     }
+    result.id = dir.id.clone();
     Ok((result, dir.path))
 }
 
@@ -1011,7 +1131,18 @@ pub fn main(args: &VmTestArgs, ui: &Ui) -> Result<()> {
     if args.dry_run {
         return crate::dry_run::main(args, ui);
     }
-    let (result, dir) = run(args, ui)?;
+    let (result, dir) = match &args.resume {
+        Some(run_name) => {
+            if let Some(inv) = crate::resume::Invocation::of_this_process() {
+                crate::resume::check_alone(&inv.argv)?;
+            }
+            let dir = crate::resume::find_run(&runs_root(), run_name)?;
+            let args = crate::resume::Invocation::load(&dir)?.args()?;
+            ui.step(format!("resuming run {}", dir.id));
+            run_in(&args, Some(dir), ui)?
+        }
+        None => run(args, ui)?,
+    };
     eprint!("{}", report::summary_text(&result));
     eprintln!("results: {}", dir.join("summary.md").display());
     verdict_to_result(&result)

@@ -14,6 +14,7 @@ pub mod rundir;
 pub use accel::{AccelChoice, AccelDecision};
 pub use qemu::{Accel, Machine};
 pub use run::{
-    run_shell, run_tests, run_tests_with_steps, Limits, NoSteps, Progress, Steps, VmError, VmSpec,
+    resume_tests_with_steps, run_shell, run_tests, run_tests_with_steps, Limits, NoSteps, Progress,
+    Steps, VmError, VmSpec,
 };
 pub use rundir::RunDir;

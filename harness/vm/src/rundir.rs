@@ -68,6 +68,49 @@ impl RunDir {
         })
     }
 
+    /// An existing run directory (to resume it), by its path.
+    pub fn open(path: &Path) -> io::Result<RunDir> {
+        let path = std::fs::canonicalize(path)?;
+        if !std::fs::symlink_metadata(&path)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a run directory", path.display()),
+            ));
+        }
+        let id = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let started_at = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+            .unwrap_or_default();
+        Ok(RunDir {
+            id,
+            path,
+            started_at,
+        })
+    }
+
+    /// The run directory of one of several VMs of this run (`vm-test --jobs`): `<run>/NAME`,
+    /// a run directory of its own that only that VM's guest shares.
+    pub fn child(&self, name: &str) -> io::Result<RunDir> {
+        let path = self.path.join(name);
+        std::fs::create_dir_all(&path)?;
+        Ok(RunDir {
+            id: format!("{}-{name}", self.id),
+            path,
+            started_at: self.started_at.clone(),
+        })
+    }
+
+    /// Where the host keeps what no guest may touch (the invocation and checkpoints used by
+    /// `--resume`): next to the run directory, never inside the directory a guest shares.
+    pub fn host_state_dir(&self) -> PathBuf {
+        let parent = self.path.parent().unwrap_or(Path::new("/"));
+        parent.join(".host").join(&self.id)
+    }
+
     pub fn tests_dir(&self) -> PathBuf {
         self.path.join("tests")
     }

@@ -62,6 +62,10 @@ for t in plan["tests"]:
     if name == "t/1" and mode == "warn":
         console("[    1.200000] WARNING: CPU: 0 PID: 9 at fs/fuse/file.c:10 fuse_fake+0x1/0x2")
         console("[    1.200001] ---[ end trace 0000000000000000 ]---")
+    if name == "t/2" and mode == "slow-t2":
+        for _ in range(20):
+            emit(type="heartbeat", test=name, progress=1)
+            time.sleep(0.5)
     if name == "t/1":
         emit(type="test_finished", name=name, status="passed", duration_ms=5, exit_code=0, signal=None, slow=False, reason=None)
     else:
@@ -311,6 +315,66 @@ fn supervisor_verdicts() {
     // It never reported its server's mode; the host read it from the share.
     let server = r.server.as_ref().expect("server facts");
     assert_eq!(server.modes_of("t/1"), ["classic"]);
+
+    // The host stops the run (Ctrl-C) while t/2 runs; a resume runs t/2 alone, in a
+    // second boot of the same run directory, and t/1 keeps its verdict.
+    std::env::set_var("FAKE_MODE", "slow-t2");
+    let dir = RunDir::create(&f.runs).unwrap();
+    let cancel = AtomicBool::new(false);
+    let r = vm::run_tests(
+        &f.spec,
+        &plan(),
+        &quick(),
+        &dir,
+        &mut |p| {
+            if let vm::Progress::TestStarted { name: "t/2", .. } = p {
+                cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        },
+        &cancel,
+    )
+    .unwrap();
+    assert_eq!(r.verdict, Verdict::InfraError, "{r:#?}");
+    // The checkpoint is the host's: not in the directory the guest shares.
+    assert!(!dir.host_state_dir().starts_with(&dir.path));
+    assert!(dir.host_state_dir().join("checkpoint.json").is_file());
+    std::env::set_var("FAKE_MODE", "normal");
+    let again = AtomicBool::new(false);
+    let mut ran = vec![];
+    let r = vm::resume_tests_with_steps(
+        &f.spec,
+        &plan(),
+        &quick(),
+        &RunDir::open(&dir.path).unwrap(),
+        &mut vm::NoSteps,
+        &mut |p| {
+            if let vm::Progress::TestStarted { name, .. } = p {
+                ran.push(name.to_string());
+            }
+        },
+        &again,
+    )
+    .unwrap();
+    assert_eq!(ran, ["t/2"]);
+    assert_eq!(
+        verdicts(&r),
+        [("t/1", Verdict::Passed), ("t/2", Verdict::Failed)],
+        "{r:#?}"
+    );
+    assert_eq!(r.boots, 2);
+    // A resume of a finished run boots nothing and keeps the verdicts.
+    let r = vm::resume_tests_with_steps(
+        &f.spec,
+        &plan(),
+        &quick(),
+        &RunDir::open(&dir.path).unwrap(),
+        &mut vm::NoSteps,
+        &mut |_| {},
+        &again,
+    )
+    .unwrap();
+    assert_eq!(r.boots, 2);
+    assert_eq!(r.verdict, Verdict::Failed);
 
     // Never ready: an infrastructure error with the end of the console.
     let (r, dir) = run(&f, "boot-hang", quick());

@@ -9,6 +9,7 @@
 //! When a test took the guest down, [`run_tests`] boots again for the tests after it; at
 //! the end it assembles the run's result from every boot (`verdict::finish_with`) and
 //! writes results.json, junit.xml and summary.md.
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use crate::qemu::{Accel, Console, Disk, Machine};
 use crate::rundir::RunDir;
 
 mod channels;
+mod checkpoint;
 mod poll;
 mod protocol;
 mod start;
@@ -28,6 +30,7 @@ mod verdict;
 
 pub use start::planned_command;
 
+use checkpoint::Checkpoint;
 use poll::Stop;
 use protocol::State;
 use start::{prep, prepare, qemu_config, spawn_qemu};
@@ -181,6 +184,11 @@ pub trait Steps {
     /// Plan tests to run, after a reboot, for what `test` did not get to when it crashed
     /// or hung the guest (`step`: the step it was in, if one was announced).
     fn continue_after(&mut self, test: &str, step: Option<&str>, dir: &RunDir) -> Vec<PlanTest>;
+    /// `vm-test --resume`: the host stopped the run while `test` ran. `None` runs it again
+    /// whole; `Some(tests)` keeps what it finished and runs `tests` for its rest.
+    fn resume(&mut self, _test: &str, _dir: &RunDir) -> Option<Vec<PlanTest>> {
+        None
+    }
 }
 
 /// Tests without steps.
@@ -207,93 +215,189 @@ pub fn run_tests_with_steps(
     cancel: &AtomicBool,
 ) -> Result<RunResult, VmError> {
     plan.check().map_err(VmError::Plan)?;
-    // The plan grows when an interrupted test's rest is continued.
-    let mut plan = plan.clone();
+    run_from(
+        spec,
+        Checkpoint::new(plan),
+        limits,
+        dir,
+        steps,
+        progress,
+        cancel,
+    )
+}
+
+/// Go on with a run the host stopped (`vm-test --resume`), from its checkpoint: the tests
+/// with a verdict keep it; a test the host stopped runs again, or, when `steps` can tell
+/// what it finished ([`Steps::resume`]), keeps that and continues with the rest. Without
+/// a checkpoint (no boot ever started) the whole `plan` runs.
+pub fn resume_tests_with_steps(
+    spec: &VmSpec,
+    plan: &Plan,
+    limits: &Limits,
+    dir: &RunDir,
+    steps: &mut dyn Steps,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<RunResult, VmError> {
+    plan.check().map_err(VmError::Plan)?;
+    let Some(mut ck) = Checkpoint::load(dir).map_err(VmError::Plan)? else {
+        return run_tests_with_steps(spec, plan, limits, dir, steps, progress, cancel);
+    };
+    ck.plan.check().map_err(VmError::Plan)?;
+    // The test the host stopped has no verdict of its own.
+    if let Some(name) = ck.stopped.take() {
+        ck.tests.retain(|t| t.name != name);
+    }
+    let done: HashSet<String> = ck.tests.iter().map(|t| t.name.clone()).collect();
+    // Tests that started but have no verdict: the host stopped while they ran.
+    let started: Vec<String> = ck
+        .plan
+        .tests
+        .iter()
+        .filter(|t| !done.contains(&t.name) && dir.tests_dir().join(&t.name).is_dir())
+        .map(|t| t.name.clone())
+        .collect();
+    for name in started {
+        let Some(more) = steps.resume(&name, dir) else {
+            continue;
+        };
+        let mut kept = TestResult::new(name.clone(), report::Verdict::InfraError);
+        kept.reason = Some("the host stopped the run during this test (resumed)".into());
+        ck.tests.push(kept);
+        continue_plan(&mut ck.plan, &name, more, &mut ck.notes, progress);
+    }
+    let msg = format!(
+        "resuming after boot {}: {} of {} tests have a verdict",
+        ck.boots,
+        ck.tests.len(),
+        ck.plan.tests.len()
+    );
+    progress(Progress::Log { message: &msg });
+    run_from(spec, ck, limits, dir, steps, progress, cancel)
+}
+
+/// Boot until the plan is done, from what `ck` says is done; the checkpoint is saved as
+/// each boot starts and ends.
+fn run_from(
+    spec: &VmSpec,
+    mut ck: Checkpoint,
+    limits: &Limits,
+    dir: &RunDir,
+    steps: &mut dyn Steps,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<RunResult, VmError> {
+    let save = |ck: &Checkpoint, notes: &mut Vec<String>| {
+        if let Err(e) = ck.save(dir) {
+            notes.push(format!("cannot save the checkpoint (no --resume): {e}"));
+        }
+    };
     let t0 = Instant::now();
     let deadline = t0
         .checked_add(limits.run)
         .unwrap_or(t0 + Duration::from_secs(365 * 24 * 3600));
-    let mut remaining = plan.tests.clone();
-    let (mut tests, mut findings, mut notes, mut protocol) = (vec![], vec![], vec![], vec![]);
-    let mut test_modes = vec![];
-    let mut result: Option<RunResult> = None;
-    let mut boots = 0u32;
-    let (last_stop, last_ready) = loop {
-        boots += 1;
+    let mut boots_here = 0u32;
+    let mut last = None;
+    loop {
+        let done: HashSet<&str> = ck.tests.iter().map(|t| t.name.as_str()).collect();
+        let remaining: Vec<PlanTest> = ck
+            .plan
+            .tests
+            .iter()
+            .filter(|t| !done.contains(t.name.as_str()))
+            .cloned()
+            .collect();
+        if remaining.is_empty() {
+            break;
+        }
+        boots_here += 1;
+        ck.boots += 1;
+        let mut notes = vec![];
+        save(&ck, &mut notes);
         let session_plan = Plan {
-            tests: remaining.clone(),
-            ..plan.clone()
+            tests: remaining,
+            ..ck.plan.clone()
         };
         let s = run_session(
             spec,
             &session_plan,
             limits,
             dir,
-            boots,
+            ck.boots,
             deadline,
             &*steps,
             progress,
             cancel,
         )?;
-        match &mut result {
-            None => result = Some(s.result),
+        match &mut ck.base {
+            None => ck.base = Some(s.result),
             Some(r) => {
                 r.reason = s.result.reason;
                 r.console_excerpt = s.result.console_excerpt;
             }
         }
-        tests.extend(s.tests);
-        findings.extend(s.findings);
-        notes.extend(s.notes);
-        protocol.extend(s.protocol);
-        test_modes.extend(s.test_modes);
+        ck.tests.extend(s.tests);
+        ck.findings.extend(s.findings);
+        ck.notes.extend(notes);
+        ck.notes.extend(s.notes);
+        ck.protocol.extend(s.protocol);
+        ck.test_modes.extend(s.test_modes);
+        ck.boots_done = ck.boots;
         let resumable = s.ready
             && s.interrupted_test.is_some()
             && matches!(s.stop, Stop::QemuDied(_) | Stop::Hung(_));
         if let (true, Some(test)) = (resumable, &s.interrupted_test) {
             let more = steps.continue_after(test, s.interrupted_step.as_deref(), dir);
-            continue_plan(&mut plan, test, more, &mut notes, progress);
+            continue_plan(&mut ck.plan, test, more, &mut ck.notes, progress);
         }
-        let done: std::collections::HashSet<&str> =
-            tests.iter().map(|t: &TestResult| t.name.as_str()).collect();
-        remaining = plan
-            .tests
-            .iter()
-            .filter(|t| !done.contains(t.name.as_str()))
-            .cloned()
-            .collect();
-        if !resumable
-            || remaining.is_empty()
-            || boots > limits.reboots
-            || Instant::now() >= deadline
-        {
-            break (s.stop, s.ready);
+        if matches!(s.stop, Stop::Interrupted) {
+            ck.stopped = s.interrupted_test.clone();
         }
-        let msg = format!(
-            "{} took the guest down; booting again for the {} remaining tests",
-            s.interrupted_test.as_deref().unwrap_or("a test"),
-            remaining.len()
-        );
-        progress(Progress::Log { message: &msg });
-    };
-    let Some(mut result) = result else {
+        let mut notes = vec![];
+        save(&ck, &mut notes);
+        ck.notes.extend(notes);
+        last = Some((s.stop, s.ready));
+        if !resumable || boots_here > limits.reboots || Instant::now() >= deadline {
+            break;
+        }
+        let left = ck.plan.tests.len().saturating_sub(ck.tests.len());
+        if left > 0 {
+            let msg = format!(
+                "{} took the guest down; booting again for the {left} remaining tests",
+                s.interrupted_test.as_deref().unwrap_or("a test"),
+            );
+            progress(Progress::Log { message: &msg });
+        }
+    }
+    let Some(mut result) = ck.base.clone() else {
         return Err(VmError::Plan("no boot ran".into()));
     };
-    result.boots = boots;
-    for (name, modes) in test_modes {
+    result.boots = ck.boots;
+    for (name, modes) in std::mem::take(&mut ck.test_modes) {
         let server = result.server.get_or_insert_with(Default::default);
         server.set_modes(&name, modes);
     }
     // What the last guest left where the host writes the results.
     let planted = dir.reclaim();
     if !planted.is_empty() {
-        protocol.push(format!(
+        ck.protocol.push(format!(
             "the guest left links or special files in the run directory (removed): {}",
             planted.join(", ")
         ));
     }
-    let mut out = finish_with(result, dir, t0, tests, findings, &plan, notes, protocol);
-    verdict::overrule(&mut out, &last_stop, last_ready, boots);
+    let mut out = finish_with(
+        result,
+        dir,
+        t0,
+        ck.tests,
+        ck.findings,
+        &ck.plan,
+        ck.notes,
+        ck.protocol,
+    );
+    if let Some((stop, ready)) = &last {
+        verdict::overrule(&mut out, stop, *ready, ck.boots);
+    }
     let _ = report::write_all(&out, &dir.path);
     Ok(out)
 }
