@@ -9,7 +9,7 @@ use clap::Parser;
 
 use iomapfs::helper::Invocation;
 use iomapfs::options::{IomapPolicy, MountOptions, HELP};
-use iomapfs::server::{IomapReach, Server};
+use iomapfs::server::Server;
 use iomapfs::transport::{probe_iomap_support, DevFuse, KernelSocket, Transport};
 use iomapfs::{mount, session};
 
@@ -150,8 +150,18 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
     if let Some(path) = &cli.vhost_user_socket {
         return serve_virtiofs(&cli.source, path, opts);
     }
-    let (fs, data) = open_source(&cli.source, opts.read_only)?;
+    let fs = ext2fs::Fs::open(&cli.source, !opts.read_only).with_context(|| {
+        format!(
+            "cannot open the ext4 filesystem on {}",
+            cli.source.display()
+        )
+    })?;
     let block_size = fs.block_size();
+    let data = std::fs::OpenOptions::new()
+        .read(true)
+        .write(!opts.read_only)
+        .open(&cli.source)
+        .with_context(|| format!("cannot open {} for data I/O", cli.source.display()))?;
     let threads = opts.threads;
 
     if let Some(path) = &cli.kernel_socket {
@@ -161,9 +171,9 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
             KernelSocket::accept_one(path)
                 .with_context(|| format!("cannot serve the socket {}", path.display()))?,
         );
-        server.attach(transport.clone(), IomapReach::Capable);
+        server.attach(transport.clone(), true);
         first_request(&server, transport.as_ref())?;
-        stop_on_signals_of(server.clone(), transport.clone(), None)?;
+        stop_on_signals(server.clone(), transport.clone(), None)?;
         return session::serve(server, transport, threads);
     }
 
@@ -180,12 +190,7 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
     }
     let server = Arc::new(Server::new(fs, data, opts));
     let transport: Arc<dyn Transport> = Arc::new(DevFuse::new(mounted.dev_fuse));
-    let reach = if is_blockdev {
-        IomapReach::Capable
-    } else {
-        IomapReach::ImageFile
-    };
-    server.attach(transport.clone(), reach);
+    server.attach(transport.clone(), is_blockdev);
 
     // Answer INIT before going to the background, so a refused mount is reported here.
     if let Err(e) = first_request(&server, transport.as_ref()) {
@@ -203,7 +208,7 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
         daemonize(log.as_deref())?;
     }
     // After the fork: threads do not survive it.
-    stop_on_signals_of(
+    stop_on_signals(
         server.clone(),
         transport.clone(),
         Some(mounted.mountpoint.clone()),
@@ -211,7 +216,7 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
     session::serve(server, transport, threads)
 }
 
-/// The filesystem and the data fd on `source`.
+/// The filesystem and the data fd on `source` (for each virtio-fs session).
 fn open_source(source: &std::path::Path, read_only: bool) -> Result<(ext2fs::Fs, std::fs::File)> {
     let fs = ext2fs::Fs::open(source, !read_only)
         .with_context(|| format!("cannot open the ext4 filesystem on {}", source.display()))?;
@@ -248,7 +253,7 @@ fn serve_virtiofs(
     let stopper = backend.stopper();
     let again = stopper.clone();
     // Before the socket exists: whoever waits for it may signal us at once.
-    stop_on_signals(move || stopper.stop(), move || again.close_now().is_ok())?;
+    on_stop_signals(move || stopper.stop(), move || again.close_now().is_ok())?;
     eprintln!(
         "iomapfs: vhost-user-fs backend for {} waiting for QEMU on {}",
         source.display(),
@@ -258,12 +263,11 @@ fn serve_virtiofs(
 }
 
 /// SIGTERM, SIGINT and SIGHUP (a shutdown, `timeout`, a closed terminal) stop the server
-/// cleanly: everything is synced at once, then the filesystem is unmounted (lazily if it
-/// is busy: serving goes on until the last open file is closed), which ends the session
-/// and closes the filesystem. A second signal closes the filesystem and exits at once.
-/// The signals are blocked in every thread and taken by one waiting thread, so no
-/// handler runs in signal context.
-fn stop_on_signals(
+/// cleanly: the first runs `stop` (sync, then end the session: `stop_on_signals`), a
+/// second runs `close_now` (close the filesystem) and exits at once. The signals are
+/// blocked in every thread and taken by one waiting thread, so no handler runs in signal
+/// context.
+fn on_stop_signals(
     stop: impl Fn() + Send + 'static,
     close_now: impl Fn() -> bool + Send + 'static,
 ) -> Result<()> {
@@ -299,14 +303,16 @@ fn block_stop_signals() -> Result<nix::sys::signal::SigSet> {
     Ok(set)
 }
 
-/// `stop_on_signals` for one server: sync, then unmount (or close the socket).
-fn stop_on_signals_of(
+/// `on_stop_signals` for one server: everything is synced at once, then the filesystem is
+/// unmounted (lazily if it is busy: serving goes on until the last open file is closed),
+/// or the kernel socket closed, which ends the session and closes the filesystem.
+fn stop_on_signals(
     server: Arc<Server>,
     transport: Arc<dyn Transport>,
     mountpoint: Option<std::path::PathBuf>,
 ) -> Result<()> {
     let again = server.clone();
-    stop_on_signals(
+    on_stop_signals(
         move || {
             if let Err(e) = server.sync() {
                 tracing::warn!("sync on a stop signal failed: {e:?}");

@@ -181,6 +181,18 @@ pub enum IomapReach {
     VirtioFs,
 }
 
+/// A /dev/fuse or kernel-socket server: whether the source is a block device (or the
+/// kernel is a model that answers for one).
+impl From<bool> for IomapReach {
+    fn from(capable: bool) -> Self {
+        if capable {
+            IomapReach::Capable
+        } else {
+            IomapReach::ImageFile
+        }
+    }
+}
+
 impl IomapReach {
     /// Why iomap cannot work, for the log; `None` when it can.
     pub fn why_not(self) -> Option<&'static str> {
@@ -246,9 +258,9 @@ impl Server {
 
     /// Connects the server to its transport. `reach` says whether the kernel can be given
     /// the data device, and if not, why.
-    pub fn attach(&self, transport: Arc<dyn Transport>, reach: IomapReach) {
+    pub fn attach(&self, transport: Arc<dyn Transport>, reach: impl Into<IomapReach>) {
         let _ = self.transport.set(transport);
-        let _ = self.iomap_reach.set(reach);
+        let _ = self.iomap_reach.set(reach.into());
     }
 
     pub(crate) fn iomap_reach(&self) -> IomapReach {
