@@ -201,6 +201,12 @@ pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
                  see virtiofs-test.modes and the run's server facts; leave out --expect-mode",
             ));
         }
+        if let Some(other) = suites.iter().find(|s| *s != "smoke") {
+            return Err(usage(format!(
+                "--virtiofs runs the smoke suite and --run commands; `{other}` installs its \
+                 tools with the in-guest server and checks the device in the guest"
+            )));
+        }
         // The guest has no device to check: the host checks the image after the run.
         tests.retain(|t| t.name != "smoke/fsck");
         for (k, v) in [
@@ -1221,6 +1227,8 @@ mod tests {
             assert!(format!("{e}").contains("classic FUSE"), "{e}");
         }
         assert!(build_plan(&parse(&["--virtiofs", "--expect-mode", "any"]), true).is_ok());
+        let e = build_plan(&parse(&["--virtiofs", "--suite", "dio"]), true).unwrap_err();
+        assert!(format!("{e}").contains("`dio`"), "{e}");
         assert!(Cli::try_parse_from(["vm-test", "--virtiofs", "--no-server"]).is_err());
     }
 
