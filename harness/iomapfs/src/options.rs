@@ -147,6 +147,7 @@ Mount options (-o, comma separated):
                          `on` fails the mount if the kernel does not offer it
   threads=N              /dev/fuse reader threads (default 4, 1..=64); with
                          --vhost-user-socket, the virtio-fs request queues offered
+                         (at most 16)
   attr_timeout=SECS      entry/attribute cache time granted to the kernel (default 1)
   mode_file=PATH         write `iomap` or `classic` to PATH once the kernel is connected
   fsname=NAME            source name shown in /proc/mounts

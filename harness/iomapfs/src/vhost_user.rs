@@ -39,6 +39,10 @@ use crate::transport::Transport;
 /// Descriptors per queue we accept (QEMU's `queue-size` must not exceed it).
 pub const MAX_QUEUE_SIZE: usize = 1024;
 
+/// Most request queues offered (`threads=` above it is capped): each queue's thread is one
+/// bit of vhost-user-backend's u64 thread masks, and more threads than this buy nothing.
+pub const MAX_REQUEST_QUEUES: usize = 16;
+
 /// Opens the filesystem for a FUSE session: the first, and each one after a DESTROY.
 pub type OpenServer = Box<dyn Fn() -> anyhow::Result<Server> + Send + Sync>;
 
@@ -482,7 +486,7 @@ impl VirtioFs {
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let backend = Arc::new(VirtioFsBackend {
             sessions: sessions.clone(),
-            request_queues: request_queues.max(1),
+            request_queues: request_queues.clamp(1, MAX_REQUEST_QUEUES),
             mem: RwLock::new(mem.clone()),
         });
         let daemon = VhostUserDaemon::new("iomapfs-virtiofs".into(), backend, mem)

@@ -208,15 +208,15 @@ fn replies_that_do_not_fit_become_eio_or_nothing() {
     assert_eq!(serve_chain(chain, 4096, |_, _| {}), Ok(0));
 }
 
-/// A server on a fresh ext4 image, behind `Sessions` as the backend uses it.
-fn sessions(dir: &Path) -> Sessions {
+/// Opens a server on a fresh ext4 image in `dir`.
+fn opener(dir: &Path) -> OpenServer {
     let image = dir.join("fs.img");
     std::fs::File::create(&image)
         .unwrap()
         .set_len(32 << 20)
         .unwrap();
     test_support::e2fs::mkfs_ext4(&image, 4096, &[]).unwrap();
-    let open: OpenServer = Box::new(move || {
+    Box::new(move || {
         let fs = ext2fs::Fs::open(&image, true)?;
         let data = std::fs::OpenOptions::new()
             .read(true)
@@ -227,8 +227,12 @@ fn sessions(dir: &Path) -> Sessions {
             data,
             crate::options::MountOptions::default(),
         ))
-    });
-    Sessions::start(open).unwrap()
+    })
+}
+
+/// That server behind `Sessions`, as the backend uses it.
+fn sessions(dir: &Path) -> Sessions {
+    Sessions::start(opener(dir)).unwrap()
 }
 
 fn call(sessions: &Sessions, req: &[u8]) -> Vec<u8> {
@@ -294,4 +298,18 @@ fn init_over_virtio_fs_is_classic_and_a_remount_reopens_the_filesystem() {
     let statfs = call(&sessions, &request(Opcode::Statfs, 5, &[]));
     assert_eq!(OutHeader::read_from_prefix(&statfs).unwrap().0.error, 0);
     sessions.close().unwrap();
+}
+
+#[test]
+fn request_queues_are_capped_and_each_has_its_own_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    // threads=64 is a valid option; 65 queues would not fit the thread masks.
+    let fs = VirtioFs::new(opener(dir.path()), 64).unwrap();
+    let handlers = fs.daemon.get_epoll_handlers();
+    assert_eq!(
+        handlers.len(),
+        1 + MAX_REQUEST_QUEUES,
+        "one thread per queue"
+    );
+    fs.sessions.close().unwrap();
 }
