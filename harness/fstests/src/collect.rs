@@ -241,6 +241,8 @@ pub struct TimeSplit {
     /// `check` runs and their wall time (start, set-up, checks between tests, wrap-up).
     pub checks: usize,
     pub checks_ms: u64,
+    /// The VMs' wall time (with `--jobs`, every VM's added up).
+    pub vm_ms: u64,
 }
 
 impl TimeSplit {
@@ -250,12 +252,16 @@ impl TimeSplit {
         self.own_ms = self.own_ms.saturating_add(other.own_ms);
         self.checks += other.checks;
         self.checks_ms = self.checks_ms.saturating_add(other.checks_ms);
+        self.vm_ms = self.vm_ms.saturating_add(other.vm_ms);
     }
 }
 
 /// The time split of the batches in `run`, read before [`apply`] replaces them.
 pub fn time_split(run: &RunResult, run_dir: &Path, batches: &[Batch]) -> TimeSplit {
-    let mut split = TimeSplit::default();
+    let mut split = TimeSplit {
+        vm_ms: run.duration_ms,
+        ..TimeSplit::default()
+    };
     for t in &run.tests {
         let Some(b) = batches.iter().find(|b| b.name == t.name) else {
             continue;
@@ -285,14 +291,14 @@ pub fn time_markdown(run: &RunResult, split: &TimeSplit) -> String {
         n => format!("{:.1} s", ms as f64 / 1000.0 / n as f64),
     };
     let check_ms = split.checks_ms.saturating_sub(split.own_ms);
-    let outside_ms = run.duration_ms.saturating_sub(split.checks_ms);
-    let overhead_ms = run.duration_ms.saturating_sub(split.own_ms);
+    let outside_ms = split.vm_ms.saturating_sub(split.checks_ms);
+    let overhead_ms = split.vm_ms.saturating_sub(split.own_ms);
     format!(
         "\n### Where the time went\n\n| part | time | per test |\n|---|---|---|\n\
          | tests' own time ({} tests, fstests' figures) | {} | {} |\n\
          | `check` around them (start, set-up, checks between tests; `check` runs: {}) | {} | {} |\n\
          | boots, guest set-up, other tests (boots: {}) | {} | {} |\n\
-         | **harness overhead** (wall time {} minus the tests' own) | {} | **{}** |\n",
+         | **harness overhead** (VM wall time {} minus the tests' own) | {} | **{}** |\n",
         split.tests,
         s(split.own_ms),
         per_test(split.own_ms),
@@ -302,7 +308,7 @@ pub fn time_markdown(run: &RunResult, split: &TimeSplit) -> String {
         run.boots,
         s(outside_ms),
         per_test(outside_ms),
-        s(run.duration_ms),
+        s(split.vm_ms),
         s(overhead_ms),
         per_test(overhead_ms),
     )
@@ -586,6 +592,13 @@ mod tests {
             md.contains("| boots, guest set-up, other tests (boots: 1) | 60.0 s |"),
             "{md}"
         );
+        // Two VMs at once (`--jobs 2`): the overhead is of the VMs' time, not the run's
+        // shorter wall time.
+        let mut both = split;
+        both.add(&split);
+        assert_eq!((both.tests, both.vm_ms), (12, 920_000));
+        let md = time_markdown(&run, &both);
+        assert!(md.contains(&format!("**{overhead:.1} s**")), "{md}");
     }
 
     /// A batch the guest crashed in: the report written so far (a real interrupted

@@ -13,7 +13,78 @@ macro_rules! wire_structs {
         #[repr(C)]
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
         pub struct $name { $($(#[$fm])* pub $f: $t,)* }
+
+        impl Fields for $name {
+            const FIELDS: &'static [Field] = &[$(Field {
+                name: stringify!($f),
+                offset: core::mem::offset_of!($name, $f),
+                size: core::mem::size_of::<$t>(),
+                nested: <$t as Fields>::FIELDS,
+            },)*];
+        }
     )*};
+}
+
+/// One field of a wire struct, for tools that name the field at a byte offset (a replay
+/// that reports which field of a reply differs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    /// The uapi field name.
+    pub name: &'static str,
+    /// Byte offset in the struct.
+    pub offset: usize,
+    /// Size in bytes.
+    pub size: usize,
+    /// The fields of a struct-typed field (empty for integers and arrays).
+    pub nested: &'static [Field],
+}
+
+/// The field table of a wire struct, in declaration order (integers and arrays have none).
+pub trait Fields {
+    const FIELDS: &'static [Field];
+}
+
+macro_rules! no_fields {
+    ($($t:ty),*) => {$(impl Fields for $t { const FIELDS: &'static [Field] = &[]; })*};
+}
+no_fields!(u8, u16, u32, u64, i32, i64);
+
+impl<T, const N: usize> Fields for [T; N] {
+    const FIELDS: &'static [Field] = &[];
+}
+
+/// The dotted path of the innermost field that holds byte `offset` of a `fields` struct
+/// (`attr.mtime`), with the byte range it covers; `None` past the last field or in padding.
+pub fn field_at(
+    fields: &'static [Field],
+    offset: usize,
+) -> Option<(String, core::ops::Range<usize>)> {
+    let f = fields
+        .iter()
+        .find(|f| (f.offset..f.offset + f.size).contains(&offset))?;
+    match field_at(f.nested, offset - f.offset) {
+        Some((inner, range)) => Some((
+            format!("{}.{inner}", f.name),
+            range.start + f.offset..range.end + f.offset,
+        )),
+        None => Some((f.name.to_string(), f.offset..f.offset + f.size)),
+    }
+}
+
+/// The byte range of the field at dotted `path` (`attr.mtime`) of a `fields` struct.
+pub fn field_range(fields: &'static [Field], path: &str) -> Option<core::ops::Range<usize>> {
+    let (head, rest) = match path.split_once('.') {
+        Some((head, rest)) => (head, Some(rest)),
+        None => (path, None),
+    };
+    let f = fields.iter().find(|f| f.name == head)?;
+    match rest {
+        None => Some(f.offset..f.offset + f.size),
+        Some(rest) => {
+            let inner = field_range(f.nested, rest)?;
+            Some(inner.start + f.offset..inner.end + f.offset)
+        }
+    }
 }
 
 wire_structs! {

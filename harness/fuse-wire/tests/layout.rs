@@ -175,3 +175,56 @@ fn derived_offsets() {
     );
     assert_eq!(consts::FUSE_COMPAT_STATFS_SIZE, offset_of!(Kstatfs, frsize));
 }
+
+/// The field tables tools name reply fields with: contiguous, covering the whole struct,
+/// nested structs resolved to their innermost field.
+#[test]
+fn field_tables_cover_the_structs_and_name_nested_fields() {
+    fn covers<T: Fields>() {
+        let mut at = 0;
+        for f in T::FIELDS {
+            assert_eq!(
+                f.offset, at,
+                "{} starts where the previous field ends",
+                f.name
+            );
+            at += f.size;
+        }
+        assert_eq!(
+            at,
+            size_of::<T>(),
+            "the fields cover {}",
+            std::any::type_name::<T>()
+        );
+    }
+    covers::<EntryOut>();
+    covers::<AttrOut>();
+    covers::<StatxOut>();
+    covers::<Direntplus>();
+    covers::<IomapBeginOut>();
+    covers::<IomapConfigOut>();
+    covers::<InitOut>();
+
+    assert_eq!(
+        field_at(
+            EntryOut::FIELDS,
+            offset_of!(EntryOut, attr) + offset_of!(Attr, mtime) + 3
+        ),
+        Some(("attr.mtime".to_string(), 72..80))
+    );
+    assert_eq!(
+        field_at(StatxOut::FIELDS, 288 - 1).map(|(name, _)| name),
+        Some("stat.__spare3".to_string())
+    );
+    assert_eq!(field_at(OpenOut::FIELDS, 16), None, "past the end");
+    assert_eq!(
+        field_range(Direntplus::FIELDS, "entry_out.attr.ctimensec"),
+        Some(56 + 40..60 + 40)
+    );
+    assert_eq!(
+        field_range(IomapBeginOut::FIELDS, "write.addr"),
+        Some(48..56)
+    );
+    assert_eq!(field_range(EntryOut::FIELDS, "attr.nope"), None);
+    assert_eq!(field_range(EntryOut::FIELDS, "nodeid.x"), None);
+}

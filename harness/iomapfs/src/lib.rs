@@ -5,7 +5,8 @@
 //! (/dev/fuse or a socket; `vhost_user` is virtio-fs); `session` runs the request loop; `dispatch` routes each decoded
 //! request to its operation and `reply` encodes the typed answer; `server` holds the
 //! filesystem state and implements the operations (errors are `errno::Errno`); `engine`
-//! maps file ranges to the device; `data` moves file bytes.
+//! maps file ranges to the device; `data` moves file bytes; `record` records a session at
+//! the transport boundary and `replay` plays one back (RECORD.md).
 
 pub mod attr;
 pub mod data;
@@ -17,6 +18,9 @@ pub mod helper;
 pub mod lock;
 pub mod mount;
 pub mod options;
+pub mod preen;
+pub mod record;
+pub mod replay;
 pub mod reply;
 pub mod server;
 pub mod session;

@@ -1,4 +1,5 @@
 //! `iomapfs SOURCE MOUNTPOINT [-o options]`: serve an ext4 filesystem through FUSE.
+//! `iomapfs replay RECORDING --image IMAGE`: play a recorded session back (RECORD.md).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use clap::Parser;
 
 use iomapfs::helper::Invocation;
 use iomapfs::options::{IomapPolicy, MountOptions, HELP};
+use iomapfs::record::{Recorder, Recording, SessionInfo};
 use iomapfs::server::Server;
 use iomapfs::transport::{probe_iomap_support, DevFuse, KernelSocket, Transport};
 use iomapfs::{mount, session};
@@ -17,7 +19,7 @@ use iomapfs::{mount, session};
 #[command(
     name = "iomapfs",
     version,
-    about = "Serve an ext4 filesystem (image file or block device) through FUSE, with FUSE iomap when the kernel offers it.",
+    about = "Serve an ext4 filesystem (image file or block device) through FUSE, with FUSE iomap when the kernel offers it. `iomapfs replay --help`: play a session recorded with -o record=FILE back.",
     after_help = HELP
 )]
 struct Cli {
@@ -47,6 +49,54 @@ struct Cli {
     vhost_user_socket: Option<PathBuf>,
 }
 
+/// `iomapfs replay`: a recording played back against a fresh server on a copy of the image.
+#[derive(Parser)]
+#[command(
+    name = "iomapfs replay",
+    about = "Play a session recorded with `-o record=FILE` back against a fresh server on a copy of IMAGE (never changed), in process, and report the first reply that differs or breaks the kernel's iomap rules. Exit 0: no difference; 1: a difference; 2: the replay could not run."
+)]
+struct ReplayCli {
+    /// The recording (`-o record=FILE`; plain or .zst).
+    recording: PathBuf,
+    /// The image (or a copy of the device) as it was when the recorded server started.
+    #[arg(long, value_name = "IMAGE")]
+    image: PathBuf,
+    /// Mount options for the replay's server after the recorded ones (repeatable; later
+    /// words win), e.g. `-o fault=...` in a test build.
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// Where the copy of the image goes (default: the temporary directory).
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<PathBuf>,
+}
+
+fn replay_main(args: impl Iterator<Item = std::ffi::OsString>) -> ! {
+    let cli = ReplayCli::parse_from(args);
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("iomapfs=warn")),
+        )
+        .with_writer(std::io::stderr);
+    subscriber.init();
+    let cfg = iomapfs::replay::Config {
+        recording: cli.recording,
+        image: cli.image,
+        options: cli.options,
+        workdir: cli.workdir,
+    };
+    match iomapfs::replay::replay(&cfg) {
+        Ok(report) => {
+            println!("{report}");
+            std::process::exit(i32::from(report.finding.is_some()));
+        }
+        Err(e) => {
+            eprintln!("iomapfs replay: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn main() {
     // Installed as /sbin/mount.fuse.SUBTYPE or /sbin/mount.fuseblk.SUBTYPE (a link to this
     // binary), mount(8) runs us with its helper calling convention.
@@ -56,7 +106,14 @@ fn main() {
         Ok(Invocation::Helper { .. })
     );
     let cli = match iomapfs::helper::invocation(&argv0) {
-        Ok(Invocation::Server) => Cli::parse(),
+        Ok(Invocation::Server) => {
+            // `iomapfs replay ...` (a source file named `replay` is `./replay`).
+            if std::env::args_os().nth(1).is_some_and(|a| a == "replay") {
+                let name = std::ffi::OsString::from("iomapfs replay");
+                replay_main(std::iter::once(name).chain(std::env::args_os().skip(2)));
+            }
+            Cli::parse()
+        }
         Ok(Invocation::Helper { name, preset }) => {
             match iomapfs::helper::translate(preset.as_deref(), std::env::args().skip(1)) {
                 Ok(args) => Cli::parse_from(args),
@@ -106,46 +163,11 @@ fn init_logging(opts: &MountOptions, as_helper: bool) {
         .init();
 }
 
-/// `e2fsck -p`: quick on a clean filesystem, and the automatic repairs of an unclean one
-/// (this server writes metadata without a journal, like ext2). Exit codes 0-2 mean the
-/// filesystem is usable now.
-fn preen(source: &std::path::Path) -> Result<()> {
-    // mount(8) runs helpers with a PATH that may lack the sbin directories.
-    let e2fsck = ["/usr/sbin/e2fsck", "/sbin/e2fsck"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or("e2fsck");
-    let out = std::process::Command::new(e2fsck)
-        .arg("-p")
-        .arg(source)
-        .output()
-        .context("cannot run e2fsck for -o preen (apt-get install e2fsprogs)")?;
-    match out.status.code() {
-        Some(0) => Ok(()),
-        Some(1 | 2) => {
-            // Info, not a warning: a mount helper's stderr is the caller's output.
-            tracing::info!(
-                "e2fsck -p repaired {}: {}",
-                source.display(),
-                String::from_utf8_lossy(&out.stdout).trim()
-            );
-            Ok(())
-        }
-        _ => anyhow::bail!(
-            "e2fsck -p {} could not repair it ({}): {}{}; run `e2fsck -f` by hand",
-            source.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-    }
-}
-
 fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
     // Held until the process exits (after the final flush), also by the daemonized child.
     let _lock = iomapfs::lock::lock_source(&cli.source, Duration::from_secs(opts.lock_timeout))?;
     if opts.preen && !opts.read_only {
-        preen(&cli.source)?;
+        iomapfs::preen::preen(&cli.source)?;
     }
     if let Some(path) = &cli.vhost_user_socket {
         return serve_virtiofs(&cli.source, path, opts);
@@ -157,6 +179,7 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
         )
     })?;
     let block_size = fs.block_size();
+    let fs_info = fs.info();
     let data = std::fs::OpenOptions::new()
         .read(true)
         .write(!opts.read_only)
@@ -171,10 +194,18 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
             KernelSocket::accept_one(path)
                 .with_context(|| format!("cannot serve the socket {}", path.display()))?,
         );
+        let info = SessionInfo {
+            transport: "kernel-socket",
+            iomap_capable: true,
+            source: &cli.source,
+            options: &cli.options,
+            fs: &fs_info,
+        };
+        let (transport, recorder) = record(transport, &server, &info)?;
         server.attach(transport.clone(), true);
         first_request(&server, transport.as_ref())?;
         stop_on_signals(server.clone(), transport.clone(), None)?;
-        return session::serve(server, transport, threads);
+        return finish_recording(session::serve(server, transport, threads), recorder);
     }
 
     let mountpoint = cli.mountpoint.as_ref().context("a mount point is needed")?;
@@ -190,6 +221,20 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
     }
     let server = Arc::new(Server::new(fs, data, opts));
     let transport: Arc<dyn Transport> = Arc::new(DevFuse::new(mounted.dev_fuse));
+    let info = SessionInfo {
+        transport: "dev-fuse",
+        iomap_capable: is_blockdev,
+        source: &cli.source,
+        options: &cli.options,
+        fs: &fs_info,
+    };
+    let (transport, recorder) = match record(transport, &server, &info) {
+        Ok(r) => r,
+        Err(e) => {
+            mount::detach(&mounted.mountpoint);
+            return Err(e);
+        }
+    };
     server.attach(transport.clone(), is_blockdev);
 
     // Answer INIT before going to the background, so a refused mount is reported here.
@@ -213,7 +258,35 @@ fn run(cli: &Cli, opts: MountOptions) -> Result<()> {
         transport.clone(),
         Some(mounted.mountpoint.clone()),
     )?;
-    session::serve(server, transport, threads)
+    finish_recording(session::serve(server, transport, threads), recorder)
+}
+
+/// The transport to serve, and the recorder behind it when the session is recorded.
+type Recorded = (Arc<dyn Transport>, Option<Arc<Recorder>>);
+
+/// With `-o record=FILE`, wraps the transport so the session is recorded (the header
+/// written now: it says how to start the same server again).
+fn record(
+    transport: Arc<dyn Transport>,
+    server: &Server,
+    info: &SessionInfo<'_>,
+) -> Result<Recorded> {
+    let Some(path) = server.options().record.as_ref() else {
+        return Ok((transport, None));
+    };
+    let recorder = Recorder::create(path, server.options().record_max, &info.meta())
+        .with_context(|| format!("cannot create the recording {}", path.display()))?;
+    tracing::info!("recording the session to {}", path.display());
+    let wrapped: Arc<dyn Transport> = Arc::new(Recording::new(transport, recorder.clone()));
+    Ok((wrapped, Some(recorder)))
+}
+
+/// The session is over: the recording gets its end marker, whatever the session's result.
+fn finish_recording(served: Result<()>, recorder: Option<Arc<Recorder>>) -> Result<()> {
+    if let Some(recorder) = recorder {
+        recorder.finish();
+    }
+    served
 }
 
 /// The filesystem and the data fd on `source` (for each virtio-fs session).

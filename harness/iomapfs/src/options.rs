@@ -109,6 +109,10 @@ pub struct MountOptions {
     pub flavor: FlavorChoice,
     /// Seconds to wait for another process's lock on the source before giving up.
     pub lock_timeout: u64,
+    /// Record the session to this file (`.zst`: compressed); see RECORD.md.
+    pub record: Option<PathBuf>,
+    /// Stop recording before the recording passes this many bytes (uncompressed).
+    pub record_max: u64,
 }
 
 impl Default for MountOptions {
@@ -131,6 +135,8 @@ impl Default for MountOptions {
             subtype: DEFAULT_SUBTYPE.to_string(),
             flavor: FlavorChoice::Auto,
             lock_timeout: 30,
+            record: None,
+            record_max: crate::record::DEFAULT_RECORD_MAX,
         }
     }
 }
@@ -162,6 +168,10 @@ Mount options (-o, comma separated):
   log=PATH               append the log of a daemonized server to PATH
   commit=SECS            write changed allocation metadata and sync every SECS seconds
                          (default 5, as ext4; 0 means the default)
+  record=FILE            record every request, reply and notification to FILE
+                         (FILE.zst: zstd-compressed); `iomapfs replay` plays it back
+  record_max=BYTES       stop recording before FILE passes BYTES (uncompressed;
+                         suffixes K, M, G; default 1G, at least 64K)
   fault=NAME             TESTS ONLY, in builds with the fault-injection feature:
                          inject a bug or a failure (see src/fault.rs)
   debug                  log every request (also: RUST_LOG=iomapfs=debug)
@@ -229,6 +239,18 @@ impl MountOptions {
                 self.commit = if secs == 0 { DEFAULT_COMMIT_SECS } else { secs };
             }
             "log" => self.log = Some(PathBuf::from(need(key, value)?)),
+            "record" => self.record = Some(PathBuf::from(need(key, value)?)),
+            "record_max" => {
+                let v = need(key, value)?;
+                let max = parse_bytes(v).ok_or_else(|| {
+                    format!("record_max={v}: expected bytes, with an optional K, M or G")
+                })?;
+                let min = crate::record::MIN_RECORD_MAX;
+                if max < min {
+                    return Err(format!("record_max={v}: at least {min} bytes"));
+                }
+                self.record_max = max;
+            }
             "fsname" => self.fsname = Some(need(key, value)?.to_string()),
             "subtype" => {
                 let v = need(key, value)?;
@@ -270,6 +292,22 @@ impl MountOptions {
     }
 }
 
+/// `1024`, `64K`, `16M`, `1G` (powers of 1024).
+fn parse_bytes(s: &str) -> Option<u64> {
+    let (digits, shift) = match s.strip_suffix(['K', 'k']) {
+        Some(d) => (d, 10),
+        None => match s.strip_suffix(['M', 'm']) {
+            Some(d) => (d, 20),
+            None => match s.strip_suffix(['G', 'g']) {
+                Some(d) => (d, 30),
+                None => (s, 0),
+            },
+        },
+    };
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(1 << shift)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +344,10 @@ mod tests {
             ("flavor=blk", "expected auto, fuse or fuseblk"),
             ("lock_timeout=-1", "whole seconds"),
             ("commit=soon", "whole seconds"),
+            ("record", "needs a value"),
+            ("record_max=lots", "expected bytes"),
+            ("record_max=1K", "at least 65536 bytes"),
+            ("record_max=99999999999G", "expected bytes"),
         ] {
             let err = MountOptions::parse([bad]).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
@@ -345,5 +387,18 @@ mod tests {
             5,
             "0 is ext4's default"
         );
+    }
+
+    #[test]
+    fn record_and_its_bound() {
+        let d = MountOptions::parse([""]).unwrap();
+        assert_eq!((d.record, d.record_max), (None, 1 << 30));
+        let o = MountOptions::parse(["record=/tmp/s.rec,record_max=64K"]).unwrap();
+        assert_eq!(o.record, Some(PathBuf::from("/tmp/s.rec")));
+        assert_eq!(o.record_max, 64 << 10);
+        assert_eq!(parse_bytes("3m"), Some(3 << 20));
+        assert_eq!(parse_bytes("2G"), Some(2 << 30));
+        assert_eq!(parse_bytes("77"), Some(77));
+        assert_eq!(parse_bytes("K"), None);
     }
 }

@@ -468,13 +468,27 @@ pub fn build_server() -> Result<Vec<PathBuf>> {
 /// Prints progress: a spinner for the running test on a terminal, plain lines otherwise.
 struct Printer {
     bar: Option<indicatif::ProgressBar>,
+    /// Each VM's running test (one VM unless `--jobs`).
+    vms: Vec<Running>,
+    /// The VM the progress at hand comes from (`--jobs`), 0-based.
+    job: Option<usize>,
+}
+
+/// What a VM is running, for the status line.
+struct Running {
     test_start: Instant,
     /// Half-minutes of the running test already reported (plain output).
     quiet_lines: u64,
     /// The step the running test announced last (fstests: the test its `check` runs).
     step: Option<String>,
-    /// The VM the progress at hand comes from (`--jobs`), 0-based.
-    job: Option<usize>,
+}
+
+impl Running {
+    fn start(&mut self, step: Option<String>) {
+        self.test_start = Instant::now();
+        self.quiet_lines = 0;
+        self.step = step;
+    }
 }
 
 impl Printer {
@@ -490,11 +504,22 @@ impl Printer {
         });
         Printer {
             bar,
-            test_start: Instant::now(),
-            quiet_lines: 0,
-            step: None,
+            vms: vec![],
             job: None,
         }
+    }
+
+    /// The running test of the VM the progress at hand comes from.
+    fn vm(&mut self) -> &mut Running {
+        let k = self.job.unwrap_or(0);
+        while self.vms.len() <= k {
+            self.vms.push(Running {
+                test_start: Instant::now(),
+                quiet_lines: 0,
+                step: None,
+            });
+        }
+        &mut self.vms[k]
     }
 
     fn line(&self, s: String) {
@@ -553,9 +578,7 @@ impl Printer {
                 ));
             }
             Progress::TestStarted { name, index, total } => {
-                self.test_start = Instant::now();
-                self.quiet_lines = 0;
-                self.step = None;
+                self.vm().start(None);
                 self.plain(format!("[{index}/{total}] {name} ..."));
                 self.status(format!("[{index}/{total}] {name}"));
             }
@@ -573,23 +596,25 @@ impl Printer {
             }
             Progress::Heartbeat { test } => {
                 if let Some(t) = test {
-                    let t = match &self.step {
+                    let vm = self.vm();
+                    let t = match &vm.step {
                         Some(step) => format!("{t}: {step}"),
                         None => t.to_string(),
                     };
-                    let secs = self.test_start.elapsed().as_secs();
-                    self.status(format!("{t} ({secs} s)"));
+                    let secs = vm.test_start.elapsed().as_secs();
                     // Plain output: a sign of life every half minute.
-                    if self.bar.is_none() && secs / 30 > self.quiet_lines {
-                        self.quiet_lines = secs / 30;
+                    let report = secs / 30 > vm.quiet_lines;
+                    if report {
+                        vm.quiet_lines = secs / 30;
+                    }
+                    self.status(format!("{t} ({secs} s)"));
+                    if report {
                         self.plain(format!("    ... {t} still running ({secs} s)"));
                     }
                 }
             }
             Progress::Step { test, step } => {
-                self.test_start = Instant::now();
-                self.quiet_lines = 0;
-                self.step = Some(step.to_string());
+                self.vm().start(Some(step.to_string()));
                 self.plain(format!("    {test}: {step}"));
                 self.status(format!("{test}: {step}"));
             }

@@ -278,6 +278,11 @@ impl Server {
         }
     }
 
+    /// The options the server was started with.
+    pub fn options(&self) -> &MountOptions {
+        &self.opts
+    }
+
     pub fn iomap_policy(&self) -> IomapPolicy {
         self.opts.iomap
     }
