@@ -264,6 +264,11 @@ pub fn resume_tests_with_steps(
         let mut kept = TestResult::new(name.clone(), report::Verdict::InfraError);
         kept.reason = Some("the host stopped the run during this test (resumed)".into());
         ck.tests.push(kept);
+        // Its server modes, as a crashed test's: from the file its mounts wrote.
+        let modes = verdict::interrupted_modes(dir, &name);
+        if !modes.is_empty() {
+            ck.test_modes.push((name.clone(), modes));
+        }
         continue_plan(&mut ck.plan, &name, more, &mut ck.notes, progress);
     }
     let msg = format!(
