@@ -158,7 +158,9 @@ Mount options (-o, comma separated):
   default_permissions    let the kernel check permissions from mode/uid/gid
   iomap=auto|on|off      use FUSE iomap when the kernel offers it (default auto);
                          `on` fails the mount if the kernel does not offer it
-  threads=N              /dev/fuse reader threads (default 4, 1..=64)
+  threads=N              /dev/fuse reader threads (default 4, 1..=64); with
+                         --vhost-user-socket, the virtio-fs request queues offered
+                         (at most 16)
   attr_timeout=SECS      entry/attribute cache time granted to the kernel (default 60)
   mode_file=PATH         write `iomap` or `classic` to PATH once the kernel is connected
   fsname=NAME            source name shown in /proc/mounts

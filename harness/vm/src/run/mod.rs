@@ -61,7 +61,14 @@ pub struct VmSpec {
     /// More read-only inputs as virtio disks (e.g. the built fstests tree), booted as
     /// snapshots so the cached files are never written; the guest finds each by serial.
     pub extra_disks: Vec<Disk>,
+    /// Serve the test disk over virtio-fs (tag [`VIRTIOFS_TEST_TAG`]) with this iomapfs
+    /// binary on the host (`--vhost-user-socket`, one backend per boot) instead of as a
+    /// virtio-blk disk. The disk must be formatted on the host (`format_test_disk`).
+    pub virtiofs_server: Option<PathBuf>,
 }
+
+/// The virtio-fs tag of the test disk when `VmSpec::virtiofs_server` is set.
+pub const VIRTIOFS_TEST_TAG: &str = "test";
 
 /// Host-side deadlines. The agent enforces per-test timeouts itself; these
 /// catch a guest that stopped answering at all.
