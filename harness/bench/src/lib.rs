@@ -1,17 +1,21 @@
 //! `cargo xtask bench server`: iomapfs against Debian's fuse2fs on the same image and
 //! host kernel, with kernel ext4 on a loop device as the ceiling.
 //!
-//! Each target gets a fresh image made the same way; fio drives the streaming and random
-//! rows, the append and metadata rows are measured here with plain syscalls.
+//! Each target gets a fresh image made the same way for each pass of the rows (`rows`);
+//! the targets take turns, `--reps` times, and the table gives medians and the worst run
+//! (`stats`).
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+mod rows;
+mod stats;
+
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
+
+use rows::{Figure, Sizes};
+use stats::Row;
 
 use plumbing::error::usage;
 use plumbing::ui::Ui;
@@ -33,21 +37,49 @@ enum BenchWhat {
 
 #[derive(clap::Args, Debug)]
 pub struct ServerBench {
-    /// Size of the streaming files, MiB.
-    #[arg(long, default_value_t = 1024)]
-    size_mib: u64,
-    /// Seconds for each random-I/O row.
-    #[arg(long, default_value_t = 10)]
-    runtime: u64,
-    /// Files in the create+stat+unlink row.
-    #[arg(long, default_value_t = 10_000)]
-    files: u64,
+    /// Size of the streaming files, MiB [default: 1024, quick: 256].
+    #[arg(long)]
+    size_mib: Option<u64>,
+    /// Seconds for each random-I/O row [default: 10, quick: 3].
+    #[arg(long)]
+    runtime: Option<u64>,
+    /// Files in the create+stat+unlink row [default: 10000, quick: 2000].
+    #[arg(long)]
+    files: Option<u64>,
+    /// Entries in the metadata-mix directory [default: 100000, quick: 10000].
+    #[arg(long)]
+    entries: Option<u64>,
+    /// Write+fsync rounds of the fsync latency rows [default: 1000, quick: 200].
+    #[arg(long)]
+    fsyncs: Option<u64>,
+    /// Repetitions; the targets take turns within each [default: 3].
+    #[arg(long, default_value_t = 3)]
+    reps: u32,
+    /// Smaller defaults, so that three repetitions of three targets take minutes.
+    #[arg(long)]
+    quick: bool,
     /// Targets to measure, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "iomapfs,fuse2fs,ext4")]
+    #[arg(long, value_delimiter = ',', default_value = "ext4,fuse2fs,iomapfs")]
     targets: Vec<Target>,
     /// Where images and mounts go (needs 2×size + 1 GiB free).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+}
+
+impl ServerBench {
+    fn sizes(&self) -> Sizes {
+        let pick = |given: Option<u64>, full: u64, quick: u64| {
+            given.unwrap_or(if self.quick { quick } else { full })
+        };
+        Sizes {
+            size_mib: pick(self.size_mib, 1024, 256),
+            runtime: pick(self.runtime, 10, 3),
+            files: pick(self.files, 10_000, 2_000),
+            entries: pick(self.entries, 100_000, 10_000),
+            append_mib: if self.quick { 64 } else { 256 },
+            fsyncs: pick(self.fsyncs, 1000, 200),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -77,14 +109,6 @@ impl Target {
     }
 }
 
-/// One measured figure: MB/s for streaming rows, IOPS or ops/s otherwise.
-#[derive(Serialize, Clone, Debug)]
-struct Row {
-    name: &'static str,
-    unit: &'static str,
-    values: Vec<(Target, f64)>,
-}
-
 pub fn run(cmd: &BenchCommand, ui: &Ui) -> Result<()> {
     match &cmd.what {
         BenchWhat::Server(b) => server(b, ui),
@@ -107,6 +131,10 @@ fn server(b: &ServerBench, ui: &Ui) -> Result<()> {
     if b.targets.contains(&Target::Fuse2fs) && which("fuse2fs").is_none() {
         return Err(usage("fuse2fs is missing: apt-get install fuse2fs"));
     }
+    if b.reps == 0 {
+        return Err(usage("--reps must be at least 1"));
+    }
+    let sizes = b.sizes();
     let root = plumbing::paths::workspace_root();
     let work = b
         .work_dir
@@ -140,43 +168,55 @@ fn server(b: &ServerBench, ui: &Ui) -> Result<()> {
     }
 
     let mut rows: Vec<Row> = Vec::new();
-    for (target, fs) in &targets {
-        let target = *target;
-        ui.step(format!("measuring {}", target.name()));
-        let image = work.join(format!("{}.img", target.name()));
-        let mnt = work.join(format!("{}.mnt", target.name()));
-        // The FUSE server's output; a failed mount or unmount quotes its tail.
-        let log = work.join(format!("{}.log", target.name()));
-        std::fs::create_dir_all(&mnt)?;
-        make_image(&image, b.size_mib * 2 + 1024)?;
-        let mount = fs.mount(&image, &mnt, &MountOptions::default(), &log)?;
-        let results = measure(b, &mnt, ui);
-        let unmounted = mount.unmount();
-        let results = results?;
-        unmounted?;
-        if e2fsck_clean(&image).is_err() {
-            ui.warn(format!(
-                "e2fsck -fn found problems after the {} run",
-                target.name()
-            ));
-        }
-        std::fs::remove_file(&image)?;
-        for (name, unit, value) in results {
-            match rows.iter_mut().find(|r| r.name == name) {
-                Some(r) => r.values.push((target, value)),
-                None => rows.push(Row {
-                    name,
-                    unit,
-                    values: vec![(target, value)],
-                }),
+    // The targets take turns within each repetition, so that a change in the machine's
+    // load during the run falls on all of them alike.
+    for rep in 1..=b.reps {
+        for (target, fs) in &targets {
+            let target = *target;
+            ui.step(format!("{} ({rep}/{})", target.name(), b.reps));
+            for figure in one_pass(&sizes, &work, target, fs.as_ref(), ui)? {
+                stats::record(&mut rows, target, figure);
             }
         }
     }
-    print_table(&rows, &b.targets);
+    println!(
+        "{} repetitions; medians, with the worst run in parentheses; ratios of medians, above 1 is iomapfs ahead",
+        b.reps
+    );
+    print!("{}", stats::table(&rows, &b.targets));
     let json = work.join("server-bench.json");
     std::fs::write(&json, serde_json::to_string_pretty(&rows)?)?;
     ui.note(format!("figures saved to {}", json.display()));
     Ok(())
+}
+
+/// One target on a fresh image: mount, every row once, unmount, e2fsck.
+fn one_pass(
+    sizes: &Sizes,
+    work: &Path,
+    target: Target,
+    fs: &dyn test_support::Target,
+    ui: &Ui,
+) -> Result<Vec<Figure>> {
+    let image = work.join(format!("{}.img", target.name()));
+    let mnt = work.join(format!("{}.mnt", target.name()));
+    // The FUSE server's output; a failed mount or unmount quotes its tail.
+    let log = work.join(format!("{}.log", target.name()));
+    std::fs::create_dir_all(&mnt)?;
+    make_image(&image, sizes.size_mib * 2 + 1024)?;
+    let mount = fs.mount(&image, &mnt, &MountOptions::default(), &log)?;
+    let results = rows::measure(sizes, &mnt, ui);
+    let unmounted = mount.unmount();
+    let results = results?;
+    unmounted?;
+    if e2fsck_clean(&image).is_err() {
+        ui.warn(format!(
+            "e2fsck -fn found problems after the {} run",
+            target.name()
+        ));
+    }
+    std::fs::remove_file(&image)?;
+    Ok(results)
 }
 
 /// A fresh image of `mib` MiB, its inode tables and journal written out now so that no
@@ -186,236 +226,4 @@ fn make_image(path: &Path, mib: u64) -> Result<()> {
     File::create(path)?.set_len(mib << 20)?;
     let lazy_init_off = ["-E", "lazy_itable_init=0,lazy_journal_init=0"].map(String::from);
     mkfs_ext4(path, 4096, &lazy_init_off)
-}
-
-fn drop_caches() {
-    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
-}
-
-/// Runs one fio job and returns (MB/s, IOPS) of its read or write side. The rows compare
-/// buffered with O_DIRECT I/O on one file, which the job files of `workloads::fio` do not
-/// cover, so the job is given on the command line; its report is read by
-/// `workloads::fio::parse`, the one reader of fio's JSON.
-fn fio(dir: &Path, name: &str, args: &[String]) -> Result<(f64, f64)> {
-    let mut argv = vec![
-        format!("--name={name}"),
-        format!("--directory={}", dir.display()),
-        "--output-format=json".into(),
-        "--ioengine=psync".into(),
-        "--group_reporting".into(),
-    ];
-    argv.extend_from_slice(args);
-    // A job runs for seconds to minutes: a supervised child (duct).
-    let out = duct::cmd("fio", argv)
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .context("running fio")?;
-    if !out.status.success() {
-        bail!(
-            "fio {name} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let r = workloads::fio::parse(name, &String::from_utf8_lossy(&out.stdout))?;
-    Ok((r.mb_s, r.iops))
-}
-
-type Figures = Vec<(&'static str, &'static str, f64)>;
-
-fn measure(b: &ServerBench, mnt: &Path, ui: &Ui) -> Result<Figures> {
-    let size = format!("--size={}M", b.size_mib);
-    let s = |v: &[&str]| -> Vec<String> { v.iter().map(|x| x.to_string()).collect() };
-    let mut out: Figures = Vec::new();
-    let mut row = |name: &'static str, unit: &'static str, v: f64| {
-        ui.note(format!("{name}: {v:.1} {unit}"));
-        out.push((name, unit, v));
-    };
-    let (bw, _) = fio(
-        mnt,
-        "seqwrite",
-        &[
-            s(&["--rw=write", "--bs=1M", "--end_fsync=1", "--filename=seq"]),
-            vec![size.clone()],
-        ]
-        .concat(),
-    )?;
-    row("seq write 1M buffered", "MB/s", bw);
-    drop_caches();
-    let (bw, _) = fio(
-        mnt,
-        "seqread",
-        &[
-            s(&["--rw=read", "--bs=1M", "--filename=seq"]),
-            vec![size.clone()],
-        ]
-        .concat(),
-    )?;
-    row("seq read 1M buffered", "MB/s", bw);
-    let (bw, _) = fio(
-        mnt,
-        "dwrite",
-        &[
-            s(&[
-                "--rw=write",
-                "--bs=1M",
-                "--direct=1",
-                "--end_fsync=1",
-                "--filename=dseq",
-            ]),
-            vec![size.clone()],
-        ]
-        .concat(),
-    )?;
-    row("seq write 1M O_DIRECT", "MB/s", bw);
-    let (bw, _) = fio(
-        mnt,
-        "dread",
-        &[
-            s(&["--rw=read", "--bs=1M", "--direct=1", "--filename=dseq"]),
-            vec![size.clone()],
-        ]
-        .concat(),
-    )?;
-    row("seq read 1M O_DIRECT", "MB/s", bw);
-    let rt = format!("--runtime={}", b.runtime);
-    let (_, iops) = fio(
-        mnt,
-        "randread",
-        &[
-            s(&[
-                "--rw=randread",
-                "--bs=4k",
-                "--direct=1",
-                "--time_based",
-                "--filename=dseq",
-            ]),
-            vec![size.clone(), rt.clone()],
-        ]
-        .concat(),
-    )?;
-    row("rand read 4k O_DIRECT", "IOPS", iops);
-    let (_, iops) = fio(
-        mnt,
-        "randwrite",
-        &[
-            s(&[
-                "--rw=randwrite",
-                "--bs=4k",
-                "--direct=1",
-                "--time_based",
-                "--filename=dseq",
-            ]),
-            vec![size, rt],
-        ]
-        .concat(),
-    )?;
-    row("rand write 4k O_DIRECT", "IOPS", iops);
-    row(
-        "4 appenders 64k + fsync",
-        "MB/s",
-        appenders(mnt, 4, 64 << 10, 256 << 20)?,
-    );
-    row(
-        "create+stat+unlink",
-        "files/s",
-        create_stat_unlink(mnt, b.files)?,
-    );
-    Ok(out)
-}
-
-/// `writers` threads append `record`-byte records with O_APPEND until `total` bytes.
-fn appenders(mnt: &Path, writers: usize, record: usize, total: usize) -> Result<f64> {
-    let path = mnt.join("appends");
-    let per_writer = total / writers / record;
-    let start = Instant::now();
-    std::thread::scope(|scope| -> Result<()> {
-        let handles: Vec<_> = (0..writers)
-            .map(|w| {
-                let path = path.clone();
-                scope.spawn(move || -> Result<()> {
-                    let mut f = OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .mode(0o644)
-                        .open(&path)?;
-                    let buf = vec![w as u8; record];
-                    for _ in 0..per_writer {
-                        f.write_all(&buf)?;
-                    }
-                    f.sync_all()?;
-                    Ok(())
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("appender panicked"))??;
-        }
-        Ok(())
-    })?;
-    let secs = start.elapsed().as_secs_f64();
-    let written = std::fs::metadata(&path)?.len();
-    if written != (per_writer * writers * record) as u64 {
-        bail!(
-            "appenders wrote {written} bytes, expected {}",
-            per_writer * writers * record
-        );
-    }
-    Ok(written as f64 / 1e6 / secs)
-}
-
-/// Creates, stats and unlinks `n` files; returns files per second.
-fn create_stat_unlink(mnt: &Path, n: u64) -> Result<f64> {
-    let dir = mnt.join("meta");
-    std::fs::create_dir_all(&dir)?;
-    let start = Instant::now();
-    for i in 0..n {
-        File::create(dir.join(format!("f{i}")))?;
-    }
-    for i in 0..n {
-        std::fs::metadata(dir.join(format!("f{i}")))?;
-    }
-    for i in 0..n {
-        std::fs::remove_file(dir.join(format!("f{i}")))?;
-    }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
-}
-
-fn print_table(rows: &[Row], targets: &[Target]) {
-    let get = |r: &Row, t: Target| r.values.iter().find(|(x, _)| *x == t).map(|(_, v)| *v);
-    let mut header = format!("{:<26} {:>8}", "row", "unit");
-    for t in targets {
-        header += &format!(" {:>10}", t.name());
-    }
-    let ratios = targets.contains(&Target::Iomapfs);
-    if ratios && targets.contains(&Target::Fuse2fs) {
-        header += &format!(" {:>12}", "vs fuse2fs");
-    }
-    if ratios && targets.contains(&Target::Ext4) {
-        header += &format!(" {:>10}", "vs ext4");
-    }
-    println!("{header}");
-    for r in rows {
-        let mut line = format!("{:<26} {:>8}", r.name, r.unit);
-        for &t in targets {
-            line += &match get(r, t) {
-                Some(v) => format!(" {v:>10.1}"),
-                None => format!(" {:>10}", "-"),
-            };
-        }
-        let ours = get(r, Target::Iomapfs);
-        for (peer, width) in [(Target::Fuse2fs, 12), (Target::Ext4, 10)] {
-            if ratios && targets.contains(&peer) {
-                line += &match (ours, get(r, peer)) {
-                    (Some(a), Some(b)) if b > 0.0 => {
-                        format!(" {:>width$}", format!("{:.2}x", a / b))
-                    }
-                    _ => format!(" {:>width$}", "-"),
-                };
-            }
-        }
-        println!("{line}");
-    }
 }

@@ -29,6 +29,9 @@ pub struct DirEntry<'a> {
     pub ftype: FileType,
     /// Pass this to `read_dir` to continue after this entry.
     pub next_cookie: u64,
+    /// The logical block holding the entry in a linear directory (a hint for
+    /// `link_new` and `unlink_hinted`); `None` in a hashed directory.
+    pub block: Option<u64>,
 }
 
 const NAME_MAX: usize = 255;
@@ -159,6 +162,8 @@ fn dx_entries(buf: &[u8], off: usize, implied_hash: u32) -> Result<Vec<(u32, u32
 /// Where a name lives: its inode, directory block and byte offset.
 struct Found {
     ino: Ino,
+    /// Logical block (linear directories; 0 in hashed ones, where it is not used).
+    lblk: u64,
     pblk: u64,
     off: usize,
 }
@@ -231,6 +236,7 @@ impl Fs {
                 if e.ino != 0 && e.name == name {
                     found = Some(Found {
                         ino: e.ino,
+                        lblk: lblk as u64,
                         pblk,
                         off: e.off,
                     });
@@ -349,6 +355,19 @@ impl Fs {
     /// Removes the entry `name` from `dir` (ENOENT if absent). Link counts are the caller's
     /// business.
     pub fn unlink(&mut self, dir: Ino, name: &[u8]) -> Result<()> {
+        self.unlink_hinted(dir, name, None).map(drop)
+    }
+
+    /// `unlink`, looking first in logical block `hint` of a linear directory (where the
+    /// caller's index last saw the name) before scanning the whole directory. Returns the
+    /// logical block the entry was removed from (linear directories only), which now has
+    /// room for a new entry.
+    pub fn unlink_hinted(
+        &mut self,
+        dir: Ino,
+        name: &[u8],
+        hint: Option<u64>,
+    ) -> Result<Option<u64>> {
         self.check_rw("unlinking")?;
         check_name(name)?;
         if name == b"." || name == b".." {
@@ -361,20 +380,202 @@ impl Fs {
         self.check_dir_mapping(dir)?;
         let not_found =
             || Error::from_errno(libc::ENOENT, format!("unlinking from directory {dir}"));
-        if self.is_hashed(&inode) {
-            let found = self.find_hashed(dir, &inode, name)?.ok_or_else(not_found)?;
-            self.remove_entry(dir, &found)?;
+        let found = if self.is_hashed(&inode) {
+            self.find_hashed(dir, &inode, name)?
         } else {
-            let ino = self.lookup(dir, name)?.ok_or_else(not_found)?;
-            let cname = CString::new(name)
-                .map_err(|_| Error::from_errno(libc::EINVAL, "file name contains NUL"))?;
-            // SAFETY: NUL-terminated name; open read-write handle.
-            let rc = unsafe { sys::ext2fs_unlink(self.ptr(), dir, cname.as_ptr(), ino, 0) };
-            check(rc, format!("removing an entry from directory {dir}"))?;
-        }
+            let hinted = match hint {
+                Some(lblk) => self.find_in_block(dir, &inode, lblk, name)?,
+                None => None,
+            };
+            match hinted {
+                Some(f) => Some(f),
+                None => self.find_linear(dir, &inode, name)?,
+            }
+        };
+        let found = found.ok_or_else(not_found)?;
+        self.remove_entry(dir, &found)?;
         // The entry changed; the directory's times are not worth failing for.
         let _ = self.touch_dir(dir);
-        Ok(())
+        Ok((!self.is_hashed(&inode)).then_some(found.lblk))
+    }
+
+    /// Finds `name` in logical block `lblk` of a linear directory.
+    fn find_in_block(
+        &self,
+        dir: Ino,
+        inode: &Inode,
+        lblk: u64,
+        name: &[u8],
+    ) -> Result<Option<Found>> {
+        let Some(pblk) = self.dir_block(dir, inode, lblk)? else {
+            return Ok(None);
+        };
+        let mut buf = vec![0u8; self.block_size() as usize];
+        self.read_dir_block(dir, pblk, &mut buf)?;
+        let mut found = None;
+        parse_block(&buf, self.has_filetype(), |e| {
+            if e.ino != 0 && e.name == name {
+                found = Some(Found {
+                    ino: e.ino,
+                    lblk,
+                    pblk,
+                    off: e.off,
+                });
+            }
+            found.is_none()
+        })
+        .map_err(|what| corrupt(dir, what))?;
+        Ok(found)
+    }
+
+    /// The physical block of logical block `lblk` of a directory, if it has one.
+    fn dir_block(&self, dir: Ino, inode: &Inode, lblk: u64) -> Result<Option<u64>> {
+        let bs = u64::from(self.block_size());
+        if lblk >= inode.size().div_ceil(bs) {
+            return Ok(None);
+        }
+        Ok(self
+            .map(dir, inode, lblk, 1)?
+            .into_iter()
+            .find_map(|m| match m.kind {
+                MapKind::Mapped { pblk } if m.lblk == lblk => Some(pblk),
+                _ => None,
+            }))
+    }
+
+    /// Adds `name` → `ino` to `dir` when the caller knows the name is not there (it keeps
+    /// an exact index of the directory), without libext2fs' scan of every block. In a
+    /// linear directory the entry goes into the first of the blocks in `room` that fits it
+    /// (blocks the caller saw entries leave; those found full are taken out of `room`),
+    /// else the last block, else a new block; returns the logical block that took it.
+    /// Hashed directories go through libext2fs' index insert (`None`).
+    pub fn link_new(
+        &mut self,
+        dir: Ino,
+        name: &[u8],
+        ino: Ino,
+        ftype: FileType,
+        room: &mut std::collections::BTreeSet<u64>,
+    ) -> Result<Option<u64>> {
+        self.check_rw("linking")?;
+        let cname = new_name(name)?;
+        self.link_new_raw(dir, &cname, ino, ftype, room)
+    }
+
+    fn link_new_raw(
+        &mut self,
+        dir: Ino,
+        cname: &CString,
+        ino: Ino,
+        ftype: FileType,
+        room: &mut std::collections::BTreeSet<u64>,
+    ) -> Result<Option<u64>> {
+        let name = cname.as_bytes();
+        let inode = self.dir_inode(dir)?;
+        let bs = self.block_size() as usize;
+        if self.is_hashed(&inode) || bs >= 65536 {
+            self.link_raw(dir, cname, ino, ftype)?;
+            let _ = self.touch_dir(dir);
+            return Ok(None);
+        }
+        self.step("adding a directory entry")?;
+        self.check_ino(ino, "adding a directory entry")?;
+        let nblocks = inode.size().div_ceil(bs as u64);
+        let mut tried: Vec<u64> = room.iter().copied().collect();
+        if let Some(last) = nblocks.checked_sub(1) {
+            tried.push(last);
+        }
+        let mut buf = vec![0u8; bs];
+        let code = if self.has_filetype() {
+            ftype.dirent_code() as u8
+        } else {
+            0
+        };
+        for lblk in tried {
+            let Some(pblk) = self.dir_block(dir, &inode, lblk)? else {
+                room.remove(&lblk);
+                continue;
+            };
+            self.read_dir_block(dir, pblk, &mut buf)?;
+            if self.insert_entry(dir, &mut buf, name, ino, code)? {
+                self.write_dir_block(dir, pblk, &mut buf)?;
+                let _ = self.touch_dir(dir);
+                return Ok(Some(lblk));
+            }
+            room.remove(&lblk);
+        }
+        // Full: a new empty block at the end (libext2fs writes it and grows i_size).
+        // SAFETY: open read-write handle.
+        check(
+            unsafe { sys::ext2fs_expand_dir(self.ptr(), dir) },
+            format!("expanding directory {dir}"),
+        )?;
+        let inode = self.dir_inode(dir)?;
+        let lblk = inode.size().div_ceil(bs as u64).saturating_sub(1);
+        let pblk = self
+            .dir_block(dir, &inode, lblk)?
+            .ok_or_else(|| corrupt(dir, "the block expand_dir added is not mapped"))?;
+        self.read_dir_block(dir, pblk, &mut buf)?;
+        if !self.insert_entry(dir, &mut buf, name, ino, code)? {
+            return Err(corrupt(dir, "no room in the block expand_dir added"));
+        }
+        self.write_dir_block(dir, pblk, &mut buf)?;
+        let _ = self.touch_dir(dir);
+        Ok(Some(lblk))
+    }
+
+    /// Puts a new entry into the first gap of `buf` (one directory block) that fits, as
+    /// ext2fs_link does: an unused record, or the slack after a used one. The checksum
+    /// tail of metadata_csum blocks is never touched. Returns false if nothing fits.
+    fn insert_entry(
+        &self,
+        dir: Ino,
+        buf: &mut [u8],
+        name: &[u8],
+        ino: Ino,
+        code: u8,
+    ) -> Result<bool> {
+        let record = |name_len: usize| (8 + name_len).div_ceil(4) * 4;
+        let need = record(name.len());
+        let tail = if self.has_ro_compat(sys::EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) {
+            12
+        } else {
+            0
+        };
+        let usable = buf.len() - tail;
+        // (where the new record goes, its length, the used record it is split from)
+        let mut gap = None;
+        parse_block(&buf[..usable], self.has_filetype(), |e| {
+            let used = record(e.name.len());
+            if e.ino == 0 && e.rec_len >= need {
+                gap = Some((e.off, e.rec_len, None));
+            } else if e.ino != 0 && e.rec_len >= used + need {
+                gap = Some((e.off + used, e.rec_len - used, Some((e.off, used))));
+            }
+            gap.is_none()
+        })
+        .map_err(|what| corrupt(dir, what))?;
+        let Some((off, len, split)) = gap else {
+            return Ok(false);
+        };
+        let bs = buf.len();
+        if let Some((prev, used)) = split {
+            buf[prev + 4..prev + 6].copy_from_slice(&set_rec_len(used, bs).to_le_bytes());
+        }
+        buf[off..off + 4].copy_from_slice(&ino.to_le_bytes());
+        buf[off + 4..off + 6].copy_from_slice(&set_rec_len(len, bs).to_le_bytes());
+        buf[off + 6] = name.len() as u8;
+        buf[off + 7] = code;
+        buf[off + 8..off + 8 + name.len()].copy_from_slice(name);
+        Ok(true)
+    }
+
+    fn write_dir_block(&mut self, dir: Ino, pblk: u64, buf: &mut [u8]) -> Result<()> {
+        // SAFETY: `buf` is one block long; libext2fs sets the block checksum.
+        let rc = unsafe {
+            sys::ext2fs_write_dir_block4(self.ptr(), pblk, buf.as_mut_ptr().cast(), 0, dir)
+        };
+        check(rc, format!("writing a block of directory {dir}"))
     }
 
     /// Removes an entry from its block as libext2fs does: the previous entry absorbs its
@@ -482,13 +683,15 @@ impl Fs {
     fn find_linear(&self, dir: Ino, inode: &Inode, name: &[u8]) -> Result<Option<Found>> {
         let filetype = self.has_filetype();
         let mut buf = vec![0u8; self.block_size() as usize];
-        for pblk in self.dir_blocks(dir, inode)?.into_iter().flatten() {
+        for (lblk, pblk) in self.dir_blocks(dir, inode)?.into_iter().enumerate() {
+            let Some(pblk) = pblk else { continue };
             self.read_dir_block(dir, pblk, &mut buf)?;
             let mut found = None;
             parse_block(&buf, filetype, |e| {
                 if e.ino != 0 && e.name == name {
                     found = Some(Found {
                         ino: e.ino,
+                        lblk: lblk as u64,
                         pblk,
                         off: e.off,
                     });
@@ -588,6 +791,7 @@ impl Fs {
                     name: e.name,
                     ftype: FileType::from_dirent(e.ftype),
                     next_cookie,
+                    block: Some(lblk as u64),
                 });
                 stopped = !go_on;
                 go_on
@@ -634,6 +838,7 @@ impl Fs {
                     name,
                     ftype: FileType::from_dirent(*ft),
                     next_cookie,
+                    block: None,
                 })
             {
                 return Ok(());
@@ -677,6 +882,7 @@ impl Fs {
                     name: &e.name,
                     ftype: e.ftype,
                     next_cookie: e.cookie,
+                    block: None,
                 }) {
                     return Ok(());
                 }
@@ -892,10 +1098,38 @@ impl Fs {
         uid: u32,
         gid: u32,
     ) -> Result<Ino> {
+        self.mkdir_in(parent, name, mode, uid, gid, None)
+            .map(|(ino, _)| ino)
+    }
+
+    /// `mkdir` when the caller knows `name` is not in `parent` (it keeps an exact index):
+    /// the entry goes in as `link_new` puts it. Returns the inode and the logical block of
+    /// the entry (`None` in a hashed directory).
+    pub fn mkdir_new(
+        &mut self,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        room: &mut std::collections::BTreeSet<u64>,
+    ) -> Result<(Ino, Option<u64>)> {
+        self.mkdir_in(parent, name, mode, uid, gid, Some(room))
+    }
+
+    fn mkdir_in(
+        &mut self,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        room: Option<&mut std::collections::BTreeSet<u64>>,
+    ) -> Result<(Ino, Option<u64>)> {
         self.check_rw("mkdir")?;
         let cname = new_name(name)?;
         let pinode = self.dir_inode(parent)?;
-        if self.lookup(parent, name)?.is_some() {
+        if room.is_none() && self.lookup(parent, name)?.is_some() {
             return Err(Error::from_errno(
                 libc::EEXIST,
                 format!("mkdir in directory {parent}"),
@@ -920,19 +1154,28 @@ impl Fs {
             self.undo_new_inode(ino);
             return Err(e);
         }
-        if let Err(e) = self.link_raw(parent, &cname, ino, FileType::Dir) {
-            // Re-read: a failed link may still have grown the directory.
-            let undone = self.read_inode(parent).and_then(|mut p| {
-                p.set_links(old_links);
-                self.put_inode(parent, &p)
-            });
-            if undone.is_err() {
-                self.mark_error();
+        let linked = match room {
+            Some(room) => self.link_new_raw(parent, &cname, ino, FileType::Dir, room),
+            None => self
+                .link_raw(parent, &cname, ino, FileType::Dir)
+                .map(|()| None),
+        };
+        let block = match linked {
+            Ok(block) => block,
+            Err(e) => {
+                // Re-read: a failed link may still have grown the directory.
+                let undone = self.read_inode(parent).and_then(|mut p| {
+                    p.set_links(old_links);
+                    self.put_inode(parent, &p)
+                });
+                if undone.is_err() {
+                    self.mark_error();
+                }
+                self.undo_new_inode(ino);
+                return Err(e);
             }
-            self.undo_new_inode(ino);
-            return Err(e);
-        }
-        Ok(ino)
+        };
+        Ok((ino, block))
     }
 
     /// Frees an inode a failed create allocated; if even that fails, the filesystem holds

@@ -319,3 +319,86 @@ fn ten_thousand_entries_linear_then_htree() {
     );
     assert_eq!(names.len(), model.len(), "no duplicates");
 }
+
+/// `link_new` and `unlink_hinted` (the server's index-driven paths): entries land where
+/// `room` says, fill the block before growing the directory, are found again by libext2fs'
+/// own lookup and by e2fsck, with and without metadata_csum and the filetype feature.
+fn hinted_links(extra: &[&str]) {
+    use std::collections::BTreeSet;
+    let img = mkfs(32, extra);
+    let mut fs = Fs::open(&img.path, true).unwrap();
+    let bs = u64::from(fs.block_size());
+    let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0, 0).unwrap();
+    let mut room = BTreeSet::new();
+    let mut blocks = BTreeMap::new();
+    // Enough names for several blocks, of every length class.
+    for i in 0..(bs as usize / 8) {
+        let name = format!("n{i}-{}", "x".repeat(i % 40));
+        let ino = create_file_unlinked(&mut fs, d);
+        let lblk = fs
+            .link_new(d, name.as_bytes(), ino, FileType::Regular, &mut room)
+            .unwrap()
+            .expect("a linear directory says where");
+        blocks.insert(name, (lblk, ino));
+    }
+    let size = fs.read_inode(d).unwrap().size();
+    assert!(
+        size > 2 * bs,
+        "the test wants a directory of several blocks"
+    );
+    for (name, (lblk, ino)) in &blocks {
+        assert_eq!(fs.lookup(d, name.as_bytes()).unwrap(), Some(*ino), "{name}");
+        assert!(*lblk < size / bs);
+    }
+    // Remove every third name with a right hint, a wrong hint, or none; each reports its
+    // block, and new names go back into those blocks: the directory does not grow.
+    let mut removed = 0;
+    for (k, (name, (lblk, ino))) in blocks.iter().enumerate().filter(|(k, _)| k % 3 == 0) {
+        let hint = [Some(*lblk), Some(lblk + 1), None][k % 9 / 3];
+        let got = fs.unlink_hinted(d, name.as_bytes(), hint).unwrap();
+        assert_eq!(got, Some(*lblk), "{name}");
+        room.insert(*lblk);
+        removed += 1;
+        fs.free_inode(*ino).unwrap();
+        assert_eq!(fs.lookup(d, name.as_bytes()).unwrap(), None);
+        assert_eq!(
+            fs.unlink_hinted(d, name.as_bytes(), hint)
+                .unwrap_err()
+                .errno(),
+            libc::ENOENT
+        );
+    }
+    for i in 0..removed {
+        let ino = create_file_unlinked(&mut fs, d);
+        let name = format!("again-{i}");
+        fs.link_new(d, name.as_bytes(), ino, FileType::Regular, &mut room)
+            .unwrap();
+        assert_eq!(fs.lookup(d, name.as_bytes()).unwrap(), Some(ino));
+    }
+    assert_eq!(
+        fs.read_inode(d).unwrap().size(),
+        size,
+        "freed room was reused"
+    );
+    fs.close().unwrap();
+    fsck_clean(&img.path);
+}
+
+/// A regular file with one link and no name yet (the caller links it).
+fn create_file_unlinked(fs: &mut Fs, dir: Ino) -> Ino {
+    let ino = fs.new_inode(dir, libc::S_IFREG | 0o644).unwrap();
+    let mut inode = ext2fs::Inode::new(libc::S_IFREG | 0o644);
+    inode.set_links(1);
+    fs.write_new_inode(ino, &inode).unwrap();
+    ino
+}
+
+#[test]
+fn hinted_links_4k_csum() {
+    hinted_links(&["-b", "4096"]);
+}
+
+#[test]
+fn hinted_links_1k_no_csum_no_filetype() {
+    hinted_links(&["-b", "1024", "-O", "^metadata_csum,^filetype"]);
+}

@@ -6,6 +6,9 @@ use std::os::unix::fs::FileExt;
 
 use crate::engine::{Backing, Piece};
 
+/// Zeroes for padding partial blocks (ext4 blocks are at most 64 KiB).
+static ZEROES: [u8; 65536] = [0; 65536];
+
 /// The server's own descriptor of the device, used only for file data.
 pub struct DataDevice {
     file: File,
@@ -25,21 +28,34 @@ impl DataDevice {
     }
 
     /// Fills `buf` with the file bytes `[pos, pos + buf.len())`; holes and unwritten
-    /// pieces read as zeroes.
+    /// pieces read as zeroes. Every byte of `buf` is written (it may hold old bytes).
     pub fn read(&self, pieces: &[Piece], pos: u64, buf: &mut [u8]) -> io::Result<()> {
         let end = pos + buf.len() as u64;
-        buf.fill(0);
-        for p in pieces {
-            let Backing::Data { addr } = p.backing else {
-                continue;
-            };
-            let (from, to) = (p.offset.max(pos), p.end().min(end));
+        let mut data: Vec<(u64, u64, u64)> = pieces
+            .iter()
+            .filter_map(|p| match p.backing {
+                Backing::Data { addr } => {
+                    let (from, to) = (p.offset.max(pos), p.end().min(end));
+                    (from < to).then_some((from, to, addr + (from - p.offset)))
+                }
+                _ => None,
+            })
+            .collect();
+        data.sort_unstable_by_key(|&(from, ..)| from);
+        // Zeroes only between the data pieces: pread fills the rest.
+        let mut done = pos;
+        for (start, to, addr) in data {
+            // Overlapping pieces would be corrupt mappings; read each byte once anyway.
+            let from = start.max(done);
             if from >= to {
                 continue;
             }
+            buf[(done - pos) as usize..(from - pos) as usize].fill(0);
             let dst = &mut buf[(from - pos) as usize..(to - pos) as usize];
-            self.file.read_exact_at(dst, addr + (from - p.offset))?;
+            self.file.read_exact_at(dst, addr + (from - start))?;
+            done = to;
         }
+        buf[(done - pos) as usize..].fill(0);
         Ok(())
     }
 
@@ -57,10 +73,19 @@ impl DataDevice {
             match p.backing {
                 Backing::Data { addr } => self.file.write_all_at(src, addr + (from - p.offset))?,
                 Backing::Unwritten { addr } => {
+                    // The payload as it is, and zeroes only for the partial blocks at
+                    // either end: no copy of the payload into a padded buffer.
                     let (b_from, b_to) = (from / bs * bs, to.div_ceil(bs) * bs);
-                    let mut block = vec![0u8; (b_to - b_from) as usize];
-                    block[(from - b_from) as usize..(to - b_from) as usize].copy_from_slice(src);
-                    self.file.write_all_at(&block, addr + (b_from - p.offset))?;
+                    let at = |off: u64| addr + (off - p.offset);
+                    if b_from < from {
+                        self.file
+                            .write_all_at(&ZEROES[..(from - b_from) as usize], at(b_from))?;
+                    }
+                    self.file.write_all_at(src, at(from))?;
+                    if to < b_to {
+                        self.file
+                            .write_all_at(&ZEROES[..(b_to - to) as usize], at(to))?;
+                    }
                 }
                 Backing::Hole => {
                     return Err(io::Error::other(
@@ -179,6 +204,38 @@ mod tests {
         dev.read(&pieces, 10, &mut buf).unwrap();
         assert!(buf[..1014].iter().all(|&b| b == 0xAA));
         assert!(buf[1014..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn every_byte_outside_data_is_zeroed_in_a_reused_buffer() {
+        let dev = device(8192);
+        dev.file.write_all_at(&[0xBB; 1024], 6144).unwrap();
+        // Out of order, and a range no piece covers: the buffer holds old bytes (1s).
+        let pieces = [
+            Piece {
+                offset: 3072,
+                len: 1024,
+                backing: Backing::Data { addr: 6144 },
+            },
+            Piece {
+                offset: 0,
+                len: 1024,
+                backing: Backing::Hole,
+            },
+            Piece {
+                offset: 1024,
+                len: 1024,
+                backing: Backing::Data { addr: 4096 },
+            },
+        ];
+        let mut buf = vec![1u8; 3600];
+        dev.read(&pieces, 500, &mut buf).unwrap();
+        let at = |off: usize| off - 500;
+        assert!(buf[..at(1024)].iter().all(|&b| b == 0), "hole");
+        assert!(buf[at(1024)..at(2048)].iter().all(|&b| b == 0xAA), "data");
+        assert!(buf[at(2048)..at(3072)].iter().all(|&b| b == 0), "uncovered");
+        assert!(buf[at(3072)..at(4096)].iter().all(|&b| b == 0xBB), "data");
+        assert!(buf[at(4096)..].iter().all(|&b| b == 0), "past the pieces");
     }
 
     #[test]

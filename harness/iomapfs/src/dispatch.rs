@@ -18,7 +18,13 @@ pub fn handle_one(server: &Server, transport: &dyn Transport, bytes: &[u8]) -> i
     match fuse_wire::request::parse(bytes) {
         Ok(req) => {
             let sent = match handle(server, &req) {
-                Some(answer) => reply::send(transport, req.header.unique, &answer),
+                Some(answer) => {
+                    let sent = reply::send(transport, req.header.unique, &answer);
+                    if let Ok(Reply::Data(buf)) = answer {
+                        crate::bufpool::give(buf);
+                    }
+                    sent
+                }
                 None => Ok(()),
             };
             if matches!(req.op, Op::Destroy) {

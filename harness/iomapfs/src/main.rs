@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use iomapfs::helper::Invocation;
-use iomapfs::options::{MountOptions, HELP};
+use iomapfs::options::{IomapPolicy, MountOptions, HELP};
 use iomapfs::record::{Recorder, Recording, SessionInfo};
 use iomapfs::server::Server;
 use iomapfs::transport::{probe_iomap_support, DevFuse, KernelSocket, Transport};
@@ -25,8 +25,8 @@ use iomapfs::{mount, session};
 struct Cli {
     /// ext4 image file or block device.
     source: PathBuf,
-    /// Directory to mount on (not used with --kernel-socket).
-    #[arg(required_unless_present = "kernel_socket")]
+    /// Directory to mount on (not used with --kernel-socket or --vhost-user-socket).
+    #[arg(required_unless_present_any = ["kernel_socket", "vhost_user_socket"])]
     mountpoint: Option<PathBuf>,
     /// Mount options, comma separated (repeatable).
     #[arg(short = 'o', value_name = "OPTIONS")]
@@ -38,6 +38,15 @@ struct Cli {
     /// it as if it were the kernel (one request per packet, one reply per packet).
     #[arg(long, value_name = "PATH", conflicts_with = "mountpoint")]
     kernel_socket: Option<PathBuf>,
+    /// Do not mount: be the vhost-user backend of QEMU's vhost-user-fs device (virtio-fs)
+    /// on the socket PATH; the guest mounts `-t virtiofs TAG`. Serves one QEMU until it
+    /// disconnects, in the foreground; `threads=N` request queues (classic FUSE only).
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with_all = ["mountpoint", "kernel_socket"]
+    )]
+    vhost_user_socket: Option<PathBuf>,
 }
 
 /// `iomapfs replay`: a recording played back against a fresh server on a copy of the image.
@@ -160,6 +169,9 @@ fn run(cli: &Cli, mut opts: MountOptions) -> Result<()> {
     if opts.preen && !opts.read_only {
         iomapfs::preen::preen(&cli.source)?;
     }
+    if let Some(path) = &cli.vhost_user_socket {
+        return serve_virtiofs(&cli.source, path, opts);
+    }
     // A harness's IOMAPFS_RECORD_DIR: save the filesystem as it is now, then record.
     iomapfs::record::harness::prepare(&cli.source, &mut opts);
     let fs = ext2fs::Fs::open(&cli.source, !opts.read_only).with_context(|| {
@@ -281,25 +293,63 @@ fn finish_recording(served: Result<()>, recorder: Option<Arc<Recorder>>) -> Resu
     served
 }
 
-/// SIGTERM, SIGINT and SIGHUP (a shutdown, `timeout`, a closed terminal) stop the server
-/// cleanly: everything is synced at once, then the filesystem is unmounted (lazily if it
-/// is busy: serving goes on until the last open file is closed), which ends the session
-/// and closes the filesystem. A second signal closes the filesystem and exits at once.
-/// The signals are blocked in every thread and taken by one waiting thread, so no
-/// handler runs in signal context.
-fn stop_on_signals(
-    server: Arc<Server>,
-    transport: Arc<dyn Transport>,
-    mountpoint: Option<std::path::PathBuf>,
+/// The filesystem and the data fd on `source` (for each virtio-fs session).
+fn open_source(source: &std::path::Path, read_only: bool) -> Result<(ext2fs::Fs, std::fs::File)> {
+    let fs = ext2fs::Fs::open(source, !read_only)
+        .with_context(|| format!("cannot open the ext4 filesystem on {}", source.display()))?;
+    let data = std::fs::OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .open(source)
+        .with_context(|| format!("cannot open {} for data I/O", source.display()))?;
+    Ok((fs, data))
+}
+
+/// `--vhost-user-socket`: virtio-fs for a QEMU guest. The filesystem is opened now and
+/// again for each mount after a DESTROY; the flock and the preen are once per process.
+fn serve_virtiofs(
+    source: &std::path::Path,
+    socket: &std::path::Path,
+    opts: MountOptions,
 ) -> Result<()> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        set.add(sig);
+    if opts.iomap == IomapPolicy::On {
+        bail!(
+            "iomap=on cannot work over virtio-fs: the guest kernel does iomap I/O only on the \
+             block device of a fuseblk mount; use iomap=auto or off"
+        );
     }
+    let threads = opts.threads;
+    let source_path = source.to_path_buf();
+    let open = move || {
+        let (fs, data) = open_source(&source_path, opts.read_only)?;
+        Ok(Server::new(fs, data, opts.clone()))
+    };
+    // The backend starts its queue and commit threads at once: they must inherit the mask.
+    block_stop_signals()?;
+    let backend = iomapfs::vhost_user::VirtioFs::new(Box::new(open), threads)?;
+    let stopper = backend.stopper();
+    let again = stopper.clone();
+    // Before the socket exists: whoever waits for it may signal us at once.
+    on_stop_signals(move || stopper.stop(), move || again.close_now().is_ok())?;
+    eprintln!(
+        "iomapfs: vhost-user-fs backend for {} waiting for QEMU on {}",
+        source.display(),
+        socket.display()
+    );
+    backend.serve(socket)
+}
+
+/// SIGTERM, SIGINT and SIGHUP (a shutdown, `timeout`, a closed terminal) stop the server
+/// cleanly: the first runs `stop` (sync, then end the session: `stop_on_signals`), a
+/// second runs `close_now` (close the filesystem) and exits at once. The signals are
+/// blocked in every thread and taken by one waiting thread, so no handler runs in signal
+/// context.
+fn on_stop_signals(
+    stop: impl Fn() + Send + 'static,
+    close_now: impl Fn() -> bool + Send + 'static,
+) -> Result<()> {
     // Blocked here, before the workers start, so every thread inherits the mask.
-    set.thread_block()
-        .context("cannot block SIGTERM/SIGINT/SIGHUP")?;
+    let set = block_stop_signals()?;
     std::thread::Builder::new()
         .name("iomapfs-signals".into())
         .spawn(move || {
@@ -307,22 +357,50 @@ fn stop_on_signals(
             while let Ok(sig) = set.wait() {
                 if stopping {
                     tracing::warn!("{sig} again: closing the filesystem and exiting now");
-                    let code = i32::from(server.shutdown().is_err());
-                    std::process::exit(code);
+                    std::process::exit(i32::from(!close_now()));
                 }
                 stopping = true;
-                tracing::info!("{sig}: syncing, then unmounting");
-                if let Err(e) = server.sync() {
-                    tracing::warn!("sync on {sig} failed: {e:?}");
-                }
-                match &mountpoint {
-                    Some(mnt) => mount::unmount_for_stop(mnt),
-                    None => transport.close(),
-                }
+                tracing::info!("{sig}: syncing, then stopping");
+                stop();
             }
         })
         .context("cannot start the signal thread")?;
     Ok(())
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP in this thread (and the threads it starts after).
+fn block_stop_signals() -> Result<nix::sys::signal::SigSet> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(sig);
+    }
+    set.thread_block()
+        .context("cannot block SIGTERM/SIGINT/SIGHUP")?;
+    Ok(set)
+}
+
+/// `on_stop_signals` for one server: everything is synced at once, then the filesystem is
+/// unmounted (lazily if it is busy: serving goes on until the last open file is closed),
+/// or the kernel socket closed, which ends the session and closes the filesystem.
+fn stop_on_signals(
+    server: Arc<Server>,
+    transport: Arc<dyn Transport>,
+    mountpoint: Option<std::path::PathBuf>,
+) -> Result<()> {
+    let again = server.clone();
+    on_stop_signals(
+        move || {
+            if let Err(e) = server.sync() {
+                tracing::warn!("sync on a stop signal failed: {e:?}");
+            }
+            match &mountpoint {
+                Some(mnt) => mount::unmount_for_stop(mnt),
+                None => transport.close(),
+            }
+        },
+        move || again.shutdown().is_ok(),
+    )
 }
 
 /// Reads and answers the kernel's INIT.

@@ -53,6 +53,13 @@ impl std::str::FromStr for FlavorChoice {
     }
 }
 
+/// How long the kernel may trust names and attributes it got from us. Every change goes
+/// through the kernel, which updates or invalidates what it cached (atime after reads,
+/// the parent after a name change, the inode after link/unlink/setattr/write), and no one
+/// else changes the filesystem: so a long time is safe, and it spares a LOOKUP or GETATTR
+/// round trip for every stat of a name the kernel already knows.
+pub const DEFAULT_ATTR_TIMEOUT_SECS: u64 = 60;
+
 /// ext4's default commit interval.
 pub const DEFAULT_COMMIT_SECS: u64 = 5;
 
@@ -130,7 +137,7 @@ impl Default for MountOptions {
             debug: false,
             mode_file: None,
             fsname: None,
-            attr_timeout: 1,
+            attr_timeout: DEFAULT_ATTR_TIMEOUT_SECS,
             log: None,
             fault: None,
             commit: DEFAULT_COMMIT_SECS,
@@ -154,8 +161,10 @@ Mount options (-o, comma separated):
   default_permissions    let the kernel check permissions from mode/uid/gid
   iomap=auto|on|off      use FUSE iomap when the kernel offers it (default auto);
                          `on` fails the mount if the kernel does not offer it
-  threads=N              /dev/fuse reader threads (default 4, 1..=64)
-  attr_timeout=SECS      entry/attribute cache time granted to the kernel (default 1)
+  threads=N              /dev/fuse reader threads (default 4, 1..=64); with
+                         --vhost-user-socket, the virtio-fs request queues offered
+                         (at most 16)
+  attr_timeout=SECS      entry/attribute cache time granted to the kernel (default 60)
   mode_file=PATH         write `iomap` or `classic` to PATH once the kernel is connected
   fsname=NAME            source name shown in /proc/mounts
   subtype=NAME           mount type is fuse.NAME / fuseblk.NAME (default iomapfs;
@@ -320,6 +329,14 @@ pub(crate) fn parse_bytes(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_and_attributes_are_cached_for_a_minute_by_default() {
+        let o = MountOptions::parse(["rw"]).unwrap();
+        assert_eq!(o.attr_timeout, 60);
+        let o = MountOptions::parse(["attr_timeout=1"]).unwrap();
+        assert_eq!(o.attr_timeout, 1);
+    }
 
     #[test]
     fn parses_kernel_generic_and_server_words() {

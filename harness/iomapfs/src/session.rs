@@ -74,13 +74,13 @@ fn worker_loop(server: &Server, transport: &dyn Transport) -> io::Result<()> {
 }
 
 /// The thread that commits metadata every `commit=` seconds while the session lasts.
-struct Committer {
+pub(crate) struct Committer {
     stop: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Committer {
-    fn start(server: Arc<Server>) -> io::Result<Committer> {
+    pub(crate) fn start(server: Arc<Server>) -> io::Result<Committer> {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let interval = server.commit_interval();
         let thread = std::thread::Builder::new()
@@ -95,7 +95,7 @@ impl Committer {
         Ok(Committer { stop, thread })
     }
 
-    fn stop(self) {
+    pub(crate) fn stop(self) {
         let _ = self.stop.send(());
         if self.thread.join().is_err() {
             tracing::error!("the commit thread panicked");

@@ -87,6 +87,8 @@ pub struct Inode {
     pub open_flags: u32,
     /// Dirty page cache.
     pub dirty: DirtyBlocks,
+    /// Seconds the last entry reply let the kernel trust the name and attributes.
+    pub entry_valid: u64,
 }
 
 /// What IOMAP_CONFIG told the superblock.
@@ -194,6 +196,7 @@ fn root_inode() -> Inode {
         fh: None,
         open_flags: 0,
         dirty: DirtyBlocks::default(),
+        entry_valid: 0,
     }
 }
 
@@ -572,6 +575,7 @@ impl Kernel {
         if let Some(inode) = self.inodes.get_mut(&entry.nodeid) {
             inode.nlookup += 1;
             inode.attr = attr;
+            inode.entry_valid = entry.entry_valid.min(entry.attr_valid);
             inode.i_disk_size = attr.size; // fuse_iomap_set_disk_size on every attr change
             return Ok(entry.nodeid);
         }
@@ -606,6 +610,7 @@ impl Kernel {
                 fh: None,
                 open_flags: 0,
                 dirty: DirtyBlocks::default(),
+                entry_valid: entry.entry_valid.min(entry.attr_valid),
             },
         );
         Ok(entry.nodeid)

@@ -52,6 +52,9 @@ pub fn main(args: &VmTestArgs, ui: &Ui) -> Result<()> {
     let image = recipe.image_path(&plumbing::paths::cache_dir());
     let spec = vm::VmSpec {
         agent: "<run>/boot/agent".into(),
+        virtiofs_server: args
+            .virtiofs
+            .then(|| crate::vm_test::target_dir().join("release").join("iomapfs")),
         ..spec_from_flags(vm, kernel, kernel_iomap, image, accel)?
     };
     ui.step(format!("dry run: kernel from {about}"));

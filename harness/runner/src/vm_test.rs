@@ -119,6 +119,12 @@ pub struct VmTestArgs {
     /// Environment for every test (repeatable), e.g. SMOKE_FSTYPE=ext4.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Serve the test filesystem from the host over virtio-fs: iomapfs runs on the host as
+    /// QEMU's vhost-user-fs backend for the test disk, the guest mounts
+    /// `-t virtiofs test` (TEST_DEV=test, SMOKE_FSTYPE=virtiofs), and e2fsck checks the
+    /// image on the host after the run (`host/e2fsck`). Classic FUSE only.
+    #[arg(long, conflicts_with_all = ["no_server", "selection"])]
+    pub virtiofs: bool,
     /// Run the fstests list on N VMs at once, each with its own disks and a slice of the
     /// list, merged into one report (the run directory gets one `vm-K/` per VM).
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -184,6 +190,32 @@ pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
     }
     tests.extend(suites::run_commands(&args.run, args.timeout.unwrap_or(300)));
     let mut env = vec![];
+    if args.virtiofs {
+        if matches!(
+            args.expect_mode,
+            Some(ExpectModeArg::Iomap | ExpectModeArg::Classic)
+        ) {
+            return Err(usage(
+                "--virtiofs runs classic FUSE (the guest kernel does iomap I/O only on a fuseblk \
+                 mount's block device), and its modes are the host backend's, not per test: \
+                 see virtiofs-test.modes and the run's server facts; leave out --expect-mode",
+            ));
+        }
+        if let Some(other) = suites.iter().find(|s| *s != "smoke") {
+            return Err(usage(format!(
+                "--virtiofs runs the smoke suite and --run commands; `{other}` installs its \
+                 tools with the in-guest server and checks the device in the guest"
+            )));
+        }
+        // The guest has no device to check: the host checks the image after the run.
+        tests.retain(|t| t.name != "smoke/fsck");
+        for (k, v) in [
+            ("SMOKE_FSTYPE", "virtiofs"),
+            ("TEST_DEV", vm::run::VIRTIOFS_TEST_TAG),
+        ] {
+            env.push((k.to_string(), v.to_string()));
+        }
+    }
     for kv in &args.env {
         let (k, v) = kv
             .split_once('=')
@@ -193,7 +225,8 @@ pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
     Ok(Plan {
         v: events::SCHEMA_VERSION,
         shell: false,
-        server: with_server.then(server_setup),
+        // Over virtio-fs the server runs on the host: nothing to install in the guest.
+        server: (with_server && !args.virtiofs).then(server_setup),
         tests,
         heartbeat_s: 2,
         slow_factor: 3,
@@ -351,6 +384,7 @@ pub fn spec_from_flags(
         ),
         format_test_disk: None,
         extra_disks: vec![],
+        virtiofs_server: None,
     })
 }
 
@@ -779,6 +813,10 @@ fn finish_fstests(
 /// The server mode a run expects: `--expect-mode`, else iomap for a profile whose kernel
 /// must have iomap (`iomap = "required"`), else any.
 pub fn expected_mode(args: &VmTestArgs) -> Result<ExpectMode> {
+    if args.virtiofs {
+        // No per-test modes: the host's backend reports its own (`virtiofs_server_facts`).
+        return Ok(ExpectMode::Any);
+    }
     Ok(match args.expect_mode {
         Some(ExpectModeArg::Iomap) => ExpectMode::Iomap,
         Some(ExpectModeArg::Classic) => ExpectMode::Classic,
@@ -883,6 +921,16 @@ fn run_in(args: &VmTestArgs, resumed: Option<RunDir>, ui: &Ui) -> Result<(RunRes
     )?;
     let plan = build_plan(args, with_server)?;
     let mut prepared = prepare(&args.vm, with_server, ui)?;
+    if args.virtiofs {
+        let server = prepared
+            .spec
+            .server_bins
+            .iter()
+            .find(|b| b.file_name().is_some_and(|n| n == "iomapfs"))
+            .cloned()
+            .context("--virtiofs needs the iomapfs binary")?;
+        prepared.spec.virtiofs_server = Some(server);
+    }
     let fstests = if args.fstests.enabled() {
         Some(prepare_fstests(args, jobs, &plan, &mut prepared, ui)?)
     } else {
@@ -993,6 +1041,15 @@ fn run_in(args: &VmTestArgs, resumed: Option<RunDir>, ui: &Ui) -> Result<(RunRes
         Some(f) => finish_fstests(args, f, &jobs, results, &mode, &dir)?,
         None => {
             let mut r = parallel::merge(&dir, results);
+            if args.virtiofs {
+                // One VM (--jobs needs --fstests). Its backends have exited (each boot
+                // waits for its own), so the images are complete.
+                let run = &jobs[0].dir.path;
+                r.tests.push(host_fsck(&run.join("disks")));
+                r.server = Some(virtiofs_server_facts(spec, run));
+                report::conclude(&mut r);
+                report::write_all(&r, run)?;
+            }
             if mode.expect != ExpectMode::Any {
                 mode.apply(&mut r);
                 report::conclude(&mut r);
@@ -1011,6 +1068,95 @@ fn run_in(args: &VmTestArgs, resumed: Option<RunDir>, ui: &Ui) -> Result<(RunRes
     }
     result.id = dir.id.clone();
     Ok((result, dir.path))
+}
+
+/// What the host's virtio-fs backend was: its version, and the mode its mounts negotiated
+/// (every guest mount appends one line to `virtiofs-test.modes`).
+fn virtiofs_server_facts(spec: &VmSpec, run: &std::path::Path) -> report::ServerFacts {
+    let version = spec.virtiofs_server.as_ref().and_then(|bin| {
+        let out = std::process::Command::new(bin)
+            .arg("--version")
+            .output()
+            .ok()?;
+        // "iomapfs 0.1.0" -> "0.1.0"
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace().last().map(str::to_string)
+    });
+    let modes = std::fs::read_to_string(run.join("virtiofs-test.modes")).unwrap_or_default();
+    let mut seen: Vec<&str> = modes.lines().collect();
+    seen.dedup();
+    let (mode, error) = match seen.as_slice() {
+        [] => (
+            None,
+            Some("no guest mount reached the host's virtio-fs backend".into()),
+        ),
+        [one] => (Some(one.to_string()), None),
+        more => (
+            None,
+            Some(format!(
+                "the backend's mounts negotiated {}",
+                more.join(", ")
+            )),
+        ),
+    };
+    report::ServerFacts {
+        name: "iomapfs (host, virtio-fs)".into(),
+        version,
+        mode,
+        error,
+        ..Default::default()
+    }
+}
+
+/// `e2fsck -fn` on the host of every test image a virtio-fs run used (one per boot: after
+/// a crash the next boot gets a fresh one, `test-bootN.img` keeps the old), as the test
+/// `host/e2fsck`. A crashed guest must not leave the host's filesystem inconsistent either:
+/// the backend closes it when QEMU goes.
+fn host_fsck(disks: &std::path::Path) -> report::TestResult {
+    let started = Instant::now();
+    let mut images: Vec<PathBuf> = std::fs::read_dir(disks)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("test") && n.ends_with(".img"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    images.sort();
+    let mut problems = vec![];
+    if images.is_empty() {
+        problems.push(format!("no test image in {}", disks.display()));
+    }
+    for image in &images {
+        match std::process::Command::new("e2fsck")
+            .arg("-fn")
+            .arg(image)
+            .output()
+        {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => problems.push(format!(
+                "e2fsck -fn {} ({}): {}",
+                image.display(),
+                o.status,
+                String::from_utf8_lossy(&o.stdout).trim()
+            )),
+            Err(e) => problems.push(format!("cannot run e2fsck: {e}")),
+        }
+    }
+    let verdict = if problems.is_empty() {
+        Verdict::Passed
+    } else {
+        Verdict::Failed
+    };
+    report::TestResult {
+        duration_ms: started.elapsed().as_millis() as u64,
+        reason: (!problems.is_empty()).then(|| problems.join("; ")),
+        ..report::TestResult::new("host/e2fsck", verdict)
+    }
 }
 
 /// The `vm-test` subcommand: run, print the summary, map the verdict to an error kind.
@@ -1087,6 +1233,61 @@ mod tests {
         let plan = build_plan(&a, true).unwrap();
         assert_eq!(plan.tests[0].name, "smoke/mount");
         assert!(plan.server.is_some());
+    }
+
+    #[test]
+    fn virtiofs_mounts_the_tag_and_checks_on_the_host() {
+        let a = parse(&["--virtiofs"]);
+        assert!(needs_server(&a), "iomapfs is still built, for the host");
+        let plan = build_plan(&a, true).unwrap();
+        assert!(plan.server.is_none(), "nothing installed in the guest");
+        assert!(plan.tests.iter().all(|t| t.name != "smoke/fsck"));
+        assert!(plan.tests.iter().any(|t| t.name == "smoke/fileops"));
+        assert!(plan
+            .env
+            .contains(&("SMOKE_FSTYPE".to_string(), "virtiofs".to_string())));
+        assert!(plan
+            .env
+            .contains(&("TEST_DEV".to_string(), "test".to_string())));
+        for mode in ["iomap", "classic"] {
+            let e = build_plan(&parse(&["--virtiofs", "--expect-mode", mode]), true).unwrap_err();
+            assert!(format!("{e}").contains("classic FUSE"), "{e}");
+        }
+        assert!(build_plan(&parse(&["--virtiofs", "--expect-mode", "any"]), true).is_ok());
+        let e = build_plan(&parse(&["--virtiofs", "--suite", "dio"]), true).unwrap_err();
+        assert!(format!("{e}").contains("`dio`"), "{e}");
+        assert!(Cli::try_parse_from(["vm-test", "--virtiofs", "--no-server"]).is_err());
+    }
+
+    #[test]
+    fn host_fsck_checks_every_boots_test_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = host_fsck(dir.path());
+        assert_eq!(t.verdict, Verdict::Failed, "no image is no evidence");
+        let image = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::File::create(&p)
+                .unwrap()
+                .set_len(16 << 20)
+                .unwrap();
+            let ok = std::process::Command::new("mkfs.ext4")
+                .args(["-F", "-q"])
+                .arg(&p)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            p
+        };
+        image("test.img");
+        let old = image("test-boot1.img");
+        image("scratch.img");
+        assert_eq!(host_fsck(dir.path()).verdict, Verdict::Passed);
+        // Break the first boot's image: its superblock's magic.
+        let f = std::fs::OpenOptions::new().write(true).open(&old).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &[0, 0], 1024 + 56).unwrap();
+        let t = host_fsck(dir.path());
+        assert_eq!(t.verdict, Verdict::Failed);
+        assert!(t.reason.unwrap().contains("test-boot1.img"));
     }
 
     #[test]

@@ -35,6 +35,14 @@ impl Machine {
         }
     }
 
+    /// The vhost-user-fs device: virtio-mmio on microvm, PCI on pc.
+    fn vhost_user_fs(self) -> &'static str {
+        match self {
+            Machine::Microvm => "vhost-user-fs-device",
+            Machine::Pc => "vhost-user-fs-pci",
+        }
+    }
+
     fn machine_arg(self) -> &'static str {
         match self {
             // No RTC: with 6 virtio-mmio devices and no ACPI its IRQ 8 collides
@@ -71,6 +79,14 @@ pub struct Disk {
     pub snapshot: bool,
 }
 
+/// A virtio-fs share: a vhost-user backend on the host (iomapfs `--vhost-user-socket`)
+/// listening on `socket`; the guest mounts it with `mount -t virtiofs TAG DIR`.
+#[derive(Debug, Clone)]
+pub struct VirtioFs {
+    pub tag: String,
+    pub socket: PathBuf,
+}
+
 /// How the console is connected.
 #[derive(Debug, Clone)]
 pub enum Console {
@@ -93,6 +109,8 @@ pub struct QemuConfig {
     pub kernel: PathBuf,
     pub cmdline: String,
     pub disks: Vec<Disk>,
+    /// virtio-fs shares; with any, guest memory is a shared memfd the backends map.
+    pub virtiofs: Vec<VirtioFs>,
     /// Directory the guest boots from (read-only 9p root holding the agent).
     pub boot_dir: PathBuf,
     /// Directory shared read-write with the guest (`harness` 9p tag).
@@ -157,7 +175,21 @@ impl QemuConfig {
             "none",
             "-no-reboot",
         ]);
-        push(&["-machine", m.machine_arg()]);
+        if self.virtiofs.is_empty() {
+            push(&["-machine", m.machine_arg()]);
+        } else {
+            // vhost-user backends read and write guest memory directly: it must be a
+            // shared file they can map, not QEMU's private anonymous memory.
+            push(&[
+                "-object",
+                &format!(
+                    "memory-backend-memfd,id=mem,size={}M,share=on",
+                    self.memory_mb
+                ),
+                "-machine",
+                &format!("{},memory-backend=mem", m.machine_arg()),
+            ]);
+        }
         match self.accel {
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
             Accel::Tcg => push(&["-accel", "tcg"]),
@@ -199,6 +231,21 @@ impl QemuConfig {
                 ),
                 "-device",
                 &format!("{},drive=disk{i},serial={}", m.virtio("blk"), d.serial),
+            ]);
+        }
+        for (i, share) in self.virtiofs.iter().enumerate() {
+            push(&[
+                "-chardev",
+                &format!("socket,id=vfs{i},path={}", path(&share.socket)),
+                "-device",
+                // A request queue per vCPU, up to the backend's default 4 (iomapfs
+                // `threads=4`): the guest maps each CPU to a queue.
+                &format!(
+                    "{},chardev=vfs{i},tag={},num-request-queues={}",
+                    m.vhost_user_fs(),
+                    share.tag,
+                    self.cpus.clamp(1, 4)
+                ),
             ]);
         }
         push(&[
@@ -268,6 +315,7 @@ mod tests {
                     snapshot: false,
                 },
             ],
+            virtiofs: vec![],
             boot_dir: "/run/boot".into(),
             share_dir: "/run".into(),
             events_file: "/run/events.jsonl".into(),
@@ -306,5 +354,33 @@ mod tests {
             cmdline.contains("panic=-1") && cmdline.contains("init=/agent"),
             "{cmdline}"
         );
+    }
+
+    #[test]
+    fn virtiofs_shares_memory_and_adds_one_device_per_share() {
+        let a = cfg(Machine::Microvm).args().join(" ");
+        assert!(!a.contains("memory-backend"), "{a}");
+        let mut c = cfg(Machine::Microvm);
+        c.virtiofs = vec![VirtioFs {
+            tag: "test".into(),
+            socket: "/tmp/h/test,1.sock".into(),
+        }];
+        let a = c.args().join(" ");
+        assert!(
+            a.contains("-object memory-backend-memfd,id=mem,size=1024M,share=on"),
+            "{a}"
+        );
+        assert!(
+            a.contains("-machine microvm,") && a.contains(",memory-backend=mem"),
+            "{a}"
+        );
+        assert!(
+            a.contains("-chardev socket,id=vfs0,path=/tmp/h/test,,1.sock -device vhost-user-fs-device,chardev=vfs0,tag=test,num-request-queues=2"),
+            "{a}"
+        );
+        c.machine = Machine::Pc;
+        let a = c.args().join(" ");
+        assert!(a.contains("-machine pc,memory-backend=mem"), "{a}");
+        assert!(a.contains("vhost-user-fs-pci,chardev=vfs0,tag=test"), "{a}");
     }
 }

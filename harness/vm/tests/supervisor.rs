@@ -63,6 +63,9 @@ for t in plan["tests"]:
         console("[    1.200000] WARNING: CPU: 0 PID: 9 at fs/fuse/file.c:10 fuse_fake+0x1/0x2")
         console("[    1.200001] ---[ end trace 0000000000000000 ]---")
     if name == "t/2" and mode == "slow-t2":
+        d = os.path.join(share, "tests", name)
+        os.makedirs(d, exist_ok=True)
+        open(os.path.join(d, "server-modes.log"), "w").write("classic\n")
         for _ in range(20):
             emit(type="heartbeat", test=name, progress=1)
             time.sleep(0.5)
@@ -135,6 +138,48 @@ impl vm::Steps for FourSteps {
             command: "true".into(),
             timeout_s: 1,
         }]
+    }
+}
+
+/// A run the host stops (as Ctrl-C does) once t/2 started.
+fn stopped_in_t2(f: &Fixture) -> (report::RunResult, RunDir) {
+    std::env::set_var("FAKE_MODE", "slow-t2");
+    let dir = RunDir::create(&f.runs).unwrap();
+    let cancel = AtomicBool::new(false);
+    let r = vm::run_tests(
+        &f.spec,
+        &plan(),
+        &quick(),
+        &dir,
+        &mut |p| {
+            if let vm::Progress::TestStarted { name: "t/2", .. } = p {
+                cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        },
+        &cancel,
+    )
+    .unwrap();
+    (r, dir)
+}
+
+/// Steps whose stopped test t/2 keeps what it ran and continues as t/2.2.
+struct KeepsWhatRan;
+
+impl vm::Steps for KeepsWhatRan {
+    fn deadline(&self, _: &str, _: &str) -> Option<Duration> {
+        None
+    }
+    fn continue_after(&mut self, _: &str, _: Option<&str>, _: &RunDir) -> Vec<PlanTest> {
+        vec![]
+    }
+    fn resume(&mut self, test: &str, _: &RunDir) -> Option<Vec<PlanTest>> {
+        (test == "t/2").then(|| {
+            vec![PlanTest {
+                name: "t/2.2".into(),
+                command: "true".into(),
+                timeout_s: 1,
+            }]
+        })
     }
 }
 
@@ -318,22 +363,7 @@ fn supervisor_verdicts() {
 
     // The host stops the run (Ctrl-C) while t/2 runs; a resume runs t/2 alone, in a
     // second boot of the same run directory, and t/1 keeps its verdict.
-    std::env::set_var("FAKE_MODE", "slow-t2");
-    let dir = RunDir::create(&f.runs).unwrap();
-    let cancel = AtomicBool::new(false);
-    let r = vm::run_tests(
-        &f.spec,
-        &plan(),
-        &quick(),
-        &dir,
-        &mut |p| {
-            if let vm::Progress::TestStarted { name: "t/2", .. } = p {
-                cancel.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-        },
-        &cancel,
-    )
-    .unwrap();
+    let (r, dir) = stopped_in_t2(&f);
     assert_eq!(r.verdict, Verdict::InfraError, "{r:#?}");
     // The checkpoint is the host's: not in the directory the guest shares.
     assert!(!dir.host_state_dir().starts_with(&dir.path));
@@ -375,6 +405,36 @@ fn supervisor_verdicts() {
     .unwrap();
     assert_eq!(r.boots, 2);
     assert_eq!(r.verdict, Verdict::Failed);
+
+    // Steps that know what a stopped test finished: it keeps that (and the server modes
+    // its mounts wrote), and its rest runs as a new test.
+    let (_, dir) = stopped_in_t2(&f);
+    std::env::set_var("FAKE_MODE", "normal");
+    let r = vm::resume_tests_with_steps(
+        &f.spec,
+        &plan(),
+        &quick(),
+        &RunDir::open(&dir.path).unwrap(),
+        &mut KeepsWhatRan,
+        &mut |_| {},
+        &again,
+    )
+    .unwrap();
+    assert_eq!(
+        verdicts(&r),
+        [
+            ("t/1", Verdict::Passed),
+            ("t/2", Verdict::InfraError),
+            ("t/2.2", Verdict::Failed)
+        ],
+        "{r:#?}"
+    );
+    assert!(r.tests[1]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("host stopped"));
+    assert_eq!(r.server.as_ref().unwrap().modes_of("t/2"), ["classic"]);
 
     // Never ready: an infrastructure error with the end of the console.
     let (r, dir) = run(&f, "boot-hang", quick());

@@ -109,7 +109,7 @@ impl Server {
             let len = (file_size - pos).min(size as u64);
             (engine::map(meta.fs()?, ino, &inode, pos, len)?, len)
         };
-        let mut buf = vec![0u8; len as usize];
+        let mut buf = crate::bufpool::take(len as usize);
         self.data.read(&pieces, pos, &mut buf)?;
         Ok(buf)
     }

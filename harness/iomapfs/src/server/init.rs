@@ -63,15 +63,22 @@ impl Server {
                 init_bit43_meaning(arg.minor)
             );
         }
-        let capable = self.iomap_capable.load(Ordering::Relaxed);
-        if iomap_offered && !capable {
-            tracing::info!("the kernel offers iomap, but the source is not a block device: classic mode (attach the image to a loop device to use iomap)");
+        // Offered, but the kernel cannot reach our device through this transport.
+        let unreachable = iomap_offered
+            .then(|| self.iomap_reach().why_not())
+            .flatten();
+        if let Some(why) = unreachable {
+            tracing::info!("the kernel offers iomap, but {why}: classic mode");
         }
-        let iomap_offered = iomap_offered && capable;
+        let iomap_offered = iomap_offered && unreachable.is_none();
         let use_iomap = match self.iomap_policy() {
             IomapPolicy::Off => false,
             IomapPolicy::Auto => iomap_offered,
             IomapPolicy::On if iomap_offered => true,
+            IomapPolicy::On if unreachable.is_some() => {
+                tracing::error!("iomap=on, but {}", unreachable.unwrap_or_default());
+                return Err(Errno(libc::EPROTO));
+            }
             IomapPolicy::On if bit43 && arg.minor < IOMAP_MINOR => {
                 tracing::error!(
                     "iomap=on, but the kernel speaks FUSE 7.{}, below the iomap minor 7.{IOMAP_MINOR}: \

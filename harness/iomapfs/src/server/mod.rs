@@ -79,6 +79,13 @@ impl Meta {
         Ok(fs)
     }
 
+    /// `writable`, with the directory index beside it (for `DirCache::link` and friends).
+    pub fn writable_indexed(&mut self) -> Result<(&mut Fs, &mut dircache::DirCache), Errno> {
+        self.writable()?;
+        let fs = self.fs.as_mut().ok_or(Errno(libc::EIO))?;
+        Ok((fs, &mut self.dircache))
+    }
+
     /// The inode `name` in directory `dir` names, through the directory index.
     pub fn find(&mut self, dir: Ino, name: &[u8]) -> Result<Option<Ino>, Errno> {
         let fs = self.fs.as_ref().ok_or(Errno(libc::EIO))?;
@@ -162,11 +169,50 @@ pub struct Server {
     /// refused (EROFS) as after ext4's errors=remount-ro; EXT2_ERROR_FS is on disk.
     errored: AtomicBool,
     /// Whether iomap can work here: the data device can be registered with the kernel.
-    iomap_capable: AtomicBool,
+    iomap_reach: OnceLock<IomapReach>,
     /// The kernel's id for our device in iomap mappings.
     backing_dev: AtomicU32,
     /// The connection, for ioctls and notifications that are not replies.
     transport: OnceLock<Arc<dyn Transport>>,
+}
+
+/// Whether the kernel at the other end of the transport can do iomap I/O on our device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IomapReach {
+    /// A block device it can be given (or a kernel model that answers for it).
+    Capable,
+    /// An image file: the kernel's BACKING_OPEN refuses regular files.
+    ImageFile,
+    /// virtio-fs: the guest kernel reaches no device of ours (iomap is for fuseblk mounts,
+    /// whose block device the kernel itself opens).
+    VirtioFs,
+}
+
+/// A /dev/fuse or kernel-socket server: whether the source is a block device (or the
+/// kernel is a model that answers for one).
+impl From<bool> for IomapReach {
+    fn from(capable: bool) -> Self {
+        if capable {
+            IomapReach::Capable
+        } else {
+            IomapReach::ImageFile
+        }
+    }
+}
+
+impl IomapReach {
+    /// Why iomap cannot work, for the log; `None` when it can.
+    pub fn why_not(self) -> Option<&'static str> {
+        match self {
+            IomapReach::Capable => None,
+            IomapReach::ImageFile => Some(
+                "the source is not a block device (attach the image to a loop device to use iomap)",
+            ),
+            IomapReach::VirtioFs => Some(
+                "over virtio-fs the guest kernel has no block device of ours (iomap needs a fuseblk mount)",
+            ),
+        }
+    }
 }
 
 impl Server {
@@ -211,17 +257,24 @@ impl Server {
             shut_down: AtomicBool::new(false),
             changed: AtomicBool::new(false),
             errored: AtomicBool::new(errored),
-            iomap_capable: AtomicBool::new(false),
+            iomap_reach: OnceLock::new(),
             backing_dev: AtomicU32::new(0),
             transport: OnceLock::new(),
         }
     }
 
-    /// Connects the server to its transport. `iomap_capable` says whether the kernel can
-    /// be given the data device (a block device, or a model that answers locally).
-    pub fn attach(&self, transport: Arc<dyn Transport>, iomap_capable: bool) {
+    /// Connects the server to its transport. `reach` says whether the kernel can be given
+    /// the data device, and if not, why.
+    pub fn attach(&self, transport: Arc<dyn Transport>, reach: impl Into<IomapReach>) {
         let _ = self.transport.set(transport);
-        self.iomap_capable.store(iomap_capable, Ordering::Relaxed);
+        let _ = self.iomap_reach.set(reach.into());
+    }
+
+    pub(crate) fn iomap_reach(&self) -> IomapReach {
+        self.iomap_reach
+            .get()
+            .copied()
+            .unwrap_or(IomapReach::ImageFile)
     }
 
     pub fn mode(&self) -> Mode {

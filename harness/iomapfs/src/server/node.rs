@@ -214,7 +214,7 @@ impl Server {
                 return Err(Errno(libc::EEXIST));
             }
         }
-        let fs = meta.writable()?;
+        let (fs, cache) = meta.writable_indexed()?;
         let (mode, acls) = inherit_acls(fs, parent, mode, umask)?;
         let ino = fs.new_inode(parent, mode)?;
         let t = now();
@@ -238,17 +238,20 @@ impl Server {
                     .map_err(|Errno(e)| ext2fs::Error::from_errno(e, "setting ACLs"))
             })
             .and_then(|()| match name {
-                Some(name) => fs.link(parent, name, ino, FileType::from_mode(mode)),
-                None => fs.orphan_add(ino),
+                Some(name) => cache.link(fs, parent, name, ino, FileType::from_mode(mode)),
+                None => fs.orphan_add(ino).map(|()| None),
             });
-        if let Err(e) = made {
-            if meta.fs()?.free_inode(ino).is_err() {
-                self.mark_errored(meta, "an inode of a failed create could not be freed");
+        let block = match made {
+            Ok(block) => block,
+            Err(e) => {
+                if meta.fs()?.free_inode(ino).is_err() {
+                    self.mark_errored(meta, "an inode of a failed create could not be freed");
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
+        };
         if let Some(name) = name {
-            meta.dircache.added(parent, name, ino);
+            meta.dircache.added(parent, name, ino, block);
         }
         let inode = meta.fs()?.read_inode(ino)?;
         Ok((ino, inode))
@@ -288,14 +291,14 @@ impl Server {
         if meta.find(parent, name)?.is_some() {
             return Err(Errno(libc::EEXIST));
         }
-        let fs = meta.writable()?;
+        let (fs, cache) = meta.writable_indexed()?;
         let parent_inode = fs.read_inode(parent)?;
         if parent_inode.links() >= LINK_MAX {
             return Err(Errno(libc::EMLINK));
         }
         let (mode, acls) = inherit_acls(fs, parent, mode, umask)?;
         // libext2fs' mkdir undoes itself when one of its steps fails.
-        let ino = fs.mkdir(parent, name, mode, uid, gid)?;
+        let (ino, block) = cache.mkdir(fs, parent, name, (mode, uid, gid))?;
         if self.fault() == Some(crate::fault::Fault::PanicInMkdir) {
             panic!("fault panic_in_mkdir: mkdir of inode {ino} panics holding the metadata lock");
         }
@@ -303,7 +306,7 @@ impl Server {
             self.undo_mkdir(&mut meta, parent, name, ino);
             return Err(e);
         }
-        meta.dircache.added(parent, name, ino);
+        meta.dircache.added(parent, name, ino, block);
         let inode = meta.fs()?.read_inode(ino)?;
         let out = self.entry_out(&mut meta, ino, &inode);
         Ok(out)
@@ -347,7 +350,7 @@ impl Server {
         let fs = meta.writable()?;
         // libext2fs' symlink undoes itself when one of its steps fails; it sets all times.
         let ino = fs.symlink(parent, name, target, uid, gid)?;
-        meta.dircache.added(parent, name, ino);
+        meta.dircache.added(parent, name, ino, None);
         let inode = meta.fs()?.read_inode(ino)?;
         let out = self.entry_out(&mut meta, ino, &inode);
         Ok(out)
@@ -371,11 +374,12 @@ impl Server {
         let mut meta = self.meta();
         Self::read_dir_inode(&mut meta, parent)?;
         let ino = meta.find(parent, name)?.ok_or(Errno(libc::ENOENT))?;
-        let fs = meta.writable()?;
+        let (fs, cache) = meta.writable_indexed()?;
         let mut inode = fs.read_inode(ino)?;
         if s_isdir(inode.mode()) {
             return Err(Errno(libc::EISDIR));
         }
+        let mut block = None;
         let ftype = FileType::from_mode(inode.mode());
         let last = inode.links() <= 1;
         let mut undo = Undos::default();
@@ -385,7 +389,7 @@ impl Server {
                 fs.orphan_add(ino)?;
                 undo.push(Undo::OrphanDel(ino));
             }
-            fs.unlink(parent, name)?;
+            block = cache.unlink(fs, parent, name)?;
             undo.push(Undo::Link(parent, name.to_vec(), ino, ftype));
             inode.set_links(inode.links().saturating_sub(1));
             inode.set_ctime(now());
@@ -395,7 +399,7 @@ impl Server {
             undo.rollback(self, &mut meta, "unlink");
             return Err(e.into());
         }
-        meta.dircache.removed(parent, name);
+        meta.dircache.removed(parent, name, block);
         if last {
             self.orphaned(&mut meta, ino);
         }
@@ -412,8 +416,9 @@ impl Server {
         let mut meta = self.meta();
         Self::read_dir_inode(&mut meta, parent)?;
         let ino = meta.find(parent, name)?.ok_or(Errno(libc::ENOENT))?;
-        let fs = meta.writable()?;
+        let (fs, cache) = meta.writable_indexed()?;
         let mut inode = fs.read_inode(ino)?;
+        let mut block = None;
         if !s_isdir(inode.mode()) {
             return Err(Errno(libc::ENOTDIR));
         }
@@ -424,7 +429,7 @@ impl Server {
         let steps = (|| -> Result<(), Errno> {
             fs.orphan_add(ino)?;
             undo.push(Undo::OrphanDel(ino));
-            fs.unlink(parent, name)?;
+            block = cache.unlink(fs, parent, name)?;
             undo.push(Undo::Link(parent, name.to_vec(), ino, FileType::Dir));
             // The removed directory's ".." no longer links the parent.
             adjust_links(fs, parent, -1)?;
@@ -437,7 +442,7 @@ impl Server {
             undo.rollback(self, &mut meta, "rmdir");
             return Err(e);
         }
-        meta.dircache.removed(parent, name);
+        meta.dircache.removed(parent, name, block);
         meta.dircache.forget_dir(ino);
         self.orphaned(&mut meta, ino);
         Ok(())
@@ -450,11 +455,12 @@ impl Server {
         if meta.find(parent, name)?.is_some() {
             return Err(Errno(libc::EEXIST));
         }
-        let fs = meta.writable()?;
+        let (fs, cache) = meta.writable_indexed()?;
         let mut inode = fs.read_inode(ino)?;
         if s_isdir(inode.mode()) {
             return Err(Errno(libc::EPERM));
         }
+        let mut block = None;
         if inode.links() >= LINK_MAX {
             return Err(Errno(libc::EMLINK));
         }
@@ -466,7 +472,8 @@ impl Server {
             inode.set_ctime(now());
             fs.write_inode(ino, &inode)?;
             undo.push(Undo::Links(ino, -1));
-            fs.link(parent, name, ino, FileType::from_mode(inode.mode()))
+            block = cache.link(fs, parent, name, ino, FileType::from_mode(inode.mode()))?;
+            Ok(())
         })();
         if let Err(e) = steps {
             undo.rollback(self, &mut meta, "link");
@@ -479,7 +486,7 @@ impl Server {
                 tracing::warn!(ino, "cannot take a linked inode off the orphan list: {e}");
             }
         }
-        meta.dircache.added(parent, name, ino);
+        meta.dircache.added(parent, name, ino, block);
         meta.orphans.remove(&ino);
         let inode = meta.fs()?.read_inode(ino)?;
         let out = self.entry_out(&mut meta, ino, &inode);
@@ -506,7 +513,7 @@ impl Server {
         Self::read_dir_inode(&mut meta, new_dir)?;
         let src = meta.find(old_dir, old_name)?.ok_or(Errno(libc::ENOENT))?;
         let dst = meta.find(new_dir, new_name)?;
-        let fs = meta.writable()?;
+        let (fs, cache) = meta.writable_indexed()?;
         let src_inode = fs.read_inode(src)?;
         let src_type = FileType::from_mode(src_inode.mode());
         let src_is_dir = src_type == FileType::Dir;
@@ -552,8 +559,8 @@ impl Server {
                 undo.rollback(self, &mut meta, "rename (exchange)");
                 return Err(e);
             }
-            meta.dircache.added(old_dir, old_name, dst);
-            meta.dircache.added(new_dir, new_name, src);
+            meta.dircache.retargeted(old_dir, old_name, dst);
+            meta.dircache.retargeted(new_dir, new_name, src);
             touch_ctimes(&mut meta, &[src, dst]);
             return Ok(());
         }
@@ -577,6 +584,7 @@ impl Server {
             replaced = Some((dst, dst_inode));
         }
         let mut undo = Undos::default();
+        let (mut new_block, mut old_block) = (None, None);
         let steps = (|| -> Result<(), Errno> {
             // A replaced inode that loses its last link is on the orphan list first.
             let dst_last = replaced
@@ -600,11 +608,11 @@ impl Server {
                     undo.push(Undo::SetEntry(new_dir, new_name.to_vec(), *dst, dst_type));
                 }
                 None => {
-                    fs.link(new_dir, new_name, src, src_type)?;
+                    new_block = cache.link(fs, new_dir, new_name, src, src_type)?;
                     undo.push(Undo::Unlink(new_dir, new_name.to_vec()));
                 }
             }
-            fs.unlink(old_dir, old_name)?;
+            old_block = cache.unlink(fs, old_dir, old_name)?;
             undo.push(Undo::Link(old_dir, old_name.to_vec(), src, src_type));
             if src_is_dir && cross {
                 fs.set_dotdot(src, new_dir)?;
@@ -630,8 +638,11 @@ impl Server {
             undo.rollback(self, &mut meta, "rename");
             return Err(e);
         }
-        meta.dircache.removed(old_dir, old_name);
-        meta.dircache.added(new_dir, new_name, src);
+        meta.dircache.removed(old_dir, old_name, old_block);
+        match replaced {
+            Some(_) => meta.dircache.retargeted(new_dir, new_name, src),
+            None => meta.dircache.added(new_dir, new_name, src, new_block),
+        }
         if let Some((dst, dst_inode)) = replaced {
             if s_isdir(dst_inode.mode()) {
                 meta.dircache.forget_dir(dst);

@@ -61,7 +61,14 @@ pub struct VmSpec {
     /// More read-only inputs as virtio disks (e.g. the built fstests tree), booted as
     /// snapshots so the cached files are never written; the guest finds each by serial.
     pub extra_disks: Vec<Disk>,
+    /// Serve the test disk over virtio-fs (tag [`VIRTIOFS_TEST_TAG`]) with this iomapfs
+    /// binary on the host (`--vhost-user-socket`, one backend per boot) instead of as a
+    /// virtio-blk disk. The disk must be formatted on the host (`format_test_disk`).
+    pub virtiofs_server: Option<PathBuf>,
 }
+
+/// The virtio-fs tag of the test disk when `VmSpec::virtiofs_server` is set.
+pub const VIRTIOFS_TEST_TAG: &str = "test";
 
 /// Host-side deadlines. The agent enforces per-test timeouts itself; these
 /// catch a guest that stopped answering at all.
@@ -257,6 +264,11 @@ pub fn resume_tests_with_steps(
         let mut kept = TestResult::new(name.clone(), report::Verdict::InfraError);
         kept.reason = Some("the host stopped the run during this test (resumed)".into());
         ck.tests.push(kept);
+        // Its server modes, as a crashed test's: from the file its mounts wrote.
+        let modes = verdict::interrupted_modes(dir, &name);
+        if !modes.is_empty() {
+            ck.test_modes.push((name.clone(), modes));
+        }
         continue_plan(&mut ck.plan, &name, more, &mut ck.notes, progress);
     }
     let msg = format!(
@@ -300,7 +312,8 @@ fn run_from(
             .filter(|t| !done.contains(t.name.as_str()))
             .cloned()
             .collect();
-        if remaining.is_empty() {
+        // An empty plan still boots once (the run's facts and verdict come from a boot).
+        if remaining.is_empty() && ck.base.is_some() {
             break;
         }
         boots_here += 1;

@@ -9,7 +9,7 @@ use std::sync::mpsc::Receiver;
 use events::Plan;
 use report::{RunResult, RESULTS_SCHEMA};
 
-use crate::qemu::{Console, Disk, QemuConfig};
+use crate::qemu::{Console, Disk, QemuConfig, VirtioFs};
 use crate::rundir::RunDir;
 
 use super::channels::{attach_console, Tail};
@@ -17,7 +17,10 @@ use super::{Progress, VmError, VmSpec};
 
 /// A started boot: QEMU, its channels, and the run's facts so far.
 pub(super) struct Started {
+    /// Declared first: dropped (QEMU killed) before the virtio-fs backends are waited for.
     pub(super) qemu: QemuGuard,
+    /// The boot's virtio-fs backends; dropping waits for each to flush and exit.
+    pub(super) _backends: Vec<Backend>,
     pub(super) console_in: UnixStream,
     pub(super) console_rx: Receiver<Vec<u8>>,
     pub(super) events: Tail,
@@ -35,14 +38,15 @@ pub(super) fn start(
     boot_no: u32,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Result<Started, RunResult>, VmError> {
-    let (boot, disks) = prepare(dir, spec, plan, boot_no)?;
+    let (boot, mut disks) = prepare(dir, spec, plan, boot_no)?;
     // Unix socket paths are limited to 108 bytes: keep them in a short temp dir.
     let sockets = prep(
         Path::new("/tmp"),
         tempfile::Builder::new().prefix("harness-").tempdir(),
     )?;
     let console_sock = sockets.path().join("console.sock");
-    let cfg = qemu_config(
+    let shares = virtiofs_shares(spec, &mut disks, sockets.path());
+    let mut cfg = qemu_config(
         dir,
         spec,
         boot,
@@ -61,6 +65,21 @@ pub(super) fn start(
     progress(Progress::Booting { qemu_args: &args });
 
     let mut result = base_result(spec, dir, &cfg);
+    let mut backends = vec![];
+    for (share, image) in shares {
+        let server = spec
+            .virtiofs_server
+            .as_deref()
+            .unwrap_or(Path::new("iomapfs"));
+        match Backend::start(server, &image, &share, &dir.path) {
+            Ok(b) => backends.push(b),
+            Err(e) => {
+                result.reason = Some(format!("virtio-fs backend for `{}`: {e}", share.tag));
+                return Ok(Err(result));
+            }
+        }
+        cfg.virtiofs.push(share);
+    }
     // From the end of what earlier boots wrote (QEMU appends), taken before QEMU starts:
     // a fast guest may send its first events before the console is even attached.
     let events = Tail::from_end(dir.path.join("events.jsonl"));
@@ -79,6 +98,7 @@ pub(super) fn start(
     ) {
         Ok((console_in, console_rx)) => Ok(Ok(Started {
             qemu,
+            _backends: backends,
             console_in,
             console_rx,
             events,
@@ -212,6 +232,7 @@ pub(super) fn qemu_config(
         kernel: spec.kernel.clone(),
         cmdline,
         disks,
+        virtiofs: vec![],
         boot_dir: boot,
         share_dir: dir.path.clone(),
         events_file: dir.path.join("events.jsonl"),
@@ -257,11 +278,115 @@ pub fn planned_command(spec: &VmSpec) -> Vec<String> {
         });
     }
     disks.extend(spec.extra_disks.iter().cloned());
+    let shares = virtiofs_shares(spec, &mut disks, &dir.path);
     let console = Console::Socket(dir.path.join("console.sock"));
-    let cfg = qemu_config(&dir, spec, dir.path.join("boot"), disks, console, &dir.path);
+    let mut cfg = qemu_config(&dir, spec, dir.path.join("boot"), disks, console, &dir.path);
+    cfg.virtiofs = shares.into_iter().map(|(share, _)| share).collect();
     std::iter::once(cfg.binary.display().to_string())
         .chain(cfg.args())
         .collect()
+}
+
+/// With `virtiofs_server`, the test disk leaves the virtio-blk list and becomes a virtio-fs
+/// share with its socket in `sockets`: (share, image) pairs.
+fn virtiofs_shares(
+    spec: &VmSpec,
+    disks: &mut Vec<Disk>,
+    sockets: &Path,
+) -> Vec<(VirtioFs, PathBuf)> {
+    if spec.virtiofs_server.is_none() {
+        return vec![];
+    }
+    let tag = super::VIRTIOFS_TEST_TAG;
+    let Some(at) = disks.iter().position(|d| d.serial == "test") else {
+        return vec![];
+    };
+    let disk = disks.remove(at);
+    let share = VirtioFs {
+        tag: tag.into(),
+        socket: sockets.join(format!("{tag}.vfs.sock")),
+    };
+    vec![(share, disk.path)]
+}
+
+/// A virtio-fs backend (iomapfs `--vhost-user-socket`) serving one image for one boot. It
+/// exits by itself once QEMU has gone, after closing the filesystem; dropping the guard
+/// waits for that (so the image is complete for the next boot or a host fsck), and kills
+/// it only if it does not finish.
+pub(super) struct Backend {
+    child: Child,
+}
+
+impl Backend {
+    /// How long a backend may take to close the filesystem after QEMU is gone.
+    const CLOSE: std::time::Duration = std::time::Duration::from_secs(60);
+
+    fn start(server: &Path, image: &Path, share: &VirtioFs, run: &Path) -> std::io::Result<Self> {
+        let log = run.join(format!("virtiofs-{}.log", share.tag));
+        let log_file = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+        };
+        let mut cmd = Command::new(server);
+        cmd.arg(image)
+            .arg("--vhost-user-socket")
+            .arg(&share.socket)
+            // Every mount in the guest appends the mode it negotiated.
+            .env(
+                "IOMAPFS_MODE_LOG",
+                run.join(format!("virtiofs-{}.modes", share.tag)),
+            )
+            // A log file, not a terminal: no colour codes.
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log_file()?)
+            .stderr(log_file()?)
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe. SIGTERM, not SIGKILL: if we die, the
+        // backend still syncs and closes the filesystem.
+        unsafe {
+            cmd.pre_exec(|| {
+                let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
+        // QEMU connects at start: the socket must be listening first.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !share.socket.exists() {
+            if let Some(status) = child.try_wait()? {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(std::io::Error::other(format!(
+                    "{} exited ({status}): {}",
+                    server.display(),
+                    text.trim().lines().last().unwrap_or("")
+                )));
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(std::io::Error::other("no socket after 30 s"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(Backend { child })
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let deadline = std::time::Instant::now() + Self::CLOSE;
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// QEMU in its own process group (Ctrl-C on the terminal reaches only us),

@@ -257,7 +257,7 @@ pub(super) fn finish_with(
 
 /// The server modes a test that never finished left in its directory in the share, read
 /// like any guest file (no links, a small cap) and reduced to the modes the harness knows.
-fn interrupted_modes(dir: &RunDir, test: &str) -> Vec<String> {
+pub(super) fn interrupted_modes(dir: &RunDir, test: &str) -> Vec<String> {
     let path = dir
         .path
         .join("tests")

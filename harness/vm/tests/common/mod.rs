@@ -63,6 +63,7 @@ pub fn fake_vm(script: &str) -> Option<(tempfile::TempDir, VmSpec)> {
         extra_cmdline: vec![],
         format_test_disk: None,
         extra_disks: vec![],
+        virtiofs_server: None,
     };
     Some((tmp, spec))
 }
