@@ -117,14 +117,15 @@ fn spawn_and_watch(plan: &Plan, test: &PlanTest, dir: &Path, out: &mut Emitter) 
         .arg("-c")
         .arg(&test.command)
         .env_clear()
+        // Every iomapfs the test mounts (fstests' included) records its session here, with
+        // a snapshot of the filesystem it opened (the plan's env may switch it off).
+        .env("IOMAPFS_RECORD_DIR", dir.join(events::RECORDINGS_DIR))
+        .env("IOMAPFS_RECORD_MAX", events::RECORD_MAX)
         .envs(setup::test_env(plan))
         .env("HARNESS_TEST", &test.name)
         .env("HARNESS_OUT", dir)
-        // Every iomapfs the test mounts (fstests' included) appends its mode here.
+        // ... and appends its mode here.
         .env("IOMAPFS_MODE_LOG", dir.join(events::SERVER_MODES_FILE))
-        // ... and records its session there, with a snapshot of the filesystem it opened.
-        .env("IOMAPFS_RECORD_DIR", dir.join(events::RECORDINGS_DIR))
-        .env("IOMAPFS_RECORD_MAX", events::RECORD_MAX)
         .current_dir("/tmp")
         .stdin(Stdio::null())
         .stdout(stdout)

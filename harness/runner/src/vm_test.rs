@@ -116,6 +116,11 @@ pub struct VmTestArgs {
     /// times) to run the tests after it; 0 stops at the first crash.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub max_reboots: u32,
+    /// Do not record the server's sessions (by default every test's iomapfs records,
+    /// with a snapshot of its filesystem, and a failing test keeps them for
+    /// `cargo xtask replay`; under TCG this costs seconds per mount).
+    #[arg(long)]
+    pub no_record: bool,
     /// Environment for every test (repeatable), e.g. SMOKE_FSTYPE=ext4.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -215,6 +220,9 @@ pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
         ] {
             env.push((k.to_string(), v.to_string()));
         }
+    }
+    if args.no_record {
+        env.push(("IOMAPFS_RECORD_DIR".to_string(), String::new()));
     }
     for kv in &args.env {
         let (k, v) = kv
@@ -1297,6 +1305,13 @@ mod tests {
         assert_eq!(plan.tests.len(), 1);
         assert_eq!(plan.tests[0].timeout_s, 20);
         assert_eq!(plan.env, vec![("A".to_string(), "b=c".to_string())]);
+        // --no-record empties the variable the agent points every server's recordings at.
+        let a = parse(&["--run", "true", "--no-record"]);
+        let plan = build_plan(&a, false).unwrap();
+        assert_eq!(
+            plan.env,
+            vec![("IOMAPFS_RECORD_DIR".to_string(), String::new())]
+        );
         assert!(plan.server.is_none());
     }
 

@@ -37,7 +37,8 @@ pub fn prepare(source: &Path, opts: &mut MountOptions) {
     if opts.record.is_some() {
         return;
     }
-    let Some(dir) = std::env::var_os(RECORD_DIR_ENV) else {
+    // Unset or empty: no recording (`vm-test --no-record` sets it empty).
+    let Some(dir) = std::env::var_os(RECORD_DIR_ENV).filter(|d| !d.is_empty()) else {
         return;
     };
     if let Err(e) = record_into(Path::new(&dir), source, opts) {
