@@ -5,10 +5,11 @@
 //! kept test's sessions on the host ([`replay_main`]).
 //!
 //! The recordings are the guest's files: nothing here follows a link the guest planted.
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use report::RunResult;
+use vm::rundir::real_dirs;
 use vm::RunDir;
 
 /// Deepest test directory looked at (`[vm-K/]tests/<name with slashes>`).
@@ -168,23 +169,6 @@ pub fn sessions(run: &Path, test: &str) -> Result<Vec<Session>> {
         );
     }
     Ok(found)
-}
-
-/// Every component of `rel` under `root` that exists is a real directory.
-fn real_dirs(root: &Path, rel: &Path) -> bool {
-    let mut p = root.to_path_buf();
-    for c in rel.components() {
-        let Component::Normal(part) = c else {
-            return false;
-        };
-        p.push(part);
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return false,
-            Err(_) => return true,
-        }
-    }
-    true
 }
 
 /// `cargo xtask replay`.

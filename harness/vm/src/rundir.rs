@@ -173,7 +173,7 @@ impl RunDir {
 }
 
 /// Every component of `rel` under `root` is a real directory (or absent): no links.
-fn real_dirs(root: &Path, rel: &Path) -> bool {
+pub fn real_dirs(root: &Path, rel: &Path) -> bool {
     let mut p = root.to_path_buf();
     for c in rel.components() {
         let Component::Normal(part) = c else {
