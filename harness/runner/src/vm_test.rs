@@ -666,6 +666,7 @@ fn cancel_flag() -> Arc<AtomicBool> {
 /// fstests for this run: the build, and one plan per VM (`--jobs`).
 struct FstestsRun {
     built: fstests::plan::Built,
+    /// Taken by the jobs when they are made.
     plans: Vec<fstests::plan::FstestsPlan>,
 }
 
@@ -939,7 +940,7 @@ fn run_in(args: &VmTestArgs, resumed: Option<RunDir>, ui: &Ui) -> Result<(RunRes
             .context("--virtiofs needs the iomapfs binary")?;
         prepared.spec.virtiofs_server = Some(server);
     }
-    let fstests = if args.fstests.enabled() {
+    let mut fstests = if args.fstests.enabled() {
         Some(prepare_fstests(args, jobs, &plan, &mut prepared, ui)?)
     } else {
         None
@@ -959,13 +960,18 @@ fn run_in(args: &VmTestArgs, resumed: Option<RunDir>, ui: &Ui) -> Result<(RunRes
             d
         }
     };
+    // One fstests plan per VM (none without fstests), each handed to its job.
+    let mut fresh_plans = fstests
+        .as_mut()
+        .map(|f| std::mem::take(&mut f.plans))
+        .unwrap_or_default()
+        .into_iter();
     let mut jobs: Vec<parallel::Job> = (0..jobs)
         .map(|k| -> Result<parallel::Job> {
             let dir = parallel::job_dir(&dir, k, jobs).context("creating a VM's run directory")?;
             let mut plan = plan.clone();
-            let fstests = match &fstests {
-                Some(f) => {
-                    let fresh = &f.plans[k as usize];
+            let fstests = match fresh_plans.next() {
+                Some(fresh) => {
                     plan.tests.extend(fresh.tests.iter().cloned());
                     // A resumed run goes on with the batches as its crashes left them.
                     let saved = if resume {
@@ -977,8 +983,7 @@ fn run_in(args: &VmTestArgs, resumed: Option<RunDir>, ui: &Ui) -> Result<(RunRes
                         Some(p) => p,
                         None => {
                             fresh.save(&dir)?;
-                            fstests::plan::FstestsPlan::load(&dir)?
-                                .context("reading back the fstests plan")?
+                            fresh
                         }
                     };
                     let d = dir.path.join("fstests");
