@@ -29,6 +29,9 @@ pub enum Scheme {
     FuseExt4,
     /// FUSE iomap development trees, block-device flavour: FSTYP=fuseblk.ext4.
     FuseblkExt4,
+    /// The kernel's own ext4 (FSTYP=ext4): the control section, never iomapfs. Not a
+    /// `--fstests-scheme` value.
+    KernelExt4,
 }
 
 impl Scheme {
@@ -38,6 +41,7 @@ impl Scheme {
             Scheme::FuseSubtype => "fuse",
             Scheme::FuseExt4 => "fuse.ext4",
             Scheme::FuseblkExt4 => "fuseblk.ext4",
+            Scheme::KernelExt4 => "ext4",
         }
     }
 
@@ -45,7 +49,7 @@ impl Scheme {
     pub fn fuse_subtype(self) -> &'static str {
         match self {
             Scheme::FuseSubtype => ".iomapfs",
-            Scheme::FuseExt4 | Scheme::FuseblkExt4 => "",
+            Scheme::FuseExt4 | Scheme::FuseblkExt4 | Scheme::KernelExt4 => "",
         }
     }
 }
@@ -71,6 +75,7 @@ impl std::fmt::Display for Scheme {
             Scheme::FuseSubtype => "fuse-subtype",
             Scheme::FuseExt4 => "fuse.ext4",
             Scheme::FuseblkExt4 => "fuseblk.ext4",
+            Scheme::KernelExt4 => "ext4",
         })
     }
 }

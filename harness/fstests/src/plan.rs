@@ -36,7 +36,8 @@ pub struct FstestsArgs {
     /// 'generic/001 generic/013', 'generic/00?'. Default: '-g quick'.
     #[arg(long = "fstests", value_name = "ARGS", allow_hyphen_values = true)]
     pub selection: Option<String>,
-    /// local.config section to run (repeatable): iomapfs-4k, iomapfs-1k, or `all`.
+    /// local.config section to run (repeatable): iomapfs-4k, iomapfs-1k, `all` (both), or
+    /// ext4-4k, the control: the same tests on the kernel's ext4, expunges not applied.
     #[arg(long = "fstests-section", value_name = "NAME")]
     pub sections: Vec<String>,
     /// How fstests names the filesystem: fuseblk.ext4 (default), fuse.ext4 (the FUSE
@@ -182,45 +183,65 @@ impl FstestsArgs {
     }
 }
 
+/// The control section: the same tests on the kernel's own ext4, on the same disks in the
+/// same VM, so a failure on iomapfs is known to be iomapfs's or the environment's.
+pub const CONTROL_SECTION: &str = "ext4-4k";
+
 /// The configurations the harness knows: iomapfs on ext4 with 4 KiB and 1 KiB blocks,
 /// mounted in `mode` (`iomap=on` or `iomap=off`: a server that cannot use the mode the
-/// expunges were chosen for fails the mount instead of running the other mode silently).
+/// expunges were chosen for fails the mount instead of running the other mode silently),
+/// then the control, kernel ext4 with 4 KiB blocks.
 pub fn known_sections(scheme: Scheme, mode: Mode) -> Vec<Section> {
     let iomap = match mode {
         Mode::Iomap => "iomap=on",
         Mode::Classic => "iomap=off",
     };
-    [("iomapfs-4k", "-b 4096"), ("iomapfs-1k", "-b 1024")]
-        .into_iter()
-        .map(|(name, mkfs)| Section {
-            name: name.into(),
-            scheme,
-            test_dev: "/dev/disk/by-id/virtio-test".into(),
-            test_dir: "/mnt/test".into(),
-            scratch_dev: "/dev/disk/by-id/virtio-scratch".into(),
-            scratch_mnt: "/mnt/scratch".into(),
-            mkfs_options: mkfs.into(),
-            // preen: a filesystem a crash test left unclean is repaired by e2fsck -p at the
-            // next mount (iomapfs keeps no journal, like ext2) rather than refused.
-            // Upstream FSTYP=fuse checks that the mount's type reads exactly `fuse`.
-            mount_options: if scheme == Scheme::FuseSubtype {
-                format!("-o preen,{iomap},flavor=fuse,nosubtype")
-            } else {
-                format!("-o preen,{iomap}")
-            },
-            extra: vec![],
-        })
-        .collect()
+    let section = |name: &str, scheme, mkfs: &str, mount_options: String| Section {
+        name: name.into(),
+        scheme,
+        test_dev: "/dev/disk/by-id/virtio-test".into(),
+        test_dir: "/mnt/test".into(),
+        scratch_dev: "/dev/disk/by-id/virtio-scratch".into(),
+        scratch_mnt: "/mnt/scratch".into(),
+        mkfs_options: mkfs.into(),
+        mount_options,
+        extra: vec![],
+    };
+    // preen: a filesystem a crash test left unclean is repaired by e2fsck -p at the next
+    // mount (iomapfs keeps no journal, like ext2) rather than refused. Upstream FSTYP=fuse
+    // checks that the mount's type reads exactly `fuse`.
+    let iomapfs_options = if scheme == Scheme::FuseSubtype {
+        format!("-o preen,{iomap},flavor=fuse,nosubtype")
+    } else {
+        format!("-o preen,{iomap}")
+    };
+    vec![
+        section("iomapfs-4k", scheme, "-b 4096", iomapfs_options.clone()),
+        section("iomapfs-1k", scheme, "-b 1024", iomapfs_options),
+        // iomapfs's mkfs wrappers turn inline_data off; so does the control. Its mount
+        // options are ext4's defaults, written out: an empty value would inherit the
+        // previous section's.
+        section(
+            CONTROL_SECTION,
+            Scheme::KernelExt4,
+            "-b 4096 -O ^inline_data",
+            "-o acl,user_xattr".into(),
+        ),
+    ]
 }
 
-/// The sections the flags select (default: the first, iomapfs-4k).
+/// The sections the flags select (default: the first, iomapfs-4k; `all`: every iomapfs
+/// section; the control only by its name).
 pub fn selected_sections(args: &FstestsArgs, scheme: Scheme) -> Result<Vec<Section>> {
     let known = known_sections(scheme, Mode::Classic);
     if args.sections.is_empty() {
         return Ok(known.into_iter().take(1).collect());
     }
     if args.sections.iter().any(|s| s == "all") {
-        return Ok(known);
+        return Ok(known
+            .into_iter()
+            .filter(|s| s.name != CONTROL_SECTION)
+            .collect());
     }
     args.sections
         .iter()
@@ -540,7 +561,13 @@ pub fn plan(
             let name = test_name(&section.name, id);
             // The name becomes a path in the run directory: refuse odd ids from the tree.
             events::check_test_name(&name).map_err(|e| usage(format!("fstests test {id}: {e}")))?;
-            match expunges.lookup(id, &ctx, Kind::Skip) {
+            // The control runs what was selected: its point is to run the tests iomapfs
+            // fails, expunged ones included.
+            let expunged = match section.name.as_str() {
+                CONTROL_SECTION => None,
+                _ => expunges.lookup(id, &ctx, Kind::Skip),
+            };
+            match expunged {
                 Some(e) => {
                     let mut t = TestResult::new(name, Verdict::Expunged);
                     t.reason = Some(format!("{} ({}; {})", e.reason, e.link, e.file.display()));
@@ -633,6 +660,40 @@ mod tests {
             format!("{}", selected_sections(&bad, Scheme::FuseExt4).unwrap_err())
                 .contains("iomapfs-1k")
         );
+    }
+
+    /// The control is kernel ext4, only by name, and runs expunged tests too.
+    #[test]
+    fn the_control_section_is_kernel_ext4_and_ignores_expunges() {
+        let control = FstestsArgs {
+            sections: vec![CONTROL_SECTION.into()],
+            selection: Some("generic/001 generic/002".into()),
+            scheme: "fuseblk.ext4".into(),
+            ..Default::default()
+        };
+        let s = selected_sections(&control, Scheme::FuseblkExt4).unwrap();
+        assert_eq!((s.len(), s[0].scheme.fstyp()), (1, "ext4"));
+        let tree = tree_with_generic_groups();
+        let expunge = tempfile::tempdir().unwrap();
+        std::fs::write(
+            expunge.path().join("x.toml"),
+            "[[expunge]]\ntests = [\"generic/001\"]\nreason = \"r\"\nlink = \"https://example.org/x\"\n",
+        )
+        .unwrap();
+        let args = |sections: &str| FstestsArgs {
+            sections: vec![sections.into()],
+            ..control.clone()
+        };
+        let p = |a: &FstestsArgs| {
+            plan(a, tree.path(), expunge.path(), "6.12.117", Mode::Classic, &BTreeMap::new(), 3)
+                .unwrap()
+        };
+        let on_ext4 = p(&args(CONTROL_SECTION));
+        assert!(on_ext4.expunged.is_empty());
+        assert_eq!(on_ext4.batches[0].ids, ["generic/001", "generic/002"]);
+        assert!(on_ext4.local_config.contains("[ext4-4k]\nFSTYP=\"ext4\""));
+        let on_iomapfs = p(&args("iomapfs-4k"));
+        assert_eq!(on_iomapfs.expunged.len(), 1);
     }
 
     /// The real generic group list (633 quick tests), an expunge file, a shard, batches.
