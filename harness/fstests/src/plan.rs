@@ -208,12 +208,16 @@ pub fn known_sections(scheme: Scheme, mode: Mode) -> Vec<Section> {
         extra: vec![],
     };
     // preen: a filesystem a crash test left unclean is repaired by e2fsck -p at the next
-    // mount (iomapfs keeps no journal, like ext2) rather than refused. Upstream FSTYP=fuse
-    // checks that the mount's type reads exactly `fuse`.
+    // mount (iomapfs keeps no journal, like ext2) rather than refused. allow_other and
+    // default_permissions: a multi-user filesystem like ext4, where fstests' fsgqa users
+    // get in and the kernel checks their permissions (without them FUSE lets only the
+    // mounting user in and checks nothing). Upstream FSTYP=fuse checks that the mount's
+    // type reads exactly `fuse`.
+    let common = format!("preen,{iomap},allow_other,default_permissions");
     let iomapfs_options = if scheme == Scheme::FuseSubtype {
-        format!("-o preen,{iomap},flavor=fuse,nosubtype")
+        format!("-o {common},flavor=fuse,nosubtype")
     } else {
-        format!("-o preen,{iomap}")
+        format!("-o {common}")
     };
     vec![
         section("iomapfs-4k", scheme, "-b 4096", iomapfs_options.clone()),
@@ -685,8 +689,16 @@ mod tests {
             ..control.clone()
         };
         let p = |a: &FstestsArgs| {
-            plan(a, tree.path(), expunge.path(), "6.12.117", Mode::Classic, &BTreeMap::new(), 3)
-                .unwrap()
+            plan(
+                a,
+                tree.path(),
+                expunge.path(),
+                "6.12.117",
+                Mode::Classic,
+                &BTreeMap::new(),
+                3,
+            )
+            .unwrap()
         };
         let on_ext4 = p(&args(CONTROL_SECTION));
         assert!(on_ext4.expunged.is_empty());
@@ -754,7 +766,7 @@ mod tests {
         );
         assert!(
             p.local_config
-                .contains("MOUNT_OPTIONS=\"-o preen,iomap=off\""),
+                .contains("MOUNT_OPTIONS=\"-o preen,iomap=off,allow_other,default_permissions\""),
             "classic mode mounts with iomap=off: {}",
             p.local_config
         );
@@ -777,7 +789,7 @@ mod tests {
         assert!(q.expunged.is_empty());
         assert!(
             q.local_config
-                .contains("MOUNT_OPTIONS=\"-o preen,iomap=on\""),
+                .contains("MOUNT_OPTIONS=\"-o preen,iomap=on,allow_other,default_permissions\""),
             "iomap mode mounts with iomap=on, so a fallback fails the mount: {}",
             q.local_config
         );
