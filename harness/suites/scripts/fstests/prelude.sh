@@ -75,6 +75,17 @@ fstests_run() {
     shift 2
     local tests=("$@")
     fstests_setup || { echo "fstests setup failed"; return 3; }
+    # check mounts the test device with the first section's settings before it switches
+    # to the one asked for: put that one first, so a control run on kernel ext4 mounts no
+    # iomapfs (every section sets all its keys, so the order changes nothing else).
+    awk -v want="[$section]" '
+        /^\[/ { cur = ($0 == want) ? "first" : "rest"; $0 = "\n" $0 }
+        !cur { head = head $0 "\n"; next }
+        /^$/ { next }
+        { if (cur == "first") first = first $0 "\n"; else rest = rest $0 "\n" }
+        END { printf "%s%s%s", head, first, rest }
+    ' "$FSTESTS/local.config" > "$FSTESTS/local.config.new" &&
+        mv "$FSTESTS/local.config.new" "$FSTESTS/local.config" || return 3
     # The host's order, so "the tests after the one that crashed" means the same to both
     # (check sorts its list otherwise; trees older than 2021 lack the option).
     local order=()
