@@ -169,11 +169,11 @@ fn run(cli: &Cli, mut opts: MountOptions) -> Result<()> {
     if opts.preen && !opts.read_only {
         iomapfs::preen::preen(&cli.source)?;
     }
-    if let Some(path) = &cli.vhost_user_socket {
-        return serve_virtiofs(&cli.source, path, opts);
-    }
     // A harness's IOMAPFS_RECORD_DIR: save the filesystem as it is now, then record.
     iomapfs::record::harness::prepare(&cli.source, &mut opts);
+    if let Some(path) = &cli.vhost_user_socket {
+        return serve_virtiofs(cli, path, opts);
+    }
     let fs = ext2fs::Fs::open(&cli.source, !opts.read_only).with_context(|| {
         format!(
             "cannot open the ext4 filesystem on {}",
@@ -273,16 +273,23 @@ fn record(
     server: &Server,
     info: &SessionInfo<'_>,
 ) -> Result<Recorded> {
-    let Some(path) = server.options().record.as_ref() else {
+    let Some(recorder) = recorder(server.options(), info)? else {
         return Ok((transport, None));
     };
-    let opts = server.options();
+    let wrapped: Arc<dyn Transport> = Arc::new(Recording::new(transport, recorder.clone()));
+    Ok((wrapped, Some(recorder)))
+}
+
+/// With `-o record=FILE`, the recorder, its header written.
+fn recorder(opts: &MountOptions, info: &SessionInfo<'_>) -> Result<Option<Arc<Recorder>>> {
+    let Some(path) = opts.record.as_ref() else {
+        return Ok(None);
+    };
     let flush_every = Duration::from_millis(opts.record_flush_ms);
     let recorder = Recorder::create_with_flush(path, opts.record_max, &info.meta(), flush_every)
         .with_context(|| format!("cannot create the recording {}", path.display()))?;
     tracing::info!("recording the session to {}", path.display());
-    let wrapped: Arc<dyn Transport> = Arc::new(Recording::new(transport, recorder.clone()));
-    Ok((wrapped, Some(recorder)))
+    Ok(Some(recorder))
 }
 
 /// The session is over: the recording gets its end marker, whatever the session's result.
@@ -306,18 +313,31 @@ fn open_source(source: &std::path::Path, read_only: bool) -> Result<(ext2fs::Fs,
 }
 
 /// `--vhost-user-socket`: virtio-fs for a QEMU guest. The filesystem is opened now and
-/// again for each mount after a DESTROY; the flock and the preen are once per process.
-fn serve_virtiofs(
-    source: &std::path::Path,
-    socket: &std::path::Path,
-    opts: MountOptions,
-) -> Result<()> {
+/// again for each mount after a DESTROY; the flock, the preen and the recording (all the
+/// mounts in one) are once per process.
+fn serve_virtiofs(cli: &Cli, socket: &std::path::Path, opts: MountOptions) -> Result<()> {
+    let source = cli.source.as_path();
     if opts.iomap == IomapPolicy::On {
         bail!(
             "iomap=on cannot work over virtio-fs: the guest kernel does iomap I/O only on the \
              block device of a fuseblk mount; use iomap=auto or off"
         );
     }
+    let recorder = match &opts.record {
+        Some(_) => {
+            // The filesystem as the first mount will find it: a replay checks its image.
+            let (fs, _) = open_source(source, true)?;
+            let info = SessionInfo {
+                transport: "vhost-user",
+                iomap_capable: false,
+                source,
+                options: &cli.options,
+                fs: &fs.info(),
+            };
+            recorder(&opts, &info)?
+        }
+        None => None,
+    };
     let threads = opts.threads;
     let source_path = source.to_path_buf();
     let open = move || {
@@ -326,7 +346,7 @@ fn serve_virtiofs(
     };
     // The backend starts its queue and commit threads at once: they must inherit the mask.
     block_stop_signals()?;
-    let backend = iomapfs::vhost_user::VirtioFs::new(Box::new(open), threads)?;
+    let backend = iomapfs::vhost_user::VirtioFs::new(Box::new(open), threads, recorder.clone())?;
     let stopper = backend.stopper();
     let again = stopper.clone();
     // Before the socket exists: whoever waits for it may signal us at once.
@@ -336,7 +356,7 @@ fn serve_virtiofs(
         source.display(),
         socket.display()
     );
-    backend.serve(socket)
+    finish_recording(backend.serve(socket), recorder)
 }
 
 /// SIGTERM, SIGINT and SIGHUP (a shutdown, `timeout`, a closed terminal) stop the server

@@ -10,6 +10,10 @@
 //! A DESTROY (the guest's umount) closes the filesystem; the next INIT (a new mount in the
 //! same guest) opens it again. When the frontend disconnects (QEMU quit), the filesystem is
 //! closed and `serve` returns.
+//!
+//! With a `Recorder` (`-o record=FILE`), every request a filesystem serves and every reply
+//! go to the recording through the same `record::Recording` wrapper as the other
+//! transports: one recording for the backend's life, its mounts one after the other.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::ops::Deref;
@@ -32,6 +36,7 @@ use vmm_sys_util::event::{
 };
 
 use crate::errno::Errno;
+use crate::record::{Recorder, Recording};
 use crate::server::{IomapReach, Server};
 use crate::session::Committer;
 use crate::transport::Transport;
@@ -87,7 +92,7 @@ impl std::fmt::Display for ChainError {
 pub fn serve_chain<M>(
     chain: DescriptorChain<M>,
     max_request: usize,
-    handle: impl FnOnce(&[u8], &dyn Transport),
+    handle: impl FnOnce(&[u8], Arc<dyn Transport>),
 ) -> Result<u32, ChainError>
 where
     M: Deref<Target = GuestMemoryMmap> + Clone,
@@ -131,8 +136,8 @@ where
     let mut writer =
         Writer::<()>::new(mem, chain.clone()).map_err(|e| ChainError::Memory(e.to_string()))?;
 
-    let reply = ReplyBuf::default();
-    handle(&request, &reply);
+    let reply = Arc::new(ReplyBuf::default());
+    handle(&request, reply.clone());
     let Some(mut reply) = reply.take() else {
         return Ok(0);
     };
@@ -173,8 +178,8 @@ fn too_long_reply(reply: &[u8]) -> Vec<u8> {
 struct ReplyBuf(Mutex<Option<Vec<u8>>>);
 
 impl ReplyBuf {
-    fn take(self) -> Option<Vec<u8>> {
-        self.0.into_inner().unwrap_or_else(|p| p.into_inner())
+    fn take(&self) -> Option<Vec<u8>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -226,6 +231,7 @@ impl Transport for NoNotifications {
 struct Sessions {
     open: OpenServer,
     current: Mutex<Option<Live>>,
+    recorder: Option<Arc<Recorder>>,
 }
 
 struct Live {
@@ -235,10 +241,11 @@ struct Live {
 
 impl Sessions {
     /// Opens the filesystem now, so a bad source is reported before QEMU connects.
-    fn start(open: OpenServer) -> anyhow::Result<Sessions> {
+    fn start(open: OpenServer, recorder: Option<Arc<Recorder>>) -> anyhow::Result<Sessions> {
         let sessions = Sessions {
             open,
             current: Mutex::new(None),
+            recorder,
         };
         sessions.server(true)?;
         Ok(sessions)
@@ -259,7 +266,10 @@ impl Sessions {
             return Ok(None);
         }
         let server = Arc::new((self.open)()?);
-        server.attach(Arc::new(NoNotifications), IomapReach::VirtioFs);
+        server.attach(
+            self.recorded(Arc::new(NoNotifications)),
+            IomapReach::VirtioFs,
+        );
         let committer = Committer::start(server.clone())?;
         *current = Some(Live {
             server: server.clone(),
@@ -268,8 +278,16 @@ impl Sessions {
         Ok(Some(server))
     }
 
+    /// `transport`, through the recording when there is one.
+    fn recorded(&self, transport: Arc<dyn Transport>) -> Arc<dyn Transport> {
+        match &self.recorder {
+            Some(r) => Arc::new(Recording::new(transport, r.clone())),
+            None => transport,
+        }
+    }
+
     /// Answers one request.
-    fn handle(&self, request: &[u8], reply: &dyn Transport) {
+    fn handle(&self, request: &[u8], reply: Arc<dyn Transport>) {
         let header = fuse_wire::request::parse_header(request).ok();
         let opcode = header.and_then(|h| fuse_wire::Opcode::try_from(h.opcode).ok());
         let answer_eio = || {
@@ -277,7 +295,7 @@ impl Sessions {
             // The high-priority queue's requests get no reply, whatever happens.
             let silent = matches!(opcode, Some(Forget | BatchForget | Interrupt));
             if let (Some(h), false) = (header, silent) {
-                let _ = crate::reply::send(reply, h.unique, &Err(Errno(libc::EIO)));
+                let _ = crate::reply::send(reply.as_ref(), h.unique, &Err(Errno(libc::EIO)));
             }
         };
         let server = match self.server(opcode == Some(fuse_wire::Opcode::Init)) {
@@ -291,7 +309,13 @@ impl Sessions {
                 return answer_eio();
             }
         };
-        if let Err(e) = crate::dispatch::handle_one(&server, reply, request) {
+        // Recorded: what a filesystem serves (a request between a DESTROY and the next
+        // INIT reaches none, and its EIO is the backend's own).
+        if let Some(r) = &self.recorder {
+            r.request(request);
+        }
+        let reply = self.recorded(reply);
+        if let Err(e) = crate::dispatch::handle_one(&server, reply.as_ref(), request) {
             tracing::warn!("cannot answer a request: {e}");
         }
         if server.is_finished() {
@@ -480,9 +504,14 @@ pub struct VirtioFs {
 }
 
 impl VirtioFs {
-    /// Opens the filesystem; nothing listens yet (`serve` does).
-    pub fn new(open: OpenServer, request_queues: usize) -> anyhow::Result<Self> {
-        let sessions = Arc::new(Sessions::start(open)?);
+    /// Opens the filesystem; nothing listens yet (`serve` does). With `recorder`, every
+    /// session is recorded to it (the caller finishes it after `serve`).
+    pub fn new(
+        open: OpenServer,
+        request_queues: usize,
+        recorder: Option<Arc<Recorder>>,
+    ) -> anyhow::Result<Self> {
+        let sessions = Arc::new(Sessions::start(open, recorder)?);
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let backend = Arc::new(VirtioFsBackend {
             sessions: sessions.clone(),

@@ -7,6 +7,10 @@
 //! requests are replayed one at a time in the order the server read them: exactly what a
 //! one-thread server did, and for a session served by several threads a serial order that
 //! may differ where requests overlapped (a difference there is flagged as such).
+//!
+//! A recording may hold several mounts one after the other (a virtio-fs backend's: the
+//! guest unmounts, DESTROY closes the filesystem, the next INIT opens it again); the
+//! replay does the same on its copy.
 
 pub mod check;
 pub mod compare;
@@ -164,23 +168,30 @@ pub fn replay(cfg: &Config) -> Result<Report> {
     if opts.preen && !opts.read_only {
         crate::preen::preen(copy.path())?;
     }
-    let fs = ext2fs::Fs::open(copy.path(), !opts.read_only)
-        .with_context(|| format!("cannot open the ext4 filesystem of {}", cfg.image.display()))?;
-    same_image(&meta, &fs.info(), &cfg.image)?;
-    let block_size = fs.block_size();
-    let data = std::fs::OpenOptions::new()
-        .read(true)
-        .write(!opts.read_only)
-        .open(copy.path())
-        .with_context(|| format!("cannot open {} for data I/O", copy.path().display()))?;
-    let server = Server::new(fs, data, opts);
     let capture = Arc::new(Capture::default());
-    server.attach(capture.clone(), iomap_capable);
+    // The server on the copy: the first, and one for each mount after a DESTROY.
+    let open = || -> Result<(Server, ext2fs::FsInfo)> {
+        let fs = ext2fs::Fs::open(copy.path(), !opts.read_only).with_context(|| {
+            format!("cannot open the ext4 filesystem of {}", cfg.image.display())
+        })?;
+        let info = fs.info();
+        let data = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!opts.read_only)
+            .open(copy.path())
+            .with_context(|| format!("cannot open {} for data I/O", copy.path().display()))?;
+        let server = Server::new(fs, data, opts.clone());
+        server.attach(capture.clone(), iomap_capable);
+        Ok((server, info))
+    };
+    let (server, info) = open()?;
+    same_image(&meta, &info, &cfg.image)?;
 
     let mut run = Run {
-        server: &server,
+        server,
+        open: &|| open().map(|(server, _)| server),
         capture: &capture,
-        view: check::KernelView::new(block_size),
+        view: check::KernelView::new(info.block_size),
         report: Report {
             requests: 0,
             replies: 0,
@@ -196,7 +207,7 @@ pub fn replay(cfg: &Config) -> Result<Report> {
     // Close the filesystem whatever happened; at the end of a complete recording its
     // notifications (orphans freed at close) are compared too.
     capture.take();
-    let closed = server.shutdown();
+    let closed = run.server.shutdown();
     let at_close = capture.take();
     read.with_context(|| format!("replaying {}", cfg.recording.display()))?;
     if run.report.finding.is_none() {
@@ -272,7 +283,9 @@ fn same_image(meta: &Meta, info: &ext2fs::FsInfo, image: &Path) -> Result<()> {
 }
 
 struct Run<'a> {
-    server: &'a Server,
+    server: Server,
+    /// A new server on the copy, for a mount after a DESTROY.
+    open: &'a dyn Fn() -> Result<Server>,
     capture: &'a Capture,
     view: check::KernelView,
     report: Report,
@@ -290,6 +303,12 @@ impl Run<'_> {
                 self.report.unanswered += 1;
                 continue;
             }
+            let init = fuse_wire::parse_header(&ex.request)
+                .is_ok_and(|h| h.opcode == fuse_wire::Opcode::Init as u32);
+            if init && self.server.is_finished() {
+                // A new mount after DESTROY, as the recorded backend saw it.
+                self.server = (self.open)().context("opening the copy again for a new mount")?;
+            }
             if let Some(finding) = self.one(&ex) {
                 self.report.finding = Some(finding);
                 break;
@@ -301,7 +320,7 @@ impl Run<'_> {
     /// Replays one exchange; the first finding, if any.
     fn one(&mut self, ex: &schedule::Exchange) -> Option<Finding> {
         self.report.requests += 1;
-        if let Err(e) = crate::dispatch::handle_one(self.server, self.capture, &ex.request) {
+        if let Err(e) = crate::dispatch::handle_one(&self.server, self.capture, &ex.request) {
             tracing::warn!("replay: sending the answer failed: {e}");
         }
         let sent = self.capture.take();

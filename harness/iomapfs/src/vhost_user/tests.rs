@@ -44,7 +44,10 @@ fn request(opcode: Opcode, unique: u64, arg: &[u8]) -> Vec<u8> {
 }
 
 /// A handler that answers with the request's unique and `payload`, recording what it saw.
-fn echo(payload: Vec<u8>, seen: &mut Option<Vec<u8>>) -> impl FnOnce(&[u8], &dyn Transport) + '_ {
+fn echo(
+    payload: Vec<u8>,
+    seen: &mut Option<Vec<u8>>,
+) -> impl FnOnce(&[u8], Arc<dyn Transport>) + '_ {
     move |bytes, reply| {
         let header = fuse_wire::parse_header(bytes).unwrap();
         *seen = Some(bytes.to_vec());
@@ -232,12 +235,12 @@ fn opener(dir: &Path) -> OpenServer {
 
 /// That server behind `Sessions`, as the backend uses it.
 fn sessions(dir: &Path) -> Sessions {
-    Sessions::start(opener(dir)).unwrap()
+    Sessions::start(opener(dir), None).unwrap()
 }
 
 fn call(sessions: &Sessions, req: &[u8]) -> Vec<u8> {
-    let reply = ReplyBuf::default();
-    sessions.handle(req, &reply);
+    let reply = Arc::new(ReplyBuf::default());
+    sessions.handle(req, reply.clone());
     reply.take().unwrap_or_default()
 }
 
@@ -304,7 +307,7 @@ fn init_over_virtio_fs_is_classic_and_a_remount_reopens_the_filesystem() {
 fn request_queues_are_capped_and_each_has_its_own_thread() {
     let dir = tempfile::tempdir().unwrap();
     // threads=64 is a valid option; 65 queues would not fit the thread masks.
-    let fs = VirtioFs::new(opener(dir.path()), 64).unwrap();
+    let fs = VirtioFs::new(opener(dir.path()), 64, None).unwrap();
     let handlers = fs.daemon.get_epoll_handlers();
     assert_eq!(
         handlers.len(),
@@ -312,4 +315,117 @@ fn request_queues_are_capped_and_each_has_its_own_thread() {
         "one thread per queue"
     );
     fs.sessions.close().unwrap();
+}
+
+/// A request to node `nodeid` with its argument parts.
+fn request_to(opcode: Opcode, unique: u64, nodeid: u64, parts: &[&[u8]]) -> Vec<u8> {
+    let header = InHeader {
+        opcode: opcode as u32,
+        unique,
+        nodeid,
+        ..Default::default()
+    };
+    fuse_wire::encode_request(&header, parts)
+}
+
+/// A recorded backend records what each mount's filesystem served, one mount after the
+/// other in one recording, and `iomapfs replay` plays both back on the image as it was,
+/// reopening it after the DESTROY as the backend did.
+#[test]
+fn a_recorded_backend_with_two_mounts_replays_without_differences() {
+    use fuse_wire::structs::{CreateIn, EntryOut, MkdirIn, WriteIn};
+    let dir = tempfile::tempdir().unwrap();
+    let open = opener(dir.path());
+    let image = dir.path().join("fs.img");
+    let before = dir.path().join("before.img");
+    std::fs::copy(&image, &before).unwrap();
+    let info = ext2fs::Fs::open(&image, false).unwrap().info();
+    let meta = crate::record::SessionInfo {
+        transport: "vhost-user",
+        iomap_capable: false,
+        source: &image,
+        options: &[],
+        fs: &info,
+    }
+    .meta();
+    let recording = dir.path().join("s.rec");
+    let recorder = Recorder::create(&recording, 1 << 20, &meta).unwrap();
+    let sessions = Sessions::start(open, Some(recorder.clone())).unwrap();
+    let ok = |out: &[u8]| assert_eq!(OutHeader::read_from_prefix(out).unwrap().0.error, 0);
+
+    init(&sessions, 1);
+    let mkdir = MkdirIn {
+        mode: 0o40755,
+        umask: 0o022,
+    };
+    ok(&call(
+        &sessions,
+        &request_to(Opcode::Mkdir, 2, 1, &[mkdir.as_bytes(), b"d\0"]),
+    ));
+    let create = CreateIn {
+        flags: libc::O_RDWR as u32,
+        mode: 0o100644,
+        umask: 0o022,
+        open_flags: 0,
+    };
+    let created = call(
+        &sessions,
+        &request_to(Opcode::Create, 3, 1, &[create.as_bytes(), b"f\0"]),
+    );
+    ok(&created);
+    let entry = EntryOut::read_from_prefix(&created[OUT_HEADER_LEN..])
+        .unwrap()
+        .0;
+    let fh = u64::from_ne_bytes(
+        created[OUT_HEADER_LEN + size_of::<EntryOut>()..][..8]
+            .try_into()
+            .unwrap(),
+    );
+    let data = vec![0x5au8; 8192];
+    let write = WriteIn {
+        fh,
+        offset: 4096,
+        size: data.len() as u32,
+        ..Default::default()
+    };
+    ok(&call(
+        &sessions,
+        &request_to(Opcode::Write, 4, entry.nodeid, &[write.as_bytes(), &data]),
+    ));
+    ok(&call(&sessions, &request(Opcode::Destroy, 5, &[])));
+    // Between the mounts: answered EIO by the backend, no filesystem serves it.
+    call(&sessions, &request(Opcode::Statfs, 6, &[]));
+    init(&sessions, 7);
+    let found = call(&sessions, &request_to(Opcode::Lookup, 8, 1, &[b"f\0"]));
+    ok(&found);
+    let attr = EntryOut::read_from_prefix(&found[OUT_HEADER_LEN..])
+        .unwrap()
+        .0
+        .attr;
+    assert_eq!(attr.size, 4096 + 8192, "the first mount's write");
+    ok(&call(&sessions, &request(Opcode::Destroy, 9, &[])));
+    recorder.finish();
+
+    let mut frames = crate::record::Reader::open(&recording).unwrap();
+    let mut requests = vec![];
+    while let Some(f) = frames.next_frame().unwrap() {
+        if f.kind == crate::record::Kind::Request {
+            requests.push(f.unique);
+        }
+    }
+    assert_eq!(
+        requests,
+        [1, 2, 3, 4, 5, 7, 8, 9],
+        "what the filesystems served"
+    );
+    let report = crate::replay::replay(&crate::replay::Config {
+        recording,
+        image: before,
+        options: vec![],
+        workdir: Some(dir.path().into()),
+    })
+    .unwrap();
+    assert_eq!(report.finding, None, "{report}");
+    assert_eq!(report.ending, Some(crate::replay::Ending::Complete));
+    assert_eq!(report.requests, 8, "{report}");
 }
