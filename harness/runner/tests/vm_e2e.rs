@@ -235,6 +235,82 @@ fn a_guest_crash_over_virtiofs_leaves_the_hosts_image_clean() {
     assert!(!qemu_running(&result.id));
 }
 
+/// The host's virtio-fs backend records each boot's session, every mount in turn, as the
+/// guest's servers do; a failing run keeps it, and it replays on the host without
+/// differences. What the guest's O_DIRECT does over virtio-fs shows in it: the open
+/// carries O_DIRECT and the writes come as direct FUSE WRITEs (no FUSE_WRITE_CACHE).
+#[test]
+fn a_failing_virtiofs_run_keeps_the_backends_recording_which_replays_exactly() {
+    // One vCPU: one request queue, so the recording's order is the order served.
+    let cmd = "set -e; mount -t virtiofs test /mnt/test; echo hello > /mnt/test/f; \
+        mkdir /mnt/test/d; dd if=/dev/urandom of=/mnt/test/d/g bs=64k count=16 status=none; \
+        dd if=/dev/urandom of=/mnt/test/direct bs=64k count=4 oflag=direct status=none; \
+        umount /mnt/test; mount -t virtiofs test /mnt/test; rm /mnt/test/f; \
+        dd if=/mnt/test/direct of=/dev/null bs=64k iflag=direct status=none; \
+        umount /mnt/test; false";
+    let Some(args) = vm_args(&[
+        "--virtiofs",
+        "--cpus",
+        "1",
+        "--run",
+        cmd,
+        "--timeout",
+        "120",
+    ]) else {
+        return;
+    };
+    let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
+    eprint!("{}", report::summary_text(&result));
+    let verdicts: Vec<(&str, Verdict)> = result
+        .tests
+        .iter()
+        .map(|t| (t.name.as_str(), t.verdict))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [("run/1", Verdict::Failed), ("host/e2fsck", Verdict::Passed)]
+    );
+    let (recording, snapshot) = iomapfs::record::harness::session_files(
+        &vm::run::virtiofs_recordings(&dir, vm::run::VIRTIOFS_TEST_TAG),
+        1,
+    );
+    let mut reader = iomapfs::record::Reader::open(&recording).expect("the backend recorded");
+    assert_eq!(reader.meta().get("transport"), Some("vhost-user"));
+    let (mut inits, mut direct_opens, mut direct_writes) = (0, 0, 0);
+    while let Some(f) = reader.next_frame().unwrap() {
+        if f.kind != iomapfs::record::Kind::Request {
+            continue;
+        }
+        use fuse_wire::request::Op;
+        let o_direct = |flags: u32| u32::from(flags & nix::libc::O_DIRECT as u32 != 0);
+        match fuse_wire::parse(&f.data).map(|r| r.op) {
+            Ok(Op::Init(_)) => inits += 1,
+            Ok(Op::Open(arg)) => direct_opens += o_direct(arg.flags),
+            Ok(Op::Create { arg, .. }) => direct_opens += o_direct(arg.flags),
+            Ok(Op::Write { arg, .. }) if arg.size == 64 << 10 => {
+                direct_writes +=
+                    u32::from(arg.write_flags & fuse_wire::consts::FUSE_WRITE_CACHE == 0)
+            }
+            _ => {}
+        }
+    }
+    // dd oflag=direct creates the file, iflag=direct opens it after the remount.
+    assert_eq!(direct_opens, 2, "opens with O_DIRECT");
+    assert_eq!(direct_writes, 4, "64 KiB direct WRITEs, one per dd block");
+    assert_eq!(inits, 2, "two mounts in one recording");
+    let report = iomapfs::replay::replay(&iomapfs::replay::Config {
+        recording,
+        image: snapshot,
+        options: vec![],
+        workdir: None,
+    })
+    .expect("the session replays");
+    eprintln!("{report}");
+    assert_eq!(report.finding, None, "{report}");
+    assert_eq!(report.ending, Some(iomapfs::replay::Ending::Complete));
+    assert!(!qemu_running(&result.id));
+}
+
 /// The same checks on the kernel's own ext4: keeps the smoke scripts honest
 /// (a check that passes on iomapfs but fails on ext4 is a wrong check or a
 /// difference worth knowing).

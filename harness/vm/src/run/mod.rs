@@ -28,7 +28,7 @@ mod protocol;
 mod start;
 mod verdict;
 
-pub use start::planned_command;
+pub use start::{planned_command, virtiofs_recordings};
 
 use checkpoint::Checkpoint;
 use poll::Stop;

@@ -71,7 +71,7 @@ pub(super) fn start(
             .virtiofs_server
             .as_deref()
             .unwrap_or(Path::new("iomapfs"));
-        match Backend::start(server, &image, &share, &dir.path) {
+        match Backend::start(server, &image, &share, &dir.path, records(plan)) {
             Ok(b) => backends.push(b),
             Err(e) => {
                 result.reason = Some(format!("virtio-fs backend for `{}`: {e}", share.tag));
@@ -309,6 +309,23 @@ fn virtiofs_shares(
     vec![(share, disk.path)]
 }
 
+/// Whether the host's virtio-fs backends record their sessions: yes, unless the plan
+/// switches recording off for the guest's servers (`vm-test --no-record` empties
+/// `IOMAPFS_RECORD_DIR`).
+fn records(plan: &Plan) -> bool {
+    !plan
+        .env
+        .iter()
+        .any(|(k, v)| k == "IOMAPFS_RECORD_DIR" && v.is_empty())
+}
+
+/// The directory a run's virtio-fs backend for `tag` records into: each boot's backend
+/// adds a `session-NNN.rec.zst` (all that boot's mounts, one after the other) and the
+/// snapshot it started from, `session-NNN.img.zst`.
+pub fn virtiofs_recordings(run: &Path, tag: &str) -> PathBuf {
+    run.join(format!("virtiofs-{tag}.recordings"))
+}
+
 /// A virtio-fs backend (iomapfs `--vhost-user-socket`) serving one image for one boot. It
 /// exits by itself once QEMU has gone, after closing the filesystem; dropping the guard
 /// waits for that (so the image is complete for the next boot or a host fsck), and kills
@@ -321,7 +338,13 @@ impl Backend {
     /// How long a backend may take to close the filesystem after QEMU is gone.
     const CLOSE: std::time::Duration = std::time::Duration::from_secs(60);
 
-    fn start(server: &Path, image: &Path, share: &VirtioFs, run: &Path) -> std::io::Result<Self> {
+    fn start(
+        server: &Path,
+        image: &Path,
+        share: &VirtioFs,
+        run: &Path,
+        record: bool,
+    ) -> std::io::Result<Self> {
         let log = run.join(format!("virtiofs-{}.log", share.tag));
         let log_file = || {
             std::fs::OpenOptions::new()
@@ -344,6 +367,14 @@ impl Backend {
             .stdout(log_file()?)
             .stderr(log_file()?)
             .process_group(0);
+        // Recorded as the guest's servers are (iomapfs's `record::harness`): a snapshot,
+        // then the session, bounded.
+        if record {
+            cmd.env("IOMAPFS_RECORD_DIR", virtiofs_recordings(run, &share.tag))
+                .env("IOMAPFS_RECORD_MAX", events::RECORD_MAX);
+        } else {
+            cmd.env_remove("IOMAPFS_RECORD_DIR");
+        }
         // SAFETY: prctl is async-signal-safe. SIGTERM, not SIGKILL: if we die, the
         // backend still syncs and closes the filesystem.
         unsafe {
