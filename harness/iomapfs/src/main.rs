@@ -346,7 +346,7 @@ fn serve_virtiofs(cli: &Cli, socket: &std::path::Path, opts: MountOptions) -> Re
     };
     // The backend starts its queue and commit threads at once: they must inherit the mask.
     block_stop_signals()?;
-    let backend = iomapfs::vhost_user::VirtioFs::new(Box::new(open), threads, recorder.clone())?;
+    let backend = iomapfs::vhost_user::VirtioFs::new(Box::new(open), threads, recorder)?;
     let stopper = backend.stopper();
     let again = stopper.clone();
     // Before the socket exists: whoever waits for it may signal us at once.
@@ -356,7 +356,7 @@ fn serve_virtiofs(cli: &Cli, socket: &std::path::Path, opts: MountOptions) -> Re
         source.display(),
         socket.display()
     );
-    finish_recording(backend.serve(socket), recorder)
+    backend.serve(socket)
 }
 
 /// SIGTERM, SIGINT and SIGHUP (a shutdown, `timeout`, a closed terminal) stop the server

@@ -343,9 +343,14 @@ impl Sessions {
         }
     }
 
-    /// Closes the filesystem of a session that never saw DESTROY.
+    /// Closes the filesystem of a session that never saw DESTROY, and finishes the
+    /// recording: the backend serves no more.
     fn close(&self) -> anyhow::Result<()> {
-        let Some(live) = self.lock().take() else {
+        let live = self.lock().take();
+        if let Some(r) = &self.recorder {
+            r.finish();
+        }
+        let Some(live) = live else {
             return Ok(());
         };
         live.committer.stop();
@@ -505,7 +510,7 @@ pub struct VirtioFs {
 
 impl VirtioFs {
     /// Opens the filesystem; nothing listens yet (`serve` does). With `recorder`, every
-    /// session is recorded to it (the caller finishes it after `serve`).
+    /// session is recorded to it, finished when the filesystem is closed for good.
     pub fn new(
         open: OpenServer,
         request_queues: usize,

@@ -69,6 +69,30 @@ fn a_stop_signal_before_qemu_connects_closes_the_filesystem() {
     test_support::e2fs::e2fsck_clean(&img).unwrap();
 }
 
+/// `-o record=FILE` records over vhost-user too: a backend stopped before any guest came
+/// leaves a complete recording that says which transport it was.
+#[test]
+fn a_recording_backend_finishes_its_recording_when_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    let sock = dir.path().join("s.sock");
+    let rec = dir.path().join("s.rec");
+    let record = format!("record={}", rec.display());
+    let child = backend(&img, &sock, &["-o", &record]);
+    wait_for("the socket", || sock.exists());
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let (status, err) = stderr_of(child);
+    assert!(status.success(), "{err}");
+    let mut reader = iomapfs::record::Reader::open(&rec).unwrap();
+    assert_eq!(reader.meta().get("transport"), Some("vhost-user"));
+    let mut kinds = vec![];
+    while let Some(f) = reader.next_frame().unwrap() {
+        kinds.push(f.kind);
+    }
+    assert_eq!(kinds, [iomapfs::record::Kind::End], "no guest, no requests");
+}
+
 /// QEMU realizes a vhost-user-fs device only after the backend answered the handshake
 /// (features, protocol features, queue count, memory table); it exits at once otherwise.
 #[test]
