@@ -32,6 +32,9 @@ pub enum Scheme {
     /// The kernel's own ext4 (FSTYP=ext4): the control section, never iomapfs. Not a
     /// `--fstests-scheme` value.
     KernelExt4,
+    /// Upstream FSTYP=virtiofs: the devices are virtio-fs tags the host serves (`vm-test
+    /// --virtiofs`); fstests cannot mkfs them, only empty the scratch filesystem.
+    Virtiofs,
 }
 
 impl Scheme {
@@ -42,6 +45,7 @@ impl Scheme {
             Scheme::FuseExt4 => "fuse.ext4",
             Scheme::FuseblkExt4 => "fuseblk.ext4",
             Scheme::KernelExt4 => "ext4",
+            Scheme::Virtiofs => "virtiofs",
         }
     }
 
@@ -49,7 +53,7 @@ impl Scheme {
     pub fn fuse_subtype(self) -> &'static str {
         match self {
             Scheme::FuseSubtype => ".iomapfs",
-            Scheme::FuseExt4 | Scheme::FuseblkExt4 | Scheme::KernelExt4 => "",
+            Scheme::FuseExt4 | Scheme::FuseblkExt4 | Scheme::KernelExt4 | Scheme::Virtiofs => "",
         }
     }
 }
@@ -61,9 +65,10 @@ impl FromStr for Scheme {
             "fuse-subtype" => Ok(Scheme::FuseSubtype),
             "fuse.ext4" => Ok(Scheme::FuseExt4),
             "fuseblk.ext4" => Ok(Scheme::FuseblkExt4),
+            "virtiofs" => Ok(Scheme::Virtiofs),
             other => bail!(
-                "unknown fstests FSTYP scheme {other:?} (expected fuse-subtype, fuse.ext4 or \
-                 fuseblk.ext4)"
+                "unknown fstests FSTYP scheme {other:?} (expected fuse-subtype, fuse.ext4, \
+                 fuseblk.ext4 or virtiofs)"
             ),
         }
     }
@@ -76,6 +81,7 @@ impl std::fmt::Display for Scheme {
             Scheme::FuseExt4 => "fuse.ext4",
             Scheme::FuseblkExt4 => "fuseblk.ext4",
             Scheme::KernelExt4 => "ext4",
+            Scheme::Virtiofs => "virtiofs",
         })
     }
 }

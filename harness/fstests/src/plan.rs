@@ -42,7 +42,8 @@ pub struct FstestsArgs {
     pub sections: Vec<String>,
     /// How fstests names the filesystem: fuseblk.ext4 (default), fuse.ext4 (the FUSE
     /// iomap development trees' styles) or fuse-subtype (upstream FSTYP=fuse
-    /// FUSE_SUBTYP=.iomapfs).
+    /// FUSE_SUBTYP=.iomapfs); `vm-test --virtiofs` uses virtiofs (upstream FSTYP=virtiofs
+    /// on the tags `test` and `scratch`).
     #[arg(
         long = "fstests-scheme",
         value_name = "SCHEME",
@@ -192,6 +193,21 @@ pub const CONTROL_SECTION: &str = "ext4-4k";
 /// expunges were chosen for fails the mount instead of running the other mode silently),
 /// then the control, kernel ext4 with 4 KiB blocks.
 pub fn known_sections(scheme: Scheme, mode: Mode) -> Vec<Section> {
+    if scheme == Scheme::Virtiofs {
+        // The host formats the images and serves them (classic FUSE): one configuration,
+        // named by its tags, no options.
+        return vec![Section {
+            name: "virtiofs".into(),
+            scheme,
+            test_dev: "test".into(),
+            test_dir: "/mnt/test".into(),
+            scratch_dev: "scratch".into(),
+            scratch_mnt: "/mnt/scratch".into(),
+            mkfs_options: String::new(),
+            mount_options: String::new(),
+            extra: vec![],
+        }];
+    }
     let iomap = match mode {
         Mode::Iomap => "iomap=on",
         Mode::Classic => "iomap=off",
@@ -631,6 +647,22 @@ mod tests {
         )
         .unwrap();
         tree
+    }
+
+    #[test]
+    fn virtiofs_has_one_section_on_the_tags() {
+        let s = known_sections(Scheme::Virtiofs, Mode::Iomap);
+        assert_eq!(s.len(), 1);
+        let config = crate::try_render_local_config(&s).unwrap();
+        for line in [
+            "[virtiofs]",
+            "FSTYP=\"virtiofs\"",
+            "TEST_DEV=\"test\"",
+            "SCRATCH_DEV=\"scratch\"",
+        ] {
+            assert!(config.lines().any(|l| l == line), "{line}: {config}");
+        }
+        assert!(!config.contains("iomap="), "virtio-fs is classic: {config}");
     }
 
     #[test]

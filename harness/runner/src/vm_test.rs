@@ -128,7 +128,7 @@ pub struct VmTestArgs {
     /// QEMU's vhost-user-fs backend for the test disk, the guest mounts
     /// `-t virtiofs test` (TEST_DEV=test, SMOKE_FSTYPE=virtiofs), and e2fsck checks the
     /// image on the host after the run (`host/e2fsck`). Classic FUSE only.
-    #[arg(long, conflicts_with_all = ["no_server", "selection"])]
+    #[arg(long, conflicts_with = "no_server")]
     pub virtiofs: bool,
     /// Run the fstests list on N VMs at once, each with its own disks and a slice of the
     /// list, merged into one report (the run directory gets one `vm-K/` per VM).
@@ -206,6 +206,9 @@ pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
                  see virtiofs-test.modes and the run's server facts; leave out --expect-mode",
             ));
         }
+        if args.jobs > 1 {
+            return Err(usage("--virtiofs runs one VM: leave out --jobs"));
+        }
         // The guest has no device to check: the host checks the image after the run
         // (`host/e2fsck`); the workload suites leave their e2fsck out over virtio-fs.
         tests.retain(|t| t.name != "smoke/fsck");
@@ -216,6 +219,11 @@ pub fn build_plan(args: &VmTestArgs, with_server: bool) -> Result<Plan> {
         ] {
             env.push((k.to_string(), v.to_string()));
         }
+    }
+    if !args.virtiofs && args.fstests.scheme == "virtiofs" {
+        return Err(usage(
+            "--fstests-scheme virtiofs needs --virtiofs (the host serves the tags)",
+        ));
     }
     if args.no_record {
         env.push(("IOMAPFS_RECORD_DIR".to_string(), String::new()));
@@ -686,9 +694,10 @@ fn prepare_fstests(
     let cache = plumbing::paths::cache_dir();
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let built = fstests::build::ensure_built(&source, &cache, cpus, ui)?;
-    // fstests mounts in one mode (iomap=on or off), the one the expunges are chosen for.
+    // fstests mounts in one mode (iomap=on or off), the one the expunges are chosen for;
+    // virtio-fs is classic FUSE.
     let mode = match fstests_mode(expected_mode(args)?, prepared.kernel_iomap) {
-        ExpectMode::Iomap => ::fstests::Mode::Iomap,
+        ExpectMode::Iomap if !args.virtiofs => ::fstests::Mode::Iomap,
         _ => ::fstests::Mode::Classic,
     };
     let expunge_dir = plumbing::paths::workspace_root()
@@ -699,6 +708,9 @@ fn prepare_fstests(
     let mut plans = vec![];
     for k in 1..=jobs {
         let mut job_args = args.fstests.clone();
+        if args.virtiofs {
+            job_args.scheme = ::fstests::Scheme::Virtiofs.to_string();
+        }
         if jobs > 1 {
             job_args.shard = Some(format!("{k}/{jobs}"));
         }
@@ -738,6 +750,7 @@ fn prepare_fstests(
 /// with a baseline, rewrite the reports. The verdicts follow `report::policy`.
 fn finish_fstests(
     args: &VmTestArgs,
+    spec: &VmSpec,
     f: &FstestsRun,
     jobs: &[parallel::Job],
     results: Vec<(String, RunResult)>,
@@ -774,6 +787,9 @@ fn finish_fstests(
     if result.verdict == Verdict::NothingPassed {
         // Said of the guest's tests alone; decided again below with the expunged ones.
         result.reason = None;
+    }
+    if args.virtiofs {
+        host_checks(spec, &jobs[0].dir.path, &mut result);
     }
     report::conclude(&mut result);
     let diff = match &args.fstests.baseline {
@@ -1047,15 +1063,14 @@ fn run_in(args: &VmTestArgs, resumed: Option<RunDir>, ui: &Ui) -> Result<(RunRes
         results.push((format!("vm-{}", k + 1), o?));
     }
     let mut result = match &fstests {
-        Some(f) => finish_fstests(args, f, &jobs, results, &mode, &dir)?,
+        Some(f) => finish_fstests(args, spec, f, &jobs, results, &mode, &dir)?,
         None => {
             let mut r = parallel::merge(&dir, results);
             if args.virtiofs {
-                // One VM (--jobs needs --fstests). Its backends have exited (each boot
-                // waits for its own), so the images are complete.
+                // One VM. Its backends have exited (each boot waits for its own), so the
+                // images are complete.
                 let run = &jobs[0].dir.path;
-                r.tests.push(host_fsck(&run.join("disks")));
-                r.server = Some(virtiofs_server_facts(spec, run));
+                host_checks(spec, run, &mut r);
                 report::conclude(&mut r);
                 report::write_all(&r, run)?;
             }
@@ -1074,14 +1089,20 @@ fn run_in(args: &VmTestArgs, resumed: Option<RunDir>, ui: &Ui) -> Result<(RunRes
     if result.verdict == Verdict::Passed {
         for j in &jobs {
             let _ = std::fs::remove_dir_all(j.dir.path.join("disks"));
-            let _ = std::fs::remove_dir_all(vm::run::virtiofs_recordings(
-                &j.dir.path,
-                vm::run::VIRTIOFS_TEST_TAG,
-            ));
+            for tag in [vm::run::VIRTIOFS_TEST_TAG, vm::run::VIRTIOFS_SCRATCH_TAG] {
+                let _ = std::fs::remove_dir_all(vm::run::virtiofs_recordings(&j.dir.path, tag));
+            }
         }
     }
     result.id = dir.id.clone();
     Ok((result, dir.path))
+}
+
+/// Over virtio-fs, what the host adds to a run's result: `host/e2fsck` of the images and
+/// the backends' facts.
+fn host_checks(spec: &VmSpec, run: &std::path::Path, result: &mut RunResult) {
+    result.tests.push(host_fsck(&run.join("disks")));
+    result.server = Some(virtiofs_server_facts(spec, run));
 }
 
 /// What the host's virtio-fs backend was: its version, and the mode its mounts negotiated
@@ -1122,8 +1143,8 @@ fn virtiofs_server_facts(spec: &VmSpec, run: &std::path::Path) -> report::Server
     }
 }
 
-/// `e2fsck -fn` on the host of every test image a virtio-fs run used (one per boot: after
-/// a crash the next boot gets a fresh one, `test-bootN.img` keeps the old), as the test
+/// `e2fsck -fn` on the host of every test and scratch image a virtio-fs run used (one per
+/// boot: after a crash the next boot gets a fresh one, `test-bootN.img` keeps the old), as the test
 /// `host/e2fsck`. A crashed guest must not leave the host's filesystem inconsistent either:
 /// the backend closes it when QEMU goes.
 fn host_fsck(disks: &std::path::Path) -> report::TestResult {
@@ -1133,9 +1154,9 @@ fn host_fsck(disks: &std::path::Path) -> report::TestResult {
             d.flatten()
                 .map(|e| e.path())
                 .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("test") && n.ends_with(".img"))
+                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        (n.starts_with("test") || n.starts_with("scratch")) && n.ends_with(".img")
+                    })
                 })
                 .collect()
         })
@@ -1280,6 +1301,12 @@ mod tests {
             .env
             .contains(&("WORKLOADS_FSTYPE".to_string(), "virtiofs".to_string())));
         assert!(Cli::try_parse_from(["vm-test", "--virtiofs", "--no-server"]).is_err());
+        // fstests over the tags (FSTYP=virtiofs), on one VM.
+        assert!(build_plan(&parse(&["--virtiofs", "--fstests", "generic/001"]), true).is_ok());
+        let e = build_plan(&parse(&["--virtiofs", "--jobs", "2"]), true).unwrap_err();
+        assert!(format!("{e}").contains("one VM"), "{e}");
+        let e = build_plan(&parse(&["--fstests-scheme", "virtiofs"]), true).unwrap_err();
+        assert!(format!("{e}").contains("needs --virtiofs"), "{e}");
     }
 
     #[test]

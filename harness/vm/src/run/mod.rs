@@ -61,14 +61,17 @@ pub struct VmSpec {
     /// More read-only inputs as virtio disks (e.g. the built fstests tree), booted as
     /// snapshots so the cached files are never written; the guest finds each by serial.
     pub extra_disks: Vec<Disk>,
-    /// Serve the test disk over virtio-fs (tag [`VIRTIOFS_TEST_TAG`]) with this iomapfs
-    /// binary on the host (`--vhost-user-socket`, one backend per boot) instead of as a
-    /// virtio-blk disk. The disk must be formatted on the host (`format_test_disk`).
+    /// Serve the test and scratch disks over virtio-fs (tags [`VIRTIOFS_TEST_TAG`] and
+    /// [`VIRTIOFS_SCRATCH_TAG`]) with this iomapfs binary on the host
+    /// (`--vhost-user-socket`, one backend per disk and boot) instead of as virtio-blk
+    /// disks. Both are formatted on the host (`format_test_disk`'s options).
     pub virtiofs_server: Option<PathBuf>,
 }
 
 /// The virtio-fs tag of the test disk when `VmSpec::virtiofs_server` is set.
 pub const VIRTIOFS_TEST_TAG: &str = "test";
+/// The virtio-fs tag of the scratch disk when `VmSpec::virtiofs_server` is set.
+pub const VIRTIOFS_SCRATCH_TAG: &str = "scratch";
 
 /// Host-side deadlines. The agent enforces per-test timeouts itself; these
 /// catch a guest that stopped answering at all.

@@ -181,7 +181,9 @@ pub(super) fn prepare(
         }
         let f = prep(&path, std::fs::File::create(&path))?;
         prep(&path, f.set_len(mb * 1024 * 1024))?;
-        if let (Some(opts), "test") = (&spec.format_test_disk, name) {
+        // A virtio-fs backend serves a filesystem: its scratch image is formatted too.
+        let format = name == "test" || spec.virtiofs_server.is_some();
+        if let (Some(opts), true) = (&spec.format_test_disk, format) {
             let out = prep(
                 &path,
                 Command::new("mkfs.ext4")
@@ -287,8 +289,9 @@ pub fn planned_command(spec: &VmSpec) -> Vec<String> {
         .collect()
 }
 
-/// With `virtiofs_server`, the test disk leaves the virtio-blk list and becomes a virtio-fs
-/// share with its socket in `sockets`: (share, image) pairs.
+/// With `virtiofs_server`, the test and scratch disks leave the virtio-blk list and become
+/// virtio-fs shares (tagged by their serials) with their sockets in `sockets`: (share,
+/// image) pairs.
 fn virtiofs_shares(
     spec: &VmSpec,
     disks: &mut Vec<Disk>,
@@ -297,16 +300,19 @@ fn virtiofs_shares(
     if spec.virtiofs_server.is_none() {
         return vec![];
     }
-    let tag = super::VIRTIOFS_TEST_TAG;
-    let Some(at) = disks.iter().position(|d| d.serial == "test") else {
-        return vec![];
-    };
-    let disk = disks.remove(at);
-    let share = VirtioFs {
-        tag: tag.into(),
-        socket: sockets.join(format!("{tag}.vfs.sock")),
-    };
-    vec![(share, disk.path)]
+    let mut shares = vec![];
+    for tag in [super::VIRTIOFS_TEST_TAG, super::VIRTIOFS_SCRATCH_TAG] {
+        let Some(at) = disks.iter().position(|d| d.serial == tag) else {
+            continue;
+        };
+        let disk = disks.remove(at);
+        let share = VirtioFs {
+            tag: tag.into(),
+            socket: sockets.join(format!("{tag}.vfs.sock")),
+        };
+        shares.push((share, disk.path));
+    }
+    shares
 }
 
 /// Whether the host's virtio-fs backends record their sessions: yes, unless the plan
