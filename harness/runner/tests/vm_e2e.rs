@@ -35,6 +35,15 @@ fn vm_args(extra: &[&str]) -> Option<VmTestArgs> {
     Some(Cli::try_parse_from(argv).expect("valid arguments").args)
 }
 
+/// Each test's name and verdict, in order.
+fn verdicts(result: &report::RunResult) -> Vec<(&str, Verdict)> {
+    result
+        .tests
+        .iter()
+        .map(|t| (t.name.as_str(), t.verdict))
+        .collect()
+}
+
 fn qemu_running(run_id: &str) -> bool {
     // QEMU runs with `-name harness-<id>,process=harness-<id>`.
     let out = Command::new("pgrep")
@@ -205,13 +214,8 @@ fn a_guest_crash_over_virtiofs_leaves_the_hosts_image_clean() {
     };
     let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
     eprint!("{}", report::summary_text(&result));
-    let verdicts: Vec<(&str, Verdict)> = result
-        .tests
-        .iter()
-        .map(|t| (t.name.as_str(), t.verdict))
-        .collect();
     assert_eq!(
-        verdicts,
+        verdicts(&result),
         [
             ("run/1", Verdict::Crashed),
             ("run/2", Verdict::Passed),
@@ -261,13 +265,8 @@ fn a_failing_virtiofs_run_keeps_the_backends_recording_which_replays_exactly() {
     };
     let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
     eprint!("{}", report::summary_text(&result));
-    let verdicts: Vec<(&str, Verdict)> = result
-        .tests
-        .iter()
-        .map(|t| (t.name.as_str(), t.verdict))
-        .collect();
     assert_eq!(
-        verdicts,
+        verdicts(&result),
         [("run/1", Verdict::Failed), ("host/e2fsck", Verdict::Passed)]
     );
     let (recording, snapshot) = iomapfs::record::harness::session_files(
