@@ -80,3 +80,40 @@ fn fstests_run_in_the_guest_and_report_their_own_verdicts() {
         );
     }
 }
+
+/// fstests over virtio-fs (upstream FSTYP=virtiofs): the host's backends serve the tags
+/// `test` and `scratch`, fstests mounts them in the guest, and the host checks both images.
+#[test]
+#[ignore = "needs an fstests checkout (FUSE_IOMAP_HARNESS_FSTESTS_SRC), which CI cannot download"]
+fn fstests_run_over_virtiofs() {
+    let Some(src) = fstests_src() else { return };
+    let argv = [
+        "vm-test",
+        "--virtiofs",
+        "--fstests-src",
+        src.to_str().expect("utf-8 path"),
+        "--fstests",
+        "generic/001 generic/002",
+    ];
+    let args = Cli::try_parse_from(argv).expect("valid arguments").args;
+    let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
+    eprint!("{}", report::summary_text(&result));
+    let verdicts: Vec<(&str, Verdict)> = result
+        .tests
+        .iter()
+        .map(|t| (t.name.as_str(), t.verdict))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("fstests/virtiofs/generic/001", Verdict::Passed),
+            ("fstests/virtiofs/generic/002", Verdict::Passed),
+            ("host/e2fsck", Verdict::Passed),
+        ]
+    );
+    assert_eq!(result.verdict, Verdict::Passed);
+    let config = std::fs::read_to_string(dir.join("fstests").join("local.config")).unwrap();
+    assert!(config.contains("FSTYP=\"virtiofs\""), "{config}");
+    let modes = std::fs::read_to_string(dir.join("virtiofs-test.modes")).unwrap();
+    assert!(modes.lines().all(|m| m == "classic"), "{modes}");
+}
