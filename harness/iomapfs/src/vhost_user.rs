@@ -346,20 +346,23 @@ impl Sessions {
     /// Closes the filesystem of a session that never saw DESTROY, and finishes the
     /// recording: the backend serves no more.
     fn close(&self) -> anyhow::Result<()> {
-        let live = self.lock().take();
+        let closed = match self.lock().take() {
+            Some(live) => {
+                live.committer.stop();
+                live.server.shutdown().map_err(|Errno(e)| {
+                    anyhow::anyhow!(
+                        "closing the filesystem failed: {}",
+                        io::Error::from_raw_os_error(e)
+                    )
+                })
+            }
+            None => Ok(()),
+        };
+        // After the close: what closing sends is part of the session.
         if let Some(r) = &self.recorder {
             r.finish();
         }
-        let Some(live) = live else {
-            return Ok(());
-        };
-        live.committer.stop();
-        live.server.shutdown().map_err(|Errno(e)| {
-            anyhow::anyhow!(
-                "closing the filesystem failed: {}",
-                io::Error::from_raw_os_error(e)
-            )
-        })
+        closed
     }
 }
 
