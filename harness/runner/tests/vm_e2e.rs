@@ -241,8 +241,9 @@ fn a_guest_crash_over_virtiofs_leaves_the_hosts_image_clean() {
 
 /// The host's virtio-fs backend records each boot's session, every mount in turn, as the
 /// guest's servers do; a failing run keeps it, and it replays on the host without
-/// differences. What the guest's O_DIRECT does over virtio-fs shows in it: the open
-/// carries O_DIRECT and the writes come as direct FUSE WRITEs (no FUSE_WRITE_CACHE).
+/// differences. What the guest's O_DIRECT does over virtio-fs shows in it: the opens carry
+/// O_DIRECT, and each 64 KiB block dd reads or writes reaches the backend as one READ or
+/// WRITE of its own (the file's O_DIRECT in its flags), past the guest's page cache.
 #[test]
 fn a_failing_virtiofs_run_keeps_the_backends_recording_which_replays_exactly() {
     // One vCPU: one request queue, so the recording's order is the order served.
@@ -275,7 +276,7 @@ fn a_failing_virtiofs_run_keeps_the_backends_recording_which_replays_exactly() {
     );
     let mut reader = iomapfs::record::Reader::open(&recording).expect("the backend recorded");
     assert_eq!(reader.meta().get("transport"), Some("vhost-user"));
-    let (mut inits, mut direct_opens, mut direct_writes) = (0, 0, 0);
+    let (mut inits, mut direct_opens, mut direct_writes, mut direct_reads) = (0, 0, 0, 0);
     while let Some(f) = reader.next_frame().unwrap() {
         if f.kind != iomapfs::record::Kind::Request {
             continue;
@@ -287,15 +288,16 @@ fn a_failing_virtiofs_run_keeps_the_backends_recording_which_replays_exactly() {
             Ok(Op::Open(arg)) => direct_opens += o_direct(arg.flags),
             Ok(Op::Create { arg, .. }) => direct_opens += o_direct(arg.flags),
             Ok(Op::Write { arg, .. }) if arg.size == 64 << 10 => {
-                direct_writes +=
-                    u32::from(arg.write_flags & fuse_wire::consts::FUSE_WRITE_CACHE == 0)
+                direct_writes += o_direct(arg.flags)
             }
+            Ok(Op::Read(arg)) if arg.size == 64 << 10 => direct_reads += o_direct(arg.flags),
             _ => {}
         }
     }
     // dd oflag=direct creates the file, iflag=direct opens it after the remount.
     assert_eq!(direct_opens, 2, "opens with O_DIRECT");
     assert_eq!(direct_writes, 4, "64 KiB direct WRITEs, one per dd block");
+    assert_eq!(direct_reads, 4, "64 KiB direct READs, one per dd block");
     assert_eq!(inits, 2, "two mounts in one recording");
     let report = iomapfs::replay::replay(&iomapfs::replay::Config {
         recording,
