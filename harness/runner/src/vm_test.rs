@@ -705,12 +705,15 @@ fn prepare_fstests(
         .join(&args.vm.image)
         .join("expunge");
     let durations = f::load_durations(&cache);
+    // Over virtio-fs the devices are the host's tags: upstream FSTYP=virtiofs.
+    let scheme = match args.virtiofs {
+        true => ::fstests::Scheme::Virtiofs.to_string(),
+        false => args.fstests.scheme.clone(),
+    };
     let mut plans = vec![];
     for k in 1..=jobs {
         let mut job_args = args.fstests.clone();
-        if args.virtiofs {
-            job_args.scheme = ::fstests::Scheme::Virtiofs.to_string();
-        }
+        job_args.scheme = scheme.clone();
         if jobs > 1 {
             job_args.shard = Some(format!("{k}/{jobs}"));
         }
@@ -736,7 +739,7 @@ fn prepare_fstests(
         } else {
             String::new()
         },
-        args.fstests.scheme
+        scheme
     ));
     prepared.spec.extra_disks.push(vm::qemu::Disk {
         path: built.image.clone(),
