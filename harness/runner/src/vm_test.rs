@@ -92,9 +92,11 @@ pub struct VmTestArgs {
     /// Per-test timeout in seconds (overrides the suites' own; default for --run: 300).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
-    /// Timeout of the whole run, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 3600)]
-    pub run_timeout: u64,
+    /// Timeout of the whole run, in seconds. Default: 3600, or with --fstests the sum of
+    /// the tests' own deadlines (each test already has one, so a long list is not cut
+    /// short). A run stopped by it can go on with --resume.
+    #[arg(long, value_name = "SECS")]
+    pub run_timeout: Option<u64>,
     /// Exit with `git bisect run`'s codes: 0 pass, 1 test failures, 125 (skip)
     /// for build or infrastructure failures, 128 (stop) for usage errors.
     #[arg(long)]
@@ -1046,7 +1048,7 @@ fn run_in(args: &VmTestArgs, resumed: Option<RunDir>, ui: &Ui) -> Result<(RunRes
     ));
     ui.note(format!("run directory: {}", dir.path.display()));
     let limits = Limits {
-        run: Duration::from_secs(args.run_timeout.max(1)),
+        run: run_limit(args.run_timeout, &jobs),
         stall: Duration::from_secs(args.stall_timeout.max(1)),
         reboots: args.max_reboots,
         ..Limits::default()
@@ -1245,6 +1247,28 @@ pub fn verdict_to_result(result: &RunResult) -> Result<()> {
 /// Paths a test can look at after a run (used by the end-to-end tests).
 pub fn latest_run() -> PathBuf {
     runs_root().join("latest")
+}
+
+/// The whole run's time limit: `--run-timeout`, else an hour, or for fstests every VM's
+/// tests' deadlines added up (scaled like the deadlines themselves), so only a run whose
+/// every test ran to its deadline reaches it.
+fn run_limit(asked: Option<u64>, jobs: &[parallel::Job]) -> Duration {
+    const DEFAULT_SECS: u64 = 3600;
+    let secs = asked.unwrap_or_else(|| {
+        jobs.iter()
+            .filter(|j| j.fstests.is_some())
+            .map(|j| {
+                let slow = j.plan.slow_factor.max(1);
+                j.plan
+                    .tests
+                    .iter()
+                    .map(|t| t.timeout_s.saturating_mul(slow))
+                    .fold(0u64, u64::saturating_add)
+            })
+            .max()
+            .map_or(DEFAULT_SECS, |sum| sum.max(DEFAULT_SECS))
+    });
+    Duration::from_secs(secs.max(1))
 }
 
 #[cfg(test)]

@@ -303,6 +303,32 @@ fn supervisor_verdicts() {
         "events of both boots kept"
     );
 
+    // The run's time limit runs out while a test is still working: the test is not hung
+    // (infra_error, run again by a resume), the run is the harness's failure.
+    let t0 = Instant::now();
+    let limited = Limits {
+        run: Duration::from_secs(3),
+        ..quick()
+    };
+    let (r, dir) = run(&f, "slow-t2", limited);
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    assert_eq!(
+        verdicts(&r),
+        [("t/1", Verdict::Passed), ("t/2", Verdict::InfraError)],
+        "{r:#?}"
+    );
+    assert_eq!(r.verdict, Verdict::InfraError, "{r:#?}");
+    assert!(
+        r.tests[1]
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("time limit")
+            && r.reason.as_deref().unwrap_or("").contains("--resume"),
+        "{r:#?}"
+    );
+    assert!(!fake_alive(&dir), "fake QEMU left running");
+
     // Heartbeats stop: hung within the stall limit, and the fake is killed.
     let t0 = Instant::now();
     let (r, dir) = run(&f, "stall", quick());

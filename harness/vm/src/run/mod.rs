@@ -359,7 +359,7 @@ fn run_from(
             let more = steps.continue_after(test, s.interrupted_step.as_deref(), dir);
             continue_plan(&mut ck.plan, test, more, &mut ck.notes, progress);
         }
-        if matches!(s.stop, Stop::Interrupted) {
+        if matches!(s.stop, Stop::Interrupted | Stop::RunLimit) {
             ck.stopped = s.interrupted_test.clone();
         }
         let mut notes = vec![];

@@ -20,6 +20,8 @@ use super::{Limits, Progress, Steps};
 pub(super) enum Stop {
     None,
     Hung(String),
+    /// The whole run's time limit ran out: not the running test's fault.
+    RunLimit,
     BootTimeout,
     Interrupted,
     QemuDied(std::process::ExitStatus),
@@ -158,10 +160,7 @@ fn past_a_deadline(
         }
     }
     if now > deadline {
-        return Some(Stop::Hung(format!(
-            "the whole run exceeded {}s",
-            limits.run.as_secs()
-        )));
+        return Some(Stop::RunLimit);
     }
     None
 }
@@ -198,6 +197,11 @@ pub(super) fn wind_down(
             limits.boot.as_secs()
         )),
         Stop::Interrupted => Some("interrupted (Ctrl-C); partial results".into()),
+        Stop::RunLimit => Some(format!(
+            "the run's time limit of {}s (--run-timeout) ran out; partial results, \
+             --resume goes on",
+            limits.run.as_secs()
+        )),
         Stop::QemuDied(status) => Some(if st.ready_info.is_none() {
             format!("the guest died during boot (QEMU {status})")
         } else {

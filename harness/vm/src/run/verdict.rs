@@ -104,6 +104,10 @@ pub(super) fn session_result(
         let (verdict, reason) = match &stop {
             Stop::Hung(why) => (Verdict::Hung, why.clone()),
             Stop::Interrupted => (Verdict::InfraError, "interrupted".to_string()),
+            Stop::RunLimit => (
+                Verdict::InfraError,
+                "stopped by the run's time limit (--run-timeout)".to_string(),
+            ),
             Stop::QemuDied(status) => {
                 let crash = findings
                     .iter()
@@ -164,7 +168,7 @@ pub(super) fn session_result(
 /// whatever the tests say; so is a guest that died outside a test.
 pub(super) fn overrule(out: &mut RunResult, last_stop: &Stop, last_ready: bool, boots: u32) {
     let never_ready = boots == 1 && !last_ready && !matches!(last_stop, Stop::None);
-    let forced = matches!(last_stop, Stop::Interrupted)
+    let forced = matches!(last_stop, Stop::Interrupted | Stop::RunLimit)
         || never_ready
         || matches!(last_stop, Stop::BootTimeout) && boots == 1;
     if forced
