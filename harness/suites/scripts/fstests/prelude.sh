@@ -67,6 +67,11 @@ fstests_release() {
     done
 }
 
+# fstests_mark WHAT...: a line in the kernel log (the console), timestamped by the kernel.
+fstests_mark() {
+    echo "harness-fstests: $*" > /dev/kmsg 2>/dev/null || true
+}
+
 # fstests_run SECTION LOOPS TEST...: one check run for the tests, then up to LOOPS more
 # runs of those that failed (like check -L), each in $HARNESS_OUT/attempt-N.
 # Exit status: the first run's.
@@ -91,9 +96,13 @@ fstests_run() {
             echo 'PS4="+ \${EPOCHREALTIME} "' > /run/fstests-ps4
             check=(env BASH_ENV=/run/fstests-ps4 BASH_XTRACEFD=7 bash -x ./check)
         fi
+        # Kernel log marks around check (next to its own "run fstests ID" lines): the
+        # host splits check's start from the tests' time with their timestamps.
+        fstests_mark check_started "$section" "$attempt"
         (cd "$FSTESTS" && RESULT_BASE="$out" "${check[@]}" -s "$section" -R xunit "${order[@]}" "${tests[@]}" 7>"$out/xtrace.log") 2>&1 |
             tee "$out/check.out"
         local rc=${PIPESTATUS[0]}
+        fstests_mark check_finished "$section" "$attempt"
         fstests_release
         # check exits 0 when nothing failed (not run counts as not failed).
         [ -z "$first" ] && first=$rc
