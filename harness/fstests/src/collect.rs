@@ -243,6 +243,116 @@ pub struct TimeSplit {
     pub checks_ms: u64,
     /// The VMs' wall time (with `--jobs`, every VM's added up).
     pub vm_ms: u64,
+    /// From the console's kernel timestamps (the prelude's `harness-fstests:` marks
+    /// and fstests' `run fstests ID` lines): `check` runs seen from launch to end, and
+    /// their start (launch to the first test: config, list, mounts, the scratch mkfs, the
+    /// first TEST_DEV check).
+    pub timed_checks: usize,
+    pub check_start_ms: u64,
+    /// Tests timed from their `run fstests` line to the next (or to the end of `check`),
+    /// and that time minus their own: the report, set-up and clean-up between tests.
+    pub timed_tests: usize,
+    pub between_ms: u64,
+    /// The VMs' time by the guests' own clocks (0: no console log). Under TCG the guest
+    /// counts timer ticks (`refined-jiffies`: it cannot calibrate its TSC) and loses those
+    /// its vCPU thread was not running for: on a busy host its seconds last longer than
+    /// the host's, and every figure measured in the guest (fstests' own, the console's
+    /// timestamps, the tests' durations) is in guest seconds.
+    pub guest_ms: u64,
+}
+
+/// The `check` runs in a console log, from its kernel timestamps.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ConsolePhases {
+    /// `check` runs seen from launch to end.
+    pub checks: usize,
+    /// Their start, up to each one's first test.
+    pub start_ms: u64,
+    /// Each test's wall time: (section, test id, ms), from its `run fstests ID` line to
+    /// the next one or to the end of `check`.
+    pub tests: Vec<(String, String, u64)>,
+    /// The guest's own clock over the whole run: the last timestamp of each boot, added.
+    pub guest_ms: u64,
+}
+
+impl ConsolePhases {
+    /// A `check` the guest went down in (a reboot restarts the clock and the agent marks
+    /// its next test) counts for nothing.
+    pub fn from_console(console: &str) -> ConsolePhases {
+        struct Open {
+            section: String,
+            launch: f64,
+            running: Option<(String, f64)>,
+            start_ms: u64,
+            tests: Vec<(String, String, u64)>,
+        }
+        impl Open {
+            /// The running test ends (or check's start, if none ran yet) at `ts`.
+            fn next(&mut self, ts: f64) {
+                let ms = |from: f64| ((ts - from).max(0.0) * 1000.0) as u64;
+                match self.running.take() {
+                    None => self.start_ms += ms(self.launch),
+                    Some((id, t)) => self.tests.push((self.section.clone(), id, ms(t))),
+                }
+            }
+        }
+        let mut p = ConsolePhases::default();
+        let mut open: Option<Open> = None;
+        let mut last_ts = 0.0;
+        for line in console.lines() {
+            let Some((ts, text)) = kernel_line(line) else {
+                continue;
+            };
+            if ts < last_ts {
+                open = None; // another boot
+                p.guest_ms += (last_ts * 1000.0) as u64;
+            }
+            last_ts = ts;
+            if let Some(rest) = text.strip_prefix(CHECK_STARTED) {
+                open = Some(Open {
+                    section: rest.split_whitespace().next().unwrap_or("").to_string(),
+                    launch: ts,
+                    running: None,
+                    start_ms: 0,
+                    tests: vec![],
+                });
+            } else if text.starts_with(events::KMSG_MARKER) {
+                open = None; // the agent started or ended a test: no check runs now
+            } else if let Some(o) = open.as_mut() {
+                if let Some(rest) = text.strip_prefix("run fstests ") {
+                    o.next(ts);
+                    let id = rest.split_whitespace().next().unwrap_or("").to_string();
+                    o.running = Some((id, ts));
+                } else if text.starts_with(CHECK_FINISHED) {
+                    o.next(ts);
+                    p.checks += 1;
+                    p.start_ms += o.start_ms;
+                    p.tests.append(&mut o.tests);
+                    open = None;
+                }
+            }
+        }
+        p.guest_ms += (last_ts * 1000.0) as u64;
+        p
+    }
+}
+
+/// The prelude's kernel log marks around each `check` (`fstests_mark`).
+const CHECK_STARTED: &str = "harness-fstests: check_started ";
+const CHECK_FINISHED: &str = "harness-fstests: check_finished ";
+
+/// A console line's kernel timestamp (seconds) and text.
+fn kernel_line(line: &str) -> Option<(f64, &str)> {
+    let rest = line.trim_start().strip_prefix('[')?;
+    let (ts, text) = rest.split_once(']')?;
+    let ts: f64 = ts.trim().parse().ok()?;
+    // An optional caller id: "[    T1] ".
+    let text = text.trim_start();
+    let text = match text.strip_prefix('[').and_then(|r| r.split_once(']')) {
+        Some((id, r)) if id.trim().starts_with(['T', 'C']) => r.trim_start(),
+        _ => text,
+    };
+    Some((ts, text.trim_end_matches('\r')))
 }
 
 impl TimeSplit {
@@ -253,6 +363,11 @@ impl TimeSplit {
         self.checks += other.checks;
         self.checks_ms = self.checks_ms.saturating_add(other.checks_ms);
         self.vm_ms = self.vm_ms.saturating_add(other.vm_ms);
+        self.timed_checks += other.timed_checks;
+        self.check_start_ms = self.check_start_ms.saturating_add(other.check_start_ms);
+        self.timed_tests += other.timed_tests;
+        self.between_ms = self.between_ms.saturating_add(other.between_ms);
+        self.guest_ms = self.guest_ms.saturating_add(other.guest_ms);
     }
 }
 
@@ -262,6 +377,8 @@ pub fn time_split(run: &RunResult, run_dir: &Path, batches: &[Batch]) -> TimeSpl
         vm_ms: run.duration_ms,
         ..TimeSplit::default()
     };
+    // Each test's own times, in the order its attempts ran: (section, id) -> ms.
+    let mut own: BTreeMap<(&str, &str), std::collections::VecDeque<u64>> = BTreeMap::new();
     for t in &run.tests {
         let Some(b) = batches.iter().find(|b| b.name == t.name) else {
             continue;
@@ -271,14 +388,38 @@ pub fn time_split(run: &RunResult, run_dir: &Path, batches: &[Batch]) -> TimeSpl
         while let Some(a) = read_attempt(run_dir, &batch_dir, attempt, &b.section) {
             attempt += 1;
             split.checks += 1;
-            for o in a.iter().flatten().filter(|o| b.ids.contains(&o.test)) {
+            for o in a.iter().flatten() {
+                let Some(id) = b.ids.iter().find(|id| **id == o.test) else {
+                    continue;
+                };
                 split.tests += usize::from(attempt == 1);
                 // A float cast saturates; a guest's absurd figure must not overflow.
                 let ms = o.seconds.map_or(0, |s| (s * 1000.0) as u64);
                 split.own_ms = split.own_ms.saturating_add(ms);
+                own.entry((b.section.as_str(), id.as_str()))
+                    .or_default()
+                    .push_back(ms);
             }
         }
         split.checks_ms = split.checks_ms.saturating_add(t.duration_ms);
+    }
+    // The host writes the console log; without one the phases stay unknown.
+    if let Ok(console) = std::fs::read(run_dir.join("console.log")) {
+        let p = ConsolePhases::from_console(&String::from_utf8_lossy(&console));
+        split.timed_checks = p.checks;
+        split.check_start_ms = p.start_ms;
+        split.guest_ms = p.guest_ms;
+        for (section, id, wall) in &p.tests {
+            // A test with no report of its own (check stopped in it) is not timed.
+            let Some(mine) = own
+                .get_mut(&(section.as_str(), id.as_str()))
+                .and_then(|q| q.pop_front())
+            else {
+                continue;
+            };
+            split.timed_tests += 1;
+            split.between_ms = split.between_ms.saturating_add(wall.saturating_sub(mine));
+        }
     }
     split
 }
@@ -286,32 +427,74 @@ pub fn time_split(run: &RunResult, run_dir: &Path, batches: &[Batch]) -> TimeSpl
 /// The harness's own overhead next to the tests' time, for summary.md.
 pub fn time_markdown(run: &RunResult, split: &TimeSplit) -> String {
     let s = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
-    let per_test = |ms: u64| match split.tests {
+    let per = |ms: u64, n: usize| match n {
         0 => "-".to_string(),
         n => format!("{:.1} s", ms as f64 / 1000.0 / n as f64),
     };
     let check_ms = split.checks_ms.saturating_sub(split.own_ms);
-    let outside_ms = split.vm_ms.saturating_sub(split.checks_ms);
-    let overhead_ms = split.vm_ms.saturating_sub(split.own_ms);
-    format!(
+    // One clock for every row: the guest's, which measured the rest, when the console
+    // gave it; the host's VM wall time otherwise.
+    let vm_ms = match split.guest_ms {
+        0 => split.vm_ms,
+        g => g,
+    };
+    let outside_ms = vm_ms.saturating_sub(split.checks_ms);
+    let overhead_ms = vm_ms.saturating_sub(split.own_ms);
+    let mut md = format!(
         "\n### Where the time went\n\n| part | time | per test |\n|---|---|---|\n\
-         | tests' own time ({} tests, fstests' figures) | {} | {} |\n\
-         | `check` around them (start, set-up, checks between tests; `check` runs: {}) | {} | {} |\n\
-         | boots, guest set-up, other tests (boots: {}) | {} | {} |\n\
-         | **harness overhead** (VM wall time {} minus the tests' own) | {} | **{}** |\n",
+         | tests' own time ({} tests, fstests' figures: the post-test fsck and dmesg checks included) | {} | {} |\n",
         split.tests,
         s(split.own_ms),
-        per_test(split.own_ms),
-        split.checks,
-        s(check_ms),
-        per_test(check_ms),
+        per(split.own_ms, split.tests),
+    );
+    if split.timed_checks > 0 {
+        // What the console's timestamps tell apart within the `check` runs.
+        let rest_ms = check_ms
+            .saturating_sub(split.check_start_ms)
+            .saturating_sub(split.between_ms);
+        md.push_str(&format!(
+            "| `check` start, to its first test ({} `check` runs timed: {} each) | {} | {} |\n\
+             | between tests in `check` (report, set-up, clean-up; {} tests timed: {} each) | {} | {} |\n\
+             | rest of the `check` runs (end, release, reruns' starts, runs the guest died in) | {} | {} |\n",
+            split.timed_checks,
+            per(split.check_start_ms, split.timed_checks),
+            s(split.check_start_ms),
+            per(split.check_start_ms, split.tests),
+            split.timed_tests,
+            per(split.between_ms, split.timed_tests),
+            s(split.between_ms),
+            per(split.between_ms, split.tests),
+            s(rest_ms),
+            per(rest_ms, split.tests),
+        ));
+    } else {
+        md.push_str(&format!(
+            "| `check` around them (start, set-up, checks between tests; `check` runs: {}) | {} | {} |\n",
+            split.checks,
+            s(check_ms),
+            per(check_ms, split.tests),
+        ));
+    }
+    md.push_str(&format!(
+        "| boots, guest set-up, other tests (boots: {}) | {} | {} |\n\
+         | **harness overhead** (VM time {} minus the tests' own) | {} | **{}** |\n",
         run.boots,
         s(outside_ms),
-        per_test(outside_ms),
-        s(split.vm_ms),
+        per(outside_ms, split.tests),
+        s(vm_ms),
         s(overhead_ms),
-        per_test(overhead_ms),
-    )
+        per(overhead_ms, split.tests),
+    ));
+    if split.guest_ms > 0 {
+        md.push_str(&format!(
+            "\nTimes by the guest's clock: {} of it in {} of the host's. A TCG guest counts \
+             timer ticks and loses those its vCPU did not run for, so on a busy host its \
+             seconds are longer than real ones (all of the above in guest seconds).\n",
+            s(split.guest_ms),
+            s(split.vm_ms),
+        ));
+    }
+    md
 }
 
 /// The first changed lines of a .out.bad diff, for the one-line reason.
@@ -552,17 +735,15 @@ mod tests {
     #[test]
     fn the_time_split_separates_the_harness_from_the_tests() {
         let run_dir = run_dir_with(&[("batch-001", 0, "xunit/result.xml")]);
-        let b = batch(
-            "batch-001",
-            &[
-                "generic/001",
-                "generic/002",
-                "generic/005",
-                "generic/010",
-                "generic/019",
-                "generic/034",
-            ],
-        );
+        let ids = [
+            "generic/001",
+            "generic/002",
+            "generic/005",
+            "generic/010",
+            "generic/019",
+            "generic/034",
+        ];
+        let b = batch("batch-001", &ids);
         let mut t = result("fstests/ext4_4k/batch-001", Verdict::Failed);
         t.duration_ms = 400_000;
         let run = RunResult {
@@ -599,6 +780,84 @@ mod tests {
         assert_eq!((both.tests, both.vm_ms), (12, 920_000));
         let md = time_markdown(&run, &both);
         assert!(md.contains(&format!("**{overhead:.1} s**")), "{md}");
+        assert!(md.contains("| `check` around them"), "no console: {md}");
+
+        // With the console's timestamps, check's start and the time between tests apart.
+        // generic/001 took 14 s by fstests' figure and 20 s from its line to the next:
+        // 6 s between tests; generic/002 2 s and 3 s; generic/034 the last of check.
+        let console = "\
+[    5.000000] harness-agent: test_started fstests/ext4_4k/batch-001
+[    6.000000] harness-fstests: check_started ext4_4k 0
+[   46.500000] run fstests generic/001 at 2026-01-01 00:00:00
+[   66.500000] run fstests generic/002 at 2026-01-01 00:00:20
+[   69.500000] run fstests generic/005 at 2026-01-01 00:00:23
+[   72.000000] run fstests generic/010 at 2026-01-01 00:00:26
+[   73.000000] run fstests generic/019 at 2026-01-01 00:00:27
+[   74.000000] run fstests generic/034 at 2026-01-01 00:00:28
+[   80.000000] harness-fstests: check_finished ext4_4k 0
+[   81.000000] harness-agent: test_finished fstests/ext4_4k/batch-001
+";
+        std::fs::write(run_dir.path().join("console.log"), console).unwrap();
+        let split = time_split(&run, run_dir.path(), &[batch("batch-001", &ids)]);
+        assert_eq!((split.timed_checks, split.check_start_ms), (1, 40_500));
+        // The guest's clock ran 81 s (its last timestamp) of the host's 460 s.
+        assert_eq!(split.guest_ms, 81_000);
+        assert_eq!(split.timed_tests, 6);
+        let own_034 = split.own_ms - (14 + 2 + 2) * 1000;
+        assert_eq!(
+            split.between_ms,
+            6_000 + 1_000 + 500 + 1_000 + 1_000 + (6_000 - own_034)
+        );
+        let md = time_markdown(&run, &split);
+        assert!(
+            md.contains(
+                "| `check` start, to its first test (1 `check` runs timed: 40.5 s each) | 40.5 s |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(&format!(
+                "| between tests in `check` (report, set-up, clean-up; 6 tests timed: {:.1} s each) |",
+                split.between_ms as f64 / 6000.0
+            )),
+            "{md}"
+        );
+        assert!(
+            md.contains("Times by the guest's clock: 81.0 s of it in 460.0 s of the host's."),
+            "{md}"
+        );
+    }
+
+    /// Only `check` runs seen from launch to end count: one the guest went down in
+    /// (the clock restarts, the agent marks its next test) does not.
+    #[test]
+    fn console_phases_skip_a_check_the_guest_died_in() {
+        let console = "\
+[    6.000000] harness-fstests: check_started iomapfs-4k 0
+[   46.000000] run fstests generic/001 at 2026-01-01 00:00:00
+[   50.000000] BUG: kernel NULL pointer dereference
+[    0.000000] Linux version 6.12.0
+[    5.000000] harness-agent: test_started fstests/iomapfs-4k/batch-001.2
+[    6.000000] [    T1] harness-fstests: check_started iomapfs-4k 0
+[   36.000000] run fstests generic/002 at 2026-01-01 00:01:00
+[   39.250000] run fstests generic/003 at 2026-01-01 00:01:03
+[   41.000000] harness-fstests: check_finished iomapfs-4k 0
+[   42.000000] harness-fstests: check_started iomapfs-4k 1
+[   52.000000] harness-fstests: check_finished iomapfs-4k 1
+";
+        let p = ConsolePhases::from_console(console);
+        assert_eq!(p.checks, 2);
+        assert_eq!(p.start_ms, 30_000 + 10_000);
+        assert_eq!(
+            p.tests,
+            [
+                ("iomapfs-4k".to_string(), "generic/002".to_string(), 3_250),
+                ("iomapfs-4k".to_string(), "generic/003".to_string(), 1_750),
+            ]
+        );
+        // Two boots: 50 s, then 52 s by the guest's clock.
+        assert_eq!(p.guest_ms, 102_000);
+        assert_eq!(ConsolePhases::from_console(""), ConsolePhases::default());
     }
 
     /// A batch the guest crashed in: the report written so far (a real interrupted
