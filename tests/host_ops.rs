@@ -53,6 +53,7 @@ test_support::target_tests!(
     statx_fields,
     large_sparse_file,
     inode_generation,
+    file_handles_outlive_the_inode_cache,
     enospc_small_fs,
     read_only_mount,
     permissions_other_user,
@@ -2111,4 +2112,68 @@ fn without_root_a_host_mount_test_fails_under_ci() {
         stderr.contains("SKIP: iomapfs::truncate_up_and_down: iomapfs: needs root"),
         "{stderr}"
     );
+}
+
+/// A file handle (name_to_handle_at) for `p`, as the bytes of a struct file_handle.
+fn file_handle(p: &Path) -> Result<Vec<u8>> {
+    // struct file_handle: u32 handle_bytes, i32 handle_type, then MAX_HANDLE_SZ bytes.
+    let mut buf = vec![0u8; 8 + 128];
+    buf[..4].copy_from_slice(&128u32.to_ne_bytes());
+    let path = std::ffi::CString::new(p.as_os_str().as_bytes())?;
+    let mut mount_id = 0;
+    // SAFETY: buf holds a file_handle with room for the 128 bytes it announces.
+    let r = unsafe {
+        nix::libc::name_to_handle_at(
+            nix::libc::AT_FDCWD,
+            path.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            &mut mount_id,
+            0,
+        )
+    };
+    Errno::result(r).context("name_to_handle_at")?;
+    Ok(buf)
+}
+
+/// Opens a file handle on the filesystem mounted at `mnt`.
+fn open_handle(mnt: &Path, handle: &mut [u8]) -> std::result::Result<OwnedFd, Errno> {
+    let mnt = open(mnt, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0).map_err(|_| Errno::EIO)?;
+    // SAFETY: handle is a file_handle filled by name_to_handle_at.
+    let fd = unsafe {
+        nix::libc::open_by_handle_at(
+            std::os::fd::AsRawFd::as_raw_fd(&mnt),
+            handle.as_mut_ptr().cast(),
+            nix::libc::O_RDONLY,
+        )
+    };
+    // SAFETY: a file descriptor open_by_handle_at just returned is ours.
+    Errno::result(fd).map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+/// fstests generic/426 and 477: a handle still opens its file after the kernel forgot
+/// the inode (a remount here), and a deleted file's handle is stale.
+fn file_handles_outlive_the_inode_cache(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    write(&fs.path("f"), b"handle")?;
+    std::fs::create_dir(fs.path("d"))?;
+    write(&fs.path("gone"), b"x")?;
+    let (mut f, mut d, mut gone) = (
+        file_handle(&fs.path("f"))?,
+        file_handle(&fs.path("d"))?,
+        file_handle(&fs.path("gone"))?,
+    );
+    std::fs::remove_file(fs.path("gone"))?;
+    fs.remount()?;
+    let fd = open_handle(fs.mnt(), &mut f).map_err(|e| anyhow::anyhow!("file: {e}"))?;
+    let mut content = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut content)?;
+    ensure!(content == "handle", "read {content:?} through the handle");
+    open_handle(fs.mnt(), &mut d).map_err(|e| anyhow::anyhow!("directory: {e}"))?;
+    ensure!(
+        open_handle(fs.mnt(), &mut gone).err() == Some(Errno::ESTALE),
+        "a deleted file's handle must be stale"
+    );
+    fs.expected.file("f", b"handle".to_vec());
+    fs.expected.dir("d");
+    fs.finish()
 }

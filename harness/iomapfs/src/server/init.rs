@@ -24,6 +24,9 @@ const WANTED: u64 = FUSE_ASYNC_READ
     | FUSE_PARALLEL_DIROPS
     | FUSE_MAX_PAGES
     | FUSE_CACHE_SYMLINKS
+    // File handles (name_to_handle_at, NFS export) outlive the kernel's inode cache: it
+    // finds an uncached inode again by LOOKUP of "." in it (see `Server::lookup`).
+    | FUSE_EXPORT_SUPPORT
     // The kernel enforces ACLs; the server keeps modes in step and inherits defaults.
     | FUSE_POSIX_ACL
     // ...which needs the unmasked mode and the umask to apply them itself.

@@ -78,6 +78,18 @@ impl Server {
             return Err(Errno(libc::ENAMETOOLONG));
         }
         let mut meta = self.meta();
+        if name == b"." {
+            // The kernel's way back to an inode it no longer caches, from a file handle
+            // (FUSE_EXPORT_SUPPORT): "." in any inode, a file's too. A freed inode is
+            // gone (ENOENT, which the kernel reports as ESTALE); the kernel checks the
+            // generation itself.
+            let inode = meta.fs()?.read_inode(parent)?;
+            if inode.links() == 0 {
+                return Err(Errno(libc::ENOENT));
+            }
+            let out = self.entry_out(&mut meta, parent, &inode);
+            return Ok(out);
+        }
         Self::read_dir_inode(&mut meta, parent)?;
         let Some(ino) = meta.find(parent, name)? else {
             // A negative entry the kernel may cache: only this mount changes names.
