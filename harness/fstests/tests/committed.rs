@@ -1,5 +1,6 @@
-//! The expunge lists committed under images/ parse, and each entry names what it expunges
-//! with a reason and a link (the loader refuses entries without them).
+//! What is committed under images/ for fstests: the expunge lists parse (each entry with a
+//! reason and a link: the loader refuses entries without them), and the baseline is a
+//! results.json that `--baseline` reads.
 
 use std::path::Path;
 
@@ -32,4 +33,26 @@ fn generic_347_is_expunged_on_iomapfs_4k() {
     };
     assert!(list.lookup("generic/347", &ctx, Kind::Skip).is_some());
     assert!(list.lookup("generic/001", &ctx, Kind::Skip).is_none());
+}
+
+/// The `-g quick` baseline (images/default/baseline/README.md): every quick test of the
+/// fstests tree it was made with, once, in section iomapfs-4k.
+#[test]
+fn the_quick_baseline_reads_as_results() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../images/default/baseline/quick-iomapfs-4k.json");
+    let run = report::read_json(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let names: std::collections::BTreeSet<&str> =
+        run.tests.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names.len(), run.tests.len(), "a test twice");
+    assert_eq!(names.len(), 633);
+    assert!(names
+        .iter()
+        .all(|n| n.starts_with("fstests/iomapfs-4k/generic/")));
+    let decided = run
+        .tests
+        .iter()
+        .filter(|t| !matches!(t.verdict, report::Verdict::NotRun))
+        .count();
+    assert!(decided > 0, "a baseline with no verdicts");
 }
