@@ -2137,7 +2137,7 @@ fn file_handle(p: &Path) -> Result<Vec<u8>> {
 
 /// Opens a file handle on the filesystem mounted at `mnt`.
 fn open_handle(mnt: &Path, handle: &mut [u8]) -> std::result::Result<OwnedFd, Errno> {
-    let mnt = open(mnt, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0).map_err(|_| Errno::EIO)?;
+    let mnt = open(mnt, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)?;
     // SAFETY: handle is a file_handle filled by name_to_handle_at.
     let fd = unsafe {
         nix::libc::open_by_handle_at(
