@@ -33,16 +33,25 @@ pub fn settle(run: &Path, result: &mut RunResult) -> Result<Settled> {
     let mut dirs = vec![];
     find_dirs(run, Path::new(""), 0, &mut dirs);
     let mut settled = Settled::default();
-    let failing: Vec<&String> = result
-        .tests
-        .iter()
-        .filter(|t| report::policy::fails_run(t))
-        .flat_map(|t| &t.artifacts)
-        .collect();
+    let mut changed = false;
     for rel in dirs {
         let test_dir = format!("{}/", rel.parent().unwrap_or(Path::new("")).display());
         let name = rel.display().to_string();
-        if failing.iter().any(|a| a.starts_with(&test_dir)) {
+        let mut kept = false;
+        for t in result.tests.iter_mut() {
+            if report::policy::fails_run(t) && t.artifacts.iter().any(|a| a.starts_with(&test_dir))
+            {
+                kept = true;
+                // fstests lists only its own files: the batch's recordings are listed here.
+                for f in recording_files(run, &rel) {
+                    if !t.artifacts.contains(&f) {
+                        t.artifacts.push(f);
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if kept {
             settled.kept.push(name);
             continue;
         }
@@ -57,10 +66,27 @@ pub fn settle(run: &Path, result: &mut RunResult) -> Result<Settled> {
             t.artifacts
                 .retain(|a| !gone.iter().any(|g| a.starts_with(g.as_str())));
         }
+        changed = true;
+    }
+    if changed {
         report::write_json(result, &run.join("results.json"))?;
         report::write_junit(result, &run.join("junit.xml"))?;
     }
     Ok(settled)
+}
+
+/// The regular files of the recording directory `rel` (relative to the run), sorted.
+fn recording_files(run: &Path, rel: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(run.join(rel)) else {
+        return vec![];
+    };
+    let mut files: Vec<String> = rd
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| rel.join(e.file_name()).display().to_string())
+        .collect();
+    files.sort();
+    files
 }
 
 /// Every `recordings` directory under a `tests` directory, through real directories only.
@@ -323,6 +349,10 @@ mod tests {
         r.tests.push(t);
         let s = settle(run, &mut r).unwrap();
         assert_eq!(s.kept, ["vm-2/tests/fstests/batch-001/recordings"]);
+        // fstests lists only its own files; the batch's recordings are added to the test.
+        assert!(r.tests[0]
+            .artifacts
+            .contains(&"vm-2/tests/fstests/batch-001/recordings/session-002.rec.zst".into()));
     }
 
     /// What a hostile guest can leave: links to host files and directories.
