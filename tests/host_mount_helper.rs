@@ -22,6 +22,11 @@ fn mount_helper_block_device() {
 }
 
 #[test]
+fn remount_read_only_and_back() {
+    test_support::run(&Iomapfs::default(), remount_body);
+}
+
+#[test]
 fn daemonized_image_mount() {
     test_support::run(&Iomapfs::default(), daemonized_body);
 }
@@ -219,6 +224,66 @@ fn mount_helper_body(_t: &dyn Target) -> Result<()> {
     verify_image(&dev.0, &expected).context("ext4-view on the loop device")?;
     wait_exit(pid, Duration::from_secs(10))?;
     drop(dev);
+    Ok(())
+}
+
+/// `mount -o remount,ro DIR` runs the helper too (fstests' _scratch_remount): it changes the
+/// live mount, starts no second server, and leaves the data on the disk.
+fn remount_body(_t: &dyn Target) -> Result<()> {
+    let bins = iomapfs_bins()?;
+    ensure_helper_link(&bins.helper)?;
+    let (_dir, image, mnt) = scratch_image(64)?;
+    let dev = cmd::run(
+        "losetup",
+        &[Path::new("--find"), Path::new("--show"), &image],
+    )?
+    .trim()
+    .to_string();
+    let dev = LoopDev(PathBuf::from(dev));
+    cmd::run(
+        "mount",
+        &[Path::new("-t"), Path::new("fuse.iomapfs"), &dev.0, &mnt],
+    )?;
+    let mut guard = MountGuard(mnt.clone(), true);
+    let pid = server_pid(&mnt).context("no iomapfs process serves the mount")?;
+    std::fs::write(mnt.join("before"), b"written rw")?;
+    let read_only = |mnt: &Path| -> Result<bool> {
+        let flags = nix::sys::statvfs::statvfs(mnt)?.flags();
+        Ok(flags.contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+    };
+
+    cmd::run("mount", &[Path::new("-o"), Path::new("remount,ro"), &mnt])?;
+    ensure!(read_only(&mnt)?, "statvfs says rw after remount,ro");
+    let err = std::fs::write(mnt.join("new"), b"x").unwrap_err();
+    ensure!(
+        err.raw_os_error() == Some(nix::errno::Errno::EROFS as i32),
+        "create on the read-only mount: {err}"
+    );
+    ensure!(
+        server_pid(&mnt) == Some(pid),
+        "the remount must keep the one server"
+    );
+    // Read-only means written out: the file is on the disk while still mounted.
+    let cat = std::process::Command::new("debugfs")
+        .args(["-R", "cat /before"])
+        .arg(&dev.0)
+        .output()?;
+    assert_eq!(
+        cat.stdout, b"written rw",
+        "debugfs reads the file during the ro mount"
+    );
+
+    cmd::run("mount", &[Path::new("-o"), Path::new("remount,rw"), &mnt])?;
+    ensure!(!read_only(&mnt)?, "statvfs says ro after remount,rw");
+    std::fs::write(mnt.join("after"), b"written again")?;
+    test_support::mount::umount(&mnt)?;
+    guard.1 = false;
+    e2fsck_clean(&dev.0).context("e2fsck after umount")?;
+    let mut expected = Expected::default();
+    expected.file("before", b"written rw".to_vec());
+    expected.file("after", b"written again".to_vec());
+    verify_image(&dev.0, &expected).context("ext4-view on the loop device")?;
+    wait_exit(pid, Duration::from_secs(10))?;
     Ok(())
 }
 

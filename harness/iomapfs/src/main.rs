@@ -164,6 +164,13 @@ fn init_logging(opts: &MountOptions, as_helper: bool) {
 }
 
 fn run(cli: &Cli, mut opts: MountOptions) -> Result<()> {
+    // A remount changes the live mount, whose server holds the source's lock.
+    if opts.remount {
+        let Some(mountpoint) = &cli.mountpoint else {
+            anyhow::bail!("remount needs the mount point");
+        };
+        return iomapfs::mount::remount(mountpoint, &opts);
+    }
     // Held until the process exits (after the final flush), also by the daemonized child.
     let _lock = iomapfs::lock::lock_source(&cli.source, Duration::from_secs(opts.lock_timeout))?;
     if opts.preen && !opts.read_only {

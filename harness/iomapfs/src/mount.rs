@@ -157,6 +157,31 @@ pub fn mount(
     })
 }
 
+/// `mount -o remount,...`: applies ro/rw and the generic flags to the mount on
+/// `mountpoint` (the kernel ignores FUSE's own options on a remount). Going read-only
+/// ends with an fsync of the root directory, which makes the server write out everything
+/// it holds, as a read-only remount of a kernel filesystem does.
+pub fn remount(mountpoint: &Path, opts: &MountOptions) -> Result<()> {
+    let mut flags = nix::mount::MsFlags::from_bits_truncate(opts.ms_flags as libc::c_ulong)
+        | nix::mount::MsFlags::MS_REMOUNT;
+    if opts.read_only {
+        flags |= nix::mount::MsFlags::MS_RDONLY;
+    }
+    nix::mount::mount(None::<&str>, mountpoint, None::<&str>, flags, None::<&str>)
+        .with_context(|| format!("remounting {}", mountpoint.display()))?;
+    if opts.read_only {
+        std::fs::File::open(mountpoint)
+            .and_then(|d| d.sync_all())
+            .with_context(|| {
+                format!(
+                    "flushing {} after the read-only remount",
+                    mountpoint.display()
+                )
+            })?;
+    }
+    Ok(())
+}
+
 /// Lazily detaches a mount; used when the server gives up after mounting.
 pub fn detach(mountpoint: &Path) {
     let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);

@@ -89,6 +89,9 @@ pub use crate::fault::Fault;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountOptions {
     pub read_only: bool,
+    /// `remount`: change the flags of the existing mount (mount(8) runs the helper for
+    /// `mount -o remount,ro DIR` too); no server is started.
+    pub remount: bool,
     /// Run `e2fsck -p` before opening read-write: a filesystem left unclean by a crash is
     /// repaired the way ext2's boot-time fsck would, instead of refused.
     pub preen: bool,
@@ -128,6 +131,7 @@ impl Default for MountOptions {
     fn default() -> Self {
         Self {
             read_only: false,
+            remount: false,
             preen: false,
             allow_other: false,
             default_permissions: false,
@@ -155,6 +159,9 @@ impl Default for MountOptions {
 pub const HELP: &str = "\
 Mount options (-o, comma separated):
   ro, rw                 read-only or read-write (default rw)
+  remount                change the existing mount's ro/rw and generic flags (as
+                         `mount -o remount,ro DIR` asks); starts no server. A mount
+                         started ro stays read-only in the server (EROFS) after rw
   preen                  run `e2fsck -p` first, so a filesystem left unclean by a crash
                          is repaired rather than refused (read-write only)
   allow_other            let other users use the mount (needs root)
@@ -223,6 +230,7 @@ impl MountOptions {
         };
         match key {
             "ro" => self.read_only = true,
+            "remount" => self.remount = true,
             "preen" => self.preen = true,
             "rw" => self.read_only = false,
             "allow_other" => self.allow_other = true,
