@@ -89,7 +89,8 @@ pub struct VmTestArgs {
     /// Run a guest shell command as one test (repeatable), like `vng -- CMD`.
     #[arg(long = "run", value_name = "CMD")]
     pub run: Vec<String>,
-    /// Per-test timeout in seconds (overrides the suites' own; default for --run: 300).
+    /// Per-test timeout in seconds (overrides the suites' own and each fstests test's
+    /// deadline; default for --run: 300). Scaled by the slow factor under TCG.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
     /// Timeout of the whole run, in seconds. Default: 3600, or with --fstests the sum of
@@ -680,7 +681,6 @@ struct FstestsRun {
 fn prepare_fstests(
     args: &VmTestArgs,
     jobs: u32,
-    plan: &Plan,
     prepared: &mut Prepared,
     ui: &Ui,
 ) -> Result<FstestsRun> {
@@ -726,7 +726,7 @@ fn prepare_fstests(
             prepared.kernel_release.as_deref().unwrap_or(""),
             mode,
             &durations,
-            plan.slow_factor as u32,
+            args.timeout,
         )?);
     }
     let count = |f: fn(&f::FstestsPlan) -> usize| plans.iter().map(f).sum::<usize>();
@@ -958,7 +958,7 @@ fn run_in(args: &VmTestArgs, resumed: Option<RunDir>, ui: &Ui) -> Result<(RunRes
         prepared.spec.virtiofs_server = Some(server);
     }
     let mut fstests = if args.fstests.enabled() {
-        Some(prepare_fstests(args, jobs, &plan, &mut prepared, ui)?)
+        Some(prepare_fstests(args, jobs, &mut prepared, ui)?)
     } else {
         None
     };
