@@ -10,7 +10,7 @@ use nix::sys::mman::{mmap, msync, munmap, MapFlags, MsFlags, ProtFlags};
 use nix::sys::stat::{fstat, Mode, SFlag, UtimensatFlags};
 use nix::sys::statfs::statfs;
 use nix::sys::time::TimeSpec;
-use nix::unistd::{fsync, ftruncate, lseek, Whence};
+use nix::unistd::{fsync, ftruncate, lseek, Gid, Uid, Whence};
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::num::NonZeroUsize;
@@ -1447,6 +1447,29 @@ fn posix_acls(t: &dyn Target) -> Result<()> {
         Errno::ENODATA,
         "ACL removed by setfacl -b",
     )?;
+
+    // Setting an access ACL drops setgid when the caller is neither in the file's group nor
+    // privileged (posix_acl_update_mode); the kernel decides, the server must apply it.
+    let acl = get_xattr(&f, "system.posix_acl_access")?;
+    for (name, caller_gid, keeps) in [("sgid-out", 3000, false), ("sgid-in", 2000, true)] {
+        let p = fs.path(name);
+        write(&p, b"s")?;
+        nix::unistd::chown(&p, Some(Uid::from_raw(1234)), Some(Gid::from_raw(2000)))?;
+        std::fs::set_permissions(&p, PermissionsExt::from_mode(0o2770))?;
+        let op = UserOp::SetXattr(p.clone(), "system.posix_acl_access".into(), acl.clone());
+        assert_eq!(
+            as_user(1234, caller_gid, op)?,
+            Ok(()),
+            "the owner sets {name}'s ACL"
+        );
+        let mode = std::fs::metadata(&p)?.permissions().mode();
+        assert_eq!(
+            mode & 0o2000 != 0,
+            keeps,
+            "{name}: setgid after setfacl by a caller of gid {caller_gid} (mode {mode:o})"
+        );
+        std::fs::remove_file(&p)?;
+    }
 
     fs.remount()?;
     assert_eq!(getfacl(&f)?, want_f, "after remount");

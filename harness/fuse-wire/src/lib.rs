@@ -42,7 +42,9 @@ pub use reply::{
     notify, notify_parts, parse_dirents, parse_reply, reply_err, reply_ok, reply_struct, DirentBuf,
     ReplyBuf,
 };
-pub use request::{encode_request, parse, parse_header, DecodeError, NameError, Op, Request};
+pub use request::{
+    encode_request, parse, parse_header, parse_with, DecodeError, Layout, NameError, Op, Request,
+};
 pub use structs::*;
 pub use validate::{validate_begin_reply, validate_begin_reply_with, MappingError, ValidateCtx};
 

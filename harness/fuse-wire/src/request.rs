@@ -85,9 +85,11 @@ pub enum Op<'a> {
     Release(ReleaseIn),
     /// FUSE_FSYNC.
     Fsync(FsyncIn),
-    /// FUSE_SETXATTR; `value.len() == arg.size`.
+    /// FUSE_SETXATTR; `value.len() == arg.size`. `setxattr_flags` (`FUSE_SETXATTR_ACL_*`)
+    /// come only in the 16-byte form ([`Layout::setxattr_ext`]); 0 otherwise.
     Setxattr {
         arg: SetxattrIn,
+        setxattr_flags: u32,
         name: &'a [u8],
         value: &'a [u8],
     },
@@ -299,8 +301,21 @@ pub fn parse_header(buf: &[u8]) -> Result<InHeader, DecodeError> {
     Ok(header)
 }
 
-/// Decode one request (exactly one `/dev/fuse` read).
+/// What INIT negotiated that changes the layout of later requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// `FUSE_SETXATTR_EXT`: SETXATTR carries the 16-byte `fuse_setxattr_in`.
+    pub setxattr_ext: bool,
+}
+
+/// Decode one request (exactly one `/dev/fuse` read) in the layout of a session that
+/// negotiated nothing that changes it.
 pub fn parse(buf: &[u8]) -> Result<Request<'_>, DecodeError> {
+    parse_with(buf, Layout::default())
+}
+
+/// Decode one request in the layout the session negotiated.
+pub fn parse_with(buf: &[u8], layout: Layout) -> Result<Request<'_>, DecodeError> {
     let header = parse_header(buf)?;
     let body = buf.get(IN_HEADER_LEN..).unwrap_or_default();
     let ext_len = usize::from(header.total_extlen) * 8;
@@ -313,7 +328,7 @@ pub fn parse(buf: &[u8]) -> Result<Request<'_>, DecodeError> {
         });
     };
     let (args, extensions) = body.split_at(args_len);
-    let op = decode_op(&header, args)?;
+    let op = decode_op(&header, args, layout)?;
     Ok(Request {
         header,
         op,
@@ -450,7 +465,7 @@ impl<'a> Args<'a> {
     }
 }
 
-fn decode_op<'a>(header: &InHeader, args: &'a [u8]) -> Result<Op<'a>, DecodeError> {
+fn decode_op<'a>(header: &InHeader, args: &'a [u8], layout: Layout) -> Result<Op<'a>, DecodeError> {
     let Some(opcode) = Opcode::from_u32(header.opcode) else {
         return Ok(Op::Unknown(header.opcode));
     };
@@ -527,9 +542,14 @@ fn decode_op<'a>(header: &InHeader, args: &'a [u8]) -> Result<Op<'a>, DecodeErro
         Opcode::Fsync => Op::Fsync(a.only()?),
         Opcode::Setxattr => {
             let arg: SetxattrIn = a.take()?;
+            let setxattr_flags = match layout.setxattr_ext {
+                true => a.take::<SetxattrInExt>()?.setxattr_flags,
+                false => 0,
+            };
             let name = a.name(NonEmpty)?;
             Op::Setxattr {
                 arg,
+                setxattr_flags,
                 name,
                 value: a.data(u64::from(arg.size), "xattr value size")?,
             }

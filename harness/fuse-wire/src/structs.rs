@@ -454,12 +454,19 @@ wire_structs! {
     }
 
     /// `fuse_setxattr_in` in its 8-byte form (`FUSE_COMPAT_SETXATTR_IN_SIZE`), followed by
-    /// name and value. The 16-byte form needs `FUSE_SETXATTR_EXT`, which we never negotiate.
+    /// name and value; with `FUSE_SETXATTR_EXT`, by [`SetxattrInExt`] first.
     pub struct SetxattrIn {
         /// Length of the value.
         pub size: u32,
         /// setxattr(2) flags.
         pub flags: u32,
+    }
+
+    /// The last 8 bytes of the 16-byte `fuse_setxattr_in` (`FUSE_SETXATTR_EXT`).
+    pub struct SetxattrInExt {
+        /// `FUSE_SETXATTR_ACL_KILL_SGID`: the caller may not keep the setgid bit.
+        pub setxattr_flags: u32,
+        pub padding: u32,
     }
 
     /// `fuse_getxattr_in` (8 B): GETXATTR (followed by the name) and LISTXATTR.

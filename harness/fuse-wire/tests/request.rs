@@ -138,6 +138,7 @@ fn sample(op: Opcode) -> (Vec<u8>, Op<'static>) {
                 cat(&[a.as_bytes(), b"user.k/v\0", b"v\0al"]),
                 Op::Setxattr {
                     arg: a,
+                    setxattr_flags: 0,
                     name: b"user.k/v",
                     value: b"v\0al",
                 },
@@ -632,6 +633,43 @@ fn extensions_are_split_off() {
         }
     ));
     assert_eq!(e.errno(), errno::EIO);
+}
+
+/// With FUSE_SETXATTR_EXT the kernel sends the 16-byte fuse_setxattr_in; parsed in the
+/// wrong layout, the name and value would shift.
+#[test]
+fn setxattr_layout_follows_the_negotiation() {
+    let a = SetxattrIn { size: 3, flags: 0 };
+    let ext = SetxattrInExt {
+        setxattr_flags: consts::FUSE_SETXATTR_ACL_KILL_SGID,
+        padding: 0,
+    };
+    let h = header(Opcode::Setxattr as u32);
+    let name = b"system.posix_acl_access\0";
+    let long = encode_request(&h, &[a.as_bytes(), ext.as_bytes(), name, b"acl"]);
+    let layout = Layout { setxattr_ext: true };
+    match parse_with(&long, layout).unwrap().op {
+        Op::Setxattr {
+            setxattr_flags,
+            name,
+            value,
+            ..
+        } => {
+            assert_eq!(setxattr_flags, consts::FUSE_SETXATTR_ACL_KILL_SGID);
+            assert_eq!(name, b"system.posix_acl_access");
+            assert_eq!(value, b"acl");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without the negotiation the kernel sends the 8-byte form, and nothing is killed.
+    let short = encode_request(&h, &[a.as_bytes(), name, b"acl"]);
+    assert!(matches!(
+        parse(&short).unwrap().op,
+        Op::Setxattr {
+            setxattr_flags: 0,
+            ..
+        }
+    ));
 }
 
 #[test]

@@ -15,7 +15,7 @@ use crate::transport::Transport;
 /// Decodes and answers one request. Malformed requests are answered with an error when
 /// they carry a readable `unique`, and otherwise dropped with a log line.
 pub fn handle_one(server: &Server, transport: &dyn Transport, bytes: &[u8]) -> io::Result<()> {
-    match fuse_wire::request::parse(bytes) {
+    match fuse_wire::request::parse_with(bytes, server.wire_layout()) {
         Ok(req) => {
             let sent = match handle(server, &req) {
                 Some(answer) => {
@@ -219,8 +219,17 @@ fn route(server: &Server, req: &Request<'_>) -> Option<Result<Reply, Errno>> {
             .and_then(|i| s.readdir(i, arg.offset, arg.size, true))
             .map(Reply::Dirents),
         Op::Statfs => s.statfs().map(Reply::Statfs),
-        Op::Setxattr { arg, name, value } => ino()
-            .and_then(|i| s.setxattr(i, name, value, arg.flags))
+        Op::Setxattr {
+            arg,
+            setxattr_flags,
+            name,
+            value,
+        } => ino()
+            .and_then(|i| {
+                let kill_sgid =
+                    setxattr_flags & fuse_wire::consts::FUSE_SETXATTR_ACL_KILL_SGID != 0;
+                s.setxattr(i, name, value, arg.flags, kill_sgid)
+            })
             .map(empty),
         Op::Getxattr { arg, name } => ino()
             .and_then(|i| s.getxattr(i, name, arg.size))

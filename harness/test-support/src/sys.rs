@@ -114,6 +114,8 @@ pub enum UserOp {
     Chmod(PathBuf, u32),
     Chown(PathBuf, u32, u32),
     Mkdir(PathBuf),
+    /// setxattr(path, name, value, 0).
+    SetXattr(PathBuf, String, Vec<u8>),
 }
 
 /// Runs `op` in a forked child with uid/gid set to `uid`/`gid` and no supplementary
@@ -122,6 +124,14 @@ pub fn as_user(uid: u32, gid: u32, op: UserOp) -> Result<std::result::Result<(),
     let path = |p: &Path| CString::new(p.as_os_str().as_bytes()).expect("no NUL in test paths");
     // Everything the child needs is prepared before fork: after fork in a threaded process
     // the child may only make raw syscalls (no allocation, no locks).
+    let c_name = match &op {
+        UserOp::SetXattr(_, name, _) => CString::new(name.as_bytes()).context("xattr name")?,
+        _ => CString::default(),
+    };
+    let value: &[u8] = match &op {
+        UserOp::SetXattr(_, _, v) => v,
+        _ => &[],
+    };
     let (code, c_path, arg1, arg2) = match &op {
         UserOp::OpenRead(p) => (0, path(p), 0, 0),
         UserOp::OpenWrite(p) => (1, path(p), 0, 0),
@@ -131,11 +141,20 @@ pub fn as_user(uid: u32, gid: u32, op: UserOp) -> Result<std::result::Result<(),
         UserOp::Chmod(p, m) => (5, path(p), *m, 0),
         UserOp::Chown(p, u, g) => (6, path(p), *u, *g),
         UserOp::Mkdir(p) => (7, path(p), 0, 0),
+        UserOp::SetXattr(p, _, _) => (8, path(p), 0, 0),
     };
     // SAFETY: the child makes only raw syscalls on data prepared before the fork, then _exit.
     let child = match unsafe { fork() }.context("fork")? {
         ForkResult::Child => {
-            let code = match as_user_child(uid, gid, code, &c_path, arg1, arg2) {
+            let call = Call {
+                code,
+                path: &c_path,
+                arg1,
+                arg2,
+                name: &c_name,
+                value,
+            };
+            let code = match as_user_child(uid, gid, call) {
                 Ok(()) => 0,
                 Err(e) => e,
             };
@@ -153,10 +172,28 @@ pub fn as_user(uid: u32, gid: u32, op: UserOp) -> Result<std::result::Result<(),
     }
 }
 
+/// One [`UserOp`], flattened before fork so the child allocates nothing.
+struct Call<'a> {
+    code: u8,
+    path: &'a CStr,
+    arg1: u32,
+    arg2: u32,
+    name: &'a CStr,
+    value: &'a [u8],
+}
+
 /// The child's side of [`as_user`]: drop to `uid`/`gid`, make one call. `Err(250)` means the
 /// credentials could not be set; any other error is the call's errno.
-fn as_user_child(uid: u32, gid: u32, code: u8, p: &CStr, arg1: u32, arg2: u32) -> Result<(), i32> {
+fn as_user_child(uid: u32, gid: u32, call: Call<'_>) -> Result<(), i32> {
     use nix::sys::stat::Mode;
+    let Call {
+        code,
+        path: p,
+        arg1,
+        arg2,
+        name,
+        value,
+    } = call;
     let (u, g) = (Uid::from_raw(uid), Gid::from_raw(gid));
     let creds = setgroups(&[])
         .and(setresgid(g, g, g))
@@ -181,7 +218,18 @@ fn as_user_child(uid: u32, gid: u32, code: u8, p: &CStr, arg1: u32, arg2: u32) -
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         ),
         6 => nix::unistd::chown(p, Some(Uid::from_raw(arg1)), Some(Gid::from_raw(arg2))),
-        _ => nix::unistd::mkdir(p, Mode::from_bits_truncate(0o755)),
+        7 => nix::unistd::mkdir(p, Mode::from_bits_truncate(0o755)),
+        // SAFETY: NUL-terminated path and name; `value` is valid for its length.
+        _ => Errno::result(unsafe {
+            libc::setxattr(
+                p.as_ptr(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        })
+        .map(drop),
     };
     r.map_err(|e| (e as i32).min(249))
 }

@@ -29,8 +29,10 @@ const WANTED: u64 = FUSE_ASYNC_READ
     | FUSE_EXPORT_SUPPORT
     // The kernel enforces ACLs; the server keeps modes in step and inherits defaults.
     | FUSE_POSIX_ACL
-    // ...which needs the unmasked mode and the umask to apply them itself.
+    // ...which needs the unmasked mode and the umask to apply them itself, and the
+    // kernel's word that a setfacl caller may not keep the setgid bit (16-byte SETXATTR).
     | FUSE_DONT_MASK
+    | FUSE_SETXATTR_EXT
     | FUSE_INIT_EXT;
 
 impl Server {
@@ -106,6 +108,8 @@ impl Server {
             flags |= FUSE_IOMAP | FUSE_INIT_EXT;
         }
         self.iomap.store(use_iomap, Ordering::Relaxed);
+        self.setxattr_ext
+            .store(flags & FUSE_SETXATTR_EXT != 0, Ordering::Relaxed);
         self.proto_minor.store(arg.minor, Ordering::Relaxed);
         let (flags_lo, flags_hi) = split_init_flags(flags);
         let minor = if use_iomap {

@@ -157,6 +157,8 @@ pub struct Server {
     opts: MountOptions,
     /// Negotiated at INIT.
     iomap: AtomicBool,
+    /// FUSE_SETXATTR_EXT negotiated: SETXATTR requests have the 16-byte header.
+    setxattr_ext: AtomicBool,
     proto_minor: AtomicU32,
     next_fh: AtomicU64,
     /// Set when the session should stop (DESTROY answered).
@@ -251,6 +253,7 @@ impl Server {
             data_locks: (0..DATA_LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
             opts,
             iomap: AtomicBool::new(false),
+            setxattr_ext: AtomicBool::new(false),
             proto_minor: AtomicU32::new(0),
             next_fh: AtomicU64::new(1),
             finished: AtomicBool::new(false),
@@ -275,6 +278,13 @@ impl Server {
             .get()
             .copied()
             .unwrap_or(IomapReach::ImageFile)
+    }
+
+    /// How requests are laid out, after what INIT negotiated.
+    pub fn wire_layout(&self) -> fuse_wire::Layout {
+        fuse_wire::Layout {
+            setxattr_ext: self.setxattr_ext.load(Ordering::Relaxed),
+        }
     }
 
     pub fn mode(&self) -> Mode {

@@ -48,6 +48,7 @@ impl Server {
         name: &[u8],
         value: &[u8],
         flags: u32,
+        kill_sgid: bool,
     ) -> Result<(), Errno> {
         check_name(name)?;
         if value.len() > SIZE_MAX {
@@ -62,7 +63,7 @@ impl Server {
         let mut meta = self.meta();
         let fs = meta.writable()?;
         if name == super::acl::ACCESS || name == super::acl::DEFAULT {
-            return self.set_acl(fs, ino, name, value, mode);
+            return self.set_acl(fs, ino, name, value, mode, kill_sgid);
         }
         fs.xattr_set(ino, name, value, mode)?;
         self.touch_ctime(fs, ino)?;
@@ -107,6 +108,7 @@ impl Server {
         name: &[u8],
         value: &[u8],
         mode: XattrSetMode,
+        kill_sgid: bool,
     ) -> Result<(), Errno> {
         let acl = super::acl::Acl::parse(value).ok_or(Errno(libc::EINVAL))?;
         let is_dir = fs.read_inode(ino)?.mode() & libc::S_IFMT == libc::S_IFDIR;
@@ -124,7 +126,13 @@ impl Server {
         // Re-read: storing the xattr may have changed the inode (xattr block, sizes).
         let mut inode = fs.read_inode(ino)?;
         if name == super::acl::ACCESS {
-            inode.set_mode((inode.mode() & !0o777) | acl.mode_bits());
+            let mut mode = (inode.mode() & !0o777) | acl.mode_bits();
+            // The caller is neither in the file's group nor CAP_FSETID (the kernel's
+            // judgement): setgid goes, as ext4's posix_acl_update_mode does.
+            if kill_sgid {
+                mode &= !libc::S_ISGID;
+            }
+            inode.set_mode(mode);
         }
         inode.set_ctime(now());
         fs.write_inode(ino, &inode)?;
