@@ -48,13 +48,19 @@ pub fn switch_to_image() -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(20));
     };
     mount(&root, NEWROOT, &fstype, MsFlags::empty(), "")?;
-    mount(
-        events::SHARE_TAG,
-        &format!("{NEWROOT}{}", events::SHARE_MOUNT),
-        "9p",
-        MsFlags::empty(),
-        "trans=virtio,version=9p2000.L,msize=524288,cache=none",
-    )?;
+    // The run directory: virtio-fs when the host says so (it runs virtiofsd), else 9p.
+    let share = format!("{NEWROOT}{}", events::SHARE_MOUNT);
+    if cmdline_opt(&cmdline, "share").as_deref() == Some("virtiofs") {
+        mount(events::SHARE_TAG, &share, "virtiofs", MsFlags::empty(), "")?;
+    } else {
+        mount(
+            events::SHARE_TAG,
+            &share,
+            "9p",
+            MsFlags::empty(),
+            "trans=virtio,version=9p2000.L,msize=524288,cache=none",
+        )?;
+    }
     mount("/dev", &format!("{NEWROOT}/dev"), "", MsFlags::MS_MOVE, "")?;
     crate::sys::detach("/proc");
     crate::sys::detach("/sys");

@@ -1,6 +1,7 @@
 //! The guest agent. The host boots the kernel with a tiny read-only 9p root
 //! (`root=/dev/root rootfstype=9p init=/agent`) holding this binary. It then:
-//! 1. mounts the root image and the run-directory share, and switches root;
+//! 1. mounts the root image and the run-directory share (virtio-fs when the kernel command
+//!    line says `harness.share=virtiofs`, else 9p), and switches root;
 //! 2. mounts the usual pseudo filesystems;
 //! 3. reads the plan from the share, installs the FUSE server, formats the test disk;
 //! 4. runs each test as a child process with a timeout, streaming events;

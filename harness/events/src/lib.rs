@@ -23,7 +23,7 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// (appears in the guest as `/dev/virtio-ports/<name>`).
 pub const EVENT_PORT: &str = "harness.events";
 
-/// 9p mount tag of the run directory share.
+/// Mount tag of the run directory share (virtio-fs or 9p, vm-test `--share`).
 pub const SHARE_TAG: &str = "harness";
 
 /// Where the agent mounts the share inside the guest.

@@ -24,6 +24,8 @@ pub enum Job {
     Vm,
     /// The project's tests: host mounts, peers, workloads, lint tools.
     Tests,
+    /// Building virtiofsd, the run directory's virtio-fs server ([`ensure_virtiofsd`]).
+    RunShare,
 }
 
 /// How to tell a need is met.
@@ -78,6 +80,8 @@ const NEEDS: &[(Job, Probe, &str)] = {
         (Tests, Installed, "libclang-dev"),
         // check-jsonschema (the workflow check) lives in a venv in the cache.
         (Tests, Installed, "python3-venv"),
+        (RunShare, Installed, "libseccomp-dev"),
+        (RunShare, Installed, "libcap-ng-dev"),
     ]
 };
 
@@ -119,6 +123,32 @@ pub fn ensure(jobs: &[Job], ui: &Ui) -> Result<()> {
     Ok(())
 }
 
+/// virtiofsd at the pinned version (vm-test's run-directory share): its build's Debian
+/// packages and `cargo install` when it is missing and we are root; otherwise an error
+/// with the exact commands.
+pub fn ensure_virtiofsd(ui: &Ui) -> Result<std::path::PathBuf> {
+    let tool = &tools::VIRTIOFSD;
+    if tool.installed().as_deref() != Some(tool.version) {
+        if !nix::unistd::geteuid().is_root() {
+            let install = plan(&[Job::RunShare])?;
+            let mut commands = vec![];
+            if !install.packages.is_empty() {
+                commands.push(install.commands());
+            }
+            commands.push(tool.install_command());
+            return Err(plumbing::error::usage(format!(
+                "virtiofsd {} is not installed; install it as root with:\n{}",
+                tool.version,
+                commands.join("\n")
+            )));
+        }
+        ensure(&[Job::RunShare], ui)?;
+        tool.ensure(ui)?;
+    }
+    tool.path()
+        .ok_or_else(|| anyhow::anyhow!("virtiofsd is not found after installing it"))
+}
+
 fn in_sbin(program: &str) -> bool {
     ["/usr/sbin", "/sbin"]
         .iter()
@@ -134,6 +164,7 @@ fn describe(jobs: &[Job]) -> String {
             Job::GuestBinaries => "the guest binaries",
             Job::Vm => "QEMU",
             Job::Tests => "the tests",
+            Job::RunShare => "virtiofsd's build",
         })
         .collect();
     match names.split_last() {
@@ -158,6 +189,7 @@ pub const ALL_JOBS: &[Job] = &[
     Job::GuestBinaries,
     Job::Vm,
     Job::Tests,
+    Job::RunShare,
 ];
 
 pub fn setup(args: &SetupArgs, ui: &Ui) -> Result<()> {
@@ -173,11 +205,16 @@ pub fn setup(args: &SetupArgs, ui: &Ui) -> Result<()> {
         }
     }
     if args.check {
-        let tools: Vec<String> = [&tools::NEXTEST, &tools::BINDGEN, &tools::MACHETE]
-            .iter()
-            .filter(|t| t.installed().as_deref() != Some(t.version))
-            .map(|t| format!("{}@{}", t.krate, t.version))
-            .collect();
+        let tools: Vec<String> = [
+            &tools::NEXTEST,
+            &tools::BINDGEN,
+            &tools::MACHETE,
+            &tools::VIRTIOFSD,
+        ]
+        .iter()
+        .filter(|t| t.installed().as_deref() != Some(t.version))
+        .map(|t| format!("{}@{}", t.krate, t.version))
+        .collect();
         if install.packages.is_empty() && tools.is_empty() {
             ui.step("every package and pinned tool the harness needs is installed");
             return Ok(());
@@ -202,6 +239,7 @@ missing pinned tools: {}
     tools::NEXTEST.ensure(ui)?;
     tools::BINDGEN.ensure(ui)?;
     tools::MACHETE.ensure(ui)?;
+    tools::VIRTIOFSD.ensure(ui)?;
     tools::ensure_check_jsonschema(ui)?;
     ui.step("the host has everything the harness and its tests need");
     Ok(())

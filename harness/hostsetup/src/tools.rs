@@ -1,7 +1,7 @@
-//! Tools the tests run that Debian does not package at the version we need, pinned and
-//! installed from their authors' registries: cargo-nextest, bindgen-cli and cargo-machete
-//! from crates.io
-//! (into ~/.cargo/bin), check-jsonschema from PyPI (into a venv in the harness cache).
+//! Tools the harness and its tests run that Debian does not package at the version we
+//! need, pinned and installed from their authors' registries: cargo-nextest, bindgen-cli,
+//! cargo-machete and virtiofsd from crates.io (into ~/.cargo/bin), check-jsonschema from
+//! PyPI (into a venv in the harness cache).
 
 use anyhow::{bail, Context, Result};
 use plumbing::ui::Ui;
@@ -44,14 +44,43 @@ pub const MACHETE: CargoTool = CargoTool {
     version_prefix: "",
 };
 
+/// Serves the run directory to the guest over virtio-fs (vm-test `--share`); Debian 12 does
+/// not package it. Its build needs libseccomp and libcap-ng (`Job::RunShare`).
+pub const VIRTIOFSD: CargoTool = CargoTool {
+    krate: "virtiofsd",
+    version: "1.14.0",
+    exe: "virtiofsd",
+    version_args: &["--version"],
+    version_prefix: "virtiofsd ",
+};
+
 /// Validates the GitHub workflows against GitHub's schema (actionlint, the usual tool,
 /// is published only on GitHub, which these machines cannot reach; ci.yml runs it there).
 pub const CHECK_JSONSCHEMA: (&str, &str) = ("check-jsonschema", "0.39.0");
 
 impl CargoTool {
+    /// The executable: on PATH, else where `cargo install` puts it.
+    pub fn path(&self) -> Option<PathBuf> {
+        plumbing::util::which(self.exe).or_else(|| {
+            let home = std::env::var_os("CARGO_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+            let exe = home.join("bin").join(self.exe);
+            exe.is_file().then_some(exe)
+        })
+    }
+
+    /// The exact command that installs the pinned version.
+    pub fn install_command(&self) -> String {
+        format!(
+            "cargo install --locked --force --version {} {}",
+            self.version, self.krate
+        )
+    }
+
     /// The installed version, if any.
     pub fn installed(&self) -> Option<String> {
-        let exe = plumbing::util::which(self.exe)?;
+        let exe = self.path()?;
         let out = duct::cmd(exe, self.version_args)
             .stdout_capture()
             .stderr_null()

@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 
-use crate::vm_test::{spec_from_flags, AccelArg, VmTestArgs};
+use crate::vm_test::{spec_from_flags, AccelArg, ShareArg, VmTestArgs};
 use kernel::{BuiltKernel, IomapMode, KernelOptions};
 use plumbing::ui::Ui;
 
@@ -55,6 +55,16 @@ pub fn main(args: &VmTestArgs, ui: &Ui) -> Result<()> {
         virtiofs_server: args
             .virtiofs
             .then(|| crate::vm_test::target_dir().join("release").join("iomapfs")),
+        // What a run would use, installing nothing: virtio-fs as root unless --share 9p.
+        share: if vm.share == ShareArg::NineP || !nix::unistd::geteuid().is_root() {
+            vm::RunShare::NineP
+        } else {
+            vm::RunShare::Virtiofsd(
+                hostsetup::tools::VIRTIOFSD
+                    .path()
+                    .unwrap_or_else(|| "virtiofsd".into()),
+            )
+        },
         ..spec_from_flags(vm, kernel, kernel_iomap, image, accel)?
     };
     ui.step(format!("dry run: kernel from {about}"));

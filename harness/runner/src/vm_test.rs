@@ -57,8 +57,21 @@ pub struct VmArgs {
     /// QEMU binary.
     #[arg(long, value_name = "PATH", default_value = "qemu-system-x86_64")]
     pub qemu: PathBuf,
+    /// How the run directory (plan, binaries, artifacts) reaches the guest: virtiofs
+    /// (virtiofsd, a sandboxed process per boot; needs root), 9p (QEMU's own server), or
+    /// auto: virtiofs when running as root with the harness's virtiofsd, else 9p.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub share: ShareArg,
     #[command(flatten)]
     pub kernel: KernelArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShareArg {
+    Auto,
+    #[value(name = "9p")]
+    NineP,
+    Virtiofs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -293,6 +306,7 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
     if vm.qemu != std::path::Path::new(hostsetup::qemu::BINARY) {
         hostsetup::qemu::probe(&vm.qemu, ui)?;
     }
+    let share = run_share(vm.share, ui)?;
     let (kernel, kernel_release, kernel_iomap) = match &vm.kernel_image {
         Some(p) => {
             let k = &vm.kernel;
@@ -357,6 +371,7 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
         server_bins,
         accel_note: Some(decision.note),
         format_test_disk: with_server.then(Vec::new),
+        share,
         ..spec_from_flags(vm, kernel, kernel_iomap, image.clone(), decision.accel)?
     };
     Ok(Prepared {
@@ -365,6 +380,29 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
         kernel_iomap,
         image,
     })
+}
+
+/// How the run directory reaches the guest (`--share`). virtiofsd needs root: it creates
+/// the guest's files as the guest's users (unprivileged, it could not), so `auto` is 9p
+/// for other users, and virtio-fs (virtiofsd installed when missing) for root.
+fn run_share(arg: ShareArg, ui: &Ui) -> Result<vm::RunShare> {
+    let root = nix::unistd::geteuid().is_root();
+    match arg {
+        ShareArg::NineP => Ok(vm::RunShare::NineP),
+        ShareArg::Virtiofs if !root => Err(usage(
+            "--share virtiofs needs root (virtiofsd creates the guest's files as the guest's \
+             users); --share 9p works for any user",
+        )),
+        ShareArg::Auto if !root => {
+            ui.note("run directory over 9p: virtiofsd needs root (--share)");
+            Ok(vm::RunShare::NineP)
+        }
+        ShareArg::Auto | ShareArg::Virtiofs => {
+            let bin = hostsetup::ensure_virtiofsd(ui)
+                .context("virtiofsd for the run directory (--share 9p does without)")?;
+            Ok(vm::RunShare::Virtiofsd(bin))
+        }
+    }
 }
 
 /// The VM the flags describe, with no agent, server or disk formatting yet: the machine,
@@ -400,6 +438,7 @@ pub fn spec_from_flags(
         format_test_disk: None,
         extra_disks: vec![],
         virtiofs_server: None,
+        share: vm::RunShare::NineP,
     })
 }
 

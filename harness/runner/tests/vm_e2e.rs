@@ -467,3 +467,73 @@ fn expecting_iomap_on_a_kernel_without_it_fails_before_booting() {
     let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
     assert!(md.contains("expected iomap (--expect-mode)"), "{md}");
 }
+
+/// The harness reads a crashed guest's artifacts: what the guest wrote to the run directory
+/// just before it died (no sync) must be on the host, over either share. Over virtio-fs
+/// the guest also cannot leave a device node there (virtiofsd runs without CAP_MKNOD).
+#[test]
+fn writes_just_before_a_guest_crash_reach_the_host_over_9p_and_virtiofs() {
+    let script = "head -c 1048576 /dev/urandom > /tmp/data; \
+        sum=$(md5sum < /tmp/data | cut -d' ' -f1); \
+        dd if=/tmp/data of=/harness/written bs=64k status=none; \
+        for i in $(seq 50); do echo line $i >> /harness/appended; done; \
+        mknod /harness/mem c 1 1 2>/dev/null && nod=made || nod=refused; \
+        echo \"SHARETEST md5=$sum mknod=$nod\" > /dev/kmsg; \
+        echo c > /proc/sysrq-trigger";
+    // virtiofsd needs root (vm-test installs it when missing).
+    if !test_support::needs(test_support::needs::root()) {
+        return;
+    }
+    for share in ["9p", "virtiofs"] {
+        let Some(args) = vm_args(&[
+            "--share",
+            share,
+            "--no-server",
+            "--max-reboots",
+            "0",
+            "--run",
+            script,
+        ]) else {
+            return;
+        };
+        let (result, dir) = run(&args, &Ui::plain()).expect("vm-test runs");
+        eprint!("{}", report::summary_text(&result));
+        assert_eq!(verdicts(&result), [("run/1", Verdict::Crashed)], "{share}");
+        let cmdline = std::fs::read_to_string(dir.join("qemu.cmdline")).unwrap();
+        let console = std::fs::read_to_string(dir.join("console.log")).unwrap();
+        let line = console
+            .lines()
+            .find_map(|l| l.split("SHARETEST ").nth(1))
+            .unwrap_or_else(|| panic!("{share}: no SHARETEST line in the console"));
+        let want = line.split_whitespace().next().unwrap();
+        let data = std::fs::read(dir.join("written")).unwrap();
+        let got = Command::new("md5sum")
+            .arg(dir.join("written"))
+            .output()
+            .expect("md5sum runs");
+        let got = String::from_utf8_lossy(&got.stdout);
+        assert_eq!(data.len(), 1 << 20, "{share}");
+        assert_eq!(
+            Some(want),
+            got.split_whitespace()
+                .next()
+                .map(|s| format!("md5={s}"))
+                .as_deref(),
+            "{share}"
+        );
+        let appended = std::fs::read_to_string(dir.join("appended")).unwrap();
+        assert_eq!(appended.lines().last(), Some("line 50"), "{share}");
+        if share == "virtiofs" {
+            assert!(cmdline.contains("tag=harness"), "{cmdline}");
+            assert!(line.contains("mknod=refused"), "{line}");
+            assert!(dir.join("virtiofsd.log").is_file());
+        } else {
+            assert!(
+                cmdline.contains("fsdev=share,mount_tag=harness"),
+                "{cmdline}"
+            );
+            assert!(!dir.join("virtiofsd.log").exists());
+        }
+        assert!(!qemu_running(&result.id));
+    }
+}

@@ -15,6 +15,6 @@ pub use accel::{AccelChoice, AccelDecision};
 pub use qemu::{Accel, Machine};
 pub use run::{
     resume_tests_with_steps, run_shell, run_tests, run_tests_with_steps, Limits, NoSteps, Progress,
-    Steps, VmError, VmSpec,
+    RunShare, Steps, VmError, VmSpec,
 };
 pub use rundir::RunDir;

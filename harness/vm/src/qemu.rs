@@ -113,8 +113,11 @@ pub struct QemuConfig {
     pub virtiofs: Vec<VirtioFs>,
     /// Directory the guest boots from (read-only 9p root holding the agent).
     pub boot_dir: PathBuf,
-    /// Directory shared read-write with the guest (`harness` 9p tag).
+    /// Directory shared read-write with the guest (tag `harness`).
     pub share_dir: PathBuf,
+    /// How `share_dir` reaches the guest: `None`, QEMU's own 9p server; `Some(socket)`,
+    /// a vhost-user-fs device whose backend (virtiofsd, serving `share_dir`) listens there.
+    pub share_socket: Option<PathBuf>,
     /// File the event port writes to.
     pub events_file: PathBuf,
     pub console: Console,
@@ -175,7 +178,7 @@ impl QemuConfig {
             "none",
             "-no-reboot",
         ]);
-        if self.virtiofs.is_empty() {
+        if self.virtiofs.is_empty() && self.share_socket.is_none() {
             push(&["-machine", m.machine_arg()]);
         } else {
             // vhost-user backends read and write guest memory directly: it must be a
@@ -256,18 +259,32 @@ impl QemuConfig {
             ),
             "-device",
             &format!("{},fsdev=boot,mount_tag={BOOT_TAG}", m.virtio("9p")),
-            "-fsdev",
-            &format!(
-                "local,id=share,path={},security_model=none,multidevs=remap",
-                path(&self.share_dir)
-            ),
-            "-device",
-            &format!(
-                "{},fsdev=share,mount_tag={}",
-                m.virtio("9p"),
-                events::SHARE_TAG
-            ),
         ]);
+        match &self.share_socket {
+            Some(sock) => push(&[
+                "-chardev",
+                &format!("socket,id=vfsshare,path={}", path(sock)),
+                "-device",
+                &format!(
+                    "{},chardev=vfsshare,tag={}",
+                    m.vhost_user_fs(),
+                    events::SHARE_TAG
+                ),
+            ]),
+            None => push(&[
+                "-fsdev",
+                &format!(
+                    "local,id=share,path={},security_model=none,multidevs=remap",
+                    path(&self.share_dir)
+                ),
+                "-device",
+                &format!(
+                    "{},fsdev=share,mount_tag={}",
+                    m.virtio("9p"),
+                    events::SHARE_TAG
+                ),
+            ]),
+        }
         push(&[
             "-device",
             &format!("{},id=vser", m.virtio("serial")),
@@ -318,6 +335,7 @@ mod tests {
             virtiofs: vec![],
             boot_dir: "/run/boot".into(),
             share_dir: "/run".into(),
+            share_socket: None,
             events_file: "/run/events.jsonl".into(),
             console: Console::Socket("/run/console.sock".into()),
             qmp_socket: Some("/run/qmp.sock".into()),
@@ -353,6 +371,35 @@ mod tests {
         assert!(
             cmdline.contains("panic=-1") && cmdline.contains("init=/agent"),
             "{cmdline}"
+        );
+    }
+
+    #[test]
+    fn the_run_directory_is_9p_or_a_vhost_user_fs_device_with_shared_memory() {
+        let a = cfg(Machine::Microvm).args().join(" ");
+        assert!(a.contains("-fsdev local,id=share,path=/run,"), "{a}");
+        let mut c = cfg(Machine::Microvm);
+        c.share_socket = Some("/tmp/h/harness.vfs.sock".into());
+        let a = c.args().join(" ");
+        assert!(!a.contains("id=share"), "{a}");
+        assert!(
+            a.contains("-chardev socket,id=vfsshare,path=/tmp/h/harness.vfs.sock -device vhost-user-fs-device,chardev=vfsshare,tag=harness"),
+            "{a}"
+        );
+        assert!(
+            a.contains("-object memory-backend-memfd,id=mem,size=1024M,share=on"),
+            "{a}"
+        );
+        // The boot root stays a read-only 9p share.
+        assert!(
+            a.contains("path=/run/boot,security_model=none,readonly=on"),
+            "{a}"
+        );
+        c.machine = Machine::Pc;
+        let a = c.args().join(" ");
+        assert!(
+            a.contains("vhost-user-fs-pci,chardev=vfsshare,tag=harness"),
+            "{a}"
         );
     }
 

@@ -1,6 +1,6 @@
 //! The run directory: `<runs_root>/<id>/` with a `latest` link next to it.
 //!
-//! The guest shares this directory read-write (9p), so whatever it holds after a boot may
+//! The guest shares this directory read-write (virtio-fs or 9p), so whatever it holds after a boot may
 //! have been planted by the guest: a symlink or a device node where the host will write,
 //! a symlinked directory the host would walk. The host therefore never follows a link in
 //! it: [`RunDir::reclaim`] removes what the guest must not leave where the host writes,

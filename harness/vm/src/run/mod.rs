@@ -66,6 +66,18 @@ pub struct VmSpec {
     /// (`--vhost-user-socket`, one backend per disk and boot) instead of as virtio-blk
     /// disks. Both are formatted on the host (`format_test_disk`'s options).
     pub virtiofs_server: Option<PathBuf>,
+    /// How the run directory reaches the guest.
+    pub share: RunShare,
+}
+
+/// How the run directory (plan, binaries, artifacts) is shared with the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunShare {
+    /// QEMU's own 9p server (`security_model=none`): nothing more to run, works unprivileged.
+    NineP,
+    /// virtio-fs, served by this virtiofsd: one sandboxed process per boot, its log in
+    /// `virtiofsd.log` (needs root: it creates the guest's files as the guest's users).
+    Virtiofsd(PathBuf),
 }
 
 /// The virtio-fs tag of the test disk when `VmSpec::virtiofs_server` is set.
@@ -530,6 +542,13 @@ pub fn run_shell(
         tempfile::Builder::new().prefix("harness-").tempdir(),
     )?;
     let cfg = qemu_config(dir, spec, boot, disks, Console::Stdio, sockets.path());
+    let _share = match (&spec.share, &cfg.share_socket) {
+        (RunShare::Virtiofsd(bin), Some(socket)) => Some(prep(
+            &dir.path,
+            start::Backend::virtiofsd(bin, &dir.path, socket),
+        )?),
+        _ => None,
+    };
     let mut child = prep(&dir.path, spawn_qemu(&cfg, &dir.path, true))?;
     prep(&dir.path, child.wait())
 }

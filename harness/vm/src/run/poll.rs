@@ -210,6 +210,9 @@ pub(super) fn wind_down(
         Stop::ShutdownStuck | Stop::None => None,
     };
     live.qemu.kill();
+    // The backends finish what QEMU had sent them and exit: what the guest was told it
+    // wrote is on the host before the verdict reads the artifacts.
+    live.backends.clear();
     // Console thread ends on EOF; take the last bytes.
     while let Ok(chunk) = live.console_rx.recv_timeout(Duration::from_millis(200)) {
         watcher.feed(&chunk);

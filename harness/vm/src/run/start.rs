@@ -13,14 +13,15 @@ use crate::qemu::{Console, Disk, QemuConfig, VirtioFs};
 use crate::rundir::RunDir;
 
 use super::channels::{attach_console, Tail};
-use super::{Progress, VmError, VmSpec};
+use super::{Progress, RunShare, VmError, VmSpec};
 
 /// A started boot: QEMU, its channels, and the run's facts so far.
 pub(super) struct Started {
     /// Declared first: dropped (QEMU killed) before the virtio-fs backends are waited for.
     pub(super) qemu: QemuGuard,
-    /// The boot's virtio-fs backends; dropping waits for each to flush and exit.
-    pub(super) _backends: Vec<Backend>,
+    /// The boot's virtio-fs backends (virtiofsd for the run directory, iomapfs for the
+    /// disks); emptying waits for each to finish its requests and exit.
+    pub(super) backends: Vec<Backend>,
     pub(super) console_in: UnixStream,
     pub(super) console_rx: Receiver<Vec<u8>>,
     pub(super) events: Tail,
@@ -66,6 +67,18 @@ pub(super) fn start(
 
     let mut result = base_result(spec, dir, &cfg);
     let mut backends = vec![];
+    if let (RunShare::Virtiofsd(bin), Some(socket)) = (&spec.share, &cfg.share_socket) {
+        match Backend::virtiofsd(bin, &dir.path, socket) {
+            Ok(b) => backends.push(b),
+            Err(e) => {
+                result.reason = Some(format!(
+                    "virtiofsd for the run directory: {e} (its log: virtiofsd.log; \
+                     vm-test --share 9p does without it)"
+                ));
+                return Ok(Err(result));
+            }
+        }
+    }
     for (share, image) in shares {
         let server = spec
             .virtiofs_server
@@ -98,7 +111,7 @@ pub(super) fn start(
     ) {
         Ok((console_in, console_rx)) => Ok(Ok(Started {
             qemu,
-            _backends: backends,
+            backends,
             console_in,
             console_rx,
             events,
@@ -157,7 +170,7 @@ pub(super) fn prepare(
         for b in &spec.server_bins {
             let dst = bin.join(b.file_name().unwrap_or_default());
             // Without debug info the binary is a fraction of the size to copy
-            // into the guest over 9p; symbols stay for backtraces.
+            // into the guest over the share; symbols stay for backtraces.
             let stripped = Command::new("objcopy")
                 .arg("--strip-debug")
                 .arg(b)
@@ -220,6 +233,14 @@ pub(super) fn qemu_config(
     sockets: &Path,
 ) -> QemuConfig {
     let mut cmdline = QemuConfig::base_cmdline(spec.machine);
+    let share_socket = match spec.share {
+        RunShare::NineP => None,
+        RunShare::Virtiofsd(_) => {
+            // The agent mounts the run directory with the type this word names.
+            cmdline.push_str(" harness.share=virtiofs");
+            Some(sockets.join("harness.vfs.sock"))
+        }
+    };
     for extra in &spec.extra_cmdline {
         cmdline.push(' ');
         cmdline.push_str(extra);
@@ -237,6 +258,7 @@ pub(super) fn qemu_config(
         virtiofs: vec![],
         boot_dir: boot,
         share_dir: dir.path.clone(),
+        share_socket,
         events_file: dir.path.join("events.jsonl"),
         console,
         qmp_socket: Some(sockets.join("qmp.sock")),
@@ -332,10 +354,11 @@ pub fn virtiofs_recordings(run: &Path, tag: &str) -> PathBuf {
     run.join(format!("virtiofs-{tag}.recordings"))
 }
 
-/// A virtio-fs backend (iomapfs `--vhost-user-socket`) serving one image for one boot. It
-/// exits by itself once QEMU has gone, after closing the filesystem; dropping the guard
-/// waits for that (so the image is complete for the next boot or a host fsck), and kills
-/// it only if it does not finish.
+/// A vhost-user-fs backend for one boot: iomapfs (`--vhost-user-socket`) serving a disk
+/// image, or virtiofsd serving the run directory. It exits by itself once QEMU has gone,
+/// after finishing its requests (iomapfs: closing the filesystem); dropping the guard waits
+/// for that (so the image or the artifacts are complete for the host), and kills it only
+/// if it does not finish.
 pub(super) struct Backend {
     child: Child,
 }
@@ -352,12 +375,6 @@ impl Backend {
         record: bool,
     ) -> std::io::Result<Self> {
         let log = run.join(format!("virtiofs-{}.log", share.tag));
-        let log_file = || {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-        };
         let mut cmd = Command::new(server);
         cmd.arg(image)
             .arg("--vhost-user-socket")
@@ -368,11 +385,7 @@ impl Backend {
                 run.join(format!("virtiofs-{}.modes", share.tag)),
             )
             // A log file, not a terminal: no colour codes.
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log_file()?)
-            .stderr(log_file()?)
-            .process_group(0);
+            .env("NO_COLOR", "1");
         // Recorded as the guest's servers are (iomapfs's `record::harness`): a snapshot,
         // then the session, bounded.
         if record {
@@ -381,8 +394,40 @@ impl Backend {
         } else {
             cmd.env_remove("IOMAPFS_RECORD_DIR");
         }
+        Self::spawn(cmd, &share.socket, &log)
+    }
+
+    /// virtiofsd serving the run directory `run` on `socket` for one boot, its log in
+    /// `virtiofsd.log`. Its defaults are the safe ones: its own mount, pid and network
+    /// namespaces with `run` as its root, a seccomp allow-list, and no writeback cache in
+    /// the guest (each write reaches the host before the guest's write returns, so a
+    /// crashed guest's artifacts are on the host). `-mknod`: the guest cannot leave device
+    /// nodes in the run directory.
+    pub(super) fn virtiofsd(bin: &Path, run: &Path, socket: &Path) -> std::io::Result<Self> {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--shared-dir")
+            .arg(run)
+            .arg("--socket-path")
+            .arg(socket)
+            .args(["--cache=auto", "--sandbox=namespace", "--seccomp=kill"])
+            .args(["--modcaps=-mknod", "--log-level=warn"]);
+        Self::spawn(cmd, socket, &run.join("virtiofsd.log"))
+    }
+
+    /// Starts `cmd` (its output appended to `log`) and waits until it listens on `socket`.
+    fn spawn(mut cmd: Command, socket: &Path, log: &Path) -> std::io::Result<Self> {
+        let log_file = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(log_file()?)
+            .stderr(log_file()?)
+            .process_group(0);
         // SAFETY: prctl is async-signal-safe. SIGTERM, not SIGKILL: if we die, the
-        // backend still syncs and closes the filesystem.
+        // backend still finishes its requests (iomapfs syncs and closes the filesystem).
         unsafe {
             cmd.pre_exec(|| {
                 let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
@@ -392,12 +437,12 @@ impl Backend {
         let mut child = cmd.spawn()?;
         // QEMU connects at start: the socket must be listening first.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !share.socket.exists() {
+        while !socket.exists() {
             if let Some(status) = child.try_wait()? {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let text = std::fs::read_to_string(log).unwrap_or_default();
                 return Err(std::io::Error::other(format!(
                     "{} exited ({status}): {}",
-                    server.display(),
+                    cmd.get_program().to_string_lossy(),
                     text.trim().lines().last().unwrap_or("")
                 )));
             }
@@ -420,6 +465,11 @@ impl Drop for Backend {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // The whole process group: virtiofsd serves from a child in its own namespaces.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let pgid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -529,4 +579,55 @@ fn shell_words(bin: &Path, args: &[String]) -> String {
     }
     out.push('\n');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::{Accel, Machine};
+
+    fn spec(share: RunShare) -> VmSpec {
+        VmSpec {
+            qemu: "qemu-system-x86_64".into(),
+            kernel: "/k/vmlinux".into(),
+            image: "/img/root.ext4".into(),
+            agent: "/a/agent".into(),
+            server_bins: vec![],
+            machine: Machine::Microvm,
+            accel: Accel::Tcg,
+            accel_note: None,
+            cpus: 2,
+            memory_mb: 1024,
+            test_disk_mb: 16,
+            scratch_disk_mb: 0,
+            extra_cmdline: vec!["last=wins".into()],
+            format_test_disk: None,
+            extra_disks: vec![],
+            virtiofs_server: None,
+            share,
+        }
+    }
+
+    #[test]
+    fn a_virtiofsd_share_tells_the_agent_and_replaces_the_9p_device() {
+        let argv = planned_command(&spec(RunShare::Virtiofsd("/bin/virtiofsd".into())));
+        let cmdline = &argv[argv.iter().position(|a| a == "-append").unwrap() + 1];
+        // The harness's words come before the caller's, so the caller's still win.
+        assert!(
+            cmdline.ends_with("harness.share=virtiofs last=wins"),
+            "{cmdline}"
+        );
+        let all = argv.join(" ");
+        assert!(
+            all.contains("path=<run>/harness.vfs.sock -device vhost-user-fs-device,chardev=vfsshare,tag=harness"),
+            "{all}"
+        );
+        assert!(!all.contains("fsdev=share"), "{all}");
+
+        let argv = planned_command(&spec(RunShare::NineP));
+        let all = argv.join(" ");
+        assert!(!all.contains("harness.share"), "{all}");
+        assert!(!all.contains("memory-backend"), "{all}");
+        assert!(all.contains("fsdev=share,mount_tag=harness"), "{all}");
+    }
 }

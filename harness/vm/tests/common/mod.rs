@@ -64,6 +64,7 @@ pub fn fake_vm(script: &str) -> Option<(tempfile::TempDir, VmSpec)> {
         format_test_disk: None,
         extra_disks: vec![],
         virtiofs_server: None,
+        share: vm::RunShare::NineP,
     };
     Some((tmp, spec))
 }
