@@ -239,7 +239,10 @@ fn route(server: &Server, req: &Request<'_>) -> Option<Result<Reply, Errno>> {
             .map(Reply::Xattr),
         Op::Removexattr { name } => ino().and_then(|i| s.removexattr(i, name)).map(empty),
         Op::Fallocate(arg) => ino()
-            .and_then(|i| s.fallocate(i, arg.offset, arg.length, arg.mode))
+            .and_then(|i| {
+                let caller = (req.header.uid, req.header.gid);
+                s.fallocate(i, arg.offset, arg.length, arg.mode, caller)
+            })
             .map(empty),
         Op::Lseek(arg) => ino()
             .and_then(|i| s.lseek(i, arg.offset, arg.whence))

@@ -262,7 +262,15 @@ impl Server {
         Ok(())
     }
 
-    pub(crate) fn fallocate(&self, ino: Ino, pos: u64, len: u64, mode: u32) -> Result<(), Errno> {
+    /// `caller`: the request's (uid, gid), for the setuid/setgid bits the change drops.
+    pub(crate) fn fallocate(
+        &self,
+        ino: Ino,
+        pos: u64,
+        len: u64,
+        mode: u32,
+        caller: (u32, u32),
+    ) -> Result<(), Errno> {
         let end = pos.checked_add(len).ok_or(Errno(libc::EFBIG))?;
         if len == 0 {
             return Err(Errno(libc::EINVAL));
@@ -330,7 +338,14 @@ impl Server {
         if punch || zero || !keep_size {
             inode.set_mtime(t);
         }
+        let old_mode = inode.mode();
+        inode.set_mode(mode_after_data_change(old_mode, inode.gid(), caller));
         meta.fs()?.write_inode(ino, &inode)?;
+        drop(meta);
+        // The kernel refreshes only size and times after a fallocate.
+        if inode.mode() != old_mode {
+            self.invalidate_attrs(ino);
+        }
         Ok(())
     }
 
@@ -377,5 +392,42 @@ impl Server {
         let mut meta = self.meta();
         let generation = meta.fs()?.read_inode(ino)?.generation();
         Ok(u64::from(generation))
+    }
+}
+
+/// The mode a data change (fallocate) by `caller` (uid, gid) leaves, by the rule the kernel
+/// applies for local filesystems (`file_remove_privs`): setuid goes, and setgid goes when it
+/// marks a group-executable file or the caller is not in the file's group. The 6.12 FUSE
+/// client applies only the group-executable half itself, so the server completes it. The
+/// server sees neither capabilities nor supplementary groups: uid 0 stands for CAP_FSETID
+/// and only the caller's own gid counts as membership (the safe direction: more setgid
+/// bits dropped, never fewer).
+pub(crate) fn mode_after_data_change(mode: u32, file_gid: u32, (uid, gid): (u32, u32)) -> u32 {
+    if uid == 0 || mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
+        return mode;
+    }
+    let mut mode = mode & !libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 || gid != file_gid {
+        mode &= !libc::S_ISGID;
+    }
+    mode
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mode_after_data_change;
+
+    #[test]
+    fn a_data_change_drops_setuid_and_setgid_as_the_kernel_does_for_ext4() {
+        let (root, member, outsider) = ((0, 0), (1000, 50), (1000, 60));
+        // generic/683-685: a non-executable 6666 file by a user outside its group.
+        assert_eq!(mode_after_data_change(0o106666, 50, outsider), 0o100666);
+        // In its group: setgid without group-exec stays (it is not a privilege there).
+        assert_eq!(mode_after_data_change(0o106666, 50, member), 0o102666);
+        // Group-executable: setgid goes for everyone without CAP_FSETID.
+        assert_eq!(mode_after_data_change(0o106676, 50, member), 0o100676);
+        // Root keeps both; a file without the bits is left alone.
+        assert_eq!(mode_after_data_change(0o106777, 50, root), 0o106777);
+        assert_eq!(mode_after_data_change(0o100777, 50, outsider), 0o100777);
     }
 }

@@ -453,6 +453,30 @@ impl Server {
         }
     }
 
+    /// Tells the kernel that its cached attributes of `ino` are stale: the server changed
+    /// something the kernel did not ask for (fallocate dropping setgid) and would otherwise
+    /// show until the attribute timeout. Transports without notifications (virtio-fs) skip it.
+    pub(crate) fn invalidate_attrs(&self, ino: Ino) {
+        let Some(transport) = self.transport.get() else {
+            return;
+        };
+        let payload = fuse_wire::structs::NotifyInvalInodeOut {
+            ino: crate::attr::nodeid_of(ino),
+            // Negative: the attributes only, no page cache.
+            off: -1,
+            len: 0,
+        };
+        if let Err(e) = crate::reply::send_notification(
+            transport.as_ref(),
+            fuse_wire::opcode::FUSE_NOTIFY_INVAL_INODE,
+            payload.as_bytes(),
+        ) {
+            if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                tracing::warn!("cannot send FUSE_NOTIFY_INVAL_INODE: {e}");
+            }
+        }
+    }
+
     /// Whether the server itself writes file bytes (classic mode). In iomap mode the
     /// kernel moves and zeroes file data; the server writing through its buffered fd would
     /// race with the kernel's direct bios.
