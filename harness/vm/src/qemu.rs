@@ -374,33 +374,29 @@ mod tests {
         );
     }
 
+    /// Asserts that the joined QEMU arguments contain `needle`, showing them if not.
+    fn has(args: &str, needle: &str) {
+        assert!(args.contains(needle), "{needle:?} not in: {args}");
+    }
+
     #[test]
     fn the_run_directory_is_9p_or_a_vhost_user_fs_device_with_shared_memory() {
         let a = cfg(Machine::Microvm).args().join(" ");
-        assert!(a.contains("-fsdev local,id=share,path=/run,"), "{a}");
+        has(&a, "-fsdev local,id=share,path=/run,");
         let mut c = cfg(Machine::Microvm);
         c.share_socket = Some("/tmp/h/harness.vfs.sock".into());
         let a = c.args().join(" ");
         assert!(!a.contains("id=share"), "{a}");
-        assert!(
-            a.contains("-chardev socket,id=vfsshare,path=/tmp/h/harness.vfs.sock -device vhost-user-fs-device,chardev=vfsshare,tag=harness"),
-            "{a}"
-        );
-        assert!(
-            a.contains("-object memory-backend-memfd,id=mem,size=1024M,share=on"),
-            "{a}"
+        has(&a, "-chardev socket,id=vfsshare,path=/tmp/h/harness.vfs.sock -device vhost-user-fs-device,chardev=vfsshare,tag=harness");
+        has(
+            &a,
+            "-object memory-backend-memfd,id=mem,size=1024M,share=on",
         );
         // The boot root stays a read-only 9p share.
-        assert!(
-            a.contains("path=/run/boot,security_model=none,readonly=on"),
-            "{a}"
-        );
+        has(&a, "path=/run/boot,security_model=none,readonly=on");
         c.machine = Machine::Pc;
         let a = c.args().join(" ");
-        assert!(
-            a.contains("vhost-user-fs-pci,chardev=vfsshare,tag=harness"),
-            "{a}"
-        );
+        has(&a, "vhost-user-fs-pci,chardev=vfsshare,tag=harness");
     }
 
     #[test]
@@ -413,21 +409,18 @@ mod tests {
             socket: "/tmp/h/test,1.sock".into(),
         }];
         let a = c.args().join(" ");
-        assert!(
-            a.contains("-object memory-backend-memfd,id=mem,size=1024M,share=on"),
-            "{a}"
+        has(
+            &a,
+            "-object memory-backend-memfd,id=mem,size=1024M,share=on",
         );
         assert!(
             a.contains("-machine microvm,") && a.contains(",memory-backend=mem"),
             "{a}"
         );
-        assert!(
-            a.contains("-chardev socket,id=vfs0,path=/tmp/h/test,,1.sock -device vhost-user-fs-device,chardev=vfs0,tag=test,num-request-queues=2"),
-            "{a}"
-        );
+        has(&a, "-chardev socket,id=vfs0,path=/tmp/h/test,,1.sock -device vhost-user-fs-device,chardev=vfs0,tag=test,num-request-queues=2");
         c.machine = Machine::Pc;
         let a = c.args().join(" ");
-        assert!(a.contains("-machine pc,memory-backend=mem"), "{a}");
-        assert!(a.contains("vhost-user-fs-pci,chardev=vfs0,tag=test"), "{a}");
+        has(&a, "-machine pc,memory-backend=mem");
+        has(&a, "vhost-user-fs-pci,chardev=vfs0,tag=test");
     }
 }
