@@ -128,6 +128,8 @@ pub struct Fs {
     pub(crate) zone: crate::zone::SystemZone,
     /// What `commit` wrote last, per group (see `commit.rs`).
     pub(crate) committed: Vec<crate::commit::GroupState>,
+    /// The on-disk orphan list, linked both ways in memory once read (see `orphan.rs`).
+    pub(crate) orphan_chain: Option<crate::orphan::Chain>,
     #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     pub(crate) faults: crate::fault::Faults,
 }
@@ -176,6 +178,7 @@ impl Fs {
             errored: false,
             zone: Default::default(),
             committed: Vec::new(),
+            orphan_chain: None,
             faults: Default::default(),
         };
         fs.install_freed_log();

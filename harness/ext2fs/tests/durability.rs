@@ -95,6 +95,49 @@ fn orphans_survive_close_and_are_freed_at_the_next_open() {
 }
 
 #[test]
+fn the_orphan_list_stays_one_chain_through_many_adds_and_removals() {
+    require_tools!();
+    let img = mkfs(16, &["-b", "4096"]);
+    let mut fs = Fs::open(&img.path, true).unwrap();
+    let inos: Vec<_> = (0..200)
+        .map(|i| create_file(&mut fs, ROOT_INO, format!("f{i}").as_bytes(), 0o644))
+        .collect();
+    // The model: head first, as on disk.
+    let mut want: Vec<_> = Vec::new();
+    for &ino in &inos {
+        fs.orphan_add(ino).unwrap();
+        want.insert(0, ino);
+    }
+    assert_eq!(fs.orphans().unwrap(), want);
+    // Off the list from the head, the tail and the middle, in a scrambled order, and some
+    // back on: after each step the list on disk is the model.
+    for step in 0..150usize {
+        let ino = inos[(step * 37) % 120];
+        match want.iter().position(|&o| o == ino) {
+            Some(at) => {
+                fs.orphan_del(ino).unwrap();
+                want.remove(at);
+            }
+            None => {
+                fs.orphan_add(ino).unwrap();
+                want.insert(0, ino);
+            }
+        }
+        if step % 10 == 0 {
+            assert_eq!(fs.orphans().unwrap(), want, "after step {step}");
+        }
+    }
+    fs.orphan_del(want[0]).unwrap();
+    fs.orphan_del(*want.last().unwrap()).unwrap();
+    want.remove(0);
+    want.pop();
+    assert_eq!(fs.orphans().unwrap(), want);
+    fs.close().unwrap();
+    let ro = Fs::open(&img.path, false).unwrap();
+    assert_eq!(ro.orphans().unwrap(), want, "as the next open reads it");
+}
+
+#[test]
 fn a_corrupt_orphan_list_is_refused() {
     require_tools!();
     let img = mkfs(16, &["-b", "4096"]);
