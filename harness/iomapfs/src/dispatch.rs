@@ -208,8 +208,14 @@ fn route(server: &Server, req: &Request<'_>) -> Option<Result<Reply, Errno>> {
         Op::Write { arg, data } => ino()
             .and_then(|i| s.write(i, arg.offset, data))
             .map(Reply::Write),
-        Op::Flush(_) | Op::Release(_) | Op::Releasedir(_) => Ok(Reply::Empty),
-        Op::Fsync(_) | Op::Fsyncdir(_) => s.sync().map(empty),
+        Op::Release(arg) => {
+            s.release(arg.fh);
+            Ok(Reply::Empty)
+        }
+        // FLUSH reports no write error: see server/wberr.rs.
+        Op::Flush(_) | Op::Releasedir(_) => Ok(Reply::Empty),
+        Op::Fsync(arg) => s.fsync(arg.fh).map(empty),
+        Op::Fsyncdir(_) => s.sync().map(empty),
         Op::Syncfs(_) => s.sync().map(empty),
         Op::Opendir(arg) => ino().and_then(|i| s.opendir(i, arg.flags)).map(Reply::Open),
         Op::Readdir(arg) => ino()

@@ -5,9 +5,10 @@
 //! of the names below.
 //!
 //! Names: `map_off_by_one_block`, `skip_unwritten_conversion`, `lose_append_size`,
-//! `late_dev_inval`, `panic_in_mkdir`, and `fail_step:N:ERRNO[:sticky]` (ERRNO is
-//! `enospc` or `eio`): the Nth change libext2fs is asked to make fails (and, sticky, every
-//! later one), counted from when the server starts serving.
+//! `late_dev_inval`, `panic_in_mkdir`, `fail_step:N:ERRNO[:sticky]` (ERRNO is `enospc` or
+//! `eio`): the Nth change libext2fs is asked to make fails (and, sticky, every later one),
+//! counted from when the server starts serving, and `fail_sync:N`: the Nth sync of the
+//! device (fsync, syncfs, commit) fails with EIO, as a failed write-back does.
 
 /// A deliberate bug or failure.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub enum Fault {
     PanicInMkdir,
     /// Step `step` of the changes made through libext2fs fails with `errno`.
     FailStep { step: u64, errno: i32, sticky: bool },
+    /// The `nth` sync of the whole device (counted from 1) fails with EIO.
+    FailSync { nth: u64 },
 }
 
 #[cfg(not(feature = "fault-injection"))]
@@ -44,6 +47,14 @@ pub fn parse(s: &str) -> Result<Fault, String> {
         "lose_append_size" => Fault::LoseAppendSize,
         "late_dev_inval" => Fault::LateDevInval,
         "panic_in_mkdir" => Fault::PanicInMkdir,
+        _ if s.starts_with("fail_sync:") => {
+            let nth = s["fail_sync:".len()..]
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("fault={s}: expected fail_sync:N with N from 1"))?;
+            Fault::FailSync { nth }
+        }
         _ => return parse_fail_step(s),
     })
 }
@@ -53,7 +64,8 @@ fn parse_fail_step(s: &str) -> Result<Fault, String> {
     let bad = || {
         format!(
             "fault={s}: expected map_off_by_one_block, skip_unwritten_conversion, \
-             lose_append_size, late_dev_inval, panic_in_mkdir or fail_step:N:enospc|eio[:sticky]"
+             lose_append_size, late_dev_inval, panic_in_mkdir, fail_step:N:enospc|eio[:sticky] \
+             or fail_sync:N"
         )
     };
     let mut parts = s.split(':');
@@ -109,6 +121,7 @@ mod tests {
                 sticky: false
             })
         );
+        assert_eq!(parse("fail_sync:2"), Ok(Fault::FailSync { nth: 2 }));
         assert_eq!(
             parse("fail_step:1:eio:sticky"),
             Ok(Fault::FailStep {
@@ -124,6 +137,9 @@ mod tests {
             "fail_step:3:eperm",
             "fail_step:3:eio:x",
             "fail_step:3:eio:sticky:1",
+            "fail_sync:0",
+            "fail_sync:x",
+            "fail_sync:",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

@@ -47,6 +47,7 @@ fn the_release_binary_refuses_fault_injection() {
         "late_dev_inval",
         "panic_in_mkdir",
         "fail_step",
+        "fail_sync",
     ] {
         assert!(
             !bytes.windows(name.len()).any(|w| w == name.as_bytes()),

@@ -6,7 +6,8 @@
 //! - times (`atime`, `mtime`, `ctime` and their nanoseconds; statx's four times): the
 //!   server stamps changes and accesses with the clock;
 //! - `generation` of entries, and FS_IOC_GETVERSION's value: new inodes get a random one;
-//! - `fh` of OPEN/OPENDIR/CREATE: a counter of opens, which the server never reads back.
+//! - `fh` of OPEN/OPENDIR/CREATE: a counter of opens; the server reads it back only to
+//!   report write errors to each handle (FSYNC), and a replay's device does not fail.
 //!
 //! Everything else is compared, inode numbers included: libext2fs allocates inodes and
 //! blocks deterministically, so the same requests in the same order on the same image get

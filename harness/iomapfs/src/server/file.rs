@@ -18,16 +18,36 @@ const SEEK_DATA: u32 = 3;
 const SEEK_HOLE: u32 = 4;
 
 impl Server {
-    fn open_out(&self) -> OpenOut {
-        self.open_out_keeping(true)
+    fn open_out(&self, ino: Ino) -> OpenOut {
+        self.open_out_keeping(ino, true)
     }
 
-    fn open_out_keeping(&self, keep_cache: bool) -> OpenOut {
+    /// A new handle on `ino`; write errors are reported to it from now on (`wberr`).
+    fn open_out_keeping(&self, ino: Ino, keep_cache: bool) -> OpenOut {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.wb.open(fh, ino);
         OpenOut {
-            fh: self.next_fh.fetch_add(1, Ordering::Relaxed),
+            fh,
             // Only this server changes the filesystem, so cached pages stay valid.
             open_flags: if keep_cache { FOPEN_KEEP_CACHE } else { 0 },
             ..Default::default()
+        }
+    }
+
+    /// RELEASE: the kernel closed the handle.
+    pub(crate) fn release(&self, fh: u64) {
+        self.wb.release(fh);
+    }
+
+    /// FSYNC: everything is made durable (there is one device to sync), and the handle
+    /// hears of a write error of its file it has not heard of yet, once (`wberr`). A
+    /// failure the sync charged to no file is reported here directly.
+    pub(crate) fn fsync(&self, fh: u64) -> Result<(), Errno> {
+        let (synced, charged) = self.sync_charged();
+        match self.wb.check_and_advance(fh) {
+            Some(Err(e)) => Err(e),
+            Some(Ok(())) if charged => Ok(()),
+            _ => synced,
         }
     }
 
@@ -58,7 +78,7 @@ impl Server {
         // Reads served from the page cache never reach us, so when the next read is due
         // to update atime, drop the cache at this open: that read then comes here.
         let keep_cache = !self.atime_due(&mut meta, &inode, false);
-        Ok(self.open_out_keeping(keep_cache))
+        Ok(self.open_out_keeping(ino, keep_cache))
     }
 
     pub(crate) fn create(
@@ -73,7 +93,7 @@ impl Server {
         let (ino, inode) =
             self.make_node(&mut meta, req, parent, Some(name), mode, arg.umask, 0)?;
         let entry = self.entry_out(&mut meta, ino, &inode);
-        Ok((entry, self.open_out()))
+        Ok((entry, self.open_out(ino)))
     }
 
     /// O_TMPFILE: an inode with no name, freed when the kernel forgets it unless linked.
@@ -88,7 +108,7 @@ impl Server {
         let (ino, inode) = self.make_node(&mut meta, req, parent, None, mode, arg.umask, 0)?;
         meta.orphans.insert(ino);
         let entry = self.entry_out(&mut meta, ino, &inode);
-        Ok((entry, self.open_out()))
+        Ok((entry, self.open_out(ino)))
     }
 
     pub(crate) fn read(&self, ino: Ino, pos: u64, size: u32) -> Result<Vec<u8>, Errno> {
@@ -140,9 +160,13 @@ impl Server {
         if pos > old_size {
             self.zero_past_eof(ino, old_size)?;
         }
+        self.wb.wrote(ino);
         self.data.write(&pieces, pos, data)?;
+        self.wb.wrote(ino);
         // The data must be on the device before a conversion can make it readable.
-        self.data.sync_unwritten(&pieces, pos, end)?;
+        self.data
+            .sync_unwritten(&pieces, pos, end)
+            .map_err(|e| self.range_sync_failed(ino, e))?;
         let mut meta = self.meta();
         let fs = meta.fs()?;
         let mut inode = fs.read_inode(ino)?;
@@ -163,7 +187,9 @@ impl Server {
         if grows && converts && inode.extent_depth().is_some_and(|d| d > 0) {
             fs.write_inode(ino, &inode)?;
             if let Some((offset, len)) = fs.inode_byte_range(ino) {
-                self.data.sync_range(offset, len)?;
+                self.data
+                    .sync_range(offset, len)
+                    .map_err(|e| self.range_sync_failed(ino, e))?;
             }
         }
         if !engine::end_write(fs, ino, &mut inode, &pieces)? {
@@ -173,6 +199,21 @@ impl Server {
             size: len as u32,
             padding: 0,
         })
+    }
+
+    /// Writes zeroes over `ino`'s bytes `[from, to)` that `pieces` back with data, as a
+    /// write of `ino` (so a failure to write them back is reported to its handles).
+    fn zero_data(
+        &self,
+        ino: Ino,
+        pieces: &[engine::Piece],
+        from: u64,
+        to: u64,
+    ) -> Result<(), Errno> {
+        self.wb.wrote(ino);
+        self.data.zero(pieces, from, to)?;
+        self.wb.wrote(ino);
+        Ok(())
     }
 
     /// Zeroes the on-disk bytes of the EOF block past `size`, so growing the file never
@@ -189,7 +230,7 @@ impl Server {
             let inode = fs.read_inode(ino)?;
             engine::map(fs, ino, &inode, size, block_end - size)?
         };
-        self.data.zero(&pieces, size, block_end)?;
+        self.zero_data(ino, &pieces, size, block_end)?;
         Ok(())
     }
 
@@ -258,7 +299,7 @@ impl Server {
         }
         let block_end = at.div_ceil(bs) * bs;
         let pieces = engine::map(fs, ino, inode, at, block_end - at)?;
-        self.data.zero(&pieces, at, block_end)?;
+        self.zero_data(ino, &pieces, at, block_end)?;
         Ok(())
     }
 
@@ -307,8 +348,8 @@ impl Server {
                 (end, end)
             };
             if self.moves_data() {
-                self.data.zero(&pieces, pos, head_end.min(end))?;
-                self.data.zero(&pieces, tail_start.max(pos), end)?;
+                self.zero_data(ino, &pieces, pos, head_end.min(end))?;
+                self.zero_data(ino, &pieces, tail_start.max(pos), end)?;
             }
             if full_first < full_end {
                 fs.punch(ino, &mut inode, full_first, Some(full_end - 1))?;

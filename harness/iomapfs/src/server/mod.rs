@@ -15,6 +15,7 @@ mod init;
 mod iomap;
 mod node;
 mod undo;
+mod wberr;
 mod xattr;
 
 pub use init::{MAX_READ, MAX_WRITE};
@@ -161,6 +162,11 @@ pub struct Server {
     setxattr_ext: AtomicBool,
     proto_minor: AtomicU32,
     next_fh: AtomicU64,
+    /// Write errors, reported per open file handle.
+    wb: wberr::WbErrors,
+    /// Device syncs so far (for `fault=fail_sync:N`).
+    #[cfg(feature = "fault-injection")]
+    syncs: AtomicU64,
     /// Set when the session should stop (DESTROY answered).
     finished: AtomicBool,
     /// Set by SHUTDOWN_FS: changes are refused from then on.
@@ -256,6 +262,9 @@ impl Server {
             setxattr_ext: AtomicBool::new(false),
             proto_minor: AtomicU32::new(0),
             next_fh: AtomicU64::new(1),
+            wb: Default::default(),
+            #[cfg(feature = "fault-injection")]
+            syncs: AtomicU64::new(0),
             finished: AtomicBool::new(false),
             shut_down: AtomicBool::new(false),
             changed: AtomicBool::new(false),
@@ -508,6 +517,7 @@ impl Server {
             };
             if left == 0 {
                 meta.lookups.remove(&ino);
+                self.wb.forget(ino);
                 if let Err(e) = self.free_if_orphan(&mut meta, ino) {
                     tracing::warn!(ino, "cannot free unlinked inode: {e:?}");
                 }
@@ -545,7 +555,22 @@ impl Server {
     /// of the groups that changed, the superblock) is written, then one `fdatasync` of the
     /// device carries it, the inodes and directories (written when they changed) and the
     /// file data. Not `ext2fs_flush`'s rewrite of every bitmap and every backup.
+    ///
+    /// A failure is charged to the files written since the last sync (`wberr`), whose
+    /// handles' next FSYNC reports it, and returned.
     pub fn sync(&self) -> Result<(), Errno> {
+        self.sync_charged().0
+    }
+
+    /// `sync`, and whether its failure was charged to any file.
+    pub(crate) fn sync_charged(&self) -> (Result<(), Errno>, bool) {
+        let ticket = self.wb.sync_started();
+        let result = self.sync_device();
+        let charged = self.wb.sync_done(ticket, result);
+        (result, charged)
+    }
+
+    fn sync_device(&self) -> Result<(), Errno> {
         {
             let mut meta = self.meta();
             let fs = meta.fs()?;
@@ -553,8 +578,24 @@ impl Server {
                 fs.commit()?;
             }
         }
+        #[cfg(feature = "fault-injection")]
+        if let Some(Fault::FailSync { nth }) = self.fault() {
+            // Test-only: this sync of the device fails as a failed write-back does, once
+            // (the dirty pages stay for the next sync).
+            if self.syncs.fetch_add(1, Ordering::Relaxed) + 1 == nth {
+                return Err(Errno(libc::EIO));
+            }
+        }
         self.data.sync()?;
         Ok(())
+    }
+
+    /// A sync of part of the device failed in a write of `ino`: the failure is charged
+    /// to it and to the files written since the last sync (`wberr`), then returned.
+    pub(crate) fn range_sync_failed(&self, ino: Ino, e: std::io::Error) -> Errno {
+        let e = Errno::from(e);
+        self.wb.range_sync_failed(ino, e);
+        e
     }
 
     /// ext4's commit interval (`-o commit=`).
@@ -590,6 +631,7 @@ impl Server {
         };
         meta.lookups.clear();
         meta.dircache.clear();
+        self.wb.clear();
         let mut first_error = None;
         let orphans: Vec<Ino> = meta.orphans.drain().collect();
         for ino in orphans {
