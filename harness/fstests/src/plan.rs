@@ -488,6 +488,18 @@ pub fn load_durations(cache: &Path) -> BTreeMap<String, u64> {
 /// Remember the longest duration seen for each completed test, for the next deadlines.
 pub fn save_durations(cache: &Path, results: &[TestResult]) -> Result<()> {
     let mut d = load_durations(cache);
+    add_durations(&mut d, results);
+    let dir = cache.join("fstests");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("durations.json"),
+        serde_json::to_string_pretty(&d)?,
+    )?;
+    Ok(())
+}
+
+/// Adds the completed tests of `results` to `d`, keeping the longer of two durations.
+pub fn add_durations(d: &mut BTreeMap<String, u64>, results: &[TestResult]) {
     for t in results {
         let Some(id) = t
             .name
@@ -506,13 +518,6 @@ pub fn save_durations(cache: &Path, results: &[TestResult]) -> Result<()> {
             *e = (*e).max(s);
         }
     }
-    let dir = cache.join("fstests");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("durations.json"),
-        serde_json::to_string_pretty(&d)?,
-    )?;
-    Ok(())
 }
 
 /// Expand the selection against the built tree, drop expunged tests, and make one plan
@@ -651,6 +656,33 @@ mod tests {
         )
         .unwrap();
         tree
+    }
+
+    #[test]
+    fn durations_come_from_completed_tests_and_keep_the_longest() {
+        let result = |name: &str, verdict, secs: u64| TestResult {
+            duration_ms: (secs * 1000).saturating_sub(1),
+            ..TestResult::new(name, verdict)
+        };
+        let mut d = BTreeMap::from([("generic/001".to_string(), 500)]);
+        add_durations(
+            &mut d,
+            &[
+                result("fstests/iomapfs-4k/generic/069", Verdict::Passed, 3440),
+                result("fstests/iomapfs-4k/generic/001", Verdict::Passed, 95),
+                result("fstests/iomapfs-4k/generic/002", Verdict::NotRun, 0),
+                result("fstests/iomapfs-4k/generic/003", Verdict::Hung, 900),
+                result("smoke/mount", Verdict::Passed, 3),
+            ],
+        );
+        let want = BTreeMap::from([
+            ("generic/001".to_string(), 500),
+            ("generic/069".to_string(), 3440),
+        ]);
+        assert_eq!(
+            d, want,
+            "a hung test's deadline says nothing of its duration"
+        );
     }
 
     #[test]

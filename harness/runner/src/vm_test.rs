@@ -745,7 +745,14 @@ fn prepare_fstests(
         .join("images")
         .join(&args.vm.image)
         .join("expunge");
-    let durations = f::load_durations(&cache);
+    let mut durations = f::load_durations(&cache);
+    // A fresh machine knows no durations: the baseline's set the deadlines of its slow
+    // tests (generic/069 takes an hour under TCG) instead of the unknown test's.
+    if let Some(p) = &args.fstests.baseline {
+        let base =
+            report::read_json(p).map_err(|e| plumbing::error::usage(format!("--baseline: {e}")))?;
+        f::add_durations(&mut durations, &base.tests);
+    }
     // Over virtio-fs the devices are the host's tags: upstream FSTYP=virtiofs.
     let scheme = match args.virtiofs {
         true => ::fstests::Scheme::Virtiofs.to_string(),
