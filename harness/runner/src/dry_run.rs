@@ -55,8 +55,12 @@ pub fn main(args: &VmTestArgs, ui: &Ui) -> Result<()> {
         virtiofs_server: args
             .virtiofs
             .then(|| crate::vm_test::target_dir().join("release").join("iomapfs")),
-        // What a run would use, installing nothing: virtio-fs as root unless --share 9p.
-        share: if vm.share == ShareArg::NineP || !nix::unistd::geteuid().is_root() {
+        // What a run would use, installing nothing: virtio-fs as root unless --share 9p
+        // (or auto with --kernel-image).
+        share: if vm.share == ShareArg::NineP
+            || (vm.share == ShareArg::Auto && vm.kernel_image.is_some())
+            || !nix::unistd::geteuid().is_root()
+        {
             vm::RunShare::NineP
         } else {
             vm::RunShare::Virtiofsd(

@@ -59,7 +59,7 @@ pub struct VmArgs {
     pub qemu: PathBuf,
     /// How the run directory (plan, binaries, artifacts) reaches the guest: virtiofs
     /// (virtiofsd, a sandboxed process per boot; needs root), 9p (QEMU's own server), or
-    /// auto: virtiofs when running as root with the harness's virtiofsd, else 9p.
+    /// auto: virtiofs when running as root on a kernel the harness built, else 9p.
     #[arg(long, value_enum, default_value = "auto")]
     pub share: ShareArg,
     #[command(flatten)]
@@ -306,7 +306,7 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
     if vm.qemu != std::path::Path::new(hostsetup::qemu::BINARY) {
         hostsetup::qemu::probe(&vm.qemu, ui)?;
     }
-    let share = run_share(vm.share, ui)?;
+    let share = run_share(vm.share, vm.kernel_image.is_some(), ui)?;
     let (kernel, kernel_release, kernel_iomap) = match &vm.kernel_image {
         Some(p) => {
             let k = &vm.kernel;
@@ -384,11 +384,17 @@ pub fn prepare(vm: &VmArgs, with_server: bool, ui: &Ui) -> Result<Prepared> {
 
 /// How the run directory reaches the guest (`--share`). virtiofsd needs root: it creates
 /// the guest's files as the guest's users (unprivileged, it could not), so `auto` is 9p
-/// for other users, and virtio-fs (virtiofsd installed when missing) for root.
-fn run_share(arg: ShareArg, ui: &Ui) -> Result<vm::RunShare> {
+/// for other users, and virtio-fs (virtiofsd installed when missing) for root. A kernel
+/// the harness did not build (`own_kernel`) may lack CONFIG_VIRTIO_FS, but it boots from
+/// 9p, so `auto` gives it 9p.
+fn run_share(arg: ShareArg, own_kernel: bool, ui: &Ui) -> Result<vm::RunShare> {
     let root = nix::unistd::geteuid().is_root();
     match arg {
         ShareArg::NineP => Ok(vm::RunShare::NineP),
+        ShareArg::Auto if own_kernel => {
+            ui.note("run directory over 9p: --kernel-image may lack CONFIG_VIRTIO_FS (--share)");
+            Ok(vm::RunShare::NineP)
+        }
         ShareArg::Virtiofs if !root => Err(usage(
             "--share virtiofs needs root (virtiofsd creates the guest's files as the guest's \
              users); --share 9p works for any user",
