@@ -206,14 +206,21 @@ fn route(server: &Server, req: &Request<'_>) -> Option<Result<Reply, Errno>> {
             Err(Errno(libc::EIO))
         }
         Op::Write { arg, data } => ino()
-            .and_then(|i| s.write(i, arg.offset, data))
+            .and_then(|i| {
+                let direct = arg.flags & libc::O_DIRECT as u32 != 0;
+                s.write(i, arg.offset, data, direct)
+            })
             .map(Reply::Write),
         Op::Release(arg) => {
-            s.release(arg.fh);
+            s.release(ino().ok(), arg.fh);
             Ok(Reply::Empty)
         }
         // FLUSH reports no write error: see server/wberr.rs.
-        Op::Flush(_) | Op::Releasedir(_) => Ok(Reply::Empty),
+        Op::Flush(arg) => {
+            s.closing(ino().ok(), arg.fh);
+            Ok(Reply::Empty)
+        }
+        Op::Releasedir(_) => Ok(Reply::Empty),
         Op::Fsync(arg) => s.fsync(arg.fh).map(empty),
         Op::Fsyncdir(_) => s.sync().map(empty),
         Op::Syncfs(_) => s.sync().map(empty),

@@ -1,5 +1,6 @@
 //! Regular files: open, read, write, truncate, fallocate, seek.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use ext2fs::{Ino, Inode};
@@ -28,15 +29,33 @@ impl Server {
         self.wb.open(fh, ino);
         OpenOut {
             fh,
-            // Only this server changes the filesystem, so cached pages stay valid.
+            // Only this server changes the filesystem, so cached pages stay valid (but see
+            // `open`: atime, O_DIRECT writes).
             open_flags: if keep_cache { FOPEN_KEEP_CACHE } else { 0 },
             ..Default::default()
         }
     }
 
     /// RELEASE: the kernel closed the handle.
-    pub(crate) fn release(&self, fh: u64) {
+    pub(crate) fn release(&self, ino: Option<Ino>, fh: u64) {
         self.wb.release(fh);
+        self.closing(ino, fh);
+    }
+
+    /// FLUSH or RELEASE of `fh` on `ino`. If its open dropped the kernel's cached pages
+    /// after an O_DIRECT write (see `open`), the drop is done: the kernel drops them
+    /// before open(2) returns, so before any request on the handle. Opens may keep the
+    /// cache again.
+    pub(crate) fn closing(&self, ino: Option<Ino>, fh: u64) {
+        let Some(ino) = ino else { return };
+        let mut meta = self.meta();
+        if meta
+            .direct_written
+            .get(&ino)
+            .is_some_and(|opened| opened.contains(&fh))
+        {
+            meta.direct_written.remove(&ino);
+        }
     }
 
     /// FSYNC: everything is made durable (there is one device to sync), and the handle
@@ -77,8 +96,18 @@ impl Server {
         }
         // Reads served from the page cache never reach us, so when the next read is due
         // to update atime, drop the cache at this open: that read then comes here.
-        let keep_cache = !self.atime_due(&mut meta, &inode, false);
-        Ok(self.open_out_keeping(ino, keep_cache))
+        let atime_due = self.atime_due(&mut meta, &inode, false);
+        // An O_DIRECT write bypasses the kernel's page cache. The kernel drops the cached
+        // pages before sending it, but after an asynchronous one (AIO) it drops nothing
+        // (fs/fuse/file.c: fuse_direct_IO returns -EIOCBQUEUED, and its completion
+        // invalidates no pages), so pages a buffered read brought in meanwhile keep the
+        // old bytes. Until the kernel has dropped them once since, every open drops them.
+        let stale = meta.direct_written.contains_key(&ino);
+        let out = self.open_out_keeping(ino, !atime_due && !stale);
+        if let Some(opened) = meta.direct_written.get_mut(&ino) {
+            opened.insert(out.fh);
+        }
+        Ok(out)
     }
 
     pub(crate) fn create(
@@ -134,7 +163,15 @@ impl Server {
         Ok(buf)
     }
 
-    pub(crate) fn write(&self, ino: Ino, pos: u64, data: &[u8]) -> Result<WriteOut, Errno> {
+    /// WRITE of `data` at `pos`; `direct`: the file is open O_DIRECT (the bytes bypassed
+    /// the kernel's page cache).
+    pub(crate) fn write(
+        &self,
+        ino: Ino,
+        pos: u64,
+        data: &[u8],
+        direct: bool,
+    ) -> Result<WriteOut, Errno> {
         let len = data.len() as u64;
         let end = pos.checked_add(len).ok_or(Errno(libc::EFBIG))?;
         let _data = self.data_lock(ino).write();
@@ -194,6 +231,11 @@ impl Server {
         }
         if !engine::end_write(fs, ino, &mut inode, &pieces)? {
             fs.write_inode(ino, &inode)?;
+        }
+        if direct {
+            // After the bytes are written: opens from now on drop what was cached, and
+            // drops before this write prove nothing.
+            meta.direct_written.insert(ino, HashSet::new());
         }
         Ok(WriteOut {
             size: len as u32,

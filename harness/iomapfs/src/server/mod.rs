@@ -64,6 +64,10 @@ pub(crate) struct Meta {
     pub orphans: HashSet<Ino>,
     /// Name → inode indexes of large directories.
     pub dircache: dircache::DirCache,
+    /// Regular files written with O_DIRECT whose cached pages in the kernel may be stale
+    /// (see `Server::open`), with the handles opened since the last such write, each of
+    /// which made the kernel drop them.
+    pub direct_written: HashMap<Ino, HashSet<u64>>,
 }
 
 impl Meta {
@@ -250,6 +254,7 @@ impl Server {
                 lookups: HashMap::new(),
                 orphans: HashSet::new(),
                 dircache: Default::default(),
+                direct_written: HashMap::new(),
             }),
             data: DataDevice::new(data, block_size),
             block_size,
@@ -517,6 +522,7 @@ impl Server {
             };
             if left == 0 {
                 meta.lookups.remove(&ino);
+                meta.direct_written.remove(&ino);
                 self.wb.forget(ino);
                 if let Err(e) = self.free_if_orphan(&mut meta, ino) {
                     tracing::warn!(ino, "cannot free unlinked inode: {e:?}");
@@ -631,6 +637,7 @@ impl Server {
         };
         meta.lookups.clear();
         meta.dircache.clear();
+        meta.direct_written.clear();
         self.wb.clear();
         let mut first_error = None;
         let orphans: Vec<Ino> = meta.orphans.drain().collect();

@@ -1,0 +1,137 @@
+//! A server on a fresh image, sent requests through `dispatch` as the kernel would send
+//! them, without a mount.
+
+// Each test binary uses a part of it.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use fuse_wire::consts::FUSE_ROOT_ID;
+use fuse_wire::structs::*;
+use fuse_wire::Opcode;
+use iomapfs::options::MountOptions;
+use iomapfs::reply::Reply;
+use iomapfs::server::Server;
+use zerocopy::IntoBytes;
+
+/// False (after a SKIP line, or a failure under CI) when mkfs.ext4 is missing.
+pub fn have_mkfs() -> bool {
+    test_support::needs(test_support::needs::tool_from("mkfs.ext4", "e2fsprogs"))
+}
+
+pub struct Kernel {
+    pub server: Server,
+    unique: u64,
+}
+
+impl Kernel {
+    /// A server with `opts` on a fresh 16 MiB image in `dir`.
+    pub fn new(dir: &Path, opts: MountOptions) -> Self {
+        let image = dir.join("fs.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(16 << 20)
+            .unwrap();
+        test_support::e2fs::mkfs_ext4(&image, 4096, &[]).unwrap();
+        let fs = ext2fs::Fs::open(&image, true).unwrap();
+        let data = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&image)
+            .unwrap();
+        Self {
+            server: Server::new(fs, data, opts),
+            unique: 0,
+        }
+    }
+
+    /// One request; its reply, or its errno.
+    pub fn call(&mut self, opcode: Opcode, nodeid: u64, parts: &[&[u8]]) -> Result<Reply, i32> {
+        self.unique += 2;
+        let header = InHeader {
+            opcode: opcode as u32,
+            unique: self.unique,
+            nodeid,
+            ..Default::default()
+        };
+        let bytes = fuse_wire::encode_request(&header, parts);
+        let req = fuse_wire::request::parse(&bytes).expect("a well-formed request");
+        let answer = iomapfs::dispatch::handle(&self.server, &req).expect("a reply");
+        answer.map_err(|e| e.0)
+    }
+
+    /// CREATE in the root: the new file's node id and handle.
+    pub fn create(&mut self, name: &str) -> (u64, OpenOut) {
+        let arg = CreateIn {
+            flags: libc::O_RDWR as u32,
+            mode: 0o100644,
+            ..Default::default()
+        };
+        let name = format!("{name}\0");
+        match self.call(
+            Opcode::Create,
+            FUSE_ROOT_ID,
+            &[arg.as_bytes(), name.as_bytes()],
+        ) {
+            Ok(Reply::Create(entry, open)) => (entry.nodeid, open),
+            other => panic!("CREATE: {other:?}"),
+        }
+    }
+
+    /// OPEN with open(2) `flags`.
+    pub fn open(&mut self, nodeid: u64, flags: i32) -> OpenOut {
+        let arg = OpenIn {
+            flags: flags as u32,
+            open_flags: 0,
+        };
+        match self.call(Opcode::Open, nodeid, &[arg.as_bytes()]) {
+            Ok(Reply::Open(open)) => open,
+            other => panic!("OPEN: {other:?}"),
+        }
+    }
+
+    /// WRITE of `len` bytes at `offset` through a handle open with open(2) `flags`.
+    pub fn write(&mut self, nodeid: u64, fh: u64, flags: i32, offset: u64, len: usize) {
+        let arg = WriteIn {
+            fh,
+            offset,
+            size: len as u32,
+            flags: flags as u32,
+            ..Default::default()
+        };
+        let payload = vec![0x7cu8; len];
+        let written = self.call(Opcode::Write, nodeid, &[arg.as_bytes(), &payload]);
+        assert!(
+            matches!(written, Ok(Reply::Write(w)) if w.size == len as u32),
+            "{written:?}"
+        );
+    }
+
+    pub fn fsync(&mut self, nodeid: u64, fh: u64) -> Result<(), i32> {
+        let arg = FsyncIn {
+            fh,
+            ..Default::default()
+        };
+        self.call(Opcode::Fsync, nodeid, &[arg.as_bytes()])
+            .map(|_| ())
+    }
+
+    pub fn flush(&mut self, nodeid: u64, fh: u64) -> Result<(), i32> {
+        let arg = FlushIn {
+            fh,
+            ..Default::default()
+        };
+        self.call(Opcode::Flush, nodeid, &[arg.as_bytes()])
+            .map(|_| ())
+    }
+
+    pub fn release(&mut self, nodeid: u64, fh: u64) {
+        let arg = ReleaseIn {
+            fh,
+            ..Default::default()
+        };
+        assert!(self
+            .call(Opcode::Release, nodeid, &[arg.as_bytes()])
+            .is_ok());
+    }
+}
