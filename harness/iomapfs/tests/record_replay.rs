@@ -47,13 +47,7 @@ impl Transport for Kernel {
 }
 
 fn image(dir: &Path) -> PathBuf {
-    let image = dir.join("fs.img");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    test_support::e2fs::mkfs_ext4(&image, 4096, &[]).unwrap();
-    image
+    test_support::e2fs::new_ext4_image(dir, 16).unwrap()
 }
 
 fn request(opcode: Opcode, unique: u64, nodeid: u64, parts: &[&[u8]]) -> Vec<u8> {

@@ -7,13 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn image(dir: &Path) -> std::path::PathBuf {
-    let img = dir.join("fs.img");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
-    test_support::e2fs::mkfs_ext4(&img, 4096, &[]).unwrap();
-    img
+    test_support::e2fs::new_ext4_image(dir, 64).unwrap()
 }
 
 fn backend(img: &Path, socket: &Path, opts: &[&str]) -> Child {

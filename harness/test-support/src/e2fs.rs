@@ -4,7 +4,7 @@
 use crate::cmd::{run, run_cmd};
 use anyhow::{bail, Context, Result};
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Where debugfs says inode `ino` of `image` lives: `(block, byte offset in that block)`,
@@ -58,6 +58,14 @@ pub fn mkfs_ext4(image: &Path, block_size: u32, extra: &[String]) -> Result<()> 
         .arg(image);
     run_cmd(&mut cmd)?;
     Ok(())
+}
+
+/// A fresh `size_mib` MiB ext4 image (4 KiB blocks) at `dir/fs.img`: the server tests' disk.
+pub fn new_ext4_image(dir: &Path, size_mib: u64) -> Result<PathBuf> {
+    let image = dir.join("fs.img");
+    std::fs::File::create(&image)?.set_len(size_mib << 20)?;
+    mkfs_ext4(&image, 4096, &[])?;
+    Ok(image)
 }
 
 /// The physical block (of `block_size` bytes) holding logical block `n` of `path` (absolute

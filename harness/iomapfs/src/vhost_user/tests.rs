@@ -213,12 +213,7 @@ fn replies_that_do_not_fit_become_eio_or_nothing() {
 
 /// Opens a server on a fresh ext4 image in `dir`.
 fn opener(dir: &Path) -> OpenServer {
-    let image = dir.join("fs.img");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(32 << 20)
-        .unwrap();
-    test_support::e2fs::mkfs_ext4(&image, 4096, &[]).unwrap();
+    let image = test_support::e2fs::new_ext4_image(dir, 32).unwrap();
     Box::new(move || {
         let fs = ext2fs::Fs::open(&image, true)?;
         let data = std::fs::OpenOptions::new()

@@ -27,12 +27,7 @@ pub struct Kernel {
 impl Kernel {
     /// A server with `opts` on a fresh 16 MiB image in `dir`.
     pub fn new(dir: &Path, opts: MountOptions) -> Self {
-        let image = dir.join("fs.img");
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(16 << 20)
-            .unwrap();
-        test_support::e2fs::mkfs_ext4(&image, 4096, &[]).unwrap();
+        let image = test_support::e2fs::new_ext4_image(dir, 16).unwrap();
         let fs = ext2fs::Fs::open(&image, true).unwrap();
         let data = std::fs::OpenOptions::new()
             .read(true)
