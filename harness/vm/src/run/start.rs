@@ -55,16 +55,6 @@ pub(super) fn start(
         Console::Socket(console_sock.clone()),
         sockets.path(),
     );
-    let args = cfg.args();
-    prep(
-        &dir.path,
-        std::fs::write(
-            dir.path.join("qemu.cmdline"),
-            shell_words(&cfg.binary, &args),
-        ),
-    )?;
-    progress(Progress::Booting { qemu_args: &args });
-
     let mut result = base_result(spec, dir, &cfg);
     let mut backends = vec![];
     if let (RunShare::Virtiofsd(bin), Some(socket)) = (&spec.share, &cfg.share_socket) {
@@ -93,6 +83,16 @@ pub(super) fn start(
         }
         cfg.virtiofs.push(share);
     }
+    // Written once the backends listen and their devices are in the command line.
+    let args = cfg.args();
+    prep(
+        &dir.path,
+        std::fs::write(
+            dir.path.join("qemu.cmdline"),
+            shell_words(&cfg.binary, &args),
+        ),
+    )?;
+    progress(Progress::Booting { qemu_args: &args });
     // From the end of what earlier boots wrote (QEMU appends), taken before QEMU starts:
     // a fast guest may send its first events before the console is even attached.
     let events = Tail::from_end(dir.path.join("events.jsonl"));
