@@ -51,7 +51,16 @@ pub fn switch_to_image() -> Result<(), String> {
     // The run directory: virtio-fs when the host says so (it runs virtiofsd), else 9p.
     let share = format!("{NEWROOT}{}", events::SHARE_MOUNT);
     if cmdline_opt(&cmdline, "share").as_deref() == Some("virtiofs") {
-        mount(events::SHARE_TAG, &share, "virtiofs", MsFlags::empty(), "")?;
+        // noexec: under TCG, QEMU does not see virtiofsd's writes into guest memory, so
+        // code run straight from the share's page cache can be a recycled page's stale
+        // translation (it crashes at random); binaries are copied out of it to run.
+        mount(
+            events::SHARE_TAG,
+            &share,
+            "virtiofs",
+            MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            "",
+        )?;
     } else {
         mount(
             events::SHARE_TAG,

@@ -3,11 +3,15 @@
 # `--env WORKLOADS_FSTYPE=ext4` runs the same workload on the kernel's ext4 as a control;
 # `--env WORKLOADS_SEED=0x...` replays a seed (each run prints the one it used).
 # Over virtio-fs (`vm-test --virtiofs`: WORKLOADS_FSTYPE=virtiofs, TEST_DEV the tag) the
-# server runs on the host, nothing is installed here (`workloads` runs from the share),
+# server runs on the host, nothing is installed here (`workloads` is copied from the share),
 # and the host checks the image after the run (`host/e2fsck`): the guest has no device.
 set -euo pipefail
 WORKLOADS_FSTYPE=${WORKLOADS_FSTYPE:-fuse.iomapfs}
-command -v workloads >/dev/null || PATH=$PATH:$HARNESS_SHARE/bin
+# A copy, not the share's file: the share may be mounted noexec (virtio-fs, see the agent).
+if ! command -v workloads >/dev/null; then
+    mkdir -p /tmp/harness-bin && cp "$HARNESS_SHARE/bin/workloads" /tmp/harness-bin/
+    PATH=$PATH:/tmp/harness-bin
+fi
 SEED_ARGS=()
 [[ -n ${WORKLOADS_SEED:-} ]] && SEED_ARGS=(--seed "$WORKLOADS_SEED")
 REMOUNT="umount $TEST_DIR && mount -t $WORKLOADS_FSTYPE $TEST_DEV $TEST_DIR"
