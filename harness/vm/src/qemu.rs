@@ -241,8 +241,8 @@ impl QemuConfig {
                 "-chardev",
                 &format!("socket,id=vfs{i},path={}", path(&share.socket)),
                 "-device",
-                // A request queue per vCPU, up to the backend's default 4 (iomapfs
-                // `threads=4`): the guest maps each CPU to a queue.
+                // A request queue per vCPU, up to 4 (iomapfs offers `threads=`, 8 by
+                // default): the guest maps each CPU to a queue.
                 &format!(
                     "{},chardev=vfs{i},tag={},num-request-queues={}",
                     m.vhost_user_fs(),
