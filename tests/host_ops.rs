@@ -16,7 +16,7 @@ use std::ffi::OsStr;
 use std::num::NonZeroUsize;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 use test_support::sys::{
@@ -49,6 +49,7 @@ test_support::target_tests!(
     xattr_namespaces,
     posix_acls,
     fallocate_modes,
+    writes_and_truncates_drop_setid,
     seek_data_hole,
     statx_fields,
     large_sparse_file,
@@ -1481,6 +1482,65 @@ fn posix_acls(t: &dyn Target) -> Result<()> {
     );
     fs.expected.file("f", b"acl".to_vec());
     fs.expected.mode("f", 0o660);
+    fs.finish()
+}
+
+type SetidCase = (
+    &'static str,
+    u32,
+    fn(std::path::PathBuf) -> UserOp,
+    (u32, u32),
+    u32,
+);
+
+/// A write or an O_TRUNC open by a user without CAP_FSETID drops setuid, and setgid when
+/// the file is group-executable or the user is not in its group; root keeps both. iomapfs
+/// does it itself (FUSE_HANDLE_KILLPRIV_V2) and tells the kernel, so a stat right after
+/// already shows it, and so does the disk after a remount.
+fn writes_and_truncates_drop_setid(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    // (name, mode, how, by whom (uid, gid), the mode left)
+    let cases: [SetidCase; 6] = [
+        ("exec", 0o6755, UserOp::Write, (1234, 1234), 0o755),
+        ("noexec", 0o6644, UserOp::Write, (1234, 1234), 0o2644),
+        ("outsider", 0o6666, UserOp::Write, (3000, 3000), 0o666),
+        ("trunc", 0o6755, UserOp::OpenTrunc, (1234, 1234), 0o755),
+        (
+            "trunc-noexec",
+            0o6644,
+            UserOp::OpenTrunc,
+            (1234, 1234),
+            0o2644,
+        ),
+        ("plain", 0o644, UserOp::Write, (1234, 1234), 0o644),
+    ];
+    for (name, mode, _, _, _) in &cases {
+        let p = fs.path(name);
+        write(&p, b"data")?;
+        std::os::unix::fs::chown(&p, Some(1234), Some(1234))?;
+        std::fs::set_permissions(&p, PermissionsExt::from_mode(*mode))?;
+        assert_eq!(perm(&p)?, *mode, "{name}: set up");
+    }
+    let root = fs.path("root");
+    write(&root, b"data")?;
+    std::fs::set_permissions(&root, PermissionsExt::from_mode(0o6755))?;
+    for (name, _, op, (uid, gid), _) in &cases {
+        assert_eq!(as_user(*uid, *gid, op(fs.path(name)))?, Ok(()), "{name}");
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&root)?
+        .write_all_at(b"w", 0)?;
+    let check = |fs: &TestFs<'_>, when: &str| -> Result<()> {
+        for (name, _, _, _, left) in &cases {
+            assert_eq!(perm(&fs.path(name))?, *left, "{name} {when}");
+        }
+        assert_eq!(perm(&fs.path("root"))?, 0o6755, "root {when}");
+        Ok(())
+    };
+    check(&fs, "at once")?;
+    fs.remount()?;
+    check(&fs, "after a remount")?;
     fs.finish()
 }
 

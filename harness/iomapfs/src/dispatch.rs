@@ -4,6 +4,7 @@
 
 use std::io;
 
+use fuse_wire::consts::{FUSE_OPEN_KILL_SUIDGID, FUSE_WRITE_KILL_SUIDGID};
 use fuse_wire::request::{Op, Request};
 
 use crate::attr::ino_of;
@@ -180,7 +181,12 @@ fn route(server: &Server, req: &Request<'_>) -> Option<Result<Reply, Errno>> {
                 s.link(target, p, name)
             })
             .map(Reply::Entry),
-        Op::Open(arg) => ino().and_then(|i| s.open(i, arg.flags)).map(Reply::Open),
+        Op::Open(arg) => ino()
+            .and_then(|i| {
+                let kill = arg.open_flags & FUSE_OPEN_KILL_SUIDGID != 0;
+                s.open(i, arg.flags, kill.then_some(req.header.gid))
+            })
+            .map(Reply::Open),
         Op::Create { arg, name } => ino()
             .and_then(|p| s.create(req, p, name, arg))
             .map(|(entry, open)| Reply::Create(entry, open)),
@@ -208,7 +214,8 @@ fn route(server: &Server, req: &Request<'_>) -> Option<Result<Reply, Errno>> {
         Op::Write { arg, data } => ino()
             .and_then(|i| {
                 let direct = arg.flags & libc::O_DIRECT as u32 != 0;
-                s.write(i, arg.offset, data, direct)
+                let kill = arg.write_flags & FUSE_WRITE_KILL_SUIDGID != 0;
+                s.write(i, arg.offset, data, direct, kill.then_some(req.header.gid))
             })
             .map(Reply::Write),
         Op::Release(arg) => {

@@ -116,6 +116,10 @@ pub enum UserOp {
     Mkdir(PathBuf),
     /// setxattr(path, name, value, 0).
     SetXattr(PathBuf, String, Vec<u8>),
+    /// O_WRONLY, then write(2) of one byte at offset 0.
+    Write(PathBuf),
+    /// O_WRONLY|O_TRUNC.
+    OpenTrunc(PathBuf),
 }
 
 /// Runs `op` in a forked child with uid/gid set to `uid`/`gid` and no supplementary
@@ -142,6 +146,8 @@ pub fn as_user(uid: u32, gid: u32, op: UserOp) -> Result<std::result::Result<(),
         UserOp::Chown(p, u, g) => (6, path(p), *u, *g),
         UserOp::Mkdir(p) => (7, path(p), 0, 0),
         UserOp::SetXattr(p, _, _) => (8, path(p), 0, 0),
+        UserOp::Write(p) => (9, path(p), 0, 0),
+        UserOp::OpenTrunc(p) => (10, path(p), 0, 0),
     };
     // SAFETY: the child makes only raw syscalls on data prepared before the fork, then _exit.
     let child = match unsafe { fork() }.context("fork")? {
@@ -219,6 +225,9 @@ fn as_user_child(uid: u32, gid: u32, call: Call<'_>) -> Result<(), i32> {
         ),
         6 => nix::unistd::chown(p, Some(Uid::from_raw(arg1)), Some(Gid::from_raw(arg2))),
         7 => nix::unistd::mkdir(p, Mode::from_bits_truncate(0o755)),
+        9 => open(p, OFlag::O_WRONLY, Mode::empty())
+            .and_then(|fd| nix::unistd::write(&fd, b"w").map(drop)),
+        10 => open(p, OFlag::O_WRONLY | OFlag::O_TRUNC, Mode::empty()).map(drop),
         // SAFETY: NUL-terminated path and name; `value` is valid for its length.
         _ => Errno::result(unsafe {
             libc::setxattr(

@@ -79,7 +79,14 @@ impl Server {
         }
     }
 
-    pub(crate) fn open(&self, ino: Ino, flags: u32) -> Result<OpenOut, Errno> {
+    /// OPEN. `kill_setid`: the kernel asks the server to drop setuid/setgid for an O_TRUNC
+    /// open by a caller (in that group) without CAP_FSETID (FUSE_HANDLE_KILLPRIV_V2).
+    pub(crate) fn open(
+        &self,
+        ino: Ino,
+        flags: u32,
+        kill_setid: Option<u32>,
+    ) -> Result<OpenOut, Errno> {
         let trunc = flags & libc::O_TRUNC as u32 != 0;
         let _data = trunc.then(|| self.data_lock(ino).write());
         let mut meta = self.meta();
@@ -88,7 +95,12 @@ impl Server {
         if (writing || trunc) && meta.fs()?.read_only() {
             return Err(Errno(libc::EROFS));
         }
-        if trunc && inode.mode() & libc::S_IFMT == libc::S_IFREG && inode.size() != 0 {
+        let old_mode = inode.mode();
+        let regular = old_mode & libc::S_IFMT == libc::S_IFREG;
+        if let (true, true, Some(gid)) = (trunc, regular, kill_setid) {
+            inode.set_mode(mode_without_setid(old_mode, inode.gid(), gid));
+        }
+        if trunc && regular && (inode.size() != 0 || inode.mode() != old_mode) {
             let t = now();
             inode.set_mtime(t);
             inode.set_ctime(t);
@@ -106,6 +118,11 @@ impl Server {
         let out = self.open_out_keeping(ino, !atime_due && !stale);
         if let Some(opened) = meta.direct_written.get_mut(&ino) {
             opened.insert(out.fh);
+        }
+        drop(meta);
+        // The kernel refreshes only size and times after an O_TRUNC open.
+        if inode.mode() != old_mode {
+            self.invalidate_attrs(ino);
         }
         Ok(out)
     }
@@ -164,13 +181,15 @@ impl Server {
     }
 
     /// WRITE of `data` at `pos`; `direct`: the file is open O_DIRECT (the bytes bypassed
-    /// the kernel's page cache).
+    /// the kernel's page cache); `kill_setid`: the writer (in that group) lacks CAP_FSETID,
+    /// and the kernel leaves dropping setuid/setgid to the server (FUSE_HANDLE_KILLPRIV_V2).
     pub(crate) fn write(
         &self,
         ino: Ino,
         pos: u64,
         data: &[u8],
         direct: bool,
+        kill_setid: Option<u32>,
     ) -> Result<WriteOut, Errno> {
         let len = data.len() as u64;
         let end = pos.checked_add(len).ok_or(Errno(libc::EFBIG))?;
@@ -229,6 +248,10 @@ impl Server {
                     .map_err(|e| self.range_sync_failed(ino, e))?;
             }
         }
+        let old_mode = inode.mode();
+        if let Some(gid) = kill_setid {
+            inode.set_mode(mode_without_setid(old_mode, inode.gid(), gid));
+        }
         if !engine::end_write(fs, ino, &mut inode, &pieces)? {
             fs.write_inode(ino, &inode)?;
         }
@@ -236,6 +259,11 @@ impl Server {
             // After the bytes are written: opens from now on drop what was cached, and
             // drops before this write prove nothing.
             meta.direct_written.insert(ino, HashSet::new());
+        }
+        drop(meta);
+        // The kernel refreshes only size and times after a write.
+        if inode.mode() != old_mode {
+            self.invalidate_attrs(ino);
         }
         Ok(WriteOut {
             size: len as u32,
@@ -486,11 +514,18 @@ impl Server {
 /// and only the caller's own gid counts as membership (the safe direction: more setgid
 /// bits dropped, never fewer).
 pub(crate) fn mode_after_data_change(mode: u32, file_gid: u32, (uid, gid): (u32, u32)) -> u32 {
-    if uid == 0 || mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
+    if uid == 0 {
         return mode;
     }
+    mode_without_setid(mode, file_gid, gid)
+}
+
+/// The mode once a caller without CAP_FSETID (in group `caller_gid`) changed the file's
+/// data: setuid goes, and setgid goes when it marks a group-executable file or the caller
+/// is not in the file's group (`setattr_should_drop_suidgid`).
+pub(crate) fn mode_without_setid(mode: u32, file_gid: u32, caller_gid: u32) -> u32 {
     let mut mode = mode & !libc::S_ISUID;
-    if mode & libc::S_IXGRP != 0 || gid != file_gid {
+    if mode & libc::S_IXGRP != 0 || caller_gid != file_gid {
         mode &= !libc::S_ISGID;
     }
     mode
