@@ -182,6 +182,16 @@ impl DirentBuf {
         self.append(entry.as_bytes(), dirent, name)
     }
 
+    /// The bytes one record with a `name_len`-byte name takes, padding included.
+    pub fn record_size(name_len: usize, plus: bool) -> usize {
+        let entry = if plus {
+            std::mem::size_of::<EntryOut>()
+        } else {
+            0
+        };
+        rec_align(entry + FUSE_NAME_OFFSET + name_len)
+    }
+
     fn append(&mut self, entry: &[u8], dirent: Dirent, name: &[u8]) -> bool {
         let unpadded = entry.len() + FUSE_NAME_OFFSET + name.len();
         let padded = rec_align(unpadded);

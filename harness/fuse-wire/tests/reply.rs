@@ -243,6 +243,19 @@ fn readdir_packing() {
 }
 
 #[test]
+fn record_size_is_what_a_push_adds() {
+    for len in [1, 7, 8, 9, 255] {
+        let name = vec![b'n'; len];
+        let mut d = DirentBuf::new(4096);
+        assert!(d.push(1, 1, 8, &name));
+        assert_eq!(DirentBuf::record_size(len, false), d.len(), "{len}");
+        let mut d = DirentBuf::new(4096);
+        assert!(d.push_plus(&entry(1), 1, 8, &name));
+        assert_eq!(DirentBuf::record_size(len, true), d.len(), "{len} plus");
+    }
+}
+
+#[test]
 fn readdirplus_packing() {
     let mut d = DirentBuf::new(4096);
     assert!(d.push_plus(&entry(20), 1, 8, b"file"));

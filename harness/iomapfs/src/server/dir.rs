@@ -47,10 +47,13 @@ impl Server {
         }
         let mut buf = DirentBuf::new(size as usize);
         let mut entries = Vec::new();
+        let mut bytes = 0;
         meta.fs()?.read_dir(ino, cookie, |e| {
             entries.push((e.ino, e.name.to_vec(), e.ftype, e.next_cookie));
-            // Collect a little more than fits; the packing below stops at the limit.
-            entries.len() < 4096
+            // Up to the first entry that does not fit (the packing below stops there): a
+            // directory is walked once, not once per reply.
+            bytes += DirentBuf::record_size(e.name.len(), plus);
+            bytes <= size as usize && entries.len() < 4096
         })?;
         for (child, name, ftype, next) in entries {
             if name.contains(&b'/') || name.contains(&0) {
