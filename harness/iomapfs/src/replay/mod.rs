@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::options::MountOptions;
 use crate::record::{Meta, Reader};
-use crate::server::Server;
+use crate::server::{IomapReach, Server};
 use crate::transport::Transport;
 use compare::{compare_notification, compare_reply};
 pub use schedule::Ending;
@@ -142,7 +142,13 @@ pub fn replay(cfg: &Config) -> Result<Report> {
     let meta = reader.meta().clone();
     let mut notes = Vec::new();
     let opts = replay_options(&meta, &cfg.options, &mut notes)?;
-    let iomap_capable = meta.get("iomap_capable") == Some("1");
+    // What the recorded server could reach decides what it negotiated at INIT (iomap,
+    // and what needs notifications, which virtio-fs lacks).
+    let reach = if meta.get("transport") == Some("vhost-user") {
+        IomapReach::VirtioFs
+    } else {
+        IomapReach::from(meta.get("iomap_capable") == Some("1"))
+    };
 
     let dir = match &cfg.workdir {
         Some(d) => d.clone(),
@@ -181,7 +187,7 @@ pub fn replay(cfg: &Config) -> Result<Report> {
             .open(copy.path())
             .with_context(|| format!("cannot open {} for data I/O", copy.path().display()))?;
         let server = Server::new(fs, data, opts.clone());
-        server.attach(capture.clone(), iomap_capable);
+        server.attach(capture.clone(), reach);
         Ok((server, info))
     };
     let (server, info) = open()?;
