@@ -23,6 +23,28 @@ fn failing(dir: &std::path::Path, nth: u64) -> Kernel {
     Kernel::new(dir, opts)
 }
 
+/// An O_DSYNC write is durable before it is acknowledged: it syncs the device itself (the
+/// kernel sends no FSYNC after an asynchronous direct write), and a failed sync fails it.
+#[test]
+fn an_o_dsync_write_syncs_before_it_is_acknowledged() {
+    if !have_mkfs() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Device syncs: the first fails.
+    let mut k = failing(dir.path(), 1);
+    let (f, h) = k.create("f");
+    assert_eq!(k.try_write(f, h.fh, RW, 0, 4096), Ok(4096), "no sync asked");
+    let dsync = RW | libc::O_DIRECT | libc::O_DSYNC;
+    assert_eq!(k.try_write(f, h.fh, dsync, 0, 4096), EIO.map(|_| 0));
+    assert_eq!(
+        k.try_write(f, h.fh, dsync, 0, 4096),
+        Ok(4096),
+        "sync 2 works"
+    );
+    assert_eq!(k.try_write(f, h.fh, RW | libc::O_SYNC, 0, 4096), Ok(4096));
+}
+
 #[test]
 fn every_handle_open_at_a_failed_write_back_reports_it_once() {
     if !have_mkfs() {

@@ -85,6 +85,31 @@ impl Kernel {
         }
     }
 
+    /// WRITE of `len` bytes at `offset` through a handle open with open(2) `flags`, as sent:
+    /// the bytes written or the errno.
+    pub fn try_write(
+        &mut self,
+        nodeid: u64,
+        fh: u64,
+        flags: i32,
+        offset: u64,
+        len: usize,
+    ) -> Result<u32, i32> {
+        let arg = WriteIn {
+            fh,
+            offset,
+            size: len as u32,
+            flags: flags as u32,
+            ..Default::default()
+        };
+        let payload = vec![0x7cu8; len];
+        match self.call(Opcode::Write, nodeid, &[arg.as_bytes(), &payload]) {
+            Ok(Reply::Write(w)) => Ok(w.size),
+            Ok(other) => panic!("WRITE: {other:?}"),
+            Err(e) => Err(e),
+        }
+    }
+
     /// WRITE of `len` bytes at `offset` through a handle open with open(2) `flags`.
     pub fn write(&mut self, nodeid: u64, fh: u64, flags: i32, offset: u64, len: usize) {
         let arg = WriteIn {
