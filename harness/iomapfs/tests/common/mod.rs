@@ -112,19 +112,8 @@ impl Kernel {
 
     /// WRITE of `len` bytes at `offset` through a handle open with open(2) `flags`.
     pub fn write(&mut self, nodeid: u64, fh: u64, flags: i32, offset: u64, len: usize) {
-        let arg = WriteIn {
-            fh,
-            offset,
-            size: len as u32,
-            flags: flags as u32,
-            ..Default::default()
-        };
-        let payload = vec![0x7cu8; len];
-        let written = self.call(Opcode::Write, nodeid, &[arg.as_bytes(), &payload]);
-        assert!(
-            matches!(written, Ok(Reply::Write(w)) if w.size == len as u32),
-            "{written:?}"
-        );
+        let written = self.try_write(nodeid, fh, flags, offset, len);
+        assert_eq!(written, Ok(len as u32));
     }
 
     pub fn fsync(&mut self, nodeid: u64, fh: u64) -> Result<(), i32> {
