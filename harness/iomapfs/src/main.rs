@@ -335,7 +335,7 @@ fn serve_virtiofs(cli: &Cli, socket: &std::path::Path, opts: MountOptions) -> Re
             // The filesystem as the first mount will find it: a replay checks its image.
             let (fs, _) = open_source(source, true)?;
             let info = SessionInfo {
-                transport: "vhost-user",
+                transport: iomapfs::record::TRANSPORT_VHOST_USER,
                 iomap_capable: false,
                 source,
                 options: &cli.options,

@@ -16,6 +16,10 @@ pub use recorder::{Recorder, Recording, MIN_RECORD_MAX};
 /// The default `record_max`: a bound on the disk a forgotten recording can fill.
 pub const DEFAULT_RECORD_MAX: u64 = 1 << 30;
 
+/// The `transport` of a vhost-user (virtio-fs) backend's recording; a replay serves it as
+/// virtio-fs, with what that negotiates.
+pub const TRANSPORT_VHOST_USER: &str = "vhost-user";
+
 /// How the server was started, for the header: what a replay needs to start the same
 /// server on the same filesystem, and to check that it was given the same image.
 pub struct SessionInfo<'a> {

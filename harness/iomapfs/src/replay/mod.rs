@@ -144,7 +144,7 @@ pub fn replay(cfg: &Config) -> Result<Report> {
     let opts = replay_options(&meta, &cfg.options, &mut notes)?;
     // What the recorded server could reach decides what it negotiated at INIT (iomap,
     // and what needs notifications, which virtio-fs lacks).
-    let reach = if meta.get("transport") == Some("vhost-user") {
+    let reach = if meta.get("transport") == Some(crate::record::TRANSPORT_VHOST_USER) {
         IomapReach::VirtioFs
     } else {
         IomapReach::from(meta.get("iomap_capable") == Some("1"))

@@ -336,7 +336,7 @@ fn a_recorded_backend_with_two_mounts_replays_without_differences() {
     std::fs::copy(&image, &before).unwrap();
     let info = ext2fs::Fs::open(&image, false).unwrap().info();
     let meta = crate::record::SessionInfo {
-        transport: "vhost-user",
+        transport: crate::record::TRANSPORT_VHOST_USER,
         iomap_capable: false,
         source: &image,
         options: &[],
