@@ -216,12 +216,13 @@ fn route(server: &Server, req: &Request<'_>) -> Option<Result<Reply, Errno>> {
                 let direct = arg.flags & libc::O_DIRECT as u32 != 0;
                 let kill = arg.write_flags & FUSE_WRITE_KILL_SUIDGID != 0;
                 let out = s.write(i, arg.offset, data, direct, kill.then_some(req.header.gid))?;
-                // O_DSYNC (and O_SYNC): durable before it is acknowledged. The kernel
-                // follows a synchronous write with FSYNC, but not an asynchronous direct
-                // write (io_uring, AIO) within EOF: it completes with no sync at all
-                // (fstests generic/703 lost such writes to a power cut).
+                // O_DSYNC (and O_SYNC): durable before it is acknowledged, as an FSYNC on
+                // the handle would make it. The kernel follows a synchronous write with
+                // FSYNC, but not an asynchronous direct write (io_uring, AIO) within EOF:
+                // it completes with no sync at all (fstests generic/703 lost such writes
+                // to a power cut).
                 if arg.flags & libc::O_DSYNC as u32 != 0 {
-                    s.sync()?;
+                    s.fsync(arg.fh)?;
                 }
                 Ok(out)
             })

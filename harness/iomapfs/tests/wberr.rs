@@ -24,7 +24,8 @@ fn failing(dir: &std::path::Path, nth: u64) -> Kernel {
 }
 
 /// An O_DSYNC write is durable before it is acknowledged: it syncs the device itself (the
-/// kernel sends no FSYNC after an asynchronous direct write), and a failed sync fails it.
+/// kernel sends no FSYNC after an asynchronous direct write), and a failed sync fails it,
+/// reported to the writer's handle once, as an FSYNC on it would be.
 #[test]
 fn an_o_dsync_write_syncs_before_it_is_acknowledged() {
     if !have_mkfs() {
@@ -37,10 +38,12 @@ fn an_o_dsync_write_syncs_before_it_is_acknowledged() {
     assert_eq!(k.try_write(f, h.fh, RW, 0, 4096), Ok(4096), "no sync asked");
     let dsync = RW | libc::O_DIRECT | libc::O_DSYNC;
     assert_eq!(k.try_write(f, h.fh, dsync, 0, 4096), EIO.map(|_| 0));
+    // The writer heard of it, as from an FSYNC on its handle: once.
+    assert_eq!(k.fsync(f, h.fh), Ok(()), "reported already");
     assert_eq!(
         k.try_write(f, h.fh, dsync, 0, 4096),
         Ok(4096),
-        "sync 2 works"
+        "sync 3 works"
     );
     assert_eq!(k.try_write(f, h.fh, RW | libc::O_SYNC, 0, 4096), Ok(4096));
 }
