@@ -1,7 +1,5 @@
 //! ext4 inodes as FUSE attributes, and the clock.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use ext2fs::{Ino, Inode, Timestamp};
 use fuse_wire::structs::Attr;
 
@@ -27,14 +25,17 @@ pub fn nodeid_of(ino: Ino) -> u64 {
     }
 }
 
-/// Now, as an ext4 timestamp.
+/// Now, as an ext4 timestamp, from the clock the kernel stamps inodes with (coarse: the
+/// last tick). With the writeback cache the kernel sets a written file's mtime itself; a
+/// finer clock here would give a file created just before a write a birth time after it.
 pub fn now() -> Timestamp {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    use nix::time::{clock_gettime, ClockId};
+    let t = clock_gettime(ClockId::CLOCK_REALTIME_COARSE)
+        .or_else(|_| clock_gettime(ClockId::CLOCK_REALTIME))
+        .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
     Timestamp {
-        sec: d.as_secs() as i64,
-        nsec: d.subsec_nanos(),
+        sec: t.tv_sec(),
+        nsec: t.tv_nsec() as u32,
     }
 }
 
