@@ -40,6 +40,7 @@ test_support::target_tests!(
     hard_links,
     open_create_flags,
     buffered_read_write,
+    blocks_and_times_follow_cached_writes,
     direct_io,
     append_writes,
     fsync_family,
@@ -949,6 +950,54 @@ fn buffered_read_write(t: &dyn Target) -> Result<()> {
     assert_eq!(read(&fs.path("big"))?, big);
     fs.expected.file("f", model);
     fs.expected.file("big", big);
+    fs.finish()
+}
+
+/// With the writeback cache the kernel keeps size and times itself and sends the bytes
+/// later; st_blocks comes from the server, which tells the kernel when a write allocated.
+/// So once written back (fsync), st_blocks counts the data, as on ext4, and mtime is the
+/// time of the write(2), not of the later WRITE (checked against a time set in between).
+fn blocks_and_times_follow_cached_writes(t: &dyn Target) -> Result<()> {
+    let mut fs = TestFs::new(t, FsSpec::default())?;
+    let f = fs.path("f");
+    let data = pattern(62, 2 * MIB as usize);
+    let fd = open(&f, OFlag::O_CREAT | OFlag::O_WRONLY, 0o644)?;
+    // The attributes are cached before the write: only a notification can refresh them.
+    ensure!(fstat(&fd)?.st_blocks == 0, "a new file has no blocks");
+    pwrite_all(&fd, &data, 0)?;
+    let written = fstat(&fd)?;
+    assert_eq!(written.st_size, data.len() as i64, "the size at once");
+    fsync(&fd)?;
+    let synced = fstat(&fd)?;
+    ensure!(
+        synced.st_blocks >= to_off(2 * MIB / 512),
+        "st_blocks after fsync: {} (of 512 bytes), for {} bytes written",
+        synced.st_blocks,
+        data.len()
+    );
+    assert_eq!(
+        (synced.st_mtime, synced.st_mtime_nsec),
+        (written.st_mtime, written.st_mtime_nsec),
+        "the write's mtime, unchanged by writing back"
+    );
+    // Appending in small writes allocates block by block.
+    let before = synced.st_blocks;
+    pwrite_all(&fd, &data[..10_000], data.len() as u64)?;
+    fsync(&fd)?;
+    ensure!(
+        fstat(&fd)?.st_blocks > before,
+        "st_blocks grows with an appended, synced write"
+    );
+    drop(fd);
+    let mut model = SparseData::new();
+    model.write(0, &data);
+    model.write(data.len() as u64, &data[..10_000]);
+    fs.remount()?;
+    ensure!(
+        meta(&f)?.blocks() >= before as u64,
+        "st_blocks after a remount"
+    );
+    fs.expected.file("f", model);
     fs.finish()
 }
 

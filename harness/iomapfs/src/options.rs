@@ -101,6 +101,8 @@ pub struct MountOptions {
     pub ms_flags: u64,
     pub iomap: IomapPolicy,
     pub threads: usize,
+    /// Ask for the kernel's writeback cache in classic mode (see `server::init`).
+    pub writeback_cache: bool,
     pub debug: bool,
     /// Where to write the mode in use (`iomap` or `classic`) once INIT is done.
     pub mode_file: Option<PathBuf>,
@@ -140,6 +142,7 @@ impl Default for MountOptions {
             // Measured on 2 cores (`cargo xtask bench server --quick`, threads 1 to 16):
             // 8 beat 4 on every row (4k O_DIRECT reads 37k -> 45k IOPS), 16 no better.
             threads: 8,
+            writeback_cache: true,
             debug: false,
             mode_file: None,
             fsname: None,
@@ -174,6 +177,11 @@ Mount options (-o, comma separated):
                          --vhost-user-socket, the virtio-fs request queues offered
                          (at most 16)
   attr_timeout=SECS      entry/attribute cache time granted to the kernel (default 60)
+  writeback_cache, nowriteback_cache
+                         let the kernel cache buffered writes and send them in large
+                         batches (default on; classic mode over /dev/fuse only). Data
+                         written but not yet sent is lost if the server dies, as a
+                         kernel filesystem's is in a crash; fsync'd data is not
   mode_file=PATH         write `iomap` or `classic` to PATH once the kernel is connected
   fsname=NAME            source name shown in /proc/mounts
   subtype=NAME           mount type is fuse.NAME / fuseblk.NAME (default iomapfs;
@@ -238,6 +246,8 @@ impl MountOptions {
             "allow_other" => self.allow_other = true,
             "default_permissions" => self.default_permissions = true,
             "debug" => self.debug = true,
+            "writeback_cache" => self.writeback_cache = true,
+            "nowriteback_cache" => self.writeback_cache = false,
             "iomap" => self.iomap = need(key, value)?.parse()?,
             "threads" => {
                 let n: usize = need(key, value)?
@@ -346,6 +356,15 @@ mod tests {
         assert_eq!(o.attr_timeout, 60);
         let o = MountOptions::parse(["attr_timeout=1"]).unwrap();
         assert_eq!(o.attr_timeout, 1);
+    }
+
+    #[test]
+    fn the_writeback_cache_is_asked_for_unless_turned_off() {
+        assert!(MountOptions::parse(["rw"]).unwrap().writeback_cache);
+        let o = MountOptions::parse(["nowriteback_cache"]).unwrap();
+        assert!(!o.writeback_cache);
+        let o = MountOptions::parse(["nowriteback_cache", "writeback_cache"]).unwrap();
+        assert!(o.writeback_cache);
     }
 
     #[test]

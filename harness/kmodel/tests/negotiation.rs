@@ -140,8 +140,8 @@ fn every_session_appends_its_mode_to_the_mode_log() {
 
 /// Classic mode asks for what makes FUSE fast where it is safe because the server is the
 /// filesystem's only writer: parallel directory operations, readdirplus when it pays, 1 MiB
-/// requests, and entries and attributes the kernel may cache for a minute. Not (yet) the
-/// writeback cache: the kernel would keep st_blocks of written files stale.
+/// requests, entries and attributes the kernel may cache for a minute, and the writeback
+/// cache (unless `nowriteback_cache`).
 #[test]
 fn classic_mode_negotiates_the_fast_paths() {
     use fuse_wire::consts::*;
@@ -158,18 +158,23 @@ fn classic_mode_negotiates_the_fast_paths() {
         (FUSE_DO_READDIRPLUS, "FUSE_DO_READDIRPLUS"),
         (FUSE_MAX_PAGES, "FUSE_MAX_PAGES"),
         (FUSE_BIG_WRITES, "FUSE_BIG_WRITES"),
+        (FUSE_WRITEBACK_CACHE, "FUSE_WRITEBACK_CACHE"),
     ] {
         assert_ne!(k.conn.flags & bit, 0, "{name} in {:#x}", k.conn.flags);
     }
+    assert_eq!(k.conn.max_write, 1 << 20);
+    let f = k.create(FUSE_ROOT_ID, "f", 0o644).expect("create");
+    let valid = k.inode(f).expect("created").entry_valid;
+    assert!(valid >= 60, "entries valid for {valid} s");
+    k.destroy().expect("unmount");
+
+    let (fx, _) = fixture(&["nowriteback_cache"]);
+    let k = Kernel::mount_offering(&fx.spec, TIMEOUT, offer).expect("mount");
     assert_eq!(
         k.conn.flags & FUSE_WRITEBACK_CACHE,
         0,
         "{:#x}",
         k.conn.flags
     );
-    assert_eq!(k.conn.max_write, 1 << 20);
-    let f = k.create(FUSE_ROOT_ID, "f", 0o644).expect("create");
-    let valid = k.inode(f).expect("created").entry_valid;
-    assert!(valid >= 60, "entries valid for {valid} s");
     k.destroy().expect("unmount");
 }

@@ -194,7 +194,7 @@ impl Server {
         let len = data.len() as u64;
         let end = pos.checked_add(len).ok_or(Errno(libc::EFBIG))?;
         let _data = self.data_lock(ino).write();
-        let (pieces, old_size) = {
+        let (pieces, old_size, old_blocks) = {
             let mut meta = self.meta();
             let mut inode = Self::regular(&mut meta, ino)?;
             let fs = meta.writable()?;
@@ -208,9 +208,11 @@ impl Server {
                 });
             }
             let old_size = inode.size();
+            let old_blocks = inode.blocks_512();
             (
                 engine::begin_write(fs, ino, &mut inode, pos, len)?,
                 old_size,
+                old_blocks,
             )
         };
         if pos > old_size {
@@ -261,8 +263,11 @@ impl Server {
             meta.direct_written.insert(ino, HashSet::new());
         }
         drop(meta);
-        // The kernel refreshes only size and times after a write.
-        if inode.mode() != old_mode {
+        // The kernel refreshes only size and times after a write, and with the writeback
+        // cache not even those: st_blocks would stay stale for the attribute timeout
+        // (`du` of a file just written and synced showing nothing).
+        let allocated = self.writeback.load(Ordering::Relaxed) && inode.blocks_512() != old_blocks;
+        if inode.mode() != old_mode || allocated {
             self.invalidate_attrs(ino);
         }
         Ok(WriteOut {

@@ -113,8 +113,17 @@ impl Server {
             // where writes never reach the server; not over virtio-fs, which cannot tell
             // the kernel its cached mode changed (FUSE_NOTIFY_INVAL_INODE).
             flags |= offered & FUSE_HANDLE_KILLPRIV_V2;
+            // The kernel keeps buffered writes in its page cache and sends them in large
+            // WRITEs (a 64 KiB O_APPEND write was a round trip, and an allocating one a
+            // device wait). It then trusts its own size and times, and keeps st_blocks
+            // until told: `write` tells it when a WRITE allocated (see there).
+            if self.opts.writeback_cache {
+                flags |= offered & FUSE_WRITEBACK_CACHE;
+            }
         }
         self.iomap.store(use_iomap, Ordering::Relaxed);
+        self.writeback
+            .store(flags & FUSE_WRITEBACK_CACHE != 0, Ordering::Relaxed);
         self.setxattr_ext
             .store(flags & FUSE_SETXATTR_EXT != 0, Ordering::Relaxed);
         self.proto_minor.store(arg.minor, Ordering::Relaxed);

@@ -162,6 +162,8 @@ pub struct Server {
     opts: MountOptions,
     /// Negotiated at INIT.
     iomap: AtomicBool,
+    /// FUSE_WRITEBACK_CACHE negotiated: the kernel caches buffered writes.
+    writeback: AtomicBool,
     /// FUSE_SETXATTR_EXT negotiated: SETXATTR requests have the 16-byte header.
     setxattr_ext: AtomicBool,
     proto_minor: AtomicU32,
@@ -264,6 +266,7 @@ impl Server {
             data_locks: (0..DATA_LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
             opts,
             iomap: AtomicBool::new(false),
+            writeback: AtomicBool::new(false),
             setxattr_ext: AtomicBool::new(false),
             proto_minor: AtomicU32::new(0),
             next_fh: AtomicU64::new(1),
