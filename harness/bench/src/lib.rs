@@ -5,6 +5,7 @@
 //! the targets take turns, `--reps` times, and the table gives medians and the worst run
 //! (`stats`).
 
+mod flames;
 mod rows;
 mod stats;
 
@@ -61,6 +62,10 @@ pub struct ServerBench {
     /// Targets to measure, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "ext4,fuse2fs,iomapfs")]
     targets: Vec<Target>,
+    /// Draw a flame graph of each phase of each pass into DIR (`perf record -a -g` of the
+    /// whole machine while the phase runs; REP-TARGET-PHASE.svg).
+    #[arg(long, value_name = "DIR")]
+    flamegraphs: Option<PathBuf>,
     /// Where images and mounts go (needs 2×size + 1 GiB free).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -131,6 +136,11 @@ fn server(b: &ServerBench, ui: &Ui) -> Result<()> {
     if b.targets.contains(&Target::Fuse2fs) && which("fuse2fs").is_none() {
         return Err(usage("fuse2fs is missing: apt-get install fuse2fs"));
     }
+    if b.flamegraphs.is_some() && which("perf").is_none() {
+        return Err(usage(
+            "--flamegraphs needs perf: apt-get install linux-perf",
+        ));
+    }
     if b.reps == 0 {
         return Err(usage("--reps must be at least 1"));
     }
@@ -167,6 +177,13 @@ fn server(b: &ServerBench, ui: &Ui) -> Result<()> {
         bail!("cargo build --release -p iomapfs failed");
     }
 
+    let flames_dir = match &b.flamegraphs {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            Some(std::fs::canonicalize(dir)?)
+        }
+        None => None,
+    };
     let mut rows: Vec<Row> = Vec::new();
     // The targets take turns within each repetition, so that a change in the machine's
     // load during the run falls on all of them alike.
@@ -174,7 +191,11 @@ fn server(b: &ServerBench, ui: &Ui) -> Result<()> {
         for (target, fs) in &targets {
             let target = *target;
             ui.step(format!("{} ({rep}/{})", target.name(), b.reps));
-            for figure in one_pass(&sizes, &work, target, fs.as_ref(), ui)? {
+            let flames = flames_dir.as_ref().map(|dir| flames::Flames {
+                dir: dir.clone(),
+                prefix: format!("{rep}-{}", target.name()),
+            });
+            for figure in one_pass(&sizes, &work, target, fs.as_ref(), ui, flames.as_ref())? {
                 stats::record(&mut rows, target, figure);
             }
         }
@@ -197,6 +218,7 @@ fn one_pass(
     target: Target,
     fs: &dyn test_support::Target,
     ui: &Ui,
+    flames: Option<&flames::Flames>,
 ) -> Result<Vec<Figure>> {
     let image = work.join(format!("{}.img", target.name()));
     let mnt = work.join(format!("{}.mnt", target.name()));
@@ -205,7 +227,7 @@ fn one_pass(
     std::fs::create_dir_all(&mnt)?;
     make_image(&image, sizes.size_mib * 2 + 1024)?;
     let mount = fs.mount(&image, &mnt, &MountOptions::default(), &log)?;
-    let results = rows::measure(sizes, &mnt, ui);
+    let results = rows::measure(sizes, &mnt, ui, flames);
     let unmounted = mount.unmount();
     let results = results?;
     unmounted?;

@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 
 use plumbing::ui::Ui;
 
+use crate::flames::Flames;
+
 /// What one pass measures.
 #[derive(Clone, Debug)]
 pub struct Sizes {
@@ -66,7 +68,7 @@ fn fio(dir: &Path, name: &str, args: &[&str], extra: &[String]) -> Result<(f64, 
     Ok((r.mb_s, r.iops))
 }
 
-pub fn measure(s: &Sizes, mnt: &Path, ui: &Ui) -> Result<Vec<Figure>> {
+pub fn measure(s: &Sizes, mnt: &Path, ui: &Ui, flames: Option<&Flames>) -> Result<Vec<Figure>> {
     let size = vec![format!("--size={}M", s.size_mib)];
     let timed = vec![
         format!("--size={}M", s.size_mib),
@@ -78,58 +80,72 @@ pub fn measure(s: &Sizes, mnt: &Path, ui: &Ui) -> Result<Vec<Figure>> {
         ui.note(format!("{name}: {v:.1} {unit}"));
         out.push((name, unit, lower, v));
     };
+    // Each phase under its own flame graph when asked for.
+    let phase =
+        |name: &str, run: &dyn Fn() -> Result<(f64, f64)>| Flames::profile(flames, name, run);
     let seq = ["--bs=1M", "--filename=seq"];
-    let (bw, _) = fio(
-        mnt,
-        "seqwrite",
-        &[&seq[..], &["--rw=write", "--end_fsync=1"]].concat(),
-        &size,
-    )?;
+    let (bw, _) = phase("seqwrite", &|| {
+        fio(
+            mnt,
+            "seqwrite",
+            &[&seq[..], &["--rw=write", "--end_fsync=1"]].concat(),
+            &size,
+        )
+    })?;
     row("seq write 1M buffered", "MB/s", false, bw);
     drop_caches();
-    let (bw, _) = fio(mnt, "seqread", &[&seq[..], &["--rw=read"]].concat(), &size)?;
+    let (bw, _) = phase("seqread", &|| {
+        fio(mnt, "seqread", &[&seq[..], &["--rw=read"]].concat(), &size)
+    })?;
     row("seq read 1M buffered", "MB/s", false, bw);
     let dseq = ["--bs=1M", "--direct=1", "--filename=dseq"];
-    let (bw, _) = fio(
-        mnt,
-        "dwrite",
-        &[&dseq[..], &["--rw=write", "--end_fsync=1"]].concat(),
-        &size,
-    )?;
+    let (bw, _) = phase("dwrite", &|| {
+        fio(
+            mnt,
+            "dwrite",
+            &[&dseq[..], &["--rw=write", "--end_fsync=1"]].concat(),
+            &size,
+        )
+    })?;
     row("seq write 1M O_DIRECT", "MB/s", false, bw);
-    let (bw, _) = fio(mnt, "dread", &[&dseq[..], &["--rw=read"]].concat(), &size)?;
+    let (bw, _) = phase("dread", &|| {
+        fio(mnt, "dread", &[&dseq[..], &["--rw=read"]].concat(), &size)
+    })?;
     row("seq read 1M O_DIRECT", "MB/s", false, bw);
     let rand = ["--bs=4k", "--direct=1", "--filename=dseq"];
-    let (_, iops) = fio(
-        mnt,
-        "randread",
-        &[&rand[..], &["--rw=randread"]].concat(),
-        &timed,
-    )?;
+    let (_, iops) = phase("randread", &|| {
+        fio(
+            mnt,
+            "randread",
+            &[&rand[..], &["--rw=randread"]].concat(),
+            &timed,
+        )
+    })?;
     row("rand read 4k O_DIRECT", "IOPS", false, iops);
-    let (_, iops) = fio(
-        mnt,
-        "randwrite",
-        &[&rand[..], &["--rw=randwrite"]].concat(),
-        &timed,
-    )?;
+    let (_, iops) = phase("randwrite", &|| {
+        fio(
+            mnt,
+            "randwrite",
+            &[&rand[..], &["--rw=randwrite"]].concat(),
+            &timed,
+        )
+    })?;
     row("rand write 4k O_DIRECT", "IOPS", false, iops);
-    row(
-        "4 appenders 64k + fsync",
-        "MB/s",
-        false,
-        appenders(mnt, 4, 64 << 10, (s.append_mib as usize) << 20)?,
-    );
-    let (p50, p99) = fsync_latency(mnt, s.fsyncs)?;
+    let (rate, _) = phase("appenders", &|| {
+        Ok((
+            appenders(mnt, 4, 64 << 10, (s.append_mib as usize) << 20)?,
+            0.0,
+        ))
+    })?;
+    row("4 appenders 64k + fsync", "MB/s", false, rate);
+    let (p50, p99) = phase("fsync", &|| fsync_latency(mnt, s.fsyncs))?;
     row("4k write+fsync p50", "us", true, p50);
     row("4k write+fsync p99", "us", true, p99);
-    row(
-        "create+stat+unlink",
-        "files/s",
-        false,
-        create_stat_unlink(mnt, s.files)?,
-    );
-    let mix = metadata_mix(mnt, s.entries)?;
+    let (rate, _) = phase("create-stat-unlink", &|| {
+        Ok((create_stat_unlink(mnt, s.files)?, 0.0))
+    })?;
+    row("create+stat+unlink", "files/s", false, rate);
+    let mix = Flames::profile(flames, "mix", || metadata_mix(mnt, s.entries))?;
     row("mix: create+mkdir", "ops/s", false, mix.create);
     row("mix: rename", "ops/s", false, mix.rename);
     row("mix: readdir", "entries/s", false, mix.readdir);
