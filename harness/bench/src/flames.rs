@@ -1,10 +1,11 @@
 //! `--flamegraphs DIR`: a flame graph of each phase of a pass. `perf record -a -g` samples
 //! the whole machine while the phase runs, because a FUSE round trip's cost is spread over
 //! the caller, the kernel and the server; inferno folds `perf script`'s stacks and draws
-//! them (one SVG per phase, named `REP-TARGET-PHASE.svg`).
+//! them (one SVG per phase, named `REP-TARGET-PHASE.svg`, beside its folded stacks).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -86,12 +87,9 @@ impl Recorder {
             nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
         }
         let out = self.perf.wait()?;
-        // perf exits non-zero after a SIGINT on some versions: its samples are still whole.
-        if out
-            .status
-            .code()
-            .is_none_or(|c| c != 0 && c != 130 && c != 2)
-        {
+        // perf writes its samples out, then dies of the SIGINT it was sent.
+        let interrupted = out.status.signal() == Some(nix::sys::signal::Signal::SIGINT as i32);
+        if !out.status.success() && !interrupted {
             bail!(
                 "perf record failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
@@ -109,6 +107,8 @@ fn draw(data: &Path, svg: &Path, title: &str) -> Result<()> {
         .context("running perf script")?;
     let mut folded = Vec::new();
     Folder::from(FoldOptions::default()).collapse(BufReader::new(script), &mut folded)?;
+    // The folded stacks too: text to grep, and what inferno-diff-folded compares.
+    std::fs::write(svg.with_extension("folded"), &folded)?;
     let mut options = GraphOptions::default();
     options.title = title.to_string();
     let out = BufWriter::new(File::create(svg)?);
