@@ -2,6 +2,7 @@
 
 use ext2fs::{Ino, Inode, Timestamp};
 use fuse_wire::structs::Attr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// FUSE's root nodeid (1) is ext4's root inode (2); every other nodeid is the inode number.
 pub const EXT4_ROOT_INO: Ino = 2;
@@ -25,11 +26,29 @@ pub fn nodeid_of(ino: Ino) -> u64 {
     }
 }
 
+/// Nanoseconds since the epoch that `now` answers while a recording is replayed (0: the
+/// real clock). See `set_replay_clock`.
+static REPLAY_CLOCK_NS: AtomicU64 = AtomicU64::new(0);
+
+/// A replay serves each request at the time it was recorded, so the times the server sets
+/// keep their order against times the recorded kernel sent (SETATTR from the writeback
+/// cache, utimensat), as atime decisions need. `None` goes back to the real clock.
+pub fn set_replay_clock(ns_since_epoch: Option<u64>) {
+    REPLAY_CLOCK_NS.store(ns_since_epoch.unwrap_or(0), Ordering::Relaxed);
+}
+
 /// Now, as an ext4 timestamp, from the clock the kernel stamps inodes with (coarse: the
 /// last tick). With the writeback cache the kernel sets a written file's mtime itself; a
 /// finer clock here would give a file created just before a write a birth time after it.
 pub fn now() -> Timestamp {
     use nix::time::{clock_gettime, ClockId};
+    let replayed = REPLAY_CLOCK_NS.load(Ordering::Relaxed);
+    if replayed != 0 {
+        return Timestamp {
+            sec: (replayed / 1_000_000_000) as i64,
+            nsec: (replayed % 1_000_000_000) as u32,
+        };
+    }
     let t = clock_gettime(ClockId::CLOCK_REALTIME_COARSE)
         .or_else(|_| clock_gettime(ClockId::CLOCK_REALTIME))
         .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));

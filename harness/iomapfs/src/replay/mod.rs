@@ -198,6 +198,7 @@ pub fn replay(cfg: &Config) -> Result<Report> {
         open: &|| open().map(|(server, _)| server),
         capture: &capture,
         view: check::KernelView::new(info.block_size),
+        started_ns: None,
         report: Report {
             requests: 0,
             replies: 0,
@@ -209,7 +210,9 @@ pub fn replay(cfg: &Config) -> Result<Report> {
         },
     };
     let mut schedule = schedule::Schedule::new(reader);
+    run.started_ns = meta.get("started").and_then(parse_wall_clock);
     let read = run.all(&mut schedule);
+    crate::attr::set_replay_clock(None);
     // Close the filesystem whatever happened; at the end of a complete recording its
     // notifications (orphans freed at close) are compared too.
     capture.take();
@@ -238,6 +241,16 @@ pub fn replay(cfg: &Config) -> Result<Report> {
             .push(format!("closing the replayed filesystem failed: {e:?}"));
     }
     Ok(run.report)
+}
+
+/// `SECONDS.NANOSECONDS` (the header's `started`) as nanoseconds since the epoch.
+fn parse_wall_clock(text: &str) -> Option<u64> {
+    let (secs, nanos) = text.split_once('.')?;
+    let (secs, nanos): (u64, u64) = (secs.parse().ok()?, nanos.parse().ok()?);
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 /// The recorded `-o` words, less those that do not apply, then the caller's.
@@ -294,6 +307,8 @@ struct Run<'a> {
     open: &'a dyn Fn() -> Result<Server>,
     capture: &'a Capture,
     view: check::KernelView,
+    /// The recording's wall-clock start (`started`), nanoseconds since the epoch.
+    started_ns: Option<u64>,
     report: Report,
 }
 
@@ -326,6 +341,8 @@ impl Run<'_> {
     /// Replays one exchange; the first finding, if any.
     fn one(&mut self, ex: &schedule::Exchange) -> Option<Finding> {
         self.report.requests += 1;
+        let at = self.started_ns.map(|t| t.saturating_add(ex.received_ns));
+        crate::attr::set_replay_clock(at);
         if let Err(e) = crate::dispatch::handle_one(&self.server, self.capture, &ex.request) {
             tracing::warn!("replay: sending the answer failed: {e}");
         }
@@ -490,6 +507,24 @@ impl Transport for Capture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_recorded_start_is_read_as_nanoseconds_or_not_at_all() {
+        assert_eq!(
+            parse_wall_clock("1796665412.000000007"),
+            Some(1_796_665_412_000_000_007)
+        );
+        for bad in [
+            "",
+            "12",
+            "x.1",
+            "1.x",
+            "1.1000000000",
+            "99999999999999999999.0",
+        ] {
+            assert_eq!(parse_wall_clock(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_recorded_options_apply_less_outputs_and_faults() {
