@@ -117,6 +117,8 @@ pub struct ConnState {
     pub no_ioend: bool,
     pub no_fsync: bool,
     pub no_syncfs: bool,
+    /// The server has no FLUSH (answered ENOSYS once): close sends only RELEASE.
+    pub no_flush: bool,
 }
 
 /// What the model's INIT offers: a protocol minor and the init flags.
@@ -866,16 +868,36 @@ impl Kernel {
         Ok(open.fh)
     }
 
-    /// Closes the file: FLUSH (sent even with FOPEN_NOFLUSH for iomap) and RELEASE.
+    /// Closes the file: FLUSH (sent even with FOPEN_NOFLUSH for iomap, never again once
+    /// answered ENOSYS) and RELEASE.
     pub fn release(&mut self, node: NodeId) -> Result<()> {
         let Some(fh) = self.inode(node)?.fh else {
             return Ok(());
         };
-        let flush = FlushIn {
-            fh,
-            ..Default::default()
-        };
-        self.call_empty(&Request::new(Opcode::Flush, node).arg(&flush))?;
+        if !self.conn.no_flush {
+            let flush = FlushIn {
+                fh,
+                ..Default::default()
+            };
+            let req = Request::new(Opcode::Flush, node).arg(&flush);
+            match self.call(&req)? {
+                Reply { error, .. } if -error == ENOSYS => self.conn.no_flush = true,
+                r if r.error != 0 => {
+                    return Err(Error::Errno {
+                        request: req.summary(),
+                        errno: -r.error,
+                    })
+                }
+                r if !r.payload.is_empty() => {
+                    return Err(Error::Violation {
+                        rule: "FLUSH reply carries no payload".into(),
+                        request: req.summary(),
+                        reply: r.summary(),
+                    })
+                }
+                _ => {}
+            }
+        }
         let rel = ReleaseIn {
             fh,
             flags: O_RDWR,

@@ -36,17 +36,12 @@ impl Server {
         }
     }
 
-    /// RELEASE: the kernel closed the handle.
-    pub(crate) fn release(&self, ino: Option<Ino>, fh: u64) {
-        self.wb.release(fh);
-        self.closing(ino, fh);
-    }
-
-    /// FLUSH or RELEASE of `fh` on `ino`. If its open dropped the kernel's cached pages
-    /// after an O_DIRECT write (see `open`), the drop is done: the kernel drops them
+    /// RELEASE: the kernel closed the handle. If its open dropped the kernel's cached
+    /// pages after an O_DIRECT write (see `open`), the drop is done: the kernel drops them
     /// before open(2) returns, so before any request on the handle. Opens may keep the
     /// cache again.
-    pub(crate) fn closing(&self, ino: Option<Ino>, fh: u64) {
+    pub(crate) fn release(&self, ino: Option<Ino>, fh: u64) {
+        self.wb.release(fh);
         let Some(ino) = ino else { return };
         let mut meta = self.meta();
         if meta
