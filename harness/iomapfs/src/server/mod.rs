@@ -3,9 +3,10 @@
 //!
 //! Locking: `meta` (libext2fs and the in-memory inode bookkeeping) is one mutex, held only
 //! for metadata work. File data moves outside it, serialised per inode by a striped
-//! read/write lock taken BEFORE `meta` (never the other way round): readers share it,
-//! writers, truncates and fallocates take it exclusively, so a read never sees blocks that
-//! a concurrent truncate freed.
+//! read/write lock taken BEFORE `meta` (never the other way round): readers and writes of
+//! whole blocks share it, other writes, truncates and fallocates take it exclusively, so
+//! no I/O ever touches blocks that a concurrent truncate freed, and no two writes share a
+//! block.
 
 mod acl;
 mod dir;
