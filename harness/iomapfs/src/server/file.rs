@@ -485,6 +485,10 @@ impl Server {
         if whence != SEEK_DATA && whence != SEEK_HOLE {
             return Err(Errno(libc::EINVAL));
         }
+        // The kernel asks without writing back its dirty pages first (fs/fuse/file.c
+        // fuse_lseek): data just written would look like a hole, and `cp` would copy
+        // zeroes for it. Before any lock: the WRITEs this causes take them.
+        self.write_back_kernel_pages(ino, pos);
         let _data = self.data_lock(ino).read();
         let mut meta = self.meta();
         let inode = Self::regular(&mut meta, ino)?;

@@ -475,13 +475,29 @@ impl Server {
     /// something the kernel did not ask for (fallocate dropping setgid) and would otherwise
     /// show until the attribute timeout. Transports without notifications (virtio-fs) skip it.
     pub(crate) fn invalidate_attrs(&self, ino: Ino) {
+        // Negative: the attributes only, no page cache.
+        self.notify_inval_inode(ino, -1);
+    }
+
+    /// Has the kernel write back the dirty pages it caches of `ino` from byte `from` on
+    /// (the writeback cache), and drop them with its attributes: each dirty page is written
+    /// (a WRITE the other threads serve) before the notification returns. Nothing over
+    /// transports without notifications, nor without the writeback cache.
+    pub(crate) fn write_back_kernel_pages(&self, ino: Ino, from: u64) {
+        if self.writeback.load(Ordering::Relaxed) {
+            self.notify_inval_inode(ino, i64::try_from(from).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// FUSE_NOTIFY_INVAL_INODE: attributes, and with `off` >= 0 the cached pages from `off`
+    /// to the end of the file.
+    fn notify_inval_inode(&self, ino: Ino, off: i64) {
         let Some(transport) = self.transport.get() else {
             return;
         };
         let payload = fuse_wire::structs::NotifyInvalInodeOut {
             ino: crate::attr::nodeid_of(ino),
-            // Negative: the attributes only, no page cache.
-            off: -1,
+            off,
             len: 0,
         };
         if let Err(e) = crate::reply::send_notification(
