@@ -67,7 +67,10 @@ impl Transport for DevFuse {
                 Ok(n) => return Ok(Some(n)),
                 // The request was interrupted before we read it, or a signal arrived.
                 Err(Errno::ENOENT | Errno::EINTR) => continue,
-                Err(Errno::ENODEV) => return Ok(None),
+                // The session is over: unmounted (ENODEV), or unmounted while this read
+                // was taking a request (the kernel's fuse_dev_do_read answers
+                // ECONNABORTED then, also when nobody aborted the connection), or aborted.
+                Err(Errno::ENODEV | Errno::ECONNABORTED) => return Ok(None),
                 Err(e) => return Err(e.into()),
             }
         }
