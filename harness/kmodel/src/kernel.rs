@@ -366,6 +366,26 @@ impl Kernel {
         Ok(())
     }
 
+    /// A request whose reply carries no payload, where ENOSYS means the server lacks the
+    /// operation (the kernel then stops sending it): whether it answered ENOSYS. `name`
+    /// names the opcode in a violation.
+    fn call_empty_unless_enosys(&mut self, req: &Request, name: &str) -> Result<bool> {
+        let reply = self.call(req)?;
+        match -reply.error {
+            0 if reply.payload.is_empty() => Ok(false),
+            ENOSYS => Ok(true),
+            0 => Err(Error::Violation {
+                rule: format!("{name} reply carries no payload"),
+                request: req.summary(),
+                reply: reply.summary(),
+            }),
+            e => Err(Error::Errno {
+                request: req.summary(),
+                errno: e,
+            }),
+        }
+    }
+
     /// Validates notifications the way fuse_notify() would; a rejected one is a server bug.
     /// On a shared connection the reader thread did that already; its findings come here.
     fn check_notifications(&mut self, req: &Request) -> Result<()> {
@@ -880,23 +900,7 @@ impl Kernel {
                 ..Default::default()
             };
             let req = Request::new(Opcode::Flush, node).arg(&flush);
-            match self.call(&req)? {
-                Reply { error, .. } if -error == ENOSYS => self.conn.no_flush = true,
-                r if r.error != 0 => {
-                    return Err(Error::Errno {
-                        request: req.summary(),
-                        errno: -r.error,
-                    })
-                }
-                r if !r.payload.is_empty() => {
-                    return Err(Error::Violation {
-                        rule: "FLUSH reply carries no payload".into(),
-                        request: req.summary(),
-                        reply: r.summary(),
-                    })
-                }
-                _ => {}
-            }
+            self.conn.no_flush = self.call_empty_unless_enosys(&req, "FLUSH")?;
         }
         let rel = ReleaseIn {
             fh,
@@ -969,24 +973,8 @@ impl Kernel {
             fsync_flags: 0,
             padding: 0,
         });
-        match self.call(&req)? {
-            Reply {
-                error: 0, payload, ..
-            } if payload.is_empty() => Ok(()),
-            Reply { error, .. } if -error == ENOSYS => {
-                self.conn.no_fsync = true;
-                Ok(())
-            }
-            r if r.error != 0 => Err(Error::Errno {
-                request: req.summary(),
-                errno: -r.error,
-            }),
-            r => Err(Error::Violation {
-                rule: "FSYNC reply carries no payload".into(),
-                request: req.summary(),
-                reply: r.summary(),
-            }),
-        }
+        self.conn.no_fsync = self.call_empty_unless_enosys(&req, "FSYNC")?;
+        Ok(())
     }
 
     /// Writes back every inode's dirty pages.
@@ -1011,23 +999,8 @@ impl Kernel {
             return Ok(());
         }
         let req = Request::new(Opcode::Syncfs, FUSE_ROOT_ID).arg(&SyncfsIn { padding: 0 });
-        let reply = self.call(&req)?;
-        match -reply.error {
-            0 if reply.payload.is_empty() => Ok(()),
-            ENOSYS => {
-                self.conn.no_syncfs = true;
-                Ok(())
-            }
-            0 => Err(Error::Violation {
-                rule: "SYNCFS reply carries no payload".into(),
-                request: req.summary(),
-                reply: reply.summary(),
-            }),
-            e => Err(Error::Errno {
-                request: req.summary(),
-                errno: e,
-            }),
-        }
+        self.conn.no_syncfs = self.call_empty_unless_enosys(&req, "SYNCFS")?;
+        Ok(())
     }
 
     /// Freeze: sync the filesystem, then FREEZE_FS (ENOSYS means the freezer gets EOPNOTSUPP).
