@@ -80,69 +80,51 @@ pub fn measure(s: &Sizes, mnt: &Path, ui: &Ui, flames: Option<&Flames>) -> Resul
         ui.note(format!("{name}: {v:.1} {unit}"));
         out.push((name, unit, lower, v));
     };
-    // Each phase under its own flame graph when asked for.
-    let phase =
-        |name: &str, run: &dyn Fn() -> Result<(f64, f64)>| Flames::profile(flames, name, run);
+    // Each phase runs under its own flame graph when asked for; a fio job is its phase.
+    let job = |name: &str, args: &[&str], extra: &[String]| {
+        Flames::profile(flames, name, || fio(mnt, name, args, extra))
+    };
     let seq = ["--bs=1M", "--filename=seq"];
-    let (bw, _) = phase("seqwrite", &|| {
-        fio(
-            mnt,
-            "seqwrite",
-            &[&seq[..], &["--rw=write", "--end_fsync=1"]].concat(),
-            &size,
-        )
-    })?;
+    let (bw, _) = job(
+        "seqwrite",
+        &[&seq[..], &["--rw=write", "--end_fsync=1"]].concat(),
+        &size,
+    )?;
     row("seq write 1M buffered", "MB/s", false, bw);
     drop_caches();
-    let (bw, _) = phase("seqread", &|| {
-        fio(mnt, "seqread", &[&seq[..], &["--rw=read"]].concat(), &size)
-    })?;
+    let (bw, _) = job("seqread", &[&seq[..], &["--rw=read"]].concat(), &size)?;
     row("seq read 1M buffered", "MB/s", false, bw);
     let dseq = ["--bs=1M", "--direct=1", "--filename=dseq"];
-    let (bw, _) = phase("dwrite", &|| {
-        fio(
-            mnt,
-            "dwrite",
-            &[&dseq[..], &["--rw=write", "--end_fsync=1"]].concat(),
-            &size,
-        )
-    })?;
+    let (bw, _) = job(
+        "dwrite",
+        &[&dseq[..], &["--rw=write", "--end_fsync=1"]].concat(),
+        &size,
+    )?;
     row("seq write 1M O_DIRECT", "MB/s", false, bw);
-    let (bw, _) = phase("dread", &|| {
-        fio(mnt, "dread", &[&dseq[..], &["--rw=read"]].concat(), &size)
-    })?;
+    let (bw, _) = job("dread", &[&dseq[..], &["--rw=read"]].concat(), &size)?;
     row("seq read 1M O_DIRECT", "MB/s", false, bw);
     let rand = ["--bs=4k", "--direct=1", "--filename=dseq"];
-    let (_, iops) = phase("randread", &|| {
-        fio(
-            mnt,
-            "randread",
-            &[&rand[..], &["--rw=randread"]].concat(),
-            &timed,
-        )
-    })?;
+    let (_, iops) = job(
+        "randread",
+        &[&rand[..], &["--rw=randread"]].concat(),
+        &timed,
+    )?;
     row("rand read 4k O_DIRECT", "IOPS", false, iops);
-    let (_, iops) = phase("randwrite", &|| {
-        fio(
-            mnt,
-            "randwrite",
-            &[&rand[..], &["--rw=randwrite"]].concat(),
-            &timed,
-        )
-    })?;
+    let (_, iops) = job(
+        "randwrite",
+        &[&rand[..], &["--rw=randwrite"]].concat(),
+        &timed,
+    )?;
     row("rand write 4k O_DIRECT", "IOPS", false, iops);
-    let (rate, _) = phase("appenders", &|| {
-        Ok((
-            appenders(mnt, 4, 64 << 10, (s.append_mib as usize) << 20)?,
-            0.0,
-        ))
+    let rate = Flames::profile(flames, "appenders", || {
+        appenders(mnt, 4, 64 << 10, (s.append_mib as usize) << 20)
     })?;
     row("4 appenders 64k + fsync", "MB/s", false, rate);
-    let (p50, p99) = phase("fsync", &|| fsync_latency(mnt, s.fsyncs))?;
+    let (p50, p99) = Flames::profile(flames, "fsync", || fsync_latency(mnt, s.fsyncs))?;
     row("4k write+fsync p50", "us", true, p50);
     row("4k write+fsync p99", "us", true, p99);
-    let (rate, _) = phase("create-stat-unlink", &|| {
-        Ok((create_stat_unlink(mnt, s.files)?, 0.0))
+    let rate = Flames::profile(flames, "create-stat-unlink", || {
+        create_stat_unlink(mnt, s.files)
     })?;
     row("create+stat+unlink", "files/s", false, rate);
     let mix = Flames::profile(flames, "mix", || metadata_mix(mnt, s.entries))?;
