@@ -1,8 +1,9 @@
 //! ext4 inodes as FUSE attributes, and the clock.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use ext2fs::{Ino, Inode, Timestamp};
 use fuse_wire::structs::Attr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// FUSE's root nodeid (1) is ext4's root inode (2); every other nodeid is the inode number.
 pub const EXT4_ROOT_INO: Ino = 2;

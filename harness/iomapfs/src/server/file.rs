@@ -190,6 +190,7 @@ impl Server {
         let len = data.len() as u64;
         let end = pos.checked_add(len).ok_or(Errno(libc::EFBIG))?;
         let bs = self.block_size as u64;
+        let writeback = self.writeback_cache();
         // Writes of whole blocks share the inode's data lock, so that several (the
         // writeback cache's WRITEs of one file) wait for the device together; a truncate
         // still waits for them all. A write that shares a block with another (zero-padded
@@ -246,7 +247,7 @@ impl Server {
         // With the writeback cache the kernel keeps the times (its write(2) set them) and
         // sends them by SETATTR, which a WRITE still in flight may follow: stamping the
         // WRITE's own time would overwrite the write(2)'s (fstests generic/003).
-        if !self.writeback.load(Ordering::Relaxed) {
+        if !writeback {
             let t = now();
             inode.set_mtime(t);
             inode.set_ctime(t);
@@ -282,7 +283,7 @@ impl Server {
         // The kernel refreshes only size and times after a write, and with the writeback
         // cache not even those: st_blocks would stay stale for the attribute timeout
         // (`du` of a file just written and synced showing nothing).
-        let allocated = self.writeback.load(Ordering::Relaxed) && inode.blocks_512() != old_blocks;
+        let allocated = writeback && inode.blocks_512() != old_blocks;
         if inode.mode() != old_mode || allocated {
             self.invalidate_attrs(ino);
         }

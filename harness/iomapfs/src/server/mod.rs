@@ -313,6 +313,12 @@ impl Server {
         }
     }
 
+    /// Whether the kernel caches buffered writes (FUSE_WRITEBACK_CACHE negotiated): it then
+    /// keeps size and times itself, and writes back later.
+    pub(crate) fn writeback_cache(&self) -> bool {
+        self.writeback.load(Ordering::Relaxed)
+    }
+
     /// The options the server was started with.
     pub fn options(&self) -> &MountOptions {
         &self.opts
@@ -484,7 +490,7 @@ impl Server {
     /// (a WRITE the other threads serve) before the notification returns. Nothing over
     /// transports without notifications, nor without the writeback cache.
     pub(crate) fn write_back_kernel_pages(&self, ino: Ino, from: u64) {
-        if self.writeback.load(Ordering::Relaxed) {
+        if self.writeback_cache() {
             self.notify_inval_inode(ino, i64::try_from(from).unwrap_or(i64::MAX));
         }
     }
