@@ -56,6 +56,11 @@ fn record_and_replay_body(target: &dyn Target) -> Result<()> {
         "threads=1".into(),
         // The replay preens its copy as the server did its source.
         "preen".into(),
+        // The replay's clock is the recording's start plus each request's time, finer
+        // than the coarse clock the recorded server stamped with: a tie between a time it
+        // stamped and one the kernel sent can break the other way, and with it an atime
+        // decision (an OPEN's FOPEN_KEEP_CACHE). See RECORD.md.
+        "noatime".into(),
     ];
     let mut fs = TestFs::unmounted(target, spec)?;
     let before = rec_dir.path().join("before.img");
