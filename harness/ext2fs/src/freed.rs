@@ -5,7 +5,9 @@
 //! the end of the run with a count of zero.
 //!
 //! The same log records which block groups' bitmaps and descriptors changed (allocations
-//! and frees of blocks and inodes), so that `commit` writes only those groups.
+//! and frees of blocks and inodes), so that `commit` writes only those groups, and which
+//! inodes were written (libext2fs's `write_inode` hook sees every inode write, its own
+//! included), so that a cache of inodes kept beside the handle can drop them.
 
 use crate::fs::Fs;
 use crate::sys;
@@ -16,6 +18,8 @@ pub(crate) struct FreedLog {
     runs: Vec<(u64, u64)>,
     /// Groups whose bitmaps or descriptor changed since the last commit.
     pub(crate) groups: std::collections::BTreeSet<u32>,
+    /// Inodes written since the last `take_written_inodes`.
+    written: Vec<crate::inode::Ino>,
 }
 
 impl FreedLog {
@@ -43,6 +47,18 @@ unsafe extern "C" fn on_block(fs: sys::ext2_filsys, blk: sys::blk64_t, inuse: co
     }
 }
 
+unsafe extern "C" fn on_write_inode(
+    fs: sys::ext2_filsys,
+    ino: sys::ext2_ino_t,
+    _inode: *mut sys::ext2_inode,
+) -> sys::errcode_t {
+    if let Some(log) = unsafe { log_of(fs) } {
+        log.written.push(ino);
+    }
+    // Only noted: libext2fs goes on to write the inode itself.
+    sys::errcode_t::from(sys::EXT2_ET_CALLBACK_NOTHANDLED)
+}
+
 impl Fs {
     /// Starts logging freed blocks into `log` (owned by this `Fs`, stable address).
     pub(crate) fn install_freed_log(&mut self) {
@@ -55,6 +71,7 @@ impl Fs {
                 Some(on_block),
                 std::ptr::null_mut(),
             );
+            (*self.ptr()).write_inode = Some(on_write_inode);
         }
     }
 
@@ -64,6 +81,7 @@ impl Fs {
         unsafe {
             let fs = self.ptr();
             sys::ext2fs_set_block_alloc_stats_callback(fs, None, std::ptr::null_mut());
+            (*fs).write_inode = None;
             let log = (*fs).priv_data as *mut FreedLog;
             (*fs).priv_data = std::ptr::null_mut();
             if !log.is_null() {
@@ -129,6 +147,16 @@ impl Fs {
         // SAFETY: open handle.
         match unsafe { log_of(self.ptr()) } {
             Some(log) => std::mem::take(&mut log.runs),
+            None => Vec::new(),
+        }
+    }
+
+    /// The inodes written since the last call (a number may repeat), by this crate or by
+    /// libext2fs itself (directory, extent and xattr changes).
+    pub fn take_written_inodes(&mut self) -> Vec<crate::inode::Ino> {
+        // SAFETY: open handle.
+        match unsafe { log_of(self.ptr()) } {
+            Some(log) => std::mem::take(&mut log.written),
             None => Vec::new(),
         }
     }

@@ -576,6 +576,36 @@ fn freed_blocks_are_logged_for_invalidation() {
 /// Where an inode lives on the device (debugfs `imap` is the oracle), and how deep its
 /// extent tree is: the write path orders the size before conversions in a separate tree.
 #[test]
+fn written_inodes_are_logged_for_caches() {
+    if !have_tools() {
+        return;
+    }
+    let img = mkfs(16, &["-b", "4096"]);
+    let mut fs = Fs::open(&img.path, true).unwrap();
+    let ino = create_file(&mut fs, ROOT_INO, b"f", 0o644);
+    assert!(fs.take_written_inodes().contains(&ino), "a new inode");
+    assert!(
+        fs.take_written_inodes().is_empty(),
+        "taking empties the log"
+    );
+    let _ = fs.read_inode(ino).unwrap();
+    assert!(fs.take_written_inodes().is_empty(), "reads are not logged");
+    let mut inode = fs.read_inode(ino).unwrap();
+    inode.set_uid(1000);
+    fs.write_inode(ino, &inode).unwrap();
+    assert_eq!(fs.take_written_inodes(), vec![ino]);
+    // libext2fs's own inode writes: an in-inode xattr is written by ext2fs_xattrs_write.
+    fs.xattr_set(ino, b"user.small", b"v", ext2fs::XattrSetMode::Any)
+        .unwrap();
+    assert!(
+        fs.take_written_inodes().contains(&ino),
+        "the xattr write of {ino} is logged"
+    );
+    fs.close().unwrap();
+    fsck_clean(&img.path);
+}
+
+#[test]
 fn inode_location_and_extent_depth() {
     if !have_tools() {
         return;
