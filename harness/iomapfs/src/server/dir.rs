@@ -2,10 +2,9 @@
 
 use ext2fs::{FileType, Ino};
 use fuse_wire::reply::DirentBuf;
-use fuse_wire::structs::{Kstatfs, OpenOut, StatfsOut, StatxOut};
+use fuse_wire::structs::{EntryOut, Kstatfs, OpenOut, StatfsOut, StatxOut};
 
 use super::{Errno, Server};
-use crate::attr::nodeid_of;
 
 /// d_type values (DT_*) for readdir.
 fn dtype(t: FileType) -> u32 {
@@ -19,6 +18,14 @@ fn dtype(t: FileType) -> u32 {
         FileType::Symlink => libc::DT_LNK as u32,
         FileType::Unknown => libc::DT_UNKNOWN as u32,
     }
+}
+
+/// A READDIRPLUS entry without attributes (nodeid 0): the kernel lists the name and
+/// takes no reference.
+fn listed_only(ino: Ino) -> EntryOut {
+    let mut entry = EntryOut::default();
+    entry.attr.ino = ino as u64;
+    entry
 }
 
 impl Server {
@@ -46,64 +53,58 @@ impl Server {
             self.touch_atime(&mut meta, ino, &mut dir, true)?;
         }
         let mut buf = DirentBuf::new(size as usize);
-        let mut entries = Vec::new();
-        let mut bytes = 0;
-        meta.fs()?.read_dir(ino, cookie, |e| {
-            entries.push((e.ino, e.name.to_vec(), e.ftype, e.next_cookie));
-            // Up to the first entry that does not fit (the packing below stops there): a
-            // directory is walked once, not once per reply.
-            bytes += DirentBuf::record_size(e.name.len(), plus);
-            bytes <= size as usize && entries.len() < 4096
-        })?;
-        for (child, name, ftype, next) in entries {
+        // Entries are packed during the walk, up to the first that does not fit: a
+        // directory is walked once, not once per reply.
+        let mut problems = Vec::new();
+        let mut failed = None;
+        let m = &mut *meta;
+        let (fs, lookups) = (m.fs.as_ref().ok_or(Errno(libc::EIO))?, &mut m.lookups);
+        fs.read_dir(ino, cookie, |e| {
+            let (child, name, next, dt) = (e.ino, e.name, e.next_cookie, dtype(e.ftype));
             if name.contains(&b'/') || name.contains(&0) {
                 // The kernel refuses a whole READDIR reply over one such name (EIO); a
                 // corrupt entry is left out instead, and the filesystem errored.
-                self.mark_errored(
-                    &mut meta,
-                    &format!(
-                        "directory {ino} has an entry named {:?}",
-                        String::from_utf8_lossy(&name)
-                    ),
-                );
-                continue;
+                let shown = String::from_utf8_lossy(name);
+                problems.push(format!("directory {ino} has an entry named {shown:?}"));
+                return true;
             }
+            if !plus {
+                return buf.push(child as u64, next, dt, name);
+            }
+            // The kernel takes no references for "." and "..". An inode it already holds
+            // has attributes it keeps exact (only this mount changes them): without them
+            // it skips the entry instead of looking the name up in its dcache and
+            // refreshing the inode, and the inode is not read here.
             let dot = name == b"." || name == b"..";
-            let fits = if plus {
-                if dot {
-                    // The kernel does not take references for "." and "..".
-                    let mut entry = fuse_wire::structs::EntryOut::default();
-                    entry.attr.ino = child as u64;
-                    buf.push_plus(&entry, next, dtype(ftype), &name)
-                } else {
-                    match meta.fs()?.read_inode(child) {
-                        Ok(inode) => {
-                            let entry = self.entry_out_peek(child, &inode);
-                            let fits = buf.push_plus(&entry, next, dtype(ftype), &name);
-                            if fits {
-                                *meta.lookups.entry(child).or_insert(0) += 1;
-                            }
-                            fits
-                        }
-                        Err(e) if e.errno() == libc::EUCLEAN => {
-                            // An entry naming a reserved or impossible inode: listed, but
-                            // without attributes (nodeid 0), so the kernel never gets it.
-                            self.mark_errored(&mut meta, &format!("directory {ino}: {e}"));
-                            let mut entry = fuse_wire::structs::EntryOut::default();
-                            entry.attr.ino = child as u64;
-                            buf.push_plus(&entry, next, dtype(ftype), &name)
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            } else {
-                buf.push(child as u64, next, dtype(ftype), &name)
-            };
-            if !fits {
-                break;
+            if dot || lookups.get(&child).is_some_and(|&n| n > 0) {
+                return buf.push_plus(&listed_only(child), next, dt, name);
             }
+            match fs.read_inode(child) {
+                Ok(inode) => {
+                    let fits = buf.push_plus(&self.entry_out_peek(child, &inode), next, dt, name);
+                    if fits {
+                        *lookups.entry(child).or_insert(0) += 1;
+                    }
+                    fits
+                }
+                Err(e) if e.errno() == libc::EUCLEAN => {
+                    // An entry naming a reserved or impossible inode: listed, but without
+                    // attributes, so the kernel never gets it.
+                    problems.push(format!("directory {ino}: {e}"));
+                    buf.push_plus(&listed_only(child), next, dt, name)
+                }
+                Err(e) => {
+                    failed = Some(Errno::from(e));
+                    false
+                }
+            }
+        })?;
+        for why in &problems {
+            self.mark_errored(&mut meta, why);
         }
-        let _ = nodeid_of;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         Ok(buf)
     }
 
