@@ -126,8 +126,7 @@ impl Server {
     }
 
     pub(crate) fn statx(&self, ino: Ino) -> Result<StatxOut, Errno> {
-        let mut meta = self.meta();
-        let inode = meta.fs()?.read_inode(ino)?;
+        let inode = self.attr_inode(ino)?;
         let attr = crate::attr::to_attr(ino, &inode, self.block_size, self.attr_flags());
         let mut out = StatxOut {
             attr_valid: self.opts.attr_timeout,

@@ -13,6 +13,7 @@ mod dir;
 mod dircache;
 mod file;
 mod init;
+mod inodes;
 mod iomap;
 mod node;
 mod undo;
@@ -124,6 +125,9 @@ impl DerefMut for MetaGuard<'_> {
 
 impl Drop for MetaGuard<'_> {
     fn drop(&mut self) {
+        if let Some(fs) = self.guard.fs.as_mut() {
+            self.server.inodes.remove(&fs.take_written_inodes());
+        }
         let runs = self
             .guard
             .fs
@@ -160,6 +164,8 @@ pub struct Server {
     first_ino: Ino,
     inodes_count: Ino,
     data_locks: Vec<RwLock<()>>,
+    /// Inodes the kernel holds, for GETATTR and STATX without the metadata lock.
+    inodes: inodes::InodeCache,
     opts: MountOptions,
     /// Negotiated at INIT.
     iomap: AtomicBool,
@@ -259,6 +265,7 @@ impl Server {
                 dircache: Default::default(),
                 direct_written: HashMap::new(),
             }),
+            inodes: Default::default(),
             data: DataDevice::new(data, block_size),
             block_size,
             max_file_size,
@@ -549,6 +556,7 @@ impl Server {
             if left == 0 {
                 meta.lookups.remove(&ino);
                 meta.direct_written.remove(&ino);
+                self.inodes.remove(&[ino]);
                 self.wb.forget(ino);
                 if let Err(e) = self.free_if_orphan(&mut meta, ino) {
                     tracing::warn!(ino, "cannot free unlinked inode: {e:?}");
@@ -673,6 +681,7 @@ impl Server {
             }
         }
         let fs = meta.fs.take().expect("checked above");
+        self.inodes.clear();
         #[cfg(feature = "fault-injection")]
         if let Some(Fault::FailStep { .. }) = self.fault() {
             // Tests read this to know whether the failure they planned was reached.

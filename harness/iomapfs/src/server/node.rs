@@ -1,6 +1,6 @@
 //! Names and inodes: lookup, attributes, creating, linking, renaming, removing.
 
-use ext2fs::{FileType, Ino, Inode, Timestamp};
+use ext2fs::{FileType, Ino, Inode, Timestamp, ROOT_INO};
 use fuse_wire::consts::*;
 use fuse_wire::request::Request;
 use fuse_wire::structs::SetattrIn;
@@ -104,9 +104,22 @@ impl Server {
     }
 
     pub(crate) fn getattr(&self, ino: Ino) -> Result<AttrOut, Errno> {
-        let mut meta = self.meta();
-        let inode = meta.fs()?.read_inode(ino)?;
+        let inode = self.attr_inode(ino)?;
         Ok(self.attr_out(ino, &inode))
+    }
+
+    /// The inode for GETATTR or STATX: from the cache, without the metadata lock, or read
+    /// under it (and cached while the kernel holds the inode).
+    pub(crate) fn attr_inode(&self, ino: Ino) -> Result<Inode, Errno> {
+        if let Some(inode) = self.inodes.get(ino) {
+            return Ok(inode);
+        }
+        let meta = self.meta();
+        let inode = meta.fs.as_ref().ok_or(Errno(libc::EIO))?.read_inode(ino)?;
+        if ino == ROOT_INO || meta.lookups.contains_key(&ino) {
+            self.inodes.insert(&meta, ino, inode);
+        }
+        Ok(inode)
     }
 
     pub(crate) fn setattr(&self, ino: Ino, arg: &SetattrIn) -> Result<AttrOut, Errno> {
