@@ -44,7 +44,7 @@ pub struct ServerBench {
     /// Seconds for each random-I/O row [default: 10, quick: 3].
     #[arg(long)]
     runtime: Option<u64>,
-    /// Files in the create+stat+unlink row [default: 10000, quick: 2000].
+    /// Files in the create+stat+unlink rows [default: 10000, quick: 2000].
     #[arg(long)]
     files: Option<u64>,
     /// Entries in the metadata-mix directory [default: 100000, quick: 10000].

@@ -20,7 +20,7 @@ pub struct Sizes {
     pub size_mib: u64,
     /// Seconds of each random-I/O row.
     pub runtime: u64,
-    /// Files in the create+stat+unlink row.
+    /// Files in the create+stat+unlink rows (split between the threads in the 4-thread one).
     pub files: u64,
     /// Entries in the metadata-mix directory.
     pub entries: u64,
@@ -124,9 +124,13 @@ pub fn measure(s: &Sizes, mnt: &Path, ui: &Ui, flames: Option<&Flames>) -> Resul
     row("4k write+fsync p50", "us", true, p50);
     row("4k write+fsync p99", "us", true, p99);
     let rate = Flames::profile(flames, "create-stat-unlink", || {
-        create_stat_unlink(mnt, s.files)
+        create_stat_unlink(mnt, s.files, 1)
     })?;
     row("create+stat+unlink", "files/s", false, rate);
+    let rate = Flames::profile(flames, "create-stat-unlink-4", || {
+        create_stat_unlink(mnt, s.files, 4)
+    })?;
+    row("4 threads create+stat+unlink", "files/s", false, rate);
     let mix = Flames::profile(flames, "mix", || metadata_mix(mnt, s.entries))?;
     row("mix: create+mkdir", "ops/s", false, mix.create);
     row("mix: rename", "ops/s", false, mix.rename);
@@ -205,22 +209,46 @@ fn fsync_latency(mnt: &Path, rounds: u64) -> Result<(f64, f64)> {
     }
 }
 
-/// Creates, stats and unlinks `n` files; returns files per second.
-fn create_stat_unlink(mnt: &Path, n: u64) -> Result<f64> {
-    let dir = mnt.join("meta");
-    std::fs::create_dir_all(&dir)?;
+/// `threads` threads each create, stat and unlink `n / threads` files in a directory of
+/// their own; returns files per second. With more than one thread, the requests of
+/// different directories meet in the filesystem's locks.
+fn create_stat_unlink(mnt: &Path, n: u64, threads: u64) -> Result<f64> {
+    let per_thread = n / threads;
+    let dirs: Vec<_> = (0..threads)
+        .map(|t| mnt.join(format!("meta-{t}")))
+        .collect();
+    for dir in &dirs {
+        std::fs::create_dir_all(dir)?;
+    }
     let start = Instant::now();
-    for i in 0..n {
-        File::create(dir.join(format!("f{i}")))?;
+    std::thread::scope(|scope| -> Result<()> {
+        let handles: Vec<_> = dirs
+            .iter()
+            .map(|dir| {
+                scope.spawn(move || -> Result<()> {
+                    for i in 0..per_thread {
+                        File::create(dir.join(format!("f{i}")))?;
+                    }
+                    for i in 0..per_thread {
+                        std::fs::metadata(dir.join(format!("f{i}")))?;
+                    }
+                    for i in 0..per_thread {
+                        std::fs::remove_file(dir.join(format!("f{i}")))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("create+stat+unlink thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    let rate = (per_thread * threads) as f64 / start.elapsed().as_secs_f64();
+    for dir in &dirs {
+        std::fs::remove_dir(dir)?;
     }
-    for i in 0..n {
-        std::fs::metadata(dir.join(format!("f{i}")))?;
-    }
-    for i in 0..n {
-        std::fs::remove_file(dir.join(format!("f{i}")))?;
-    }
-    let rate = n as f64 / start.elapsed().as_secs_f64();
-    std::fs::remove_dir(&dir)?;
     Ok(rate)
 }
 
