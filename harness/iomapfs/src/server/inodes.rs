@@ -71,13 +71,7 @@ mod tests {
 
     fn server(dir: &std::path::Path) -> Server {
         let image = test_support::e2fs::new_ext4_image(dir, 16).unwrap();
-        let fs = ext2fs::Fs::open(&image, true).unwrap();
-        let data = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&image)
-            .unwrap();
-        Server::new(fs, data, MountOptions::default())
+        Server::open_image(&image, MountOptions::default()).unwrap()
     }
 
     #[test]

@@ -237,6 +237,20 @@ impl IomapReach {
 }
 
 impl Server {
+    /// A server on the filesystem in `image` (a file or a device), opened read-write
+    /// unless `opts.read_only`, with a descriptor of its own for file data.
+    pub fn open_image(image: &std::path::Path, opts: MountOptions) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let fs = Fs::open(image, !opts.read_only)
+            .with_context(|| format!("cannot open the ext4 filesystem of {}", image.display()))?;
+        let data = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!opts.read_only)
+            .open(image)
+            .with_context(|| format!("cannot open {} for data I/O", image.display()))?;
+        Ok(Self::new(fs, data, opts))
+    }
+
     pub fn new(fs: Fs, data: std::fs::File, opts: MountOptions) -> Self {
         let block_size = fs.block_size();
         let info = fs.info();

@@ -214,18 +214,7 @@ fn replies_that_do_not_fit_become_eio_or_nothing() {
 /// Opens a server on a fresh ext4 image in `dir`.
 fn opener(dir: &Path) -> OpenServer {
     let image = test_support::e2fs::new_ext4_image(dir, 32).unwrap();
-    Box::new(move || {
-        let fs = ext2fs::Fs::open(&image, true)?;
-        let data = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&image)?;
-        Ok(Server::new(
-            fs,
-            data,
-            crate::options::MountOptions::default(),
-        ))
-    })
+    Box::new(move || Server::open_image(&image, crate::options::MountOptions::default()))
 }
 
 /// That server behind `Sessions`, as the backend uses it.

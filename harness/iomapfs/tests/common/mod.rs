@@ -28,14 +28,8 @@ impl Kernel {
     /// A server with `opts` on a fresh 16 MiB image in `dir`.
     pub fn new(dir: &Path, opts: MountOptions) -> Self {
         let image = test_support::e2fs::new_ext4_image(dir, 16).unwrap();
-        let fs = ext2fs::Fs::open(&image, true).unwrap();
-        let data = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&image)
-            .unwrap();
         Self {
-            server: Server::new(fs, data, opts),
+            server: Server::open_image(&image, opts).unwrap(),
             unique: 0,
         }
     }
