@@ -9,18 +9,142 @@ use crate::engine::{Backing, Piece};
 /// Zeroes for padding partial blocks (ext4 blocks are at most 64 KiB).
 static ZEROES: [u8; 65536] = [0; 65536];
 
+/// Most parts a mapped READ reply is sent in (writev takes at most 1024).
+const MAX_MAPPED_PARTS: usize = 512;
+
 /// The server's own descriptor of the device, used only for file data.
 pub struct DataDevice {
     file: File,
     block_size: u64,
+    /// The whole device mapped read-only, when that worked.
+    map: Option<Mapping>,
+}
+
+/// A shared read-only mapping of the device: a READ reply can point into it, and the
+/// kernel then copies the data once, from the device's page cache into the reader's
+/// pages (pread then writev copy it twice).
+struct Mapping {
+    ptr: std::ptr::NonNull<std::ffi::c_void>,
+    len: usize,
+}
+
+// SAFETY: the mapping is only read, by the kernel, through slices handed to writev.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn new(file: &File) -> Option<Mapping> {
+        use nix::sys::mman::{mmap, MapFlags, ProtFlags};
+        use std::io::{Seek, SeekFrom};
+        // A block device's metadata length is 0: its size is where a seek to the end lands
+        // (data I/O is positioned, so the offset is not used otherwise).
+        let len = (&*file).seek(SeekFrom::End(0)).ok()?;
+        let len = std::num::NonZeroUsize::new(usize::try_from(len).ok()?)?;
+        // SAFETY: a new shared read-only mapping of our own descriptor; it is only ever
+        // read by the kernel (see `DataDevice::mapped`) and unmapped once, in `drop`.
+        let ptr = unsafe {
+            mmap(
+                None,
+                len,
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_SHARED,
+                file,
+                0,
+            )
+        };
+        match ptr {
+            Ok(ptr) => Some(Mapping {
+                ptr,
+                len: len.get(),
+            }),
+            Err(e) => {
+                tracing::debug!("the device cannot be mapped ({e}): READ replies are copied");
+                None
+            }
+        }
+    }
+
+    /// The device bytes `[addr, addr + len)`, if the mapping holds them.
+    fn slice(&self, addr: u64, len: u64) -> Option<&[u8]> {
+        let end = addr.checked_add(len)?;
+        if end > self.len as u64 {
+            return None;
+        }
+        // SAFETY: within the mapping, which lives as long as `self`. The bytes may change
+        // under a concurrent write (the device's page cache); callers only hand them to
+        // the kernel to copy, and never read them here.
+        Some(unsafe {
+            std::slice::from_raw_parts(
+                self.ptr.as_ptr().cast::<u8>().add(addr as usize),
+                len as usize,
+            )
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: mapped in `new` with this length; no slice of it outlives the device.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.len) };
+    }
+}
+
+/// The parts of `pieces` backed by written data within `[pos, end)`, in file order:
+/// `(from, to, device address of from)`. Holes and unwritten pieces read as zeroes.
+fn data_runs(pieces: &[Piece], pos: u64, end: u64) -> Vec<(u64, u64, u64)> {
+    let mut data: Vec<(u64, u64, u64)> = pieces
+        .iter()
+        .filter_map(|p| match p.backing {
+            Backing::Data { addr } => {
+                let (from, to) = (p.offset.max(pos), p.end().min(end));
+                (from < to).then_some((from, to, addr + (from - p.offset)))
+            }
+            _ => None,
+        })
+        .collect();
+    data.sort_unstable_by_key(|&(from, ..)| from);
+    data
 }
 
 impl DataDevice {
     pub fn new(file: File, block_size: u32) -> Self {
+        let map = Mapping::new(&file);
         Self {
             file,
             block_size: block_size as u64,
+            map,
         }
+    }
+
+    /// The file bytes `[pos, pos + len)` as parts of the device mapping and zeroes, for a
+    /// reply the kernel copies (never read here: a device page that fails to read would
+    /// be SIGBUS here, where the kernel's copy gets EFAULT). `None` without a mapping, or
+    /// when a piece lies outside it (a corrupt mapping: `read` reports it), or when there
+    /// are too many parts.
+    pub fn mapped(&self, pieces: &[Piece], pos: u64, len: u64) -> Option<Vec<&[u8]>> {
+        let map = self.map.as_ref()?;
+        let end = pos + len;
+        let mut parts = Vec::new();
+        let mut done = pos;
+        let zeroes = |parts: &mut Vec<&[u8]>, mut n: u64| {
+            while n > 0 {
+                let chunk = n.min(ZEROES.len() as u64);
+                parts.push(&ZEROES[..chunk as usize]);
+                n -= chunk;
+            }
+        };
+        for (start, to, addr) in data_runs(pieces, pos, end) {
+            let from = start.max(done);
+            if from >= to {
+                continue;
+            }
+            zeroes(&mut parts, from - done);
+            parts.push(map.slice(addr + (from - start), to - from)?);
+            done = to;
+        }
+        zeroes(&mut parts, end - done);
+        (parts.len() <= MAX_MAPPED_PARTS).then_some(parts)
     }
 
     pub fn file(&self) -> &File {
@@ -31,20 +155,9 @@ impl DataDevice {
     /// pieces read as zeroes. Every byte of `buf` is written (it may hold old bytes).
     pub fn read(&self, pieces: &[Piece], pos: u64, buf: &mut [u8]) -> io::Result<()> {
         let end = pos + buf.len() as u64;
-        let mut data: Vec<(u64, u64, u64)> = pieces
-            .iter()
-            .filter_map(|p| match p.backing {
-                Backing::Data { addr } => {
-                    let (from, to) = (p.offset.max(pos), p.end().min(end));
-                    (from < to).then_some((from, to, addr + (from - p.offset)))
-                }
-                _ => None,
-            })
-            .collect();
-        data.sort_unstable_by_key(|&(from, ..)| from);
         // Zeroes only between the data pieces: pread fills the rest.
         let mut done = pos;
-        for (start, to, addr) in data {
+        for (start, to, addr) in data_runs(pieces, pos, end) {
             // Overlapping pieces would be corrupt mappings; read each byte once anyway.
             let from = start.max(done);
             if from >= to {
@@ -236,6 +349,46 @@ mod tests {
         assert!(buf[at(2048)..at(3072)].iter().all(|&b| b == 0), "uncovered");
         assert!(buf[at(3072)..at(4096)].iter().all(|&b| b == 0xBB), "data");
         assert!(buf[at(4096)..].iter().all(|&b| b == 0), "past the pieces");
+    }
+
+    #[test]
+    fn mapped_parts_hold_what_read_reads() {
+        let size = 256 * 1024;
+        let f = tempfile::tempfile().unwrap();
+        let pattern: Vec<u8> = (0..size).map(|i| (i * 7 + i / 251) as u8).collect();
+        f.write_all_at(&pattern, 0).unwrap();
+        let dev = DataDevice::new(f, 1024);
+        let piece = |offset: u64, len: u64, backing| Piece {
+            offset,
+            len,
+            backing,
+        };
+        let layouts = [
+            // Out of order, with a hole, an unwritten piece and a gap no piece covers.
+            vec![
+                piece(3072, 1024, Backing::Data { addr: 6144 }),
+                piece(0, 1024, Backing::Hole),
+                piece(1024, 1024, Backing::Data { addr: 4096 }),
+                piece(4096, 1024, Backing::Unwritten { addr: 9216 }),
+            ],
+            // A hole longer than the zero buffer between two data pieces.
+            vec![
+                piece(0, 2048, Backing::Data { addr: 100 * 1024 }),
+                piece(2048, 150 * 1024, Backing::Hole),
+                piece(152 * 1024, 8192, Backing::Data { addr: 8192 }),
+            ],
+        ];
+        for pieces in &layouts {
+            for (pos, len) in [(0, 5000), (500, 3600), (1000, 160 * 1024), (7, 1)] {
+                let mut want = vec![1u8; len as usize];
+                dev.read(pieces, pos, &mut want).unwrap();
+                let parts = dev.mapped(pieces, pos, len).expect("mapped");
+                assert_eq!(parts.concat(), want, "{pieces:?} at {pos}+{len}");
+            }
+        }
+        // A piece past the end of the device is left to `read`, which reports it.
+        let outside = [piece(0, 4096, Backing::Data { addr: size as u64 })];
+        assert!(dev.mapped(&outside, 0, 4096).is_none());
     }
 
     #[test]

@@ -18,15 +18,21 @@ use crate::transport::Transport;
 pub fn handle_one(server: &Server, transport: &dyn Transport, bytes: &[u8]) -> io::Result<()> {
     match fuse_wire::request::parse_with(bytes, server.wire_layout()) {
         Ok(req) => {
-            let sent = match handle(server, &req) {
-                Some(answer) => {
+            // A READ reply the kernel copies may point into the device mapping; the
+            // operation sends it itself, under the inode's data lock.
+            let in_place = transport.copies_in_kernel().then_some(transport);
+            let mut sent_in_place = None;
+            let answer = handle_sending(server, &req, in_place, &mut sent_in_place);
+            let sent = match (sent_in_place, answer) {
+                (Some(sent), _) => sent,
+                (None, Some(answer)) => {
                     let sent = reply::send(transport, req.header.unique, &answer);
                     if let Ok(Reply::Data(buf)) = answer {
                         crate::bufpool::give(buf);
                     }
                     sent
                 }
-                None => Ok(()),
+                (None, None) => Ok(()),
             };
             if matches!(req.op, Op::Destroy) {
                 server.mark_finished();
@@ -48,7 +54,18 @@ pub fn handle_one(server: &Server, transport: &dyn Transport, bytes: &[u8]) -> i
 /// A handler that panics does not leave the kernel waiting: the request gets EIO, the
 /// panic is logged, and the filesystem is errored (its state may be half changed).
 pub fn handle(server: &Server, req: &Request<'_>) -> Option<Result<Reply, Errno>> {
-    let run = std::panic::AssertUnwindSafe(|| route(server, req));
+    handle_sending(server, req, None, &mut None)
+}
+
+/// `handle`; with `in_place`, a READ sends its reply there itself, records how that went
+/// in `sent`, and answers `Reply::Empty`, which is not to be sent.
+fn handle_sending(
+    server: &Server,
+    req: &Request<'_>,
+    in_place: Option<&dyn Transport>,
+    sent: &mut Option<io::Result<()>>,
+) -> Option<Result<Reply, Errno>> {
+    let run = std::panic::AssertUnwindSafe(|| route(server, req, in_place, sent));
     match std::panic::catch_unwind(run) {
         Ok(answer) => {
             if let Some(Err(Errno(libc::EUCLEAN))) = &answer {
@@ -116,7 +133,12 @@ fn no_reply(op: &Op<'_>) -> bool {
 }
 
 /// Checks the request against the server's state, then calls its operation.
-fn route(server: &Server, req: &Request<'_>) -> Option<Result<Reply, Errno>> {
+fn route(
+    server: &Server,
+    req: &Request<'_>,
+    in_place: Option<&dyn Transport>,
+    sent: &mut Option<io::Result<()>>,
+) -> Option<Result<Reply, Errno>> {
     let s = server;
     let nodeid = req.header.nodeid;
     // A node id names an inode we handed out; a reserved or impossible number never is
@@ -193,9 +215,14 @@ fn route(server: &Server, req: &Request<'_>) -> Option<Result<Reply, Errno>> {
         Op::Tmpfile { arg, name: _ } => ino()
             .and_then(|p| s.tmpfile(req, p, arg))
             .map(|(entry, open)| Reply::Create(entry, open)),
-        Op::Read(arg) => ino()
-            .and_then(|i| s.read(i, arg.offset, arg.size))
-            .map(Reply::Data),
+        Op::Read(arg) => ino().and_then(|i| match in_place {
+            Some(t) => s
+                .read_then(i, arg.offset, arg.size, |parts| {
+                    *sent = Some(reply::send_mapped(t, req.header.unique, parts));
+                })
+                .map(|()| Reply::Empty),
+            None => s.read(i, arg.offset, arg.size).map(Reply::Data),
+        }),
         Op::Write { arg, data } if s.mode() == Mode::Iomap => {
             // Every regular file is an iomap inode here (FUSE_ATTR_IOMAP, and no INLINE
             // mappings are handed out), so the kernel writes file data with its own bios;

@@ -103,6 +103,22 @@ pub fn send(
     }
 }
 
+/// Sends a READ reply whose parts may point into the device mapping. When a device page
+/// fails to read, the kernel's copy fails: it then answers the request EIO itself and
+/// returns EFAULT here, which ends nothing else.
+pub fn send_mapped(transport: &dyn Transport, unique: u64, parts: &[&[u8]]) -> io::Result<()> {
+    match send_message(transport, unique, 0, parts) {
+        Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
+            tracing::warn!(
+                unique,
+                "a READ reply could not be copied from the device: {e}"
+            );
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// Sends a notification (unique 0, the code in the error field).
 pub fn send_notification(transport: &dyn Transport, code: i32, payload: &[u8]) -> io::Result<()> {
     send_message(transport, 0, code, &[payload])

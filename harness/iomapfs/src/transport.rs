@@ -29,6 +29,13 @@ pub trait Transport: Send + Sync {
     }
     /// Wakes every thread blocked in `receive` once the session is over.
     fn close(&self) {}
+    /// Whether the kernel itself copies what `send` is given, ending the request EIO when
+    /// a part cannot be read: then a READ reply may point into the device mapping (a page
+    /// that fails to read is an error for the kernel's copy, where reading it here would
+    /// be SIGBUS).
+    fn copies_in_kernel(&self) -> bool {
+        false
+    }
 }
 
 /// The kernel's /dev/fuse.
@@ -83,6 +90,10 @@ impl Transport for DevFuse {
             Err(Errno::ENOENT) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn copies_in_kernel(&self) -> bool {
+        true
     }
 
     fn set_nofs(&self) -> io::Result<()> {

@@ -11,7 +11,7 @@ use fuse_wire::structs::{CreateIn, EntryOut, IoctlIn, LseekOut, OpenOut, WriteOu
 
 use super::{Errno, Meta, Server};
 use crate::attr::now;
-use crate::engine::{self, Backing};
+use crate::engine::{self, Backing, Piece};
 
 const FALLOC_FL_KEEP_SIZE: u32 = 0x01;
 const FALLOC_FL_PUNCH_HOLE: u32 = 0x02;
@@ -154,26 +154,52 @@ impl Server {
     }
 
     pub(crate) fn read(&self, ino: Ino, pos: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let _data = self.data_lock(ino).read();
+        let (pieces, len) = self.read_pieces(ino, pos, size)?;
+        let mut buf = crate::bufpool::take(len as usize);
+        self.data.read(&pieces, pos, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// READ whose reply `send` sends while the inode's data lock is still held: the parts
+    /// may point into the device mapping (the kernel copies them during `send`), and no
+    /// truncate may free and hand out those blocks before it has.
+    pub(crate) fn read_then<R>(
+        &self,
+        ino: Ino,
+        pos: u64,
+        size: u32,
+        send: impl FnOnce(&[&[u8]]) -> R,
+    ) -> Result<R, Errno> {
+        let _data = self.data_lock(ino).read();
+        let (pieces, len) = self.read_pieces(ino, pos, size)?;
+        if let Some(parts) = self.data.mapped(&pieces, pos, len) {
+            return Ok(send(&parts));
+        }
+        let mut buf = crate::bufpool::take(len as usize);
+        self.data.read(&pieces, pos, &mut buf)?;
+        let sent = send(&[&buf]);
+        crate::bufpool::give(buf);
+        Ok(sent)
+    }
+
+    /// The first half of a READ, under the inode's data lock: the pieces of the file to
+    /// read and the length the reply has (shorter at EOF).
+    fn read_pieces(&self, ino: Ino, pos: u64, size: u32) -> Result<(Vec<Piece>, u64), Errno> {
         // The kernel never asks for more than max_pages at once; a bigger request must not
         // make us allocate up to 4 GiB for its reply.
         if size > super::MAX_READ {
             return Err(Errno(libc::EINVAL));
         }
-        let _data = self.data_lock(ino).read();
-        let (pieces, len) = {
-            let mut meta = self.meta();
-            let mut inode = Self::regular(&mut meta, ino)?;
-            self.touch_atime(&mut meta, ino, &mut inode, false)?;
-            let file_size = inode.size();
-            if pos >= file_size {
-                return Ok(Vec::new());
-            }
-            let len = (file_size - pos).min(size as u64);
-            (engine::map(meta.fs()?, ino, &inode, pos, len)?, len)
-        };
-        let mut buf = crate::bufpool::take(len as usize);
-        self.data.read(&pieces, pos, &mut buf)?;
-        Ok(buf)
+        let mut meta = self.meta();
+        let mut inode = Self::regular(&mut meta, ino)?;
+        self.touch_atime(&mut meta, ino, &mut inode, false)?;
+        let file_size = inode.size();
+        if pos >= file_size {
+            return Ok((Vec::new(), 0));
+        }
+        let len = (file_size - pos).min(size as u64);
+        Ok((engine::map(meta.fs()?, ino, &inode, pos, len)?, len))
     }
 
     /// WRITE of `data` at `pos`; `direct`: the file is open O_DIRECT (the bytes bypassed
