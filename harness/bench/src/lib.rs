@@ -53,7 +53,7 @@ pub struct ServerBench {
     /// Write+fsync rounds of the fsync latency rows [default: 1000, quick: 200].
     #[arg(long)]
     fsyncs: Option<u64>,
-    /// Repetitions; the targets take turns within each [default: 3].
+    /// Repetitions; the targets take turns within each.
     #[arg(long, default_value_t = 3)]
     reps: u32,
     /// Smaller defaults, so that three repetitions of three targets take minutes.
