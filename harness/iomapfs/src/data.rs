@@ -90,9 +90,11 @@ impl Drop for Mapping {
     }
 }
 
-/// The parts of `pieces` backed by written data within `[pos, end)`, in file order:
-/// `(from, to, device address of from)`. Holes and unwritten pieces read as zeroes.
-fn data_runs(pieces: &[Piece], pos: u64, end: u64) -> Vec<(u64, u64, u64)> {
+/// The file bytes `[pos, end)` as consecutive segments in file order: `(len, Some(device
+/// address))` where written data backs them, `(len, None)` where they read as zeroes
+/// (holes, unwritten pieces, ranges no piece covers). Overlapping data pieces would be a
+/// corrupt mapping; each byte is still taken once.
+fn segments(pieces: &[Piece], pos: u64, end: u64) -> Vec<(u64, Option<u64>)> {
     let mut data: Vec<(u64, u64, u64)> = pieces
         .iter()
         .filter_map(|p| match p.backing {
@@ -104,7 +106,23 @@ fn data_runs(pieces: &[Piece], pos: u64, end: u64) -> Vec<(u64, u64, u64)> {
         })
         .collect();
     data.sort_unstable_by_key(|&(from, ..)| from);
-    data
+    let mut out = Vec::new();
+    let mut done = pos;
+    for (start, to, addr) in data {
+        let from = start.max(done);
+        if from >= to {
+            continue;
+        }
+        if from > done {
+            out.push((from - done, None));
+        }
+        out.push((to - from, Some(addr + (from - start))));
+        done = to;
+    }
+    if end > done {
+        out.push((end - done, None));
+    }
+    out
 }
 
 impl DataDevice {
@@ -124,26 +142,21 @@ impl DataDevice {
     /// are too many parts.
     pub fn mapped(&self, pieces: &[Piece], pos: u64, len: u64) -> Option<Vec<&[u8]>> {
         let map = self.map.as_ref()?;
-        let end = pos + len;
         let mut parts = Vec::new();
-        let mut done = pos;
-        let zeroes = |parts: &mut Vec<&[u8]>, mut n: u64| {
-            while n > 0 {
-                let chunk = n.min(ZEROES.len() as u64);
-                parts.push(&ZEROES[..chunk as usize]);
-                n -= chunk;
+        for (bytes, addr) in segments(pieces, pos, pos + len) {
+            match addr {
+                Some(addr) => parts.push(map.slice(addr, bytes)?),
+                None => {
+                    // The zero buffer as often as it takes.
+                    let mut left = bytes;
+                    while left > 0 {
+                        let chunk = left.min(ZEROES.len() as u64);
+                        parts.push(&ZEROES[..chunk as usize]);
+                        left -= chunk;
+                    }
+                }
             }
-        };
-        for (start, to, addr) in data_runs(pieces, pos, end) {
-            let from = start.max(done);
-            if from >= to {
-                continue;
-            }
-            zeroes(&mut parts, from - done);
-            parts.push(map.slice(addr + (from - start), to - from)?);
-            done = to;
         }
-        zeroes(&mut parts, end - done);
         (parts.len() <= MAX_MAPPED_PARTS).then_some(parts)
     }
 
@@ -154,21 +167,15 @@ impl DataDevice {
     /// Fills `buf` with the file bytes `[pos, pos + buf.len())`; holes and unwritten
     /// pieces read as zeroes. Every byte of `buf` is written (it may hold old bytes).
     pub fn read(&self, pieces: &[Piece], pos: u64, buf: &mut [u8]) -> io::Result<()> {
-        let end = pos + buf.len() as u64;
-        // Zeroes only between the data pieces: pread fills the rest.
-        let mut done = pos;
-        for (start, to, addr) in data_runs(pieces, pos, end) {
-            // Overlapping pieces would be corrupt mappings; read each byte once anyway.
-            let from = start.max(done);
-            if from >= to {
-                continue;
+        let mut at = 0;
+        for (bytes, addr) in segments(pieces, pos, pos + buf.len() as u64) {
+            let dst = &mut buf[at..at + bytes as usize];
+            match addr {
+                Some(addr) => self.file.read_exact_at(dst, addr)?,
+                None => dst.fill(0),
             }
-            buf[(done - pos) as usize..(from - pos) as usize].fill(0);
-            let dst = &mut buf[(from - pos) as usize..(to - pos) as usize];
-            self.file.read_exact_at(dst, addr + (from - start))?;
-            done = to;
+            at += bytes as usize;
         }
-        buf[(done - pos) as usize..].fill(0);
         Ok(())
     }
 
