@@ -60,7 +60,8 @@ impl Mode {
 pub(crate) struct Meta {
     /// `None` once DESTROY has closed the filesystem.
     pub fs: Option<Fs>,
-    /// Kernel lookup counts; an unlinked inode is freed when its count drops to zero.
+    /// Kernel lookup counts, of the inodes the kernel holds (an entry goes when its count
+    /// drops to zero); an unlinked inode is freed then.
     pub lookups: HashMap<Ino, u64>,
     /// Inodes with no links left that are freed once the kernel forgets them.
     pub orphans: HashSet<Ino>,
