@@ -139,34 +139,36 @@ pub fn measure(s: &Sizes, mnt: &Path, ui: &Ui, flames: Option<&Flames>) -> Resul
     Ok(out)
 }
 
+/// Runs `work(0)` to `work(threads - 1)` on threads of their own, all at once; the first
+/// error, or a panic, is the result.
+fn in_threads(what: &str, threads: usize, work: impl Fn(usize) -> Result<()> + Sync) -> Result<()> {
+    std::thread::scope(|scope| {
+        let work = &work;
+        let handles: Vec<_> = (0..threads).map(|t| scope.spawn(move || work(t))).collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("{what} thread panicked"))??;
+        }
+        Ok(())
+    })
+}
+
 /// `writers` threads append `record`-byte records with O_APPEND until `total` bytes.
 fn appenders(mnt: &Path, writers: usize, record: usize, total: usize) -> Result<f64> {
     let path = mnt.join("appends");
     let per_writer = total / writers / record;
     let start = Instant::now();
-    std::thread::scope(|scope| -> Result<()> {
-        let handles: Vec<_> = (0..writers)
-            .map(|w| {
-                let path = path.clone();
-                scope.spawn(move || -> Result<()> {
-                    let mut f = OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .mode(0o644)
-                        .open(&path)?;
-                    let buf = vec![w as u8; record];
-                    for _ in 0..per_writer {
-                        f.write_all(&buf)?;
-                    }
-                    f.sync_all()?;
-                    Ok(())
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("appender panicked"))??;
+    in_threads("appender", writers, |w| {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o644)
+            .open(&path)?;
+        let buf = vec![w as u8; record];
+        for _ in 0..per_writer {
+            f.write_all(&buf)?;
         }
+        f.sync_all()?;
         Ok(())
     })?;
     let secs = start.elapsed().as_secs_f64();
@@ -221,27 +223,16 @@ fn create_stat_unlink(mnt: &Path, n: u64, threads: u64) -> Result<f64> {
         std::fs::create_dir_all(dir)?;
     }
     let start = Instant::now();
-    std::thread::scope(|scope| -> Result<()> {
-        let handles: Vec<_> = dirs
-            .iter()
-            .map(|dir| {
-                scope.spawn(move || -> Result<()> {
-                    for i in 0..per_thread {
-                        File::create(dir.join(format!("f{i}")))?;
-                    }
-                    for i in 0..per_thread {
-                        std::fs::metadata(dir.join(format!("f{i}")))?;
-                    }
-                    for i in 0..per_thread {
-                        std::fs::remove_file(dir.join(format!("f{i}")))?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("create+stat+unlink thread panicked"))??;
+    in_threads("create+stat+unlink", dirs.len(), |t| {
+        let dir = &dirs[t];
+        for i in 0..per_thread {
+            File::create(dir.join(format!("f{i}")))?;
+        }
+        for i in 0..per_thread {
+            std::fs::metadata(dir.join(format!("f{i}")))?;
+        }
+        for i in 0..per_thread {
+            std::fs::remove_file(dir.join(format!("f{i}")))?;
         }
         Ok(())
     })?;
