@@ -7,7 +7,7 @@ mod common;
 use common::{have_mkfs, Kernel};
 use fuse_wire::consts::FUSE_ROOT_ID;
 use fuse_wire::reply::parse_dirents;
-use fuse_wire::structs::{EntryOut, ForgetIn, OpenIn, ReadIn};
+use fuse_wire::structs::{EntryOut, OpenIn, ReadIn};
 use fuse_wire::Opcode;
 use iomapfs::options::MountOptions;
 use iomapfs::reply::Reply;
@@ -48,24 +48,6 @@ fn entry<'a>(listed: &'a [(String, EntryOut)], name: &str) -> &'a EntryOut {
         .1
 }
 
-fn forget(k: &mut Kernel, nodeid: u64, nlookup: u64) {
-    let arg = ForgetIn { nlookup };
-    let bytes = fuse_wire::encode_request(
-        &fuse_wire::structs::InHeader {
-            opcode: Opcode::Forget as u32,
-            unique: 1_000_001,
-            nodeid,
-            ..Default::default()
-        },
-        &[arg.as_bytes()],
-    );
-    let req = fuse_wire::request::parse(&bytes).expect("a well-formed FORGET");
-    assert!(
-        iomapfs::dispatch::handle(&k.server, &req).is_none(),
-        "FORGET has no reply"
-    );
-}
-
 #[test]
 fn attributes_only_for_inodes_the_kernel_does_not_hold() {
     if !have_mkfs() {
@@ -75,7 +57,7 @@ fn attributes_only_for_inodes_the_kernel_does_not_hold() {
     let mut k = Kernel::new(dir.path(), MountOptions::default());
     let (held, _) = k.create("held");
     let (forgotten, _) = k.create("forgotten");
-    forget(&mut k, forgotten, 1);
+    k.forget(forgotten, 1);
 
     let first = list_plus(&mut k);
     let held_entry = entry(&first, "held");
@@ -102,7 +84,7 @@ fn attributes_only_for_inodes_the_kernel_does_not_hold() {
         assert_eq!(e.nodeid, 0, "{name} is held after the first listing");
     }
     // Once the kernel forgets an inode (all its references), a listing gives it again.
-    forget(&mut k, forgotten, 1);
+    k.forget(forgotten, 1);
     let third = list_plus(&mut k);
     assert_eq!(entry(&third, "forgotten").nodeid, forgotten);
     assert_eq!(entry(&third, "held").nodeid, 0);

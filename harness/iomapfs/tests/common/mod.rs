@@ -36,6 +36,16 @@ impl Kernel {
 
     /// One request; its reply, or its errno.
     pub fn call(&mut self, opcode: Opcode, nodeid: u64, parts: &[&[u8]]) -> Result<Reply, i32> {
+        self.send(opcode, nodeid, parts).expect("a reply")
+    }
+
+    /// One request; `None` when it gets no reply (FORGET).
+    pub fn send(
+        &mut self,
+        opcode: Opcode,
+        nodeid: u64,
+        parts: &[&[u8]],
+    ) -> Option<Result<Reply, i32>> {
         self.unique += 2;
         let header = InHeader {
             opcode: opcode as u32,
@@ -45,8 +55,15 @@ impl Kernel {
         };
         let bytes = fuse_wire::encode_request(&header, parts);
         let req = fuse_wire::request::parse(&bytes).expect("a well-formed request");
-        let answer = iomapfs::dispatch::handle(&self.server, &req).expect("a reply");
-        answer.map_err(|e| e.0)
+        let answer = iomapfs::dispatch::handle(&self.server, &req)?;
+        Some(answer.map_err(|e| e.0))
+    }
+
+    /// FORGET of `nlookup` references on `nodeid`.
+    pub fn forget(&mut self, nodeid: u64, nlookup: u64) {
+        let arg = ForgetIn { nlookup };
+        let answer = self.send(Opcode::Forget, nodeid, &[arg.as_bytes()]);
+        assert!(answer.is_none(), "FORGET has no reply");
     }
 
     /// CREATE in the root: the new file's node id and handle.
