@@ -7,7 +7,8 @@
 //! The same log records which block groups' bitmaps and descriptors changed (allocations
 //! and frees of blocks and inodes), so that `commit` writes only those groups, and which
 //! inodes were written (libext2fs's `write_inode` hook sees every inode write, its own
-//! included), so that a cache of inodes kept beside the handle can drop them.
+//! included), so that a cache of inodes kept beside the handle can drop them, and which
+//! device ranges libext2fs wrote (`device_writes`).
 
 use crate::fs::Fs;
 use crate::sys;
@@ -20,6 +21,8 @@ pub(crate) struct FreedLog {
     pub(crate) groups: std::collections::BTreeSet<u32>,
     /// Inodes written since the last `take_written_inodes`.
     written: Vec<crate::inode::Ino>,
+    /// Device ranges written since the last `take_device_writes`.
+    device_writes: crate::device_writes::ByteRanges,
 }
 
 impl FreedLog {
@@ -34,6 +37,14 @@ impl FreedLog {
 unsafe fn log_of(fs: sys::ext2_filsys) -> Option<&'static mut FreedLog> {
     // SAFETY: priv_data is null or points at the FreedLog owned by the `Fs` for `fs`.
     unsafe { ((*fs).priv_data as *mut FreedLog).as_mut() }
+}
+
+/// The device-write log of the handle `fs`, if it logs.
+pub(crate) unsafe fn device_writes_of(
+    fs: sys::ext2_filsys,
+) -> Option<&'static mut crate::device_writes::ByteRanges> {
+    // SAFETY: as for `log_of`.
+    unsafe { log_of(fs) }.map(|log| &mut log.device_writes)
 }
 
 unsafe extern "C" fn on_block(fs: sys::ext2_filsys, blk: sys::blk64_t, inuse: core::ffi::c_int) {

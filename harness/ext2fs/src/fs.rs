@@ -182,6 +182,7 @@ impl Fs {
             faults: Default::default(),
         };
         fs.install_freed_log();
+        fs.log_device_writes();
         let with_ctx = |e: Error| Error::new(e.code(), format!("{}: {}", ctx(), e.context()));
 
         fs.check_openable(read_write).map_err(with_ctx)?;

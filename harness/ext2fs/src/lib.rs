@@ -62,6 +62,7 @@
 
 mod acl;
 mod commit;
+mod device_writes;
 mod dir;
 mod dotdot;
 mod error;
@@ -85,6 +86,7 @@ mod zone;
 mod sys;
 mod xattr;
 
+pub use device_writes::ByteRanges;
 pub use dir::DirEntry;
 pub use error::{Error, Result};
 pub use fault::FailPlan;

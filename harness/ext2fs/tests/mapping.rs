@@ -605,6 +605,56 @@ fn written_inodes_are_logged_for_caches() {
     fsck_clean(&img.path);
 }
 
+/// Every metadata write reaches the device-write log, libext2fs's own included, so an
+/// fsync that writes back only the logged ranges misses nothing.
+#[test]
+fn device_writes_cover_the_metadata_that_changed() {
+    if !have_tools() {
+        return;
+    }
+    let img = mkfs(16, &["-b", "4096"]);
+    let mut fs = Fs::open(&img.path, true).unwrap();
+    fs.take_device_writes().unwrap();
+    let covers = |ranges: &[(u64, u64)], (offset, len): (u64, u64)| {
+        ranges
+            .iter()
+            .any(|&(o, l)| o <= offset && offset + len <= o + l)
+    };
+    let ino = create_file(&mut fs, ROOT_INO, b"f", 0o644);
+    let written = fs.take_device_writes().unwrap();
+    let slot = fs.inode_byte_range(ino).unwrap();
+    assert!(
+        covers(&written, slot),
+        "{slot:?} (the new inode) in {written:?}"
+    );
+    let root = fs.inode_byte_range(ROOT_INO).unwrap();
+    assert!(covers(&written, root), "the parent's inode in {written:?}");
+    assert!(
+        written.windows(2).all(|w| w[0].0 + w[0].1 < w[1].0),
+        "sorted and merged: {written:?}"
+    );
+    assert_eq!(
+        fs.take_device_writes(),
+        Some(vec![]),
+        "taking empties the log"
+    );
+    let _ = fs.read_inode(ino).unwrap();
+    assert_eq!(
+        fs.take_device_writes(),
+        Some(vec![]),
+        "reads are not logged"
+    );
+    // A commit writes bitmaps, descriptors and the primary superblock (bytes 1024..2048).
+    assert!(fs.commit().unwrap() > 0);
+    let written = fs.take_device_writes().unwrap();
+    assert!(
+        covers(&written, (1024, 1024)),
+        "the superblock in {written:?}"
+    );
+    fs.close().unwrap();
+    fsck_clean(&img.path);
+}
+
 #[test]
 fn inode_location_and_extent_depth() {
     if !have_tools() {
