@@ -1,8 +1,13 @@
 //! File data on the device, moved with pread/pwrite outside the metadata lock.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+
+use ext2fs::{ByteRanges, Ino};
 
 use crate::engine::{Backing, Piece};
 
@@ -18,6 +23,9 @@ pub struct DataDevice {
     block_size: u64,
     /// The whole device mapped read-only, when that worked.
     map: Option<Mapping>,
+    /// The device ranges each inode's data dirtied since it, or the whole device, was
+    /// last synced: what an fsync of that inode must write back.
+    unsynced: Mutex<HashMap<Ino, ByteRanges>>,
 }
 
 /// A shared read-only mapping of the device: a READ reply can point into it, and the
@@ -132,6 +140,24 @@ impl DataDevice {
             file,
             block_size: block_size as u64,
             map,
+            unsynced: Mutex::default(),
+        }
+    }
+
+    fn unsynced(&self) -> std::sync::MutexGuard<'_, HashMap<Ino, ByteRanges>> {
+        // Every change is one insert or remove: consistent whatever panicked.
+        self.unsynced.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that `ino`'s data went to the device ranges `wrote`.
+    fn note(&self, ino: Ino, wrote: &[(u64, u64)]) {
+        if wrote.is_empty() {
+            return;
+        }
+        let mut unsynced = self.unsynced();
+        let ranges = unsynced.entry(ino).or_default();
+        for &(addr, len) in wrote {
+            ranges.note(addr, len);
         }
     }
 
@@ -179,9 +205,28 @@ impl DataDevice {
         Ok(())
     }
 
-    /// Writes `data` at file offset `pos`. Unwritten pieces are written in whole blocks,
-    /// padded with zeroes, because converting them makes the whole block readable.
-    pub fn write(&self, pieces: &[Piece], pos: u64, data: &[u8]) -> io::Result<()> {
+    /// Writes `data` at `ino`'s file offset `pos`. Unwritten pieces are written in whole
+    /// blocks, padded with zeroes, because converting them makes the whole block readable.
+    pub fn write(&self, ino: Ino, pieces: &[Piece], pos: u64, data: &[u8]) -> io::Result<()> {
+        let mut wrote = Vec::new();
+        let result = self.write_pieces(pieces, pos, data, &mut wrote);
+        self.note(ino, &wrote);
+        result
+    }
+
+    /// `write`, noting each device range written in `wrote` (even if a later one fails).
+    fn write_pieces(
+        &self,
+        pieces: &[Piece],
+        pos: u64,
+        data: &[u8],
+        wrote: &mut Vec<(u64, u64)>,
+    ) -> io::Result<()> {
+        let mut write_at = |buf: &[u8], addr: u64| {
+            self.file.write_all_at(buf, addr)?;
+            wrote.push((addr, buf.len() as u64));
+            io::Result::Ok(())
+        };
         let end = pos + data.len() as u64;
         let bs = self.block_size;
         for p in pieces {
@@ -191,20 +236,18 @@ impl DataDevice {
             }
             let src = &data[(from - pos) as usize..(to - pos) as usize];
             match p.backing {
-                Backing::Data { addr } => self.file.write_all_at(src, addr + (from - p.offset))?,
+                Backing::Data { addr } => write_at(src, addr + (from - p.offset))?,
                 Backing::Unwritten { addr } => {
                     // The payload as it is, and zeroes only for the partial blocks at
                     // either end: no copy of the payload into a padded buffer.
                     let (b_from, b_to) = (from / bs * bs, to.div_ceil(bs) * bs);
                     let at = |off: u64| addr + (off - p.offset);
                     if b_from < from {
-                        self.file
-                            .write_all_at(&ZEROES[..(from - b_from) as usize], at(b_from))?;
+                        write_at(&ZEROES[..(from - b_from) as usize], at(b_from))?;
                     }
-                    self.file.write_all_at(src, at(from))?;
+                    write_at(src, at(from))?;
                     if to < b_to {
-                        self.file
-                            .write_all_at(&ZEROES[..(b_to - to) as usize], at(to))?;
+                        write_at(&ZEROES[..(b_to - to) as usize], at(to))?;
                     }
                 }
                 Backing::Hole => {
@@ -217,8 +260,10 @@ impl DataDevice {
         Ok(())
     }
 
-    /// Writes zeroes over the file bytes `[from, to)` where they are backed by written data.
-    pub fn zero(&self, pieces: &[Piece], from: u64, to: u64) -> io::Result<()> {
+    /// Writes zeroes over `ino`'s bytes `[from, to)` where they are backed by written data.
+    pub fn zero(&self, ino: Ino, pieces: &[Piece], from: u64, to: u64) -> io::Result<()> {
+        let mut wrote = Vec::new();
+        let mut result = Ok(());
         for p in pieces {
             let Backing::Data { addr } = p.backing else {
                 continue;
@@ -226,10 +271,16 @@ impl DataDevice {
             let (a, b) = (p.offset.max(from), p.end().min(to));
             if a < b {
                 let zeros = vec![0u8; (b - a) as usize];
-                self.file.write_all_at(&zeros, addr + (a - p.offset))?;
+                let addr = addr + (a - p.offset);
+                result = self.file.write_all_at(&zeros, addr);
+                if result.is_err() {
+                    break;
+                }
+                wrote.push((addr, b - a));
             }
         }
-        Ok(())
+        self.note(ino, &wrote);
+        result
     }
 
     /// Waits until the blocks a write filled in unwritten pieces of `[pos, end)` are on
@@ -266,10 +317,16 @@ impl DataDevice {
     /// device cache is flushed by the next sync). Metadata written through libext2fs shares
     /// the device's page cache, so this orders metadata writes too.
     pub fn sync_range(&self, start: u64, len: u64) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-            | libc::SYNC_FILE_RANGE_WRITE
-            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        self.sync_file_range(
+            start,
+            len,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+        )
+    }
+
+    fn sync_file_range(&self, start: u64, len: u64, flags: libc::c_uint) -> io::Result<()> {
         let (start, len) = (
             i64::try_from(start).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
             i64::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
@@ -283,9 +340,62 @@ impl DataDevice {
         Ok(())
     }
 
-    /// Makes written data durable.
+    /// Makes everything written to the device durable.
     pub fn sync(&self) -> io::Result<()> {
+        // Taken before the sync starts: a range noted later may be carried or not, and
+        // stays noted.
+        self.unsynced().clear();
         self.file.sync_data()
+    }
+
+    /// Makes `ino`'s data and the device ranges `metadata` durable, and nothing else that
+    /// is dirty: its ranges and `metadata` are written back and waited for, then the
+    /// device's write cache is flushed. The whole device is synced instead when `metadata`
+    /// is `None` or `ino` wrote more ranges than are kept.
+    pub fn sync_file(&self, ino: Ino, metadata: Option<Vec<(u64, u64)>>) -> io::Result<()> {
+        let data = self
+            .unsynced()
+            .remove(&ino)
+            .map_or(Some(Vec::new()), |mut r| r.take());
+        let (Some(metadata), Some(data)) = (metadata, data) else {
+            return self.sync();
+        };
+        let mut ranges = ByteRanges::default();
+        for (addr, len) in metadata.into_iter().chain(data) {
+            ranges.note(addr, len);
+        }
+        let ranges = ranges.take().unwrap_or_default();
+        // All write-backs are started before any is waited for.
+        for &(addr, len) in &ranges {
+            self.sync_file_range(addr, len, libc::SYNC_FILE_RANGE_WRITE)?;
+        }
+        for &(addr, len) in &ranges {
+            self.sync_range(addr, len)?;
+        }
+        self.flush_cache()
+    }
+
+    /// Flushes the device's write cache, writing back nothing else first (as `fdatasync`
+    /// would: every dirty page of the device). Linux has no call for a flush alone, but a
+    /// write with RWF_DSYNC writes back its own range and then flushes the cache
+    /// (`vfs_fsync_range`: `blkdev_fsync` for a device, the filesystem's fsync of a range
+    /// for an image file). So the first sector, which ext4 never uses (the boot sector),
+    /// is written over with its own bytes.
+    fn flush_cache(&self) -> io::Result<()> {
+        let mut sector = [0u8; 512];
+        self.file.read_exact_at(&mut sector, 0)?;
+        let iov = libc::iovec {
+            iov_base: sector.as_mut_ptr().cast(),
+            iov_len: sector.len(),
+        };
+        // libc, not nix: nix has no pwritev2.
+        // SAFETY: one iovec over our own buffer, on our own descriptor.
+        let n = unsafe { libc::pwritev2(self.file.as_raw_fd(), &iov, 1, 0, libc::RWF_DSYNC) };
+        match n {
+            512 => Ok(()),
+            n if n < 0 => Err(io::Error::last_os_error()),
+            _ => Err(io::Error::from(io::ErrorKind::WriteZero)),
+        }
     }
 }
 
@@ -406,7 +516,7 @@ mod tests {
             len: 2048,
             backing: Backing::Unwritten { addr: 2048 },
         }];
-        dev.write(&pieces, 100, &[7u8; 1000]).unwrap();
+        dev.write(12, &pieces, 100, &[7u8; 1000]).unwrap();
         let mut raw = vec![0u8; 8192];
         dev.file.read_exact_at(&mut raw, 0).unwrap();
         assert!(
@@ -430,7 +540,7 @@ mod tests {
             len: 1024,
             backing: Backing::Data { addr: 1024 },
         }];
-        dev.write(&pieces, 10, &[5u8; 4]).unwrap();
+        dev.write(12, &pieces, 10, &[5u8; 4]).unwrap();
         let mut raw = vec![0u8; 1024];
         dev.file.read_exact_at(&mut raw, 1024).unwrap();
         assert_eq!(&raw[8..16], &[0xAA, 0xAA, 5, 5, 5, 5, 0xAA, 0xAA]);
@@ -444,6 +554,6 @@ mod tests {
             len: 1024,
             backing: Backing::Hole,
         }];
-        assert!(dev.write(&pieces, 0, &[1u8; 10]).is_err());
+        assert!(dev.write(12, &pieces, 0, &[1u8; 10]).is_err());
     }
 }

@@ -249,7 +249,7 @@ fn route(
                 // it completes with no sync at all (fstests generic/703 lost such writes
                 // to a power cut).
                 if arg.flags & libc::O_DSYNC as u32 != 0 {
-                    s.fsync(arg.fh)?;
+                    s.fsync(i, arg.fh)?;
                 }
                 Ok(out)
             })
@@ -263,8 +263,8 @@ fn route(
         // the kernel stop sending FLUSH, a round trip on every close.
         Op::Flush(_) => Err(Errno(libc::ENOSYS)),
         Op::Releasedir(_) => Ok(Reply::Empty),
-        Op::Fsync(arg) => s.fsync(arg.fh).map(empty),
-        Op::Fsyncdir(_) => s.sync().map(empty),
+        Op::Fsync(arg) => ino().and_then(|i| s.fsync(i, arg.fh)).map(empty),
+        Op::Fsyncdir(_) => ino().and_then(|i| s.sync_inode(i)).map(empty),
         Op::Syncfs(_) => s.sync().map(empty),
         Op::Opendir(arg) => ino().and_then(|i| s.opendir(i, arg.flags)).map(Reply::Open),
         Op::Readdir(arg) => ino()

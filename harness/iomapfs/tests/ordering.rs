@@ -7,7 +7,8 @@
 //! moment the data must already have left the page cache. `cachestat(2)` tells whether
 //! pages of the image are dirty or under writeback.
 
-use std::os::fd::AsRawFd;
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -17,32 +18,9 @@ use iomapfs::options::MountOptions;
 use iomapfs::server::Server;
 use zerocopy::IntoBytes;
 
-const BS: u64 = 4096;
+use common::unclean_pages;
 
-/// Dirty and under-writeback pages of `[off, off + len)` of the file, by cachestat(2)
-/// (Linux 6.5); `None` where the kernel lacks it.
-fn unclean_pages(file: &std::fs::File, off: u64, len: u64) -> Option<u64> {
-    #[repr(C)]
-    struct Range {
-        off: u64,
-        len: u64,
-    }
-    #[repr(C)]
-    #[derive(Default)]
-    struct Stat {
-        nr_cache: u64,
-        nr_dirty: u64,
-        nr_writeback: u64,
-        nr_evicted: u64,
-        nr_recently_evicted: u64,
-    }
-    const SYS_CACHESTAT: libc::c_long = 451;
-    let range = Range { off, len };
-    let mut stat = Stat::default();
-    // SAFETY: cachestat reads `range` and writes `stat`, both live for the call.
-    let rc = unsafe { libc::syscall(SYS_CACHESTAT, file.as_raw_fd(), &range, &mut stat, 0u32) };
-    (rc == 0).then_some(stat.nr_dirty + stat.nr_writeback)
-}
+const BS: u64 = 4096;
 
 fn write_request(nodeid: u64, offset: u64, data: &[u8]) -> Vec<u8> {
     let arg = WriteIn {

@@ -54,11 +54,11 @@ impl Server {
         }
     }
 
-    /// FSYNC: everything is made durable (there is one device to sync), and the handle
-    /// hears of a write error of its file it has not heard of yet, once (`wberr`). A
-    /// failure the sync charged to no file is reported here directly.
-    pub(crate) fn fsync(&self, fh: u64) -> Result<(), Errno> {
-        let (synced, charged) = self.sync_charged();
+    /// FSYNC: `ino` is made durable (`sync_inode`), and the handle hears of a write error
+    /// of its file it has not heard of yet, once (`wberr`). A failure the sync charged to
+    /// no file is reported here directly.
+    pub(crate) fn fsync(&self, ino: Ino, fh: u64) -> Result<(), Errno> {
+        let (synced, charged) = self.sync_inode_charged(ino);
         match self.wb.check_and_advance(fh) {
             Some(Err(e)) => Err(e),
             Some(Ok(())) if charged => Ok(()),
@@ -257,7 +257,7 @@ impl Server {
             self.zero_past_eof(ino, old_size)?;
         }
         self.wb.wrote(ino);
-        self.data.write(&pieces, pos, data)?;
+        self.data.write(ino, &pieces, pos, data)?;
         self.wb.wrote(ino);
         // The data must be on the device before a conversion can make it readable.
         self.data
@@ -329,7 +329,7 @@ impl Server {
         to: u64,
     ) -> Result<(), Errno> {
         self.wb.wrote(ino);
-        self.data.zero(pieces, from, to)?;
+        self.data.zero(ino, pieces, from, to)?;
         self.wb.wrote(ino);
         Ok(())
     }

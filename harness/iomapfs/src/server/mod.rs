@@ -178,6 +178,9 @@ pub struct Server {
     next_fh: AtomicU64,
     /// Write errors, reported per open file handle.
     wb: wberr::WbErrors,
+    /// Held by each sync from taking what it writes back to the end: a sync that finds
+    /// ranges another sync took (still being written back) must not answer before them.
+    sync_order: Mutex<()>,
     /// Device syncs so far (for `fault=fail_sync:N`).
     #[cfg(feature = "fault-injection")]
     syncs: AtomicU64,
@@ -294,6 +297,7 @@ impl Server {
             proto_minor: AtomicU32::new(0),
             next_fh: AtomicU64::new(1),
             wb: Default::default(),
+            sync_order: Mutex::new(()),
             #[cfg(feature = "fault-injection")]
             syncs: AtomicU64::new(0),
             finished: AtomicBool::new(false),
@@ -626,22 +630,63 @@ impl Server {
     }
 
     fn sync_device(&self) -> Result<(), Errno> {
+        let _order = self.sync_order.lock().unwrap_or_else(|p| p.into_inner());
         {
             let mut meta = self.meta();
             let fs = meta.fs()?;
             if !fs.read_only() {
                 fs.commit()?;
+                // The fdatasync below writes them back with everything else.
+                let _ = fs.take_device_writes();
             }
         }
+        self.injected_sync_failure()?;
+        self.data.sync()?;
+        Ok(())
+    }
+
+    /// Makes `ino` durable as ext4's fsync does (its data, and the metadata, its own among
+    /// it), writing back nothing else: the changed allocation metadata is committed, then
+    /// the device ranges libext2fs wrote since the last sync and the ranges `ino`'s data
+    /// went to are written back, then the device's write cache is flushed (`DataDevice::
+    /// sync_file`). Other files' data stays dirty. A failure is charged as a failed sync of
+    /// the whole device would be (`wberr`), and returned.
+    pub(crate) fn sync_inode(&self, ino: Ino) -> Result<(), Errno> {
+        self.sync_inode_charged(ino).0
+    }
+
+    /// `sync_inode`, and whether its failure was charged to any file.
+    pub(crate) fn sync_inode_charged(&self, ino: Ino) -> (Result<(), Errno>, bool) {
+        let result = self.sync_inode_uncharged(ino);
+        let charged = self.wb.partial_sync_done(result);
+        (result, charged)
+    }
+
+    fn sync_inode_uncharged(&self, ino: Ino) -> Result<(), Errno> {
+        let _order = self.sync_order.lock().unwrap_or_else(|p| p.into_inner());
+        let metadata = {
+            let mut meta = self.meta();
+            let fs = meta.fs()?;
+            if fs.read_only() {
+                return Ok(());
+            }
+            fs.commit()?;
+            fs.take_device_writes()
+        };
+        self.injected_sync_failure()?;
+        self.data.sync_file(ino, metadata)?;
+        Ok(())
+    }
+
+    /// Test-only (`fault=fail_sync:N`): the Nth sync of the device fails as a failed
+    /// write-back does, once (the dirty pages stay for the next sync).
+    fn injected_sync_failure(&self) -> Result<(), Errno> {
         #[cfg(feature = "fault-injection")]
         if let Some(Fault::FailSync { nth }) = self.fault() {
-            // Test-only: this sync of the device fails as a failed write-back does, once
-            // (the dirty pages stay for the next sync).
             if self.syncs.fetch_add(1, Ordering::Relaxed) + 1 == nth {
                 return Err(Errno(libc::EIO));
             }
         }
-        self.data.sync()?;
         Ok(())
     }
 

@@ -114,6 +114,15 @@ impl WbErrors {
         !inodes.is_empty()
     }
 
+    /// A sync of part of the device (one inode's data and the metadata) ended with
+    /// `result`. A failure is charged to the inodes written since the last sync of the
+    /// whole device (the device reports a failure once, whoever's write-back it was), and
+    /// a success changes nothing: the others' data may still be unwritten. Returns whether
+    /// any inode took the failure.
+    pub fn partial_sync_done(&self, result: Result<(), Errno>) -> bool {
+        self.sync_done(SyncTicket(HashSet::new()), result)
+    }
+
     /// A partial sync (a range of the device, for one write of `ino`) failed: the failure
     /// may be another inode's write-back that this sync happened to see first, so it is
     /// charged as a failed sync of the whole device would be, and to `ino`.

@@ -4,7 +4,8 @@
 // Each test binary uses a part of it.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 
 use fuse_wire::consts::FUSE_ROOT_ID;
 use fuse_wire::structs::*;
@@ -19,8 +20,35 @@ pub fn have_mkfs() -> bool {
     test_support::needs(test_support::needs::tool_from("mkfs.ext4", "e2fsprogs"))
 }
 
+/// Dirty and under-writeback pages of `[off, off + len)` of the file, by cachestat(2)
+/// (Linux 6.5); `None` where the kernel lacks it.
+pub fn unclean_pages(file: &std::fs::File, off: u64, len: u64) -> Option<u64> {
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    const SYS_CACHESTAT: libc::c_long = 451;
+    let range = Range { off, len };
+    let mut stat = Stat::default();
+    // SAFETY: cachestat reads `range` and writes `stat`, both live for the call.
+    let rc = unsafe { libc::syscall(SYS_CACHESTAT, file.as_raw_fd(), &range, &mut stat, 0u32) };
+    (rc == 0).then_some(stat.nr_dirty + stat.nr_writeback)
+}
+
 pub struct Kernel {
     pub server: Server,
+    /// The image the server serves.
+    pub image: PathBuf,
     unique: u64,
 }
 
@@ -30,6 +58,7 @@ impl Kernel {
         let image = test_support::e2fs::new_ext4_image(dir, 16).unwrap();
         Self {
             server: Server::open_image(&image, opts).unwrap(),
+            image,
             unique: 0,
         }
     }

@@ -1,0 +1,64 @@
+//! FSYNC writes back what its file needs and nothing else (issue 16, item 4): the file's
+//! data and the metadata that changed, then a flush of the device's cache. Another file's
+//! data stays dirty in the image's page cache until that file is synced; `cachestat(2)`
+//! counts the image's dirty pages.
+
+mod common;
+
+use common::{have_mkfs, unclean_pages, Kernel};
+use iomapfs::options::MountOptions;
+
+const MIB: usize = 1 << 20;
+
+#[test]
+fn fsync_writes_back_its_file_and_the_metadata_not_other_files() {
+    if !have_mkfs() {
+        return;
+    }
+    // The image must be on a filesystem with writeback (not tmpfs): next to the target dir.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut k = Kernel::new(dir.path(), MountOptions::default());
+    let image = std::fs::File::open(&k.image).unwrap();
+    let image_len = image.metadata().unwrap().len();
+    let missing = unclean_pages(&image, 0, image_len)
+        .is_none()
+        .then(|| "cachestat(2) (Linux 6.5 or newer)".to_string());
+    if !test_support::needs(missing) {
+        return;
+    }
+    let unclean = || unclean_pages(&image, 0, image_len).unwrap();
+    let (small, s) = k.create("small");
+    let (big, b) = k.create("big");
+    // Twice: the first writes fill new blocks, whose data is written back before their
+    // conversion (tests/ordering.rs); the overwrites stay dirty until a sync.
+    for _ in 0..2 {
+        k.write(small, s.fh, libc::O_RDWR, 0, 64 << 10);
+        for i in 0..4 {
+            k.write(big, b.fh, libc::O_RDWR, (i * MIB) as u64, MIB);
+        }
+    }
+    let big_pages = (4 * MIB / 4096) as u64;
+    let before = unclean();
+    assert!(before >= big_pages + 16, "{before} dirty pages");
+
+    assert_eq!(k.fsync(small, s.fh), Ok(()));
+    let after_small = unclean();
+    assert!(
+        after_small >= big_pages,
+        "fsync of the small file wrote back the big one's data: {after_small} dirty pages left of {before}"
+    );
+    assert!(
+        after_small <= before - 16,
+        "the small file's 16 pages were written back: {after_small} dirty pages left of {before}"
+    );
+
+    // Once the other file is synced too, nothing either changed is left dirty: no
+    // metadata write escaped the log of device writes.
+    assert_eq!(k.fsync(big, b.fh), Ok(()));
+    assert_eq!(
+        unclean(),
+        0,
+        "dirty pages left after both files were synced"
+    );
+    k.server.shutdown().unwrap();
+}
