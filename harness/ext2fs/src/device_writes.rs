@@ -99,6 +99,20 @@ unsafe fn note_blocks(channel: sys::io_channel, block: u64, count: c_int) {
     }
 }
 
+/// Notes the blocks of a write that returned `rc`, if it succeeded; returns `rc`.
+unsafe fn noted(
+    channel: sys::io_channel,
+    block: u64,
+    count: c_int,
+    rc: sys::errcode_t,
+) -> sys::errcode_t {
+    if rc == 0 {
+        // SAFETY: the caller's open channel.
+        unsafe { note_blocks(channel, block, count) };
+    }
+    rc
+}
+
 unsafe extern "C" fn logged_write_blk(
     channel: sys::io_channel,
     block: c_ulong,
@@ -107,12 +121,7 @@ unsafe extern "C" fn logged_write_blk(
 ) -> sys::errcode_t {
     let write = unix().write_blk.expect("the unix manager writes blocks");
     // SAFETY: the caller's arguments, passed on.
-    let rc = unsafe { write(channel, block, count, data) };
-    if rc == 0 {
-        // SAFETY: open channel.
-        unsafe { note_blocks(channel, block, count) };
-    }
-    rc
+    unsafe { noted(channel, block, count, write(channel, block, count, data)) }
 }
 
 unsafe extern "C" fn logged_write_blk64(
@@ -125,12 +134,7 @@ unsafe extern "C" fn logged_write_blk64(
         .write_blk64
         .expect("the unix manager writes 64-bit blocks");
     // SAFETY: the caller's arguments, passed on.
-    let rc = unsafe { write(channel, block, count, data) };
-    if rc == 0 {
-        // SAFETY: open channel.
-        unsafe { note_blocks(channel, block, count) };
-    }
-    rc
+    unsafe { noted(channel, block, count, write(channel, block, count, data)) }
 }
 
 unsafe extern "C" fn logged_write_byte(
