@@ -25,7 +25,18 @@ pub struct DataDevice {
     map: Option<Mapping>,
     /// The device ranges each inode's data dirtied since it, or the whole device, was
     /// last synced: what an fsync of that inode must write back.
-    unsynced: Mutex<HashMap<Ino, ByteRanges>>,
+    unsynced: Mutex<Unsynced>,
+}
+
+/// More inodes than this written between two syncs of the whole device are not tracked:
+/// their fsyncs sync the whole device (`commit=` can space those syncs out a lot).
+const MAX_UNSYNCED_INODES: usize = 1 << 16;
+
+#[derive(Default)]
+struct Unsynced {
+    by_inode: HashMap<Ino, ByteRanges>,
+    /// Too many inodes: only a sync of the whole device will do, until the next one.
+    overflowed: bool,
 }
 
 /// A shared read-only mapping of the device: a READ reply can point into it, and the
@@ -144,7 +155,7 @@ impl DataDevice {
         }
     }
 
-    fn unsynced(&self) -> std::sync::MutexGuard<'_, HashMap<Ino, ByteRanges>> {
+    fn unsynced(&self) -> std::sync::MutexGuard<'_, Unsynced> {
         // Every change is one insert or remove: consistent whatever panicked.
         self.unsynced.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -155,7 +166,15 @@ impl DataDevice {
             return;
         }
         let mut unsynced = self.unsynced();
-        let ranges = unsynced.entry(ino).or_default();
+        if unsynced.overflowed {
+            return;
+        }
+        if unsynced.by_inode.len() >= MAX_UNSYNCED_INODES && !unsynced.by_inode.contains_key(&ino) {
+            unsynced.overflowed = true;
+            unsynced.by_inode.clear();
+            return;
+        }
+        let ranges = unsynced.by_inode.entry(ino).or_default();
         for &(addr, len) in wrote {
             ranges.note(addr, len);
         }
@@ -344,19 +363,23 @@ impl DataDevice {
     pub fn sync(&self) -> io::Result<()> {
         // Taken before the sync starts: a range noted later may be carried or not, and
         // stays noted.
-        self.unsynced().clear();
+        *self.unsynced() = Unsynced::default();
         self.file.sync_data()
     }
 
     /// Makes `ino`'s data and the device ranges `metadata` durable, and nothing else that
     /// is dirty: its ranges and `metadata` are written back and waited for, then the
     /// device's write cache is flushed. The whole device is synced instead when `metadata`
-    /// is `None` or `ino` wrote more ranges than are kept.
+    /// is `None`, or when more ranges or inodes were written than are kept.
     pub fn sync_file(&self, ino: Ino, metadata: Option<Vec<(u64, u64)>>) -> io::Result<()> {
-        let data = self
-            .unsynced()
-            .remove(&ino)
-            .map_or(Some(Vec::new()), |mut r| r.take());
+        let data = {
+            let mut unsynced = self.unsynced();
+            match unsynced.by_inode.remove(&ino) {
+                _ if unsynced.overflowed => None,
+                Some(mut ranges) => ranges.take(),
+                None => Some(Vec::new()),
+            }
+        };
         let (Some(metadata), Some(data)) = (metadata, data) else {
             return self.sync();
         };
@@ -408,6 +431,48 @@ mod tests {
         f.set_len(bytes as u64).unwrap();
         f.write_all_at(&vec![0xAA; bytes], 0).unwrap();
         DataDevice::new(f, 1024)
+    }
+
+    /// An inode's fsync takes its own ranges and leaves the others'; past the inodes
+    /// kept, fsyncs sync everything until a sync of the whole device starts afresh.
+    #[test]
+    fn unsynced_ranges_are_kept_per_inode_and_bounded() {
+        let dev = device(64 * 1024);
+        let data = |addr| Piece {
+            offset: 0,
+            len: 1024,
+            backing: Backing::Data { addr },
+        };
+        let tracked = |dev: &DataDevice| {
+            let u = dev.unsynced();
+            let mut inos: Vec<Ino> = u.by_inode.keys().copied().collect();
+            inos.sort_unstable();
+            (inos, u.overflowed)
+        };
+        dev.write(12, &[data(4096)], 0, &[1; 1024]).unwrap();
+        dev.zero(13, &[data(8192)], 0, 512).unwrap();
+        assert_eq!(tracked(&dev), (vec![12, 13], false));
+        dev.sync_file(12, Some(vec![(1024, 1024)])).unwrap();
+        assert_eq!(tracked(&dev), (vec![13], false), "12's ranges were taken");
+        dev.sync().unwrap();
+        assert_eq!(tracked(&dev), (vec![], false));
+
+        for ino in 0..=MAX_UNSYNCED_INODES as Ino {
+            dev.note(ino + 100, &[(4096, 1024)]);
+        }
+        assert_eq!(tracked(&dev), (vec![], true));
+        dev.note(7, &[(4096, 1024)]);
+        assert_eq!(
+            tracked(&dev),
+            (vec![], true),
+            "nothing is tracked once overflowed"
+        );
+        dev.sync_file(7, Some(vec![])).unwrap();
+        assert_eq!(
+            tracked(&dev),
+            (vec![], false),
+            "the whole device was synced"
+        );
     }
 
     #[test]
