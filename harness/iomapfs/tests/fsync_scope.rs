@@ -1,12 +1,16 @@
 //! FSYNC writes back what its file needs and nothing else (issue 16, item 4): the file's
 //! data and the metadata that changed, then a flush of the device's cache. Another file's
 //! data stays dirty in the image's page cache until that file is synced; `cachestat(2)`
-//! counts the image's dirty pages.
+//! counts the image's dirty pages. The flush that ends an fsync reaches the device: a loop
+//! device counts the flushes it completes.
 
 mod common;
 
+use std::path::{Path, PathBuf};
+
 use common::{have_mkfs, unclean_pages, Kernel};
 use iomapfs::options::MountOptions;
+use test_support::needs;
 
 const MIB: usize = 1 << 20;
 
@@ -59,6 +63,64 @@ fn fsync_writes_back_its_file_and_the_metadata_not_other_files() {
         unclean(),
         0,
         "dirty pages left after both files were synced"
+    );
+    k.server.shutdown().unwrap();
+}
+
+/// A loop device over an image file, detached when dropped.
+struct LoopDevice(PathBuf);
+
+impl LoopDevice {
+    fn attach(image: &Path) -> LoopDevice {
+        let dev = test_support::cmd::run(
+            "losetup",
+            &[Path::new("--find"), Path::new("--show"), image],
+        )
+        .unwrap();
+        LoopDevice(PathBuf::from(dev.trim()))
+    }
+
+    /// The flush requests the device completed (`/sys/block/NAME/stat`, field 16).
+    fn flushes(&self) -> u64 {
+        let name = self.0.file_name().unwrap().to_str().unwrap();
+        let stat = std::fs::read_to_string(format!("/sys/block/{name}/stat")).unwrap();
+        let fields: Vec<u64> = stat
+            .split_whitespace()
+            .map(|f| f.parse().unwrap())
+            .collect();
+        assert!(fields.len() >= 17, "no flush counts in {stat:?}");
+        fields[15]
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = test_support::cmd::run("losetup", &[Path::new("-d"), &self.0]);
+    }
+}
+
+#[test]
+fn fsync_flushes_the_device_cache() {
+    if !have_mkfs()
+        || !test_support::needs_all([needs::root(), needs::tool_from("losetup", "mount")])
+    {
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let image = test_support::e2fs::new_ext4_image(dir.path(), 16).unwrap();
+    // A loop device over a file has a write cache: flushes reach it and are counted.
+    let dev = LoopDevice::attach(&image);
+    let mut k = Kernel::serving(dev.0.clone(), MountOptions::default());
+    let (f, h) = k.create("f");
+    for _ in 0..2 {
+        k.write(f, h.fh, libc::O_RDWR, 0, 8192);
+    }
+    let before = dev.flushes();
+    assert_eq!(k.fsync(f, h.fh), Ok(()));
+    let after = dev.flushes();
+    assert!(
+        after > before,
+        "no flush reached the device ({before} -> {after})"
     );
     k.server.shutdown().unwrap();
 }

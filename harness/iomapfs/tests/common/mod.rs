@@ -56,6 +56,11 @@ impl Kernel {
     /// A server with `opts` on a fresh 16 MiB image in `dir`.
     pub fn new(dir: &Path, opts: MountOptions) -> Self {
         let image = test_support::e2fs::new_ext4_image(dir, 16).unwrap();
+        Self::serving(image, opts)
+    }
+
+    /// A server with `opts` on the filesystem in `image` (a file or a block device).
+    pub fn serving(image: PathBuf, opts: MountOptions) -> Self {
         Self {
             server: Server::open_image(&image, opts).unwrap(),
             image,
