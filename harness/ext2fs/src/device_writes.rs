@@ -6,7 +6,7 @@
 //! write functions go through `logged_*`, which note the range once the write succeeded.
 //! With `cache=off` every write libext2fs makes goes through them, at once.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::ffi::{c_int, c_ulong, c_ulonglong, c_void};
 use std::sync::OnceLock;
 
@@ -18,11 +18,13 @@ use crate::sys;
 const MAX_RANGES: usize = 1 << 16;
 
 /// Byte ranges `(offset, length)` of a device written since they were last taken, for a
-/// sync of those ranges alone. Bounded: past `MAX_RANGES` distinct ranges it keeps none
-/// and says so, and the caller syncs the whole device.
+/// sync of those ranges alone. Overlapping and touching ranges merge as they are noted.
+/// Bounded: past `MAX_RANGES` separate ranges it keeps none and says so, and the caller
+/// syncs the whole device.
 #[derive(Default)]
 pub struct ByteRanges {
-    ranges: BTreeSet<(u64, u64)>,
+    /// Start to end (exclusive), disjoint and not touching.
+    ranges: BTreeMap<u64, u64>,
     overflowed: bool,
 }
 
@@ -31,30 +33,32 @@ impl ByteRanges {
         if len == 0 || self.overflowed {
             return;
         }
-        self.ranges.insert((offset, len));
+        let (mut start, mut end) = (offset, offset.saturating_add(len));
+        // Every kept range that overlaps or touches [start, end] starts at or before
+        // `end`; going down from there, the first that ends before `start` ends the run.
+        while let Some((&s, &e)) = self.ranges.range(..=end).next_back() {
+            if e < start {
+                break;
+            }
+            self.ranges.remove(&s);
+            start = start.min(s);
+            end = end.max(e);
+        }
+        self.ranges.insert(start, end);
         if self.ranges.len() > MAX_RANGES {
             self.overflowed = true;
             self.ranges.clear();
         }
     }
 
-    /// The ranges, sorted, overlapping and touching ones merged; `None` if there were too
-    /// many to keep. Noting starts again from nothing.
+    /// The ranges, sorted and merged; `None` if there were too many to keep. Noting
+    /// starts again from nothing.
     pub fn take(&mut self) -> Option<Vec<(u64, u64)>> {
         let ranges = std::mem::take(&mut self.ranges);
         if std::mem::take(&mut self.overflowed) {
             return None;
         }
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-        for (offset, len) in ranges {
-            match merged.last_mut() {
-                Some((start, l)) if *start + *l >= offset => {
-                    *l = (*l).max(offset + len - *start);
-                }
-                _ => merged.push((offset, len)),
-            }
-        }
-        Some(merged)
+        Some(ranges.into_iter().map(|(s, e)| (s, e - s)).collect())
     }
 }
 
@@ -197,8 +201,16 @@ mod tests {
         w.note(4096, 4096);
         w.note(1024, 1024);
         w.note(16384, 512);
+        w.note(20000, 100);
         w.note(0, 0);
-        assert_eq!(w.take(), Some(vec![(0, 8192), (16384, 512)]));
+        // Bridges the last two, touching both.
+        w.note(16896, 3104);
+        assert_eq!(w.take(), Some(vec![(0, 8192), (16384, 3716)]));
+        // Sequential writes stay one range, however many.
+        for i in 0..2 * MAX_RANGES as u64 {
+            w.note(i * 4096, 4096);
+        }
+        assert_eq!(w.take(), Some(vec![(0, 2 * MAX_RANGES as u64 * 4096)]));
         assert_eq!(w.take(), Some(vec![]));
         for i in 0..=MAX_RANGES as u64 {
             w.note(i * 8192, 4096);
