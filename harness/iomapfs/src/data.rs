@@ -23,6 +23,9 @@ pub struct DataDevice {
     block_size: u64,
     /// The whole device mapped read-only, when that worked.
     map: Option<Mapping>,
+    /// Whether a sync of ranges works on `file` (`ranges_sync`); if not, every sync is
+    /// a sync of the whole device.
+    ranged_sync: bool,
     /// The device ranges each inode's data dirtied since it, or the whole device, was
     /// last synced: what an fsync of that inode must write back.
     unsynced: Mutex<Unsynced>,
@@ -144,15 +147,52 @@ fn segments(pieces: &[Piece], pos: u64, end: u64) -> Vec<(u64, Option<u64>)> {
     out
 }
 
+/// Whether `sync_file_range` and a ranged fsync act on `file` itself: on a block device,
+/// and on an image file of a filesystem known to do them. Not through overlayfs, for one:
+/// its file's page cache is empty (the bytes are in the file below), so a sync of ranges
+/// writes nothing back.
+fn ranges_sync(file: &File) -> bool {
+    use nix::sys::statfs::{
+        fstatfs, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC,
+    };
+    use std::os::unix::fs::FileTypeExt;
+    if file
+        .metadata()
+        .is_ok_and(|m| m.file_type().is_block_device())
+    {
+        return true;
+    }
+    fstatfs(file).is_ok_and(|fs| {
+        [
+            EXT4_SUPER_MAGIC,
+            XFS_SUPER_MAGIC,
+            BTRFS_SUPER_MAGIC,
+            TMPFS_MAGIC,
+        ]
+        .contains(&fs.filesystem_type())
+    })
+}
+
 impl DataDevice {
     pub fn new(file: File, block_size: u32) -> Self {
         let map = Mapping::new(&file);
+        let ranged_sync = ranges_sync(&file);
         Self {
             file,
             block_size: block_size as u64,
             map,
+            ranged_sync,
             unsynced: Mutex::default(),
         }
+    }
+
+    /// From now on until the next sync of the whole device, syncs of one inode sync the
+    /// whole device: something they need (ranges taken by a sync that failed) is no longer
+    /// tracked.
+    pub fn need_full_sync(&self) {
+        let mut unsynced = self.unsynced();
+        unsynced.overflowed = true;
+        unsynced.by_inode.clear();
     }
 
     fn unsynced(&self) -> std::sync::MutexGuard<'_, Unsynced> {
@@ -241,10 +281,10 @@ impl DataDevice {
         data: &[u8],
         wrote: &mut Vec<(u64, u64)>,
     ) -> io::Result<()> {
+        // Noted even when it fails: part of it may be in the page cache.
         let mut write_at = |buf: &[u8], addr: u64| {
-            self.file.write_all_at(buf, addr)?;
             wrote.push((addr, buf.len() as u64));
-            io::Result::Ok(())
+            self.file.write_all_at(buf, addr)
         };
         let end = pos + data.len() as u64;
         let bs = self.block_size;
@@ -291,11 +331,12 @@ impl DataDevice {
             if a < b {
                 let zeros = vec![0u8; (b - a) as usize];
                 let addr = addr + (a - p.offset);
+                // Noted even when it fails: part of it may be in the page cache.
+                wrote.push((addr, b - a));
                 result = self.file.write_all_at(&zeros, addr);
                 if result.is_err() {
                     break;
                 }
-                wrote.push((addr, b - a));
             }
         }
         self.note(ino, &wrote);
@@ -370,12 +411,16 @@ impl DataDevice {
     /// Makes `ino`'s data and the device ranges `metadata` durable, and nothing else that
     /// is dirty: its ranges and `metadata` are written back and waited for, then the
     /// device's write cache is flushed. The whole device is synced instead when `metadata`
-    /// is `None`, or when more ranges or inodes were written than are kept.
+    /// is `None`, when more ranges or inodes were written than are kept, or when the
+    /// device is an image file on a filesystem not known to sync ranges (`ranges_sync`).
+    ///
+    /// Like `fsync(2)`, every range is tried and the cache flushed even after an error,
+    /// and the first error is returned; the next syncs are then of the whole device.
     pub fn sync_file(&self, ino: Ino, metadata: Option<Vec<(u64, u64)>>) -> io::Result<()> {
         let data = {
             let mut unsynced = self.unsynced();
             match unsynced.by_inode.remove(&ino) {
-                _ if unsynced.overflowed => None,
+                _ if unsynced.overflowed || !self.ranged_sync => None,
                 Some(mut ranges) => ranges.take(),
                 None => Some(Vec::new()),
             }
@@ -387,15 +432,31 @@ impl DataDevice {
         for (addr, len) in metadata.into_iter().chain(data) {
             ranges.note(addr, len);
         }
-        let ranges = ranges.take().unwrap_or_default();
+        let Some(ranges) = ranges.take() else {
+            return self.sync();
+        };
+        let mut first_error = None;
         // All write-backs are started before any is waited for.
         for &(addr, len) in &ranges {
-            self.sync_file_range(addr, len, libc::SYNC_FILE_RANGE_WRITE)?;
+            if let Err(e) = self.sync_file_range(addr, len, libc::SYNC_FILE_RANGE_WRITE) {
+                first_error.get_or_insert(e);
+            }
         }
         for &(addr, len) in &ranges {
-            self.sync_range(addr, len)?;
+            if let Err(e) = self.sync_range(addr, len) {
+                first_error.get_or_insert(e);
+            }
         }
-        self.flush_cache()
+        if let Err(e) = self.flush_cache() {
+            first_error.get_or_insert(e);
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => {
+                self.need_full_sync();
+                Err(e)
+            }
+        }
     }
 
     /// Flushes the device's write cache, writing back nothing else first (as `fdatasync`
@@ -472,6 +533,26 @@ mod tests {
             tracked(&dev),
             (vec![], false),
             "the whole device was synced"
+        );
+    }
+
+    /// Ranges kept apart (each within the bound) that together pass it make a sync of
+    /// the whole device, not of none of them.
+    #[test]
+    fn too_many_ranges_together_sync_the_whole_device() {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(1 << 30).unwrap();
+        let dev = DataDevice::new(f, 1024);
+        dev.note(13, &[(0, 1024)]);
+        // 40,000 data ranges and 30,000 metadata ranges, none touching: 70,000 in all,
+        // past the 65,536 a set of ranges keeps.
+        let data: Vec<(u64, u64)> = (0..40_000).map(|i| (i * 8192 + 4096, 1024)).collect();
+        dev.note(12, &data);
+        let metadata: Vec<(u64, u64)> = (0..30_000).map(|i| (i * 8192 + 6144, 512)).collect();
+        dev.sync_file(12, Some(metadata)).unwrap();
+        assert!(
+            dev.unsynced().by_inode.is_empty(),
+            "a sync of the whole device forgets every inode's ranges"
         );
     }
 

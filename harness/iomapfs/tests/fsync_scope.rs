@@ -9,6 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{have_mkfs, unclean_pages, Kernel};
+use iomapfs::fault::Fault;
 use iomapfs::options::MountOptions;
 use test_support::needs;
 
@@ -63,6 +64,45 @@ fn fsync_writes_back_its_file_and_the_metadata_not_other_files() {
         unclean(),
         0,
         "dirty pages left after both files were synced"
+    );
+    k.server.shutdown().unwrap();
+}
+
+/// A failed fsync loses nothing: the ranges it took from the logs are tracked no more, so
+/// the next fsync, of any file, writes back everything.
+#[test]
+fn after_a_failed_fsync_the_next_one_writes_back_everything() {
+    if !have_mkfs() {
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // The first sync of the device fails, as a failed write-back does.
+    let opts = MountOptions {
+        fault: Some(Fault::FailSync { nth: 1 }),
+        ..Default::default()
+    };
+    let mut k = Kernel::new(dir.path(), opts);
+    let image = std::fs::File::open(&k.image).unwrap();
+    let image_len = image.metadata().unwrap().len();
+    let missing = unclean_pages(&image, 0, image_len)
+        .is_none()
+        .then(|| "cachestat(2) (Linux 6.5 or newer)".to_string());
+    if !test_support::needs(missing) {
+        return;
+    }
+    let unclean = || unclean_pages(&image, 0, image_len).unwrap();
+    let (a, ha) = k.create("a");
+    let (other, ho) = k.create("other");
+    for _ in 0..2 {
+        k.write(a, ha.fh, libc::O_RDWR, 0, 64 << 10);
+    }
+    assert_eq!(k.fsync(a, ha.fh), Err(libc::EIO));
+    assert!(unclean() > 0, "the failed fsync wrote nothing back");
+    assert_eq!(k.fsync(other, ho.fh), Ok(()));
+    assert_eq!(
+        unclean(),
+        0,
+        "dirty pages left after the fsync that followed a failure"
     );
     k.server.shutdown().unwrap();
 }

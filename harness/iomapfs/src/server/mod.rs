@@ -623,6 +623,9 @@ impl Server {
 
     /// `sync`, and whether its failure was charged to any file.
     pub(crate) fn sync_charged(&self) -> (Result<(), Errno>, bool) {
+        // The ticket is taken in turn: a sync running meanwhile may see (and charge) a
+        // failure of the inodes it names.
+        let _order = self.sync_order.lock().unwrap_or_else(|p| p.into_inner());
         let ticket = self.wb.sync_started();
         let result = self.sync_device();
         let charged = self.wb.sync_done(ticket, result);
@@ -630,7 +633,6 @@ impl Server {
     }
 
     fn sync_device(&self) -> Result<(), Errno> {
-        let _order = self.sync_order.lock().unwrap_or_else(|p| p.into_inner());
         {
             let mut meta = self.meta();
             let fs = meta.fs()?;
@@ -640,7 +642,11 @@ impl Server {
                 let _ = fs.take_device_writes();
             }
         }
-        self.injected_sync_failure()?;
+        if let Err(e) = self.injected_sync_failure() {
+            // The metadata ranges are gone from the log and nothing was written back.
+            self.data.need_full_sync();
+            return Err(e);
+        }
         self.data.sync()?;
         Ok(())
     }
@@ -657,13 +663,13 @@ impl Server {
 
     /// `sync_inode`, and whether its failure was charged to any file.
     pub(crate) fn sync_inode_charged(&self, ino: Ino) -> (Result<(), Errno>, bool) {
+        let _order = self.sync_order.lock().unwrap_or_else(|p| p.into_inner());
         let result = self.sync_inode_uncharged(ino);
         let charged = self.wb.partial_sync_done(result);
         (result, charged)
     }
 
     fn sync_inode_uncharged(&self, ino: Ino) -> Result<(), Errno> {
-        let _order = self.sync_order.lock().unwrap_or_else(|p| p.into_inner());
         let metadata = {
             let mut meta = self.meta();
             let fs = meta.fs()?;
@@ -673,7 +679,11 @@ impl Server {
             fs.commit()?;
             fs.take_device_writes()
         };
-        self.injected_sync_failure()?;
+        if let Err(e) = self.injected_sync_failure() {
+            // The metadata ranges are gone from the log and nothing was written back.
+            self.data.need_full_sync();
+            return Err(e);
+        }
         self.data.sync_file(ino, metadata)?;
         Ok(())
     }
