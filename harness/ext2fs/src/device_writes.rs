@@ -4,7 +4,9 @@
 //!
 //! The handle's I/O channel keeps the unix manager's functions, except that its three
 //! write functions go through `logged_*`, which note the range once the write succeeded.
-//! With `cache=off` every write libext2fs makes goes through them, at once.
+//! With `cache=off` every write libext2fs makes to the page cache goes through them, at
+//! once. Its zeroing (`io_channel_zeroout`: fallocate or BLKZEROOUT) bypasses the page
+//! cache and is done when it returns; the flush that ends a sync makes it durable.
 
 use std::collections::BTreeMap;
 use std::ffi::{c_int, c_ulong, c_ulonglong, c_void};
