@@ -15,6 +15,20 @@ use test_support::needs;
 
 const MIB: usize = 1 << 20;
 
+/// A count of the image's dirty and under-writeback pages (cachestat(2)); `None`, after a
+/// SKIP line or a failure under CI, where the kernel lacks cachestat.
+fn dirty_pages_of(image: &Path) -> Option<impl Fn() -> u64> {
+    let image = std::fs::File::open(image).unwrap();
+    let len = image.metadata().unwrap().len();
+    let missing = unclean_pages(&image, 0, len)
+        .is_none()
+        .then(|| "cachestat(2) (Linux 6.5 or newer)".to_string());
+    if !test_support::needs(missing) {
+        return None;
+    }
+    Some(move || unclean_pages(&image, 0, len).unwrap())
+}
+
 #[test]
 fn fsync_writes_back_its_file_and_the_metadata_not_other_files() {
     if !have_mkfs() {
@@ -23,15 +37,9 @@ fn fsync_writes_back_its_file_and_the_metadata_not_other_files() {
     // The image must be on a filesystem with writeback (not tmpfs): next to the target dir.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let mut k = Kernel::new(dir.path(), MountOptions::default());
-    let image = std::fs::File::open(&k.image).unwrap();
-    let image_len = image.metadata().unwrap().len();
-    let missing = unclean_pages(&image, 0, image_len)
-        .is_none()
-        .then(|| "cachestat(2) (Linux 6.5 or newer)".to_string());
-    if !test_support::needs(missing) {
+    let Some(unclean) = dirty_pages_of(&k.image) else {
         return;
-    }
-    let unclean = || unclean_pages(&image, 0, image_len).unwrap();
+    };
     let (small, s) = k.create("small");
     let (big, b) = k.create("big");
     // Twice: the first writes fill new blocks, whose data is written back before their
@@ -82,15 +90,9 @@ fn after_a_failed_fsync_the_next_one_writes_back_everything() {
         ..Default::default()
     };
     let mut k = Kernel::new(dir.path(), opts);
-    let image = std::fs::File::open(&k.image).unwrap();
-    let image_len = image.metadata().unwrap().len();
-    let missing = unclean_pages(&image, 0, image_len)
-        .is_none()
-        .then(|| "cachestat(2) (Linux 6.5 or newer)".to_string());
-    if !test_support::needs(missing) {
+    let Some(unclean) = dirty_pages_of(&k.image) else {
         return;
-    }
-    let unclean = || unclean_pages(&image, 0, image_len).unwrap();
+    };
     let (a, ha) = k.create("a");
     let (other, ho) = k.create("other");
     for _ in 0..2 {
