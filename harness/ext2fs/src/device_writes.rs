@@ -90,22 +90,16 @@ unsafe fn log_of(channel: sys::io_channel) -> Option<&'static mut ByteRanges> {
     }
 }
 
-/// `count` blocks, or `-count` bytes when negative, as libext2fs's channels count.
-unsafe fn note_blocks(channel: sys::io_channel, block: u64, count: c_int) {
-    // SAFETY: open channel.
-    let block_size = unsafe { (*channel).block_size } as u64;
-    let len = if count < 0 {
-        count.unsigned_abs() as u64
-    } else {
-        count as u64 * block_size
-    };
+/// Notes `len` bytes at `offset` in the log of `channel`'s handle, if it logs.
+unsafe fn note(channel: sys::io_channel, offset: u64, len: u64) {
     // SAFETY: as for `log_of`.
     if let Some(log) = unsafe { log_of(channel) } {
-        log.note(block * block_size, len);
+        log.note(offset, len);
     }
 }
 
-/// Notes the blocks of a write that returned `rc`, if it succeeded; returns `rc`.
+/// Notes the blocks of a write that returned `rc`, if it succeeded: `count` blocks, or
+/// `-count` bytes when negative, as libext2fs's channels count. Returns `rc`.
 unsafe fn noted(
     channel: sys::io_channel,
     block: u64,
@@ -114,7 +108,14 @@ unsafe fn noted(
 ) -> sys::errcode_t {
     if rc == 0 {
         // SAFETY: the caller's open channel.
-        unsafe { note_blocks(channel, block, count) };
+        let block_size = unsafe { (*channel).block_size } as u64;
+        let len = if count < 0 {
+            count.unsigned_abs() as u64
+        } else {
+            count as u64 * block_size
+        };
+        // SAFETY: as above.
+        unsafe { note(channel, block * block_size, len) };
     }
     rc
 }
@@ -153,10 +154,8 @@ unsafe extern "C" fn logged_write_byte(
     // SAFETY: the caller's arguments, passed on.
     let rc = unsafe { write(channel, offset, size, data) };
     if rc == 0 {
-        // SAFETY: as for `log_of`.
-        if let Some(log) = unsafe { log_of(channel) } {
-            log.note(offset, u64::try_from(size).unwrap_or(0));
-        }
+        // SAFETY: the caller's open channel.
+        unsafe { note(channel, offset, u64::try_from(size).unwrap_or(0)) };
     }
     rc
 }

@@ -642,11 +642,7 @@ impl Server {
                 let _ = fs.take_device_writes();
             }
         }
-        if let Err(e) = self.injected_sync_failure() {
-            // The metadata ranges are gone from the log and nothing was written back.
-            self.data.need_full_sync();
-            return Err(e);
-        }
+        self.injected_sync_failure()?;
         self.data.sync()?;
         Ok(())
     }
@@ -679,21 +675,20 @@ impl Server {
             fs.commit()?;
             fs.take_device_writes()
         };
-        if let Err(e) = self.injected_sync_failure() {
-            // The metadata ranges are gone from the log and nothing was written back.
-            self.data.need_full_sync();
-            return Err(e);
-        }
+        self.injected_sync_failure()?;
         self.data.sync_file(ino, metadata)?;
         Ok(())
     }
 
     /// Test-only (`fault=fail_sync:N`): the Nth sync of the device fails as a failed
-    /// write-back does, once (the dirty pages stay for the next sync).
+    /// write-back does, once (the dirty pages stay for the next sync). It fails after
+    /// taking the metadata ranges from the log and before writing them back, so the next
+    /// syncs are of the whole device.
     fn injected_sync_failure(&self) -> Result<(), Errno> {
         #[cfg(feature = "fault-injection")]
         if let Some(Fault::FailSync { nth }) = self.fault() {
             if self.syncs.fetch_add(1, Ordering::Relaxed) + 1 == nth {
+                self.data.need_full_sync();
                 return Err(Errno(libc::EIO));
             }
         }
