@@ -4,7 +4,7 @@
 //!
 //! The cache is exact. Entries are added only under the metadata lock, from a fresh read;
 //! every inode written under that lock (libext2fs's write hook logs them all, its own
-//! writes included) is dropped before the lock is released. A reader outside the lock
+//! writes included) is read again, or dropped, before the lock is released. A reader outside the lock
 //! therefore sees an inode as it was before or after a concurrent change, never an older
 //! one once that change's reply is sent.
 
@@ -38,7 +38,26 @@ impl InodeCache {
         map.insert(ino, inode);
     }
 
-    /// Drops inodes that were written or that the kernel forgot.
+    /// Replaces each inode written under the metadata lock (still held) with its fresh
+    /// copy, or drops it when there is none.
+    pub fn refresh(&self, fresh: Vec<(Ino, Option<Inode>)>) {
+        let mut map = self.write();
+        for (ino, inode) in fresh {
+            match inode {
+                Some(inode) => {
+                    if map.len() >= MAX_ENTRIES {
+                        map.clear();
+                    }
+                    map.insert(ino, inode);
+                }
+                None => {
+                    map.remove(&ino);
+                }
+            }
+        }
+    }
+
+    /// Drops inodes that the kernel forgot.
     pub fn remove(&self, inos: &[Ino]) {
         if !inos.is_empty() {
             let mut map = self.write();

@@ -126,9 +126,7 @@ impl DerefMut for MetaGuard<'_> {
 
 impl Drop for MetaGuard<'_> {
     fn drop(&mut self) {
-        if let Some(fs) = self.guard.fs.as_mut() {
-            self.server.inodes.remove(&fs.take_written_inodes());
-        }
+        self.refresh_written_inodes();
         let runs = self
             .guard
             .fs
@@ -147,6 +145,28 @@ impl Drop for MetaGuard<'_> {
         self.server.invalidate(&runs);
         // SAFETY: dropped exactly once, here; the guard is not used after this.
         unsafe { ManuallyDrop::drop(&mut self.guard) };
+    }
+}
+
+impl MetaGuard<'_> {
+    /// Brings the inode cache up to date with every inode written under the lock: the
+    /// kernel holds them (a new file, its parent), and a GETATTR of them would otherwise
+    /// wait for this lock. An inode that cannot be read again is dropped.
+    fn refresh_written_inodes(&mut self) {
+        let meta: &mut Meta = &mut self.guard;
+        let Some(fs) = meta.fs.as_mut() else { return };
+        let mut written = fs.take_written_inodes();
+        written.sort_unstable();
+        written.dedup();
+        // Read first, so the cache's own lock is held only for the map changes.
+        let fresh: Vec<_> = written
+            .into_iter()
+            .map(|ino| {
+                let held = ino == ext2fs::ROOT_INO || meta.lookups.contains_key(&ino);
+                (ino, held.then(|| fs.read_inode(ino).ok()).flatten())
+            })
+            .collect();
+        self.server.inodes.refresh(fresh);
     }
 }
 
