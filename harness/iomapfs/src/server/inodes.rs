@@ -118,5 +118,19 @@ mod tests {
             server.getattr(ROOT_INO).unwrap().attr.mode,
             libc::S_IFDIR | 0o700
         );
+        // The written inode was read again as the lock was released: the next GETATTR
+        // is answered while another request holds the lock, with the new mode.
+        std::thread::scope(|scope| {
+            let _meta = server.meta();
+            let (tx, rx) = mpsc::channel();
+            let server = &server;
+            scope.spawn(move || tx.send(server.getattr(ROOT_INO).map(|a| a.attr.mode)));
+            let answered = rx.recv_timeout(Duration::from_secs(10));
+            assert_eq!(
+                answered,
+                Ok(Ok(libc::S_IFDIR | 0o700)),
+                "a written inode is answered from the cache, fresh"
+            );
+        });
     }
 }

@@ -22,6 +22,7 @@ mod xattr;
 
 pub use init::{MAX_READ, MAX_WRITE};
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
@@ -109,6 +110,13 @@ impl Meta {
 pub(crate) struct MetaGuard<'a> {
     guard: ManuallyDrop<MutexGuard<'a, Meta>>,
     server: &'a Server,
+    /// Taken by a session reader thread (`Server::meta_held_by_reader`).
+    by_reader: bool,
+}
+
+thread_local! {
+    /// Whether this thread is one of the session's readers (`Server::prepare_thread`).
+    static IS_READER: Cell<bool> = const { Cell::new(false) };
 }
 
 impl Deref for MetaGuard<'_> {
@@ -136,19 +144,29 @@ impl Drop for MetaGuard<'_> {
         if self.server.fault() == Some(Fault::LateDevInval) && !runs.is_empty() {
             // Test-only: the old order (unlock, then notify), with a window wide enough for
             // kmodel's concurrent mode to be handed a freed block first.
-            // SAFETY: dropped exactly once, here; the guard is not used after this.
-            unsafe { ManuallyDrop::drop(&mut self.guard) };
+            self.unlock();
             std::thread::sleep(std::time::Duration::from_millis(LATE_DEV_INVAL_MS));
             self.server.invalidate(&runs);
             return;
         }
         self.server.invalidate(&runs);
-        // SAFETY: dropped exactly once, here; the guard is not used after this.
-        unsafe { ManuallyDrop::drop(&mut self.guard) };
+        self.unlock();
     }
 }
 
 impl MetaGuard<'_> {
+    /// Releases the lock; called exactly once, from `drop`.
+    fn unlock(&mut self) {
+        if self.by_reader {
+            self.server
+                .meta_held_by_reader
+                .store(false, Ordering::SeqCst);
+        }
+        // SAFETY: dropped exactly once (`drop` calls this once); the guard is not used
+        // after this.
+        unsafe { ManuallyDrop::drop(&mut self.guard) };
+    }
+
     /// Brings the inode cache up to date with every inode written under the lock: the
     /// kernel holds them (a new file, its parent), and a GETATTR of them would otherwise
     /// wait for this lock. An inode that cannot be read again is dropped.
@@ -177,6 +195,8 @@ const DATA_LOCK_STRIPES: usize = 256;
 
 pub struct Server {
     meta: Mutex<Meta>,
+    /// Set while a session reader thread holds `meta` (`MetaGuard::by_reader`).
+    meta_held_by_reader: AtomicBool,
     data: DataDevice,
     block_size: u32,
     /// ext4's largest file size for this filesystem (EFBIG beyond it).
@@ -303,6 +323,7 @@ impl Server {
                 dircache: Default::default(),
                 direct_written: HashMap::new(),
             }),
+            meta_held_by_reader: AtomicBool::new(false),
             inodes: Default::default(),
             data: DataDevice::new(data, block_size),
             block_size,
@@ -424,9 +445,14 @@ impl Server {
                 guard
             }
         };
+        let by_reader = IS_READER.with(Cell::get);
+        if by_reader {
+            self.meta_held_by_reader.store(true, Ordering::SeqCst);
+        }
         MetaGuard {
             guard: ManuallyDrop::new(guard),
             server: self,
+            by_reader,
         }
     }
 
@@ -571,7 +597,15 @@ impl Server {
     }
 
     /// The request loop calls this on each worker thread before serving.
+    /// Whether a reader thread holds the metadata lock right now: it answers the requests
+    /// handed to it (`session::Handoff`) once its own is done.
+    pub fn meta_held_by_reader(&self) -> bool {
+        self.meta_held_by_reader.load(Ordering::SeqCst)
+    }
+
+    /// Sets up a reader thread of the session (one that answers handed-over requests).
     pub fn prepare_thread(&self, transport: &dyn Transport) {
+        IS_READER.with(|r| r.set(true));
         if self.mode() == Mode::Iomap {
             // Memory reclaim must not recurse into this filesystem through us.
             if let Err(e) = transport.set_nofs() {
