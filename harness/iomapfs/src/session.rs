@@ -137,7 +137,6 @@ impl Handoff {
                 | Opcode::Link
                 | Opcode::Create
                 | Opcode::Open
-                | Opcode::Release
         ) && server.meta_held_by_reader()
     }
 

@@ -44,13 +44,12 @@ impl Server {
     pub(crate) fn release(&self, ino: Option<Ino>, fh: u64) {
         self.wb.release(fh);
         let Some(ino) = ino else { return };
-        let mut meta = self.meta();
-        if meta
-            .direct_written
+        let mut direct_written = self.direct_written();
+        if direct_written
             .get(&ino)
             .is_some_and(|opened| opened.contains(&fh))
         {
-            meta.direct_written.remove(&ino);
+            direct_written.remove(&ino);
         }
     }
 
@@ -110,11 +109,13 @@ impl Server {
         // (fs/fuse/file.c: fuse_direct_IO returns -EIOCBQUEUED, and its completion
         // invalidates no pages), so pages a buffered read brought in meanwhile keep the
         // old bytes. Until the kernel has dropped them once since, every open drops them.
-        let stale = meta.direct_written.contains_key(&ino);
+        let mut direct_written = self.direct_written();
+        let stale = direct_written.contains_key(&ino);
         let out = self.open_out_keeping(ino, !atime_due && !stale);
-        if let Some(opened) = meta.direct_written.get_mut(&ino) {
+        if let Some(opened) = direct_written.get_mut(&ino) {
             opened.insert(out.fh);
         }
+        drop(direct_written);
         drop(meta);
         // The kernel refreshes only size and times after an O_TRUNC open.
         if inode.mode() != old_mode {
@@ -303,7 +304,7 @@ impl Server {
         if direct {
             // After the bytes are written: opens from now on drop what was cached, and
             // drops before this write prove nothing.
-            meta.direct_written.insert(ino, HashSet::new());
+            self.direct_written().insert(ino, HashSet::new());
         }
         drop(meta);
         // The kernel refreshes only size and times after a write, and with the writeback

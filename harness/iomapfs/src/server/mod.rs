@@ -68,10 +68,6 @@ pub(crate) struct Meta {
     pub orphans: HashSet<Ino>,
     /// Name → inode indexes of large directories.
     pub dircache: dircache::DirCache,
-    /// Regular files written with O_DIRECT whose cached pages in the kernel may be stale
-    /// (see `Server::open`), with the handles opened since the last such write, each of
-    /// which made the kernel drop them.
-    pub direct_written: HashMap<Ino, HashSet<u64>>,
 }
 
 impl Meta {
@@ -197,6 +193,11 @@ pub struct Server {
     meta: Mutex<Meta>,
     /// Set while a session reader thread holds `meta` (`MetaGuard::by_reader`).
     meta_held_by_reader: AtomicBool,
+    /// Regular files written with O_DIRECT whose cached pages in the kernel may be stale
+    /// (see `Server::open`), with the handles opened since the last such write, each of
+    /// which made the kernel drop them. Its own lock, taken after `meta` when both are
+    /// held: RELEASE needs only this.
+    direct_written: Mutex<HashMap<Ino, HashSet<u64>>>,
     data: DataDevice,
     block_size: u32,
     /// ext4's largest file size for this filesystem (EFBIG beyond it).
@@ -321,8 +322,8 @@ impl Server {
                 lookups: HashMap::new(),
                 orphans: HashSet::new(),
                 dircache: Default::default(),
-                direct_written: HashMap::new(),
             }),
+            direct_written: Mutex::default(),
             meta_held_by_reader: AtomicBool::new(false),
             inodes: Default::default(),
             data: DataDevice::new(data, block_size),
@@ -597,6 +598,14 @@ impl Server {
     }
 
     /// The request loop calls this on each worker thread before serving.
+    /// The O_DIRECT-written files (`direct_written`). Plain map operations under it: a
+    /// poisoned lock still guards a whole map.
+    pub(crate) fn direct_written(&self) -> MutexGuard<'_, HashMap<Ino, HashSet<u64>>> {
+        self.direct_written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Whether a reader thread holds the metadata lock right now: it answers the requests
     /// handed to it (`session::Handoff`) once its own is done.
     pub fn meta_held_by_reader(&self) -> bool {
@@ -628,7 +637,7 @@ impl Server {
             };
             if left == 0 {
                 meta.lookups.remove(&ino);
-                meta.direct_written.remove(&ino);
+                self.direct_written().remove(&ino);
                 self.inodes.remove(&[ino]);
                 self.wb.forget(ino);
                 if let Err(e) = self.free_if_orphan(&mut meta, ino) {
@@ -790,7 +799,7 @@ impl Server {
         };
         meta.lookups.clear();
         meta.dircache.clear();
-        meta.direct_written.clear();
+        self.direct_written().clear();
         self.wb.clear();
         let mut first_error = None;
         let orphans: Vec<Ino> = meta.orphans.drain().collect();
