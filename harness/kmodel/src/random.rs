@@ -374,6 +374,7 @@ impl<'a> Runner<'a> {
             image: workdir.join("image.ext4"),
             options: cfg.server_options.clone(),
             workdir,
+            env: Vec::new(),
         };
         Runner {
             cfg,

@@ -29,6 +29,9 @@ pub struct ServerSpec {
     pub options: Vec<String>,
     /// Where the socket and the server log go.
     pub workdir: PathBuf,
+    /// Environment variables set for the server only (not this process, whose other
+    /// threads may start servers of their own).
+    pub env: Vec<(String, std::ffi::OsString)>,
 }
 
 /// Largest message either side sends: a 1 MiB payload plus headers.
@@ -78,6 +81,7 @@ impl Session {
             File::create(&log).map_err(|e| Error::io(format!("create {}", log.display()), e))?;
         let mut cmd = Command::new(&spec.binary);
         cmd.arg(&spec.image).arg("--kernel-socket").arg(&sock_path);
+        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
         if !spec.options.is_empty() {
             cmd.arg("-o").arg(spec.options.join(","));
         }

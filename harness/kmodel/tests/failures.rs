@@ -40,6 +40,7 @@ fn mount(image: &Path, dir: &Path, options: &[String]) -> Kernel {
         image: image.to_path_buf(),
         options: options.to_vec(),
         workdir: dir.to_path_buf(),
+        env: Vec::new(),
     };
     Kernel::mount(&spec, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("mount {options:?}: {e}"))

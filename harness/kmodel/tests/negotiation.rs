@@ -125,16 +125,18 @@ fn iomap_on_refuses_a_mainline_7_3_kernel_clearly() {
 /// learns the mode of each mount a test made, fstests' included).
 #[test]
 fn every_session_appends_its_mode_to_the_mode_log() {
-    let (fx, _) = fixture(&[]);
+    let (mut fx, _) = fixture(&[]);
     let log = fx.dir.path().join("modes");
-    // nextest runs each test in its own process: the variable reaches only our servers.
-    std::env::set_var("IOMAPFS_MODE_LOG", &log);
+    // Set for these servers only: other tests' servers may start meanwhile (cargo test
+    // runs the tests as threads of one process).
+    fx.spec
+        .env
+        .push(("IOMAPFS_MODE_LOG".into(), log.clone().into()));
     let k =
         Kernel::mount_offering(&fx.spec, TIMEOUT, InitOffer::MAINLINE_7_3_URING).expect("mount");
     k.destroy().expect("unmount");
     let k = Kernel::mount_offering(&fx.spec, TIMEOUT, InitOffer::IOMAP).expect("mount");
     k.destroy().expect("unmount");
-    std::env::remove_var("IOMAPFS_MODE_LOG");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "classic\niomap\n");
 }
 

@@ -468,6 +468,7 @@ fn run_one(cfg: &FuzzConfig, base: &Base, seed: u64, dir: &Path) -> Result<Outco
         image: image.clone(),
         options: vec![],
         workdir: dir.to_path_buf(),
+        env: Vec::new(),
     };
     let classic = seed % 2 == 1;
     let offer = if classic {

@@ -131,6 +131,7 @@ pub fn run_concurrent(
         image: image.clone(),
         options: cfg.server_options.clone(),
         workdir: workdir.clone(),
+        env: Vec::new(),
     };
     let main = match image::mkfs(&image, cfg.image_size, cfg.block_size)
         .and_then(|_| Kernel::mount_shared(&spec, cfg.reply_timeout))

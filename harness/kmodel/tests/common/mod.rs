@@ -44,6 +44,7 @@ impl Fixture {
             image,
             options: options.iter().map(|s| s.to_string()).collect(),
             workdir: dir.path().to_path_buf(),
+            env: Vec::new(),
         };
         Fixture { dir, spec }
     }
