@@ -1,5 +1,6 @@
 //! The request loop: read a request, hand it to `dispatch`, on one or more threads; a
-//! name operation that meets the metadata lock held by another reader is handed to it.
+//! name operation that meets the metadata lock held by another reader's name operation is
+//! handed to it.
 
 use std::collections::VecDeque;
 use std::io;
@@ -9,7 +10,7 @@ use fuse_wire::opcode::Opcode;
 
 use crate::dispatch::handle_one;
 use crate::errno::Errno;
-use crate::server::Server;
+use crate::server::{answering_handoffs, Server};
 use crate::transport::Transport;
 
 /// Size of one request buffer: the largest WRITE plus headers.
@@ -71,18 +72,27 @@ fn worker_loop(
     let mut buf = vec![0u8; buffer_size()];
     while let Some(n) = transport.receive(&mut buf)? {
         let request = &buf[..n];
-        let answered = if handoff.wants(server, request) {
+        // The queue is answered after every request of this thread's own, even one whose
+        // reply failed: what was handed to it must not be left behind.
+        let own_then_queue = |own: io::Result<()>| {
+            let queued = handoff.drain(server);
+            own.and(queued)
+        };
+        let answered = if !Handoff::is_name_op(request) {
+            own_then_queue(handle_one(server, transport.as_ref(), request))
+        } else if server.meta_holder_drains() {
             handoff.push(request, transport);
-            // A reader holding the lock now answers the queue after its own request. If
-            // none does (it let go before the push, or another thread holds the lock: the
-            // committer, the signal thread), nobody else would: answer it here.
-            if server.meta_held_by_reader() {
+            // The holder answers the queue once its request is done. If it let go before
+            // the push, nobody else might: answer it here.
+            if server.meta_holder_drains() {
                 Ok(())
             } else {
                 handoff.drain(server)
             }
         } else {
-            handle_one(server, transport.as_ref(), request).and_then(|()| handoff.drain(server))
+            own_then_queue(answering_handoffs(|| {
+                handle_one(server, transport.as_ref(), request)
+            }))
         };
         match answered {
             // The connection went away under us: the session is over.
@@ -97,11 +107,14 @@ fn worker_loop(
     Ok(())
 }
 
-/// Requests handed over to the thread that holds the metadata lock. A reader that
-/// would wait for that lock queues its request instead and goes back to the kernel for
-/// the next one; the holder answers the queue once its own request is done, without
-/// sleeping in between. On two cores this saves the two context switches of every
-/// contended request (futex wait and wake), most of the cost of a name operation.
+/// Name operations handed over to the thread that holds the metadata lock. A reader
+/// whose name operation would wait for that lock, held by another reader's name operation,
+/// queues it instead and goes back to the kernel for the next request; the holder answers
+/// the queue as soon as its own request is done, without sleeping in between. On two
+/// cores this saves the two context switches of every contended request (futex wait and
+/// wake), most of the cost of a name operation. Only a name operation's holder is handed
+/// requests: its work after the lock is its reply, where an fsync or a WRITE goes on to
+/// write back data for milliseconds.
 #[derive(Default)]
 struct Handoff {
     queue: Mutex<VecDeque<HandedOver>>,
@@ -112,8 +125,9 @@ struct Handoff {
 type HandedOver = (Vec<u8>, Arc<dyn Transport>);
 
 impl Handoff {
-    /// Name operations that need the metadata lock, while another thread holds it.
-    fn wants(&self, server: &Server, request: &[u8]) -> bool {
+    /// The requests that only do metadata work under the metadata lock, and only send
+    /// their reply after it.
+    fn is_name_op(request: &[u8]) -> bool {
         let Some(opcode) = request
             .get(4..8)
             .and_then(|b| b.try_into().ok())
@@ -137,7 +151,7 @@ impl Handoff {
                 | Opcode::Link
                 | Opcode::Create
                 | Opcode::Open
-        ) && server.meta_held_by_reader()
+        )
     }
 
     fn push(&self, request: &[u8], transport: &Arc<dyn Transport>) {
@@ -147,16 +161,18 @@ impl Handoff {
     /// Answers every queued request; the first error is returned once the queue is empty
     /// (each request still gets its answer).
     fn drain(&self, server: &Server) -> io::Result<()> {
-        let mut first_error = Ok(());
-        loop {
-            let Some((request, transport)) = self.lock().pop_front() else {
-                return first_error;
-            };
-            let answered = handle_one(server, transport.as_ref(), &request);
-            if first_error.is_ok() {
-                first_error = answered;
+        answering_handoffs(|| {
+            let mut first_error = Ok(());
+            loop {
+                let Some((request, transport)) = self.lock().pop_front() else {
+                    return first_error;
+                };
+                let answered = handle_one(server, transport.as_ref(), &request);
+                if first_error.is_ok() {
+                    first_error = answered;
+                }
             }
-        }
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<HandedOver>> {
@@ -267,8 +283,7 @@ mod tests {
         let (server, transport, replies) = setup(dir.path());
         let handoff = Handoff::default();
         // This thread plays a reader in the middle of a name operation.
-        server.prepare_thread(transport.as_ref());
-        let mut held = Some(server.meta());
+        let mut held = Some(answering_handoffs(|| server.meta()));
         std::thread::scope(|scope| {
             // The worker does not wait for the lock: it hands the LOOKUP over and goes
             // back for the next request (here, the end of the session).
@@ -287,15 +302,15 @@ mod tests {
     }
 
     #[test]
-    fn a_request_meeting_another_thread_that_holds_the_lock_waits_for_it() {
+    fn a_request_meeting_a_thread_that_answers_no_handoffs_waits_for_the_lock() {
         if !test_support::needs(test_support::needs::tool_from("mkfs.ext4", "e2fsprogs")) {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
         let (server, transport, replies) = setup(dir.path());
         let handoff = Handoff::default();
-        // This thread is not a reader (as the committer is): it drains no queue, so the
-        // worker must answer the request itself once the lock is free.
+        // This thread answers no hand-offs (as the committer, or a reader in a WRITE or
+        // an fsync): the worker must wait for the lock and answer the request itself.
         let held = server.meta();
         std::thread::scope(|scope| {
             let worker = scope.spawn(|| worker_loop(&server, &transport, &handoff));

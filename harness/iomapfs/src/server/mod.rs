@@ -106,13 +106,27 @@ impl Meta {
 pub(crate) struct MetaGuard<'a> {
     guard: ManuallyDrop<MutexGuard<'a, Meta>>,
     server: &'a Server,
-    /// Taken by a session reader thread (`Server::meta_held_by_reader`).
-    by_reader: bool,
+    /// Taken by a thread that answers the hand-off queue as soon as its request is done
+    /// (`Server::meta_holder_drains`).
+    by_drainer: bool,
 }
 
 thread_local! {
-    /// Whether this thread is one of the session's readers (`Server::prepare_thread`).
-    static IS_READER: Cell<bool> = const { Cell::new(false) };
+    /// Whether this thread answers the hand-off queue as soon as its current request is
+    /// done (`answering_handoffs`).
+    static ANSWERS_HANDOFFS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` as a thread that answers the hand-off queue (`session::Handoff`) as soon as
+/// it is done: a session reader handling a name operation, whose work after the metadata
+/// lock is only its reply, or answering the queue itself. Requests that meet the lock
+/// held by such a thread are handed to it; a thread whose request goes on to slow work
+/// after the lock (an fsync's write-back, a WRITE's data) is waited for instead.
+pub fn answering_handoffs<R>(f: impl FnOnce() -> R) -> R {
+    let before = ANSWERS_HANDOFFS.with(|a| a.replace(true));
+    let result = f();
+    ANSWERS_HANDOFFS.with(|a| a.set(before));
+    result
 }
 
 impl Deref for MetaGuard<'_> {
@@ -153,9 +167,9 @@ impl Drop for MetaGuard<'_> {
 impl MetaGuard<'_> {
     /// Releases the lock; called exactly once, from `drop`.
     fn unlock(&mut self) {
-        if self.by_reader {
+        if self.by_drainer {
             self.server
-                .meta_held_by_reader
+                .meta_held_by_drainer
                 .store(false, Ordering::SeqCst);
         }
         // SAFETY: dropped exactly once (`drop` calls this once); the guard is not used
@@ -191,8 +205,9 @@ const DATA_LOCK_STRIPES: usize = 256;
 
 pub struct Server {
     meta: Mutex<Meta>,
-    /// Set while a session reader thread holds `meta` (`MetaGuard::by_reader`).
-    meta_held_by_reader: AtomicBool,
+    /// Set while a thread that answers the hand-off queue holds `meta`
+    /// (`MetaGuard::by_drainer`).
+    meta_held_by_drainer: AtomicBool,
     /// Regular files written with O_DIRECT whose cached pages in the kernel may be stale
     /// (see `Server::open`), with the handles opened since the last such write, each of
     /// which made the kernel drop them. Its own lock, taken after `meta` when both are
@@ -324,7 +339,7 @@ impl Server {
                 dircache: Default::default(),
             }),
             direct_written: Mutex::default(),
-            meta_held_by_reader: AtomicBool::new(false),
+            meta_held_by_drainer: AtomicBool::new(false),
             inodes: Default::default(),
             data: DataDevice::new(data, block_size),
             block_size,
@@ -446,14 +461,14 @@ impl Server {
                 guard
             }
         };
-        let by_reader = IS_READER.with(Cell::get);
-        if by_reader {
-            self.meta_held_by_reader.store(true, Ordering::SeqCst);
+        let by_drainer = ANSWERS_HANDOFFS.with(Cell::get);
+        if by_drainer {
+            self.meta_held_by_drainer.store(true, Ordering::SeqCst);
         }
         MetaGuard {
             guard: ManuallyDrop::new(guard),
             server: self,
-            by_reader,
+            by_drainer,
         }
     }
 
@@ -606,15 +621,13 @@ impl Server {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether a reader thread holds the metadata lock right now: it answers the requests
-    /// handed to it (`session::Handoff`) once its own is done.
-    pub fn meta_held_by_reader(&self) -> bool {
-        self.meta_held_by_reader.load(Ordering::SeqCst)
+    /// Whether the metadata lock is held right now by a thread that answers the hand-off
+    /// queue as soon as its request is done (`answering_handoffs`).
+    pub fn meta_holder_drains(&self) -> bool {
+        self.meta_held_by_drainer.load(Ordering::SeqCst)
     }
 
-    /// Sets up a reader thread of the session (one that answers handed-over requests).
     pub fn prepare_thread(&self, transport: &dyn Transport) {
-        IS_READER.with(|r| r.set(true));
         if self.mode() == Mode::Iomap {
             // Memory reclaim must not recurse into this filesystem through us.
             if let Err(e) = transport.set_nofs() {
