@@ -567,7 +567,7 @@ mod tests {
             dev.flush_cache().unwrap();
         }
         assert!(
-            dev.flush_ring.get().is_some_and(Option::is_some) || std::env::var_os("CI").is_none(),
+            dev.flush_ring.get().is_some_and(Option::is_some) || !test_support::needs::in_ci(),
             "io_uring is available on the CI machines"
         );
         dev.rewrite_first_sector().unwrap();

@@ -128,10 +128,9 @@ impl Handoff {
     /// The requests that only do metadata work under the metadata lock, and only send
     /// their reply after it.
     fn is_name_op(request: &[u8]) -> bool {
-        let Some(opcode) = request
-            .get(4..8)
-            .and_then(|b| b.try_into().ok())
-            .and_then(|b| Opcode::from_u32(u32::from_ne_bytes(b)))
+        let Some(opcode) = fuse_wire::parse_header(request)
+            .ok()
+            .and_then(|header| Opcode::from_u32(header.opcode))
         else {
             return false;
         };
@@ -270,8 +269,8 @@ mod tests {
 
     /// The reply's unique and error.
     fn answered(reply: &[u8]) -> (u64, i32) {
-        let error = i32::from_ne_bytes(reply[4..8].try_into().unwrap());
-        (u64::from_ne_bytes(reply[8..16].try_into().unwrap()), error)
+        let header = fuse_wire::reply::parse_reply(reply).unwrap().header;
+        (header.unique, header.error)
     }
 
     #[test]

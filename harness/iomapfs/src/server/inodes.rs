@@ -4,9 +4,9 @@
 //!
 //! The cache is exact. Entries are added only under the metadata lock, from a fresh read;
 //! every inode written under that lock (libext2fs's write hook logs them all, its own
-//! writes included) is read again, or dropped, before the lock is released. A reader outside the lock
-//! therefore sees an inode as it was before or after a concurrent change, never an older
-//! one once that change's reply is sent.
+//! writes included) is read again, or dropped, before the lock is released. A reader
+//! outside the lock therefore sees an inode as it was before or after a concurrent
+//! change, never an older one once that change's reply is sent.
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock, RwLockWriteGuard};
@@ -31,11 +31,7 @@ impl InodeCache {
 
     /// Adds `inode`, just read under the metadata lock (`_held` shows it is held).
     pub fn insert(&self, _held: &Meta, ino: Ino, inode: Inode) {
-        let mut map = self.write();
-        if map.len() >= MAX_ENTRIES {
-            map.clear();
-        }
-        map.insert(ino, inode);
+        put(&mut self.write(), ino, inode);
     }
 
     /// Replaces each inode written under the metadata lock (still held) with its fresh
@@ -44,12 +40,7 @@ impl InodeCache {
         let mut map = self.write();
         for (ino, inode) in fresh {
             match inode {
-                Some(inode) => {
-                    if map.len() >= MAX_ENTRIES {
-                        map.clear();
-                    }
-                    map.insert(ino, inode);
-                }
+                Some(inode) => put(&mut map, ino, inode),
                 None => {
                     map.remove(&ino);
                 }
@@ -76,6 +67,14 @@ impl InodeCache {
     fn write(&self) -> RwLockWriteGuard<'_, HashMap<Ino, Inode>> {
         self.map.write().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Adds an entry, starting the map afresh when it is full.
+fn put(map: &mut HashMap<Ino, Inode>, ino: Ino, inode: Inode) {
+    if map.len() >= MAX_ENTRIES {
+        map.clear();
+    }
+    map.insert(ino, inode);
 }
 
 #[cfg(test)]

@@ -612,7 +612,6 @@ impl Server {
         self.mode() == Mode::Classic
     }
 
-    /// The request loop calls this on each worker thread before serving.
     /// The O_DIRECT-written files (`direct_written`). Plain map operations under it: a
     /// poisoned lock still guards a whole map.
     pub(crate) fn direct_written(&self) -> MutexGuard<'_, HashMap<Ino, HashSet<u64>>> {
@@ -627,6 +626,7 @@ impl Server {
         self.meta_held_by_drainer.load(Ordering::SeqCst)
     }
 
+    /// The request loop calls this on each worker thread before serving.
     pub fn prepare_thread(&self, transport: &dyn Transport) {
         if self.mode() == Mode::Iomap {
             // Memory reclaim must not recurse into this filesystem through us.
